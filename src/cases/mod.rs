@@ -1,0 +1,204 @@
+//! Case stage: turns each event into a case (UUIDv7 id, also the idempotency key; scenario,
+//! camera, unit, times, confidence, JPEG evidence) and commits it to the SQLite outbox.
+
+pub mod evidence;
+pub mod outbox;
+
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use crossbeam_channel::Receiver;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::scenarios::Event;
+use crate::telemetry;
+use outbox::{Outbox, OutboxError};
+
+pub const CASE_SCHEMA: &str = "gridwatch.case.v1";
+pub const CASE_SOURCE: &str = "ai_video";
+
+/// The case as it is sent to the dispatch API (JSON).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Case {
+    pub schema: String,
+    /// UUIDv7; also the `Idempotency-Key` of every delivery attempt.
+    pub id: Uuid,
+    pub source: String,
+    pub scenario: CaseScenario,
+    pub unit: Named,
+    pub group: Named,
+    pub camera: CaseCamera,
+    pub location: String,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub zone: CaseZone,
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_seen_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub confirmed_at: OffsetDateTime,
+    pub confidence: f32,
+    pub objects: Vec<CaseObject>,
+    pub snapshot: CaseSnapshot,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaseScenario {
+    pub id: String,
+    pub name_zh: String,
+    pub name_en: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Named {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaseCamera {
+    pub id: String,
+    pub name: String,
+    pub gb28181_device_id: Option<String>,
+    pub gb28181_channel_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaseZone {
+    pub id: String,
+    pub name: String,
+    pub polygon: Vec<[f64; 2]>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaseObject {
+    pub label: String,
+    pub score: f32,
+    /// [x1, y1, x2, y2] normalised to the frame.
+    pub bbox: [f32; 4],
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaseSnapshot {
+    pub content_type: String,
+    pub width: u32,
+    pub height: u32,
+    pub data_base64: String,
+}
+
+impl CaseSnapshot {
+    pub fn jpeg(&self) -> Option<Vec<u8>> {
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.data_base64)
+            .ok()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaseError {
+    #[error(transparent)]
+    Evidence(#[from] evidence::EvidenceError),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error("case could not be serialised: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+fn datetime(t: SystemTime) -> OffsetDateTime {
+    OffsetDateTime::from(t)
+}
+
+/// Builds the case for an event, evidence included.
+pub fn build(config: &Config, event: &Event) -> Result<(Case, Vec<u8>), CaseError> {
+    let cam = &config.cameras[event.camera];
+    let zone = &cam.zones[event.zone];
+    let group = config.camera_group(cam);
+    let unit = config.unit(&cam.unit);
+    let snapshot = evidence::render(
+        &event.frame,
+        &zone.polygon,
+        &event.objects,
+        config.cases.snapshot_max_width_pixels,
+    )?;
+    let case = Case {
+        schema: CASE_SCHEMA.into(),
+        id: Uuid::now_v7(),
+        source: CASE_SOURCE.into(),
+        scenario: CaseScenario {
+            id: event.scenario.id.into(),
+            name_zh: event.scenario.name_zh.into(),
+            name_en: event.scenario.name_en.into(),
+        },
+        unit: Named {
+            id: cam.unit.clone(),
+            name: unit.map(|u| u.name.clone()).unwrap_or_default(),
+        },
+        group: Named {
+            id: cam.group.clone(),
+            name: group.map(|g| g.name.clone()).unwrap_or_default(),
+        },
+        camera: CaseCamera {
+            id: cam.id.clone(),
+            name: cam.name.clone(),
+            gb28181_device_id: cam.gb28181_device_id.clone(),
+            gb28181_channel_id: cam.gb28181_channel_id.clone(),
+        },
+        location: cam.location.clone(),
+        lat: cam.lat,
+        lon: cam.lon,
+        zone: CaseZone {
+            id: zone.id.clone(),
+            name: zone.name.clone(),
+            polygon: zone.polygon.clone(),
+        },
+        first_seen_at: datetime(event.first_seen_at),
+        confirmed_at: datetime(event.confirmed_at),
+        confidence: event.confidence,
+        objects: event
+            .objects
+            .iter()
+            .map(|d| CaseObject {
+                label: d.label.to_string(),
+                score: d.score,
+                bbox: d.bbox,
+            })
+            .collect(),
+        snapshot: CaseSnapshot {
+            content_type: "image/jpeg".into(),
+            width: snapshot.width,
+            height: snapshot.height,
+            data_base64: base64::engine::general_purpose::STANDARD.encode(&snapshot.jpeg),
+        },
+    };
+    Ok((case, snapshot.jpeg))
+}
+
+/// The case thread: every event becomes a committed outbox row, then `on_stored` wakes delivery.
+/// An outbox write failure (disk full, I/O error) stops the stage with that error: no case is
+/// reported as taken that was not stored.
+pub fn run(
+    config: &Config,
+    mut outbox: Outbox,
+    input: Receiver<Event>,
+    on_stored: impl Fn(),
+) -> Result<u64, CaseError> {
+    let mut stored = 0;
+    for event in input {
+        let (case, jpeg) = build(config, &event)?;
+        let body = serde_json::to_string(&case)?;
+        outbox.insert(
+            &case.id.to_string(),
+            &case.scenario.id,
+            &case.camera.id,
+            &body,
+            &jpeg,
+        )?;
+        telemetry::case_stored(&case.scenario.id);
+        tracing::info!(case = %case.id, scenario = %case.scenario.id, camera = %case.camera.id, unit = %case.unit.name, zone = %case.zone.id, objects = case.objects.len(), confidence = case.confidence, "case stored in outbox");
+        stored += 1;
+        on_stored();
+    }
+    Ok(stored)
+}

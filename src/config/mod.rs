@@ -1,0 +1,717 @@
+//! Typed configuration of the key area (command centre, management units, camera groups,
+//! cameras, zones) and of every stage; loading reports every problem with file, line and field.
+
+mod locate;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::infer::card::ModelCard;
+use crate::scenarios::SCENARIO_IDS;
+use locate::SourceMap;
+
+/// The default configuration compiled into the binary: the sample streams as cameras of the
+/// key area, the shipped model, and a local dispatch receiver.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.toml");
+/// Relative paths in the embedded default resolve against the source tree's `config/`.
+pub const EMBEDDED_DEFAULT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
+
+pub const DEFAULT_ANALYSIS_FPS: f64 = 2.0;
+pub const DEFAULT_STALL_TIMEOUT_SECONDS: f64 = 10.0;
+pub const DEFAULT_RECONNECT_DELAY_SECONDS: f64 = 2.0;
+pub const DEFAULT_SCORE_THRESHOLD: f32 = 0.35;
+pub const DEFAULT_NMS_IOU: f32 = 0.6;
+pub const DEFAULT_EVENT_QUEUE_CAPACITY: usize = 64;
+pub const DEFAULT_DETECTIONS_QUEUE_CAPACITY: usize = 16;
+pub const DEFAULT_CROWD_MIN_PERSONS: usize = 6;
+pub const DEFAULT_CROWD_MIN_DURATION_SECONDS: f64 = 5.0;
+pub const DEFAULT_CROWD_CLEAR_SECONDS: f64 = 3.0;
+pub const DEFAULT_CROWD_SCORE_THRESHOLD: f32 = 0.4;
+pub const DEFAULT_DISPATCH_TIMEOUT_SECONDS: f64 = 10.0;
+pub const DEFAULT_RETRY_INITIAL_SECONDS: f64 = 1.0;
+pub const DEFAULT_RETRY_MAX_SECONDS: f64 = 60.0;
+pub const DEFAULT_SNAPSHOT_MAX_WIDTH_PIXELS: u32 = 960;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub centre: CommandCentre,
+    #[serde(default)]
+    pub units: Vec<Unit>,
+    #[serde(default)]
+    pub groups: Vec<Group>,
+    #[serde(default)]
+    pub cameras: Vec<Camera>,
+    pub model: ModelSettings,
+    #[serde(default)]
+    pub inference: InferenceSettings,
+    #[serde(default)]
+    pub ingest: IngestSettings,
+    #[serde(default)]
+    pub scenarios: ScenarioSettings,
+    #[serde(default)]
+    pub cases: CaseSettings,
+    pub dispatch: DispatchSettings,
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
+    /// Folder the relative paths in this file resolve against (the file's folder).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// Where this configuration came from, for messages.
+    #[serde(skip)]
+    pub source_name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandCentre {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unit {
+    pub id: String,
+    pub name: String,
+    /// e.g. "business_district", "village", "residential".
+    #[serde(default)]
+    pub kind: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub id: String,
+    pub name: String,
+    pub unit: String,
+    /// Frames analysed per second for every camera of the group.
+    #[serde(default = "default_analysis_fps")]
+    pub analysis_fps: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Camera {
+    pub id: String,
+    pub name: String,
+    pub unit: String,
+    pub group: String,
+    /// `rtsp://…`, `file:///…`, a path (relative to this file), or `test:` for a test pattern.
+    pub uri: String,
+    #[serde(default)]
+    pub location: String,
+    #[serde(default)]
+    pub lat: Option<f64>,
+    #[serde(default)]
+    pub lon: Option<f64>,
+    #[serde(default)]
+    pub gb28181_device_id: Option<String>,
+    #[serde(default)]
+    pub gb28181_channel_id: Option<String>,
+    /// Replay a file source from the start when it ends.
+    #[serde(default)]
+    pub r#loop: bool,
+    /// A gst-launch template file overriding the one chosen from the uri scheme.
+    #[serde(default)]
+    pub pipeline: Option<PathBuf>,
+    #[serde(default)]
+    pub zones: Vec<Zone>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zone {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// Polygon vertices in normalised frame coordinates (0..1, origin top-left).
+    pub polygon: Vec<[f64; 2]>,
+    /// Scenario ids evaluated in this zone.
+    pub scenarios: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Path of the model card (TOML).
+    pub card: PathBuf,
+    #[serde(default = "default_score_threshold")]
+    pub score_threshold: f32,
+    #[serde(default = "default_nms_iou")]
+    pub nms_iou: f32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceSettings {
+    /// Worker threads, each with its own onnxruntime session; 0 = one per core.
+    #[serde(default)]
+    pub workers: usize,
+    /// onnxruntime intra-op threads per session.
+    #[serde(default = "one")]
+    pub intra_op_threads: usize,
+    #[serde(default = "default_detections_queue_capacity")]
+    pub detections_queue_capacity: usize,
+    /// Path of libonnxruntime; default: ORT_DYLIB_PATH, then third_party/onnxruntime.
+    #[serde(default)]
+    pub onnxruntime_library: Option<PathBuf>,
+}
+
+impl Default for InferenceSettings {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            intra_op_threads: 1,
+            detections_queue_capacity: DEFAULT_DETECTIONS_QUEUE_CAPACITY,
+            onnxruntime_library: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Pace {
+    /// Live cameras and demos: sources run at their own speed; a frame that arrives while the
+    /// previous one of that camera still waits replaces it (counted as dropped).
+    #[default]
+    Realtime,
+    /// Replays and tests: files are read as fast as inference takes them; no frame is dropped.
+    Fast,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    #[serde(default)]
+    pub pace: Pace,
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout_seconds: f64,
+    #[serde(default = "default_reconnect_delay")]
+    pub reconnect_delay_seconds: f64,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            pace: Pace::default(),
+            stall_timeout_seconds: DEFAULT_STALL_TIMEOUT_SECONDS,
+            reconnect_delay_seconds: DEFAULT_RECONNECT_DELAY_SECONDS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioSettings {
+    #[serde(default)]
+    pub crowd_gathering: CrowdSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrowdSettings {
+    #[serde(default = "default_crowd_min_persons")]
+    pub min_persons: usize,
+    #[serde(default = "default_crowd_min_duration")]
+    pub min_duration_seconds: f64,
+    /// The episode ends after the count stays below `min_persons` this long.
+    #[serde(default = "default_crowd_clear")]
+    pub clear_seconds: f64,
+    #[serde(default = "default_crowd_score")]
+    pub score_threshold: f32,
+}
+
+impl Default for CrowdSettings {
+    fn default() -> Self {
+        Self {
+            min_persons: DEFAULT_CROWD_MIN_PERSONS,
+            min_duration_seconds: DEFAULT_CROWD_MIN_DURATION_SECONDS,
+            clear_seconds: DEFAULT_CROWD_CLEAR_SECONDS,
+            score_threshold: DEFAULT_CROWD_SCORE_THRESHOLD,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseSettings {
+    /// SQLite file holding cases and the delivery outbox.
+    #[serde(default = "default_outbox")]
+    pub outbox: PathBuf,
+    #[serde(default = "default_event_queue_capacity")]
+    pub event_queue_capacity: usize,
+    #[serde(default = "default_snapshot_width")]
+    pub snapshot_max_width_pixels: u32,
+}
+
+impl Default for CaseSettings {
+    fn default() -> Self {
+        Self {
+            outbox: default_outbox(),
+            event_queue_capacity: DEFAULT_EVENT_QUEUE_CAPACITY,
+            snapshot_max_width_pixels: DEFAULT_SNAPSHOT_MAX_WIDTH_PIXELS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchSettings {
+    /// The dispatch API endpoint cases are POSTed to; defaults to the embedded receiver's.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    #[serde(default = "default_dispatch_timeout")]
+    pub timeout_seconds: f64,
+    #[serde(default = "default_retry_initial")]
+    pub retry_initial_seconds: f64,
+    #[serde(default = "default_retry_max")]
+    pub retry_max_seconds: f64,
+    /// Start a dispatch receiver in the same process (demo and single-machine use).
+    #[serde(default)]
+    pub embedded_receiver: Option<EmbeddedReceiver>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// Serve Prometheus `/metrics` and `/healthz` on this address, e.g. "127.0.0.1:9464".
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedReceiver {
+    /// Address to listen on, e.g. "127.0.0.1:8765".
+    pub listen: String,
+    /// SQLite file of the receiver.
+    pub database: PathBuf,
+}
+
+fn default_analysis_fps() -> f64 {
+    DEFAULT_ANALYSIS_FPS
+}
+fn default_score_threshold() -> f32 {
+    DEFAULT_SCORE_THRESHOLD
+}
+fn default_nms_iou() -> f32 {
+    DEFAULT_NMS_IOU
+}
+fn one() -> usize {
+    1
+}
+fn default_detections_queue_capacity() -> usize {
+    DEFAULT_DETECTIONS_QUEUE_CAPACITY
+}
+fn default_stall_timeout() -> f64 {
+    DEFAULT_STALL_TIMEOUT_SECONDS
+}
+fn default_reconnect_delay() -> f64 {
+    DEFAULT_RECONNECT_DELAY_SECONDS
+}
+fn default_crowd_min_persons() -> usize {
+    DEFAULT_CROWD_MIN_PERSONS
+}
+fn default_crowd_min_duration() -> f64 {
+    DEFAULT_CROWD_MIN_DURATION_SECONDS
+}
+fn default_crowd_clear() -> f64 {
+    DEFAULT_CROWD_CLEAR_SECONDS
+}
+fn default_crowd_score() -> f32 {
+    DEFAULT_CROWD_SCORE_THRESHOLD
+}
+fn default_outbox() -> PathBuf {
+    PathBuf::from("var/gridwatch.sqlite")
+}
+fn default_event_queue_capacity() -> usize {
+    DEFAULT_EVENT_QUEUE_CAPACITY
+}
+fn default_snapshot_width() -> u32 {
+    DEFAULT_SNAPSHOT_MAX_WIDTH_PIXELS
+}
+fn default_dispatch_timeout() -> f64 {
+    DEFAULT_DISPATCH_TIMEOUT_SECONDS
+}
+fn default_retry_initial() -> f64 {
+    DEFAULT_RETRY_INITIAL_SECONDS
+}
+fn default_retry_max() -> f64 {
+    DEFAULT_RETRY_MAX_SECONDS
+}
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigProblem {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// Dotted field path, e.g. `cameras[1].unit`; empty when the problem is not tied to a field.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if !self.field.is_empty() {
+            write!(f, "field `{}`: ", self.field)?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+/// Every problem found in one configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} problem(s) in the configuration:\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigProblem>),
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> &[ConfigProblem] {
+        match self {
+            ConfigError::Invalid(p) => p,
+            ConfigError::Read { .. } => &[],
+        }
+    }
+}
+
+/// How deep a load goes: `Check` also opens model files and hashes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    Structure,
+    Check,
+}
+
+impl Config {
+    /// Loads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_text(&text, &path.display().to_string(), &base)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Self::from_text(
+            EMBEDDED_DEFAULT,
+            "<embedded config/default.toml>",
+            Path::new(EMBEDDED_DEFAULT_DIR),
+        )
+    }
+
+    /// Parses, then validates; collects all problems rather than stopping at the first.
+    pub fn from_text(text: &str, name: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let map = SourceMap::new(text);
+        let mut problems = Vec::new();
+        let parsed = parse_collecting(text, name, &map, &mut problems);
+        if let Some(mut config) = parsed {
+            config.base_dir = base_dir.to_path_buf();
+            config.source_name = name.to_owned();
+            for (field, message) in config.validate() {
+                problems.push(problem_at_field(name, &map, &field, message));
+            }
+            if problems.is_empty() {
+                return Ok(config);
+            }
+        }
+        problems.sort_by_key(|p| (p.line, p.column));
+        Err(ConfigError::Invalid(problems))
+    }
+
+    /// Resolves a path from this file against its folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    pub fn camera_group(&self, camera: &Camera) -> Option<&Group> {
+        self.groups.iter().find(|g| g.id == camera.group)
+    }
+
+    pub fn unit(&self, id: &str) -> Option<&Unit> {
+        self.units.iter().find(|u| u.id == id)
+    }
+
+    /// Semantic checks; returns (field path, message) pairs.
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut err = |field: String, msg: String| out.push((field, msg));
+
+        unique_ids(self.units.iter().map(|u| u.id.as_str()), "units", &mut err);
+        unique_ids(
+            self.groups.iter().map(|g| g.id.as_str()),
+            "groups",
+            &mut err,
+        );
+        unique_ids(
+            self.cameras.iter().map(|c| c.id.as_str()),
+            "cameras",
+            &mut err,
+        );
+        let units: HashSet<&str> = self.units.iter().map(|u| u.id.as_str()).collect();
+        let groups: HashMap<&str, &Group> =
+            self.groups.iter().map(|g| (g.id.as_str(), g)).collect();
+
+        for (i, g) in self.groups.iter().enumerate() {
+            if !units.contains(g.unit.as_str()) {
+                err(
+                    format!("groups[{i}].unit"),
+                    format!("unknown management unit `{}`", g.unit),
+                );
+            }
+            if !(g.analysis_fps > 0.0 && g.analysis_fps <= 60.0) {
+                err(
+                    format!("groups[{i}].analysis_fps"),
+                    format!("must be in (0, 60], got {}", g.analysis_fps),
+                );
+            }
+        }
+        if self.cameras.is_empty() {
+            err("cameras".into(), "no cameras configured".into());
+        }
+        for (i, c) in self.cameras.iter().enumerate() {
+            if !units.contains(c.unit.as_str()) {
+                err(
+                    format!("cameras[{i}].unit"),
+                    format!("unknown management unit `{}`", c.unit),
+                );
+            }
+            match groups.get(c.group.as_str()) {
+                None => err(
+                    format!("cameras[{i}].group"),
+                    format!("unknown camera group `{}`", c.group),
+                ),
+                Some(g) if g.unit != c.unit && units.contains(c.unit.as_str()) => err(
+                    format!("cameras[{i}].group"),
+                    format!(
+                        "group `{}` belongs to unit `{}`, not to the camera's unit `{}`",
+                        g.id, g.unit, c.unit
+                    ),
+                ),
+                Some(_) => {}
+            }
+            if let Some(path) = crate::ingest::local_file(&c.uri, &self.base_dir)
+                && !path.is_file()
+            {
+                err(
+                    format!("cameras[{i}].uri"),
+                    format!("file not found: {}", path.display()),
+                );
+            }
+            if let Err(e) = crate::ingest::SourceKind::of(&c.uri) {
+                err(format!("cameras[{i}].uri"), e);
+            }
+            if let Some(p) = &c.pipeline
+                && !self.resolve(p).is_file()
+            {
+                err(
+                    format!("cameras[{i}].pipeline"),
+                    format!("template not found: {}", self.resolve(p).display()),
+                );
+            }
+            if let (Some(lat), Some(lon)) = (c.lat, c.lon)
+                && !((-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon))
+            {
+                err(
+                    format!("cameras[{i}].lat"),
+                    format!("lat/lon out of range: {lat}, {lon}"),
+                );
+            }
+            unique_ids(
+                c.zones.iter().map(|z| z.id.as_str()),
+                &format!("cameras[{i}].zones"),
+                &mut err,
+            );
+            for (j, z) in c.zones.iter().enumerate() {
+                let field = format!("cameras[{i}].zones[{j}].polygon");
+                if let Err(e) = crate::scenarios::geometry::validate_polygon(&z.polygon) {
+                    err(field, e);
+                }
+                for (k, s) in z.scenarios.iter().enumerate() {
+                    if !SCENARIO_IDS.contains(&s.as_str()) {
+                        err(
+                            format!("cameras[{i}].zones[{j}].scenarios[{k}]"),
+                            format!(
+                                "unknown scenario `{s}` (known: {})",
+                                SCENARIO_IDS.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+
+        let card_path = self.resolve(&self.model.card);
+        if !card_path.is_file() {
+            err(
+                "model.card".into(),
+                format!("model card not found: {}", card_path.display()),
+            );
+        } else if let Err(e) = ModelCard::load(&card_path) {
+            err("model.card".into(), e.to_string());
+        }
+        if !(0.0..=1.0).contains(&self.model.score_threshold) {
+            err("model.score_threshold".into(), "must be within 0..1".into());
+        }
+        if !(0.0..=1.0).contains(&self.model.nms_iou) {
+            err("model.nms_iou".into(), "must be within 0..1".into());
+        }
+        if self.inference.intra_op_threads == 0 {
+            err(
+                "inference.intra_op_threads".into(),
+                "must be at least 1".into(),
+            );
+        }
+        let crowd = &self.scenarios.crowd_gathering;
+        if crowd.min_persons == 0 {
+            err(
+                "scenarios.crowd_gathering.min_persons".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if crowd.min_duration_seconds < 0.0 || crowd.clear_seconds < 0.0 {
+            err(
+                "scenarios.crowd_gathering".into(),
+                "durations must not be negative".into(),
+            );
+        }
+        match (&self.dispatch.url, &self.dispatch.embedded_receiver) {
+            (None, None) => err(
+                "dispatch".into(),
+                "set `url` (the dispatch API) or `embedded_receiver`".into(),
+            ),
+            (Some(url), _) => {
+                if let Err(e) = reqwest::Url::parse(url) {
+                    err("dispatch.url".into(), format!("not a URL: {e}"));
+                }
+            }
+            _ => {}
+        }
+        if let Some(r) = &self.dispatch.embedded_receiver
+            && r.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            err(
+                "dispatch.embedded_receiver.listen".into(),
+                format!("not an address:port: `{}`", r.listen),
+            );
+        }
+        if let Some(l) = &self.telemetry.metrics_listen
+            && l.parse::<std::net::SocketAddr>().is_err()
+        {
+            err(
+                "telemetry.metrics_listen".into(),
+                format!("not an address:port: `{l}`"),
+            );
+        }
+        if self.dispatch.retry_initial_seconds <= 0.0
+            || self.dispatch.retry_max_seconds < self.dispatch.retry_initial_seconds
+        {
+            err(
+                "dispatch.retry_max_seconds".into(),
+                "need 0 < retry_initial_seconds <= retry_max_seconds".into(),
+            );
+        }
+        out
+    }
+}
+
+fn unique_ids<'a>(
+    ids: impl Iterator<Item = &'a str>,
+    list: &str,
+    err: &mut impl FnMut(String, String),
+) {
+    let mut seen = HashSet::new();
+    for (i, id) in ids.enumerate() {
+        if id.trim().is_empty() {
+            err(format!("{list}[{i}].id"), "id must not be empty".into());
+        } else if !seen.insert(id) {
+            err(format!("{list}[{i}].id"), format!("duplicate id `{id}`"));
+        }
+    }
+}
+
+fn problem_at_field(file: &str, map: &SourceMap, field: &str, message: String) -> ConfigProblem {
+    let (line, column) = map.span_of(field).map_or((1, 1), |s| map.line_col(s.start));
+    ConfigProblem {
+        file: file.to_owned(),
+        line,
+        column,
+        field: field.to_owned(),
+        message,
+    }
+}
+
+/// Deserialises `text`; on an unknown field, records it, comments the offending lines out and
+/// tries again, so that one typo does not hide the problems behind it.
+fn parse_collecting(
+    text: &str,
+    name: &str,
+    map: &SourceMap,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<Config> {
+    const MAX_ROUNDS: usize = 64;
+    let mut current = text.to_owned();
+    for _ in 0..MAX_ROUNDS {
+        match toml::from_str::<Config>(&current) {
+            Ok(c) => return Some(c),
+            Err(e) => {
+                let span = e.span();
+                let (line, column) = span.clone().map_or((1, 1), |s| map.line_col(s.start));
+                let located = span.as_ref().and_then(|s| map.path_at(s.start));
+                let message = e.message().trim().to_owned();
+                problems.push(ConfigProblem {
+                    file: name.to_owned(),
+                    line,
+                    column,
+                    field: located.as_ref().map(|(p, _)| p.clone()).unwrap_or_default(),
+                    message: message.clone(),
+                });
+                let recoverable = message.starts_with("unknown field");
+                match (recoverable, located) {
+                    (true, Some((_, whole))) => current = comment_out(&current, whole),
+                    _ => return None,
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Turns the lines covering `span` into comments; line numbers stay the same.
+fn comment_out(text: &str, span: std::ops::Range<usize>) -> String {
+    let first = text[..span.start.min(text.len())].matches('\n').count();
+    let last = text[..span.end.min(text.len())]
+        .trim_end_matches('\n')
+        .matches('\n')
+        .count();
+    text.split('\n')
+        .enumerate()
+        .map(|(i, l)| {
+            if (first..=last).contains(&i) {
+                format!("#{l}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,293 @@
+//! Inference stage: model cards, one onnxruntime session per worker thread, decoding of the
+//! model's outputs into normalised detections, and the bounded worker pool fed by the cameras.
+
+pub mod card;
+pub mod nanodet;
+pub mod nms;
+pub mod pool;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::TensorRef;
+
+use card::{CardError, ColourOrder, DecoderSpec, Layout, ModelCard};
+use nanodet::{DecodeParams, Level, NanodetDecoder};
+
+/// Where the setup script puts the onnxruntime library taken from the PyPI wheel.
+pub const BUNDLED_ORT_LIBRARY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/third_party/onnxruntime/libonnxruntime.so"
+);
+
+/// One detected object; `bbox` is [x1, y1, x2, y2] normalised to 0..1 of the frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    pub class_id: u16,
+    pub label: Arc<str>,
+    pub score: f32,
+    pub bbox: [f32; 4],
+}
+
+impl Detection {
+    /// Bottom-centre of the box: where the object stands on the ground.
+    pub fn foot_point(&self) -> [f64; 2] {
+        [
+            f64::from(self.bbox[0] + self.bbox[2]) / 2.0,
+            f64::from(self.bbox[3]),
+        ]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error(transparent)]
+    Card(#[from] CardError),
+    #[error(
+        "onnxruntime library not found at {0}; run ./scripts/setup (it installs the library from the PyPI onnxruntime wheel) or set ORT_DYLIB_PATH to libonnxruntime.so.<version>"
+    )]
+    RuntimeMissing(PathBuf),
+    #[error("cannot load onnxruntime from {path}: {message}")]
+    RuntimeLoad { path: PathBuf, message: String },
+    #[error("model {model}: {message}")]
+    Session { model: String, message: String },
+    #[error("model {model}: the card names {what} `{name}`, but the ONNX file has {found:?}")]
+    NameMismatch {
+        model: String,
+        what: &'static str,
+        name: String,
+        found: Vec<String>,
+    },
+    #[error("model {model}: decoder `{kind}` is not implemented yet")]
+    UnsupportedDecoder { model: String, kind: &'static str },
+    #[error("model {model}: frame is {got_w}x{got_h}, the model needs {want_w}x{want_h}")]
+    FrameSize {
+        model: String,
+        got_w: u32,
+        got_h: u32,
+        want_w: usize,
+        want_h: usize,
+    },
+    #[error("model {model}: inference failed: {message}")]
+    Run { model: String, message: String },
+}
+
+static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
+
+/// The onnxruntime library to load: the configured path, else ORT_DYLIB_PATH, else the bundled one.
+pub fn runtime_library(configured: Option<&Path>) -> PathBuf {
+    configured
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(BUNDLED_ORT_LIBRARY))
+}
+
+/// Loads onnxruntime once per process; later calls reuse it.
+pub fn environment(library: &Path) -> Result<&'static Environment, InferError> {
+    if !library.is_file() {
+        return Err(InferError::RuntimeMissing(library.to_owned()));
+    }
+    let env = ENVIRONMENT.get_or_init(|| {
+        ort::init_from(library)
+            .map_err(|e| e.to_string())?
+            .with_name("gridwatch")
+            .build()
+            .map_err(|e| e.to_string())
+    });
+    env.as_ref().map_err(|message| InferError::RuntimeLoad {
+        path: library.to_owned(),
+        message: message.clone(),
+    })
+}
+
+/// Thresholds applied after the model.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    pub score: f32,
+    pub nms_iou: f32,
+}
+
+/// One onnxruntime session with its reused input buffer and decoder scratch space.
+pub struct Detector {
+    session: Session,
+    card: Arc<ModelCard>,
+    labels: Vec<Arc<str>>,
+    thresholds: Thresholds,
+    input: Vec<f32>,
+    decoder: NanodetDecoder,
+}
+
+impl Detector {
+    /// Opens a session and checks the ONNX file's input and output names against the card.
+    pub fn new(
+        env: &Environment,
+        card: Arc<ModelCard>,
+        intra_op_threads: usize,
+        thresholds: Thresholds,
+    ) -> Result<Self, InferError> {
+        let model = card.id.clone();
+        let session_err = |e: &dyn std::fmt::Display| InferError::Session {
+            model: model.clone(),
+            message: e.to_string(),
+        };
+        if let DecoderSpec::MediapipeSsd { .. } = card.decoder {
+            return Err(InferError::UnsupportedDecoder {
+                model,
+                kind: "mediapipe_ssd",
+            });
+        }
+        let session = Session::builder(env)
+            .map_err(|e| session_err(&e))?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| session_err(&e))?
+            .with_intra_threads(intra_op_threads)
+            .map_err(|e| session_err(&e))?
+            .commit_from_file(card.model_path())
+            .map_err(|e| session_err(&e))?;
+        let inputs: Vec<String> = session
+            .inputs()
+            .iter()
+            .map(|o| o.name().to_owned())
+            .collect();
+        if !inputs.contains(&card.input.name) {
+            return Err(InferError::NameMismatch {
+                model,
+                what: "input",
+                name: card.input.name.clone(),
+                found: inputs,
+            });
+        }
+        let outputs: Vec<String> = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_owned())
+            .collect();
+        for name in card.decoder.output_names() {
+            if !outputs.iter().any(|o| o == name) {
+                return Err(InferError::NameMismatch {
+                    model,
+                    what: "output",
+                    name: name.to_owned(),
+                    found: outputs,
+                });
+            }
+        }
+        let labels = card.load_labels()?;
+        let input = vec![0.0; card.input.shape.iter().product()];
+        Ok(Self {
+            session,
+            card,
+            labels,
+            thresholds,
+            input,
+            decoder: NanodetDecoder::default(),
+        })
+    }
+
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+
+    /// Runs the model on one packed-row RGB frame of exactly the model's input size; detections
+    /// go to `out` (cleared first).
+    pub fn detect(
+        &mut self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+        row_stride: usize,
+        out: &mut Vec<Detection>,
+    ) -> Result<(), InferError> {
+        let (w, h) = self.card.input_size();
+        if width as usize != w || height as usize != h || rgb.len() < row_stride * (h - 1) + w * 3 {
+            return Err(InferError::FrameSize {
+                model: self.card.id.clone(),
+                got_w: width,
+                got_h: height,
+                want_w: w,
+                want_h: h,
+            });
+        }
+        self.preprocess(rgb, row_stride);
+        let run_err = |e: &dyn std::fmt::Display| InferError::Run {
+            model: self.card.id.clone(),
+            message: e.to_string(),
+        };
+        let tensor = TensorRef::from_array_view((self.card.input.shape, &self.input[..]))
+            .map_err(|e| run_err(&e))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.card.input.name.as_str() => tensor])
+            .map_err(|e| InferError::Run {
+                model: self.card.id.clone(),
+                message: e.to_string(),
+            })?;
+        match &self.card.decoder {
+            DecoderSpec::Nanodet {
+                strides,
+                reg_max,
+                score_outputs,
+                box_outputs,
+            } => {
+                let mut levels = Vec::with_capacity(strides.len());
+                for ((stride, s_name), b_name) in strides.iter().zip(score_outputs).zip(box_outputs)
+                {
+                    let extract = |name: &str| {
+                        outputs[name]
+                            .try_extract_tensor::<f32>()
+                            .map(|(_, data)| data)
+                            .map_err(|e| InferError::Run {
+                                model: self.card.id.clone(),
+                                message: e.to_string(),
+                            })
+                    };
+                    levels.push(Level {
+                        stride: *stride,
+                        scores: extract(s_name)?,
+                        boxes: extract(b_name)?,
+                    });
+                }
+                let params = DecodeParams {
+                    input_width: w,
+                    input_height: h,
+                    num_classes: self.labels.len(),
+                    reg_max: *reg_max,
+                    score_threshold: self.thresholds.score,
+                    nms_iou: self.thresholds.nms_iou,
+                };
+                self.decoder.decode(&levels, &params, &self.labels, out);
+            }
+            DecoderSpec::MediapipeSsd { .. } => unreachable!("refused in Detector::new"),
+        }
+        Ok(())
+    }
+
+    /// RGB bytes → normalised floats in the card's layout and colour order, into the reused buffer.
+    fn preprocess(&mut self, rgb: &[u8], row_stride: usize) {
+        let (w, h) = self.card.input_size();
+        let spec = &self.card.input;
+        // Channel c of the model reads source channel src[c].
+        let src = match spec.colour_order {
+            ColourOrder::Rgb => [0, 1, 2],
+            ColourOrder::Bgr => [2, 1, 0],
+        };
+        let scale = [1.0 / spec.std[0], 1.0 / spec.std[1], 1.0 / spec.std[2]];
+        let plane = w * h;
+        for y in 0..h {
+            let row = &rgb[y * row_stride..y * row_stride + w * 3];
+            for (x, px) in row.chunks_exact(3).enumerate() {
+                for c in 0..3 {
+                    let v = (f32::from(px[src[c]]) - spec.mean[c]) * scale[c];
+                    let i = match spec.layout {
+                        Layout::Nchw => c * plane + y * w + x,
+                        Layout::Nhwc => (y * w + x) * 3 + c,
+                    };
+                    self.input[i] = v;
+                }
+            }
+        }
+    }
+}

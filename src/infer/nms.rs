@@ -1,0 +1,64 @@
+//! Greedy per-class non-maximum suppression over candidates sorted in place (no allocation
+//! beyond the caller's reused buffers).
+
+use super::Detection;
+
+/// Intersection over union of two [x1, y1, x2, y2] boxes.
+pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
+    if union <= 0.0 { 0.0 } else { inter / union }
+}
+
+/// Keeps, per class, the highest-scoring boxes that overlap no kept box by more than
+/// `iou_threshold`. `candidates` is sorted by descending score; the survivors are appended to `out`.
+pub fn per_class_nms(candidates: &mut [Detection], iou_threshold: f32, out: &mut Vec<Detection>) {
+    candidates.sort_unstable_by(|a, b| b.score.total_cmp(&a.score));
+    let first_kept = out.len();
+    for c in candidates.iter() {
+        let suppressed = out[first_kept..]
+            .iter()
+            .any(|k| k.class_id == c.class_id && iou(&k.bbox, &c.bbox) > iou_threshold);
+        if !suppressed {
+            out.push(c.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(class_id: u16, score: f32, bbox: [f32; 4]) -> Detection {
+        Detection {
+            class_id,
+            label: "x".into(),
+            score,
+            bbox,
+        }
+    }
+
+    #[test]
+    fn overlapping_boxes_of_one_class_collapse_to_the_best() {
+        let mut c = vec![
+            det(0, 0.5, [0.0, 0.0, 10.0, 10.0]),
+            det(0, 0.9, [1.0, 1.0, 11.0, 11.0]),
+            det(1, 0.8, [1.0, 1.0, 11.0, 11.0]),
+            det(0, 0.7, [50.0, 50.0, 60.0, 60.0]),
+        ];
+        let mut out = Vec::new();
+        per_class_nms(&mut c, 0.5, &mut out);
+        let scores: Vec<f32> = out.iter().map(|d| d.score).collect();
+        assert_eq!(scores, vec![0.9, 0.8, 0.7]);
+    }
+
+    #[test]
+    fn iou_of_identical_and_disjoint_boxes() {
+        let a = [0.0, 0.0, 2.0, 2.0];
+        assert!((iou(&a, &a) - 1.0).abs() < 1e-6);
+        assert_eq!(iou(&a, &[3.0, 3.0, 4.0, 4.0]), 0.0);
+        assert!((iou(&a, &[1.0, 0.0, 3.0, 2.0]) - 1.0 / 3.0).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,211 @@
+//! The inference worker pool: one mailbox of one frame per camera, N worker threads each owning
+//! a `Detector`, serving the camera whose frame has waited longest. Memory stays bounded: at
+//! most one waiting and one in-flight frame per camera.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+
+use super::{Detection, Detector, InferError};
+use crate::config::Pace;
+use crate::ingest::Frame;
+use crate::telemetry;
+
+/// A frame with what the model found in it: the output of the inference stage.
+pub struct Detections {
+    pub frame: Frame,
+    pub objects: Vec<Detection>,
+    pub inference_seconds: f64,
+}
+
+#[derive(Default)]
+struct Slot {
+    frame: Option<Frame>,
+    busy: bool,
+    open: bool,
+}
+
+struct Slots {
+    slots: Vec<Slot>,
+    stopping: bool,
+}
+
+/// Per-camera mailboxes between the ingest threads and the workers.
+pub struct Mailboxes {
+    state: Mutex<Slots>,
+    work: Condvar,
+    space: Condvar,
+    pace: Pace,
+    camera_ids: Vec<Arc<str>>,
+}
+
+/// What happened to a frame handed to `Mailboxes::put`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    Queued,
+    /// Queued, replacing an older frame of the same camera that no worker had taken.
+    ReplacedOlder,
+    Stopped,
+}
+
+impl Mailboxes {
+    pub fn new(camera_ids: Vec<Arc<str>>, pace: Pace) -> Arc<Self> {
+        let slots = camera_ids
+            .iter()
+            .map(|_| Slot {
+                open: true,
+                ..Slot::default()
+            })
+            .collect();
+        Arc::new(Self {
+            state: Mutex::new(Slots {
+                slots,
+                stopping: false,
+            }),
+            work: Condvar::new(),
+            space: Condvar::new(),
+            pace,
+            camera_ids,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
+        // A panicking worker must not take the whole pool down with a poisoned lock.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Offers a frame. Realtime pace replaces a waiting frame (counted as dropped, `superseded`);
+    /// fast pace waits until the camera's mailbox is empty, so replays lose nothing.
+    pub fn put(&self, frame: Frame) -> PutOutcome {
+        let cam = frame.camera;
+        let mut st = self.lock();
+        if self.pace == Pace::Fast {
+            while st.slots[cam].frame.is_some() && !st.stopping {
+                st = self.space.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        if st.stopping {
+            return PutOutcome::Stopped;
+        }
+        let replaced = st.slots[cam].frame.replace(frame).is_some();
+        drop(st);
+        self.work.notify_one();
+        if replaced {
+            telemetry::frame_dropped(&self.camera_ids[cam], telemetry::DropReason::Superseded);
+            PutOutcome::ReplacedOlder
+        } else {
+            PutOutcome::Queued
+        }
+    }
+
+    /// The camera will send no more frames (its source ended).
+    pub fn close(&self, camera: usize) {
+        self.lock().slots[camera].open = false;
+        self.work.notify_all();
+    }
+
+    /// Stops the pool: producers return at once, workers exit after their current frame.
+    pub fn stop(&self) {
+        self.lock().stopping = true;
+        self.work.notify_all();
+        self.space.notify_all();
+    }
+
+    /// The oldest waiting frame of a camera not already being processed; `None` when stopping or
+    /// when every camera is closed and drained.
+    fn take(&self) -> Option<Frame> {
+        let mut st = self.lock();
+        loop {
+            if st.stopping {
+                return None;
+            }
+            let pick = st
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.busy)
+                .filter_map(|(i, s)| s.frame.as_ref().map(|f| (i, f.received)))
+                .min_by_key(|&(_, received)| received)
+                .map(|(i, _)| i);
+            if let Some(i) = pick {
+                st.slots[i].busy = true;
+                let frame = st.slots[i].frame.take();
+                drop(st);
+                self.space.notify_all();
+                return frame;
+            }
+            if st
+                .slots
+                .iter()
+                .all(|s| !s.open && s.frame.is_none() && !s.busy)
+            {
+                return None;
+            }
+            st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn release(&self, camera: usize) {
+        self.lock().slots[camera].busy = false;
+        // Another worker may be waiting for this camera's next frame, or for the end.
+        self.work.notify_all();
+    }
+}
+
+/// Starts `detectors.len()` workers. They exit when the mailboxes are drained or stopped, or
+/// when the downstream channel closes; the sender is dropped with the last of them.
+pub fn spawn_workers(
+    mailboxes: Arc<Mailboxes>,
+    detectors: Vec<Detector>,
+    out: Sender<Detections>,
+) -> Vec<JoinHandle<()>> {
+    detectors
+        .into_iter()
+        .enumerate()
+        .map(|(worker, mut detector)| {
+            let mailboxes = mailboxes.clone();
+            let out = out.clone();
+            std::thread::Builder::new()
+                .name(format!("infer-{worker}"))
+                .spawn(move || {
+                    while let Some(frame) = mailboxes.take() {
+                        let camera = frame.camera;
+                        let started = Instant::now();
+                        let mut objects = Vec::new();
+                        let result = detector.detect(frame.rgb(), frame.width, frame.height, frame.row_stride, &mut objects);
+                        let inference_seconds = started.elapsed().as_secs_f64();
+                        mailboxes.release(camera);
+                        match result {
+                            Ok(()) => {
+                                telemetry::frame_analysed(&frame.camera_id, inference_seconds);
+                                if out.send(Detections { frame, objects, inference_seconds }).is_err() {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                telemetry::frame_dropped(&frame.camera_id, telemetry::DropReason::InferenceError);
+                                tracing::warn!(worker, camera = %frame.camera_id, error = %e, "inference failed; frame dropped");
+                            }
+                        }
+                    }
+                    tracing::debug!(worker, "inference worker finished");
+                })
+                .expect("spawning a thread only fails when the OS is out of resources")
+        })
+        .collect()
+}
+
+/// Builds `count` detectors (one session each) from the same card.
+pub fn build_detectors(
+    env: &ort::environment::Environment,
+    card: Arc<super::card::ModelCard>,
+    count: usize,
+    intra_op_threads: usize,
+    thresholds: super::Thresholds,
+) -> Result<Vec<Detector>, InferError> {
+    (0..count)
+        .map(|_| Detector::new(env, card.clone(), intra_op_threads, thresholds))
+        .collect()
+}

@@ -1,0 +1,15 @@
+//! gridwatch: automatic discovery of street problems from city camera feeds.
+//!
+//! The stages, in the order a frame travels: [`ingest`] (GStreamer, one pipeline per camera) →
+//! [`infer`] (onnxruntime worker pool) → [`scenarios`] (rules over time, one event per episode)
+//! → [`cases`] (evidence + SQLite outbox) → [`dispatch`] (HTTP delivery; reference receiver).
+//! [`run`] wires them together; [`config`] describes the key area; [`telemetry`] names every metric.
+
+pub mod cases;
+pub mod config;
+pub mod dispatch;
+pub mod infer;
+pub mod ingest;
+pub mod run;
+pub mod scenarios;
+pub mod telemetry;

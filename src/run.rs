@@ -1,0 +1,342 @@
+//! The `gridwatch run` job: wires the stages together with their threads and bounded queues,
+//! runs until every finite source has ended or a stop is requested, then drains the outbox.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, watch};
+
+use crate::cases::outbox::{Outbox, OutboxCounts, OutboxError};
+use crate::cases::{self, CaseError};
+use crate::config::Config;
+use crate::dispatch::server::{CASES_PATH, Receiver, ReceiverError};
+use crate::dispatch::{Delivery, DispatchError, Phase};
+use crate::infer::card::ModelCard;
+use crate::infer::{self, InferError, Thresholds, pool};
+use crate::ingest::{self, CameraPlan, IngestError};
+use crate::scenarios::{self, ScenarioEngine};
+
+/// After the sources end, how long delivery may keep retrying before the job exits (what is
+/// still pending stays in the outbox for the next run).
+pub const DEFAULT_DRAIN_TIMEOUT_SECONDS: f64 = 30.0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Infer(#[from] InferError),
+    #[error(transparent)]
+    Card(#[from] crate::infer::card::CardError),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error(transparent)]
+    Cases(#[from] CaseError),
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
+    #[error(transparent)]
+    Receiver(#[from] ReceiverError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("metrics endpoint: cannot listen on {addr}: {source}")]
+    Metrics {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("a pipeline thread panicked: {0}")]
+    Panic(&'static str),
+}
+
+/// Knobs of one run that are not part of the key area's configuration.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub drain_timeout: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs_f64(DEFAULT_DRAIN_TIMEOUT_SECONDS),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub cases_stored: u64,
+    pub outbox: OutboxCounts,
+    /// Where the embedded receiver listened, if one ran.
+    pub receiver_url: Option<String>,
+}
+
+/// A stop request, shared by signal handlers and callers.
+#[derive(Clone, Default)]
+pub struct StopHandle(Arc<AtomicBool>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs the whole pipeline for `config`.
+pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunSummary, RunError> {
+    let config = Arc::new(config);
+    ingest::init()?;
+
+    // Inference first: a missing runtime or a wrong model should fail before any camera starts.
+    let library = infer::runtime_library(
+        config
+            .inference
+            .onnxruntime_library
+            .as_deref()
+            .map(|p| config.resolve(p))
+            .as_deref(),
+    );
+    let env = infer::environment(&library)?;
+    let card = Arc::new(ModelCard::load(&config.resolve(&config.model.card))?);
+    let workers = match config.inference.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let thresholds = Thresholds {
+        score: config.model.score_threshold,
+        nms_iou: config.model.nms_iou,
+    };
+    let detectors = pool::build_detectors(
+        env,
+        card.clone(),
+        workers,
+        config.inference.intra_op_threads,
+        thresholds,
+    )?;
+    let (model_w, model_h) = card.input_size();
+    let plans = config
+        .cameras
+        .iter()
+        .enumerate()
+        .map(|(i, c)| CameraPlan::new(&config, i, c, model_w, model_h))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let outbox_path = config.resolve(&config.cases.outbox);
+    let case_outbox = Outbox::open(&outbox_path)?;
+    let delivery_outbox = Outbox::open(&outbox_path)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("gridwatch-io")
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+
+    // The embedded receiver and the metrics endpoint live until the run returns.
+    let (server_stop_tx, server_stop_rx) = watch::channel(false);
+    let server_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut receiver_url = None;
+    let mut dispatch_url = config.dispatch.url.clone();
+    if let Some(r) = &config.dispatch.embedded_receiver {
+        let receiver = runtime.block_on(Receiver::bind(
+            &r.listen,
+            &config.resolve(&r.database),
+            config.dispatch.bearer_token.clone(),
+        ))?;
+        let base = format!("http://{}", receiver.local_addr());
+        if dispatch_url.is_none() {
+            dispatch_url = Some(format!("{base}{CASES_PATH}"));
+        }
+        tracing::info!(url = %format!("{base}/"), "dispatch receiver running: open this URL to see the cases");
+        receiver_url = Some(format!("{base}/"));
+        let shutdown = server_stopped(server_stop_rx.clone());
+        runtime.spawn(async move {
+            if let Err(e) = receiver.serve(shutdown).await {
+                tracing::error!(error = %e, "dispatch receiver stopped");
+            }
+        });
+    }
+    if let Some(addr) = &config.telemetry.metrics_listen {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .map_err(|source| RunError::Metrics {
+                addr: addr.clone(),
+                source,
+            })?;
+        let handle = crate::telemetry::prometheus();
+        let app = axum::Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get(move || async move {
+                    handle.map(|h| h.render()).unwrap_or_default()
+                }),
+            )
+            .route("/healthz", axum::routing::get(|| async { "ok" }));
+        let shutdown = server_stopped(server_stop_rx.clone());
+        tracing::info!(url = %format!("http://{}/metrics", listener.local_addr().map_err(|source| RunError::Metrics { addr: addr.clone(), source })?), "metrics endpoint");
+        runtime.spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await;
+        });
+    }
+
+    let wake = Arc::new(Notify::new());
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    // Validation guarantees a url or an embedded receiver.
+    let dispatch_url = dispatch_url.unwrap_or_default();
+    let delivery = Delivery::new(config.dispatch.clone(), dispatch_url, delivery_outbox)?;
+    let delivery_task = runtime.spawn(delivery.run(wake.clone(), phase_rx));
+
+    // Stages, upstream last so that every consumer is ready before frames flow.
+    let camera_ids = config
+        .cameras
+        .iter()
+        .map(|c| Arc::from(c.id.as_str()))
+        .collect();
+    let mailboxes = pool::Mailboxes::new(camera_ids, config.ingest.pace);
+    let (det_tx, det_rx) =
+        crossbeam_channel::bounded(config.inference.detections_queue_capacity.max(1));
+    let (event_tx, event_rx) = crossbeam_channel::bounded(config.cases.event_queue_capacity.max(1));
+
+    let case_thread = {
+        let config = config.clone();
+        let wake = wake.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("cases".into())
+            .spawn(move || {
+                let result = cases::run(&config, case_outbox, event_rx, || wake.notify_one());
+                if let Err(e) = &result {
+                    // No new case can be stored: stop taking frames rather than pretend.
+                    tracing::error!(error = %e, "case stage failed; stopping the pipeline");
+                    stop.stop();
+                }
+                result
+            })
+            .map_err(RunError::Runtime)?
+    };
+    let engine = ScenarioEngine::new(&config);
+    let scenario_thread = std::thread::Builder::new()
+        .name("scenarios".into())
+        .spawn(move || scenarios::run(engine, det_rx, event_tx))
+        .map_err(RunError::Runtime)?;
+    let worker_threads = pool::spawn_workers(mailboxes.clone(), detectors, det_tx);
+
+    let ingest_stop = Arc::new(AtomicBool::new(false));
+    let camera_threads: Vec<_> = plans
+        .into_iter()
+        .map(|plan| ingest::spawn_camera(plan, mailboxes.clone(), ingest_stop.clone()))
+        .collect();
+    tracing::info!(cameras = camera_threads.len(), workers, model = %card.id, "pipeline running");
+
+    // Signals: stop taking frames; what was already decided is still stored and delivered.
+    {
+        let stop = stop.clone();
+        runtime.spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stop requested: finishing in-flight work");
+            stop.stop();
+        });
+    }
+    let stopper = {
+        let stop = stop.clone();
+        let ingest_stop = ingest_stop.clone();
+        let mailboxes = mailboxes.clone();
+        let watcher_done = Arc::new(AtomicBool::new(false));
+        let done = watcher_done.clone();
+        let handle = std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                if stop.is_stopped() {
+                    ingest_stop.store(true, Ordering::SeqCst);
+                    mailboxes.stop();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        (watcher_done, handle)
+    };
+
+    for t in camera_threads {
+        t.join().map_err(|_| RunError::Panic("camera"))?;
+    }
+    for t in worker_threads {
+        t.join().map_err(|_| RunError::Panic("inference worker"))?;
+    }
+    scenario_thread
+        .join()
+        .map_err(|_| RunError::Panic("scenarios"))?;
+    let case_result = case_thread.join().map_err(|_| RunError::Panic("cases"))?;
+    stopper.0.store(true, Ordering::SeqCst);
+    let _ = stopper.1.join();
+
+    let drain_for = if stop.is_stopped() {
+        options.drain_timeout.min(Duration::from_secs(5))
+    } else {
+        options.drain_timeout
+    };
+    let _ = phase_tx.send(Phase::Drain {
+        deadline: Instant::now() + drain_for,
+    });
+    wake.notify_one();
+    let outbox = runtime
+        .block_on(delivery_task)
+        .map_err(|e| RunError::Dispatch(DispatchError::Join(e.to_string())))??;
+    let _ = server_stop_tx.send(true);
+    runtime.shutdown_timeout(Duration::from_secs(2));
+
+    let cases_stored = case_result?;
+    tracing::info!(
+        cases_stored,
+        delivered = outbox.delivered,
+        pending = outbox.pending,
+        dead_letters = outbox.dead,
+        "run finished"
+    );
+    Ok(RunSummary {
+        cases_stored,
+        outbox,
+        receiver_url,
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The checks of `gridwatch check` that need the runtime: onnxruntime loads, and the model's
+/// input and output names match its card.
+pub fn check_runtime(config: &Config) -> Result<(), RunError> {
+    let library = infer::runtime_library(
+        config
+            .inference
+            .onnxruntime_library
+            .as_deref()
+            .map(|p| config.resolve(p))
+            .as_deref(),
+    );
+    let env = infer::environment(&library)?;
+    let card = Arc::new(ModelCard::load(&config.resolve(&config.model.card))?);
+    let thresholds = Thresholds {
+        score: config.model.score_threshold,
+        nms_iou: config.model.nms_iou,
+    };
+    infer::Detector::new(env, card, 1, thresholds)?;
+    Ok(())
+}

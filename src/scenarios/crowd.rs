@@ -1,0 +1,156 @@
+//! Crowd gathering (人群聚集): at least `min_persons` persons standing in a zone for at least
+//! `min_duration_seconds` makes one event per episode; the episode ends only after the count
+//! stays below the threshold for `clear_seconds`, so a crowd flickering around the threshold
+//! does not raise a new case each time.
+
+use crate::config::CrowdSettings;
+use crate::infer::Detection;
+
+use super::geometry;
+
+/// The COCO label the shipped model uses for people.
+const PERSON: &str = "person";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Idle,
+    /// The count reached the threshold at `since`; it was last at or above it at `last_above`.
+    Building {
+        since: f64,
+        last_above: f64,
+    },
+    /// The event fired; the episode lasts until the count stays low for `clear_seconds`.
+    Fired {
+        last_above: f64,
+    },
+}
+
+/// The state of one zone of one camera.
+#[derive(Debug, Clone)]
+pub struct CrowdRule {
+    settings: CrowdSettings,
+    phase: Phase,
+    /// Stream time the current episode started, for the case's "first seen".
+    episode_start: f64,
+}
+
+/// The rule fired on this frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrowdFiring {
+    pub episode_start_seconds: f64,
+    pub count: usize,
+}
+
+impl CrowdRule {
+    pub fn new(settings: CrowdSettings) -> Self {
+        Self {
+            settings,
+            phase: Phase::Idle,
+            episode_start: 0.0,
+        }
+    }
+
+    /// Persons whose feet stand in the zone, by the rule's own score threshold.
+    pub fn persons_in<'a>(
+        &'a self,
+        zone: &'a [[f64; 2]],
+        objects: &'a [Detection],
+    ) -> impl Iterator<Item = &'a Detection> + 'a {
+        objects.iter().filter(move |d| {
+            &*d.label == PERSON
+                && d.score >= self.settings.score_threshold
+                && geometry::contains(zone, d.foot_point())
+        })
+    }
+
+    /// Feeds one analysed frame (stream time `t`, persons counted in the zone).
+    pub fn observe(&mut self, t: f64, count: usize) -> Option<CrowdFiring> {
+        let s = &self.settings;
+        let above = count >= s.min_persons;
+        match self.phase {
+            Phase::Idle if above => {
+                self.phase = Phase::Building {
+                    since: t,
+                    last_above: t,
+                };
+                self.episode_start = t;
+                if s.min_duration_seconds <= 0.0 {
+                    return self.fire(t, count);
+                }
+            }
+            Phase::Idle => {}
+            Phase::Building { since, .. } if above => {
+                if t - since >= s.min_duration_seconds {
+                    return self.fire(t, count);
+                }
+                self.phase = Phase::Building {
+                    since,
+                    last_above: t,
+                };
+            }
+            Phase::Building { last_above, .. } => {
+                if t - last_above >= s.clear_seconds {
+                    self.phase = Phase::Idle;
+                }
+            }
+            Phase::Fired { .. } if above => self.phase = Phase::Fired { last_above: t },
+            Phase::Fired { last_above } => {
+                if t - last_above >= s.clear_seconds {
+                    self.phase = Phase::Idle;
+                }
+            }
+        }
+        None
+    }
+
+    fn fire(&mut self, t: f64, count: usize) -> Option<CrowdFiring> {
+        self.phase = Phase::Fired { last_above: t };
+        Some(CrowdFiring {
+            episode_start_seconds: self.episode_start,
+            count,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule() -> CrowdRule {
+        CrowdRule::new(CrowdSettings {
+            min_persons: 3,
+            min_duration_seconds: 2.0,
+            clear_seconds: 1.5,
+            score_threshold: 0.4,
+        })
+    }
+
+    fn feed(r: &mut CrowdRule, counts: &[usize]) -> Vec<f64> {
+        // Two frames per second.
+        counts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &c)| r.observe(i as f64 * 0.5, c).map(|_| i as f64 * 0.5))
+            .collect()
+    }
+
+    #[test]
+    fn one_event_per_episode_even_when_the_count_flickers() {
+        let mut r = rule();
+        let fired = feed(&mut r, &[0, 3, 3, 4, 2, 3, 5, 3, 2, 3, 4, 3, 3, 3]);
+        assert_eq!(fired, vec![2.0]);
+    }
+
+    #[test]
+    fn a_new_episode_after_the_zone_clears() {
+        let mut r = rule();
+        let fired = feed(&mut r, &[3, 3, 3, 3, 3, 0, 0, 0, 0, 3, 3, 3, 3, 3]);
+        assert_eq!(fired, vec![1.5, 6.5]);
+    }
+
+    #[test]
+    fn too_short_a_gathering_is_no_event() {
+        let mut r = rule();
+        assert!(feed(&mut r, &[3, 3, 3, 0, 0, 0, 0, 3, 3, 0, 0, 0, 0]).is_empty());
+    }
+}

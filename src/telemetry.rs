@@ -1,0 +1,85 @@
+//! Metrics and logs: the one place that names every counter, gauge and histogram, and sets up
+//! `tracing` output. Metrics are exported in Prometheus text format.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const FRAMES_ANALYSED: &str = "gridwatch_frames_analysed_total";
+pub const FRAMES_DROPPED: &str = "gridwatch_frames_dropped_total";
+pub const INFERENCE_SECONDS: &str = "gridwatch_inference_seconds";
+pub const CAMERA_RESTARTS: &str = "gridwatch_camera_restarts_total";
+pub const EVENTS: &str = "gridwatch_events_total";
+pub const CASES_STORED: &str = "gridwatch_cases_stored_total";
+pub const DELIVERIES: &str = "gridwatch_deliveries_total";
+pub const DELIVERY_RETRIES: &str = "gridwatch_delivery_retries_total";
+
+#[derive(Debug, Clone, Copy)]
+pub enum DropReason {
+    /// A newer frame of the same camera arrived before a worker took this one.
+    Superseded,
+    InferenceError,
+}
+
+impl DropReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Superseded => "superseded",
+            DropReason::InferenceError => "inference_error",
+        }
+    }
+}
+
+pub fn frame_analysed(camera: &str, inference_seconds: f64) {
+    counter!(FRAMES_ANALYSED, "camera" => camera.to_owned()).increment(1);
+    histogram!(INFERENCE_SECONDS).record(inference_seconds);
+}
+
+pub fn frame_dropped(camera: &str, reason: DropReason) {
+    counter!(FRAMES_DROPPED, "camera" => camera.to_owned(), "reason" => reason.as_str())
+        .increment(1);
+}
+
+pub fn camera_restart(camera: &str, cause: &'static str) {
+    counter!(CAMERA_RESTARTS, "camera" => camera.to_owned(), "cause" => cause).increment(1);
+}
+
+pub fn event(scenario: &'static str) {
+    counter!(EVENTS, "scenario" => scenario).increment(1);
+}
+
+pub fn case_stored(scenario: &str) {
+    counter!(CASES_STORED, "scenario" => scenario.to_owned()).increment(1);
+}
+
+pub fn delivery(outcome: &'static str) {
+    counter!(DELIVERIES, "outcome" => outcome).increment(1);
+}
+
+pub fn delivery_retry() {
+    counter!(DELIVERY_RETRIES).increment(1);
+}
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process; `None` if another recorder is installed.
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .as_ref()
+}
+
+/// Human-readable logs by default, JSON lines with `json = true`; levels from RUST_LOG.
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
