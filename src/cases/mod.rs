@@ -41,7 +41,17 @@ pub struct Case {
     pub confirmed_at: OffsetDateTime,
     pub confidence: f32,
     pub objects: Vec<CaseObject>,
+    pub episode: CaseEpisode,
     pub snapshot: CaseSnapshot,
+}
+
+/// Where in the camera's media the episode happened (stream seconds; for replays, the offset in
+/// the recording), so a reviewer can find the moment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaseEpisode {
+    pub started_media_seconds: f64,
+    pub confirmed_media_seconds: f64,
+    pub frame_seq: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -165,6 +175,11 @@ pub fn build(config: &Config, event: &Event) -> Result<(Case, Vec<u8>), CaseErro
                 bbox: d.bbox,
             })
             .collect(),
+        episode: CaseEpisode {
+            started_media_seconds: event.first_seen_stream_seconds,
+            confirmed_media_seconds: event.confirmed_stream_seconds,
+            frame_seq: event.frame.seq,
+        },
         snapshot: CaseSnapshot {
             content_type: "image/jpeg".into(),
             width: snapshot.width,

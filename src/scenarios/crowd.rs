@@ -138,14 +138,14 @@ mod tests {
     fn one_event_per_episode_even_when_the_count_flickers() {
         let mut r = rule();
         let fired = feed(&mut r, &[0, 3, 3, 4, 2, 3, 5, 3, 2, 3, 4, 3, 3, 3]);
-        assert_eq!(fired, vec![2.0]);
+        assert_eq!(fired, vec![2.5]);
     }
 
     #[test]
     fn a_new_episode_after_the_zone_clears() {
         let mut r = rule();
         let fired = feed(&mut r, &[3, 3, 3, 3, 3, 0, 0, 0, 0, 3, 3, 3, 3, 3]);
-        assert_eq!(fired, vec![1.5, 6.5]);
+        assert_eq!(fired, vec![2.0, 6.5]);
     }
 
     #[test]

@@ -1,0 +1,177 @@
+//! The NanoDet decoder on the real model against detections computed independently in Python
+//! (scripts/reference_detections.py: onnxruntime + numpy) on committed frames.
+
+use std::sync::Arc;
+
+use gridwatch::infer::card::ModelCard;
+use gridwatch::infer::nms::iou;
+use gridwatch::infer::{Detection, Detector, Thresholds};
+use serde::Deserialize;
+
+use crate::support::{ort_env, repo};
+
+#[derive(Deserialize)]
+struct Reference {
+    score_threshold: f32,
+    nms_iou: f32,
+    detections: Vec<RefDet>,
+}
+
+#[derive(Deserialize)]
+struct RefDet {
+    class_id: u16,
+    label: String,
+    score: f32,
+    x1: f32,
+    y1: f32,
+    x2: f32,
+    y2: f32,
+}
+
+/// Scores this close to the threshold may legitimately fall either side (float differences).
+const BORDERLINE: f32 = 0.01;
+
+fn check_frame(stem: &str) {
+    let card = Arc::new(ModelCard::load(&repo("models/nanodet-g-416-coco.toml")).unwrap());
+    let reference: Reference = serde_json::from_str(
+        &std::fs::read_to_string(repo(&format!("tests/data/reference/{stem}.nanodet.json")))
+            .unwrap(),
+    )
+    .unwrap();
+    let img = image::open(repo(&format!("tests/data/frames/{stem}.png")))
+        .unwrap()
+        .to_rgb8();
+    let (w, h) = img.dimensions();
+    let mut detector = Detector::new(
+        ort_env(),
+        card,
+        1,
+        Thresholds {
+            score: reference.score_threshold,
+            nms_iou: reference.nms_iou,
+        },
+    )
+    .unwrap();
+    let mut ours: Vec<Detection> = Vec::new();
+    detector
+        .detect(img.as_raw(), w, h, w as usize * 3, &mut ours)
+        .unwrap();
+    assert!(
+        !reference.detections.is_empty(),
+        "reference for {stem} is empty"
+    );
+
+    let to_px = |d: &Detection| {
+        [
+            d.bbox[0] * w as f32,
+            d.bbox[1] * h as f32,
+            d.bbox[2] * w as f32,
+            d.bbox[3] * h as f32,
+        ]
+    };
+    let mut used = vec![false; ours.len()];
+    for r in &reference.detections {
+        let rb = [r.x1, r.y1, r.x2, r.y2];
+        let hit = ours
+            .iter()
+            .enumerate()
+            .filter(|(i, d)| !used[*i] && d.class_id == r.class_id)
+            .map(|(i, d)| (i, iou(&to_px(d), &rb), d))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        match hit {
+            Some((i, overlap, d)) if overlap > 0.95 => {
+                used[i] = true;
+                assert!(
+                    (d.score - r.score).abs() < 0.01,
+                    "{stem}: {} score {} vs reference {}",
+                    r.label,
+                    d.score,
+                    r.score
+                );
+                assert_eq!(&*d.label, r.label);
+            }
+            _ => assert!(
+                r.score < reference.score_threshold + BORDERLINE,
+                "{stem}: reference {} {:.3} at {:?} not found in {:?}",
+                r.label,
+                r.score,
+                rb,
+                ours.iter()
+                    .map(|d| (d.label.to_string(), d.score, to_px(d)))
+                    .collect::<Vec<_>>()
+            ),
+        }
+    }
+    for (i, d) in ours.iter().enumerate() {
+        assert!(
+            used[i] || d.score < reference.score_threshold + BORDERLINE,
+            "{stem}: extra detection {} {:.3} at {:?}",
+            d.label,
+            d.score,
+            to_px(d)
+        );
+    }
+}
+
+#[test]
+fn nanodet_matches_reference_on_vtest_frame_a() {
+    check_frame("vtest-416-a");
+}
+
+#[test]
+fn nanodet_matches_reference_on_vtest_frame_b() {
+    check_frame("vtest-416-b");
+}
+
+#[test]
+fn nanodet_matches_reference_on_bikes_frame() {
+    check_frame("bikes-416");
+}
+
+#[test]
+fn a_model_file_that_does_not_match_its_card_is_refused() {
+    let dir = crate::support::TempDir::new("card");
+    let text = std::fs::read_to_string(repo("models/nanodet-g-416-coco.toml")).unwrap();
+    // Same card, but pointing at the other model file: the checksum no longer matches.
+    std::fs::copy(
+        repo("models/ssd_mobilenetv2_oidv4_300.onnx"),
+        dir.path("nanodet-g-416_coco.onnx"),
+    )
+    .unwrap();
+    std::fs::copy(
+        repo("models/coco80_labels.txt"),
+        dir.path("coco80_labels.txt"),
+    )
+    .unwrap();
+    std::fs::write(dir.path("card.toml"), &text).unwrap();
+    let err = ModelCard::load(&dir.path("card.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sha256"), "{err}");
+
+    // Right checksum, wrong input name: the session check refuses it.
+    std::fs::copy(
+        repo("models/nanodet-g-416_coco.onnx"),
+        dir.path("nanodet-g-416_coco.onnx"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path("card.toml"),
+        text.replace("name = \"input_1:0\"", "name = \"images\""),
+    )
+    .unwrap();
+    let card = Arc::new(ModelCard::load(&dir.path("card.toml")).unwrap());
+    let err = Detector::new(
+        ort_env(),
+        card,
+        1,
+        Thresholds {
+            score: 0.35,
+            nms_iou: 0.6,
+        },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("images") && err.contains("input_1:0"), "{err}");
+}
