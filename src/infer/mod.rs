@@ -2,6 +2,7 @@
 //! model's outputs into normalised detections, and the bounded worker pool fed by the cameras.
 
 pub mod card;
+pub mod decode;
 pub mod nanodet;
 pub mod nms;
 pub mod pool;
@@ -14,8 +15,7 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
-use card::{CardError, ColourOrder, DecoderSpec, Layout, ModelCard};
-use nanodet::{DecodeParams, Level, NanodetDecoder};
+use card::{CardError, ColourOrder, Layout, ModelCard};
 
 /// Where the setup script puts the onnxruntime library taken from the PyPI wheel.
 pub const BUNDLED_ORT_LIBRARY: &str = concat!(
@@ -117,7 +117,7 @@ pub struct Detector {
     labels: Vec<Arc<str>>,
     thresholds: Thresholds,
     input: Vec<f32>,
-    decoder: NanodetDecoder,
+    decoder: Box<dyn decode::OutputDecoder>,
 }
 
 impl Detector {
@@ -133,12 +133,7 @@ impl Detector {
             model: model.clone(),
             message: e.to_string(),
         };
-        if let DecoderSpec::MediapipeSsd { .. } = card.decoder {
-            return Err(InferError::UnsupportedDecoder {
-                model,
-                kind: "mediapipe_ssd",
-            });
-        }
+        let decoder = decode::decoder_for(&card)?;
         let session = Session::builder(env)
             .map_err(|e| session_err(&e))?
             .with_optimization_level(GraphOptimizationLevel::Level3)
@@ -183,7 +178,7 @@ impl Detector {
             labels,
             thresholds,
             input,
-            decoder: NanodetDecoder::default(),
+            decoder,
         })
     }
 
@@ -225,43 +220,15 @@ impl Detector {
                 model: self.card.id.clone(),
                 message: e.to_string(),
             })?;
-        match &self.card.decoder {
-            DecoderSpec::Nanodet {
-                strides,
-                reg_max,
-                score_outputs,
-                box_outputs,
-            } => {
-                let mut levels = Vec::with_capacity(strides.len());
-                for ((stride, s_name), b_name) in strides.iter().zip(score_outputs).zip(box_outputs)
-                {
-                    let extract = |name: &str| {
-                        outputs[name]
-                            .try_extract_tensor::<f32>()
-                            .map(|(_, data)| data)
-                            .map_err(|e| InferError::Run {
-                                model: self.card.id.clone(),
-                                message: e.to_string(),
-                            })
-                    };
-                    levels.push(Level {
-                        stride: *stride,
-                        scores: extract(s_name)?,
-                        boxes: extract(b_name)?,
-                    });
-                }
-                let params = DecodeParams {
-                    input_width: w,
-                    input_height: h,
-                    num_classes: self.labels.len(),
-                    reg_max: *reg_max,
-                    score_threshold: self.thresholds.score,
-                    nms_iou: self.thresholds.nms_iou,
-                };
-                self.decoder.decode(&levels, &params, &self.labels, out);
-            }
-            DecoderSpec::MediapipeSsd { .. } => unreachable!("refused in Detector::new"),
-        }
+        let ctx = decode::DecodeContext {
+            model: &self.card.id,
+            input_width: w,
+            input_height: h,
+            labels: &self.labels,
+            score_threshold: self.thresholds.score,
+            nms_iou: self.thresholds.nms_iou,
+        };
+        self.decoder.decode(&outputs, &ctx, out)?;
         Ok(())
     }
 
