@@ -2,10 +2,13 @@
 //! in `pipelines/`, decoding at the camera's analysis rate and scaling to the model's input size
 //! inside GStreamer; each frame goes to the camera's mailbox of the inference pool.
 
+pub mod rtsp_server;
+pub mod status;
 mod template;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,8 +20,8 @@ use gstreamer_video as gst_video;
 
 use crate::config::{Camera, Config, Pace};
 use crate::infer::pool::{Mailboxes, PutOutcome};
-use crate::telemetry;
-pub use template::{PipelineTemplate, TemplateError};
+use status::{CameraRegistry, CameraState, CameraStatus};
+pub use template::{PipelineTemplate, TemplateError, TemplateValues};
 
 /// One decoded, scaled RGB frame, held without copying the GStreamer buffer.
 pub struct Frame {
@@ -88,6 +91,43 @@ pub fn local_file(uri: &str, base: &Path) -> Option<PathBuf> {
     }
 }
 
+/// How a camera's stream is decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecoderChoice {
+    /// decodebin picks by rank: hardware decoders (nvh264dec, vah264dec, …) win when installed.
+    Auto,
+    Software,
+    /// A named decoder element after `parsebin`.
+    Element(String),
+}
+
+impl DecoderChoice {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DecoderChoice::Auto),
+            "software" => Ok(DecoderChoice::Software),
+            e if !e.is_empty()
+                && e.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+            {
+                Ok(DecoderChoice::Element(e.to_owned()))
+            }
+            _ => Err(format!(
+                "decoder must be \"auto\", \"software\" or an element name, got `{s}`"
+            )),
+        }
+    }
+
+    /// The `{decode}` part of a pipeline template.
+    pub fn launch_fragment(&self) -> String {
+        match self {
+            DecoderChoice::Auto => "decodebin".into(),
+            DecoderChoice::Software => "decodebin force-sw-decoders=true".into(),
+            DecoderChoice::Element(e) => format!("parsebin ! {e}"),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("GStreamer could not be initialised: {0}")]
@@ -105,6 +145,8 @@ pub enum IngestError {
         #[source]
         source: std::io::Error,
     },
+    #[error("camera {camera}: {message}")]
+    Camera { camera: String, message: String },
 }
 
 pub fn init() -> Result<(), IngestError> {
@@ -115,26 +157,40 @@ pub fn init() -> Result<(), IngestError> {
 pub struct CameraPlan {
     pub index: usize,
     pub id: Arc<str>,
-    pub description: String,
+    config: Arc<Config>,
+    template: PipelineTemplate,
+    uri: String,
+    location: String,
+    decode: String,
+    protocols: &'static str,
+    user: String,
+    password: String,
+    width: usize,
+    height: usize,
+    sync: bool,
     /// Files without `loop` end; everything else is restarted after an error or stall.
     pub finite: bool,
     pub looped: bool,
-    pub stall_timeout: Duration,
-    pub reconnect_delay: Duration,
+    stall_timeout: Duration,
+    reconnect_initial: Duration,
+    reconnect_max: Duration,
+    rtsp_timeout: Duration,
 }
 
 impl CameraPlan {
     pub fn new(
-        config: &Config,
+        config: &Arc<Config>,
         index: usize,
-        camera: &Camera,
         width: usize,
         height: usize,
     ) -> Result<Self, IngestError> {
-        let kind = SourceKind::of(&camera.uri).map_err(|e| IngestError::Template {
+        let camera: &Camera = &config.cameras[index];
+        let template_err = |source| IngestError::Template {
             camera: camera.id.clone(),
-            source: TemplateError::Render(e),
-        })?;
+            source,
+        };
+        let kind =
+            SourceKind::of(&camera.uri).map_err(|e| template_err(TemplateError::Render(e)))?;
         let text = match &camera.pipeline {
             Some(p) => {
                 let path = config.resolve(p);
@@ -146,30 +202,109 @@ impl CameraPlan {
             }
             None => kind.builtin_template().to_owned(),
         };
-        let fps = config
-            .camera_group(camera)
-            .map_or(crate::config::DEFAULT_ANALYSIS_FPS, |g| g.analysis_fps);
-        let location = local_file(&camera.uri, &config.base_dir)
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        let sync = config.ingest.pace == Pace::Realtime;
-        let description = PipelineTemplate::parse(&text)
-            .and_then(|t| t.render(&camera.uri, &location, fps, width, height, sync))
-            .map_err(|source| IngestError::Template {
+        let template = PipelineTemplate::parse(&text).map_err(template_err)?;
+        let decoder =
+            DecoderChoice::parse(&camera.decoder).map_err(|message| IngestError::Camera {
                 camera: camera.id.clone(),
-                source,
+                message,
             })?;
-        Ok(Self {
+        let ingest = &config.ingest;
+        let plan = Self {
             index,
             id: Arc::from(camera.id.as_str()),
-            description,
+            config: config.clone(),
+            template,
+            uri: camera.uri.clone(),
+            location: local_file(&camera.uri, &config.base_dir)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            decode: decoder.launch_fragment(),
+            protocols: camera.rtsp_transport.protocols(),
+            user: camera.username.clone().unwrap_or_default(),
+            password: camera.password.clone().unwrap_or_default(),
+            width,
+            height,
+            sync: ingest.pace == Pace::Realtime,
             finite: kind == SourceKind::File && !camera.r#loop,
             looped: kind == SourceKind::File && camera.r#loop,
-            stall_timeout: Duration::from_secs_f64(config.ingest.stall_timeout_seconds.max(0.1)),
-            reconnect_delay: Duration::from_secs_f64(
-                config.ingest.reconnect_delay_seconds.max(0.0),
-            ),
+            stall_timeout: Duration::from_secs_f64(ingest.stall_timeout_seconds.max(0.1)),
+            reconnect_initial: Duration::from_secs_f64(ingest.reconnect_initial_seconds.max(0.01)),
+            reconnect_max: Duration::from_secs_f64(ingest.reconnect_max_seconds.max(0.01)),
+            rtsp_timeout: Duration::from_secs_f64(ingest.rtsp_timeout_seconds.max(0.1)),
+        };
+        // Render once now so that a template that cannot render fails before any camera starts.
+        plan.describe(crate::config::DEFAULT_ANALYSIS_FPS)
+            .map_err(template_err)?;
+        Ok(plan)
+    }
+
+    /// The pipeline description at `fps`.
+    pub fn describe(&self, fps: f64) -> Result<String, TemplateError> {
+        self.template.render(&TemplateValues {
+            uri: &self.uri,
+            location: &self.location,
+            fps,
+            width: self.width,
+            height: self.height,
+            sync: self.sync,
+            decode: &self.decode,
+            protocols: self.protocols,
+            timeout_us: self.rtsp_timeout.as_micros() as u64,
+            user: &self.user,
+            password: &self.password,
         })
+    }
+
+    /// Removes the camera's secrets from a message (GStreamer errors may quote the uri).
+    fn redact(&self, message: &str) -> String {
+        let mut out = message.to_owned();
+        let url_password = reqwest::Url::parse(&self.uri)
+            .ok()
+            .and_then(|u| u.password().map(str::to_owned));
+        for secret in [Some(self.password.clone()), url_password]
+            .into_iter()
+            .flatten()
+        {
+            if !secret.is_empty() {
+                out = out.replace(&secret, "***");
+            }
+        }
+        out
+    }
+
+    /// The watchdog never fires faster than three analysis intervals.
+    fn stall_timeout_at(&self, fps: f64, keyframes_only: bool) -> Duration {
+        let interval = if keyframes_only {
+            10.0
+        } else {
+            1.0 / fps.max(0.01)
+        };
+        self.stall_timeout
+            .max(Duration::from_secs_f64(3.0 * interval))
+    }
+}
+
+/// The status entry a camera starts with.
+pub fn initial_status(config: &Config, index: usize) -> CameraStatus {
+    let c = &config.cameras[index];
+    CameraStatus {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        unit: c.unit.clone(),
+        group: c.group.clone(),
+        source: status::redact(&c.uri),
+        state: CameraState::Connecting,
+        state_since: time::OffsetDateTime::now_utc(),
+        last_frame_at: None,
+        frames: 0,
+        dropped: 0,
+        reconnects: 0,
+        stalls: 0,
+        last_error: None,
+        frame_size: None,
+        analysis_fps: 0.0,
+        keyframes_only: false,
+        phase: None,
     }
 }
 
@@ -177,52 +312,125 @@ impl CameraPlan {
 enum RunEnd {
     Finished,
     Failed(String),
-    Stalled,
+    Stalled(Duration),
+    /// The profile changed (rate, keyframes-only, active hours): rebuild without backoff.
+    Reconfigure,
     Stopped,
 }
 
-/// Runs a camera until its source ends (finite files) or `stop` is set, restarting the pipeline
-/// after errors and stalls. Closes the camera's mailbox on the way out.
+/// Exponential backoff with full jitter: uniform in [0, min(max, initial · 2^attempt)], at least 100 ms.
+pub fn reconnect_delay(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let cap = initial.as_secs_f64() * 2f64.powi(attempt.min(30) as i32);
+    Duration::from_secs_f64((fastrand::f64() * cap.min(max.as_secs_f64())).max(0.1))
+}
+
+/// Runs a camera until its source ends (finite files) or `stop` is set: connecting → streaming,
+/// and on error or stall → backoff → connecting again. Closes the camera's mailbox on the way out.
 pub fn spawn_camera(
     plan: CameraPlan,
     mailboxes: Arc<Mailboxes>,
+    registry: CameraRegistry,
     stop: Arc<AtomicBool>,
 ) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name(format!("cam-{}", plan.id))
         .spawn(move || {
-            let mut clock = StreamClock::default();
-            let mut attempt: u32 = 0;
-            loop {
-                tracing::info!(camera = %plan.id, attempt, state = "connecting", "camera state");
-                let end = run_pipeline_once(&plan, &mailboxes, &stop, &mut clock);
-                match end {
-                    RunEnd::Finished => {
-                        tracing::info!(camera = %plan.id, state = "ended", frames = clock.seq, "camera state");
-                        break;
-                    }
-                    RunEnd::Stopped => break,
-                    RunEnd::Failed(e) if plan.finite => {
-                        tracing::error!(camera = %plan.id, error = %e, state = "failed", "camera source failed; a finite file is not retried");
-                        break;
-                    }
-                    RunEnd::Failed(e) => {
-                        telemetry::camera_restart(&plan.id, "error");
-                        tracing::warn!(camera = %plan.id, error = %e, state = "backoff", "camera pipeline failed; restarting");
-                    }
-                    RunEnd::Stalled => {
-                        telemetry::camera_restart(&plan.id, "stall");
-                        tracing::warn!(camera = %plan.id, stall_timeout_seconds = plan.stall_timeout.as_secs_f64(), state = "stalled", "no frame within the stall timeout; restarting");
-                    }
-                }
-                attempt += 1;
-                if sleep_unless_stopped(plan.reconnect_delay, &stop) {
-                    break;
-                }
-            }
+            camera_loop(&plan, &mailboxes, &registry, &stop);
             mailboxes.close(plan.index);
         })
         .expect("spawning a thread only fails when the OS is out of resources")
+}
+
+fn camera_loop(
+    plan: &CameraPlan,
+    mailboxes: &Arc<Mailboxes>,
+    registry: &CameraRegistry,
+    stop: &AtomicBool,
+) {
+    let cam = plan.index;
+    let mut clock = StreamClock::default();
+    let mut failures: u32 = 0;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            registry.set_state(cam, CameraState::Stopped, None);
+            return;
+        }
+        let profile = plan.config.profile_at(cam, time::OffsetDateTime::now_utc());
+        registry.set_profile(
+            cam,
+            profile.analysis_fps,
+            profile.keyframes_only,
+            profile.phase.as_deref(),
+        );
+        if !profile.active {
+            registry.set_state(cam, CameraState::Inactive, None);
+            if sleep_unless_stopped(Duration::from_secs(1), stop) {
+                continue;
+            }
+            continue;
+        }
+        registry.set_state(cam, CameraState::Connecting, None);
+        let description = match plan.describe(profile.analysis_fps) {
+            Ok(d) => d,
+            Err(e) => {
+                registry.set_state(cam, CameraState::Failed, Some(&e.to_string()));
+                return;
+            }
+        };
+        let frames_before = clock.seq;
+        let end = run_pipeline_once(
+            plan,
+            &description,
+            &profile,
+            mailboxes,
+            registry,
+            stop,
+            &mut clock,
+        );
+        if clock.seq > frames_before {
+            // It streamed: the next failure starts the backoff from the beginning.
+            failures = 0;
+        }
+        let reason = match end {
+            RunEnd::Finished => {
+                registry.set_state(cam, CameraState::Ended, None);
+                return;
+            }
+            RunEnd::Stopped => {
+                registry.set_state(cam, CameraState::Stopped, None);
+                return;
+            }
+            RunEnd::Reconfigure => continue,
+            RunEnd::Failed(e) if plan.finite => {
+                registry.set_state(cam, CameraState::Failed, Some(&plan.redact(&e)));
+                return;
+            }
+            RunEnd::Failed(e) => {
+                crate::telemetry::camera_restart(&plan.id, "error");
+                plan.redact(&e)
+            }
+            RunEnd::Stalled(after) => {
+                crate::telemetry::camera_restart(&plan.id, "stall");
+                let reason = format!("no frame for {:.1} s", after.as_secs_f64());
+                registry.set_state(cam, CameraState::Stalled, Some(&reason));
+                reason
+            }
+        };
+        let delay = reconnect_delay(failures, plan.reconnect_initial, plan.reconnect_max);
+        failures = failures.saturating_add(1);
+        registry.set_state(
+            cam,
+            CameraState::Backoff,
+            Some(&format!(
+                "{reason}; retrying in {:.1} s",
+                delay.as_secs_f64()
+            )),
+        );
+        if sleep_unless_stopped(delay, stop) {
+            registry.set_state(cam, CameraState::Stopped, None);
+            return;
+        }
+    }
 }
 
 fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
@@ -259,13 +467,58 @@ impl StreamClock {
     }
 }
 
+/// Liveness shared between the streaming thread and the watchdog.
+struct Liveness {
+    last_frame: Mutex<Instant>,
+    /// The appsink callback is waiting for the camera's mailbox (fast pace): not a stall.
+    waiting_downstream: AtomicBool,
+}
+
+impl Liveness {
+    fn touch(&self) {
+        *self.last_frame.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+    fn since(&self) -> Duration {
+        self.last_frame
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+}
+
+/// Drops every non-keyframe before a video decoder, so only keyframes are decoded.
+pub(crate) fn keyframes_only_probe(element: &gst::Element) {
+    let is_video_decoder = element
+        .factory()
+        .is_some_and(|f| f.klass().contains("Decoder") && f.klass().contains("Video"));
+    if !is_video_decoder {
+        return;
+    }
+    if let Some(pad) = element.static_pad("sink") {
+        pad.add_probe(gst::PadProbeType::BUFFER, |_, info| {
+            if !info
+                .buffer()
+                .is_some_and(|b| b.flags().contains(gst::BufferFlags::DELTA_UNIT))
+            {
+                return gst::PadProbeReturn::Ok;
+            }
+            // Take the buffer and report it handled: `Drop` here makes GStreamer unref it twice.
+            drop(info.data.take());
+            gst::PadProbeReturn::Handled
+        });
+    }
+}
+
 fn run_pipeline_once(
     plan: &CameraPlan,
+    description: &str,
+    profile: &crate::config::profile::Profile,
     mailboxes: &Arc<Mailboxes>,
-    stop: &Arc<AtomicBool>,
+    registry: &CameraRegistry,
+    stop: &AtomicBool,
     clock: &mut StreamClock,
 ) -> RunEnd {
-    let pipeline = match gst::parse::launch(&plan.description) {
+    let pipeline = match gst::parse::launch(description) {
         Ok(e) => match e.downcast::<gst::Pipeline>() {
             Ok(p) => p,
             Err(_) => return RunEnd::Failed("template does not describe a pipeline".into()),
@@ -278,26 +531,35 @@ fn run_pipeline_once(
     else {
         return RunEnd::Failed("the pipeline template has no `appsink name=frames`".into());
     };
-    let last_frame = Arc::new(std::sync::Mutex::new(Instant::now()));
-    let shared_clock = Arc::new(std::sync::Mutex::new(std::mem::take(clock)));
+    if profile.keyframes_only {
+        pipeline.connect_deep_element_added(|_, _, element| keyframes_only_probe(element));
+    }
+    let liveness = Arc::new(Liveness {
+        last_frame: Mutex::new(Instant::now()),
+        waiting_downstream: AtomicBool::new(false),
+    });
+    let shared_clock = Arc::new(Mutex::new(std::mem::take(clock)));
     {
         let mailboxes = mailboxes.clone();
-        let last_frame = last_frame.clone();
+        let registry = registry.clone();
+        let liveness = liveness.clone();
         let shared_clock = shared_clock.clone();
         let camera = plan.index;
         let camera_id = plan.id.clone();
         let mut info: Option<(gst::Caps, gst_video::VideoInfo)> = None;
+        let mut streaming = false;
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                     let caps = sample.caps().ok_or(gst::FlowError::NotNegotiated)?;
                     if info.as_ref().is_none_or(|(c, _)| c.as_ref() != caps) {
+                        // New caps (first frame, or the source changed resolution mid-stream).
                         let vi = gst_video::VideoInfo::from_caps(caps)
                             .map_err(|_| gst::FlowError::NotNegotiated)?;
                         info = Some((caps.to_owned(), vi));
                     }
-                    let vi = &info.as_ref().expect("set above").1;
+                    let vi = &info.as_ref().ok_or(gst::FlowError::NotNegotiated)?.1;
                     let buffer = sample.buffer_owned().ok_or(gst::FlowError::Error)?;
                     let pts = buffer.pts().map_or(0.0, |t| t.nseconds() as f64 / 1e9);
                     let mapped = buffer
@@ -311,7 +573,12 @@ fn run_pipeline_once(
                         c.seq += 1;
                         (c.stamp(pts), c.seq)
                     };
-                    *last_frame.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                    liveness.touch();
+                    registry.frame(camera, vi.width(), vi.height());
+                    if !streaming {
+                        streaming = true;
+                        registry.set_state(camera, CameraState::Streaming, None);
+                    }
                     let frame = Frame {
                         camera,
                         camera_id: camera_id.clone(),
@@ -325,45 +592,77 @@ fn run_pipeline_once(
                         display_aspect,
                         buffer: mapped,
                     };
-                    match mailboxes.put(frame) {
+                    liveness.waiting_downstream.store(true, Ordering::Relaxed);
+                    let outcome = mailboxes.put(frame);
+                    liveness.waiting_downstream.store(false, Ordering::Relaxed);
+                    liveness.touch();
+                    match outcome {
                         PutOutcome::Stopped => Err(gst::FlowError::Flushing),
-                        _ => Ok(gst::FlowSuccess::Ok),
+                        PutOutcome::ReplacedOlder => {
+                            registry.dropped(camera);
+                            Ok(gst::FlowSuccess::Ok)
+                        }
+                        PutOutcome::Queued => Ok(gst::FlowSuccess::Ok),
                     }
                 })
                 .build(),
         );
     }
 
-    let end = drive(plan, &pipeline, stop, &last_frame);
+    let end = drive(plan, &pipeline, profile, stop, &liveness);
     let _ = pipeline.set_state(gst::State::Null);
     *clock = std::mem::take(&mut *shared_clock.lock().unwrap_or_else(|p| p.into_inner()));
     end
 }
 
-/// Watches the bus: end of stream, errors, the stall watchdog and the stop flag.
+/// Watches the bus (end of stream, errors), the stall watchdog, the profile and the stop flag.
 fn drive(
     plan: &CameraPlan,
     pipeline: &gst::Pipeline,
+    profile: &crate::config::profile::Profile,
     stop: &AtomicBool,
-    last_frame: &std::sync::Mutex<Instant>,
+    liveness: &Liveness,
 ) -> RunEnd {
     if let Err(e) = pipeline.set_state(gst::State::Playing) {
-        return RunEnd::Failed(format!("cannot start pipeline: {e}"));
+        // The bus usually says why; prefer that message.
+        let detail = pipeline
+            .bus()
+            .and_then(|b| b.pop_filtered(&[gst::MessageType::Error]))
+            .map(|m| match m.view() {
+                gst::MessageView::Error(err) => format!(
+                    "{} ({})",
+                    err.error(),
+                    err.debug().map(|d| d.to_string()).unwrap_or_default()
+                ),
+                _ => String::new(),
+            });
+        return RunEnd::Failed(detail.unwrap_or_else(|| format!("cannot start pipeline: {e}")));
     }
     let Some(bus) = pipeline.bus() else {
         return RunEnd::Failed("pipeline has no bus".into());
     };
-    let mut streaming = false;
+    let stall_timeout = plan.stall_timeout_at(profile.analysis_fps, profile.keyframes_only);
+    let mut next_profile_check = Instant::now() + Duration::from_secs(1);
     loop {
         if stop.load(Ordering::Relaxed) {
             return RunEnd::Stopped;
         }
-        let since = last_frame
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .elapsed();
-        if since > plan.stall_timeout {
-            return RunEnd::Stalled;
+        let since = liveness.since();
+        if since > stall_timeout && !liveness.waiting_downstream.load(Ordering::Relaxed) {
+            return RunEnd::Stalled(since);
+        }
+        if Instant::now() >= next_profile_check {
+            next_profile_check = Instant::now() + Duration::from_secs(1);
+            let now = plan
+                .config
+                .profile_at(plan.index, time::OffsetDateTime::now_utc());
+            if now.analysis_fps != profile.analysis_fps
+                || now.keyframes_only != profile.keyframes_only
+                || !now.active
+            {
+                tracing::info!(camera = %plan.id, phase = ?now.phase, analysis_fps = now.analysis_fps, keyframes_only = now.keyframes_only, active = now.active, "camera profile changed; rebuilding its pipeline");
+                return RunEnd::Reconfigure;
+            }
         }
         let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
             continue;
@@ -378,18 +677,15 @@ fn drive(
                     return RunEnd::Failed(format!("cannot loop the file: {e}"));
                 }
             }
-            MessageView::Eos(_) => return RunEnd::Finished,
+            MessageView::Eos(_) if plan.finite => return RunEnd::Finished,
+            // A live source never ends on its own: the camera or its server went away.
+            MessageView::Eos(_) => {
+                return RunEnd::Failed("the source ended the stream (EOS)".into());
+            }
             MessageView::Error(err) => {
                 let debug = err.debug().map(|d| d.to_string()).unwrap_or_default();
-                return RunEnd::Failed(format!("{} ({debug})", err.error()));
-            }
-            MessageView::StateChanged(s)
-                if !streaming
-                    && msg.src() == Some(pipeline.upcast_ref())
-                    && s.current() == gst::State::Playing =>
-            {
-                streaming = true;
-                tracing::info!(camera = %plan.id, state = "streaming", "camera state");
+                let element = err.src().map(|s| s.name().to_string()).unwrap_or_default();
+                return RunEnd::Failed(format!("{element}: {} ({debug})", err.error()));
             }
             _ => {}
         }

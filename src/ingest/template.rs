@@ -2,7 +2,36 @@
 //! template is a configuration error, not a camera that never starts.
 
 /// The placeholders a template may use.
-pub const PLACEHOLDERS: &[&str] = &["uri", "location", "fps", "width", "height", "sync"];
+pub const PLACEHOLDERS: &[&str] = &[
+    "uri",
+    "location",
+    "fps",
+    "width",
+    "height",
+    "sync",
+    "decode",
+    "protocols",
+    "timeout_us",
+    "user",
+    "password",
+];
+
+/// Values for one rendering of a template.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateValues<'a> {
+    pub uri: &'a str,
+    pub location: &'a str,
+    pub fps: f64,
+    pub width: usize,
+    pub height: usize,
+    pub sync: bool,
+    /// The decoding part of the pipeline (`decodebin`, …).
+    pub decode: &'a str,
+    pub protocols: &'a str,
+    pub timeout_us: u64,
+    pub user: &'a str,
+    pub password: &'a str,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -40,25 +69,22 @@ impl PipelineTemplate {
         })
     }
 
-    pub fn render(
-        &self,
-        uri: &str,
-        location: &str,
-        fps: f64,
-        width: usize,
-        height: usize,
-        sync: bool,
-    ) -> Result<String, TemplateError> {
-        let (num, den) = fraction(fps)
-            .ok_or_else(|| TemplateError::Render(format!("invalid analysis rate {fps}")))?;
+    pub fn render(&self, v: &TemplateValues<'_>) -> Result<String, TemplateError> {
+        let (num, den) = fraction(v.fps)
+            .ok_or_else(|| TemplateError::Render(format!("invalid analysis rate {}", v.fps)))?;
         Ok(self
             .body
-            .replace("{uri}", &escape(uri))
-            .replace("{location}", &escape(location))
+            .replace("{uri}", &escape(v.uri))
+            .replace("{location}", &escape(v.location))
             .replace("{fps}", &format!("{num}/{den}"))
-            .replace("{width}", &width.to_string())
-            .replace("{height}", &height.to_string())
-            .replace("{sync}", if sync { "true" } else { "false" }))
+            .replace("{width}", &v.width.to_string())
+            .replace("{height}", &v.height.to_string())
+            .replace("{sync}", if v.sync { "true" } else { "false" })
+            .replace("{decode}", v.decode)
+            .replace("{protocols}", v.protocols)
+            .replace("{timeout_us}", &v.timeout_us.to_string())
+            .replace("{user}", &escape(v.user))
+            .replace("{password}", &escape(v.password)))
     }
 }
 
@@ -89,7 +115,14 @@ mod tests {
     #[test]
     fn renders_known_placeholders_and_refuses_unknown_ones() {
         let t = PipelineTemplate::parse("# c\nfilesrc location=\"{location}\" ! x framerate={fps} w={width} h={height} sync={sync}").unwrap();
-        let s = t.render("", "/a \"b\"", 0.5, 416, 320, false).unwrap();
+        let v = TemplateValues {
+            location: "/a \"b\"",
+            fps: 0.5,
+            width: 416,
+            height: 320,
+            ..Default::default()
+        };
+        let s = t.render(&v).unwrap();
         assert_eq!(
             s,
             "filesrc location=\"/a \\\"b\\\"\" ! x framerate=1/2 w=416 h=320 sync=false"

@@ -50,6 +50,12 @@ impl CrowdRule {
         }
     }
 
+    /// The phase in force may change the thresholds; an episode in progress keeps its state.
+    pub fn set_thresholds(&mut self, min_persons: usize, min_duration_seconds: f64) {
+        self.settings.min_persons = min_persons;
+        self.settings.min_duration_seconds = min_duration_seconds;
+    }
+
     /// Persons whose feet stand in the zone, by the rule's own score threshold.
     pub fn persons_in<'a>(
         &'a self,

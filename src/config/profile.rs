@@ -1,0 +1,236 @@
+//! A camera's analysis profile at a moment: its group's rate, keyframes-only mode, active hours
+//! (day/night shifts) and the phase in force (launch, intensive, long-term), which may override
+//! rates and scenario thresholds. Evaluated continuously, so a phase change needs no restart.
+
+use time::{Date, Month, OffsetDateTime, UtcOffset};
+
+use super::{Config, GroupPhase};
+
+/// What a camera should be doing now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub analysis_fps: f64,
+    pub keyframes_only: bool,
+    /// Inside the active hours (or no hours set).
+    pub active: bool,
+    pub phase: Option<String>,
+    pub crowd_min_persons: usize,
+    pub crowd_min_duration_seconds: f64,
+}
+
+/// A local-time window "HH:MM-HH:MM"; wraps past midnight when the end is not after the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoursWindow {
+    start_minute: u16,
+    end_minute: u16,
+}
+
+impl HoursWindow {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("expected \"HH:MM-HH:MM\" (e.g. \"08:00-20:00\"), got `{s}`");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let minute = |t: &str| -> Option<u16> {
+            let (h, m) = t.trim().split_once(':')?;
+            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+            (h <= 24 && m < 60 && h * 60 + m <= 24 * 60).then_some(h * 60 + m)
+        };
+        let (start_minute, end_minute) = (minute(a).ok_or_else(bad)?, minute(b).ok_or_else(bad)?);
+        if start_minute == end_minute {
+            return Err(format!(
+                "window `{s}` is empty; leave active_hours out to analyse all day"
+            ));
+        }
+        Ok(Self {
+            start_minute,
+            end_minute,
+        })
+    }
+
+    pub fn contains(&self, minute_of_day: u16) -> bool {
+        if self.start_minute < self.end_minute {
+            (self.start_minute..self.end_minute).contains(&minute_of_day)
+        } else {
+            minute_of_day >= self.start_minute || minute_of_day < self.end_minute
+        }
+    }
+}
+
+/// "+08:00" / "-05:30" → offset.
+pub fn parse_utc_offset(s: &str) -> Option<UtcOffset> {
+    let sign = match s.as_bytes().first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let (h, m) = s[1..].split_once(':')?;
+    let (h, m): (i8, i8) = (h.parse().ok()?, m.parse().ok()?);
+    UtcOffset::from_hms(sign * h, sign * m, 0).ok()
+}
+
+fn to_date(d: &toml::value::Datetime) -> Option<Date> {
+    let date = d.date?;
+    Date::from_calendar_date(
+        i32::from(date.year),
+        Month::try_from(date.month).ok()?,
+        date.day,
+    )
+    .ok()
+}
+
+pub(super) fn validate_phase(p: &GroupPhase) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let from = to_date(&p.from);
+    if from.is_none() || p.from.time.is_some() {
+        out.push((
+            "from",
+            format!("expected a date like 2026-11-01, got `{}`", p.from),
+        ));
+    }
+    if let Some(to) = &p.to {
+        match (from, to_date(to)) {
+            (_, None) => out.push(("to", format!("expected a date like 2026-12-31, got `{to}`"))),
+            (Some(f), Some(t)) if t < f => out.push(("to", "ends before it starts".into())),
+            _ => {}
+        }
+    }
+    if let Some(fps) = p.analysis_fps
+        && !(fps > 0.0 && fps <= 60.0)
+    {
+        out.push(("analysis_fps", format!("must be in (0, 60], got {fps}")));
+    }
+    for w in p.active_hours.iter().flatten() {
+        if let Err(e) = HoursWindow::parse(w) {
+            out.push(("active_hours", e));
+        }
+    }
+    out
+}
+
+impl Config {
+    pub fn utc_offset(&self) -> UtcOffset {
+        parse_utc_offset(&self.centre.utc_offset).unwrap_or(UtcOffset::UTC)
+    }
+
+    /// The profile of camera `camera` at `now`.
+    pub fn profile_at(&self, camera: usize, now: OffsetDateTime) -> Profile {
+        let local = now.to_offset(self.utc_offset());
+        let cam = &self.cameras[camera];
+        let group = self.camera_group(cam);
+        let phase = group.and_then(|g| {
+            g.phases.iter().find(|p| {
+                let from = to_date(&p.from);
+                let to = p.to.as_ref().and_then(to_date);
+                from.is_some_and(|f| local.date() >= f) && to.is_none_or(|t| local.date() <= t)
+            })
+        });
+        let hours: &[String] = match (phase.and_then(|p| p.active_hours.as_deref()), group) {
+            (Some(h), _) => h,
+            (None, Some(g)) => &g.active_hours,
+            (None, None) => &[],
+        };
+        let minute = local.hour() as u16 * 60 + local.minute() as u16;
+        let active = hours.is_empty()
+            || hours
+                .iter()
+                .filter_map(|w| HoursWindow::parse(w).ok())
+                .any(|w| w.contains(minute));
+        let crowd = &self.scenarios.crowd_gathering;
+        Profile {
+            analysis_fps: phase
+                .and_then(|p| p.analysis_fps)
+                .or(group.map(|g| g.analysis_fps))
+                .unwrap_or(super::DEFAULT_ANALYSIS_FPS),
+            keyframes_only: cam
+                .keyframes_only
+                .or(phase.and_then(|p| p.keyframes_only))
+                .unwrap_or(group.is_some_and(|g| g.keyframes_only)),
+            active,
+            phase: phase.map(|p| p.name.clone()),
+            crowd_min_persons: phase
+                .and_then(|p| p.crowd_min_persons)
+                .unwrap_or(crowd.min_persons),
+            crowd_min_duration_seconds: phase
+                .and_then(|p| p.crowd_min_duration_seconds)
+                .unwrap_or(crowd.min_duration_seconds),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use time::macros::datetime;
+
+    #[test]
+    fn windows_wrap_past_midnight() {
+        let day = HoursWindow::parse("08:00-20:00").unwrap();
+        let night = HoursWindow::parse("20:00-08:00").unwrap();
+        assert!(day.contains(8 * 60) && !day.contains(20 * 60) && !day.contains(3 * 60));
+        assert!(night.contains(20 * 60) && night.contains(3 * 60) && !night.contains(8 * 60));
+        assert!(HoursWindow::parse("8-20").is_err());
+        assert!(HoursWindow::parse("08:00-08:00").is_err());
+        assert!(HoursWindow::parse("25:00-08:00").is_err());
+    }
+
+    const AREA: &str = r#"
+[centre]
+name = "c"
+utc_offset = "+08:00"
+[[units]]
+id = "u"
+name = "u"
+[[groups]]
+id = "g"
+name = "g"
+unit = "u"
+analysis_fps = 1.0
+active_hours = ["08:00-20:00"]
+[[groups.phases]]
+name = "intensive"
+from = 2026-11-01
+to = 2026-11-30
+analysis_fps = 4.0
+crowd_min_persons = 3
+active_hours = ["00:00-24:00"]
+[[groups.phases]]
+name = "long_term"
+from = 2026-12-01
+[[cameras]]
+id = "c"
+name = "c"
+unit = "u"
+group = "g"
+uri = "test:"
+[model]
+card = "../models/nanodet-g-416-coco.toml"
+[dispatch]
+url = "http://127.0.0.1:1/"
+"#;
+
+    #[test]
+    fn phases_and_shifts_follow_local_time() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let c = Config::from_text(AREA, "t.toml", &dir).unwrap_or_else(|e| panic!("{e}"));
+        // 2026-10-31 23:00 UTC = 2026-11-01 07:00 in Shanghai: intensive phase, all day.
+        let p = c.profile_at(0, datetime!(2026-10-31 23:00 UTC));
+        assert_eq!(
+            (
+                p.phase.as_deref(),
+                p.analysis_fps,
+                p.active,
+                p.crowd_min_persons
+            ),
+            (Some("intensive"), 4.0, true, 3)
+        );
+        // Before any phase, 07:00 local: outside the day shift.
+        let p = c.profile_at(0, datetime!(2026-10-30 23:00 UTC));
+        assert_eq!((p.phase, p.analysis_fps, p.active), (None, 1.0, false));
+        // Long-term phase (open-ended) uses the group's own hours and rate.
+        let p = c.profile_at(0, datetime!(2027-03-01 04:00 UTC));
+        assert_eq!(
+            (p.phase.as_deref(), p.analysis_fps, p.active),
+            (Some("long_term"), 1.0, true)
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! Per-camera health as the rest of the system sees it: the state machine's current state, last
+//! frame time, reconnects and drops. Camera threads write it; the status endpoint and metrics
+//! read it. Every state change is logged once, with the reason.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::telemetry;
+
+/// The per-camera state machine: connecting → streaming → stalled → backoff → connecting; files
+/// end; schedules make a camera inactive outside its active hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CameraState {
+    Connecting,
+    Streaming,
+    Stalled,
+    Backoff,
+    /// Outside the group's active hours: the pipeline is stopped on purpose.
+    Inactive,
+    /// A finite file reached its end.
+    Ended,
+    /// A finite file could not be read; it is not retried.
+    Failed,
+    Stopped,
+}
+
+impl CameraState {
+    pub const ALL: [CameraState; 8] = [
+        CameraState::Connecting,
+        CameraState::Streaming,
+        CameraState::Stalled,
+        CameraState::Backoff,
+        CameraState::Inactive,
+        CameraState::Ended,
+        CameraState::Failed,
+        CameraState::Stopped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CameraState::Connecting => "connecting",
+            CameraState::Streaming => "streaming",
+            CameraState::Stalled => "stalled",
+            CameraState::Backoff => "backoff",
+            CameraState::Inactive => "inactive",
+            CameraState::Ended => "ended",
+            CameraState::Failed => "failed",
+            CameraState::Stopped => "stopped",
+        }
+    }
+}
+
+/// What the status endpoint reports for one camera.
+#[derive(Debug, Clone, Serialize)]
+pub struct CameraStatus {
+    pub id: String,
+    pub name: String,
+    pub unit: String,
+    pub group: String,
+    /// The source, with any password removed.
+    pub source: String,
+    pub state: CameraState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub state_since: time::OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_frame_at: Option<time::OffsetDateTime>,
+    pub frames: u64,
+    /// Frames replaced in the camera's mailbox before inference took them (realtime pace).
+    pub dropped: u64,
+    pub reconnects: u64,
+    pub stalls: u64,
+    pub last_error: Option<String>,
+    /// Width × height of the analysed frames.
+    pub frame_size: Option<(u32, u32)>,
+    pub analysis_fps: f64,
+    pub keyframes_only: bool,
+    pub phase: Option<String>,
+}
+
+struct Entry {
+    status: CameraStatus,
+    last_frame: Option<Instant>,
+}
+
+/// Shared, cheap to clone.
+#[derive(Clone, Default)]
+pub struct CameraRegistry {
+    inner: Arc<Mutex<Vec<Entry>>>,
+}
+
+impl std::fmt::Debug for CameraRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CameraRegistry")
+            .field("cameras", &self.lock().len())
+            .finish()
+    }
+}
+
+impl CameraRegistry {
+    pub fn add(&self, status: CameraStatus) -> usize {
+        let mut v = self.lock();
+        v.push(Entry {
+            status,
+            last_frame: None,
+        });
+        v.len() - 1
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves a camera to `state`, logging the change (not repeats) with its reason.
+    pub fn set_state(&self, camera: usize, state: CameraState, reason: Option<&str>) {
+        let mut v = self.lock();
+        let Some(e) = v.get_mut(camera) else { return };
+        if e.status.state == state {
+            return;
+        }
+        let from = e.status.state;
+        e.status.state = state;
+        e.status.state_since = time::OffsetDateTime::now_utc();
+        match state {
+            CameraState::Connecting if from == CameraState::Backoff => e.status.reconnects += 1,
+            CameraState::Stalled => e.status.stalls += 1,
+            _ => {}
+        }
+        if let Some(r) = reason {
+            e.status.last_error = Some(r.to_owned());
+        }
+        telemetry::camera_state(&e.status.id, from.as_str(), state.as_str());
+        let id = e.status.id.clone();
+        let source = e.status.source.clone();
+        drop(v);
+        match (state, reason) {
+            (CameraState::Stalled | CameraState::Backoff | CameraState::Failed, Some(r)) => {
+                tracing::warn!(camera = %id, source = %source, from = from.as_str(), to = state.as_str(), reason = %r, "camera state")
+            }
+            _ => {
+                tracing::info!(camera = %id, source = %source, from = from.as_str(), to = state.as_str(), "camera state")
+            }
+        }
+    }
+
+    pub fn frame(&self, camera: usize, width: u32, height: u32) {
+        let mut v = self.lock();
+        if let Some(e) = v.get_mut(camera) {
+            e.last_frame = Some(Instant::now());
+            e.status.last_frame_at = Some(time::OffsetDateTime::from(SystemTime::now()));
+            e.status.frames += 1;
+            e.status.frame_size = Some((width, height));
+        }
+    }
+
+    pub fn dropped(&self, camera: usize) {
+        if let Some(e) = self.lock().get_mut(camera) {
+            e.status.dropped += 1;
+        }
+    }
+
+    pub fn set_profile(
+        &self,
+        camera: usize,
+        analysis_fps: f64,
+        keyframes_only: bool,
+        phase: Option<&str>,
+    ) {
+        let mut v = self.lock();
+        if let Some(e) = v.get_mut(camera) {
+            e.status.analysis_fps = analysis_fps;
+            e.status.keyframes_only = keyframes_only;
+            e.status.phase = phase.map(str::to_owned);
+        }
+    }
+
+    /// Seconds since the camera's last frame, if it had one.
+    pub fn last_frame_age_seconds(&self, camera: usize) -> Option<f64> {
+        self.lock()
+            .get(camera)
+            .and_then(|e| e.last_frame)
+            .map(|t| t.elapsed().as_secs_f64())
+    }
+
+    pub fn state(&self, camera: usize) -> Option<CameraState> {
+        self.lock().get(camera).map(|e| e.status.state)
+    }
+
+    pub fn snapshot(&self) -> Vec<CameraStatus> {
+        self.lock().iter().map(|e| e.status.clone()).collect()
+    }
+
+    /// Refreshes the gauges that depend on time passing (frame age).
+    pub fn export_gauges(&self) {
+        for e in self.lock().iter() {
+            if let Some(t) = e.last_frame {
+                telemetry::camera_frame_age(&e.status.id, t.elapsed().as_secs_f64());
+            }
+        }
+    }
+}
+
+/// The uri with any password replaced, for logs and status.
+pub fn redact(uri: &str) -> String {
+    match reqwest::Url::parse(uri) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => uri.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            super::redact("rtsp://admin:hunter2@10.0.0.5:554/ch1"),
+            "rtsp://admin:***@10.0.0.5:554/ch1"
+        );
+        assert_eq!(super::redact("rtsp://10.0.0.5/ch1"), "rtsp://10.0.0.5/ch1");
+        assert_eq!(super::redact("../a.mp4"), "../a.mp4");
+    }
+}
