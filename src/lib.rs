@@ -5,6 +5,7 @@
 //! → [`cases`] (evidence + SQLite outbox) → [`dispatch`] (HTTP delivery; reference receiver).
 //! [`run`] wires them together; [`config`] describes the key area; [`telemetry`] names every metric.
 
+pub mod bench;
 pub mod cases;
 pub mod config;
 pub mod dispatch;
@@ -12,4 +13,5 @@ pub mod infer;
 pub mod ingest;
 pub mod run;
 pub mod scenarios;
+pub mod status;
 pub mod telemetry;

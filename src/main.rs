@@ -45,6 +45,28 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Serve recorded files as looped live RTSP cameras (default: the sample streams).
+    ServeRtsp {
+        #[arg(long, default_value = "127.0.0.1")]
+        address: String,
+        #[arg(long, default_value_t = 8554)]
+        port: u16,
+        /// H.264/H.265 files (MP4 etc.); each is served at rtsp://ADDRESS:PORT/<file stem>.
+        files: Vec<PathBuf>,
+    },
+    /// Inspect the case outbox; list, retry or purge dead letters.
+    Outbox {
+        /// The configuration whose `[cases] outbox` to open (default: the embedded one).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: OutboxAction,
+    },
+    /// Measure; see BENCHMARKS.md.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
     /// Run the reference dispatch receiver.
     DispatchServer {
         #[arg(long, default_value = "127.0.0.1:8765")]
@@ -54,6 +76,120 @@ enum Command {
         /// Require this bearer token on every API request.
         #[arg(long, env = "GRIDWATCH_RECEIVER_TOKEN")]
         token: Option<String>,
+        /// Print the OpenAPI description of the API (and of the case) and exit.
+        #[arg(long)]
+        openapi: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxAction {
+    /// Depth, oldest undelivered age, retries and dead letters (JSON).
+    Status,
+    /// Cases in the outbox, oldest first.
+    List {
+        #[arg(long, value_enum, default_value_t = OutboxState::Dead)]
+        state: OutboxState,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue dead letters for delivery again (a running `gridwatch run` picks them up).
+    Retry {
+        /// Case ids; with `--all`, every dead letter.
+        ids: Vec<String>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Delete dead letters and their cases for good.
+    Purge {
+        ids: Vec<String>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutboxState {
+    Pending,
+    Delivered,
+    Dead,
+    All,
+}
+
+fn selection(ids: Vec<String>, all: bool) -> anyhow::Result<gridwatch::cases::outbox::Selection> {
+    use gridwatch::cases::outbox::Selection;
+    match (all, ids.is_empty()) {
+        (true, _) => Ok(Selection::All),
+        (false, false) => Ok(Selection::Ids(ids)),
+        (false, true) => anyhow::bail!("name the case ids, or pass --all"),
+    }
+}
+
+fn outbox_command(config: Option<&PathBuf>, action: OutboxAction) -> anyhow::Result<ExitCode> {
+    let config = load(config)?;
+    let path = config.resolve(&config.cases.outbox);
+    let mut outbox = gridwatch::cases::outbox::Outbox::open(&path)?;
+    match action {
+        OutboxAction::Status => {
+            println!("{}", serde_json::to_string_pretty(&outbox.stats()?)?);
+        }
+        OutboxAction::List { state, limit, json } => {
+            let state = match state {
+                OutboxState::Pending => Some("pending"),
+                OutboxState::Delivered => Some("delivered"),
+                OutboxState::Dead => Some("dead"),
+                OutboxState::All => None,
+            };
+            let entries = outbox.list(state, limit)?;
+            if json {
+                for e in &entries {
+                    println!("{}", serde_json::to_string(e)?);
+                }
+            } else {
+                println!(
+                    "{:<36}  {:<9}  {:>8}  {:<25}  {:<16}  last error",
+                    "id", "state", "attempts", "stored at", "camera"
+                );
+                for e in &entries {
+                    println!(
+                        "{:<36}  {:<9}  {:>8}  {:<25}  {:<16}  {}",
+                        e.id,
+                        e.state,
+                        e.attempts,
+                        e.created_at,
+                        e.camera,
+                        e.last_error.as_deref().unwrap_or("")
+                    );
+                }
+                eprintln!("{} case(s) in {}", entries.len(), path.display());
+            }
+        }
+        OutboxAction::Retry { ids, all } => {
+            let n = outbox.retry_dead(&selection(ids, all)?)?;
+            println!("{n} dead letter(s) queued for delivery again");
+        }
+        OutboxAction::Purge { ids, all } => {
+            let n = outbox.purge_dead(&selection(ids, all)?)?;
+            println!("{n} dead letter(s) purged");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// CPU per camera of the ingest pipeline, full vs keyframes-only decoding.
+    Decode {
+        /// An H.264/H.265 file (scripts/make-bench-clips makes a 1080p one).
+        #[arg(long)]
+        clip: PathBuf,
+        #[arg(long, default_value_t = 2.0)]
+        analysis_fps: f64,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
     },
 }
 
@@ -62,6 +198,18 @@ fn load(config: Option<&PathBuf>) -> Result<Config, ConfigError> {
         Some(path) => Config::load(path),
         None => Config::embedded_default(),
     }
+}
+
+/// The repository's sample clips, for `serve-rtsp` without arguments.
+fn default_sample_streams() -> anyhow::Result<Vec<PathBuf>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sample-streams");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "mp4"))
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 fn main() -> ExitCode {
@@ -103,6 +251,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             gridwatch::telemetry::prometheus();
             let options = RunOptions {
                 drain_timeout: std::time::Duration::from_secs_f64(drain_timeout_seconds.max(0.0)),
+                ..RunOptions::default()
             };
             let summary = gridwatch::run::run(config, options, StopHandle::default())?;
             println!(
@@ -114,11 +263,64 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench {
+            what:
+                BenchCommand::Decode {
+                    clip,
+                    analysis_fps,
+                    repeats,
+                },
+        } => {
+            let report = gridwatch::bench::decode::run(&clip, analysis_fps, repeats)?;
+            for r in &report.runs {
+                eprintln!(
+                    "{:<15} frames {:>5}  video {:>6.1} s  cpu {:>6.2} s  wall {:>6.2} s  cpu/video-s {:.3}",
+                    r.mode,
+                    r.frames_out,
+                    r.video_seconds,
+                    r.cpu_seconds,
+                    r.wall_seconds,
+                    r.cpu_per_video_second
+                );
+            }
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ServeRtsp {
+            address,
+            port,
+            files,
+        } => {
+            let files = if files.is_empty() {
+                default_sample_streams()?
+            } else {
+                files
+            };
+            let server = gridwatch::ingest::rtsp_server::serve(&files, &address, port)?;
+            for m in server.mounts() {
+                println!("{} ({}) -> {}", server.url(m), m.codec, m.path.display());
+            }
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(async {
+                let _ = tokio::signal::ctrl_c().await;
+            });
+            drop(server);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Outbox { config, action } => outbox_command(config.as_ref(), action),
         Command::DispatchServer {
             listen,
             database,
             token,
+            openapi,
         } => {
+            if openapi {
+                println!(
+                    "{}",
+                    gridwatch::dispatch::server::openapi().to_pretty_json()?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(async {
                 let receiver = gridwatch::dispatch::server::Receiver::bind(&listen, &database, token).await?;
@@ -126,6 +328,15 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 tracing::info!(url = %format!("http://{addr}/"), api = %format!("http://{addr}{}", gridwatch::dispatch::server::CASES_PATH), "dispatch receiver listening");
                 receiver
                     .serve(async {
+                        // Ctrl-C or SIGTERM: finish the requests in flight, then exit.
+                        #[cfg(unix)]
+                        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                            tokio::select! {
+                                _ = tokio::signal::ctrl_c() => {}
+                                _ = term.recv() => {}
+                            }
+                            return;
+                        }
                         let _ = tokio::signal::ctrl_c().await;
                     })
                     .await?;

@@ -14,6 +14,7 @@ use crate::dispatch::server::{CASES_PATH, Receiver, ReceiverError};
 use crate::dispatch::{Delivery, DispatchError, Phase};
 use crate::infer::card::ModelCard;
 use crate::infer::{self, InferError, Thresholds, pool};
+use crate::ingest::status::CameraRegistry;
 use crate::ingest::{self, CameraPlan, IngestError};
 use crate::scenarios::{self, ScenarioEngine};
 
@@ -52,12 +53,15 @@ pub enum RunError {
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub drain_timeout: Duration,
+    /// Camera states; pass a clone in to watch them from outside the run.
+    pub cameras: CameraRegistry,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         Self {
             drain_timeout: Duration::from_secs_f64(DEFAULT_DRAIN_TIMEOUT_SECONDS),
+            cameras: CameraRegistry::default(),
         }
     }
 }
@@ -120,8 +124,11 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         .cameras
         .iter()
         .enumerate()
-        .map(|(i, c)| CameraPlan::new(&config, i, c, model_w, model_h))
+        .map(|(i, _)| CameraPlan::new(&config, i, model_w, model_h))
         .collect::<Result<Vec<_>, _>>()?;
+    for i in 0..config.cameras.len() {
+        options.cameras.add(ingest::initial_status(&config, i));
+    }
 
     let outbox_path = config.resolve(&config.cases.outbox);
     let case_outbox = Outbox::open(&outbox_path)?;
@@ -167,17 +174,10 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
                 addr: addr.clone(),
                 source,
             })?;
-        let handle = crate::telemetry::prometheus();
-        let app = axum::Router::new()
-            .route(
-                "/metrics",
-                axum::routing::get(move || async move {
-                    handle.map(|h| h.render()).unwrap_or_default()
-                }),
-            )
-            .route("/healthz", axum::routing::get(|| async { "ok" }));
+        let app = crate::status::router(options.cameras.clone())
+            .merge(crate::dispatch::status_routes(outbox_path.clone()));
         let shutdown = server_stopped(server_stop_rx.clone());
-        tracing::info!(url = %format!("http://{}/metrics", listener.local_addr().map_err(|source| RunError::Metrics { addr: addr.clone(), source })?), "metrics endpoint");
+        tracing::info!(url = %format!("http://{}/api/v1/cameras", listener.local_addr().map_err(|source| RunError::Metrics { addr: addr.clone(), source })?), "status endpoint (also /metrics)");
         runtime.spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
@@ -190,7 +190,19 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     // Validation guarantees a url or an embedded receiver.
     let dispatch_url = dispatch_url.unwrap_or_default();
     let delivery = Delivery::new(config.dispatch.clone(), dispatch_url, delivery_outbox)?;
-    let delivery_task = runtime.spawn(delivery.run(wake.clone(), phase_rx));
+    let delivery_task = {
+        let stop = stop.clone();
+        let run = delivery.run(wake.clone(), phase_rx);
+        runtime.spawn(async move {
+            let result = run.await;
+            if let Err(e) = &result {
+                // The outbox cannot record deliveries (disk full, I/O error): stop taking frames.
+                tracing::error!(error = %e, "delivery failed; stopping the pipeline");
+                stop.stop();
+            }
+            result
+        })
+    };
 
     // Stages, upstream last so that every consumer is ready before frames flow.
     let camera_ids = config
@@ -220,7 +232,7 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
             })
             .map_err(RunError::Runtime)?
     };
-    let engine = ScenarioEngine::new(&config);
+    let engine = ScenarioEngine::new(config.clone());
     let scenario_thread = std::thread::Builder::new()
         .name("scenarios".into())
         .spawn(move || scenarios::run(engine, det_rx, event_tx))
@@ -230,7 +242,10 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     let ingest_stop = Arc::new(AtomicBool::new(false));
     let camera_threads: Vec<_> = plans
         .into_iter()
-        .map(|plan| ingest::spawn_camera(plan, mailboxes.clone(), ingest_stop.clone()))
+        .map(|plan| {
+            let registry = options.cameras.clone();
+            ingest::spawn_camera(plan, mailboxes.clone(), registry, ingest_stop.clone())
+        })
         .collect();
     tracing::info!(cameras = camera_threads.len(), workers, model = %card.id, "pipeline running");
 

@@ -10,10 +10,20 @@ pub const FRAMES_ANALYSED: &str = "gridwatch_frames_analysed_total";
 pub const FRAMES_DROPPED: &str = "gridwatch_frames_dropped_total";
 pub const INFERENCE_SECONDS: &str = "gridwatch_inference_seconds";
 pub const CAMERA_RESTARTS: &str = "gridwatch_camera_restarts_total";
+pub const CAMERA_STATE: &str = "gridwatch_camera_state";
+pub const CAMERA_STATE_CHANGES: &str = "gridwatch_camera_state_changes_total";
+pub const CAMERA_FRAME_AGE_SECONDS: &str = "gridwatch_camera_last_frame_age_seconds";
 pub const EVENTS: &str = "gridwatch_events_total";
 pub const CASES_STORED: &str = "gridwatch_cases_stored_total";
 pub const DELIVERIES: &str = "gridwatch_deliveries_total";
 pub const DELIVERY_RETRIES: &str = "gridwatch_delivery_retries_total";
+pub const DELIVERY_SECONDS: &str = "gridwatch_delivery_request_seconds";
+pub const OUTBOX_PENDING: &str = "gridwatch_outbox_pending";
+pub const OUTBOX_OLDEST_PENDING_AGE_SECONDS: &str = "gridwatch_outbox_oldest_pending_age_seconds";
+pub const OUTBOX_DEAD_LETTERS: &str = "gridwatch_outbox_dead_letters";
+/// 0 closed, 1 open, 2 half-open.
+pub const DISPATCH_BREAKER_STATE: &str = "gridwatch_dispatch_breaker_state";
+pub const DISPATCH_BREAKER_OPENS: &str = "gridwatch_dispatch_breaker_opens_total";
 
 #[derive(Debug, Clone, Copy)]
 pub enum DropReason {
@@ -45,6 +55,17 @@ pub fn camera_restart(camera: &str, cause: &'static str) {
     counter!(CAMERA_RESTARTS, "camera" => camera.to_owned(), "cause" => cause).increment(1);
 }
 
+/// One gauge per (camera, state): 1 for the current state, 0 for the one it left.
+pub fn camera_state(camera: &str, from: &'static str, to: &'static str) {
+    metrics::gauge!(CAMERA_STATE, "camera" => camera.to_owned(), "state" => from).set(0.0);
+    metrics::gauge!(CAMERA_STATE, "camera" => camera.to_owned(), "state" => to).set(1.0);
+    counter!(CAMERA_STATE_CHANGES, "camera" => camera.to_owned(), "to" => to).increment(1);
+}
+
+pub fn camera_frame_age(camera: &str, seconds: f64) {
+    metrics::gauge!(CAMERA_FRAME_AGE_SECONDS, "camera" => camera.to_owned()).set(seconds);
+}
+
 pub fn event(scenario: &'static str) {
     counter!(EVENTS, "scenario" => scenario).increment(1);
 }
@@ -59,6 +80,25 @@ pub fn delivery(outcome: &'static str) {
 
 pub fn delivery_retry() {
     counter!(DELIVERY_RETRIES).increment(1);
+}
+
+pub fn delivery_seconds(seconds: f64) {
+    histogram!(DELIVERY_SECONDS).record(seconds);
+}
+
+/// The outbox's depth, the age of its oldest undelivered case, and its dead letters.
+pub fn outbox_state(pending: u64, dead_letters: u64, oldest_pending_age_seconds: f64) {
+    metrics::gauge!(OUTBOX_PENDING).set(pending as f64);
+    metrics::gauge!(OUTBOX_DEAD_LETTERS).set(dead_letters as f64);
+    metrics::gauge!(OUTBOX_OLDEST_PENDING_AGE_SECONDS).set(oldest_pending_age_seconds);
+}
+
+pub fn breaker_state(state: u8) {
+    metrics::gauge!(DISPATCH_BREAKER_STATE).set(f64::from(state));
+}
+
+pub fn breaker_opened() {
+    counter!(DISPATCH_BREAKER_OPENS).increment(1);
 }
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

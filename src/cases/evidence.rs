@@ -1,5 +1,5 @@
 //! Evidence rendering: the analysed frame restored to the camera's aspect ratio, with the zone
-//! and the objects that made the event drawn on it, encoded as JPEG.
+//! and the objects that made the event drawn on it, encoded as JPEG; plus a crop of the objects.
 
 use opencv::core::{CV_8UC3, Mat, Point, Rect, Scalar, Size, Vector};
 use opencv::imgproc;
@@ -32,13 +32,26 @@ fn rgb((r, g, b): (f64, f64, f64)) -> Scalar {
     Scalar::new(r, g, b, 0.0)
 }
 
-/// Renders `frame` at most `max_width` wide, at its display aspect, with zone and boxes.
+/// The evidence of an event: the annotated snapshot and a crop around its objects.
+pub struct Evidence {
+    pub snapshot: Snapshot,
+    /// The objects' union box (with a margin), unannotated; `None` when there are no objects.
+    pub crop: Option<Snapshot>,
+}
+
+/// Margin around the objects' union box in the crop, as a fraction of its size.
+const CROP_MARGIN: f64 = 0.15;
+/// Smaller crops carry nothing a reviewer can see.
+const CROP_MIN_PIXELS: i32 = 16;
+
+/// Renders `frame` at most `max_width` wide, at its display aspect, with zone and boxes, plus
+/// the crop of the objects.
 pub fn render(
     frame: &Frame,
     zone: &[[f64; 2]],
     objects: &[Detection],
     max_width: u32,
-) -> Result<Snapshot, EvidenceError> {
+) -> Result<Evidence, EvidenceError> {
     let (w, h) = (frame.width as i32, frame.height as i32);
     let mut src = Mat::new_rows_cols_with_default(h, w, CV_8UC3, Scalar::all(0.0))?;
     {
@@ -58,15 +71,17 @@ pub fn render(
             .max(1.0) as i32;
         out_w = max_width as i32;
     }
-    let mut img = Mat::default();
+    let mut clean = Mat::default();
     imgproc::resize(
         &src,
-        &mut img,
+        &mut clean,
         Size::new(out_w, out_h),
         0.0,
         0.0,
         imgproc::INTER_LINEAR,
     )?;
+    let crop = crop_objects(&clean, objects, out_w, out_h)?;
+    let mut img = clean.try_clone()?;
 
     let to_px = |p: [f64; 2]| {
         Point::new(
@@ -109,18 +124,59 @@ pub fn render(
             false,
         )?;
     }
+    Ok(Evidence {
+        snapshot: encode(&img)?,
+        crop,
+    })
+}
 
-    let pixels = img.data_bytes()?.to_vec();
+/// The union of the objects' boxes with a margin, clamped to the image.
+fn crop_objects(
+    img: &Mat,
+    objects: &[Detection],
+    w: i32,
+    h: i32,
+) -> Result<Option<Snapshot>, EvidenceError> {
+    if objects.is_empty() {
+        return Ok(None);
+    }
+    let (mut x1, mut y1, mut x2, mut y2) = (1.0f64, 1.0f64, 0.0f64, 0.0f64);
+    for d in objects {
+        x1 = x1.min(f64::from(d.bbox[0]));
+        y1 = y1.min(f64::from(d.bbox[1]));
+        x2 = x2.max(f64::from(d.bbox[2]));
+        y2 = y2.max(f64::from(d.bbox[3]));
+    }
+    let (mx, my) = ((x2 - x1) * CROP_MARGIN, (y2 - y1) * CROP_MARGIN);
+    let px = |v: f64, size: i32| ((v.clamp(0.0, 1.0)) * size as f64).round() as i32;
+    let (ax, ay) = (px(x1 - mx, w), px(y1 - my, h));
+    let (bx, by) = (px(x2 + mx, w), px(y2 + my, h));
+    if bx - ax < CROP_MIN_PIXELS || by - ay < CROP_MIN_PIXELS {
+        return Ok(None);
+    }
+    let roi = Mat::roi(img, Rect::new(ax, ay, bx - ax, by - ay))?;
+    let crop = roi.try_clone()?;
+    Ok(Some(encode(&crop)?))
+}
+
+fn encode(img: &Mat) -> Result<Snapshot, EvidenceError> {
+    let (w, h) = (img.cols() as u32, img.rows() as u32);
+    // A continuous copy: ROIs share rows with their parent.
+    let pixels = if img.is_continuous() {
+        img.data_bytes()?.to_vec()
+    } else {
+        img.try_clone()?.data_bytes()?.to_vec()
+    };
     let mut jpeg = Vec::with_capacity(pixels.len() / 8);
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY).encode(
         &pixels,
-        out_w as u32,
-        out_h as u32,
+        w,
+        h,
         image::ExtendedColorType::Rgb8,
     )?;
     Ok(Snapshot {
         jpeg,
-        width: out_w as u32,
-        height: out_h as u32,
+        width: w,
+        height: h,
     })
 }

@@ -1,5 +1,7 @@
 //! Case stage: turns each event into a case (UUIDv7 id, also the idempotency key; scenario,
-//! camera, unit, times, confidence, JPEG evidence) and commits it to the SQLite outbox.
+//! handling department and 103060 deadline, camera, unit, times, confidence, JPEG snapshot and
+//! object crop) and commits it to the SQLite outbox. The case JSON is described in OpenAPI
+//! (`utoipa`), served by the reference receiver.
 
 pub mod evidence;
 pub mod outbox;
@@ -13,21 +15,61 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::scenarios::Event;
+use crate::scenarios::{Event, HandlingLevel};
 use crate::telemetry;
 use outbox::{Outbox, OutboxError};
 
 pub const CASE_SCHEMA: &str = "gridwatch.case.v1";
 pub const CASE_SOURCE: &str = "ai_video";
 
-/// The case as it is sent to the dispatch API (JSON).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// Top-level fields of the case JSON (the names `[dispatch.field_map]` may rename).
+pub const CASE_FIELDS: &[&str] = &[
+    "schema",
+    "id",
+    "source",
+    "scenario",
+    "department",
+    "workstation",
+    "handling_level",
+    "deadline_minutes",
+    "deadline_at",
+    "unit",
+    "group",
+    "camera",
+    "location",
+    "lat",
+    "lon",
+    "zone",
+    "first_seen_at",
+    "confirmed_at",
+    "confidence",
+    "objects",
+    "episode",
+    "snapshot",
+    "crop",
+];
+
+/// A case (`gridwatch.case.v1`) as it is sent to the dispatch API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Case {
+    /// Always `gridwatch.case.v1`.
+    #[schema(example = "gridwatch.case.v1")]
     pub schema: String,
     /// UUIDv7; also the `Idempotency-Key` of every delivery attempt.
     pub id: Uuid,
+    /// Always `ai_video`.
+    #[schema(example = "ai_video")]
     pub source: String,
     pub scenario: CaseScenario,
+    /// Department that handles the case (e.g. 公安).
+    pub department: String,
+    /// Workstation of the command centre that dispatches it (e.g. 联勤联动工作站).
+    pub workstation: String,
+    pub handling_level: HandlingLevel,
+    /// 103060: 10, 30 or 60 minutes from `confirmed_at`, by handling level.
+    pub deadline_minutes: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub deadline_at: OffsetDateTime,
     pub unit: Named,
     pub group: Named,
     pub camera: CaseCamera,
@@ -42,32 +84,36 @@ pub struct Case {
     pub confidence: f32,
     pub objects: Vec<CaseObject>,
     pub episode: CaseEpisode,
+    /// The analysed frame with the zone and the objects drawn.
     pub snapshot: CaseSnapshot,
+    /// The objects' region, unannotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop: Option<CaseSnapshot>,
 }
 
 /// Where in the camera's media the episode happened (stream seconds; for replays, the offset in
 /// the recording), so a reviewer can find the moment.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct CaseEpisode {
     pub started_media_seconds: f64,
     pub confirmed_media_seconds: f64,
     pub frame_seq: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct CaseScenario {
     pub id: String,
     pub name_zh: String,
     pub name_en: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Named {
     pub id: String,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct CaseCamera {
     pub id: String,
     pub name: String,
@@ -75,14 +121,14 @@ pub struct CaseCamera {
     pub gb28181_channel_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct CaseZone {
     pub id: String,
     pub name: String,
     pub polygon: Vec<[f64; 2]>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct CaseObject {
     pub label: String,
     pub score: f32,
@@ -90,15 +136,31 @@ pub struct CaseObject {
     pub bbox: [f32; 4],
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct CaseSnapshot {
+    #[schema(example = "image/jpeg")]
     pub content_type: String,
     pub width: u32,
     pub height: u32,
+    /// The JPEG, base64 (inline upload). Absent in multipart uploads, where `part` names the
+    /// form part that carries the bytes.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub data_base64: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
 }
 
 impl CaseSnapshot {
+    fn inline(s: &evidence::Snapshot) -> Self {
+        CaseSnapshot {
+            content_type: "image/jpeg".into(),
+            width: s.width,
+            height: s.height,
+            data_base64: base64::engine::general_purpose::STANDARD.encode(&s.jpeg),
+            part: None,
+        }
+    }
+
     pub fn jpeg(&self) -> Option<Vec<u8>> {
         base64::engine::general_purpose::STANDARD
             .decode(&self.data_base64)
@@ -126,12 +188,14 @@ pub fn build(config: &Config, event: &Event) -> Result<(Case, Vec<u8>), CaseErro
     let zone = &cam.zones[event.zone];
     let group = config.camera_group(cam);
     let unit = config.unit(&cam.unit);
-    let snapshot = evidence::render(
+    let evidence = evidence::render(
         &event.frame,
         &zone.polygon,
         &event.objects,
         config.cases.snapshot_max_width_pixels,
     )?;
+    let confirmed_at = datetime(event.confirmed_at);
+    let level = event.scenario.level;
     let case = Case {
         schema: CASE_SCHEMA.into(),
         id: Uuid::now_v7(),
@@ -141,6 +205,11 @@ pub fn build(config: &Config, event: &Event) -> Result<(Case, Vec<u8>), CaseErro
             name_zh: event.scenario.name_zh.into(),
             name_en: event.scenario.name_en.into(),
         },
+        department: event.scenario.department.into(),
+        workstation: event.scenario.workstation.into(),
+        handling_level: level,
+        deadline_minutes: level.deadline_minutes(),
+        deadline_at: deadline(confirmed_at, level),
         unit: Named {
             id: cam.unit.clone(),
             name: unit.map(|u| u.name.clone()).unwrap_or_default(),
@@ -164,7 +233,7 @@ pub fn build(config: &Config, event: &Event) -> Result<(Case, Vec<u8>), CaseErro
             polygon: zone.polygon.clone(),
         },
         first_seen_at: datetime(event.first_seen_at),
-        confirmed_at: datetime(event.confirmed_at),
+        confirmed_at,
         confidence: event.confidence,
         objects: event
             .objects
@@ -180,14 +249,15 @@ pub fn build(config: &Config, event: &Event) -> Result<(Case, Vec<u8>), CaseErro
             confirmed_media_seconds: event.confirmed_stream_seconds,
             frame_seq: event.frame.seq,
         },
-        snapshot: CaseSnapshot {
-            content_type: "image/jpeg".into(),
-            width: snapshot.width,
-            height: snapshot.height,
-            data_base64: base64::engine::general_purpose::STANDARD.encode(&snapshot.jpeg),
-        },
+        snapshot: CaseSnapshot::inline(&evidence.snapshot),
+        crop: evidence.crop.as_ref().map(CaseSnapshot::inline),
     };
-    Ok((case, snapshot.jpeg))
+    Ok((case, evidence.snapshot.jpeg))
+}
+
+/// 103060: the time by which a case of `level` confirmed at `confirmed_at` must be closed.
+pub fn deadline(confirmed_at: OffsetDateTime, level: HandlingLevel) -> OffsetDateTime {
+    confirmed_at + time::Duration::minutes(i64::from(level.deadline_minutes()))
 }
 
 /// The case thread: every event becomes a committed outbox row, then `on_stored` wakes delivery.

@@ -1,5 +1,7 @@
 //! The SQLite outbox: a case and its delivery row are written in one transaction before any
-//! delivery attempt, so a case that was decided is never lost by a crash or an outage.
+//! delivery attempt, so a case that was decided is never lost by a crash or an outage. Also the
+//! queries behind the outbox's visible state (depth, oldest age, retries, dead letters) and the
+//! dead-letter operations of `gridwatch outbox`.
 
 use std::path::Path;
 
@@ -19,8 +21,60 @@ pub enum OutboxError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "outbox: the disk (or the database's size limit) is full; no new case can be stored: {0}"
+    )]
+    DiskFull(#[source] rusqlite::Error),
+    #[error("outbox: I/O error from SQLite; no new case can be stored: {0}")]
+    Io(#[source] rusqlite::Error),
     #[error("outbox: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(#[source] rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for OutboxError {
+    /// Disk-full and I/O errors get their own variants so the operator sees what to fix.
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => OutboxError::DiskFull(e),
+            Some(rusqlite::ErrorCode::SystemIoFailure) => OutboxError::Io(e),
+            _ => OutboxError::Sql(e),
+        }
+    }
+}
+
+/// The outbox's state as `GET /api/v1/outbox`, the metrics and `gridwatch outbox status` show it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OutboxStats {
+    /// Cases not delivered yet (the outbox depth).
+    pub pending: u64,
+    pub delivered: u64,
+    pub dead_letters: u64,
+    /// Age of the oldest undelivered case, from when it was stored.
+    pub oldest_pending_age_seconds: Option<f64>,
+    /// Failed attempts so far, over every case still in the outbox.
+    pub retries: u64,
+    /// The most recent error of a pending case, if any.
+    pub last_error: Option<String>,
+}
+
+/// One outbox row, as `gridwatch outbox list` shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OutboxEntry {
+    pub id: String,
+    pub state: String,
+    pub created_at: String,
+    pub scenario: String,
+    pub camera: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<String>,
+}
+
+/// Which rows a dead-letter operation touches.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    All,
+    Ids(Vec<String>),
 }
 
 /// A case waiting for delivery.
@@ -175,6 +229,112 @@ impl Outbox {
         Ok(())
     }
 
+    /// Depth, oldest undelivered age, retries and dead letters.
+    pub fn stats(&self) -> Result<OutboxStats, OutboxError> {
+        let c = self.counts()?;
+        let (oldest, retries): (Option<String>, i64) = self.conn.query_row(
+            "SELECT (SELECT c.created_at FROM outbox o JOIN cases c ON c.id = o.case_id
+                     WHERE o.state = 'pending' ORDER BY c.created_at LIMIT 1),
+                    COALESCE(SUM(CASE WHEN state = 'pending' THEN attempts ELSE MAX(attempts - 1, 0) END), 0)
+             FROM outbox",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let last_error: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT last_error FROM outbox WHERE state = 'pending' AND last_error IS NOT NULL
+                 ORDER BY next_attempt_ms DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let now = time::OffsetDateTime::now_utc();
+        let oldest_pending_age_seconds = oldest
+            .and_then(|t| {
+                time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map(|t| (now - t).as_seconds_f64().max(0.0));
+        Ok(OutboxStats {
+            pending: c.pending,
+            delivered: c.delivered,
+            dead_letters: c.dead,
+            oldest_pending_age_seconds,
+            retries: retries.max(0) as u64,
+            last_error,
+        })
+    }
+
+    /// Rows in `state` (`None`: every state), oldest first.
+    pub fn list(&self, state: Option<&str>, limit: usize) -> Result<Vec<OutboxEntry>, OutboxError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT c.id, o.state, c.created_at, c.scenario, c.camera, o.attempts, o.last_error, o.delivered_at
+             FROM outbox o JOIN cases c ON c.id = o.case_id
+             WHERE ?1 IS NULL OR o.state = ?1 ORDER BY c.created_at, c.id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![state, limit as i64], |r| {
+            Ok(OutboxEntry {
+                id: r.get(0)?,
+                state: r.get(1)?,
+                created_at: r.get(2)?,
+                scenario: r.get(3)?,
+                camera: r.get(4)?,
+                attempts: r.get(5)?,
+                last_error: r.get(6)?,
+                delivered_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Puts dead letters back in the queue, due now, with a fresh backoff; returns how many.
+    pub fn retry_dead(&mut self, which: &Selection) -> Result<usize, OutboxError> {
+        self.for_dead(which, |tx, id| {
+            tx.execute(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_ms = ?2
+                 WHERE case_id = ?1 AND state = 'dead'",
+                params![id, now_ms()],
+            )
+        })
+    }
+
+    /// Deletes dead letters (the case and its row); returns how many.
+    pub fn purge_dead(&mut self, which: &Selection) -> Result<usize, OutboxError> {
+        self.for_dead(which, |tx, id| {
+            let n = tx.execute(
+                "DELETE FROM outbox WHERE case_id = ?1 AND state = 'dead'",
+                params![id],
+            )?;
+            if n > 0 {
+                tx.execute("DELETE FROM cases WHERE id = ?1", params![id])?;
+            }
+            Ok(n)
+        })
+    }
+
+    /// Applies `f` to each selected dead letter in one transaction: all or nothing.
+    fn for_dead(
+        &mut self,
+        which: &Selection,
+        f: impl Fn(&rusqlite::Transaction<'_>, &str) -> rusqlite::Result<usize>,
+    ) -> Result<usize, OutboxError> {
+        let tx = self.conn.transaction()?;
+        let ids: Vec<String> = match which {
+            Selection::All => {
+                let mut stmt = tx.prepare("SELECT case_id FROM outbox WHERE state = 'dead'")?;
+                stmt.query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?
+            }
+            Selection::Ids(ids) => ids.clone(),
+        };
+        let mut n = 0;
+        for id in &ids {
+            n += f(&tx, id)?;
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
     pub fn counts(&self) -> Result<OutboxCounts, OutboxError> {
         let mut c = OutboxCounts::default();
         let mut stmt = self
@@ -190,5 +350,98 @@ impl Outbox {
             }
         }
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(tag: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!(
+            "gridwatch-outbox-{tag}-{}-{}.sqlite",
+            std::process::id(),
+            fastrand::u64(..)
+        ))
+    }
+
+    #[test]
+    fn a_full_disk_is_reported_as_such_and_nothing_is_half_stored() {
+        let path = temp_path("full");
+        let mut outbox = Outbox::open(&path).unwrap();
+        outbox.insert("a", "s", "c", "{}", b"x").unwrap();
+        // SQLite's page limit behaves like a full disk: SQLITE_FULL on the next growth.
+        let pages: i64 = outbox
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        outbox
+            .conn
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let big = "x".repeat(1 << 20);
+        let err = outbox.insert("b", "s", "c", &big, b"x").unwrap_err();
+        assert!(matches!(err, OutboxError::DiskFull(_)), "{err:?}");
+        assert!(err.to_string().contains("full"), "{err}");
+        let c = outbox.counts().unwrap();
+        assert_eq!(
+            (c.pending, c.delivered, c.dead),
+            (1, 0, 0),
+            "the failed case left no row"
+        );
+        drop(outbox);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn dead_letters_can_be_listed_retried_and_purged() {
+        let path = temp_path("dead");
+        let mut outbox = Outbox::open(&path).unwrap();
+        for id in ["a", "b", "c"] {
+            outbox.insert(id, "s", "cam", "{}", b"x").unwrap();
+        }
+        outbox.mark_dead("a", "HTTP 422: nope").unwrap();
+        outbox.mark_dead("b", "HTTP 400: bad").unwrap();
+        outbox.mark_retry("c", 60_000, "HTTP 503").unwrap();
+        let stats = outbox.stats().unwrap();
+        assert_eq!(
+            (stats.pending, stats.dead_letters, stats.retries),
+            (1, 2, 1)
+        );
+        assert!(stats.oldest_pending_age_seconds.unwrap() >= 0.0);
+        assert_eq!(stats.last_error.as_deref(), Some("HTTP 503"));
+        let dead = outbox.list(Some("dead"), 10).unwrap();
+        assert_eq!(
+            dead.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 422: nope"));
+
+        assert_eq!(
+            outbox
+                .retry_dead(&Selection::Ids(vec!["a".into(), "c".into()]))
+                .unwrap(),
+            1,
+            "only dead letters are retried"
+        );
+        assert_eq!(
+            outbox
+                .due(10)
+                .unwrap()
+                .iter()
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert_eq!(outbox.purge_dead(&Selection::All).unwrap(), 1);
+        let c = outbox.counts().unwrap();
+        assert_eq!((c.pending, c.dead), (2, 0));
+        let cases: i64 = outbox
+            .conn
+            .query_row("SELECT COUNT(*) FROM cases", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(cases, 2, "the purged case is gone with its row");
+        drop(outbox);
+        let _ = std::fs::remove_file(&path);
     }
 }

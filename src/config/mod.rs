@@ -2,6 +2,7 @@
 //! cameras, zones) and of every stage; loading reports every problem with file, line and field.
 
 mod locate;
+pub mod profile;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -21,7 +22,10 @@ pub const EMBEDDED_DEFAULT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/con
 
 pub const DEFAULT_ANALYSIS_FPS: f64 = 2.0;
 pub const DEFAULT_STALL_TIMEOUT_SECONDS: f64 = 10.0;
-pub const DEFAULT_RECONNECT_DELAY_SECONDS: f64 = 2.0;
+pub const DEFAULT_RECONNECT_INITIAL_SECONDS: f64 = 1.0;
+pub const DEFAULT_RECONNECT_MAX_SECONDS: f64 = 60.0;
+pub const DEFAULT_RTSP_TIMEOUT_SECONDS: f64 = 5.0;
+pub const DEFAULT_UTC_OFFSET: &str = "+08:00";
 pub const DEFAULT_SCORE_THRESHOLD: f32 = 0.35;
 pub const DEFAULT_NMS_IOU: f32 = 0.6;
 pub const DEFAULT_EVENT_QUEUE_CAPACITY: usize = 64;
@@ -33,6 +37,8 @@ pub const DEFAULT_CROWD_SCORE_THRESHOLD: f32 = 0.4;
 pub const DEFAULT_DISPATCH_TIMEOUT_SECONDS: f64 = 10.0;
 pub const DEFAULT_RETRY_INITIAL_SECONDS: f64 = 1.0;
 pub const DEFAULT_RETRY_MAX_SECONDS: f64 = 60.0;
+pub const DEFAULT_BREAKER_FAILURE_THRESHOLD: u32 = 5;
+pub const DEFAULT_BREAKER_OPEN_SECONDS: f64 = 30.0;
 pub const DEFAULT_SNAPSHOT_MAX_WIDTH_PIXELS: u32 = 960;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +75,9 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct CommandCentre {
     pub name: String,
+    /// Local time of the key area, for active hours and phases (Shanghai: "+08:00").
+    #[serde(default = "default_utc_offset")]
+    pub utc_offset: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +99,38 @@ pub struct Group {
     /// Frames analysed per second for every camera of the group.
     #[serde(default = "default_analysis_fps")]
     pub analysis_fps: f64,
+    /// Decode keyframes only (decoder skips the rest): for slow scenarios, far cheaper.
+    #[serde(default)]
+    pub keyframes_only: bool,
+    /// Local-time windows when the group is analysed, e.g. ["08:00-20:00"] (day shift) or
+    /// ["20:00-08:00"] (night shift); empty = always.
+    #[serde(default)]
+    pub active_hours: Vec<String>,
+    /// Named phases with date ranges (launch, intensive, long-term) overriding the profile.
+    #[serde(default)]
+    pub phases: Vec<GroupPhase>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupPhase {
+    pub name: String,
+    /// First day of the phase (local date).
+    pub from: toml::value::Datetime,
+    /// Last day of the phase, inclusive; open-ended when absent.
+    #[serde(default)]
+    pub to: Option<toml::value::Datetime>,
+    #[serde(default)]
+    pub analysis_fps: Option<f64>,
+    #[serde(default)]
+    pub keyframes_only: Option<bool>,
+    #[serde(default)]
+    pub active_hours: Option<Vec<String>>,
+    /// Overrides of scenario thresholds during the phase.
+    #[serde(default)]
+    pub crowd_min_persons: Option<usize>,
+    #[serde(default)]
+    pub crowd_min_duration_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,8 +158,43 @@ pub struct Camera {
     /// A gst-launch template file overriding the one chosen from the uri scheme.
     #[serde(default)]
     pub pipeline: Option<PathBuf>,
+    /// RTSP credentials, when not in the uri (kept out of logs).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub rtsp_transport: RtspTransport,
+    /// "auto" (hardware decoders when present), "software", or a decoder element name.
+    #[serde(default = "default_decoder")]
+    pub decoder: String,
+    /// Overrides the group's keyframes-only setting for this camera.
+    #[serde(default)]
+    pub keyframes_only: Option<bool>,
     #[serde(default)]
     pub zones: Vec<Zone>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RtspTransport {
+    /// RTP interleaved in the RTSP TCP connection: works through NAT and firewalls.
+    #[default]
+    Tcp,
+    Udp,
+    /// UDP first, TCP when UDP gets nothing.
+    Auto,
+}
+
+impl RtspTransport {
+    /// rtspsrc's `protocols` flags.
+    pub fn protocols(self) -> &'static str {
+        match self {
+            RtspTransport::Tcp => "tcp",
+            RtspTransport::Udp => "udp",
+            RtspTransport::Auto => "udp+tcp",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,10 +263,17 @@ pub enum Pace {
 pub struct IngestSettings {
     #[serde(default)]
     pub pace: Pace,
+    /// No frame for this long restarts that camera (never less than 3 analysis intervals).
     #[serde(default = "default_stall_timeout")]
     pub stall_timeout_seconds: f64,
-    #[serde(default = "default_reconnect_delay")]
-    pub reconnect_delay_seconds: f64,
+    /// First reconnect delay; doubles per failed attempt (full jitter) up to the max.
+    #[serde(default = "default_reconnect_initial")]
+    pub reconnect_initial_seconds: f64,
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_seconds: f64,
+    /// RTSP connection and receive timeout.
+    #[serde(default = "default_rtsp_timeout")]
+    pub rtsp_timeout_seconds: f64,
 }
 
 impl Default for IngestSettings {
@@ -198,7 +281,9 @@ impl Default for IngestSettings {
         Self {
             pace: Pace::default(),
             stall_timeout_seconds: DEFAULT_STALL_TIMEOUT_SECONDS,
-            reconnect_delay_seconds: DEFAULT_RECONNECT_DELAY_SECONDS,
+            reconnect_initial_seconds: DEFAULT_RECONNECT_INITIAL_SECONDS,
+            reconnect_max_seconds: DEFAULT_RECONNECT_MAX_SECONDS,
+            rtsp_timeout_seconds: DEFAULT_RTSP_TIMEOUT_SECONDS,
         }
     }
 }
@@ -274,6 +359,30 @@ pub struct DispatchSettings {
     /// Start a dispatch receiver in the same process (demo and single-machine use).
     #[serde(default)]
     pub embedded_receiver: Option<EmbeddedReceiver>,
+    /// Consecutive failed deliveries (5xx, timeouts, refused connections) that open the circuit
+    /// breaker: the whole endpoint is left alone for `breaker_open_seconds`, then probed once.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failure_threshold: u32,
+    #[serde(default = "default_breaker_open")]
+    pub breaker_open_seconds: f64,
+    /// Images inline in the JSON (base64) or as parts of a multipart/form-data request.
+    #[serde(default)]
+    pub image_upload: ImageUpload,
+    /// Renames top-level fields of the case JSON for a platform with other names,
+    /// e.g. `confirmed_at = "reportTime"`.
+    #[serde(default)]
+    pub field_map: std::collections::BTreeMap<String, String>,
+}
+
+/// How case images travel to the dispatch API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageUpload {
+    /// `data_base64` inside the JSON body.
+    #[default]
+    Inline,
+    /// A `case` part (JSON, images referenced by `part`) plus one `image/jpeg` part per image.
+    Multipart,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -311,8 +420,20 @@ fn default_detections_queue_capacity() -> usize {
 fn default_stall_timeout() -> f64 {
     DEFAULT_STALL_TIMEOUT_SECONDS
 }
-fn default_reconnect_delay() -> f64 {
-    DEFAULT_RECONNECT_DELAY_SECONDS
+fn default_reconnect_initial() -> f64 {
+    DEFAULT_RECONNECT_INITIAL_SECONDS
+}
+fn default_reconnect_max() -> f64 {
+    DEFAULT_RECONNECT_MAX_SECONDS
+}
+fn default_rtsp_timeout() -> f64 {
+    DEFAULT_RTSP_TIMEOUT_SECONDS
+}
+fn default_utc_offset() -> String {
+    DEFAULT_UTC_OFFSET.to_owned()
+}
+fn default_decoder() -> String {
+    "auto".to_owned()
 }
 fn default_crowd_min_persons() -> usize {
     DEFAULT_CROWD_MIN_PERSONS
@@ -343,6 +464,12 @@ fn default_retry_initial() -> f64 {
 }
 fn default_retry_max() -> f64 {
     DEFAULT_RETRY_MAX_SECONDS
+}
+fn default_breaker_failures() -> u32 {
+    DEFAULT_BREAKER_FAILURE_THRESHOLD
+}
+fn default_breaker_open() -> f64 {
+    DEFAULT_BREAKER_OPEN_SECONDS
 }
 
 /// One problem found in a configuration file.
@@ -484,6 +611,16 @@ impl Config {
                     format!("must be in (0, 60], got {}", g.analysis_fps),
                 );
             }
+            for (k, w) in g.active_hours.iter().enumerate() {
+                if let Err(e) = profile::HoursWindow::parse(w) {
+                    err(format!("groups[{i}].active_hours[{k}]"), e);
+                }
+            }
+            for (k, p) in g.phases.iter().enumerate() {
+                for (field, msg) in profile::validate_phase(p) {
+                    err(format!("groups[{i}].phases[{k}].{field}"), msg);
+                }
+            }
         }
         if self.cameras.is_empty() {
             err("cameras".into(), "no cameras configured".into());
@@ -519,6 +656,9 @@ impl Config {
             }
             if let Err(e) = crate::ingest::SourceKind::of(&c.uri) {
                 err(format!("cameras[{i}].uri"), e);
+            }
+            if let Err(e) = crate::ingest::DecoderChoice::parse(&c.decoder) {
+                err(format!("cameras[{i}].decoder"), e);
             }
             if let Some(p) = &c.pipeline
                 && !self.resolve(p).is_file()
@@ -581,6 +721,29 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
+        if profile::parse_utc_offset(&self.centre.utc_offset).is_none() {
+            err(
+                "centre.utc_offset".into(),
+                format!(
+                    "expected \"+HH:MM\" or \"-HH:MM\", got `{}`",
+                    self.centre.utc_offset
+                ),
+            );
+        }
+        if self.ingest.reconnect_initial_seconds <= 0.0
+            || self.ingest.reconnect_max_seconds < self.ingest.reconnect_initial_seconds
+        {
+            err(
+                "ingest.reconnect_max_seconds".into(),
+                "need 0 < reconnect_initial_seconds <= reconnect_max_seconds".into(),
+            );
+        }
+        if self.ingest.stall_timeout_seconds <= 0.0 {
+            err(
+                "ingest.stall_timeout_seconds".into(),
+                "must be positive".into(),
+            );
+        }
         let crowd = &self.scenarios.crowd_gathering;
         if crowd.min_persons == 0 {
             err(
@@ -629,6 +792,16 @@ impl Config {
                 "dispatch.retry_max_seconds".into(),
                 "need 0 < retry_initial_seconds <= retry_max_seconds".into(),
             );
+        }
+        if self.dispatch.breaker_failure_threshold == 0 || self.dispatch.breaker_open_seconds <= 0.0
+        {
+            err(
+                "dispatch.breaker_failure_threshold".into(),
+                "need breaker_failure_threshold >= 1 and breaker_open_seconds > 0".into(),
+            );
+        }
+        if let Err(e) = crate::dispatch::FieldMap::new(&self.dispatch.field_map) {
+            err("dispatch.field_map".into(), e.to_string());
         }
         out
     }

@@ -1,26 +1,41 @@
-//! Dispatch stage: delivers the outbox's cases to the dispatch API over HTTP (JSON, one POST per
-//! case with `Idempotency-Key` = case id), marking a case delivered only on a 2xx and retrying
-//! everything else with exponential backoff and full jitter. Also the reference receiver.
+//! Dispatch stage: delivers the outbox's cases to the dispatch API over HTTP, one POST per case
+//! with `Idempotency-Key` = case id and a bearer token. Responses are classified (2xx delivered;
+//! 400/413/422 dead letter with the reason; 409, 408, 429, other 4xx, 5xx, timeouts and refused
+//! connections retried with exponential backoff and full jitter), and a circuit breaker backs off
+//! the whole endpoint after consecutive failures. Cases are taken oldest-due first, so none
+//! starves. Also the reference receiver ([`server`]) and the outbox status route.
 
 pub mod server;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use serde_json::Value;
 use tokio::sync::{Notify, watch};
 
+use crate::cases::CASE_FIELDS;
 use crate::cases::outbox::{Outbox, OutboxCounts, OutboxError, PendingCase};
-use crate::config::DispatchSettings;
+use crate::config::{DispatchSettings, ImageUpload};
 use crate::telemetry;
 
 const BATCH: usize = 16;
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How often the outbox gauges are refreshed while delivering.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+/// Image fields of the case that multipart uploads move into their own parts.
+const IMAGE_FIELDS: &[&str] = &["snapshot", "crop"];
+/// Longest error text kept from a response body.
+const REASON_CHARS: usize = 200;
 
 /// What the delivery task should do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Running,
-    /// No more cases will come: deliver what is pending, then stop (or at the deadline).
+    /// No more cases will come: deliver what is pending, then stop. At the deadline a request in
+    /// flight is cut (its case stays pending; the idempotency key makes a repeat harmless).
     Drain {
         deadline: Instant,
     },
@@ -36,6 +51,63 @@ pub enum DispatchError {
     Client(String),
     #[error("outbox task failed: {0}")]
     Join(String),
+    #[error(transparent)]
+    FieldMap(#[from] FieldMapError),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FieldMapError {
+    #[error("`{0}` is not a field of the case (known: {known})", known = CASE_FIELDS.join(", "))]
+    UnknownField(String),
+    #[error("`{0}` is renamed to an empty name")]
+    Empty(String),
+    #[error("two fields would be sent as `{0}`")]
+    Collision(String),
+}
+
+/// Renames of top-level case fields for a platform whose API uses other names.
+#[derive(Debug, Clone, Default)]
+pub struct FieldMap(BTreeMap<String, String>);
+
+impl FieldMap {
+    /// Checks that every source is a case field and that no two fields end up with one name.
+    pub fn new(map: &BTreeMap<String, String>) -> Result<Self, FieldMapError> {
+        let mut targets = std::collections::HashSet::new();
+        for (from, to) in map {
+            if !CASE_FIELDS.contains(&from.as_str()) {
+                return Err(FieldMapError::UnknownField(from.clone()));
+            }
+            if to.trim().is_empty() {
+                return Err(FieldMapError::Empty(from.clone()));
+            }
+            if !targets.insert(to.as_str()) {
+                return Err(FieldMapError::Collision(to.clone()));
+            }
+        }
+        // A field kept under its own name must not collide with a renamed one.
+        for f in CASE_FIELDS {
+            if !map.contains_key(*f) && targets.contains(f) {
+                return Err(FieldMapError::Collision((*f).to_owned()));
+            }
+        }
+        Ok(Self(map.clone()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Renames the top-level fields of a case JSON object.
+    pub fn apply(&self, value: Value) -> Value {
+        match value {
+            Value::Object(obj) if !self.0.is_empty() => Value::Object(
+                obj.into_iter()
+                    .map(|(k, v)| (self.0.get(&k).cloned().unwrap_or(k), v))
+                    .collect(),
+            ),
+            v => v,
+        }
+    }
 }
 
 /// How one delivery attempt ended.
@@ -44,12 +116,100 @@ enum Attempt {
     Delivered(u16),
     /// The API refused the case for good (malformed for it): kept as a dead letter with the reason.
     Refused(String),
-    Retry(String),
+    Retry {
+        reason: String,
+        /// The endpoint answered sensibly (e.g. 409, key still being processed): not a failure
+        /// of the endpoint, so it does not count towards the circuit breaker.
+        endpoint_ok: bool,
+        /// The server's `Retry-After`, when it gave one.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// The breaker's state, also exported as a gauge (0 closed, 1 open, 2 half-open).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum BreakerState {
+    Closed,
+    Open {
+        until: Instant,
+    },
+    /// Cool-down over: one probe request decides.
+    HalfOpen,
+}
+
+/// A circuit breaker for the whole endpoint: after `threshold` consecutive failures no request
+/// is sent for `open_for`; then one case is sent as a probe, whose result closes or reopens it.
+/// While open, no case spends an attempt, so backoffs do not grow during an outage.
+#[derive(Debug)]
+struct Breaker {
+    threshold: u32,
+    open_for: Duration,
+    consecutive_failures: u32,
+    state: BreakerState,
+}
+
+impl Breaker {
+    fn new(threshold: u32, open_for: Duration) -> Self {
+        Self {
+            threshold: threshold.max(1),
+            open_for,
+            consecutive_failures: 0,
+            state: BreakerState::Closed,
+        }
+    }
+
+    /// `None` if a request may go now, else how long to wait.
+    fn wait(&mut self, now: Instant) -> Option<Duration> {
+        match self.state {
+            BreakerState::Open { until } if now < until => Some(until - now),
+            BreakerState::Open { .. } => {
+                self.set(BreakerState::HalfOpen);
+                tracing::info!("circuit breaker half-open: probing the dispatch endpoint");
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn success(&mut self) {
+        self.consecutive_failures = 0;
+        if self.state != BreakerState::Closed {
+            tracing::info!("circuit breaker closed: the dispatch endpoint answers again");
+            self.set(BreakerState::Closed);
+        }
+    }
+
+    fn failure(&mut self, now: Instant) {
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        let trip =
+            self.state == BreakerState::HalfOpen || self.consecutive_failures >= self.threshold;
+        if trip && !matches!(self.state, BreakerState::Open { .. }) {
+            tracing::warn!(
+                consecutive_failures = self.consecutive_failures,
+                open_seconds = self.open_for.as_secs_f64(),
+                "circuit breaker open: leaving the dispatch endpoint alone"
+            );
+            telemetry::breaker_opened();
+            self.set(BreakerState::Open {
+                until: now + self.open_for,
+            });
+        }
+    }
+
+    fn set(&mut self, state: BreakerState) {
+        self.state = state;
+        telemetry::breaker_state(match state {
+            BreakerState::Closed => 0,
+            BreakerState::Open { .. } => 1,
+            BreakerState::HalfOpen => 2,
+        });
+    }
 }
 
 pub struct Delivery {
     client: reqwest::Client,
     settings: DispatchSettings,
+    field_map: FieldMap,
     url: String,
     outbox: Arc<Mutex<Outbox>>,
 }
@@ -63,12 +223,15 @@ impl Delivery {
     ) -> Result<Self, DispatchError> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs_f64(settings.timeout_seconds.max(0.1)))
+            .connect_timeout(Duration::from_secs_f64(settings.timeout_seconds.max(0.1)))
             .user_agent(concat!("gridwatch/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| DispatchError::Client(e.to_string()))?;
+        let field_map = FieldMap::new(&settings.field_map)?;
         Ok(Self {
             client,
             settings,
+            field_map,
             url,
             outbox: Arc::new(Mutex::new(outbox)),
         })
@@ -85,29 +248,66 @@ impl Delivery {
             .map_err(DispatchError::from)
     }
 
+    async fn refresh_gauges(&self) -> Result<(), DispatchError> {
+        let stats = self.with_outbox(|o| o.stats()).await?;
+        telemetry::outbox_state(
+            stats.pending,
+            stats.dead_letters,
+            stats.oldest_pending_age_seconds.unwrap_or(0.0),
+        );
+        Ok(())
+    }
+
     /// Delivers until told to stop, or until drained; returns the outbox counts at the end.
+    /// An outbox error (disk full, I/O) ends the task with that error: nothing is marked
+    /// delivered that was not recorded as such.
     pub async fn run(
         self,
         wake: Arc<Notify>,
         mut phase: watch::Receiver<Phase>,
     ) -> Result<OutboxCounts, DispatchError> {
-        loop {
+        let mut breaker = Breaker::new(
+            self.settings.breaker_failure_threshold,
+            Duration::from_secs_f64(self.settings.breaker_open_seconds.max(0.0)),
+        );
+        breaker.set(BreakerState::Closed);
+        let mut gauges_at = Instant::now() - GAUGE_INTERVAL;
+        'outer: loop {
             let now_phase = *phase.borrow();
-            if now_phase == Phase::Stop {
-                break;
+            let now = Instant::now();
+            if now.duration_since(gauges_at) >= GAUGE_INTERVAL {
+                self.refresh_gauges().await?;
+                gauges_at = now;
+            }
+            let deadline = match now_phase {
+                Phase::Stop => break,
+                Phase::Drain { deadline } if now >= deadline => break,
+                Phase::Drain { deadline } => Some(deadline),
+                Phase::Running => None,
+            };
+            if let Some(wait) = breaker.wait(now) {
+                if deadline.is_some() && self.with_outbox(|o| o.counts()).await?.pending == 0 {
+                    break;
+                }
+                let wait = deadline.map_or(wait, |d| wait.min(d - now));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = phase.changed() => {}
+                }
+                continue;
             }
             let due = self.with_outbox(|o| o.due(BATCH)).await?;
             if due.is_empty() {
-                if let Phase::Drain { deadline } = now_phase {
-                    let counts = self.with_outbox(|o| o.counts()).await?;
-                    if counts.pending == 0 || Instant::now() >= deadline {
-                        break;
-                    }
+                if deadline.is_some() && self.with_outbox(|o| o.counts()).await?.pending == 0 {
+                    break;
                 }
                 let next = self.with_outbox(|o| o.next_due_in_ms()).await?;
-                let wait = next.map_or(IDLE_POLL, |ms| {
+                let mut wait = next.map_or(IDLE_POLL, |ms| {
                     Duration::from_millis(ms as u64).min(IDLE_POLL)
                 });
+                if let Some(d) = deadline {
+                    wait = wait.min(d.saturating_duration_since(Instant::now()));
+                }
                 tokio::select! {
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(wait) => {}
@@ -116,73 +316,220 @@ impl Delivery {
                 continue;
             }
             for case in due {
-                if *phase.borrow() == Phase::Stop {
-                    break;
+                if *phase.borrow() == Phase::Stop || breaker.wait(Instant::now()).is_some() {
+                    continue 'outer;
                 }
-                self.deliver(case).await?;
+                if !self.deliver(case, &mut breaker, &mut phase).await? {
+                    // Cut at the drain deadline.
+                    break 'outer;
+                }
             }
         }
+        self.refresh_gauges().await?;
         self.with_outbox(|o| o.counts()).await
     }
 
-    async fn deliver(&self, case: PendingCase) -> Result<(), DispatchError> {
-        let attempt = self.post(&case).await;
+    /// One attempt for `case`, recorded in the outbox. `false` if the drain deadline cut it.
+    async fn deliver(
+        &self,
+        case: PendingCase,
+        breaker: &mut Breaker,
+        phase: &mut watch::Receiver<Phase>,
+    ) -> Result<bool, DispatchError> {
+        let started = Instant::now();
+        let Some(attempt) = bounded(self.post(&case), phase).await else {
+            tracing::warn!(case = %case.id, "request cut at the shutdown deadline; the case stays in the outbox");
+            return Ok(false);
+        };
+        telemetry::delivery_seconds(started.elapsed().as_secs_f64());
         let id = case.id.clone();
         match attempt {
             Attempt::Delivered(status) => {
+                breaker.success();
                 telemetry::delivery("delivered");
                 tracing::info!(case = %id, status, attempts = case.attempts + 1, url = %self.url, "case delivered");
-                self.with_outbox(move |o| o.mark_delivered(&id)).await
+                self.with_outbox(move |o| o.mark_delivered(&id)).await?;
             }
             Attempt::Refused(reason) => {
+                breaker.success();
                 telemetry::delivery("dead_letter");
-                tracing::error!(case = %id, reason = %reason, "dispatch API refused the case; kept as a dead letter");
-                self.with_outbox(move |o| o.mark_dead(&id, &reason)).await
+                tracing::error!(case = %id, reason = %reason, "dispatch API refused the case; kept as a dead letter (see `gridwatch outbox list`)");
+                self.with_outbox(move |o| o.mark_dead(&id, &reason)).await?;
             }
-            Attempt::Retry(reason) => {
+            Attempt::Retry {
+                reason,
+                endpoint_ok,
+                retry_after,
+            } => {
+                if endpoint_ok {
+                    breaker.success();
+                } else {
+                    breaker.failure(Instant::now());
+                }
                 telemetry::delivery("retry");
                 telemetry::delivery_retry();
-                let delay = backoff_ms(
+                let mut delay = backoff_ms(
                     case.attempts,
                     self.settings.retry_initial_seconds,
                     self.settings.retry_max_seconds,
                 );
+                if let Some(after) = retry_after {
+                    let cap = (self.settings.retry_max_seconds * 1000.0) as i64;
+                    delay = delay.max((after.as_millis() as i64).min(cap));
+                }
                 tracing::warn!(case = %id, reason = %reason, attempts = case.attempts + 1, retry_in_ms = delay, "delivery failed; will retry");
                 self.with_outbox(move |o| o.mark_retry(&id, delay, &reason))
-                    .await
+                    .await?;
             }
         }
+        Ok(true)
+    }
+
+    /// The request for a case: field names mapped, images inline or as multipart parts.
+    fn request(&self, case: &PendingCase) -> Result<reqwest::RequestBuilder, String> {
+        let req = self
+            .client
+            .post(&self.url)
+            .header("Idempotency-Key", &case.id);
+        let req = match &self.settings.bearer_token {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        };
+        if self.settings.image_upload == ImageUpload::Inline && self.field_map.is_empty() {
+            // The stored body as is: no parse on the common path.
+            return Ok(req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(case.body.clone()));
+        }
+        let mut value: Value = serde_json::from_str(&case.body)
+            .map_err(|e| format!("stored case is not JSON: {e}"))?;
+        let mut images = Vec::new();
+        if self.settings.image_upload == ImageUpload::Multipart {
+            for field in IMAGE_FIELDS {
+                let Some(img) = value.get_mut(*field).and_then(Value::as_object_mut) else {
+                    continue;
+                };
+                let Some(Value::String(b64)) = img.remove("data_base64") else {
+                    continue;
+                };
+                let jpeg = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|e| format!("stored {field} is not base64: {e}"))?;
+                img.insert("part".into(), Value::String((*field).into()));
+                images.push((*field, jpeg));
+            }
+        }
+        let body = serde_json::to_vec(&self.field_map.apply(value))
+            .map_err(|e| format!("case cannot be serialised: {e}"))?;
+        if self.settings.image_upload == ImageUpload::Inline {
+            return Ok(req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body));
+        }
+        let json = reqwest::multipart::Part::bytes(body)
+            .mime_str("application/json")
+            .map_err(|e| e.to_string())?;
+        let mut form = reqwest::multipart::Form::new().part("case", json);
+        for (name, jpeg) in images {
+            let part = reqwest::multipart::Part::bytes(jpeg)
+                .file_name(format!("{name}.jpg"))
+                .mime_str("image/jpeg")
+                .map_err(|e| e.to_string())?;
+            form = form.part(name, part);
+        }
+        Ok(req.multipart(form))
     }
 
     async fn post(&self, case: &PendingCase) -> Attempt {
-        let mut req = self
-            .client
-            .post(&self.url)
-            .header("Idempotency-Key", &case.id)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(case.body.clone());
-        if let Some(token) = &self.settings.bearer_token {
-            req = req.bearer_auth(token);
-        }
+        let req = match self.request(case) {
+            Ok(r) => r,
+            Err(reason) => return Attempt::Refused(reason),
+        };
         match req.send().await {
-            Ok(resp) => {
-                let status = resp.status();
-                if status.is_success() {
-                    return Attempt::Delivered(status.as_u16());
-                }
-                let text = resp.text().await.unwrap_or_default();
-                let reason = format!(
-                    "HTTP {}: {}",
-                    status.as_u16(),
-                    text.chars().take(200).collect::<String>()
-                );
-                match status.as_u16() {
-                    400 | 413 | 422 => Attempt::Refused(reason),
-                    _ => Attempt::Retry(reason),
-                }
-            }
-            Err(e) => Attempt::Retry(e.to_string()),
+            Ok(resp) => classify(resp).await,
+            Err(e) => Attempt::Retry {
+                reason: error_chain(&e),
+                endpoint_ok: false,
+                retry_after: None,
+            },
         }
+    }
+}
+
+/// Runs `request` unless the drain deadline passes first (`None` then). A `Running → Drain`
+/// change while the request is in flight starts the bound.
+async fn bounded<F: std::future::Future>(
+    request: F,
+    phase: &mut watch::Receiver<Phase>,
+) -> Option<F::Output> {
+    tokio::pin!(request);
+    let mut phase_open = true;
+    loop {
+        let deadline = match *phase.borrow() {
+            Phase::Drain { deadline } => Some(deadline),
+            _ => None,
+        };
+        let cut = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            out = &mut request => return Some(out),
+            _ = cut => return None,
+            changed = phase.changed(), if phase_open => phase_open = changed.is_ok(),
+        }
+    }
+}
+
+/// The reqwest error with its causes ("error sending request: connection refused").
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    if e.is_timeout() && !text.contains("timed out") {
+        text.push_str(" (timed out)");
+    }
+    text
+}
+
+async fn classify(resp: reqwest::Response) -> Attempt {
+    let status = resp.status();
+    if status.is_success() {
+        return Attempt::Delivered(status.as_u16());
+    }
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let text = resp.text().await.unwrap_or_default();
+    let reason = format!(
+        "HTTP {}: {}",
+        status.as_u16(),
+        text.chars().take(REASON_CHARS).collect::<String>()
+    );
+    match status.as_u16() {
+        // The case itself is wrong for this API: retrying cannot help.
+        400 | 413 | 422 => Attempt::Refused(reason),
+        // The key is still being processed (or a transient conflict): try again later.
+        409 => Attempt::Retry {
+            reason,
+            endpoint_ok: true,
+            retry_after,
+        },
+        // 401/403/404 (configuration), 408, 429 and 5xx: the endpoint, not the case.
+        _ => Attempt::Retry {
+            reason,
+            endpoint_ok: false,
+            retry_after,
+        },
     }
 }
 
@@ -192,16 +539,117 @@ pub fn backoff_ms(attempts: u32, initial_seconds: f64, max_seconds: f64) -> i64 
     (fastrand::f64() * cap * 1000.0).round() as i64
 }
 
+/// `GET /api/v1/outbox`: depth, oldest undelivered age, retries and dead letters of the outbox
+/// at `outbox_path`, as JSON ([`crate::cases::outbox::OutboxStats`]). Merged into the status
+/// server.
+pub fn status_routes(outbox_path: PathBuf) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    axum::Router::new().route(
+        "/api/v1/outbox",
+        axum::routing::get(move || {
+            let path = outbox_path.clone();
+            async move {
+                let stats = tokio::task::spawn_blocking(move || {
+                    Outbox::open(&path).and_then(|o| o.stats())
+                })
+                .await;
+                match stats {
+                    Ok(Ok(s)) => axum::Json(s).into_response(),
+                    Ok(Err(e)) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(serde_json::json!({ "error": e.to_string() })),
+                    )
+                        .into_response(),
+                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+                }
+            }
+        }),
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn backoff_stays_within_its_cap() {
         for attempts in 0..40 {
             let cap = (1.0 * 2f64.powi(attempts.min(30) as i32)).min(60.0) * 1000.0;
             for _ in 0..50 {
-                let d = super::backoff_ms(attempts, 1.0, 60.0);
+                let d = backoff_ms(attempts, 1.0, 60.0);
                 assert!(d >= 0 && d as f64 <= cap, "{attempts}: {d} > {cap}");
             }
         }
+    }
+
+    #[test]
+    fn breaker_opens_after_threshold_probes_once_and_closes_on_success() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(3, Duration::from_secs(10));
+        b.failure(t0);
+        b.failure(t0);
+        assert_eq!(b.wait(t0), None, "below the threshold requests still go");
+        b.failure(t0);
+        assert_eq!(
+            b.wait(t0 + Duration::from_secs(4)),
+            Some(Duration::from_secs(6))
+        );
+        assert_eq!(
+            b.wait(t0 + Duration::from_secs(10)),
+            None,
+            "cool-down over: probe"
+        );
+        assert_eq!(b.state, BreakerState::HalfOpen);
+        b.failure(t0 + Duration::from_secs(10));
+        assert!(
+            b.wait(t0 + Duration::from_secs(11)).is_some(),
+            "failed probe reopens"
+        );
+        assert_eq!(b.wait(t0 + Duration::from_secs(20)), None);
+        b.success();
+        assert_eq!(b.state, BreakerState::Closed);
+        b.failure(t0 + Duration::from_secs(21));
+        assert_eq!(
+            b.wait(t0 + Duration::from_secs(21)),
+            None,
+            "count restarted"
+        );
+    }
+
+    #[test]
+    fn field_map_renames_top_level_fields_and_rejects_bad_maps() {
+        let map: BTreeMap<String, String> = [("id", "caseId"), ("confirmed_at", "reportTime")]
+            .into_iter()
+            .map(|(a, b)| (a.into(), b.into()))
+            .collect();
+        let fm = FieldMap::new(&map).unwrap();
+        let v = fm.apply(serde_json::json!({"id": "x", "confirmed_at": "t", "unit": {"id": "u"}}));
+        assert_eq!(
+            v,
+            serde_json::json!({"caseId": "x", "reportTime": "t", "unit": {"id": "u"}})
+        );
+        let bad = |pairs: &[(&str, &str)]| {
+            FieldMap::new(
+                &pairs
+                    .iter()
+                    .map(|(a, b)| ((*a).into(), (*b).into()))
+                    .collect(),
+            )
+            .unwrap_err()
+        };
+        assert_eq!(
+            bad(&[("nope", "x")]),
+            FieldMapError::UnknownField("nope".into())
+        );
+        assert_eq!(bad(&[("id", " ")]), FieldMapError::Empty("id".into()));
+        assert_eq!(
+            bad(&[("id", "k"), ("lat", "k")]),
+            FieldMapError::Collision("k".into())
+        );
+        assert_eq!(
+            bad(&[("id", "unit")]),
+            FieldMapError::Collision("unit".into())
+        );
     }
 }

@@ -1,25 +1,50 @@
-//! The reference dispatch receiver (`gridwatch dispatch-server`): an axum service that stores
-//! cases idempotently by `Idempotency-Key` in SQLite and lists them, with snapshots, on a page.
+//! The reference dispatch service (`gridwatch dispatch-server`, also embedded in `run`): an axum
+//! service over SQLite for towns whose platform has no intake yet, and for tests.
+//!
+//! Intake (`POST /api/v1/cases`) is idempotent by `Idempotency-Key`: the same key with the same
+//! payload answers the stored case with its current status; the same key with another payload is
+//! 422; a key whose first request is still being processed is 409; no key is 400. Payloads are
+//! compared by the SHA-256 of their canonical JSON (sorted keys, images inline), so inline and
+//! multipart uploads of one case are the same payload. Bearer-token auth and a body limit guard
+//! the API. Each case is tracked through 立案 → 派遣 → 处置 → 结案 with the 103060 deadline of its
+//! handling level; `/api/v1/cases/overdue` lists the late ones and `/` is the board of open cases
+//! by unit and department. The OpenAPI description is served at `/api/v1/openapi.json`.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine as _;
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::OpenApi;
+
+use crate::cases::{CASE_SCHEMA, Case};
+use crate::scenarios::HandlingLevel;
 
 pub const CASES_PATH: &str = "/api/v1/cases";
-/// Cases carry a JPEG or two; anything far larger is not a case.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+/// Cases carry two JPEGs of well under a megabyte; anything far larger is not a case.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 const MAX_KEY_CHARS: usize = 128;
-const PAGE_LIMIT: i64 = 200;
+const MAX_PARTS: usize = 8;
+const PAGE_LIMIT: u32 = 200;
+const MAX_PAGE_LIMIT: u32 = 1000;
+const MAX_NOTE_CHARS: usize = 1000;
+/// Fields whose images may travel inline (`data_base64`) or as multipart parts (`part`).
+const IMAGE_FIELDS: &[&str] = &["snapshot", "crop"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiverError {
@@ -45,26 +70,187 @@ pub enum ReceiverError {
     Serve(#[source] std::io::Error),
 }
 
+/// Where a case is in its handling: 立案 → 派遣 → 处置 → 结案.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseStatus {
+    /// 立案: received and registered.
+    Registered,
+    /// 派遣: sent to the handling department.
+    Dispatched,
+    /// 处置: being handled on site.
+    Handling,
+    /// 结案: closed.
+    Closed,
+}
+
+impl CaseStatus {
+    pub const ALL: [CaseStatus; 4] = [
+        CaseStatus::Registered,
+        CaseStatus::Dispatched,
+        CaseStatus::Handling,
+        CaseStatus::Closed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaseStatus::Registered => "registered",
+            CaseStatus::Dispatched => "dispatched",
+            CaseStatus::Handling => "handling",
+            CaseStatus::Closed => "closed",
+        }
+    }
+
+    pub fn name_zh(self) -> &'static str {
+        match self {
+            CaseStatus::Registered => "立案",
+            CaseStatus::Dispatched => "派遣",
+            CaseStatus::Handling => "处置",
+            CaseStatus::Closed => "结案",
+        }
+    }
+
+    pub fn next(self) -> Option<CaseStatus> {
+        match self {
+            CaseStatus::Registered => Some(CaseStatus::Dispatched),
+            CaseStatus::Dispatched => Some(CaseStatus::Handling),
+            CaseStatus::Handling => Some(CaseStatus::Closed),
+            CaseStatus::Closed => None,
+        }
+    }
+
+    fn parse(s: &str) -> Option<CaseStatus> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// One stored case with its handling state, as the API returns it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct StoredCase {
+    pub id: String,
+    pub received_at: String,
+    /// Scenario id, e.g. `crowd_gathering`.
+    pub scenario: String,
+    pub scenario_name: String,
+    pub camera: String,
+    pub camera_name: String,
+    /// Management unit (name).
+    pub unit: String,
+    pub location: String,
+    pub department: String,
+    pub workstation: String,
+    pub handling_level: HandlingLevel,
+    pub first_seen_at: String,
+    pub confirmed_at: String,
+    /// `confirmed_at` plus 10/30/60 minutes by handling level (103060).
+    pub deadline_at: String,
+    pub confidence: f64,
+    pub status: CaseStatus,
+    /// 立案, 派遣, 处置 or 结案.
+    pub status_zh: String,
+    pub dispatched_at: Option<String>,
+    pub handling_at: Option<String>,
+    pub closed_at: Option<String>,
+    /// Seconds until the deadline (negative when late); absent once closed.
+    pub time_left_seconds: Option<i64>,
+    /// Open and past its deadline, or closed after it.
+    pub overdue: bool,
+    /// POSTs received with this key (the first plus idempotent repeats).
+    pub deliveries: i64,
+    pub snapshot_bytes: i64,
+    pub crop_bytes: i64,
+}
+
+/// The answer to an intake.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct IntakeResponse {
+    /// `stored` (first time, 201) or `duplicate` (same key and payload again, 200).
+    pub outcome: String,
+    pub case: StoredCase,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Problem {
+    pub error: String,
+}
+
+/// `POST /api/v1/cases/{id}/status`: move a case to its next status.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatusChange {
+    pub status: CaseStatus,
+    /// Free text kept in the case's history (who, what was done).
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// Multipart intake: the case JSON, with each image's `part` naming the part that carries it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Only describes the form for OpenAPI.
+pub struct CaseMultipart {
+    /// The case JSON; `snapshot.part` = "snapshot", `crop.part` = "crop".
+    case: String,
+    #[schema(value_type = String, format = Binary)]
+    snapshot: Vec<u8>,
+    #[schema(value_type = Option<String>, format = Binary)]
+    crop: Option<Vec<u8>>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "gridwatch dispatch API",
+        description = "Case intake (gridwatch.case.v1) and case handling (立案 → 派遣 → 处置 → 结案, 103060 deadlines) of the reference dispatch service."
+    ),
+    paths(intake, list, overdue, get_case, advance),
+    components(schemas(Case, StoredCase, IntakeResponse, Problem, StatusChange, CaseStatus, CaseMultipart)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI description of the receiver's API and of the case.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
 #[derive(Clone)]
 struct AppState {
     db: Arc<Mutex<Connection>>,
     token: Option<Arc<str>>,
+    /// Keys whose first request is being processed now (answered 409 meanwhile).
+    in_flight: Arc<Mutex<HashSet<String>>>,
 }
 
-/// One stored case, as listed by `GET /api/v1/cases`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct StoredCase {
-    pub id: String,
-    pub received_at: String,
-    pub scenario: String,
-    pub camera: String,
-    pub unit: String,
-    pub first_seen_at: String,
-    pub confidence: f64,
-    /// POSTs received with this key (the first plus idempotent repeats).
-    pub deliveries: i64,
-    pub snapshot_bytes: i64,
-}
+const COLUMNS: &[(&str, &str)] = &[
+    ("scenario_name", "TEXT NOT NULL DEFAULT ''"),
+    ("camera_name", "TEXT NOT NULL DEFAULT ''"),
+    ("location", "TEXT NOT NULL DEFAULT ''"),
+    ("department", "TEXT NOT NULL DEFAULT ''"),
+    ("workstation", "TEXT NOT NULL DEFAULT ''"),
+    ("level", "TEXT NOT NULL DEFAULT 'general'"),
+    ("confirmed_at", "TEXT NOT NULL DEFAULT ''"),
+    ("deadline_at", "TEXT NOT NULL DEFAULT ''"),
+    ("status", "TEXT NOT NULL DEFAULT 'registered'"),
+    ("dispatched_at", "TEXT"),
+    ("handling_at", "TEXT"),
+    ("closed_at", "TEXT"),
+    ("crop", "BLOB"),
+];
 
 fn open(path: &Path) -> Result<Connection, ReceiverError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -78,6 +264,8 @@ fn open(path: &Path) -> Result<Connection, ReceiverError> {
         source,
     };
     let conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(err)?;
     conn.pragma_update(None, "synchronous", "FULL")
@@ -95,9 +283,31 @@ fn open(path: &Path) -> Result<Connection, ReceiverError> {
             confidence REAL NOT NULL,
             deliveries INTEGER NOT NULL DEFAULT 1,
             snapshot BLOB
+        );
+        CREATE TABLE IF NOT EXISTS case_history (
+            case_id TEXT NOT NULL REFERENCES received(id),
+            status TEXT NOT NULL,
+            at TEXT NOT NULL,
+            note TEXT
         );",
     )
     .map_err(err)?;
+    // Databases of earlier versions lack the handling columns: add them in place.
+    let existing: HashSet<String> = {
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info('received')")
+            .map_err(err)?;
+        stmt.query_map([], |r| r.get(0))
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?
+    };
+    for (name, decl) in COLUMNS {
+        if !existing.contains(*name) {
+            conn.execute_batch(&format!("ALTER TABLE received ADD COLUMN {name} {decl}"))
+                .map_err(err)?;
+        }
+    }
     Ok(conn)
 }
 
@@ -106,13 +316,18 @@ pub fn router(db_path: &Path, token: Option<String>) -> Result<Router, ReceiverE
     let state = AppState {
         db: Arc::new(Mutex::new(open(db_path)?)),
         token: token.map(Arc::from),
+        in_flight: Arc::default(),
     };
     Ok(Router::new()
-        .route("/", get(index))
+        .route("/", get(board))
+        .route(OPENAPI_PATH, get(|| async { axum::Json(openapi()) }))
         .route(CASES_PATH, post(intake).get(list))
+        .route("/api/v1/cases/overdue", get(overdue))
+        .route("/api/v1/cases/{id}", get(get_case))
+        .route("/api/v1/cases/{id}/status", post(advance))
         .route("/cases/{id}/snapshot.jpg", get(snapshot))
+        .route("/cases/{id}/crop.jpg", get(crop))
         .route("/healthz", get(|| async { "ok" }))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state))
 }
 
@@ -159,29 +374,202 @@ impl Receiver {
 fn problem(status: StatusCode, message: impl Into<String>) -> Response {
     (
         status,
-        axum::Json(serde_json::json!({ "error": message.into() })),
+        axum::Json(Problem {
+            error: message.into(),
+        }),
     )
         .into_response()
+}
+
+fn unauthorised() -> Response {
+    let mut r = problem(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "receiver storage failed");
+    problem(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
 }
 
 fn authorised(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(token) = &state.token else {
         return true;
     };
-    headers
+    let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t.as_bytes() == token.as_bytes())
+        .unwrap_or("");
+    // Compare in constant time: a token is a secret.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
-fn text_at<'a>(v: &'a serde_json::Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(|x| x.as_str()).unwrap_or("")
+fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
 }
 
-async fn intake(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// Removes the key from the in-flight set when its request ends, however it ends.
+struct InFlight {
+    set: Arc<Mutex<HashSet<String>>>,
+    key: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+/// JSON with object keys sorted at every level: the payload identity of a case.
+fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let sorted: BTreeMap<&String, Value> =
+                m.iter().map(|(k, v)| (k, canonical(v))).collect();
+            Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+        v => v.clone(),
+    }
+}
+
+/// The case JSON and its image parts from a multipart/form-data body.
+async fn parse_multipart(
+    body: Bytes,
+    boundary: String,
+) -> Result<(Value, HashMap<String, Vec<u8>>), String> {
+    let stream =
+        futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    let mut case = None;
+    let mut files = HashMap::new();
+    let mut parts = 0;
+    while let Some(field) = form.next_field().await.map_err(|e| e.to_string())? {
+        parts += 1;
+        if parts > MAX_PARTS {
+            return Err(format!("more than {MAX_PARTS} parts"));
+        }
+        let name = field.name().unwrap_or_default().to_owned();
+        let data = field.bytes().await.map_err(|e| e.to_string())?;
+        if name == "case" {
+            case = Some(
+                serde_json::from_slice::<Value>(&data)
+                    .map_err(|e| format!("part `case` is not JSON: {e}"))?,
+            );
+        } else {
+            files.insert(name, data.to_vec());
+        }
+    }
+    let case = case.ok_or("no `case` part")?;
+    Ok((case, files))
+}
+
+/// A validated case ready to store.
+struct Intake {
+    case: Case,
+    canonical: String,
+    sha256: String,
+    snapshot: Vec<u8>,
+    crop: Option<Vec<u8>>,
+}
+
+/// Checks the payload: a `gridwatch.case.v1` whose id is the key, with JPEG images. `Err` is
+/// the status and the reason.
+fn validate(
+    key: &str,
+    mut value: Value,
+    mut files: HashMap<String, Vec<u8>>,
+) -> Result<Intake, (StatusCode, String)> {
+    let unprocessable = |m: String| (StatusCode::UNPROCESSABLE_ENTITY, m);
+    if !value.is_object() {
+        return Err(unprocessable("body must be a JSON object".into()));
+    }
+    // Multipart images go back inline, so both uploads store (and compare) the same case.
+    for field in IMAGE_FIELDS {
+        let Some(img) = value.get_mut(*field).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        if let Some(part) = img.remove("part") {
+            let name = part.as_str().unwrap_or_default();
+            let bytes = files
+                .remove(name)
+                .ok_or_else(|| unprocessable(format!("`{field}.part` names no part: `{name}`")))?;
+            img.insert(
+                "data_base64".into(),
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            );
+        }
+    }
+    let case: Case = serde_json::from_value(value.clone())
+        .map_err(|e| unprocessable(format!("not a {CASE_SCHEMA} case: {e}")))?;
+    if case.schema != CASE_SCHEMA {
+        return Err(unprocessable(format!("`schema` must be `{CASE_SCHEMA}`")));
+    }
+    if uuid::Uuid::parse_str(key).ok() != Some(case.id) {
+        return Err(unprocessable(
+            "body `id` must equal the Idempotency-Key".into(),
+        ));
+    }
+    let jpeg =
+        |field: &str, s: &crate::cases::CaseSnapshot| -> Result<Vec<u8>, (StatusCode, String)> {
+            let bytes = s
+                .jpeg()
+                .ok_or_else(|| unprocessable(format!("`{field}.data_base64` is not base64")))?;
+            if !bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+                return Err(unprocessable(format!("`{field}` is not a JPEG")));
+            }
+            Ok(bytes)
+        };
+    let snapshot = jpeg("snapshot", &case.snapshot)?;
+    let crop = case.crop.as_ref().map(|c| jpeg("crop", c)).transpose()?;
+    let canonical = canonical(&value).to_string();
+    let sha256 = hex::encode(Sha256::digest(canonical.as_bytes()));
+    Ok(Intake {
+        case,
+        canonical,
+        sha256,
+        snapshot,
+        crop,
+    })
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases",
+    tag = "cases",
+    description = "Stores a case, idempotently by `Idempotency-Key` (which must equal the case id).",
+    params(("Idempotency-Key" = String, Header, description = "The case id (UUID)")),
+    request_body(content(
+        (Case = "application/json"),
+        (CaseMultipart = "multipart/form-data")
+    )),
+    responses(
+        (status = 201, description = "Stored", body = IntakeResponse),
+        (status = 200, description = "Same key and payload again: the stored case", body = IntakeResponse),
+        (status = 400, description = "No key, or not JSON / not a form", body = Problem),
+        (status = 401, description = "Missing or wrong bearer token", body = Problem),
+        (status = 409, description = "A request with this key is still being processed; retry later", body = Problem),
+        (status = 413, description = "Body too large", body = Problem),
+        (status = 422, description = "Not a valid case, or the key was used with another payload", body = Problem),
+        (status = 503, description = "Storage unavailable", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+async fn intake(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     if !authorised(&state, &headers) {
-        return problem(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        return unauthorised();
     }
     let Some(key) = headers
         .get("idempotency-key")
@@ -197,130 +585,484 @@ async fn intake(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
     if key.len() > MAX_KEY_CHARS {
         return problem(StatusCode::BAD_REQUEST, "Idempotency-Key is too long");
     }
-    let value: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return problem(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")),
-    };
-    let Some(obj) = value.as_object() else {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "body must be a JSON object",
-        );
-    };
-    if obj.get("id").and_then(|v| v.as_str()) != Some(key) {
-        return problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "body `id` must equal the Idempotency-Key",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body over {MAX_BODY_BYTES} bytes"),
         );
     }
-    let snapshot = value
-        .pointer("/snapshot/data_base64")
-        .and_then(|v| v.as_str())
-        .map(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b));
-    let snapshot = match snapshot {
-        Some(Ok(bytes)) => Some(bytes),
-        Some(Err(_)) => {
-            return problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "snapshot.data_base64 is not base64",
+    // Reserve the key before reading the body: a second request with it meanwhile is a 409.
+    let _guard = {
+        let mut set = state.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(key.to_owned()) {
+            let mut r = problem(
+                StatusCode::CONFLICT,
+                "a request with this Idempotency-Key is still being processed",
             );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
         }
-        None => None,
+        InFlight {
+            set: state.in_flight.clone(),
+            key: key.to_owned(),
+        }
     };
-    let sha = hex::encode(Sha256::digest(&body));
-    let key = key.to_owned();
-    let text = String::from_utf8_lossy(&body).into_owned();
-    let db = state.db.clone();
-    let result = tokio::task::spawn_blocking(move || -> rusqlite::Result<(StatusCode, &'static str)> {
-        let conn = db.lock().unwrap_or_else(|p| p.into_inner());
-        let existing: Option<String> = conn
-            .query_row("SELECT body_sha256 FROM received WHERE id = ?1", params![key], |r| r.get(0))
-            .optional()?;
-        match existing {
-            Some(s) if s == sha => {
-                conn.execute("UPDATE received SET deliveries = deliveries + 1 WHERE id = ?1", params![key])?;
-                Ok((StatusCode::OK, "duplicate"))
-            }
-            Some(_) => Ok((StatusCode::UNPROCESSABLE_ENTITY, "conflict")),
-            None => {
-                let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-                conn.execute(
-                    "INSERT INTO received (id, received_at, body_sha256, body, scenario, camera, unit, first_seen_at, confidence, snapshot)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    params![
-                        key,
-                        now,
-                        sha,
-                        text,
-                        text_at(&value, "/scenario/id"),
-                        text_at(&value, "/camera/id"),
-                        text_at(&value, "/unit/name"),
-                        text_at(&value, "/first_seen_at"),
-                        value.get("confidence").and_then(|c| c.as_f64()).unwrap_or(0.0),
-                        snapshot,
-                    ],
-                )?;
-                Ok((StatusCode::CREATED, "stored"))
-            }
+    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_large =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .any(|e| e.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                problem(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body over {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                problem(StatusCode::BAD_REQUEST, format!("reading the body: {e}"))
+            };
         }
-    })
-    .await;
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let parsed = if content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        match multer::parse_boundary(content_type) {
+            Ok(boundary) => parse_multipart(bytes, boundary).await,
+            Err(e) => Err(e.to_string()),
+        }
+    } else {
+        serde_json::from_slice::<Value>(&bytes)
+            .map(|v| (v, HashMap::new()))
+            .map_err(|e| format!("body is not JSON: {e}"))
+    };
+    let (value, files) = match parsed {
+        Ok(p) => p,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, e),
+    };
+    let intake = match validate(key, value, files) {
+        Ok(i) => i,
+        Err((status, message)) => return problem(status, message),
+    };
+    let key = key.to_owned();
+    let db = state.db.clone();
+    let result = tokio::task::spawn_blocking(move || store(&db, &key, intake)).await;
     match result {
-        Ok(Ok((StatusCode::UNPROCESSABLE_ENTITY, _))) => problem(
+        Ok(Ok(Stored::New(case))) => {
+            tracing::info!(case = %case.id, scenario = %case.scenario, unit = %case.unit, deadline_at = %case.deadline_at, "case registered (立案)");
+            (
+                StatusCode::CREATED,
+                axum::Json(IntakeResponse {
+                    outcome: "stored".into(),
+                    case,
+                }),
+            )
+                .into_response()
+        }
+        Ok(Ok(Stored::Duplicate(case))) => (
+            StatusCode::OK,
+            axum::Json(IntakeResponse {
+                outcome: "duplicate".into(),
+                case,
+            }),
+        )
+            .into_response(),
+        Ok(Ok(Stored::Conflict)) => problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "this Idempotency-Key was used with a different payload",
         ),
-        Ok(Ok((status, outcome))) => (
-            status,
-            axum::Json(serde_json::json!({ "outcome": outcome })),
-        )
-            .into_response(),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "receiver database write failed");
-            problem(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
-        }
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(e)) => unavailable(e),
+        Err(e) => unavailable(e),
     }
 }
 
-fn load_cases(db: &Mutex<Connection>) -> rusqlite::Result<Vec<StoredCase>> {
+enum Stored {
+    New(StoredCase),
+    Duplicate(StoredCase),
+    Conflict,
+}
+
+fn store(db: &Mutex<Connection>, key: &str, i: Intake) -> rusqlite::Result<Stored> {
+    let mut conn = db.lock().unwrap_or_else(|p| p.into_inner());
+    let tx = conn.transaction()?;
+    let existing: Option<String> = tx
+        .query_row(
+            "SELECT body_sha256 FROM received WHERE id = ?1",
+            params![key],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let outcome = match existing {
+        Some(s) if s == i.sha256 => {
+            tx.execute(
+                "UPDATE received SET deliveries = deliveries + 1 WHERE id = ?1",
+                params![key],
+            )?;
+            None
+        }
+        Some(_) => return Ok(Stored::Conflict),
+        None => {
+            let c = &i.case;
+            let fmt = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+            let now = now_rfc3339();
+            tx.execute(
+                "INSERT INTO received (id, received_at, body_sha256, body, scenario, camera, unit, first_seen_at,
+                    confidence, snapshot, scenario_name, camera_name, location, department, workstation, level,
+                    confirmed_at, deadline_at, status, crop)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, 'registered', ?19)",
+                params![
+                    key,
+                    now,
+                    i.sha256,
+                    i.canonical,
+                    c.scenario.id,
+                    c.camera.id,
+                    c.unit.name,
+                    fmt(c.first_seen_at),
+                    f64::from(c.confidence),
+                    i.snapshot,
+                    c.scenario.name_zh,
+                    c.camera.name,
+                    c.location,
+                    c.department,
+                    c.workstation,
+                    level_str(c.handling_level),
+                    fmt(c.confirmed_at),
+                    // The deadline follows the level, whatever the sender computed.
+                    fmt(crate::cases::deadline(c.confirmed_at, c.handling_level)),
+                    i.crop,
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO case_history (case_id, status, at) VALUES (?1, 'registered', ?2)",
+                params![key, now],
+            )?;
+            Some(())
+        }
+    };
+    let stored = load_case(&tx, key)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    tx.commit()?;
+    Ok(match outcome {
+        Some(()) => Stored::New(stored),
+        None => Stored::Duplicate(stored),
+    })
+}
+
+fn level_str(l: HandlingLevel) -> &'static str {
+    match l {
+        HandlingLevel::Simple => "simple",
+        HandlingLevel::General => "general",
+        HandlingLevel::Difficult => "difficult",
+    }
+}
+
+fn parse_level(s: &str) -> HandlingLevel {
+    match s {
+        "simple" => HandlingLevel::Simple,
+        "difficult" => HandlingLevel::Difficult,
+        _ => HandlingLevel::General,
+    }
+}
+
+const SELECT: &str = "SELECT id, received_at, scenario, scenario_name, camera, camera_name, unit, location,
+    department, workstation, level, first_seen_at, confirmed_at, deadline_at, confidence, status,
+    dispatched_at, handling_at, closed_at, deliveries, COALESCE(length(snapshot), 0), COALESCE(length(crop), 0)
+    FROM received";
+
+fn row_to_case(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCase> {
+    let status = CaseStatus::parse(&r.get::<_, String>(15)?).unwrap_or(CaseStatus::Registered);
+    let deadline_at: String = r.get(13)?;
+    let closed_at: Option<String> = r.get(18)?;
+    let deadline = OffsetDateTime::parse(&deadline_at, &Rfc3339).ok();
+    let now = OffsetDateTime::now_utc();
+    let time_left_seconds = match (status, deadline) {
+        (CaseStatus::Closed, _) | (_, None) => None,
+        (_, Some(d)) => Some((d - now).whole_seconds()),
+    };
+    let overdue = match (deadline, &closed_at) {
+        (Some(d), Some(c)) => OffsetDateTime::parse(c, &Rfc3339).is_ok_and(|c| c > d),
+        (Some(d), None) => now > d,
+        (None, _) => false,
+    };
+    Ok(StoredCase {
+        id: r.get(0)?,
+        received_at: r.get(1)?,
+        scenario: r.get(2)?,
+        scenario_name: r.get(3)?,
+        camera: r.get(4)?,
+        camera_name: r.get(5)?,
+        unit: r.get(6)?,
+        location: r.get(7)?,
+        department: r.get(8)?,
+        workstation: r.get(9)?,
+        handling_level: parse_level(&r.get::<_, String>(10)?),
+        first_seen_at: r.get(11)?,
+        confirmed_at: r.get(12)?,
+        deadline_at,
+        confidence: r.get(14)?,
+        status,
+        status_zh: status.name_zh().into(),
+        dispatched_at: r.get(16)?,
+        handling_at: r.get(17)?,
+        closed_at,
+        time_left_seconds,
+        overdue,
+        deliveries: r.get(19)?,
+        snapshot_bytes: r.get(20)?,
+        crop_bytes: r.get(21)?,
+    })
+}
+
+fn load_case(conn: &Connection, id: &str) -> rusqlite::Result<Option<StoredCase>> {
+    conn.query_row(&format!("{SELECT} WHERE id = ?1"), params![id], row_to_case)
+        .optional()
+}
+
+fn load_cases(
+    db: &Mutex<Connection>,
+    status: Option<CaseStatus>,
+    open_only: bool,
+    limit: u32,
+) -> rusqlite::Result<Vec<StoredCase>> {
     let conn = db.lock().unwrap_or_else(|p| p.into_inner());
-    let mut stmt = conn.prepare(
-        "SELECT id, received_at, scenario, camera, unit, first_seen_at, confidence, deliveries, COALESCE(length(snapshot), 0)
-         FROM received ORDER BY received_at DESC, id DESC LIMIT ?1",
+    let mut stmt = conn.prepare(&format!(
+        "{SELECT} WHERE (?1 IS NULL OR status = ?1) AND (?2 = 0 OR status != 'closed')
+         ORDER BY received_at DESC, id DESC LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(
+        params![status.map(CaseStatus::as_str), open_only, limit],
+        row_to_case,
     )?;
-    let rows = stmt.query_map(params![PAGE_LIMIT], |r| {
-        Ok(StoredCase {
-            id: r.get(0)?,
-            received_at: r.get(1)?,
-            scenario: r.get(2)?,
-            camera: r.get(3)?,
-            unit: r.get(4)?,
-            first_seen_at: r.get(5)?,
-            confidence: r.get(6)?,
-            deliveries: r.get(7)?,
-            snapshot_bytes: r.get(8)?,
-        })
-    })?;
     rows.collect()
 }
 
-async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListParams {
+    /// Only cases in this status.
+    status: Option<CaseStatus>,
+    /// At most this many (default 200, at most 1000), newest first.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/cases",
+    tag = "cases",
+    params(ListParams),
+    responses(
+        (status = 200, description = "Cases, newest first", body = [StoredCase]),
+        (status = 400, description = "Bad query", body = Problem),
+        (status = 401, description = "Missing or wrong bearer token", body = Problem),
+        (status = 503, description = "Storage unavailable", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ListParams>, QueryRejection>,
+) -> Response {
     if !authorised(&state, &headers) {
-        return problem(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        return unauthorised();
     }
-    match tokio::task::spawn_blocking(move || load_cases(&state.db)).await {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let limit = q.limit.unwrap_or(PAGE_LIMIT);
+    if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be within 1..={MAX_PAGE_LIMIT}"),
+        );
+    }
+    match tokio::task::spawn_blocking(move || load_cases(&state.db, q.status, false, limit)).await {
         Ok(Ok(cases)) => axum::Json(cases).into_response(),
-        _ => problem(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable"),
+        Ok(Err(e)) => unavailable(e),
+        Err(e) => unavailable(e),
     }
 }
 
-async fn snapshot(State(state): State<AppState>, UrlPath(id): UrlPath<String>) -> Response {
+fn overdue_cases(db: &Mutex<Connection>) -> rusqlite::Result<Vec<StoredCase>> {
+    let mut cases = load_cases(db, None, true, MAX_PAGE_LIMIT)?;
+    cases.retain(|c| c.overdue);
+    // Latest first: the most overdue at the top.
+    cases.sort_by_key(|c| c.time_left_seconds.unwrap_or(0));
+    Ok(cases)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/cases/overdue",
+    tag = "cases",
+    description = "Open cases past their 103060 deadline, the latest first.",
+    responses(
+        (status = 200, description = "Overdue open cases", body = [StoredCase]),
+        (status = 401, description = "Missing or wrong bearer token", body = Problem),
+        (status = 503, description = "Storage unavailable", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+async fn overdue(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !authorised(&state, &headers) {
+        return unauthorised();
+    }
+    match tokio::task::spawn_blocking(move || overdue_cases(&state.db)).await {
+        Ok(Ok(cases)) => axum::Json(cases).into_response(),
+        Ok(Err(e)) => unavailable(e),
+        Err(e) => unavailable(e),
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/cases/{id}",
+    tag = "cases",
+    params(("id" = String, Path, description = "Case id")),
+    responses(
+        (status = 200, description = "The case", body = StoredCase),
+        (status = 401, description = "Missing or wrong bearer token", body = Problem),
+        (status = 404, description = "No such case", body = Problem),
+        (status = 503, description = "Storage unavailable", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+async fn get_case(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    if !authorised(&state, &headers) {
+        return unauthorised();
+    }
+    let db = state.db.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        load_case(&db.lock().unwrap_or_else(|p| p.into_inner()), &id)
+    })
+    .await;
+    match found {
+        Ok(Ok(Some(c))) => axum::Json(c).into_response(),
+        Ok(Ok(None)) => problem(StatusCode::NOT_FOUND, "no such case"),
+        Ok(Err(e)) => unavailable(e),
+        Err(e) => unavailable(e),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/status",
+    tag = "cases",
+    description = "Moves a case to its next status (立案 → 派遣 → 处置 → 结案); statuses are not skipped.",
+    params(("id" = String, Path, description = "Case id")),
+    request_body(content = StatusChange, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The case in its new status", body = StoredCase),
+        (status = 400, description = "Body is not JSON", body = Problem),
+        (status = 401, description = "Missing or wrong bearer token", body = Problem),
+        (status = 404, description = "No such case", body = Problem),
+        (status = 409, description = "Not the next status of the case", body = Problem),
+        (status = 422, description = "Not a status change", body = Problem),
+        (status = 503, description = "Storage unavailable", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+async fn advance(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    if !authorised(&state, &headers) {
+        return unauthorised();
+    }
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")),
+    };
+    let change: StatusChange = match serde_json::from_value(value) {
+        Ok(c) => c,
+        Err(e) => return problem(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    };
+    if change
+        .note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS)
+    {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("note over {MAX_NOTE_CHARS} characters"),
+        );
+    }
+    let db = state.db.clone();
+    let result =
+        tokio::task::spawn_blocking(move || -> rusqlite::Result<Result<StoredCase, Response>> {
+            let mut conn = db.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = conn.transaction()?;
+            let Some(case) = load_case(&tx, &id)? else {
+                return Ok(Err(problem(StatusCode::NOT_FOUND, "no such case")));
+            };
+            if case.status.next() != Some(change.status) {
+                return Ok(Err(problem(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "case is {} ({}); the next status is {}",
+                        case.status.as_str(),
+                        case.status.name_zh(),
+                        case.status
+                            .next()
+                            .map_or("none (closed)", CaseStatus::as_str)
+                    ),
+                )));
+            }
+            let now = now_rfc3339();
+            let column = match change.status {
+                CaseStatus::Dispatched => "dispatched_at",
+                CaseStatus::Handling => "handling_at",
+                _ => "closed_at",
+            };
+            tx.execute(
+                &format!("UPDATE received SET status = ?2, {column} = ?3 WHERE id = ?1"),
+                params![id, change.status.as_str(), now],
+            )?;
+            tx.execute(
+                "INSERT INTO case_history (case_id, status, at, note) VALUES (?1, ?2, ?3, ?4)",
+                params![id, change.status.as_str(), now, change.note],
+            )?;
+            let updated = load_case(&tx, &id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+            tx.commit()?;
+            Ok(Ok(updated))
+        })
+        .await;
+    match result {
+        Ok(Ok(Ok(c))) => {
+            tracing::info!(case = %c.id, status = c.status.as_str(), status_zh = c.status_zh, overdue = c.overdue, "case status changed");
+            axum::Json(c).into_response()
+        }
+        Ok(Ok(Err(r))) => r,
+        Ok(Err(e)) => unavailable(e),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn image(state: AppState, id: String, column: &'static str) -> Response {
     let db = state.db.clone();
     let found = tokio::task::spawn_blocking(move || {
         let conn = db.lock().unwrap_or_else(|p| p.into_inner());
         conn.query_row(
-            "SELECT snapshot FROM received WHERE id = ?1",
+            &format!("SELECT {column} FROM received WHERE id = ?1"),
             params![id],
             |r| r.get::<_, Option<Vec<u8>>>(0),
         )
@@ -329,9 +1071,18 @@ async fn snapshot(State(state): State<AppState>, UrlPath(id): UrlPath<String>) -
     .await;
     match found {
         Ok(Ok(Some(Some(jpeg)))) => ([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response(),
-        Ok(Ok(_)) => problem(StatusCode::NOT_FOUND, "no such case or no snapshot"),
-        _ => problem(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable"),
+        Ok(Ok(_)) => problem(StatusCode::NOT_FOUND, "no such case or no image"),
+        Ok(Err(e)) => unavailable(e),
+        Err(e) => unavailable(e),
     }
+}
+
+async fn snapshot(State(state): State<AppState>, UrlPath(id): UrlPath<String>) -> Response {
+    image(state, id, "snapshot").await
+}
+
+async fn crop(State(state): State<AppState>, UrlPath(id): UrlPath<String>) -> Response {
+    image(state, id, "crop").await
 }
 
 fn escape_html(s: &str) -> String {
@@ -342,31 +1093,96 @@ fn escape_html(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-async fn index(State(state): State<AppState>) -> Response {
-    let cases = match tokio::task::spawn_blocking(move || load_cases(&state.db)).await {
+/// "12:04 left" or "overdue 3:10".
+fn time_left_text(seconds: i64) -> String {
+    let a = seconds.unsigned_abs();
+    let text = format!("{}:{:02}", a / 60, a % 60);
+    if seconds >= 0 {
+        format!("剩余 {text} left")
+    } else {
+        format!("超时 overdue {text}")
+    }
+}
+
+async fn board(State(state): State<AppState>) -> Response {
+    let db = state.db.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        Ok::<_, rusqlite::Error>((
+            load_cases(&db, None, true, MAX_PAGE_LIMIT)?,
+            load_cases(&db, None, false, PAGE_LIMIT)?,
+        ))
+    })
+    .await;
+    let (open, recent) = match loaded {
         Ok(Ok(c)) => c,
-        _ => return problem(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable"),
+        Ok(Err(e)) => return unavailable(e),
+        Err(e) => return unavailable(e),
     };
+    // Open cases by unit, then department; the least time left first within each.
+    let mut groups: BTreeMap<(&str, &str), Vec<&StoredCase>> = BTreeMap::new();
+    for c in &open {
+        groups
+            .entry((c.unit.as_str(), c.department.as_str()))
+            .or_default()
+            .push(c);
+    }
+    let overdue_count = open.iter().filter(|c| c.overdue).count();
+    let mut board = String::new();
+    for ((unit, department), mut cases) in groups {
+        cases.sort_by_key(|c| c.time_left_seconds.unwrap_or(i64::MAX));
+        board.push_str(&format!(
+            "<h3>{} · {} <small>({} open)</small></h3><table><thead><tr><th>snapshot</th><th>scenario</th><th>camera</th><th>status</th><th>level</th><th>deadline</th><th>time left</th><th>id</th></tr></thead><tbody>\n",
+            escape_html(unit),
+            escape_html(department),
+            cases.len()
+        ));
+        for c in cases {
+            let id = escape_html(&c.id);
+            board.push_str(&format!(
+                "<tr class=\"{cls}\"><td><a href=\"/cases/{id}/snapshot.jpg\"><img src=\"/cases/{id}/snapshot.jpg\" alt=\"snapshot\" width=\"240\"></a></td>\
+                 <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"left\">{}</td><td><code>{id}</code></td></tr>\n",
+                escape_html(&c.scenario_name),
+                escape_html(&c.camera_name),
+                escape_html(&c.status_zh),
+                level_str(c.handling_level),
+                escape_html(&c.deadline_at),
+                c.time_left_seconds.map(time_left_text).unwrap_or_default(),
+                cls = if c.overdue { "overdue" } else { "open" },
+            ));
+        }
+        board.push_str("</tbody></table>\n");
+    }
+    if open.is_empty() {
+        board.push_str("<p>No open cases. 无待办案件。</p>");
+    }
     let mut rows = String::new();
-    for c in &cases {
+    for c in &recent {
         let id = escape_html(&c.id);
         rows.push_str(&format!(
-            "<tr><td><a href=\"/cases/{id}/snapshot.jpg\"><img src=\"/cases/{id}/snapshot.jpg\" alt=\"snapshot\" width=\"320\"></a></td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td><code>{id}</code></td></tr>\n",
-            escape_html(&c.scenario),
-            escape_html(&c.camera),
+            "<tr><td><a href=\"/cases/{id}/snapshot.jpg\">snapshot</a>{crop}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td><code>{id}</code></td></tr>\n",
+            escape_html(&c.scenario_name),
             escape_html(&c.unit),
-            escape_html(&c.first_seen_at),
+            escape_html(&c.status_zh),
+            escape_html(&c.confirmed_at),
             c.confidence,
             c.deliveries,
+            crop = if c.crop_bytes > 0 {
+                format!(" · <a href=\"/cases/{id}/crop.jpg\">crop</a>")
+            } else {
+                String::new()
+            },
         ));
     }
     Html(format!(
         "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
-         <title>gridwatch dispatch receiver</title><style>body{{font-family:sans-serif;margin:1em}}td,th{{padding:4px 8px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}}</style></head>\
-         <body><h1>Dispatch receiver · 派单接收</h1><p>{} case(s), newest first. JSON: <a href=\"{CASES_PATH}\">{CASES_PATH}</a></p>\
-         <table><thead><tr><th>snapshot</th><th>scenario</th><th>camera</th><th>unit</th><th>first seen</th><th>confidence</th><th>POSTs</th><th>id</th></tr></thead><tbody>\n{rows}</tbody></table></body></html>",
-        cases.len()
+         <title>gridwatch dispatch board</title><style>body{{font-family:sans-serif;margin:1em}}td,th{{padding:4px 8px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}}\
+         tr.overdue td.left{{color:#b00;font-weight:bold}}</style></head>\
+         <body><h1>派单看板 · Dispatch board</h1><p id=\"summary\">{} open case(s), {} overdue (103060). API: <a href=\"{CASES_PATH}\">{CASES_PATH}</a> · \
+         <a href=\"/api/v1/cases/overdue\">overdue</a> · <a href=\"{OPENAPI_PATH}\">OpenAPI</a></p>\
+         <h2>Open cases by unit and department · 按单元和部门的待办案件</h2>{board}\
+         <h2>Received · 最近接收</h2><table><thead><tr><th>images</th><th>scenario</th><th>unit</th><th>status</th><th>confirmed</th><th>confidence</th><th>POSTs</th><th>id</th></tr></thead><tbody>\n{rows}</tbody></table></body></html>",
+        open.len(),
+        overdue_count,
     ))
     .into_response()
 }

@@ -16,18 +16,49 @@ use crate::ingest::Frame;
 use crate::telemetry;
 use crowd::CrowdRule;
 
-/// A scenario's identity as cases and the dispatch platform name it.
+/// A scenario's identity as cases and the dispatch platform name it, and who handles it.
 #[derive(Debug, Clone, Copy)]
 pub struct ScenarioInfo {
     pub id: &'static str,
     pub name_zh: &'static str,
     pub name_en: &'static str,
+    /// The department that handles the case, e.g. 公安 (police).
+    pub department: &'static str,
+    /// The workstation of the command centre that dispatches it.
+    pub workstation: &'static str,
+    /// Sets the 103060 deadline.
+    pub level: HandlingLevel,
+}
+
+/// Handling level of a case; the "103060" rule gives simple cases 10 minutes, general 30 and
+/// difficult 60, counted from confirmation.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum HandlingLevel {
+    Simple,
+    General,
+    Difficult,
+}
+
+impl HandlingLevel {
+    pub fn deadline_minutes(self) -> u32 {
+        match self {
+            HandlingLevel::Simple => 10,
+            HandlingLevel::General => 30,
+            HandlingLevel::Difficult => 60,
+        }
+    }
 }
 
 pub const CROWD_GATHERING: ScenarioInfo = ScenarioInfo {
     id: "crowd_gathering",
     name_zh: "人群聚集",
     name_en: "Crowd gathering",
+    department: "公安",
+    workstation: "联勤联动工作站",
+    level: HandlingLevel::General,
 };
 
 /// Scenario ids a zone may enable.
@@ -62,10 +93,16 @@ struct ZoneRules {
 /// Every rule of every zone, indexed by camera.
 pub struct ScenarioEngine {
     by_camera: Vec<Vec<ZoneRules>>,
+    config: Arc<Config>,
+    /// When each camera's phase thresholds were last looked up.
+    thresholds_checked: Vec<Option<std::time::Instant>>,
 }
 
+/// Phases change by the date; looking once a second is plenty.
+const PROFILE_REFRESH: Duration = Duration::from_secs(1);
+
 impl ScenarioEngine {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: Arc<Config>) -> Self {
         let by_camera = config
             .cameras
             .iter()
@@ -87,14 +124,41 @@ impl ScenarioEngine {
                     .collect()
             })
             .collect();
-        Self { by_camera }
+        let thresholds_checked = vec![None; config.cameras.len()];
+        Self {
+            by_camera,
+            config,
+            thresholds_checked,
+        }
+    }
+
+    /// Applies the thresholds of the phase in force (if it changed) to the camera's rules.
+    fn refresh_thresholds(&mut self, camera: usize) {
+        let due = self.thresholds_checked[camera].is_none_or(|t| t.elapsed() >= PROFILE_REFRESH);
+        if !due {
+            return;
+        }
+        self.thresholds_checked[camera] = Some(std::time::Instant::now());
+        let profile = self
+            .config
+            .profile_at(camera, time::OffsetDateTime::now_utc());
+        for z in &mut self.by_camera[camera] {
+            if let Some(rule) = z.crowd.as_mut() {
+                rule.set_thresholds(
+                    profile.crowd_min_persons,
+                    profile.crowd_min_duration_seconds,
+                );
+            }
+        }
     }
 
     /// Evaluates one frame's detections; events that fire are passed to `emit`.
     pub fn evaluate(&mut self, d: Detections, mut emit: impl FnMut(Event)) {
-        let Some(zones) = self.by_camera.get_mut(d.frame.camera) else {
+        if d.frame.camera >= self.by_camera.len() {
             return;
-        };
+        }
+        self.refresh_thresholds(d.frame.camera);
+        let zones = &mut self.by_camera[d.frame.camera];
         let t = d.frame.stream_seconds;
         let mut fired = Vec::new();
         for z in zones.iter_mut() {

@@ -33,6 +33,7 @@ const TOLERANCE_SECONDS: f64 = 4.0;
 
 #[test]
 fn crowd_cases_reach_the_receiver_exactly_once() {
+    let _exclusive = crate::support::exclusive();
     let gt: GroundTruth = toml::from_str(
         &std::fs::read_to_string(repo("sample-streams/vtest.crowd-ground-truth.toml")).unwrap(),
     )

@@ -3,6 +3,11 @@
 
 mod check;
 mod decoder;
+mod delivery;
+mod dispatch_support;
 mod end_to_end;
+mod fault;
+mod ingest;
 mod receiver;
+mod receiver_fuzz;
 mod support;

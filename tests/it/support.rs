@@ -34,3 +34,10 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Tests that run the whole pipeline take this lock, so two of them never compete for the two
+/// cores of a CI machine (real-time cameras would then lose frames for reasons of the test).
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
