@@ -12,6 +12,8 @@ class scores (sigmoid already applied in the graph), only that class is kept; bo
 sum_k softmax(logits)_k * k * s for k in 0..10, sides (left, top, right, bottom); cell centre
 ((col+0.5)s, (row+0.5)s); box = centre -/+ distances, clipped to [0, 416]. Candidates with
 score >= threshold, greedy per-class NMS (IoU > nms_iou suppressed), sorted by score descending.
+Each detection also carries the object kind the card's [kinds] table gives its label ("other"
+when the table does not name it).
 
 usage: reference_detections.py [--threshold 0.35] [--nms 0.6] [--out-dir DIR] PNG...
        (default: the three frames in tests/data/frames -> tests/data/reference)
@@ -20,6 +22,7 @@ import argparse
 import json
 import os
 import sys
+import tomllib
 
 import numpy as np
 import onnxruntime as ort
@@ -44,6 +47,11 @@ DEFAULT_FRAMES = ("vtest-416-a.png", "vtest-416-b.png", "bikes-416.png")
 def load_labels():
     with open(os.path.join(MODEL_DIR, "coco80_labels.txt"), encoding="utf-8") as f:
         return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def load_kinds():
+    with open(os.path.join(MODEL_DIR, f"{MODEL_ID}.toml"), "rb") as f:
+        return tomllib.load(f).get("kinds", {})
 
 
 def make_session():
@@ -132,7 +140,7 @@ def nms(boxes, scores, classes, iou_threshold):
     return kept[np.argsort(-scores[kept], kind="stable")] if kept.size else kept
 
 
-def detect(session, rgb, score_threshold=0.35, nms_iou=0.6, labels=None):
+def detect(session, rgb, score_threshold=0.35, nms_iou=0.6, labels=None, kinds=None):
     """Run the model on a 416x416 RGB uint8 image; returns a list of detection dicts."""
     x = preprocess(rgb)
     names = list(SCORE_OUTPUTS + BOX_OUTPUTS)
@@ -140,6 +148,7 @@ def detect(session, rgb, score_threshold=0.35, nms_iou=0.6, labels=None):
     boxes, scores, classes = decode(outs, score_threshold)
     order = nms(boxes, scores, classes, nms_iou)
     labels = labels or load_labels()
+    kinds = load_kinds() if kinds is None else kinds
     dets = []
     for i in order:
         c = int(classes[i])
@@ -147,6 +156,7 @@ def detect(session, rgb, score_threshold=0.35, nms_iou=0.6, labels=None):
         dets.append({
             "class_id": c,
             "label": labels[c],
+            "kind": kinds.get(labels[c], "other"),
             "score": round(float(scores[i]), 6),
             "x1": round(x1, 3), "y1": round(y1, 3), "x2": round(x2, 3), "y2": round(y2, 3),
         })
@@ -164,8 +174,9 @@ def main(argv=None):
     os.makedirs(a.out_dir, exist_ok=True)
     session = make_session()
     labels = load_labels()
+    kinds = load_kinds()
     for path in frames:
-        dets = detect(session, load_png(path), a.threshold, a.nms, labels)
+        dets = detect(session, load_png(path), a.threshold, a.nms, labels, kinds)
         stem = os.path.splitext(os.path.basename(path))[0]
         rel = os.path.relpath(os.path.abspath(path), ROOT)
         doc = {

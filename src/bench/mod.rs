@@ -2,6 +2,7 @@
 //! side in one run (interleaved repeats, medians, ratios), because these machines are noisy.
 
 pub mod decode;
+pub mod model;
 
 /// CPU time (user + system) used by this process so far, in seconds.
 pub fn process_cpu_seconds() -> f64 {

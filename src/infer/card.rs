@@ -1,11 +1,16 @@
 //! Model cards: a TOML file beside each ONNX model stating its file, checksum, input tensor,
-//! output names and decoder, labels, license and provenance. Loading verifies the checksum.
+//! output names and decoder, labels with their object kinds, license and provenance. Loading
+//! verifies the checksum, the labels against the `[kinds]` table and the decoder's parameters.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use super::kinds::{ObjectKind, class_kinds};
+use super::ssd;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,8 +25,16 @@ pub struct ModelCard {
     pub provenance: String,
     pub input: InputSpec,
     pub decoder: DecoderSpec,
+    /// Label → object kind (`"dining table" = "table"`); labels not named here are `other`.
+    pub kinds: BTreeMap<String, ObjectKind>,
     #[serde(skip)]
     pub dir: PathBuf,
+    /// The card file itself (filled by [`ModelCard::load`]).
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// The kind of each class id, from `labels` and `kinds` (filled by [`ModelCard::load`]).
+    #[serde(skip)]
+    pub class_kinds: Vec<ObjectKind>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,12 +84,50 @@ pub enum DecoderSpec {
         score_outputs: Vec<String>,
         box_outputs: Vec<String>,
     },
+    /// MediaPipe/TensorFlow SSD: box encodings relative to generated anchors, class logits with
+    /// class 0 = background.
     MediapipeSsd {
         boxes_output: String,
         scores_output: String,
         num_anchors: usize,
+        /// Divisors of the (y, x, h, w) encodings.
         box_scale: [f32; 4],
+        anchors: SsdAnchors,
     },
+    /// Ultralytics YOLOv5 export: [1, N, 5 + C] rows of cx, cy, w, h (input pixels), objectness,
+    /// class scores (sigmoid applied); score = objectness × class score.
+    Yolov5 { output: String },
+    /// Ultralytics YOLOv8/YOLO11 export: [1, 4 + C, N] (cx, cy, w, h in input pixels, then class
+    /// scores; no objectness).
+    Yolov8 { output: String },
+    /// YOLOX export: [1, N, 5 + C] like YOLOv5; unless `decoded_in_graph`, boxes are raw grid
+    /// offsets: cx = (x + col) × stride, w = exp(w) × stride, cells per stride row-major.
+    Yolox {
+        output: String,
+        strides: Vec<u32>,
+        decoded_in_graph: bool,
+    },
+}
+
+/// MediaPipe's SSD anchor scheme (`SsdAnchorsCalculatorOptions`), one layer per stride.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsdAnchors {
+    pub min_scale: f32,
+    pub max_scale: f32,
+    pub strides: Vec<u32>,
+    pub aspect_ratios: Vec<f32>,
+    /// The first layer has 3 anchors only: (ratio 1, scale 0.1), (2, s0), (0.5, s0).
+    pub reduce_boxes_in_lowest_layer: bool,
+    /// Aspect ratio of the extra anchor at scale sqrt(s_i × s_i+1); 0 = none.
+    pub interpolated_scale_aspect_ratio: f32,
+    /// Anchor centre within its cell, (x, y).
+    #[serde(default = "half_offset")]
+    pub offset: [f32; 2],
+}
+
+fn half_offset() -> [f32; 2] {
+    [0.5, 0.5]
 }
 
 impl DecoderSpec {
@@ -98,7 +149,79 @@ impl DecoderSpec {
             } => {
                 vec![boxes_output.as_str(), scores_output.as_str()]
             }
+            DecoderSpec::Yolov5 { output }
+            | DecoderSpec::Yolov8 { output }
+            | DecoderSpec::Yolox { output, .. } => vec![output.as_str()],
         }
+    }
+
+    /// The `kind` name in the card.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            DecoderSpec::Nanodet { .. } => "nanodet",
+            DecoderSpec::MediapipeSsd { .. } => "mediapipe_ssd",
+            DecoderSpec::Yolov5 { .. } => "yolov5",
+            DecoderSpec::Yolov8 { .. } => "yolov8",
+            DecoderSpec::Yolox { .. } => "yolox",
+        }
+    }
+
+    /// Checks what the decoder needs of its parameters, given the input (width, height).
+    fn validate(&self, input: (usize, usize)) -> Result<(), String> {
+        let strides_ok = |strides: &[u32]| {
+            if strides.is_empty() || strides.contains(&0) {
+                Err("decoder.strides must be non-empty and non-zero".to_owned())
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            DecoderSpec::Nanodet {
+                strides,
+                reg_max,
+                score_outputs,
+                box_outputs,
+            } => {
+                strides_ok(strides)?;
+                if strides.len() > super::nanodet::MAX_LEVELS {
+                    return Err(format!(
+                        "decoder.strides: at most {} levels",
+                        super::nanodet::MAX_LEVELS
+                    ));
+                }
+                if score_outputs.len() != strides.len() || box_outputs.len() != strides.len() {
+                    return Err(format!(
+                        "decoder: {} strides but {} score_outputs and {} box_outputs",
+                        strides.len(),
+                        score_outputs.len(),
+                        box_outputs.len()
+                    ));
+                }
+                if *reg_max == 0 || *reg_max > 64 {
+                    return Err("decoder.reg_max must be within 1..=64".into());
+                }
+            }
+            DecoderSpec::MediapipeSsd {
+                num_anchors,
+                box_scale,
+                anchors,
+                ..
+            } => {
+                if box_scale.iter().any(|s| !s.is_finite() || *s == 0.0) {
+                    return Err("decoder.box_scale must be finite and non-zero".into());
+                }
+                strides_ok(&anchors.strides)?;
+                let generated = ssd::generate_anchors(anchors, input.0, input.1)?.len();
+                if generated != *num_anchors {
+                    return Err(format!(
+                        "decoder.anchors generate {generated} anchors, decoder.num_anchors says {num_anchors}"
+                    ));
+                }
+            }
+            DecoderSpec::Yolov5 { .. } | DecoderSpec::Yolov8 { .. } => {}
+            DecoderSpec::Yolox { strides, .. } => strides_ok(strides)?,
+        }
+        Ok(())
     }
 }
 
@@ -146,6 +269,7 @@ impl ModelCard {
             message: e.message().to_owned(),
         })?;
         card.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        card.path = path.to_owned();
         for file in [card.model_path(), card.labels_path()] {
             if !file.is_file() {
                 return Err(CardError::MissingFile {
@@ -179,6 +303,28 @@ impl ModelCard {
                 message: "input.std must not contain 0".into(),
             });
         }
+        let invalid = |message: String| CardError::Invalid {
+            card: path.to_owned(),
+            message,
+        };
+        if card.input.shape.contains(&0) {
+            return Err(invalid("input.shape must not contain 0".into()));
+        }
+        card.decoder.validate(card.input_size()).map_err(invalid)?;
+        let labels = card.load_labels()?;
+        if labels.is_empty() {
+            return Err(invalid(format!(
+                "label file {} is empty",
+                card.labels_path().display()
+            )));
+        }
+        card.class_kinds = class_kinds(&labels, &card.kinds).map_err(|unknown| {
+            invalid(format!(
+                "[kinds] names labels that {} does not have: {}",
+                card.labels.display(),
+                unknown.join(", ")
+            ))
+        })?;
         Ok(card)
     }
 

@@ -3,9 +3,13 @@
 
 pub mod card;
 pub mod decode;
+pub mod kinds;
 pub mod nanodet;
 pub mod nms;
 pub mod pool;
+pub mod preprocess;
+pub mod ssd;
+pub mod yolo;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -15,7 +19,8 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
-use card::{CardError, ColourOrder, Layout, ModelCard};
+use crate::config::ExecutionProvider;
+use card::{CardError, ModelCard};
 
 /// Where the setup script puts the onnxruntime library taken from the PyPI wheel.
 pub const BUNDLED_ORT_LIBRARY: &str = concat!(
@@ -23,11 +28,14 @@ pub const BUNDLED_ORT_LIBRARY: &str = concat!(
     "/third_party/onnxruntime/libonnxruntime.so"
 );
 
-/// One detected object; `bbox` is [x1, y1, x2, y2] normalised to 0..1 of the frame.
+/// One detected object; `bbox` is [x1, y1, x2, y2] normalised to 0..1 of the frame. `label` is
+/// the model's own name for the class; `kind` (from the card's `[kinds]` table) is what scenarios
+/// use, so they do not depend on one model's label names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detection {
     pub class_id: u16,
     pub label: Arc<str>,
+    pub kind: kinds::ObjectKind,
     pub score: f32,
     pub bbox: [f32; 4],
 }
@@ -61,8 +69,6 @@ pub enum InferError {
         name: String,
         found: Vec<String>,
     },
-    #[error("model {model}: decoder `{kind}` is not implemented yet")]
-    UnsupportedDecoder { model: String, kind: &'static str },
     #[error("model {model}: frame is {got_w}x{got_h}, the model needs {want_w}x{want_h}")]
     FrameSize {
         model: String,
@@ -85,22 +91,57 @@ pub fn runtime_library(configured: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(BUNDLED_ORT_LIBRARY))
 }
 
-/// Loads onnxruntime once per process; later calls reuse it.
+/// Loads onnxruntime once per process (with the CPU provider); later calls reuse it.
 pub fn environment(library: &Path) -> Result<&'static Environment, InferError> {
+    environment_with(library, ExecutionProvider::Cpu)
+}
+
+/// Loads onnxruntime once per process with `provider` as every session's default; the first
+/// call decides, later calls reuse it.
+pub fn environment_with(
+    library: &Path,
+    provider: ExecutionProvider,
+) -> Result<&'static Environment, InferError> {
     if !library.is_file() {
         return Err(InferError::RuntimeMissing(library.to_owned()));
     }
     let env = ENVIRONMENT.get_or_init(|| {
-        ort::init_from(library)
+        let builder = ort::init_from(library)
             .map_err(|e| e.to_string())?
-            .with_name("gridwatch")
-            .build()
-            .map_err(|e| e.to_string())
+            .with_name("gridwatch");
+        let builder = match provider {
+            ExecutionProvider::Cpu => builder,
+            #[cfg(feature = "cuda")]
+            ExecutionProvider::Cuda => builder
+                .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()]),
+            #[cfg(feature = "tensorrt")]
+            ExecutionProvider::Tensorrt => {
+                builder.with_execution_providers([ort::ep::TensorRT::default()
+                    .build()
+                    .error_on_failure()])
+            }
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(format!(
+                    "execution provider {other:?} needs gridwatch built with `--features {}`",
+                    format!("{other:?}").to_lowercase()
+                ));
+            }
+        };
+        builder.build().map_err(|e| e.to_string())
     });
     env.as_ref().map_err(|message| InferError::RuntimeLoad {
         path: library.to_owned(),
         message: message.clone(),
     })
+}
+
+/// Where one frame's time went inside the detector.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimes {
+    pub preprocess_seconds: f64,
+    pub inference_seconds: f64,
+    pub postprocess_seconds: f64,
 }
 
 /// Thresholds applied after the model.
@@ -195,7 +236,8 @@ impl Detector {
         height: u32,
         row_stride: usize,
         out: &mut Vec<Detection>,
-    ) -> Result<(), InferError> {
+    ) -> Result<StageTimes, InferError> {
+        let started = std::time::Instant::now();
         let (w, h) = self.card.input_size();
         if width as usize != w || height as usize != h || rgb.len() < row_stride * (h - 1) + w * 3 {
             return Err(InferError::FrameSize {
@@ -207,6 +249,7 @@ impl Detector {
             });
         }
         self.preprocess(rgb, row_stride);
+        let preprocessed = std::time::Instant::now();
         let run_err = |e: &dyn std::fmt::Display| InferError::Run {
             model: self.card.id.clone(),
             message: e.to_string(),
@@ -228,33 +271,39 @@ impl Detector {
             score_threshold: self.thresholds.score,
             nms_iou: self.thresholds.nms_iou,
         };
+        let inferred = std::time::Instant::now();
         self.decoder.decode(&outputs, &ctx, out)?;
-        Ok(())
+        let decoded = std::time::Instant::now();
+        Ok(StageTimes {
+            preprocess_seconds: (preprocessed - started).as_secs_f64(),
+            inference_seconds: (inferred - preprocessed).as_secs_f64(),
+            postprocess_seconds: (decoded - inferred).as_secs_f64(),
+        })
     }
 
     /// RGB bytes → normalised floats in the card's layout and colour order, into the reused buffer.
+    /// The bare model: one `Session::run` on the current input buffer, outputs discarded. For
+    /// measuring what pre/post-processing and the pool add on top (`gridwatch bench model`).
+    pub fn run_model_only(&mut self) -> Result<(), InferError> {
+        let model = self.card.id.clone();
+        let tensor =
+            TensorRef::from_array_view((self.card.input.shape, &self.input[..])).map_err(|e| {
+                InferError::Run {
+                    model: model.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        self.session
+            .run(ort::inputs![self.card.input.name.as_str() => tensor])
+            .map(drop)
+            .map_err(|e| InferError::Run {
+                model,
+                message: e.to_string(),
+            })
+    }
+
     fn preprocess(&mut self, rgb: &[u8], row_stride: usize) {
         let (w, h) = self.card.input_size();
-        let spec = &self.card.input;
-        // Channel c of the model reads source channel src[c].
-        let src = match spec.colour_order {
-            ColourOrder::Rgb => [0, 1, 2],
-            ColourOrder::Bgr => [2, 1, 0],
-        };
-        let scale = [1.0 / spec.std[0], 1.0 / spec.std[1], 1.0 / spec.std[2]];
-        let plane = w * h;
-        for y in 0..h {
-            let row = &rgb[y * row_stride..y * row_stride + w * 3];
-            for (x, px) in row.chunks_exact(3).enumerate() {
-                for c in 0..3 {
-                    let v = (f32::from(px[src[c]]) - spec.mean[c]) * scale[c];
-                    let i = match spec.layout {
-                        Layout::Nchw => c * plane + y * w + x,
-                        Layout::Nhwc => (y * w + x) * 3 + c,
-                    };
-                    self.input[i] = v;
-                }
-            }
-        }
+        preprocess::normalise(&self.card.input, w, h, rgb, row_stride, &mut self.input);
     }
 }

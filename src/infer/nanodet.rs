@@ -3,13 +3,18 @@
 
 use std::sync::Arc;
 
+use super::kinds::ObjectKind;
 use super::{Detection, nms};
 
-/// Reused scratch space for one worker's decoding.
+/// Most output levels a card may name (the decoder keeps them in a fixed array).
+pub const MAX_LEVELS: usize = 8;
+
+/// Reused scratch space for one worker's decoding, and the kind of each class.
 #[derive(Default)]
 pub struct NanodetDecoder {
     candidates: Vec<Detection>,
     bins: Vec<f32>,
+    kinds: Vec<ObjectKind>,
 }
 
 /// One output level: `scores` is [cells, classes], `boxes` is [cells, 4 * (reg_max + 1)].
@@ -29,6 +34,14 @@ pub struct DecodeParams {
 }
 
 impl NanodetDecoder {
+    /// A decoder that tags class `i` with `kinds[i]` (classes beyond it: `other`).
+    pub fn with_kinds(kinds: Vec<ObjectKind>) -> Self {
+        Self {
+            kinds,
+            ..Self::default()
+        }
+    }
+
     /// Decodes all levels into `out` (cleared first); boxes are normalised to 0..1.
     pub fn decode(
         &mut self,
@@ -77,6 +90,7 @@ impl NanodetDecoder {
                 self.candidates.push(Detection {
                     class_id: class as u16,
                     label: labels.get(class).cloned().unwrap_or_else(|| Arc::from("?")),
+                    kind: self.kinds.get(class).copied().unwrap_or(ObjectKind::Other),
                     score,
                     bbox,
                 });

@@ -35,6 +35,7 @@ mod tests {
         Detection {
             class_id,
             label: "x".into(),
+            kind: crate::infer::kinds::ObjectKind::Other,
             score,
             bbox,
         }

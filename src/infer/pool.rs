@@ -4,11 +4,10 @@
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
-use super::{Detection, Detector, InferError};
+use super::{Detection, Detector, InferError, StageTimes};
 use crate::config::Pace;
 use crate::ingest::Frame;
 use crate::telemetry;
@@ -17,7 +16,9 @@ use crate::telemetry;
 pub struct Detections {
     pub frame: Frame,
     pub objects: Vec<Detection>,
-    pub inference_seconds: f64,
+    /// Seconds the frame waited in its mailbox.
+    pub queue_seconds: f64,
+    pub times: StageTimes,
 }
 
 #[derive(Default)]
@@ -38,6 +39,7 @@ pub struct Mailboxes {
     work: Condvar,
     space: Condvar,
     pace: Pace,
+    max_frame_age: std::time::Duration,
     camera_ids: Vec<Arc<str>>,
 }
 
@@ -51,7 +53,12 @@ pub enum PutOutcome {
 }
 
 impl Mailboxes {
-    pub fn new(camera_ids: Vec<Arc<str>>, pace: Pace) -> Arc<Self> {
+    /// `max_frame_age` bounds latency at realtime pace; replays (fast pace) never drop.
+    pub fn new(
+        camera_ids: Vec<Arc<str>>,
+        pace: Pace,
+        max_frame_age: std::time::Duration,
+    ) -> Arc<Self> {
         let slots = camera_ids
             .iter()
             .map(|_| Slot {
@@ -67,6 +74,7 @@ impl Mailboxes {
             work: Condvar::new(),
             space: Condvar::new(),
             pace,
+            max_frame_age,
             camera_ids,
         })
     }
@@ -130,8 +138,18 @@ impl Mailboxes {
                 .min_by_key(|&(_, received)| received)
                 .map(|(i, _)| i);
             if let Some(i) = pick {
-                st.slots[i].busy = true;
                 let frame = st.slots[i].frame.take();
+                let stale = self.pace == Pace::Realtime
+                    && frame
+                        .as_ref()
+                        .is_some_and(|f| f.received.elapsed() > self.max_frame_age);
+                if stale {
+                    // Older than the latency bound: analysing it would only delay the next one.
+                    telemetry::frame_dropped(&self.camera_ids[i], telemetry::DropReason::Stale);
+                    self.space.notify_all();
+                    continue;
+                }
+                st.slots[i].busy = true;
                 drop(st);
                 self.space.notify_all();
                 return frame;
@@ -170,17 +188,23 @@ pub fn spawn_workers(
             std::thread::Builder::new()
                 .name(format!("infer-{worker}"))
                 .spawn(move || {
+                    // Reused across frames; handed downstream only by value of a fresh Vec with
+                    // the same capacity, so steady state allocates one small Vec per frame.
+                    let mut objects = Vec::with_capacity(64);
                     while let Some(frame) = mailboxes.take() {
                         let camera = frame.camera;
-                        let started = Instant::now();
-                        let mut objects = Vec::new();
+                        let queue_seconds = frame.received.elapsed().as_secs_f64();
                         let result = detector.detect(frame.rgb(), frame.width, frame.height, frame.row_stride, &mut objects);
-                        let inference_seconds = started.elapsed().as_secs_f64();
                         mailboxes.release(camera);
                         match result {
-                            Ok(()) => {
-                                telemetry::frame_analysed(&frame.camera_id, inference_seconds);
-                                if out.send(Detections { frame, objects, inference_seconds }).is_err() {
+                            Ok(times) => {
+                                telemetry::frame_analysed(&frame.camera_id, times.inference_seconds);
+                                telemetry::stage_seconds("queue", queue_seconds);
+                                telemetry::stage_seconds("preprocess", times.preprocess_seconds);
+                                telemetry::stage_seconds("inference", times.inference_seconds);
+                                telemetry::stage_seconds("postprocess", times.postprocess_seconds);
+                                let objects = std::mem::replace(&mut objects, Vec::with_capacity(64));
+                                if out.send(Detections { frame, objects, queue_seconds, times }).is_err() {
                                     break;
                                 }
                             }

@@ -1,5 +1,6 @@
 //! The NanoDet decoder on the real model against detections computed independently in Python
-//! (scripts/reference_detections.py: onnxruntime + numpy) on committed frames.
+//! (scripts/reference_detections.py: onnxruntime + numpy) on committed frames, and the shared
+//! comparison the other decoder tests (decoders_*.rs) use.
 
 use std::sync::Arc;
 
@@ -21,6 +22,8 @@ struct Reference {
 struct RefDet {
     class_id: u16,
     label: String,
+    /// The object kind the card's `[kinds]` table gives the label (read by the Python script).
+    kind: Option<String>,
     score: f32,
     x1: f32,
     y1: f32,
@@ -32,16 +35,35 @@ struct RefDet {
 const BORDERLINE: f32 = 0.01;
 
 fn check_frame(stem: &str) {
-    let card = Arc::new(ModelCard::load(&repo("models/nanodet-g-416-coco.toml")).unwrap());
-    let reference: Reference = serde_json::from_str(
-        &std::fs::read_to_string(repo(&format!("tests/data/reference/{stem}.nanodet.json")))
-            .unwrap(),
-    )
-    .unwrap();
     let img = image::open(repo(&format!("tests/data/frames/{stem}.png")))
         .unwrap()
         .to_rgb8();
     let (w, h) = img.dimensions();
+    let matched = check_against_reference(
+        "models/nanodet-g-416-coco.toml",
+        img.as_raw(),
+        w,
+        h,
+        &format!("tests/data/reference/{stem}.nanodet.json"),
+    );
+    eprintln!("{stem}: {matched} detections matched the reference");
+}
+
+/// Runs the card's model through `Detector` on a packed RGB frame and compares the detections
+/// with the reference JSON (boxes in input pixels): every reference detection must be found
+/// (same class, label and kind, IoU > 0.95, score within 0.01) and nothing else may be, except
+/// scores within `BORDERLINE` of the threshold. Returns the number matched.
+pub fn check_against_reference(
+    card: &str,
+    rgb: &[u8],
+    w: u32,
+    h: u32,
+    reference_file: &str,
+) -> usize {
+    let stem = reference_file;
+    let card = Arc::new(ModelCard::load(&repo(card)).unwrap());
+    let reference: Reference =
+        serde_json::from_str(&std::fs::read_to_string(repo(reference_file)).unwrap()).unwrap();
     let mut detector = Detector::new(
         ort_env(),
         card,
@@ -54,12 +76,13 @@ fn check_frame(stem: &str) {
     .unwrap();
     let mut ours: Vec<Detection> = Vec::new();
     detector
-        .detect(img.as_raw(), w, h, w as usize * 3, &mut ours)
+        .detect(rgb, w, h, w as usize * 3, &mut ours)
         .unwrap();
     assert!(
         !reference.detections.is_empty(),
         "reference for {stem} is empty"
     );
+    let mut matched = 0;
 
     let to_px = |d: &Detection| {
         [
@@ -89,6 +112,10 @@ fn check_frame(stem: &str) {
                     r.score
                 );
                 assert_eq!(&*d.label, r.label);
+                if let Some(kind) = &r.kind {
+                    assert_eq!(d.kind.as_str(), kind, "{stem}: kind of {}", r.label);
+                }
+                matched += 1;
             }
             _ => assert!(
                 r.score < reference.score_threshold + BORDERLINE,
@@ -111,6 +138,7 @@ fn check_frame(stem: &str) {
             to_px(d)
         );
     }
+    matched
 }
 
 #[test]

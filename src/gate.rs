@@ -1,0 +1,163 @@
+//! Gate stage: between a camera and the inference pool, skips frames in which nothing moves
+//! (OpenCV MOG2 on a small grey copy of the frame, one background model per camera), but always
+//! lets a frame through every `periodic_inference_seconds`, so stationary scenarios (parked
+//! vehicles, piled goods, garbage) are still evaluated.
+
+use std::sync::Arc;
+
+use opencv::core::{CV_8UC3, Mat, Ptr, Size};
+use opencv::imgproc;
+use opencv::prelude::*;
+use opencv::video::{BackgroundSubtractorMOG2, create_background_subtractor_mog2};
+
+use crate::config::GateSettings;
+use crate::infer::pool::{Mailboxes, PutOutcome};
+use crate::ingest::{Frame, FrameSink, Pushed};
+use crate::telemetry;
+
+/// Why a frame passed or not.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decision {
+    /// Enough of the frame changed (foreground share).
+    Motion(f64),
+    /// Nothing moved, but the periodic inference is due.
+    Periodic(f64),
+    Skip(f64),
+}
+
+/// One camera's background model and reused buffers: no allocation per frame.
+pub struct MotionGate {
+    settings: GateSettings,
+    mog: Ptr<BackgroundSubtractorMOG2>,
+    small: Mat,
+    grey: Mat,
+    mask: Mat,
+    last_passed_seconds: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("motion gate: {0}")]
+pub struct GateError(#[from] opencv::Error);
+
+impl MotionGate {
+    pub fn new(settings: GateSettings) -> Result<Self, GateError> {
+        // OpenCV's defaults (history 500, threshold 16) without shadow detection, which costs
+        // time and only matters for masks we never look at.
+        let mog = create_background_subtractor_mog2(500, 16.0, false)?;
+        Ok(Self {
+            settings,
+            mog,
+            small: Mat::default(),
+            grey: Mat::default(),
+            mask: Mat::default(),
+            last_passed_seconds: None,
+        })
+    }
+
+    /// Decides for one frame; the background model learns from every frame, passed or not.
+    pub fn decide(&mut self, frame: &Frame) -> Result<Decision, GateError> {
+        let ratio = self.foreground_ratio(frame)?;
+        let t = frame.stream_seconds;
+        let due = self
+            .last_passed_seconds
+            .is_none_or(|last| t - last >= self.settings.periodic_inference_seconds);
+        let decision = if ratio >= self.settings.min_foreground_ratio {
+            Decision::Motion(ratio)
+        } else if due {
+            Decision::Periodic(ratio)
+        } else {
+            Decision::Skip(ratio)
+        };
+        if !matches!(decision, Decision::Skip(_)) {
+            self.last_passed_seconds = Some(t);
+        }
+        Ok(decision)
+    }
+
+    fn foreground_ratio(&mut self, frame: &Frame) -> Result<f64, GateError> {
+        let (w, h) = (frame.width as i32, frame.height as i32);
+        let rgb = frame.rgb();
+        // SAFETY: the Mat borrows the frame's mapped buffer (rows × stride bytes, checked by
+        // GStreamer's video info) only within this function, read-only.
+        let view = unsafe {
+            Mat::new_rows_cols_with_data_unsafe(
+                h,
+                w,
+                CV_8UC3,
+                rgb.as_ptr() as *mut std::ffi::c_void,
+                frame.row_stride,
+            )
+        }?;
+        let sw = self.settings.analysis_width_pixels.max(16) as i32;
+        let sh = ((sw as f64) * h as f64 / w.max(1) as f64).round().max(1.0) as i32;
+        imgproc::resize(
+            &view,
+            &mut self.small,
+            Size::new(sw, sh),
+            0.0,
+            0.0,
+            imgproc::INTER_AREA,
+        )?;
+        imgproc::cvt_color(&self.small, &mut self.grey, imgproc::COLOR_RGB2GRAY, 0)?;
+        BackgroundSubtractorMOG2Trait::apply(&mut self.mog, &self.grey, &mut self.mask, -1.0)?;
+        let moving = opencv::core::count_non_zero(&self.mask)?;
+        Ok(f64::from(moving) / f64::from((sw * sh).max(1)))
+    }
+}
+
+/// A camera's way into the inference pool: through its motion gate (when enabled) into its mailbox.
+pub struct GatedSink {
+    camera: usize,
+    camera_id: Arc<str>,
+    gate: Option<MotionGate>,
+    mailboxes: Arc<Mailboxes>,
+}
+
+impl GatedSink {
+    pub fn new(
+        camera: usize,
+        camera_id: Arc<str>,
+        settings: &GateSettings,
+        mailboxes: Arc<Mailboxes>,
+    ) -> Result<Self, GateError> {
+        let gate = if settings.enabled {
+            Some(MotionGate::new(settings.clone())?)
+        } else {
+            None
+        };
+        Ok(Self {
+            camera,
+            camera_id,
+            gate,
+            mailboxes,
+        })
+    }
+}
+
+impl FrameSink for GatedSink {
+    fn push(&mut self, frame: Frame) -> Pushed {
+        if let Some(gate) = self.gate.as_mut() {
+            match gate.decide(&frame) {
+                Ok(Decision::Skip(_)) => {
+                    telemetry::frame_gated(&self.camera_id, "skipped_no_motion");
+                    return Pushed::Skipped;
+                }
+                Ok(Decision::Motion(_)) => telemetry::frame_gated(&self.camera_id, "motion"),
+                Ok(Decision::Periodic(_)) => telemetry::frame_gated(&self.camera_id, "periodic"),
+                // A gate failure must not hide the camera: analyse the frame.
+                Err(e) => {
+                    tracing::warn!(camera = %self.camera_id, error = %e, "motion gate failed; frame passed")
+                }
+            }
+        }
+        match self.mailboxes.put(frame) {
+            PutOutcome::Queued => Pushed::Accepted,
+            PutOutcome::ReplacedOlder => Pushed::ReplacedOlder,
+            PutOutcome::Stopped => Pushed::Stopped,
+        }
+    }
+
+    fn close(&mut self) {
+        self.mailboxes.close(self.camera);
+    }
+}
