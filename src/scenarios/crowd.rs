@@ -5,11 +5,9 @@
 
 use crate::config::CrowdSettings;
 use crate::infer::Detection;
+use crate::infer::kinds::ObjectKind;
 
 use super::geometry;
-
-/// The COCO label the shipped model uses for people.
-const PERSON: &str = "person";
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
@@ -63,7 +61,7 @@ impl CrowdRule {
         objects: &'a [Detection],
     ) -> impl Iterator<Item = &'a Detection> + 'a {
         objects.iter().filter(move |d| {
-            &*d.label == PERSON
+            d.kind == ObjectKind::Person
                 && d.score >= self.settings.score_threshold
                 && geometry::contains(zone, d.foot_point())
         })

@@ -1,20 +1,32 @@
 //! Scenario stage: turns each camera's detections over time into events, one per episode.
 //! Runs on one thread fed in per-camera order by the inference pool.
+//!
+//! The scenarios themselves are data (`catalog`, `config/scenarios.toml`): names, category code,
+//! department, workstation, handling level, object kinds, rule and thresholds. Each camera has a
+//! tracker (`crate::track`); each zone runs the rules of the scenarios it enables (`rules`:
+//! per-track dwell, per-zone count; `crowd`: the person count with hysteresis). Scenarios whose
+//! kinds the model does not provide are inactive (logged once, reported by `gridwatch check`).
 
+pub mod catalog;
 pub mod crowd;
 pub mod geometry;
+pub mod rules;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::Config;
 use crate::infer::Detection;
+use crate::infer::kinds::ObjectKind;
 use crate::infer::pool::Detections;
 use crate::ingest::Frame;
 use crate::telemetry;
+use crate::track::{Tracker, TrackerSettings};
+use catalog::{Catalog, RuleKind};
 use crowd::CrowdRule;
+use rules::{Firing, Moment, ObjectFilter, RuleParams, Schedule, TrackDwellRule, ZoneCountRule};
 
 /// A scenario's identity as cases and the dispatch platform name it, and who handles it.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +34,8 @@ pub struct ScenarioInfo {
     pub id: &'static str,
     pub name_zh: &'static str,
     pub name_en: &'static str,
+    /// Key of the catalog's category code table (e.g. 街面秩序/机动车乱停放).
+    pub category_code: &'static str,
     /// The department that handles the case, e.g. 公安 (police).
     pub department: &'static str,
     /// The workstation of the command centre that dispatches it.
@@ -52,20 +66,26 @@ impl HandlingLevel {
     }
 }
 
-pub const CROWD_GATHERING: ScenarioInfo = ScenarioInfo {
-    id: "crowd_gathering",
-    name_zh: "人群聚集",
-    name_en: "Crowd gathering",
-    department: "公安",
-    workstation: "联勤联动工作站",
-    level: HandlingLevel::General,
-};
+/// The shipped catalog (`config/scenarios.toml`), parsed once.
+pub static EMBEDDED: LazyLock<Catalog> = LazyLock::new(Catalog::embedded);
 
-/// Scenario ids a zone may enable.
-pub const SCENARIO_IDS: &[&str] = &[CROWD_GATHERING.id];
+/// Crowd gathering as the shipped catalog describes it.
+pub static CROWD_GATHERING: LazyLock<ScenarioInfo> =
+    LazyLock::new(|| info("crowd_gathering").expect("the shipped catalog has crowd_gathering"));
 
+/// A scenario of the shipped catalog (a configuration's own catalog: `config.catalog.info`).
 pub fn info(id: &str) -> Option<ScenarioInfo> {
-    [CROWD_GATHERING].into_iter().find(|s| s.id == id)
+    EMBEDDED.info(id)
+}
+
+/// The object kinds the configured model's classes map to, or why they are unknown.
+pub fn model_kinds(config: &Config) -> Result<Vec<ObjectKind>, String> {
+    let card = crate::infer::card::ModelCard::load(&config.resolve(&config.model.card))
+        .map_err(|e| e.to_string())?;
+    let mut kinds = card.class_kinds.clone();
+    kinds.sort_unstable();
+    kinds.dedup();
+    Ok(kinds)
 }
 
 /// The output of the scenario stage: one episode of a scenario in a zone, with its evidence frame.
@@ -83,26 +103,84 @@ pub struct Event {
     pub frame: Arc<Frame>,
 }
 
+enum TrackRule {
+    Dwell(TrackDwellRule),
+    Count(ZoneCountRule),
+}
+
 struct ZoneRules {
     camera: usize,
     zone: usize,
     polygon: Vec<[f64; 2]>,
     crowd: Option<CrowdRule>,
+    /// Catalog scenarios evaluated on the camera's tracks.
+    tracked: Vec<(ScenarioInfo, TrackRule)>,
 }
 
 /// Every rule of every zone, indexed by camera.
 pub struct ScenarioEngine {
     by_camera: Vec<Vec<ZoneRules>>,
+    trackers: Vec<Tracker>,
     config: Arc<Config>,
     /// When each camera's phase thresholds were last looked up.
     thresholds_checked: Vec<Option<std::time::Instant>>,
+    /// Reused for the firings of one frame.
+    firings: Vec<Firing>,
 }
 
 /// Phases change by the date; looking once a second is plenty.
 const PROFILE_REFRESH: Duration = Duration::from_secs(1);
 
+/// A track must outlive this many gated gaps (the gate's periodic pass) to keep its id.
+const GATED_GAPS_BRIDGED: f64 = 2.5;
+
+/// The rule of one catalog scenario in one zone (zone filters narrow the catalog's).
+fn track_rule(entry: &catalog::ScenarioEntry, zone: &crate::config::Zone) -> Option<TrackRule> {
+    let th = entry.thresholds.clone();
+    let kinds: Vec<ObjectKind> = match &zone.kinds {
+        Some(only) => entry
+            .kinds
+            .iter()
+            .copied()
+            .filter(|k| only.contains(k))
+            .collect(),
+        None => entry.kinds.clone(),
+    };
+    let params = RuleParams {
+        filter: ObjectFilter {
+            kinds,
+            min_score: zone
+                .min_score
+                .unwrap_or(th.score_threshold)
+                .max(th.score_threshold),
+            companions: entry.companion_kinds.clone(),
+            companion_distance_ratio: th.companion_distance_ratio,
+            min_hits: crate::track::DEFAULT_MIN_HITS,
+        },
+        schedule: Schedule::from_thresholds(&th).ok()?,
+        thresholds: th,
+    };
+    match entry.rule {
+        RuleKind::TrackDwell => Some(TrackRule::Dwell(TrackDwellRule::new(params))),
+        RuleKind::ZoneCount => Some(TrackRule::Count(ZoneCountRule::new(params))),
+        RuleKind::Crowd => None,
+    }
+}
+
 impl ScenarioEngine {
     pub fn new(config: Arc<Config>) -> Self {
+        let catalog = &config.catalog;
+        let inactive = match model_kinds(&config) {
+            Ok(kinds) => catalog.inactive(&kinds),
+            Err(e) => {
+                tracing::warn!(error = %e, "model kinds unknown; every scenario stays active");
+                Vec::new()
+            }
+        };
+        for i in &inactive {
+            tracing::warn!(scenario = %i.id, reason = %i.reason, "scenario inactive");
+        }
+        let active = |id: &str| !inactive.iter().any(|i| i.id == id);
         let by_camera = config
             .cameras
             .iter()
@@ -111,24 +189,47 @@ impl ScenarioEngine {
                 cam.zones
                     .iter()
                     .enumerate()
-                    .map(|(zi, z)| ZoneRules {
-                        camera: ci,
-                        zone: zi,
-                        polygon: z.polygon.clone(),
-                        crowd: z
-                            .scenarios
-                            .iter()
-                            .any(|s| s == CROWD_GATHERING.id)
-                            .then(|| CrowdRule::new(config.scenarios.crowd_gathering.clone())),
+                    .map(|(zi, z)| {
+                        let mut crowd = None;
+                        let mut tracked = Vec::new();
+                        for id in z.scenarios.iter().filter(|id| active(id)) {
+                            let (Some(entry), Some(info)) = (catalog.entry(id), catalog.info(id))
+                            else {
+                                continue;
+                            };
+                            match entry.rule {
+                                RuleKind::Crowd => {
+                                    crowd = Some(CrowdRule::new(
+                                        config.scenarios.crowd_gathering.clone(),
+                                    ))
+                                }
+                                _ => tracked.extend(track_rule(entry, z).map(|r| (info, r))),
+                            }
+                        }
+                        ZoneRules {
+                            camera: ci,
+                            zone: zi,
+                            polygon: z.polygon.clone(),
+                            crowd,
+                            tracked,
+                        }
                     })
                     .collect()
             })
             .collect();
+        let tracker = TrackerSettings {
+            max_gap_seconds: crate::track::DEFAULT_MAX_GAP_SECONDS
+                .max(GATED_GAPS_BRIDGED * config.gate.periodic_inference_seconds),
+            ..TrackerSettings::default()
+        };
+        let trackers = vec![Tracker::new(tracker); config.cameras.len()];
         let thresholds_checked = vec![None; config.cameras.len()];
         Self {
             by_camera,
+            trackers,
             config,
             thresholds_checked,
+            firings: Vec::new(),
         }
     }
 
@@ -154,13 +255,24 @@ impl ScenarioEngine {
 
     /// Evaluates one frame's detections; events that fire are passed to `emit`.
     pub fn evaluate(&mut self, d: Detections, mut emit: impl FnMut(Event)) {
-        if d.frame.camera >= self.by_camera.len() {
+        let camera = d.frame.camera;
+        if camera >= self.by_camera.len() {
             return;
         }
-        self.refresh_thresholds(d.frame.camera);
-        let zones = &mut self.by_camera[d.frame.camera];
+        self.refresh_thresholds(camera);
         let t = d.frame.stream_seconds;
-        let mut fired = Vec::new();
+        let local =
+            time::OffsetDateTime::from(d.frame.captured_at).to_offset(self.config.utc_offset());
+        let moment = Moment {
+            t,
+            minute_of_day: u16::from(local.hour()) * 60 + u16::from(local.minute()),
+        };
+        let tracker = &mut self.trackers[camera];
+        let zones = &mut self.by_camera[camera];
+        if zones.iter().any(|z| !z.tracked.is_empty()) {
+            tracker.update(t, &d.objects);
+        }
+        let mut fired: Vec<(ScenarioInfo, usize, usize, Firing)> = Vec::new();
         for z in zones.iter_mut() {
             if let Some(rule) = z.crowd.as_mut() {
                 let persons: Vec<Detection> =
@@ -168,16 +280,29 @@ impl ScenarioEngine {
                 if let Some(f) = rule.observe(t, persons.len()) {
                     let confidence =
                         persons.iter().map(|p| p.score).sum::<f32>() / persons.len().max(1) as f32;
-                    let back = Duration::from_secs_f64((t - f.episode_start_seconds).max(0.0));
                     fired.push((
+                        *CROWD_GATHERING,
                         z.camera,
                         z.zone,
-                        f.episode_start_seconds,
-                        back,
-                        persons,
-                        confidence,
+                        Firing {
+                            episode_start_seconds: f.episode_start_seconds,
+                            objects: persons,
+                            confidence,
+                        },
                     ));
                 }
+            }
+            for (info, rule) in &mut z.tracked {
+                self.firings.clear();
+                match rule {
+                    TrackRule::Dwell(r) => {
+                        r.observe(moment, &z.polygon, tracker.tracks(), &mut self.firings)
+                    }
+                    TrackRule::Count(r) => {
+                        r.observe(moment, &z.polygon, tracker.tracks(), &mut self.firings)
+                    }
+                }
+                fired.extend(self.firings.drain(..).map(|f| (*info, z.camera, z.zone, f)));
             }
         }
         if fired.is_empty() {
@@ -185,10 +310,11 @@ impl ScenarioEngine {
         }
         // Zones of one camera that fire on the same frame share it.
         let frame = Arc::new(d.frame);
-        for (camera, zone, start, back, objects, confidence) in fired {
-            telemetry::event(CROWD_GATHERING.id);
+        for (scenario, camera, zone, f) in fired {
+            telemetry::event(scenario.id);
+            let back = Duration::from_secs_f64((t - f.episode_start_seconds).max(0.0));
             emit(Event {
-                scenario: CROWD_GATHERING,
+                scenario,
                 camera,
                 zone,
                 first_seen_at: frame
@@ -196,10 +322,10 @@ impl ScenarioEngine {
                     .checked_sub(back)
                     .unwrap_or(frame.captured_at),
                 confirmed_at: frame.captured_at,
-                first_seen_stream_seconds: start,
+                first_seen_stream_seconds: f.episode_start_seconds,
                 confirmed_stream_seconds: t,
-                objects,
-                confidence,
+                objects: f.objects,
+                confidence: f.confidence,
                 frame: frame.clone(),
             });
         }

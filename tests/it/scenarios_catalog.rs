@@ -1,0 +1,137 @@
+//! The scenario catalog as configuration: `gridwatch check` reports the scenarios the configured
+//! model cannot serve as inactive (a warning, exit 0), a town's own catalog replaces the shipped
+//! one (its ids are the ones zones may name, its codes and names reach the engine), and a broken
+//! catalog or an unknown scenario id is a configuration error with its line.
+
+use std::process::Command;
+
+use gridwatch::config::Config;
+
+use crate::support::{TempDir, repo};
+
+#[test]
+fn check_reports_the_scenarios_the_model_cannot_serve_as_inactive() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gridwatch"))
+        .arg("check")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let inactive: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("warning: scenario `"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    // The shipped COCO model has no fire, smoke, garbage, laundry or water kinds.
+    assert_eq!(
+        inactive,
+        [
+            "straw_burning",
+            "exposed_garbage",
+            "street_drying",
+            "waterlogging"
+        ],
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fire, smoke"),
+        "the reason is given: {stdout}"
+    );
+}
+
+fn config_text(catalog: &str, scenario: &str) -> String {
+    format!(
+        r#"
+[centre]
+name = "c"
+[[units]]
+id = "u"
+name = "u"
+[[groups]]
+id = "g"
+name = "g"
+unit = "u"
+[[cameras]]
+id = "cam"
+name = "cam"
+unit = "u"
+group = "g"
+uri = "{clip}"
+[[cameras.zones]]
+id = "z"
+polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]
+scenarios = ["{scenario}"]
+[model]
+card = "{card}"
+[scenarios]
+catalog = "{catalog}"
+[dispatch]
+url = "http://127.0.0.1:9/api"
+"#,
+        clip = repo("sample-streams/vtest.mp4").display(),
+        card = repo("models/nanodet-g-416-coco.toml").display(),
+    )
+}
+
+const TOWN_CATALOG: &str = r#"
+[codes]
+"A-17" = { major = "市容秩序", minor = "车辆乱停" }
+[[scenarios]]
+id = "cars_on_pavement"
+name_zh = "车辆占用人行道"
+name_en = "Cars on the pavement"
+category_code = "A-17"
+department = "城管"
+workstation = "村居工作站"
+level = "difficult"
+rule = "track_dwell"
+kinds = ["car"]
+thresholds = { dwell_seconds = 45.0 }
+"#;
+
+#[test]
+fn a_town_catalog_replaces_the_shipped_one() {
+    let dir = TempDir::new("catalog");
+    std::fs::write(dir.path("town.toml"), TOWN_CATALOG).unwrap();
+    let c = Config::from_text(
+        &config_text("town.toml", "cars_on_pavement"),
+        "t.toml",
+        &dir.0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let info = c.catalog.info("cars_on_pavement").unwrap();
+    assert_eq!(info.name_zh, "车辆占用人行道");
+    assert_eq!(info.level.deadline_minutes(), 60);
+    assert_eq!(c.catalog.codes[info.category_code].minor, "车辆乱停");
+    // The shipped scenarios are not known to this configuration.
+    let e = Config::from_text(
+        &config_text("town.toml", "illegal_parking"),
+        "t.toml",
+        &dir.0,
+    )
+    .unwrap_err();
+    let p = &e.problems()[0];
+    assert!(
+        p.to_string().contains("unknown scenario `illegal_parking`"),
+        "{p}"
+    );
+    assert_eq!(p.line, 20, "{p}");
+    // A catalog that names a code its table lacks is refused, at the `catalog` line.
+    std::fs::write(
+        dir.path("bad.toml"),
+        TOWN_CATALOG.replace("\"A-17\" =", "\"A-18\" ="),
+    )
+    .unwrap();
+    let e = Config::from_text(
+        &config_text("bad.toml", "cars_on_pavement"),
+        "t.toml",
+        &dir.0,
+    )
+    .unwrap_err();
+    assert!(
+        e.problems()
+            .iter()
+            .any(|p| p.to_string().contains("category_code `A-17`")),
+        "{e}"
+    );
+}
