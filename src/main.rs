@@ -181,6 +181,22 @@ fn outbox_command(config: Option<&PathBuf>, action: OutboxAction) -> anyhow::Res
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// The inference pool against the bare model, and its latency at 50 % and 200 % load.
+    Model {
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/models/nanodet-g-416-coco.toml"))]
+        card: PathBuf,
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-streams/vtest.mp4"))]
+        clip: PathBuf,
+        /// Worker threads (each with its own session); 0 = one per core.
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        #[arg(long, default_value_t = 1)]
+        intra_op_threads: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 8)]
+        cameras: usize,
+    },
     /// CPU per camera of the ingest pipeline, full vs keyframes-only decoding.
     Decode {
         /// An H.264/H.265 file (scripts/make-bench-clips makes a 1080p one).
@@ -229,6 +245,23 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Check { config } => match load(config.as_ref()) {
             Ok(c) => {
                 gridwatch::run::check_runtime(&c).context("model check")?;
+                // Scenarios the model cannot serve: warnings, not errors.
+                if let Ok(kinds) = gridwatch::scenarios::model_kinds(&c) {
+                    let enabled = |id: &str| {
+                        c.cameras
+                            .iter()
+                            .flat_map(|cam| &cam.zones)
+                            .any(|z| z.scenarios.iter().any(|s| s == id))
+                    };
+                    for i in c.catalog.inactive(&kinds) {
+                        let zones = if enabled(&i.id) {
+                            " (enabled in a zone: it will not run)"
+                        } else {
+                            ""
+                        };
+                        println!("warning: scenario `{}` inactive{zones}: {}", i.id, i.reason);
+                    }
+                }
                 println!(
                     "{}: ok ({} units, {} groups, {} cameras)",
                     c.source_name,
@@ -253,7 +286,24 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 drain_timeout: std::time::Duration::from_secs_f64(drain_timeout_seconds.max(0.0)),
                 ..RunOptions::default()
             };
+            let cameras = options.cameras.clone();
             let summary = gridwatch::run::run(config, options, StopHandle::default())?;
+            for c in cameras.snapshot() {
+                let share = if c.frames == 0 {
+                    0.0
+                } else {
+                    100.0 * c.skipped_no_motion as f64 / c.frames as f64
+                };
+                println!(
+                    "camera {}: {} frames, {} skipped by the motion gate ({share:.0} %), {} dropped, {} reconnects, state {}",
+                    c.id,
+                    c.frames,
+                    c.skipped_no_motion,
+                    c.dropped,
+                    c.reconnects,
+                    c.state.as_str()
+                );
+            }
             println!(
                 "cases stored: {}, delivered: {}, pending in outbox: {}, dead letters: {}",
                 summary.cases_stored,
@@ -261,6 +311,53 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 summary.outbox.pending,
                 summary.outbox.dead
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Model {
+                    card,
+                    clip,
+                    workers,
+                    intra_op_threads,
+                    seconds,
+                    cameras,
+                },
+        } => {
+            let workers = if workers == 0 {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                workers
+            };
+            let options = gridwatch::bench::model::ModelBenchOptions {
+                card,
+                clip,
+                workers,
+                intra_op_threads,
+                seconds,
+                cameras,
+            };
+            let report = gridwatch::bench::model::run(&options)?;
+            eprintln!(
+                "bare model {:.1} fps, pool {:.1} fps, efficiency {:.1} %",
+                report.bare_fps,
+                report.pool_fps,
+                report.efficiency * 100.0
+            );
+            for l in &report.loads {
+                eprintln!(
+                    "load {:>4.0} %: offered {:.1} fps, analysed {:.1} fps, latency p50 {:.0} ms p99 {:.0} ms max {:.0} ms, dropped superseded {} other {}",
+                    l.load * 100.0,
+                    l.offered_fps,
+                    l.analysed_fps,
+                    l.latency_p50_ms,
+                    l.latency_p99_ms,
+                    l.latency_max_ms,
+                    l.dropped_superseded,
+                    l.dropped_other
+                );
+            }
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

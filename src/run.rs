@@ -45,6 +45,8 @@ pub enum RunError {
         addr: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Gate(#[from] crate::gate::GateError),
     #[error("a pipeline thread panicked: {0}")]
     Panic(&'static str),
 }
@@ -102,7 +104,7 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
             .map(|p| config.resolve(p))
             .as_deref(),
     );
-    let env = infer::environment(&library)?;
+    let env = infer::environment_with(&library, config.inference.execution_provider)?;
     let card = Arc::new(ModelCard::load(&config.resolve(&config.model.card))?);
     let workers = match config.inference.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -210,7 +212,23 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         .iter()
         .map(|c| Arc::from(c.id.as_str()))
         .collect();
-    let mailboxes = pool::Mailboxes::new(camera_ids, config.ingest.pace);
+    let mailboxes = pool::Mailboxes::new(
+        camera_ids,
+        config.ingest.pace,
+        Duration::from_millis(config.inference.max_frame_age_ms),
+    );
+    // Every camera's gate (its background model) before any thread starts.
+    let sinks = plans
+        .iter()
+        .map(|plan| {
+            crate::gate::GatedSink::new(
+                plan.index,
+                plan.id.clone(),
+                &config.gate,
+                mailboxes.clone(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let (det_tx, det_rx) =
         crossbeam_channel::bounded(config.inference.detections_queue_capacity.max(1));
     let (event_tx, event_rx) = crossbeam_channel::bounded(config.cases.event_queue_capacity.max(1));
@@ -242,9 +260,14 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     let ingest_stop = Arc::new(AtomicBool::new(false));
     let camera_threads: Vec<_> = plans
         .into_iter()
-        .map(|plan| {
-            let registry = options.cameras.clone();
-            ingest::spawn_camera(plan, mailboxes.clone(), registry, ingest_stop.clone())
+        .zip(sinks)
+        .map(|(plan, sink)| {
+            ingest::spawn_camera(
+                plan,
+                Box::new(sink),
+                options.cameras.clone(),
+                ingest_stop.clone(),
+            )
         })
         .collect();
     tracing::info!(cameras = camera_threads.len(), workers, model = %card.id, "pipeline running");
@@ -346,7 +369,7 @@ pub fn check_runtime(config: &Config) -> Result<(), RunError> {
             .map(|p| config.resolve(p))
             .as_deref(),
     );
-    let env = infer::environment(&library)?;
+    let env = infer::environment_with(&library, config.inference.execution_provider)?;
     let card = Arc::new(ModelCard::load(&config.resolve(&config.model.card))?);
     let thresholds = Thresholds {
         score: config.model.score_threshold,

@@ -13,6 +13,8 @@ pub const CAMERA_RESTARTS: &str = "gridwatch_camera_restarts_total";
 pub const CAMERA_STATE: &str = "gridwatch_camera_state";
 pub const CAMERA_STATE_CHANGES: &str = "gridwatch_camera_state_changes_total";
 pub const CAMERA_FRAME_AGE_SECONDS: &str = "gridwatch_camera_last_frame_age_seconds";
+pub const FRAMES_GATED: &str = "gridwatch_frames_gated_total";
+pub const STAGE_SECONDS: &str = "gridwatch_stage_seconds";
 pub const EVENTS: &str = "gridwatch_events_total";
 pub const CASES_STORED: &str = "gridwatch_cases_stored_total";
 pub const DELIVERIES: &str = "gridwatch_deliveries_total";
@@ -29,6 +31,8 @@ pub const DISPATCH_BREAKER_OPENS: &str = "gridwatch_dispatch_breaker_opens_total
 pub enum DropReason {
     /// A newer frame of the same camera arrived before a worker took this one.
     Superseded,
+    /// Older than `max_frame_age_ms` when a worker got to it.
+    Stale,
     InferenceError,
 }
 
@@ -36,6 +40,7 @@ impl DropReason {
     fn as_str(self) -> &'static str {
         match self {
             DropReason::Superseded => "superseded",
+            DropReason::Stale => "stale",
             DropReason::InferenceError => "inference_error",
         }
     }
@@ -49,6 +54,16 @@ pub fn frame_analysed(camera: &str, inference_seconds: f64) {
 pub fn frame_dropped(camera: &str, reason: DropReason) {
     counter!(FRAMES_DROPPED, "camera" => camera.to_owned(), "reason" => reason.as_str())
         .increment(1);
+}
+
+/// The motion gate's decision per frame: `motion`, `periodic` or `skipped_no_motion`.
+pub fn frame_gated(camera: &str, decision: &'static str) {
+    counter!(FRAMES_GATED, "camera" => camera.to_owned(), "decision" => decision).increment(1);
+}
+
+/// Time spent per frame in a stage: `queue`, `preprocess`, `inference`, `postprocess`.
+pub fn stage_seconds(stage: &'static str, seconds: f64) {
+    histogram!(STAGE_SECONDS, "stage" => stage).record(seconds);
 }
 
 pub fn camera_restart(camera: &str, cause: &'static str) {

@@ -130,6 +130,9 @@ pub struct CaseZone {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct CaseObject {
+    /// What the object is, independent of the model (`person`, `car`, …).
+    pub kind: String,
+    /// The model's own label.
     pub label: String,
     pub score: f32,
     /// [x1, y1, x2, y2] normalised to the frame.
@@ -239,6 +242,7 @@ pub fn build(config: &Config, event: &Event) -> Result<(Case, Vec<u8>), CaseErro
             .objects
             .iter()
             .map(|d| CaseObject {
+                kind: d.kind.as_str().to_owned(),
                 label: d.label.to_string(),
                 score: d.score,
                 bbox: d.bbox,

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::infer::card::ModelCard;
-use crate::scenarios::SCENARIO_IDS;
+use crate::infer::kinds::ObjectKind;
+use crate::scenarios::catalog::Catalog;
 use locate::SourceMap;
 
 /// The default configuration compiled into the binary: the sample streams as cameras of the
@@ -22,6 +23,10 @@ pub const EMBEDDED_DEFAULT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/con
 
 pub const DEFAULT_ANALYSIS_FPS: f64 = 2.0;
 pub const DEFAULT_STALL_TIMEOUT_SECONDS: f64 = 10.0;
+pub const DEFAULT_MIN_FOREGROUND_RATIO: f64 = 0.002;
+pub const DEFAULT_PERIODIC_INFERENCE_SECONDS: f64 = 10.0;
+pub const DEFAULT_GATE_WIDTH_PIXELS: u32 = 104;
+pub const DEFAULT_MAX_FRAME_AGE_MS: u64 = 1000;
 pub const DEFAULT_RECONNECT_INITIAL_SECONDS: f64 = 1.0;
 pub const DEFAULT_RECONNECT_MAX_SECONDS: f64 = 60.0;
 pub const DEFAULT_RTSP_TIMEOUT_SECONDS: f64 = 5.0;
@@ -57,6 +62,8 @@ pub struct Config {
     #[serde(default)]
     pub ingest: IngestSettings,
     #[serde(default)]
+    pub gate: GateSettings,
+    #[serde(default)]
     pub scenarios: ScenarioSettings,
     #[serde(default)]
     pub cases: CaseSettings,
@@ -69,6 +76,9 @@ pub struct Config {
     /// Where this configuration came from, for messages.
     #[serde(skip)]
     pub source_name: String,
+    /// The scenario catalog: `scenarios.catalog`, or the shipped one.
+    #[serde(skip)]
+    pub catalog: std::sync::Arc<Catalog>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -207,6 +217,12 @@ pub struct Zone {
     pub polygon: Vec<[f64; 2]>,
     /// Scenario ids evaluated in this zone.
     pub scenarios: Vec<String>,
+    /// Raises the minimum score of every scenario's objects in this zone.
+    #[serde(default)]
+    pub min_score: Option<f32>,
+    /// Restricts the scenarios' object kinds in this zone (e.g. only `car` for parking).
+    #[serde(default)]
+    pub kinds: Option<Vec<ObjectKind>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -234,6 +250,11 @@ pub struct InferenceSettings {
     /// Path of libonnxruntime; default: ORT_DYLIB_PATH, then third_party/onnxruntime.
     #[serde(default)]
     pub onnxruntime_library: Option<PathBuf>,
+    /// A frame older than this when a worker picks it is dropped (`stale`): bounded latency.
+    #[serde(default = "default_max_frame_age_ms")]
+    pub max_frame_age_ms: u64,
+    #[serde(default)]
+    pub execution_provider: ExecutionProvider,
 }
 
 impl Default for InferenceSettings {
@@ -243,8 +264,65 @@ impl Default for InferenceSettings {
             intra_op_threads: 1,
             detections_queue_capacity: DEFAULT_DETECTIONS_QUEUE_CAPACITY,
             onnxruntime_library: None,
+            max_frame_age_ms: DEFAULT_MAX_FRAME_AGE_MS,
+            execution_provider: ExecutionProvider::Cpu,
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateSettings {
+    /// Skip inference on frames where nothing moves.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Share of the (small, grey) frame that must change to count as motion.
+    #[serde(default = "default_min_foreground_ratio")]
+    pub min_foreground_ratio: f64,
+    /// Analyse a frame at least this often even without motion (stationary scenarios).
+    #[serde(default = "default_periodic_inference_seconds")]
+    pub periodic_inference_seconds: f64,
+    /// Width of the grey frame the background model sees.
+    #[serde(default = "default_gate_width")]
+    pub analysis_width_pixels: u32,
+}
+
+impl Default for GateSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_foreground_ratio: DEFAULT_MIN_FOREGROUND_RATIO,
+            periodic_inference_seconds: DEFAULT_PERIODIC_INFERENCE_SECONDS,
+            analysis_width_pixels: DEFAULT_GATE_WIDTH_PIXELS,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_min_foreground_ratio() -> f64 {
+    DEFAULT_MIN_FOREGROUND_RATIO
+}
+fn default_periodic_inference_seconds() -> f64 {
+    DEFAULT_PERIODIC_INFERENCE_SECONDS
+}
+fn default_gate_width() -> u32 {
+    DEFAULT_GATE_WIDTH_PIXELS
+}
+fn default_max_frame_age_ms() -> u64 {
+    DEFAULT_MAX_FRAME_AGE_MS
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionProvider {
+    #[default]
+    Cpu,
+    /// Needs the `cuda` cargo feature and an onnxruntime build with CUDA.
+    Cuda,
+    /// Needs the `tensorrt` cargo feature and an onnxruntime build with TensorRT.
+    Tensorrt,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -293,6 +371,9 @@ impl Default for IngestSettings {
 pub struct ScenarioSettings {
     #[serde(default)]
     pub crowd_gathering: CrowdSettings,
+    /// A scenario catalog replacing the shipped `config/scenarios.toml`.
+    #[serde(default)]
+    pub catalog: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -550,6 +631,16 @@ impl Config {
         if let Some(mut config) = parsed {
             config.base_dir = base_dir.to_path_buf();
             config.source_name = name.to_owned();
+            let catalog_path = config.scenarios.catalog.as_ref().map(|p| config.resolve(p));
+            match Catalog::load_or_embedded(catalog_path.as_deref()) {
+                Ok(c) => config.catalog = std::sync::Arc::new(c),
+                Err(e) => problems.push(problem_at_field(
+                    name,
+                    &map,
+                    "scenarios.catalog",
+                    e.to_string(),
+                )),
+            }
             for (field, message) in config.validate() {
                 problems.push(problem_at_field(name, &map, &field, message));
             }
@@ -682,17 +773,23 @@ impl Config {
                 &mut err,
             );
             for (j, z) in c.zones.iter().enumerate() {
+                if z.min_score.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+                    err(
+                        format!("cameras[{i}].zones[{j}].min_score"),
+                        "must be within 0..1".into(),
+                    );
+                }
                 let field = format!("cameras[{i}].zones[{j}].polygon");
                 if let Err(e) = crate::scenarios::geometry::validate_polygon(&z.polygon) {
                     err(field, e);
                 }
                 for (k, s) in z.scenarios.iter().enumerate() {
-                    if !SCENARIO_IDS.contains(&s.as_str()) {
+                    if !self.catalog.scenarios.is_empty() && self.catalog.entry(s).is_none() {
                         err(
                             format!("cameras[{i}].zones[{j}].scenarios[{k}]"),
                             format!(
                                 "unknown scenario `{s}` (known: {})",
-                                SCENARIO_IDS.join(", ")
+                                self.catalog.ids().collect::<Vec<_>>().join(", ")
                             ),
                         );
                     }

@@ -19,7 +19,6 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
 use crate::config::{Camera, Config, Pace};
-use crate::infer::pool::{Mailboxes, PutOutcome};
 use status::{CameraRegistry, CameraState, CameraStatus};
 pub use template::{PipelineTemplate, TemplateError, TemplateValues};
 
@@ -45,7 +44,61 @@ impl Frame {
     pub fn rgb(&self) -> &[u8] {
         self.buffer.as_slice()
     }
+
+    /// A frame from packed RGB bytes (benchmarks and tests; cameras use their GStreamer buffers).
+    pub fn from_rgb(
+        camera: usize,
+        camera_id: Arc<str>,
+        seq: u64,
+        stream_seconds: f64,
+        width: u32,
+        height: u32,
+        rgb: Vec<u8>,
+    ) -> Option<Frame> {
+        if rgb.len() != width as usize * height as usize * 3 {
+            return None;
+        }
+        gst::init().ok()?;
+        let buffer = gst::Buffer::from_mut_slice(rgb)
+            .into_mapped_buffer_readable()
+            .ok()?;
+        Some(Frame {
+            camera,
+            camera_id,
+            seq,
+            stream_seconds,
+            captured_at: SystemTime::now(),
+            received: Instant::now(),
+            width,
+            height,
+            row_stride: width as usize * 3,
+            display_aspect: f64::from(width) / f64::from(height.max(1)),
+            buffer,
+        })
+    }
 }
+
+/// Where a camera's frames go: the next stage (the motion gate in front of the inference pool)
+/// implements it; ingest knows nothing of what is downstream.
+pub trait FrameSink: Send + 'static {
+    fn push(&mut self, frame: Frame) -> Pushed;
+    /// The camera will send no more frames.
+    fn close(&mut self);
+}
+
+/// What happened to a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Accepted,
+    /// Accepted, replacing an older frame of the camera that had not been taken (dropped).
+    ReplacedOlder,
+    /// Not analysed (e.g. nothing moved).
+    Skipped,
+    /// The pipeline is stopping.
+    Stopped,
+}
+
+type SharedSink = Arc<Mutex<Box<dyn FrameSink>>>;
 
 /// The kinds of source a camera uri can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,6 +351,7 @@ pub fn initial_status(config: &Config, index: usize) -> CameraStatus {
         last_frame_at: None,
         frames: 0,
         dropped: 0,
+        skipped_no_motion: 0,
         reconnects: 0,
         stalls: 0,
         last_error: None,
@@ -328,25 +382,21 @@ pub fn reconnect_delay(attempt: u32, initial: Duration, max: Duration) -> Durati
 /// and on error or stall → backoff → connecting again. Closes the camera's mailbox on the way out.
 pub fn spawn_camera(
     plan: CameraPlan,
-    mailboxes: Arc<Mailboxes>,
+    sink: Box<dyn FrameSink>,
     registry: CameraRegistry,
     stop: Arc<AtomicBool>,
 ) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name(format!("cam-{}", plan.id))
         .spawn(move || {
-            camera_loop(&plan, &mailboxes, &registry, &stop);
-            mailboxes.close(plan.index);
+            let sink: SharedSink = Arc::new(Mutex::new(sink));
+            camera_loop(&plan, &sink, &registry, &stop);
+            sink.lock().unwrap_or_else(|p| p.into_inner()).close();
         })
         .expect("spawning a thread only fails when the OS is out of resources")
 }
 
-fn camera_loop(
-    plan: &CameraPlan,
-    mailboxes: &Arc<Mailboxes>,
-    registry: &CameraRegistry,
-    stop: &AtomicBool,
-) {
+fn camera_loop(plan: &CameraPlan, sink: &SharedSink, registry: &CameraRegistry, stop: &AtomicBool) {
     let cam = plan.index;
     let mut clock = StreamClock::default();
     let mut failures: u32 = 0;
@@ -363,10 +413,10 @@ fn camera_loop(
             profile.phase.as_deref(),
         );
         if !profile.active {
+            // Outside active hours: no pipeline, no decoding; look again in a second (the loop
+            // head handles a stop).
             registry.set_state(cam, CameraState::Inactive, None);
-            if sleep_unless_stopped(Duration::from_secs(1), stop) {
-                continue;
-            }
+            sleep_unless_stopped(Duration::from_secs(1), stop);
             continue;
         }
         registry.set_state(cam, CameraState::Connecting, None);
@@ -382,7 +432,7 @@ fn camera_loop(
             plan,
             &description,
             &profile,
-            mailboxes,
+            sink,
             registry,
             stop,
             &mut clock,
@@ -513,7 +563,7 @@ fn run_pipeline_once(
     plan: &CameraPlan,
     description: &str,
     profile: &crate::config::profile::Profile,
-    mailboxes: &Arc<Mailboxes>,
+    frame_sink: &SharedSink,
     registry: &CameraRegistry,
     stop: &AtomicBool,
     clock: &mut StreamClock,
@@ -540,7 +590,7 @@ fn run_pipeline_once(
     });
     let shared_clock = Arc::new(Mutex::new(std::mem::take(clock)));
     {
-        let mailboxes = mailboxes.clone();
+        let frame_sink = frame_sink.clone();
         let registry = registry.clone();
         let liveness = liveness.clone();
         let shared_clock = shared_clock.clone();
@@ -593,16 +643,23 @@ fn run_pipeline_once(
                         buffer: mapped,
                     };
                     liveness.waiting_downstream.store(true, Ordering::Relaxed);
-                    let outcome = mailboxes.put(frame);
+                    let outcome = frame_sink
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(frame);
                     liveness.waiting_downstream.store(false, Ordering::Relaxed);
                     liveness.touch();
                     match outcome {
-                        PutOutcome::Stopped => Err(gst::FlowError::Flushing),
-                        PutOutcome::ReplacedOlder => {
+                        Pushed::Stopped => Err(gst::FlowError::Flushing),
+                        Pushed::ReplacedOlder => {
                             registry.dropped(camera);
                             Ok(gst::FlowSuccess::Ok)
                         }
-                        PutOutcome::Queued => Ok(gst::FlowSuccess::Ok),
+                        Pushed::Skipped => {
+                            registry.skipped(camera);
+                            Ok(gst::FlowSuccess::Ok)
+                        }
+                        Pushed::Accepted => Ok(gst::FlowSuccess::Ok),
                     }
                 })
                 .build(),

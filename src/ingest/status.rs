@@ -70,6 +70,8 @@ pub struct CameraStatus {
     pub frames: u64,
     /// Frames replaced in the camera's mailbox before inference took them (realtime pace).
     pub dropped: u64,
+    /// Frames the motion gate kept from inference (nothing moved).
+    pub skipped_no_motion: u64,
     pub reconnects: u64,
     pub stalls: u64,
     pub last_error: Option<String>,
@@ -158,6 +160,12 @@ impl CameraRegistry {
     pub fn dropped(&self, camera: usize) {
         if let Some(e) = self.lock().get_mut(camera) {
             e.status.dropped += 1;
+        }
+    }
+
+    pub fn skipped(&self, camera: usize) {
+        if let Some(e) = self.lock().get_mut(camera) {
+            e.status.skipped_no_motion += 1;
         }
     }
 

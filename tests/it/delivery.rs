@@ -451,6 +451,7 @@ fn outbox_status_route_and_command() {
 /// the receiver up, delivers them (and its own) exactly once.
 #[test]
 fn restart_resumes_undelivered_cases() {
+    let _exclusive = crate::support::exclusive();
     let dir = TempDir::new("resume");
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/api/v1/cases");

@@ -85,6 +85,7 @@ pub fn case(minutes_ago: i64, unit: &str) -> Case {
         confirmed_at,
         confidence: 0.8,
         objects: vec![CaseObject {
+            kind: "person".into(),
             label: "person".into(),
             score: 0.8,
             bbox: [0.1, 0.1, 0.2, 0.4],
@@ -177,9 +178,12 @@ pub fn committed(path: &Path) -> HashMap<String, String> {
     }
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT c.id, o.state FROM cases c JOIN outbox o ON o.case_id = c.id")
-        .unwrap();
+    // A run that has just started may not have created its tables yet: nothing committed then.
+    let Ok(mut stmt) =
+        conn.prepare("SELECT c.id, o.state FROM cases c JOIN outbox o ON o.case_id = c.id")
+    else {
+        return HashMap::new();
+    };
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
         .collect::<Result<_, _>>()

@@ -130,6 +130,7 @@ fn spawn_receiver(port: u16, db: &Path, dir: &Path) -> Child {
 
 #[test]
 fn receiver_outage_then_up() {
+    let _exclusive = crate::support::exclusive();
     let outage = std::env::var("GRIDWATCH_FAULT_OUTAGE_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -311,6 +312,7 @@ async fn handle(mut conn: TcpStream, upstream: SocketAddr, fault: Fault) -> std:
 
 #[test]
 fn fault_proxy_resets_timeouts_and_5xx() {
+    let _exclusive = crate::support::exclusive();
     let seed = seed();
     let dir = TempDir::new("proxy");
     let rx = TestReceiver::start(&dir.path("receiver.sqlite"), "127.0.0.1:0");
@@ -341,6 +343,7 @@ fn fault_proxy_resets_timeouts_and_5xx() {
 
 #[test]
 fn kill_9_at_random_moments() {
+    let _exclusive = crate::support::exclusive();
     const KILLS: usize = 10;
     let seed = seed();
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -373,7 +376,13 @@ fn kill_9_at_random_moments() {
             terminate(run, Duration::from_secs(20));
             break;
         }
-        std::thread::sleep(Duration::from_millis(rng.u64(300..4000)));
+        // Kill only once this run has committed a case of its own, so that every round puts
+        // something at stake whatever the machine's speed; then at a random moment after.
+        let committed_before = committed(&outbox).len();
+        wait_until(Duration::from_secs(30), || {
+            committed(&outbox).len() > committed_before
+        });
+        std::thread::sleep(Duration::from_millis(rng.u64(0..1500)));
         run.kill().unwrap(); // SIGKILL
         run.wait().unwrap();
         let states = committed(&outbox);

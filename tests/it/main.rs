@@ -3,11 +3,17 @@
 
 mod check;
 mod decoder;
+mod decoders_cards;
+mod decoders_ssd;
+mod decoders_yolo;
 mod delivery;
 mod dispatch_support;
 mod end_to_end;
 mod fault;
+mod gate;
 mod ingest;
 mod receiver;
 mod receiver_fuzz;
+mod scenarios_accuracy;
+mod scenarios_catalog;
 mod support;
