@@ -246,7 +246,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(c) => {
                 gridwatch::run::check_runtime(&c).context("model check")?;
                 // Scenarios the model cannot serve: warnings, not errors.
-                if let Ok(kinds) = gridwatch::scenarios::model_kinds(&c) {
+                if let Ok(kinds) = gridwatch::scenarios::provided_kinds(&c) {
                     let enabled = |id: &str| {
                         c.cameras
                             .iter()

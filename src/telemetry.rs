@@ -16,6 +16,7 @@ pub const CAMERA_FRAME_AGE_SECONDS: &str = "gridwatch_camera_last_frame_age_seco
 pub const FRAMES_GATED: &str = "gridwatch_frames_gated_total";
 pub const STAGE_SECONDS: &str = "gridwatch_stage_seconds";
 pub const EVENTS: &str = "gridwatch_events_total";
+pub const FIRE_BASELINE_ERRORS: &str = "gridwatch_fire_baseline_errors_total";
 pub const CASES_STORED: &str = "gridwatch_cases_stored_total";
 pub const DELIVERIES: &str = "gridwatch_deliveries_total";
 pub const DELIVERY_RETRIES: &str = "gridwatch_delivery_retries_total";
@@ -83,6 +84,11 @@ pub fn camera_frame_age(camera: &str, seconds: f64) {
 
 pub fn event(scenario: &'static str) {
     counter!(EVENTS, "scenario" => scenario).increment(1);
+}
+
+/// The classical fire/smoke detector failed on a frame (the frame's model detections still count).
+pub fn fire_baseline_error(camera: &str) {
+    counter!(FIRE_BASELINE_ERRORS, "camera" => camera.to_owned()).increment(1);
 }
 
 pub fn case_stored(scenario: &str) {

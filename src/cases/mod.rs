@@ -105,6 +105,13 @@ pub struct CaseScenario {
     pub id: String,
     pub name_zh: String,
     pub name_en: String,
+    /// The event code of the town's code table (e.g. `0101`), with its 大类 / 小类.
+    #[serde(default)]
+    pub category_code: String,
+    #[serde(default)]
+    pub category_major: String,
+    #[serde(default)]
+    pub category_minor: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -199,6 +206,7 @@ pub fn build(config: &Config, event: &Event) -> Result<(Case, Vec<u8>), CaseErro
     )?;
     let confirmed_at = datetime(event.confirmed_at);
     let level = event.scenario.level;
+    let category = config.catalog.codes.get(event.scenario.category_code);
     let case = Case {
         schema: CASE_SCHEMA.into(),
         id: Uuid::now_v7(),
@@ -207,6 +215,9 @@ pub fn build(config: &Config, event: &Event) -> Result<(Case, Vec<u8>), CaseErro
             id: event.scenario.id.into(),
             name_zh: event.scenario.name_zh.into(),
             name_en: event.scenario.name_en.into(),
+            category_code: event.scenario.category_code.into(),
+            category_major: category.map(|c| c.major.clone()).unwrap_or_default(),
+            category_minor: category.map(|c| c.minor.clone()).unwrap_or_default(),
         },
         department: event.scenario.department.into(),
         workstation: event.scenario.workstation.into(),

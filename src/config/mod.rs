@@ -2,6 +2,7 @@
 //! cameras, zones) and of every stage; loading reports every problem with file, line and field.
 
 mod locate;
+pub mod overrides;
 pub mod profile;
 
 use std::collections::{HashMap, HashSet};
@@ -65,6 +66,9 @@ pub struct Config {
     pub gate: GateSettings,
     #[serde(default)]
     pub scenarios: ScenarioSettings,
+    /// The per-camera multi-object tracker the dwell rules use.
+    #[serde(default)]
+    pub tracker: crate::track::TrackerSettings,
     #[serde(default)]
     pub cases: CaseSettings,
     pub dispatch: DispatchSettings,
@@ -141,6 +145,9 @@ pub struct GroupPhase {
     pub crowd_min_persons: Option<usize>,
     #[serde(default)]
     pub crowd_min_duration_seconds: Option<f64>,
+    /// Threshold overrides per scenario id while the phase runs (see `overrides`).
+    #[serde(default)]
+    pub scenario_overrides: overrides::ScenarioOverrides,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -183,6 +190,10 @@ pub struct Camera {
     pub keyframes_only: Option<bool>,
     #[serde(default)]
     pub zones: Vec<Zone>,
+    /// Threshold overrides per scenario id for this camera, e.g.
+    /// `[cameras.scenario_overrides.illegal_parking] dwell_seconds = 60.0`.
+    #[serde(default)]
+    pub scenario_overrides: overrides::ScenarioOverrides,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -223,6 +234,31 @@ pub struct Zone {
     /// Restricts the scenarios' object kinds in this zone (e.g. only `car` for parking).
     #[serde(default)]
     pub kinds: Option<Vec<ObjectKind>>,
+    /// Masks cut out of the polygon (a private forecourt, a tree, the on-screen clock).
+    #[serde(default)]
+    pub exclude: Vec<Vec<[f64; 2]>>,
+    /// Which part of a box must be in the zone: `bottom_centre` (where it stands, the
+    /// default), `centre`, or `overlap` (at least `min_overlap_ratio` of the box).
+    #[serde(default)]
+    pub anchor: crate::scenarios::geometry::Anchor,
+    #[serde(default = "default_min_overlap_ratio")]
+    pub min_overlap_ratio: f64,
+}
+
+fn default_min_overlap_ratio() -> f64 {
+    crate::scenarios::geometry::DEFAULT_MIN_OVERLAP_RATIO
+}
+
+impl Zone {
+    /// The zone as the rules test boxes against it.
+    pub fn shape(&self) -> crate::scenarios::geometry::ZoneShape {
+        crate::scenarios::geometry::ZoneShape {
+            include: self.polygon.clone(),
+            exclude: self.exclude.clone(),
+            anchor: self.anchor,
+            min_overlap_ratio: self.min_overlap_ratio,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -371,12 +407,15 @@ impl Default for IngestSettings {
 pub struct ScenarioSettings {
     #[serde(default)]
     pub crowd_gathering: CrowdSettings,
+    /// The classical fire/smoke detector that serves straw burning without a fire model.
+    #[serde(default)]
+    pub fire_baseline: crate::scenarios::fire::FireBaselineSettings,
     /// A scenario catalog replacing the shipped `config/scenarios.toml`.
     #[serde(default)]
     pub catalog: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CrowdSettings {
     #[serde(default = "default_crowd_min_persons")]
@@ -713,6 +752,15 @@ impl Config {
                 }
             }
         }
+        for (field, msg) in self.validate_overrides() {
+            err(field, msg);
+        }
+        for (field, msg) in self.scenarios.fire_baseline.validate() {
+            err(format!("scenarios.fire_baseline.{field}"), msg);
+        }
+        for (field, msg) in self.tracker.validate() {
+            err(format!("tracker.{field}"), msg);
+        }
         if self.cameras.is_empty() {
             err("cameras".into(), "no cameras configured".into());
         }
@@ -782,6 +830,17 @@ impl Config {
                 let field = format!("cameras[{i}].zones[{j}].polygon");
                 if let Err(e) = crate::scenarios::geometry::validate_polygon(&z.polygon) {
                     err(field, e);
+                }
+                for (k, mask) in z.exclude.iter().enumerate() {
+                    if let Err(e) = crate::scenarios::geometry::validate_polygon(mask) {
+                        err(format!("cameras[{i}].zones[{j}].exclude[{k}]"), e);
+                    }
+                }
+                if !(z.min_overlap_ratio > 0.0 && z.min_overlap_ratio <= 1.0) {
+                    err(
+                        format!("cameras[{i}].zones[{j}].min_overlap_ratio"),
+                        format!("must be in (0, 1], got {}", z.min_overlap_ratio),
+                    );
                 }
                 for (k, s) in z.scenarios.iter().enumerate() {
                     if !self.catalog.scenarios.is_empty() && self.catalog.entry(s).is_none() {

@@ -42,13 +42,17 @@ pub enum ObjectKind {
     Fire,
     Smoke,
     Garbage,
+    /// Laundry and bedding hung along the street (沿街晾挂).
+    Laundry,
+    /// Standing water on a road (道路积水).
+    Water,
     /// Anything the card does not map.
     Other,
 }
 
 impl ObjectKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ObjectKind; 26] = [
+    pub const ALL: [ObjectKind; 28] = [
         ObjectKind::Person,
         ObjectKind::Bicycle,
         ObjectKind::Motorcycle,
@@ -74,6 +78,8 @@ impl ObjectKind {
         ObjectKind::Fire,
         ObjectKind::Smoke,
         ObjectKind::Garbage,
+        ObjectKind::Laundry,
+        ObjectKind::Water,
         ObjectKind::Other,
     ];
 
@@ -105,6 +111,8 @@ impl ObjectKind {
             ObjectKind::Fire => "fire",
             ObjectKind::Smoke => "smoke",
             ObjectKind::Garbage => "garbage",
+            ObjectKind::Laundry => "laundry",
+            ObjectKind::Water => "water",
             ObjectKind::Other => "other",
         }
     }

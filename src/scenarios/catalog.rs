@@ -57,7 +57,7 @@ pub enum RuleKind {
 }
 
 /// Default thresholds of a scenario's rule; every field has a named default.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RuleThresholds {
     #[serde(default = "d_score")]

@@ -7,7 +7,7 @@ use crate::config::CrowdSettings;
 use crate::infer::Detection;
 use crate::infer::kinds::ObjectKind;
 
-use super::geometry;
+use super::geometry::ZoneShape;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
@@ -49,21 +49,20 @@ impl CrowdRule {
     }
 
     /// The phase in force may change the thresholds; an episode in progress keeps its state.
-    pub fn set_thresholds(&mut self, min_persons: usize, min_duration_seconds: f64) {
-        self.settings.min_persons = min_persons;
-        self.settings.min_duration_seconds = min_duration_seconds;
+    pub fn set_settings(&mut self, settings: CrowdSettings) {
+        self.settings = settings;
     }
 
-    /// Persons whose feet stand in the zone, by the rule's own score threshold.
+    /// Persons in the zone (by its anchor: normally where their feet stand), by the rule's own score threshold.
     pub fn persons_in<'a>(
         &'a self,
-        zone: &'a [[f64; 2]],
+        zone: &'a ZoneShape,
         objects: &'a [Detection],
     ) -> impl Iterator<Item = &'a Detection> + 'a {
         objects.iter().filter(move |d| {
             d.kind == ObjectKind::Person
                 && d.score >= self.settings.score_threshold
-                && geometry::contains(zone, d.foot_point())
+                && zone.covers(&d.bbox)
         })
     }
 

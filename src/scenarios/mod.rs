@@ -9,6 +9,7 @@
 
 pub mod catalog;
 pub mod crowd;
+pub mod fire;
 pub mod geometry;
 pub mod rules;
 
@@ -24,8 +25,9 @@ use crate::infer::pool::Detections;
 use crate::ingest::Frame;
 use crate::telemetry;
 use crate::track::{Tracker, TrackerSettings};
-use catalog::{Catalog, RuleKind};
+use catalog::{Catalog, RuleKind, RuleThresholds};
 use crowd::CrowdRule;
+use geometry::ZoneShape;
 use rules::{Firing, Moment, ObjectFilter, RuleParams, Schedule, TrackDwellRule, ZoneCountRule};
 
 /// A scenario's identity as cases and the dispatch platform name it, and who handles it.
@@ -88,6 +90,25 @@ pub fn model_kinds(config: &Config) -> Result<Vec<ObjectKind>, String> {
     Ok(kinds)
 }
 
+/// Whether the classical fire/smoke detector stands in for a model: enabled, and the model
+/// provides neither `fire` nor `smoke`.
+pub fn fire_baseline_in_use(config: &Config, model: &[ObjectKind]) -> bool {
+    config.scenarios.fire_baseline.enabled
+        && !model
+            .iter()
+            .any(|k| matches!(k, ObjectKind::Fire | ObjectKind::Smoke))
+}
+
+/// The kinds the scenario stage will see: the model's, plus `fire`/`smoke` when the classical
+/// detector stands in for a fire model.
+pub fn provided_kinds(config: &Config) -> Result<Vec<ObjectKind>, String> {
+    let mut kinds = model_kinds(config)?;
+    if fire_baseline_in_use(config, &kinds) {
+        kinds.extend([ObjectKind::Fire, ObjectKind::Smoke]);
+    }
+    Ok(kinds)
+}
+
 /// The output of the scenario stage: one episode of a scenario in a zone, with its evidence frame.
 pub struct Event {
     pub scenario: ScenarioInfo,
@@ -111,7 +132,7 @@ enum TrackRule {
 struct ZoneRules {
     camera: usize,
     zone: usize,
-    polygon: Vec<[f64; 2]>,
+    shape: ZoneShape,
     crowd: Option<CrowdRule>,
     /// Catalog scenarios evaluated on the camera's tracks.
     tracked: Vec<(ScenarioInfo, TrackRule)>,
@@ -124,6 +145,10 @@ pub struct ScenarioEngine {
     config: Arc<Config>,
     /// When each camera's phase thresholds were last looked up.
     thresholds_checked: Vec<Option<std::time::Instant>>,
+    /// The phase each camera's rules were built for (`None`: no phase, catalog thresholds).
+    phases: Vec<Option<String>>,
+    /// The classical fire/smoke detector of cameras that need it.
+    fire: Vec<Option<fire::FireBaseline>>,
     /// Reused for the firings of one frame.
     firings: Vec<Firing>,
 }
@@ -134,9 +159,13 @@ const PROFILE_REFRESH: Duration = Duration::from_secs(1);
 /// A track must outlive this many gated gaps (the gate's periodic pass) to keep its id.
 const GATED_GAPS_BRIDGED: f64 = 2.5;
 
-/// The rule of one catalog scenario in one zone (zone filters narrow the catalog's).
-fn track_rule(entry: &catalog::ScenarioEntry, zone: &crate::config::Zone) -> Option<TrackRule> {
-    let th = entry.thresholds.clone();
+/// The rule parameters of one catalog scenario in one zone (zone filters narrow the catalog's).
+fn rule_params(
+    entry: &catalog::ScenarioEntry,
+    zone: &crate::config::Zone,
+    th: RuleThresholds,
+    min_hits: u32,
+) -> Option<RuleParams> {
     let kinds: Vec<ObjectKind> = match &zone.kinds {
         Some(only) => entry
             .kinds
@@ -146,7 +175,7 @@ fn track_rule(entry: &catalog::ScenarioEntry, zone: &crate::config::Zone) -> Opt
             .collect(),
         None => entry.kinds.clone(),
     };
-    let params = RuleParams {
+    Some(RuleParams {
         filter: ObjectFilter {
             kinds,
             min_score: zone
@@ -155,26 +184,27 @@ fn track_rule(entry: &catalog::ScenarioEntry, zone: &crate::config::Zone) -> Opt
                 .max(th.score_threshold),
             companions: entry.companion_kinds.clone(),
             companion_distance_ratio: th.companion_distance_ratio,
-            min_hits: crate::track::DEFAULT_MIN_HITS,
+            min_hits,
         },
         schedule: Schedule::from_thresholds(&th).ok()?,
         thresholds: th,
-    };
-    match entry.rule {
-        RuleKind::TrackDwell => Some(TrackRule::Dwell(TrackDwellRule::new(params))),
-        RuleKind::ZoneCount => Some(TrackRule::Count(ZoneCountRule::new(params))),
-        RuleKind::Crowd => None,
-    }
+    })
 }
 
 impl ScenarioEngine {
     pub fn new(config: Arc<Config>) -> Self {
         let catalog = &config.catalog;
-        let inactive = match model_kinds(&config) {
-            Ok(kinds) => catalog.inactive(&kinds),
+        let (inactive, fire_baseline) = match model_kinds(&config) {
+            Ok(mut kinds) => {
+                let baseline = fire_baseline_in_use(&config, &kinds);
+                if baseline {
+                    kinds.extend([ObjectKind::Fire, ObjectKind::Smoke]);
+                }
+                (catalog.inactive(&kinds), baseline)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "model kinds unknown; every scenario stays active");
-                Vec::new()
+                (Vec::new(), false)
             }
         };
         for i in &inactive {
@@ -199,17 +229,30 @@ impl ScenarioEngine {
                             };
                             match entry.rule {
                                 RuleKind::Crowd => {
-                                    crowd = Some(CrowdRule::new(
-                                        config.scenarios.crowd_gathering.clone(),
-                                    ))
+                                    crowd = config.crowd_settings(ci, None).ok().map(CrowdRule::new)
                                 }
-                                _ => tracked.extend(track_rule(entry, z).map(|r| (info, r))),
+                                RuleKind::TrackDwell | RuleKind::ZoneCount => {
+                                    // Validated at load; a failure here would be a bug, so the
+                                    // rule is skipped loudly rather than run with wrong numbers.
+                                    let params = config
+                                        .rule_thresholds(ci, None, id)
+                                        .map_err(|e| tracing::error!(scenario = %id, camera = %cam.id, error = %e, "thresholds invalid; rule skipped"))
+                                        .ok()
+                                        .and_then(|th| rule_params(entry, z, th, config.tracker.min_hits));
+                                    let Some(params) = params else { continue };
+                                    let rule = if entry.rule == RuleKind::TrackDwell {
+                                        TrackRule::Dwell(TrackDwellRule::new(params))
+                                    } else {
+                                        TrackRule::Count(ZoneCountRule::new(params))
+                                    };
+                                    tracked.push((info, rule));
+                                }
                             }
                         }
                         ZoneRules {
                             camera: ci,
                             zone: zi,
-                            polygon: z.polygon.clone(),
+                            shape: z.shape(),
                             crowd,
                             tracked,
                         }
@@ -218,22 +261,51 @@ impl ScenarioEngine {
             })
             .collect();
         let tracker = TrackerSettings {
-            max_gap_seconds: crate::track::DEFAULT_MAX_GAP_SECONDS
+            max_gap_seconds: config
+                .tracker
+                .max_gap_seconds
                 .max(GATED_GAPS_BRIDGED * config.gate.periodic_inference_seconds),
-            ..TrackerSettings::default()
+            ..config.tracker
         };
         let trackers = vec![Tracker::new(tracker); config.cameras.len()];
+        // The classical detector runs only where a zone evaluates a fire/smoke scenario.
+        let fire = config
+            .cameras
+            .iter()
+            .map(|cam| {
+                let wanted = fire_baseline
+                    && cam.zones.iter().flat_map(|z| &z.scenarios).any(|id| {
+                        active(id)
+                            && catalog.entry(id).is_some_and(|e| {
+                                e.kinds
+                                    .iter()
+                                    .any(|k| matches!(k, ObjectKind::Fire | ObjectKind::Smoke))
+                            })
+                    });
+                if !wanted {
+                    return None;
+                }
+                tracing::info!(camera = %cam.id, "fire/smoke: classical OpenCV baseline (no fire model configured)");
+                fire::FireBaseline::new(config.scenarios.fire_baseline.clone())
+                    .map_err(|e| tracing::error!(camera = %cam.id, error = %e, "fire baseline unavailable"))
+                    .ok()
+            })
+            .collect();
         let thresholds_checked = vec![None; config.cameras.len()];
+        let phases = vec![None; config.cameras.len()];
         Self {
             by_camera,
             trackers,
             config,
             thresholds_checked,
+            phases,
+            fire,
             firings: Vec::new(),
         }
     }
 
-    /// Applies the thresholds of the phase in force (if it changed) to the camera's rules.
+    /// Applies the thresholds of the phase in force to the camera's rules when the phase
+    /// changes; episodes in progress keep their state.
     fn refresh_thresholds(&mut self, camera: usize) {
         let due = self.thresholds_checked[camera].is_none_or(|t| t.elapsed() >= PROFILE_REFRESH);
         if !due {
@@ -243,18 +315,40 @@ impl ScenarioEngine {
         let profile = self
             .config
             .profile_at(camera, time::OffsetDateTime::now_utc());
+        if profile.phase == self.phases[camera] {
+            return;
+        }
+        let config = &self.config;
+        let phase = config.phase_named(camera, profile.phase.as_deref());
+        tracing::info!(camera = %config.cameras[camera].id, phase = ?profile.phase, "scenario thresholds follow the phase");
         for z in &mut self.by_camera[camera] {
-            if let Some(rule) = z.crowd.as_mut() {
-                rule.set_thresholds(
-                    profile.crowd_min_persons,
-                    profile.crowd_min_duration_seconds,
-                );
+            let zone = &config.cameras[camera].zones[z.zone];
+            if let Some(rule) = z.crowd.as_mut()
+                && let Ok(s) = config.crowd_settings(camera, phase)
+            {
+                rule.set_settings(s);
+            }
+            for (info, rule) in &mut z.tracked {
+                let Some(entry) = config.catalog.entry(info.id) else {
+                    continue;
+                };
+                let params = config
+                    .rule_thresholds(camera, phase, info.id)
+                    .ok()
+                    .and_then(|th| rule_params(entry, zone, th, config.tracker.min_hits));
+                if let Some(params) = params {
+                    match rule {
+                        TrackRule::Dwell(r) => r.set_params(params),
+                        TrackRule::Count(r) => r.set_params(params),
+                    }
+                }
             }
         }
+        self.phases[camera] = profile.phase;
     }
 
     /// Evaluates one frame's detections; events that fire are passed to `emit`.
-    pub fn evaluate(&mut self, d: Detections, mut emit: impl FnMut(Event)) {
+    pub fn evaluate(&mut self, mut d: Detections, mut emit: impl FnMut(Event)) {
         let camera = d.frame.camera;
         if camera >= self.by_camera.len() {
             return;
@@ -267,6 +361,12 @@ impl ScenarioEngine {
             t,
             minute_of_day: u16::from(local.hour()) * 60 + u16::from(local.minute()),
         };
+        if let Some(detector) = self.fire[camera].as_mut()
+            && let Err(e) = detector.detect(&d.frame, &mut d.objects)
+        {
+            telemetry::fire_baseline_error(&d.frame.camera_id);
+            tracing::warn!(camera = %d.frame.camera_id, error = %e, "fire baseline failed on a frame");
+        }
         let tracker = &mut self.trackers[camera];
         let zones = &mut self.by_camera[camera];
         if zones.iter().any(|z| !z.tracked.is_empty()) {
@@ -275,9 +375,11 @@ impl ScenarioEngine {
         let mut fired: Vec<(ScenarioInfo, usize, usize, Firing)> = Vec::new();
         for z in zones.iter_mut() {
             if let Some(rule) = z.crowd.as_mut() {
-                let persons: Vec<Detection> =
-                    rule.persons_in(&z.polygon, &d.objects).cloned().collect();
-                if let Some(f) = rule.observe(t, persons.len()) {
+                // Counted without allocating; the persons are collected only when it fires.
+                let count = rule.persons_in(&z.shape, &d.objects).count();
+                if let Some(f) = rule.observe(t, count) {
+                    let persons: Vec<Detection> =
+                        rule.persons_in(&z.shape, &d.objects).cloned().collect();
                     let confidence =
                         persons.iter().map(|p| p.score).sum::<f32>() / persons.len().max(1) as f32;
                     fired.push((
@@ -296,10 +398,10 @@ impl ScenarioEngine {
                 self.firings.clear();
                 match rule {
                     TrackRule::Dwell(r) => {
-                        r.observe(moment, &z.polygon, tracker.tracks(), &mut self.firings)
+                        r.observe(moment, &z.shape, tracker.tracks(), &mut self.firings)
                     }
                     TrackRule::Count(r) => {
-                        r.observe(moment, &z.polygon, tracker.tracks(), &mut self.firings)
+                        r.observe(moment, &z.shape, tracker.tracks(), &mut self.firings)
                     }
                 }
                 fired.extend(self.firings.drain(..).map(|f| (*info, z.camera, z.zone, f)));

@@ -1,7 +1,8 @@
 //! Rule primitives over tracks and the two generic rules the catalog's scenarios use.
 //!
-//! Primitives: object filters (kinds, minimum score; a zone may narrow both), the zone anchor
-//! (bottom-centre of the box, where an object stands), dwell with a stationarity test (the
+//! Primitives: object filters (kinds, minimum score; a zone may narrow both), the zone test
+//! (include polygon minus exclude masks, by the zone's anchor: bottom-centre, centre or overlap
+//! ratio, `geometry::ZoneShape`), dwell with a stationarity test (the
 //! tracker's `still_since`), persistence (seen in at least K of N analysed frames), count
 //! thresholds, schedules (active / excluded local-time windows, a stricter dwell at night) and
 //! co-occurrence (a companion object within a distance of the subject).
@@ -22,7 +23,7 @@ use crate::infer::kinds::ObjectKind;
 use crate::track::{Track, iou};
 
 use super::catalog::RuleThresholds;
-use super::geometry;
+use super::geometry::ZoneShape;
 
 /// Overlap with an ended episode's object that counts as "the same place" for the cooldown.
 pub const SAME_PLACE_IOU: f32 = 0.3;
@@ -78,10 +79,10 @@ pub struct ObjectFilter {
 }
 
 impl ObjectFilter {
-    fn subject(&self, tr: &Track, zone: &[[f64; 2]]) -> bool {
+    fn subject(&self, tr: &Track, zone: &ZoneShape) -> bool {
         self.kinds.contains(&tr.kind)
             && tr.mean_score() >= self.min_score
-            && geometry::contains(zone, tr.detection.foot_point())
+            && zone.covers(&tr.detection.bbox)
     }
 
     /// Co-occurrence: a companion track whose centre lies within `companion_distance_ratio`
@@ -177,6 +178,11 @@ impl TrackDwellRule {
         }
     }
 
+    /// New thresholds (a phase began or ended); episodes in progress continue under them.
+    pub fn set_params(&mut self, params: RuleParams) {
+        self.params = params;
+    }
+
     /// Episodes in progress (candidate or confirmed).
     pub fn open_episodes(&self) -> usize {
         self.episodes.len()
@@ -186,7 +192,7 @@ impl TrackDwellRule {
     pub fn observe(
         &mut self,
         m: Moment,
-        zone: &[[f64; 2]],
+        zone: &ZoneShape,
         tracks: &[Track],
         out: &mut Vec<Firing>,
     ) {
@@ -275,10 +281,15 @@ impl ZoneCountRule {
         }
     }
 
+    /// New thresholds (a phase began or ended); an episode in progress continues under them.
+    pub fn set_params(&mut self, params: RuleParams) {
+        self.params = params;
+    }
+
     fn dwelling<'a>(
         &'a self,
         m: Moment,
-        zone: &'a [[f64; 2]],
+        zone: &'a ZoneShape,
         tracks: &'a [Track],
     ) -> impl Iterator<Item = &'a Track> + 'a {
         let p = &self.params;
@@ -296,7 +307,7 @@ impl ZoneCountRule {
     pub fn observe(
         &mut self,
         m: Moment,
-        zone: &[[f64; 2]],
+        zone: &ZoneShape,
         tracks: &[Track],
         out: &mut Vec<Firing>,
     ) {
@@ -345,8 +356,12 @@ mod tests {
     use super::*;
     use crate::track::{Tracker, TrackerSettings};
 
-    const WHOLE: [[f64; 2]; 4] = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]];
-    const LEFT_HALF: [[f64; 2]; 4] = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]];
+    fn whole() -> ZoneShape {
+        ZoneShape::polygon(vec![[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    }
+    fn left_half() -> ZoneShape {
+        ZoneShape::polygon(vec![[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]])
+    }
     const NOON: u16 = 12 * 60;
 
     fn det(kind: ObjectKind, bbox: [f32; 4]) -> Detection {
@@ -427,7 +442,8 @@ mod tests {
                 },
             )
         });
-        let fired = script(|m, tr, out| rule.observe(m, &WHOLE, tr, out), frames);
+        let zone = whole();
+        let fired = script(|m, tr, out| rule.observe(m, &zone, tr, out), frames);
         // The dwell is measured from the first frame: the event fires at 120 s, once.
         assert_eq!(fired, vec![120.0]);
     }
@@ -446,7 +462,8 @@ mod tests {
             };
             (t, NOON, vec![det(ObjectKind::Car, b)])
         });
-        let fired = script(|m, tr, out| rule.observe(m, &LEFT_HALF, tr, out), frames);
+        let zone = left_half();
+        let fired = script(|m, tr, out| rule.observe(m, &zone, tr, out), frames);
         assert!(fired.is_empty(), "{fired:?}");
     }
 
@@ -470,7 +487,8 @@ mod tests {
                 },
             )
         });
-        let fired = script(|m, tr, out| rule.observe(m, &WHOLE, tr, out), frames);
+        let zone = whole();
+        let fired = script(|m, tr, out| rule.observe(m, &zone, tr, out), frames);
         assert_eq!(fired, vec![10.0, 210.0]);
     }
 
@@ -486,7 +504,7 @@ mod tests {
             let mut rule = TrackDwellRule::new(params(&[ObjectKind::Bicycle], t));
             let frames = (0..200)
                 .map(move |i| (i as f64 * 0.5, minute, vec![det(ObjectKind::Bicycle, bike)]));
-            script(|m, tr, out| rule.observe(m, &WHOLE, tr, out), frames)
+            script(|m, tr, out| rule.observe(m, &whole(), tr, out), frames)
         };
         assert_eq!(run(22 * 60, night.clone()), vec![5.0]);
         assert_eq!(run(NOON, night), vec![60.0]);
@@ -511,7 +529,7 @@ mod tests {
                 let person = person.clone();
                 (0..60).map(move |i| (i as f64 * 0.5, NOON, vec![person.clone(), other.clone()]))
             };
-            script(|m, tr, out| rule.observe(m, &WHOLE, tr, out), frames)
+            script(|m, tr, out| rule.observe(m, &whole(), tr, out), frames)
         };
         assert!(run(p.clone(), far).is_empty());
         assert_eq!(run(p, near), vec![10.0]);
@@ -539,7 +557,8 @@ mod tests {
             }
             (t, NOON, d)
         });
-        let fired = script(|m, tr, out| rule.observe(m, &WHOLE, tr, out), frames);
+        let zone = whole();
+        let fired = script(|m, tr, out| rule.observe(m, &zone, tr, out), frames);
         assert_eq!(fired, vec![15.0]);
     }
 }

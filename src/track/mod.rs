@@ -19,7 +19,9 @@ pub const DEFAULT_MAX_GAP_SECONDS: f64 = 25.0;
 pub const DEFAULT_MIN_HITS: u32 = 2;
 pub const DEFAULT_STATIONARY_TOLERANCE_RATIO: f64 = 0.25;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// `[tracker]` of the key-area configuration; every field has a named default.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct TrackerSettings {
     /// Minimum IoU between a track's box and a detection to match them.
     pub match_iou: f32,
@@ -29,6 +31,35 @@ pub struct TrackerSettings {
     /// A track is confirmed after this many matched detections.
     pub min_hits: u32,
     pub stationary_tolerance_ratio: f64,
+}
+
+impl TrackerSettings {
+    /// Range checks; (field, message) pairs.
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if !(self.match_iou > 0.0 && self.match_iou <= 1.0) {
+            out.push((
+                "match_iou",
+                format!("must be in (0, 1], got {}", self.match_iou),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.high_score) {
+            out.push((
+                "high_score",
+                format!("must be within 0..1, got {}", self.high_score),
+            ));
+        }
+        if !(self.max_gap_seconds > 0.0) {
+            out.push(("max_gap_seconds", "must be positive".into()));
+        }
+        if self.min_hits == 0 {
+            out.push(("min_hits", "must be at least 1".into()));
+        }
+        if !(self.stationary_tolerance_ratio >= 0.0) {
+            out.push(("stationary_tolerance_ratio", "must not be negative".into()));
+        }
+        out
+    }
 }
 
 impl Default for TrackerSettings {
@@ -297,4 +328,17 @@ mod tests {
         assert_eq!(t.tracks()[0].stationary_seconds(19.0), 19.0);
         assert_eq!(t.tracks()[0].persistence(), 1.0);
     }
+
+    #[test]
+    fn settings_come_from_config_with_defaults_and_checks() {
+        let s: TrackerSettings = toml::from_str("match_iou = 0.5\nmax_gap_seconds = 40.0").unwrap();
+        assert_eq!((s.match_iou, s.max_gap_seconds), (0.5, 40.0));
+        assert_eq!(s.min_hits, DEFAULT_MIN_HITS);
+        assert!(s.validate().is_empty());
+        assert!(toml::from_str::<TrackerSettings>("max_gap = 4.0").is_err());
+        let bad: TrackerSettings = toml::from_str("match_iou = 0.0\nmin_hits = 0").unwrap();
+        let fields: Vec<_> = bad.validate().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, ["match_iou", "min_hits"]);
+    }
+
 }

@@ -77,6 +77,11 @@ fn the_crowd_rule_counts_ssd_persons_by_kind_not_label() {
         score_threshold: 0.3,
         ..CrowdSettings::default()
     });
-    let whole_frame = [[-0.1, -0.1], [1.1, -0.1], [1.1, 1.1], [-0.1, 1.1]];
+    let whole_frame = gridwatch::scenarios::geometry::ZoneShape::polygon(vec![
+        [-0.1, -0.1],
+        [1.1, -0.1],
+        [1.1, 1.1],
+        [-0.1, 1.1],
+    ]);
     assert_eq!(rule.persons_in(&whole_frame, &dets).count(), persons);
 }

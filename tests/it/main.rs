@@ -16,4 +16,5 @@ mod receiver;
 mod receiver_fuzz;
 mod scenarios_accuracy;
 mod scenarios_catalog;
+mod scenarios_custom;
 mod support;

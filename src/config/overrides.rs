@@ -1,0 +1,240 @@
+//! Per-camera and per-phase overrides of scenario thresholds: partial tables laid over the
+//! catalog's thresholds (crowd gathering: over `[scenarios.crowd_gathering]`). Order: catalog,
+//! then the camera's `scenario_overrides`, then the phase in force (a phase is a campaign of the
+//! whole group, so it has the last word while it runs).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Config, CrowdSettings, GroupPhase};
+use crate::scenarios::catalog::{RuleKind, RuleThresholds, validate_thresholds};
+
+/// `scenario_overrides.<scenario id>` = a table of the fields to change.
+pub type ScenarioOverrides = BTreeMap<String, toml::Table>;
+
+/// `base` with the fields of `over` replaced; unknown fields and wrong types are refused.
+pub fn overlay<T: Serialize + DeserializeOwned>(base: &T, over: &toml::Table) -> Result<T, String> {
+    let mut merged = toml::Table::try_from(base).map_err(|e| e.to_string())?;
+    for (k, v) in over {
+        merged.insert(k.clone(), v.clone());
+    }
+    merged
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().to_owned())
+}
+
+impl Config {
+    /// The group phase named `name` of camera `camera`'s group.
+    pub fn phase_named(&self, camera: usize, name: Option<&str>) -> Option<&GroupPhase> {
+        let name = name?;
+        self.camera_group(&self.cameras[camera])?
+            .phases
+            .iter()
+            .find(|p| p.name == name)
+    }
+
+    /// The thresholds of track/zone rule `id` on camera `camera` while `phase` is in force.
+    pub fn rule_thresholds(
+        &self,
+        camera: usize,
+        phase: Option<&GroupPhase>,
+        id: &str,
+    ) -> Result<RuleThresholds, String> {
+        let entry = self
+            .catalog
+            .entry(id)
+            .ok_or_else(|| format!("unknown scenario `{id}`"))?;
+        let mut t = entry.thresholds.clone();
+        for over in [
+            self.cameras[camera].scenario_overrides.get(id),
+            phase.and_then(|p| p.scenario_overrides.get(id)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            t = overlay(&t, over)?;
+        }
+        validate_thresholds(&t)?;
+        Ok(t)
+    }
+
+    /// Crowd gathering settings on camera `camera` while `phase` is in force (the phase's
+    /// `crowd_min_persons` / `crowd_min_duration_seconds` shorthands included).
+    pub fn crowd_settings(
+        &self,
+        camera: usize,
+        phase: Option<&GroupPhase>,
+    ) -> Result<CrowdSettings, String> {
+        let id = "crowd_gathering";
+        let mut s = self.scenarios.crowd_gathering.clone();
+        for over in [
+            self.cameras[camera].scenario_overrides.get(id),
+            phase.and_then(|p| p.scenario_overrides.get(id)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            s = overlay(&s, over)?;
+        }
+        if let Some(p) = phase {
+            s.min_persons = p.crowd_min_persons.unwrap_or(s.min_persons);
+            s.min_duration_seconds = p
+                .crowd_min_duration_seconds
+                .unwrap_or(s.min_duration_seconds);
+        }
+        Ok(s)
+    }
+
+    /// Checks every override table field by field: (field path, message) pairs.
+    pub(super) fn validate_overrides(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut check = |path: String, overrides: &ScenarioOverrides| {
+            for (id, table) in overrides {
+                let Some(entry) = self.catalog.entry(id) else {
+                    if !self.catalog.scenarios.is_empty() {
+                        out.push((
+                            format!("{path}.{id}"),
+                            format!(
+                                "unknown scenario `{id}` (known: {})",
+                                self.catalog.ids().collect::<Vec<_>>().join(", ")
+                            ),
+                        ));
+                    }
+                    continue;
+                };
+                // One field at a time, so each problem points at its own line.
+                for (k, v) in table {
+                    let one = toml::Table::from_iter([(k.clone(), v.clone())]);
+                    let result = if entry.rule == RuleKind::Crowd {
+                        overlay(&self.scenarios.crowd_gathering, &one).map(|_| ())
+                    } else {
+                        overlay(&entry.thresholds, &one).and_then(|t| validate_thresholds(&t))
+                    };
+                    if let Err(e) = result {
+                        out.push((format!("{path}.{id}.{k}"), e));
+                    }
+                }
+            }
+        };
+        for (i, c) in self.cameras.iter().enumerate() {
+            check(
+                format!("cameras[{i}].scenario_overrides"),
+                &c.scenario_overrides,
+            );
+        }
+        for (i, g) in self.groups.iter().enumerate() {
+            for (k, p) in g.phases.iter().enumerate() {
+                check(
+                    format!("groups[{i}].phases[{k}].scenario_overrides"),
+                    &p.scenario_overrides,
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{Config, ConfigError};
+
+    const AREA: &str = r#"
+[centre]
+name = "c"
+[[units]]
+id = "u"
+name = "u"
+[[groups]]
+id = "g"
+name = "g"
+unit = "u"
+[[groups.phases]]
+name = "intensive"
+from = 2026-11-01
+to = 2026-11-30
+[groups.phases.scenario_overrides.illegal_parking]
+dwell_seconds = 30.0
+[groups.phases.scenario_overrides.crowd_gathering]
+min_persons = 4
+[[cameras]]
+id = "c"
+name = "c"
+unit = "u"
+group = "g"
+uri = "test:"
+[cameras.scenario_overrides.illegal_parking]
+dwell_seconds = 60.0
+cooldown_seconds = 900.0
+[cameras.scenario_overrides.crowd_gathering]
+min_duration_seconds = 20.0
+[model]
+card = "../models/nanodet-g-416-coco.toml"
+[dispatch]
+url = "http://127.0.0.1:1/"
+"#;
+
+    fn dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config")
+    }
+
+    #[test]
+    fn camera_then_phase_overrides_lay_over_the_catalog() {
+        let c = Config::from_text(AREA, "t.toml", &dir()).unwrap_or_else(|e| panic!("{e}"));
+        let catalog = c.catalog.entry("illegal_parking").unwrap().thresholds.clone();
+        let plain = c.rule_thresholds(0, None, "illegal_parking").unwrap();
+        assert_eq!((plain.dwell_seconds, plain.cooldown_seconds), (60.0, 900.0));
+        assert_eq!(plain.clear_seconds, catalog.clear_seconds, "untouched fields stay");
+        let phase = c.phase_named(0, Some("intensive"));
+        assert!(phase.is_some());
+        let intensive = c.rule_thresholds(0, phase, "illegal_parking").unwrap();
+        assert_eq!((intensive.dwell_seconds, intensive.cooldown_seconds), (30.0, 900.0));
+        let crowd = c.crowd_settings(0, phase).unwrap();
+        assert_eq!((crowd.min_persons, crowd.min_duration_seconds), (4, 20.0));
+        let crowd = c.crowd_settings(0, None).unwrap();
+        assert_eq!(crowd.min_persons, c.scenarios.crowd_gathering.min_persons);
+    }
+
+    #[test]
+    fn a_bad_override_names_its_line_and_field() {
+        let text = AREA
+            .replace("cooldown_seconds = 900.0", "cooldown_secs = 900.0")
+            .replace("min_persons = 4", "min_persons = \"four\"")
+            .replace(
+                "[cameras.scenario_overrides.crowd_gathering]",
+                "[cameras.scenario_overrides.crowd_gathering]\n[cameras.scenario_overrides.parking]\ndwell_seconds = 1.0",
+            );
+        let Err(ConfigError::Invalid(problems)) = Config::from_text(&text, "t.toml", &dir()) else {
+            panic!("must be refused");
+        };
+        let found: Vec<(usize, &str)> = problems
+            .iter()
+            .map(|p| (p.line, p.field.as_str()))
+            .collect();
+        let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+        assert!(
+            found.contains(&(
+                line_of("min_persons = \"four\""),
+                "groups[0].phases[0].scenario_overrides.crowd_gathering.min_persons"
+            )),
+            "{problems:?}"
+        );
+        assert!(
+            found.contains(&(
+                line_of("cooldown_secs"),
+                "cameras[0].scenario_overrides.illegal_parking.cooldown_secs"
+            )),
+            "{problems:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|(_, f)| *f == "cameras[0].scenario_overrides.parking"),
+            "{problems:?}"
+        );
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+}
