@@ -262,6 +262,21 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                         println!("warning: scenario `{}` inactive{zones}: {}", i.id, i.reason);
                     }
                 }
+                if let Ok(model) = gridwatch::scenarios::model_kinds(&c)
+                    && gridwatch::scenarios::fire_baseline_in_use(&c, &model)
+                {
+                    use gridwatch::infer::kinds::ObjectKind;
+                    for s in c.catalog.scenarios.iter().filter(|s| {
+                        s.kinds
+                            .iter()
+                            .any(|k| matches!(k, ObjectKind::Fire | ObjectKind::Smoke))
+                    }) {
+                        println!(
+                            "note: scenario `{}` uses the classical OpenCV fire/smoke baseline: the model has no fire or smoke class ([scenarios.fire_baseline])",
+                            s.id
+                        );
+                    }
+                }
                 println!(
                     "{}: ok ({} units, {} groups, {} cameras)",
                     c.source_name,

@@ -355,8 +355,9 @@ fn intern(s: &str) -> &'static str {
 mod tests {
     use super::*;
 
-    /// The eleven scenarios of the command centre's plan.
-    const PLAN: [&str; 11] = [
+    /// The command centre's 10 smart scenarios and the town's garbage sorting (two rules:
+    /// drop-offs outside the hours, and overflowing bins / bags left outside).
+    const PLAN: [&str; 12] = [
         "ebike_charging",
         "straw_burning",
         "illegal_parking",
@@ -368,6 +369,7 @@ mod tests {
         "street_drying",
         "waterlogging",
         "garbage_sorting",
+        "garbage_overflow",
     ];
 
     #[test]
@@ -419,7 +421,8 @@ mod tests {
                 "straw_burning",
                 "exposed_garbage",
                 "street_drying",
-                "waterlogging"
+                "waterlogging",
+                "garbage_overflow"
             ]
         );
         // A model without stall objects cannot serve street vending.

@@ -1,6 +1,6 @@
 //! Scenarios that the shipped COCO model cannot serve, end to end through the real pipeline
 //! (GStreamer, onnxruntime, tracker, rules, cases, HTTP delivery to a receiver on loopback):
-//! - exposed garbage, street drying and waterlogging with a generated YOLOv8-layout model whose
+//! - exposed garbage, garbage overflow, street drying and waterlogging with a generated YOLOv8-layout model whose
 //!   card maps its labels to `garbage`, `laundry` and `water` (proves the path, no accuracy);
 //! - straw burning with the classical OpenCV fire/smoke baseline on a synthetic burning-field
 //!   clip (flames, smoke, and a red car and an orange sign that must not count), and on the real
@@ -102,10 +102,12 @@ dwell_seconds = 3.0
 dwell_seconds = 3.0
 [cameras.scenario_overrides.waterlogging]
 dwell_seconds = 3.0
+[cameras.scenario_overrides.garbage_overflow]
+dwell_seconds = 3.0
 [[cameras.zones]]
 id = "bin-corner"
 polygon = [[0.0, 0.5], [0.4, 0.5], [0.4, 1.0], [0.0, 1.0]]
-scenarios = ["exposed_garbage"]
+scenarios = ["exposed_garbage", "garbage_overflow"]
 [[cameras.zones]]
 id = "balconies"
 polygon = [[0.3, 0.0], [0.7, 0.0], [0.7, 0.4], [0.3, 0.4]]
@@ -141,6 +143,7 @@ scenarios = ["exposed_garbage", "street_drying", "waterlogging"]
         vec![
             expect("balconies", "street_drying"),
             expect("bin-corner", "exposed_garbage"),
+            expect("bin-corner", "garbage_overflow"),
             expect("road-dip", "waterlogging"),
         ],
         "cases: {got:?}"
@@ -148,6 +151,7 @@ scenarios = ["exposed_garbage", "street_drying", "waterlogging"]
     for c in &cases {
         let kind = match c.scenario.id.as_str() {
             "exposed_garbage" => ("garbage_bag", "城管", "0201", "暴露垃圾"),
+            "garbage_overflow" => ("garbage_bag", "城管", "0202", "垃圾分类"),
             "street_drying" => ("hung_laundry", "城管", "0105", "乱晾晒"),
             "waterlogging" => ("standing_water", "水务", "0303", "道路积水"),
             other => panic!("unexpected scenario {other}"),
