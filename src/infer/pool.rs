@@ -19,6 +19,45 @@ pub struct Detections {
     /// Seconds the frame waited in its mailbox.
     pub queue_seconds: f64,
     pub times: StageTimes,
+    /// Set only when a benchmark observes the run: reports the frame when dropped, i.e. when the
+    /// scenario stage has evaluated it (or discarded it).
+    pub probe: Option<DoneProbe>,
+}
+
+/// What one analysed frame went through, for `gridwatch bench`: when it arrived from its
+/// pipeline, how long each stage took, and when the scenario stage was done with it.
+#[derive(Debug, Clone)]
+pub struct FrameRecord {
+    pub camera: usize,
+    pub seq: u64,
+    pub stream_seconds: f64,
+    /// When the appsink handed the frame over (the bench's "capture" for replayed files).
+    pub received: std::time::Instant,
+    pub queue_seconds: f64,
+    pub times: StageTimes,
+    /// When the worker handed the detections to the scenario channel.
+    pub handed_at: std::time::Instant,
+    /// When the scenario stage finished with the frame (rules evaluated, events emitted).
+    pub done_at: std::time::Instant,
+    pub objects: Vec<Detection>,
+}
+
+/// Sends its record to the observer when dropped. It travels inside `Detections`, so it is
+/// dropped exactly when the scenario engine is done with the frame, without a hook in that stage.
+#[derive(Debug)]
+pub struct DoneProbe {
+    record: Option<FrameRecord>,
+    observer: Sender<FrameRecord>,
+}
+
+impl Drop for DoneProbe {
+    fn drop(&mut self) {
+        if let Some(mut r) = self.record.take() {
+            r.done_at = std::time::Instant::now();
+            // The bench may have stopped listening; nothing else depends on this record.
+            let _ = self.observer.send(r);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -179,12 +218,24 @@ pub fn spawn_workers(
     detectors: Vec<Detector>,
     out: Sender<Detections>,
 ) -> Vec<JoinHandle<()>> {
+    spawn_workers_observed(mailboxes, detectors, out, None)
+}
+
+/// `spawn_workers`, with every analysed frame also reported to `observer` (benchmarks) once the
+/// scenario stage is done with it.
+pub fn spawn_workers_observed(
+    mailboxes: Arc<Mailboxes>,
+    detectors: Vec<Detector>,
+    out: Sender<Detections>,
+    observer: Option<Sender<FrameRecord>>,
+) -> Vec<JoinHandle<()>> {
     detectors
         .into_iter()
         .enumerate()
         .map(|(worker, mut detector)| {
             let mailboxes = mailboxes.clone();
             let out = out.clone();
+            let observer = observer.clone();
             std::thread::Builder::new()
                 .name(format!("infer-{worker}"))
                 .spawn(move || {
@@ -204,7 +255,24 @@ pub fn spawn_workers(
                                 telemetry::stage_seconds("inference", times.inference_seconds);
                                 telemetry::stage_seconds("postprocess", times.postprocess_seconds);
                                 let objects = std::mem::replace(&mut objects, Vec::with_capacity(64));
-                                if out.send(Detections { frame, objects, queue_seconds, times }).is_err() {
+                                let probe = observer.as_ref().map(|o| {
+                                    let now = std::time::Instant::now();
+                                    DoneProbe {
+                                        record: Some(FrameRecord {
+                                            camera,
+                                            seq: frame.seq,
+                                            stream_seconds: frame.stream_seconds,
+                                            received: frame.received,
+                                            queue_seconds,
+                                            times,
+                                            handed_at: now,
+                                            done_at: now,
+                                            objects: objects.clone(),
+                                        }),
+                                        observer: o.clone(),
+                                    }
+                                });
+                                if out.send(Detections { frame, objects, queue_seconds, times, probe }).is_err() {
                                     break;
                                 }
                             }
