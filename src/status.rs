@@ -62,6 +62,43 @@ impl Readiness {
             .map_err(|e| format!("outbox {} not writable: {e}", path.display()))?;
         Ok(())
     }
+
+    /// Sets `gridwatch_outbox_cases{scenario, state}` from the outbox (read-only query).
+    pub fn export_outbox_cases(&self) {
+        let Some(path) = self
+            .outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return;
+        };
+        let Ok(conn) = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        ) else {
+            return;
+        };
+        let _ = conn.busy_timeout(Duration::from_millis(READINESS_OUTBOX_LOCK_TIMEOUT_MS));
+        let Ok(mut stmt) = conn.prepare(
+            "SELECT c.scenario, o.state, count(*) FROM outbox o JOIN cases c ON c.id = o.case_id \
+             GROUP BY c.scenario, o.state",
+        ) else {
+            return;
+        };
+        let Ok(rows) = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        }) else {
+            return;
+        };
+        for (scenario, state, n) in rows.flatten() {
+            crate::telemetry::outbox_cases(&scenario, &state, n.max(0) as u64);
+        }
+    }
 }
 
 /// `/metrics`, `/healthz`, `/readyz` (never ready: no run reports to it), `/api/v1/cameras`.
@@ -75,12 +112,17 @@ pub fn router_with_readiness(cameras: CameraRegistry, readiness: Readiness) -> R
     let handle = crate::telemetry::prometheus();
     let for_metrics = cameras.clone();
     let for_ready = cameras.clone();
+    let outbox_metrics = readiness.clone();
     Router::new()
         .route(
             "/metrics",
-            get(move || async move {
-                for_metrics.export_gauges();
-                handle.map(|h| h.render()).unwrap_or_default()
+            get(move || {
+                let (cameras, outbox) = (for_metrics.clone(), outbox_metrics.clone());
+                async move {
+                    cameras.export_gauges();
+                    let _ = tokio::task::spawn_blocking(move || outbox.export_outbox_cases()).await;
+                    handle.map(|h| h.render()).unwrap_or_default()
+                }
             }),
         )
         .route("/healthz", get(|| async { "ok" }))

@@ -19,8 +19,8 @@ pub struct Detections {
     /// Seconds the frame waited in its mailbox.
     pub queue_seconds: f64,
     pub times: StageTimes,
-    /// Set only when a benchmark observes the run: reports the frame when dropped, i.e. when the
-    /// scenario stage has evaluated it (or discarded it).
+    /// Dropped when the scenario stage is done with the frame: records the `rules` stage and the
+    /// capture-to-decision latency, and reports the frame to a benchmark's observer if any.
     pub probe: Option<DoneProbe>,
 }
 
@@ -42,20 +42,28 @@ pub struct FrameRecord {
     pub objects: Vec<Detection>,
 }
 
-/// Sends its record to the observer when dropped. It travels inside `Detections`, so it is
-/// dropped exactly when the scenario engine is done with the frame, without a hook in that stage.
+/// Times the end of a frame's way. It travels inside `Detections`, so it is dropped exactly
+/// when the scenario engine is done with the frame, without a hook in that stage.
 #[derive(Debug)]
 pub struct DoneProbe {
-    record: Option<FrameRecord>,
-    observer: Sender<FrameRecord>,
+    received: std::time::Instant,
+    handed_at: std::time::Instant,
+    /// Only when a benchmark observes the run.
+    observed: Option<(FrameRecord, Sender<FrameRecord>)>,
 }
 
 impl Drop for DoneProbe {
     fn drop(&mut self) {
-        if let Some(mut r) = self.record.take() {
-            r.done_at = std::time::Instant::now();
+        let done_at = std::time::Instant::now();
+        telemetry::stage_seconds(
+            "rules",
+            done_at.duration_since(self.handed_at).as_secs_f64(),
+        );
+        telemetry::frame_decided(done_at.duration_since(self.received).as_secs_f64());
+        if let Some((mut r, observer)) = self.observed.take() {
+            r.done_at = done_at;
             // The bench may have stopped listening; nothing else depends on this record.
-            let _ = self.observer.send(r);
+            let _ = observer.send(r);
         }
     }
 }
@@ -255,22 +263,26 @@ pub fn spawn_workers_observed(
                                 telemetry::stage_seconds("inference", times.inference_seconds);
                                 telemetry::stage_seconds("postprocess", times.postprocess_seconds);
                                 let objects = std::mem::replace(&mut objects, Vec::with_capacity(64));
-                                let probe = observer.as_ref().map(|o| {
-                                    let now = std::time::Instant::now();
-                                    DoneProbe {
-                                        record: Some(FrameRecord {
-                                            camera,
-                                            seq: frame.seq,
-                                            stream_seconds: frame.stream_seconds,
-                                            received: frame.received,
-                                            queue_seconds,
-                                            times,
-                                            handed_at: now,
-                                            done_at: now,
-                                            objects: objects.clone(),
-                                        }),
-                                        observer: o.clone(),
-                                    }
+                                let now = std::time::Instant::now();
+                                let probe = Some(DoneProbe {
+                                    received: frame.received,
+                                    handed_at: now,
+                                    observed: observer.as_ref().map(|o| {
+                                        (
+                                            FrameRecord {
+                                                camera,
+                                                seq: frame.seq,
+                                                stream_seconds: frame.stream_seconds,
+                                                received: frame.received,
+                                                queue_seconds,
+                                                times,
+                                                handed_at: now,
+                                                done_at: now,
+                                                objects: objects.clone(),
+                                            },
+                                            o.clone(),
+                                        )
+                                    }),
                                 });
                                 if out.send(Detections { frame, objects, queue_seconds, times, probe }).is_err() {
                                     break;
