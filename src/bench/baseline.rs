@@ -94,9 +94,12 @@ pub fn match_frame(a: &[Det], b: &[Det]) -> Vec<(f32, f32)> {
     out
 }
 
+/// One analysed frame's detections: (camera, media seconds, detections).
+pub type FrameDets = (usize, f64, Vec<Det>);
+
 /// Compares per frame: `ours` and `theirs` keyed by (camera, media seconds).
-pub fn agreement(ours: &[(usize, f64, Vec<Det>)], theirs: &[(usize, f64, Vec<Det>)]) -> Agreement {
-    let mut by_camera: HashMap<usize, Vec<&(usize, f64, Vec<Det>)>> = HashMap::new();
+pub fn agreement(ours: &[FrameDets], theirs: &[FrameDets]) -> Agreement {
+    let mut by_camera: HashMap<usize, Vec<&FrameDets>> = HashMap::new();
     for t in theirs {
         by_camera.entry(t.0).or_default().push(t);
     }
@@ -190,7 +193,7 @@ pub fn run(
     } else {
         0.0
     };
-    let theirs: Vec<(usize, f64, Vec<Det>)> = peer
+    let theirs: Vec<FrameDets> = peer
         .frames
         .iter()
         .map(|f| {
@@ -209,7 +212,7 @@ pub fn run(
         })
         .collect();
     // gridwatch's stream time continues across loops; the peer reads each clip once.
-    let ours_dets: Vec<(usize, f64, Vec<Det>)> = records
+    let ours_dets: Vec<FrameDets> = records
         .iter()
         .map(|r| {
             (

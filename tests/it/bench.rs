@@ -126,6 +126,16 @@ fn bench_run_reports_what_the_pipeline_did_side_by_side_with_the_python_peer() {
     assert_eq!(s.steps.len(), 1);
     assert!(s.steps[0].frames_analysed > 0);
 
+    // The new per-frame metrics are exported: the rules stage and capture to decision.
+    let metrics = gridwatch::telemetry::prometheus()
+        .expect("the bench installs the Prometheus recorder")
+        .render();
+    assert!(
+        metrics.contains("stage=\"rules\""),
+        "no rules stage in /metrics"
+    );
+    assert!(metrics.contains(gridwatch::telemetry::FRAME_LATENCY_SECONDS));
+
     let html = std::fs::read_to_string(out.path("run/report.html")).expect("report.html written");
     for title in [
         "Latency histogram",
@@ -215,8 +225,32 @@ url = "http://127.0.0.1:9/cases"
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["ready"], true);
 
+    // /metrics counts the outbox's cases by scenario and delivery state at scrape time.
+    {
+        let conn = rusqlite::Connection::open(config.resolve(&config.cases.outbox)).unwrap();
+        conn.execute_batch(
+            "INSERT INTO cases (id, created_at, scenario, camera, body, snapshot) \
+             VALUES ('c1', 'now', 'readyz_probe', 'cam', '{}', x''); \
+             INSERT INTO outbox (case_id, state, next_attempt_ms) VALUES ('c1', 'dead', 0);",
+        )
+        .unwrap();
+    }
+    let metrics = reqwest::blocking::get(url.replace("/readyz", "/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with(gridwatch::telemetry::OUTBOX_CASES)
+                && l.contains("scenario=\"readyz_probe\"")
+                && l.contains("state=\"dead\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+
     // A camera that stalls takes readiness away again (it is the only one).
-    registry.set_state(0, CameraState::Stalled, Some("no frame".into()));
+    registry.set_state(0, CameraState::Stalled, Some("no frame"));
     assert_eq!(get(&url).0, 503);
 }
 
