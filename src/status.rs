@@ -40,12 +40,13 @@ impl Readiness {
         }
         let states: Vec<CameraState> = cameras.snapshot().iter().map(|c| c.state).collect();
         let streaming = states.contains(&CameraState::Streaming);
-        // Finite sources that have all ended are a finished job, not an outage.
-        let all_ended = !states.is_empty()
+        // Finite sources that have all ended are a finished job, and cameras outside their
+        // active hours are off on purpose: neither is an outage. A failed file is one.
+        let all_done = !states.is_empty()
             && states
                 .iter()
-                .all(|s| matches!(s, CameraState::Ended | CameraState::Failed));
-        if !streaming && !all_ended {
+                .all(|s| matches!(s, CameraState::Ended | CameraState::Inactive));
+        if !streaming && !all_done {
             return Err("no camera is streaming".into());
         }
         let path = self
@@ -106,7 +107,9 @@ pub fn router(cameras: CameraRegistry) -> Router {
     router_with_readiness(cameras, Readiness::default())
 }
 
-/// `/metrics`, `/healthz`, `/readyz` (200, or 503 with `{"ready": false, "reason": …}`),
+/// `/metrics`, `/healthz`, `/readyz` (200 when the model is loaded, a camera streams or every
+/// camera has ended or is outside its active hours, and the outbox takes a write transaction;
+/// otherwise 503 with `{"ready": false, "reason": …}`),
 /// `/api/v1/cameras`.
 pub fn router_with_readiness(cameras: CameraRegistry, readiness: Readiness) -> Router {
     let handle = crate::telemetry::prometheus();
