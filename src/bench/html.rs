@@ -333,7 +333,12 @@ pub fn render(r: &BenchReport) -> String {
         h.push_str("</table>");
     }
 
-    h.push_str("<h2>Accuracy against the ground truth</h2><table><tr><th>scenario</th><th>episodes</th><th>found</th><th>missed</th><th>false cases</th><th>precision</th><th>recall</th></tr>");
+    h.push_str("<h2>Accuracy against the ground truth</h2>");
+    if g.accuracy.is_empty() {
+        h.push_str("<p>Not scored: no ground truth for these streams (or <code>--ground-truth none</code>).</p></body></html>\n");
+        return h;
+    }
+    h.push_str("<table><tr><th>scenario</th><th>episodes</th><th>found</th><th>missed</th><th>false cases</th><th>precision</th><th>recall</th></tr>");
     for a in &g.accuracy {
         let _ = write!(
             h,
