@@ -179,8 +179,59 @@ fn outbox_command(config: Option<&PathBuf>, action: OutboxAction) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchPace {
+    Fast,
+    Realtime,
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// The real pipeline on recorded streams as N cameras, side by side with its limits, the
+    /// Python peer and a scaling sweep; writes report.json and report.html.
+    Run {
+        /// Cameras (camera i replays stream i modulo the number of streams); default: one per stream.
+        #[arg(long)]
+        cameras: Option<usize>,
+        #[arg(long, value_enum, default_value_t = BenchPace::Fast)]
+        pace: BenchPace,
+        /// A folder (its .mp4 files) or files; default: sample-streams/.
+        #[arg(long, num_args = 1..)]
+        streams: Vec<PathBuf>,
+        /// Analysed frames per second and camera (default: the ground truth's, else 2).
+        #[arg(long)]
+        analysis_fps: Option<f64>,
+        /// Stop after this many seconds, looping the files (default: play each file once).
+        #[arg(long)]
+        duration_seconds: Option<f64>,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        #[arg(long, default_value_t = 1)]
+        intra_op_threads: usize,
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/models/nanodet-g-416-coco.toml"))]
+        card: PathBuf,
+        /// By-eye ground truth; `none` to skip the accuracy section.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-streams/ground-truth.toml"))]
+        ground_truth: PathBuf,
+        /// Also run the Python peer (benches/baseline/peer.py) on the same streams.
+        #[arg(long)]
+        baseline: bool,
+        /// Skip the decode-only and bare-model limits.
+        #[arg(long)]
+        no_limits: bool,
+        /// Scaling sweep: camera counts, e.g. 1,2,4,8,16,32 (1 analysed frame/s each, real time).
+        #[arg(long, value_delimiter = ',')]
+        scaling: Vec<usize>,
+        /// Seconds per scaling step.
+        #[arg(long, default_value_t = gridwatch::bench::suite::DEFAULT_SCALING_STEP_SECONDS)]
+        scaling_step_seconds: f64,
+        /// Python with opencv-python-headless and onnxruntime (scripts/setup makes .venv).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"))]
+        python: PathBuf,
+        /// Output folder, e.g. benches/runs/2026-11-28-tag/.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The inference pool against the bare model, and its latency at 50 % and 200 % load.
     Model {
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/models/nanodet-g-416-coco.toml"))]
@@ -226,6 +277,130 @@ fn default_sample_streams() -> anyhow::Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
+}
+
+struct BenchRunArgs {
+    cameras: Option<usize>,
+    pace: BenchPace,
+    streams: Vec<PathBuf>,
+    analysis_fps: Option<f64>,
+    duration_seconds: Option<f64>,
+    workers: usize,
+    intra_op_threads: usize,
+    card: PathBuf,
+    ground_truth: PathBuf,
+    baseline: bool,
+    no_limits: bool,
+    scaling: Vec<usize>,
+    scaling_step_seconds: f64,
+    python: PathBuf,
+    out: PathBuf,
+}
+
+fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
+    use gridwatch::bench::{replay, suite};
+    let mut streams = Vec::new();
+    let given = if a.streams.is_empty() {
+        vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sample-streams")]
+    } else {
+        a.streams
+    };
+    for s in given {
+        if s.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&s)
+                .with_context(|| format!("reading {}", s.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "mp4"))
+                .collect();
+            files.sort();
+            streams.extend(files);
+        } else {
+            streams.push(s);
+        }
+    }
+    let streams: Vec<PathBuf> = streams
+        .into_iter()
+        .map(|p| std::path::absolute(&p).unwrap_or(p))
+        .collect();
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let options = suite::SuiteOptions {
+        replay: replay::ReplayOptions {
+            cameras: a.cameras.unwrap_or(streams.len()),
+            streams,
+            pace: match a.pace {
+                BenchPace::Fast => gridwatch::config::Pace::Fast,
+                BenchPace::Realtime => gridwatch::config::Pace::Realtime,
+            },
+            analysis_fps: a.analysis_fps,
+            workers: a.workers.max(1),
+            intra_op_threads: a.intra_op_threads.max(1),
+            card: a.card,
+            duration_seconds: a.duration_seconds,
+            ground_truth: (a.ground_truth.as_os_str() != "none").then_some(a.ground_truth),
+            work_dir: std::env::temp_dir(),
+            id_prefix: String::new(),
+            progress: true,
+        },
+        limits: !a.no_limits,
+        baseline: a.baseline,
+        scaling: a.scaling,
+        scaling_step_seconds: a.scaling_step_seconds,
+        out_dir: a.out.clone(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        python: a.python,
+        peer_script: gridwatch::bench::baseline::default_paths(&repo).1,
+    };
+    let r = suite::run(&options)?;
+    let g = &r.gridwatch;
+    eprintln!(
+        "gridwatch: {} cameras, {} frames analysed, {:.2}/s ({:.2} per CPU-s), latency p50 {:.0} ms p95 {:.0} ms p99 {:.0} ms, CPU {:.1} s, peak RSS {:.0} MiB, dropped {:?}",
+        g.cameras,
+        g.frames_analysed,
+        g.analysed_fps,
+        g.analysed_per_cpu_second,
+        g.latency.p50_ms,
+        g.latency.p95_ms,
+        g.latency.p99_ms,
+        g.cpu_seconds,
+        g.peak_rss_mib,
+        g.frames_dropped
+    );
+    if let Some(l) = &r.limits {
+        eprintln!(
+            "limits: decode only {:.1} fps (gridwatch {:.0} %), bare model {:.2} fps (gridwatch {:.0} %)",
+            l.decode_fps,
+            l.decode_efficiency * 100.0,
+            l.model_fps,
+            l.model_efficiency * 100.0
+        );
+    }
+    if let Some(b) = &r.baseline {
+        eprintln!(
+            "python peer: {:.2} analysed/s, p50 {:.0} ms p99 {:.0} ms; gridwatch/peer throughput {:.2}, latency p50 {:.2}; detections matched {:.1} % on {} frames",
+            b.analysed_fps,
+            b.latency.p50_ms,
+            b.latency.p99_ms,
+            b.throughput_ratio,
+            b.latency_p50_ratio,
+            b.agreement.matched_fraction * 100.0,
+            b.agreement.frames_compared
+        );
+    }
+    if let Some(s) = &r.scaling {
+        eprintln!("scaling: largest sustained {} cameras", s.largest_sustained);
+    }
+    for a in &g.accuracy {
+        eprintln!(
+            "accuracy {}: {} episodes, {} found, {} missed, {} false; precision {:.2} recall {:.2}",
+            a.scenario, a.episodes, a.found, a.missed, a.false_cases, a.precision, a.recall
+        );
+    }
+    eprintln!(
+        "report: {} and {}",
+        a.out.join("report.json").display(),
+        a.out.join("report.html").display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -375,6 +550,42 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench {
+            what:
+                BenchCommand::Run {
+                    cameras,
+                    pace,
+                    streams,
+                    analysis_fps,
+                    duration_seconds,
+                    workers,
+                    intra_op_threads,
+                    card,
+                    ground_truth,
+                    baseline,
+                    no_limits,
+                    scaling,
+                    scaling_step_seconds,
+                    python,
+                    out,
+                },
+        } => bench_run(BenchRunArgs {
+            cameras,
+            pace,
+            streams,
+            analysis_fps,
+            duration_seconds,
+            workers,
+            intra_op_threads,
+            card,
+            ground_truth,
+            baseline,
+            no_limits,
+            scaling,
+            scaling_step_seconds,
+            python,
+            out,
+        }),
         Command::Bench {
             what:
                 BenchCommand::Decode {

@@ -57,6 +57,11 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// Camera states; pass a clone in to watch them from outside the run.
     pub cameras: CameraRegistry,
+    /// What `/readyz` reports; pass a clone in to watch it from outside the run.
+    pub readiness: crate::status::Readiness,
+    /// Benchmarks: every analysed frame's timings and detections, sent once the scenario stage
+    /// is done with it.
+    pub frame_observer: Option<crossbeam_channel::Sender<pool::FrameRecord>>,
 }
 
 impl Default for RunOptions {
@@ -64,6 +69,8 @@ impl Default for RunOptions {
         Self {
             drain_timeout: Duration::from_secs_f64(DEFAULT_DRAIN_TIMEOUT_SECONDS),
             cameras: CameraRegistry::default(),
+            readiness: crate::status::Readiness::default(),
+            frame_observer: None,
         }
     }
 }
@@ -132,7 +139,9 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         options.cameras.add(ingest::initial_status(&config, i));
     }
 
+    options.readiness.model_loaded();
     let outbox_path = config.resolve(&config.cases.outbox);
+    options.readiness.set_outbox(outbox_path.clone());
     let case_outbox = Outbox::open(&outbox_path)?;
     let delivery_outbox = Outbox::open(&outbox_path)?;
 
@@ -176,8 +185,11 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
                 addr: addr.clone(),
                 source,
             })?;
-        let app = crate::status::router(options.cameras.clone())
-            .merge(crate::dispatch::status_routes(outbox_path.clone()));
+        let app = crate::status::router_with_readiness(
+            options.cameras.clone(),
+            options.readiness.clone(),
+        )
+        .merge(crate::dispatch::status_routes(outbox_path.clone()));
         let shutdown = server_stopped(server_stop_rx.clone());
         tracing::info!(url = %format!("http://{}/api/v1/cameras", listener.local_addr().map_err(|source| RunError::Metrics { addr: addr.clone(), source })?), "status endpoint (also /metrics)");
         runtime.spawn(async move {
@@ -255,7 +267,12 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         .name("scenarios".into())
         .spawn(move || scenarios::run(engine, det_rx, event_tx))
         .map_err(RunError::Runtime)?;
-    let worker_threads = pool::spawn_workers(mailboxes.clone(), detectors, det_tx);
+    let worker_threads = pool::spawn_workers_observed(
+        mailboxes.clone(),
+        detectors,
+        det_tx,
+        options.frame_observer.clone(),
+    );
 
     let ingest_stop = Arc::new(AtomicBool::new(false));
     let camera_threads: Vec<_> = plans

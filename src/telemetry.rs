@@ -27,6 +27,11 @@ pub const OUTBOX_DEAD_LETTERS: &str = "gridwatch_outbox_dead_letters";
 /// 0 closed, 1 open, 2 half-open.
 pub const DISPATCH_BREAKER_STATE: &str = "gridwatch_dispatch_breaker_state";
 pub const DISPATCH_BREAKER_OPENS: &str = "gridwatch_dispatch_breaker_opens_total";
+/// Appsink hand-over → the scenario stage done with the frame.
+pub const FRAME_LATENCY_SECONDS: &str = "gridwatch_frame_latency_seconds";
+/// Cases in the outbox by scenario and delivery state (`pending`, `delivered`, `dead`), read from
+/// the outbox when `/metrics` is scraped.
+pub const OUTBOX_CASES: &str = "gridwatch_outbox_cases";
 
 #[derive(Debug, Clone, Copy)]
 pub enum DropReason {
@@ -62,7 +67,19 @@ pub fn frame_gated(camera: &str, decision: &'static str) {
     counter!(FRAMES_GATED, "camera" => camera.to_owned(), "decision" => decision).increment(1);
 }
 
-/// Time spent per frame in a stage: `queue`, `preprocess`, `inference`, `postprocess`.
+/// Capture (appsink hand-over) to decision (rules evaluated) of one analysed frame.
+pub fn frame_decided(seconds: f64) {
+    histogram!(FRAME_LATENCY_SECONDS).record(seconds);
+}
+
+/// One gauge per (scenario, delivery state).
+pub fn outbox_cases(scenario: &str, state: &str, count: u64) {
+    metrics::gauge!(OUTBOX_CASES, "scenario" => scenario.to_owned(), "state" => state.to_owned())
+        .set(count as f64);
+}
+
+/// Time spent per frame in a stage: `queue`, `preprocess`, `inference`, `postprocess`, `rules`
+/// (hand-over to the scenario thread → rules evaluated).
 pub fn stage_seconds(stage: &'static str, seconds: f64) {
     histogram!(STAGE_SECONDS, "stage" => stage).record(seconds);
 }

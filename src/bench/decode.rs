@@ -45,7 +45,7 @@ pub struct DecodeReport {
 }
 
 /// One pass over the clip; returns (frames delivered, video seconds, CPU s, wall s).
-fn run_once(
+pub(crate) fn run_once(
     clip: &Path,
     analysis_fps: f64,
     keyframes_only: bool,

@@ -1,8 +1,14 @@
 //! Benchmarks run by `gridwatch bench`: measured, never asserted. Each compares variants side by
 //! side in one run (interleaved repeats, medians, ratios), because these machines are noisy.
 
+pub mod accuracy;
+pub mod baseline;
 pub mod decode;
+pub mod html;
 pub mod model;
+pub mod replay;
+pub mod report;
+pub mod suite;
 
 /// CPU time (user + system) used by this process so far, in seconds.
 pub fn process_cpu_seconds() -> f64 {

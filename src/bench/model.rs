@@ -125,7 +125,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 const ROUNDS: usize = 3;
 
 /// `workers` threads, each running its own session on a prepared input and nothing else.
-fn bare_model_fps(
+pub(crate) fn bare_model_fps(
     env: &'static ort::environment::Environment,
     card: &Arc<ModelCard>,
     workers: usize,

@@ -19,6 +19,53 @@ pub struct Detections {
     /// Seconds the frame waited in its mailbox.
     pub queue_seconds: f64,
     pub times: StageTimes,
+    /// Dropped when the scenario stage is done with the frame: records the `rules` stage and the
+    /// capture-to-decision latency, and reports the frame to a benchmark's observer if any.
+    pub probe: Option<DoneProbe>,
+}
+
+/// What one analysed frame went through, for `gridwatch bench`: when it arrived from its
+/// pipeline, how long each stage took, and when the scenario stage was done with it.
+#[derive(Debug, Clone)]
+pub struct FrameRecord {
+    pub camera: usize,
+    pub seq: u64,
+    pub stream_seconds: f64,
+    /// When the appsink handed the frame over (the bench's "capture" for replayed files).
+    pub received: std::time::Instant,
+    pub queue_seconds: f64,
+    pub times: StageTimes,
+    /// When the worker handed the detections to the scenario channel.
+    pub handed_at: std::time::Instant,
+    /// When the scenario stage finished with the frame (rules evaluated, events emitted).
+    pub done_at: std::time::Instant,
+    pub objects: Vec<Detection>,
+}
+
+/// Times the end of a frame's way. It travels inside `Detections`, so it is dropped exactly
+/// when the scenario engine is done with the frame, without a hook in that stage.
+#[derive(Debug)]
+pub struct DoneProbe {
+    received: std::time::Instant,
+    handed_at: std::time::Instant,
+    /// Only when a benchmark observes the run.
+    observed: Option<(FrameRecord, Sender<FrameRecord>)>,
+}
+
+impl Drop for DoneProbe {
+    fn drop(&mut self) {
+        let done_at = std::time::Instant::now();
+        telemetry::stage_seconds(
+            "rules",
+            done_at.duration_since(self.handed_at).as_secs_f64(),
+        );
+        telemetry::frame_decided(done_at.duration_since(self.received).as_secs_f64());
+        if let Some((mut r, observer)) = self.observed.take() {
+            r.done_at = done_at;
+            // The bench may have stopped listening; nothing else depends on this record.
+            let _ = observer.send(r);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -179,12 +226,24 @@ pub fn spawn_workers(
     detectors: Vec<Detector>,
     out: Sender<Detections>,
 ) -> Vec<JoinHandle<()>> {
+    spawn_workers_observed(mailboxes, detectors, out, None)
+}
+
+/// `spawn_workers`, with every analysed frame also reported to `observer` (benchmarks) once the
+/// scenario stage is done with it.
+pub fn spawn_workers_observed(
+    mailboxes: Arc<Mailboxes>,
+    detectors: Vec<Detector>,
+    out: Sender<Detections>,
+    observer: Option<Sender<FrameRecord>>,
+) -> Vec<JoinHandle<()>> {
     detectors
         .into_iter()
         .enumerate()
         .map(|(worker, mut detector)| {
             let mailboxes = mailboxes.clone();
             let out = out.clone();
+            let observer = observer.clone();
             std::thread::Builder::new()
                 .name(format!("infer-{worker}"))
                 .spawn(move || {
@@ -204,7 +263,28 @@ pub fn spawn_workers(
                                 telemetry::stage_seconds("inference", times.inference_seconds);
                                 telemetry::stage_seconds("postprocess", times.postprocess_seconds);
                                 let objects = std::mem::replace(&mut objects, Vec::with_capacity(64));
-                                if out.send(Detections { frame, objects, queue_seconds, times }).is_err() {
+                                let now = std::time::Instant::now();
+                                let probe = Some(DoneProbe {
+                                    received: frame.received,
+                                    handed_at: now,
+                                    observed: observer.as_ref().map(|o| {
+                                        (
+                                            FrameRecord {
+                                                camera,
+                                                seq: frame.seq,
+                                                stream_seconds: frame.stream_seconds,
+                                                received: frame.received,
+                                                queue_seconds,
+                                                times,
+                                                handed_at: now,
+                                                done_at: now,
+                                                objects: objects.clone(),
+                                            },
+                                            o.clone(),
+                                        )
+                                    }),
+                                });
+                                if out.send(Detections { frame, objects, queue_seconds, times, probe }).is_err() {
                                     break;
                                 }
                             }

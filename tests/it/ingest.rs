@@ -71,6 +71,7 @@ impl Running {
         let options = RunOptions {
             drain_timeout: Duration::from_millis(200),
             cameras: registry.clone(),
+            ..RunOptions::default()
         };
         let s = stop.clone();
         let thread = std::thread::spawn(move || gridwatch::run::run(config, options, s).unwrap());

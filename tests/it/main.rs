@@ -1,6 +1,7 @@
 //! The one integration-test binary: real GStreamer, real onnxruntime on the shipped model, real
 //! SQLite, real HTTP over loopback.
 
+mod bench;
 mod check;
 mod decoder;
 mod decoders_cards;

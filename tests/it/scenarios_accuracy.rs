@@ -5,58 +5,14 @@
 //! (same scenario and zone, confirmed while the object is in place, an object overlapping the
 //! annotated box), at most one case per episode.
 
-use std::collections::BTreeMap;
-
+use gridwatch::bench::accuracy::{self, Clip, GroundTruth, Tally};
 use gridwatch::cases::Case;
 use gridwatch::config::Config;
 use gridwatch::dispatch::server::{CASES_PATH, Receiver};
 use gridwatch::run::{RunOptions, StopHandle};
 use gridwatch::track::iou;
-use serde::Deserialize;
 
 use crate::support::{TempDir, repo};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GroundTruth {
-    catalog: String,
-    match_iou: f32,
-    tolerance_seconds: f64,
-    clips: Vec<Clip>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Clip {
-    clip: String,
-    camera: String,
-    analysis_fps: f64,
-    zones: Vec<Zone>,
-    episodes: Vec<Episode>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Zone {
-    id: String,
-    name: String,
-    polygon: Vec<[f64; 2]>,
-    scenarios: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Episode {
-    scenario: String,
-    zone: String,
-    what: String,
-    bbox: [f32; 4],
-    start_seconds: f64,
-    end_seconds: f64,
-}
-
-/// Counts per scenario: (cases, cases matching an episode, episodes, episodes found).
-type Tally = BTreeMap<String, (usize, usize, usize, usize)>;
 
 /// Runs the pipeline on one clip and returns the delivered cases. `looped`: replay the clip in a
 /// loop with the shipped catalog plus a crowd zone, until a crowd case confirmed at or after that
@@ -171,56 +127,24 @@ bearer_token = "t0ken"
         .collect()
 }
 
-/// Matches cases to episodes (each at most once) and adds the counts to `tally`.
+/// Scores with the library's matching (`gridwatch::bench::accuracy`), shared with `gridwatch bench`.
 fn score(gt: &GroundTruth, clip: &Clip, cases: &[Case], tally: &mut Tally) {
-    let mut found = vec![false; clip.episodes.len()];
-    for e in &clip.episodes {
-        tally.entry(e.scenario.clone()).or_default().2 += 1;
-    }
-    for case in cases {
-        let t = case.episode.confirmed_media_seconds;
-        let hit = clip.episodes.iter().enumerate().position(|(i, e)| {
-            !found[i]
-                && e.scenario == case.scenario.id
-                && e.zone == case.zone.id
-                && (e.start_seconds..=e.end_seconds + gt.tolerance_seconds).contains(&t)
-                && case
-                    .objects
-                    .iter()
-                    .any(|o| iou(&o.bbox, &e.bbox) >= gt.match_iou)
-        });
-        let entry = tally.entry(case.scenario.id.clone()).or_default();
-        entry.0 += 1;
-        let boxes: Vec<[f32; 4]> = case.objects.iter().map(|o| o.bbox).collect();
-        match hit {
-            Some(i) => {
-                found[i] = true;
-                entry.1 += 1;
-                entry.3 += 1;
-                eprintln!(
-                    "{}: {} {} at {t:.1} s matches `{}`",
-                    clip.clip, case.scenario.id, case.zone.id, clip.episodes[i].what
-                );
-            }
-            None => eprintln!(
-                "{}: {} {} at {t:.1} s {boxes:?}: false positive",
-                clip.clip, case.scenario.id, case.zone.id
-            ),
-        }
-    }
-    for (e, f) in clip.episodes.iter().zip(&found) {
-        if !*f {
-            eprintln!("{}: missed `{}` ({})", clip.clip, e.what, e.scenario);
-        }
+    for line in accuracy::score(
+        &clip.episodes,
+        &clip.clip,
+        gt.match_iou,
+        gt.tolerance_seconds,
+        cases,
+        tally,
+    ) {
+        eprintln!("{line}");
     }
 }
 
 #[test]
 fn parking_episodes_of_the_sample_clips() {
     let _exclusive = crate::support::exclusive();
-    let gt: GroundTruth =
-        toml::from_str(&std::fs::read_to_string(repo("sample-streams/ground-truth.toml")).unwrap())
-            .unwrap();
+    let gt = GroundTruth::load(&repo("sample-streams/ground-truth.toml")).unwrap();
     let dir = TempDir::new("accuracy");
     let mut tally = Tally::new();
     for clip in &gt.clips {
@@ -257,9 +181,7 @@ fn parking_episodes_of_the_sample_clips() {
 #[test]
 fn a_parked_vehicle_is_one_case_over_several_loops() {
     let _exclusive = crate::support::exclusive();
-    let mut gt: GroundTruth =
-        toml::from_str(&std::fs::read_to_string(repo("sample-streams/ground-truth.toml")).unwrap())
-            .unwrap();
+    let mut gt = GroundTruth::load(&repo("sample-streams/ground-truth.toml")).unwrap();
     let dir = TempDir::new("loops");
     let clip = gt.clips.remove(0);
     assert_eq!(clip.clip, "vtest.mp4");
@@ -291,7 +213,10 @@ fn a_parked_vehicle_is_one_case_over_several_loops() {
         let i = clip
             .episodes
             .iter()
-            .position(|e| iou(&c.objects[0].bbox, &e.bbox) >= gt.match_iou)
+            .position(|e| {
+                e.bbox
+                    .is_some_and(|b| iou(&c.objects[0].bbox, &b) >= gt.match_iou)
+            })
             .unwrap_or_else(|| panic!("a case for no parked vehicle: {:?}", c.objects));
         matched[i] += 1;
     }

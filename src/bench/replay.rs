@@ -1,0 +1,543 @@
+//! Replays recorded files as N cameras through the real pipeline (`run::run`, with the embedded
+//! dispatch receiver) and measures it: every analysed frame is observed when the scenario stage
+//! is done with it, CPU and peak RSS are read from the kernel, drops from the metrics, and the
+//! delivered cases are scored against the ground truth.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::accuracy::{self, CrowdGroundTruth, Episode, GroundTruth, Tally};
+use super::report::{self, CameraStream, Percentiles, PipelineResult};
+use crate::cases::Case;
+use crate::config::{Config, Pace};
+use crate::infer::pool::FrameRecord;
+use crate::run::{RunOptions, StopHandle};
+
+/// Analysis rate of a stream the ground truth does not name.
+pub const DEFAULT_BENCH_ANALYSIS_FPS: f64 = 2.0;
+/// After the sources end, the embedded receiver on loopback needs well under a second per case.
+pub const BENCH_DRAIN_TIMEOUT_SECONDS: f64 = 10.0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("no streams to replay")]
+    NoStreams,
+    #[error("{0}: not a file")]
+    Missing(PathBuf),
+    #[error(transparent)]
+    Accuracy(#[from] accuracy::AccuracyError),
+    #[error("bench configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Run(#[from] crate::run::RunError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("receiver database: {0}")]
+    Receiver(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Files, replayed as cameras in turn (camera i plays `streams[i % len]`).
+    pub streams: Vec<PathBuf>,
+    pub cameras: usize,
+    pub pace: Pace,
+    /// Analysed frames per second and camera; `None`: the ground truth's rate for its clips,
+    /// `DEFAULT_BENCH_ANALYSIS_FPS` for others.
+    pub analysis_fps: Option<f64>,
+    pub workers: usize,
+    pub intra_op_threads: usize,
+    pub card: PathBuf,
+    /// Stop after this long (files then loop); `None`: until every file ended once.
+    pub duration_seconds: Option<f64>,
+    /// `ground-truth.toml`; zones and episodes of its clips (and `<stem>.crowd-ground-truth.toml`
+    /// next to a stream) make the accuracy section.
+    pub ground_truth: Option<PathBuf>,
+    /// Outbox and receiver database go here.
+    pub work_dir: PathBuf,
+    /// Prefix of the camera ids, so that metrics of several runs in one process stay apart.
+    pub id_prefix: String,
+    pub progress: bool,
+}
+
+/// A replay's result and the raw per-frame observations (for the detection comparison).
+pub struct Replay {
+    pub result: PipelineResult,
+    pub records: Vec<FrameRecord>,
+}
+
+struct CameraSpec {
+    id: String,
+    clip: PathBuf,
+    fps: f64,
+    zones: Vec<accuracy::Zone>,
+    episodes: Vec<Episode>,
+}
+
+/// The media duration of a file (GStreamer, prerolled), for the progress bar.
+pub fn clip_seconds(path: &Path) -> Option<f64> {
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    gst::init().ok()?;
+    let location = path.display().to_string().replace('"', "\\\"");
+    let p = gst::parse::launch(&format!(
+        "filesrc location=\"{location}\" ! decodebin ! fakesink"
+    ))
+    .ok()?;
+    p.set_state(gst::State::Paused).ok()?;
+    let _ = p.state(gst::ClockTime::from_seconds(5));
+    let d = p.query_duration::<gst::ClockTime>();
+    let _ = p.set_state(gst::State::Null);
+    d.map(|d| d.nseconds() as f64 / 1e9)
+}
+
+/// Peak RSS so far (VmHWM), MiB.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Resets VmHWM to the current RSS (Linux ≥ 4.0), so that each measured run has its own peak.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Sums a Prometheus counter over series whose `camera` label is one of `cameras`, grouped by
+/// the value of `by` (empty string when the series has no such label).
+pub fn counter_by(text: &str, name: &str, by: &str, cameras: &[String]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let Some(rest) = rest.strip_prefix('{') else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let label = |key: &str| {
+            labels.split(',').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                (k == key).then(|| v.trim_matches('"').to_owned())
+            })
+        };
+        if !label("camera").is_some_and(|c| cameras.contains(&c)) {
+            continue;
+        }
+        let v = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
+        *out.entry(label(by).unwrap_or_default()).or_insert(0) += v;
+    }
+    out
+}
+
+fn toml_str(s: &str) -> String {
+    // A TOML basic string: the same escapes as JSON for what paths and names contain.
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// The scenario catalog of the bench: the ground truth's evaluation catalog (short dwell times
+/// for short clips) plus the shipped crowd scenario when a crowd ground truth is scored.
+fn bench_catalog(gt_catalog: &Path, with_crowd: bool) -> Result<String, ReplayError> {
+    let text = std::fs::read_to_string(gt_catalog).map_err(|source| ReplayError::Io {
+        what: gt_catalog.display().to_string(),
+        source,
+    })?;
+    let mut table: toml::Table =
+        toml::from_str(&text).map_err(|e| ReplayError::Config(e.to_string()))?;
+    if with_crowd {
+        let shipped: toml::Table = toml::from_str(include_str!("../../config/scenarios.toml"))
+            .map_err(|e| ReplayError::Config(e.to_string()))?;
+        let crowd = shipped
+            .get("scenarios")
+            .and_then(|s| s.as_array())
+            .and_then(|a| {
+                a.iter()
+                    .find(|s| s.get("id").and_then(|i| i.as_str()) == Some("crowd_gathering"))
+            })
+            .cloned()
+            .ok_or_else(|| {
+                ReplayError::Config("no crowd_gathering in the shipped catalog".into())
+            })?;
+        let code = crowd
+            .get("category_code")
+            .and_then(|c| c.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        if let (Some(codes), Some(entry)) = (
+            table.get_mut("codes").and_then(|c| c.as_table_mut()),
+            shipped.get("codes").and_then(|c| c.get(&code)).cloned(),
+        ) {
+            codes.insert(code, entry);
+        }
+        if let Some(list) = table.get_mut("scenarios").and_then(|s| s.as_array_mut())
+            && !list
+                .iter()
+                .any(|s| s.get("id").and_then(|i| i.as_str()) == Some("crowd_gathering"))
+        {
+            list.push(crowd);
+        }
+    }
+    toml::to_string(&table).map_err(|e| ReplayError::Config(e.to_string()))
+}
+
+/// Runs the pipeline over the streams and measures it.
+pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
+    if o.streams.is_empty() || o.cameras == 0 {
+        return Err(ReplayError::NoStreams);
+    }
+    for s in &o.streams {
+        if !s.is_file() {
+            return Err(ReplayError::Missing(s.clone()));
+        }
+    }
+    std::fs::create_dir_all(&o.work_dir).map_err(|source| ReplayError::Io {
+        what: o.work_dir.display().to_string(),
+        source,
+    })?;
+    let gt = o
+        .ground_truth
+        .as_deref()
+        .map(GroundTruth::load)
+        .transpose()?;
+    let gt_dir = o
+        .ground_truth
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_owned)
+        .unwrap_or_default();
+
+    // Cameras, their zones and episodes.
+    let mut crowd: Option<CrowdGroundTruth> = None;
+    let mut specs = Vec::new();
+    for i in 0..o.cameras {
+        let clip = o.streams[i % o.streams.len()].clone();
+        let name = clip
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stem = clip
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let annotated = gt
+            .as_ref()
+            .and_then(|g| g.clips.iter().find(|c| c.clip == name));
+        let (mut zones, mut episodes) = annotated
+            .map(|c| (c.zones.clone(), c.episodes.clone()))
+            .unwrap_or_default();
+        let fps = o
+            .analysis_fps
+            .or(annotated.map(|c| c.analysis_fps))
+            .unwrap_or(DEFAULT_BENCH_ANALYSIS_FPS);
+        let crowd_file = clip.with_file_name(format!("{stem}.crowd-ground-truth.toml"));
+        if gt.is_some() && crowd_file.is_file() {
+            let c = CrowdGroundTruth::load(&crowd_file)?;
+            zones.push(accuracy::Zone {
+                id: "crowd".into(),
+                name: "crowd (whole picture)".into(),
+                polygon: c.zone.clone(),
+                scenarios: vec!["crowd_gathering".into()],
+            });
+            episodes.extend(c.episodes_in("crowd"));
+            crowd.get_or_insert(c);
+        }
+        specs.push(CameraSpec {
+            id: format!("{}{stem}-{i}", o.id_prefix),
+            clip,
+            fps,
+            zones,
+            episodes,
+        });
+    }
+
+    // The configuration, as a person would write it.
+    let mut text =
+        String::from("[centre]\nname = \"bench\"\n[[units]]\nid = \"bench\"\nname = \"bench\"\n");
+    for (i, s) in specs.iter().enumerate() {
+        let _ = write!(
+            text,
+            "[[groups]]\nid = \"g{i}\"\nname = \"g{i}\"\nunit = \"bench\"\nanalysis_fps = {}\n",
+            s.fps
+        );
+    }
+    for (i, s) in specs.iter().enumerate() {
+        let _ = write!(
+            text,
+            "[[cameras]]\nid = {id}\nname = {id}\nunit = \"bench\"\ngroup = \"g{i}\"\nuri = {uri}\nloop = {looped}\n",
+            id = toml_str(&s.id),
+            uri = toml_str(&s.clip.display().to_string()),
+            looped = o.duration_seconds.is_some(),
+        );
+        for z in &s.zones {
+            let _ = write!(
+                text,
+                "[[cameras.zones]]\nid = {}\nname = {}\npolygon = {:?}\nscenarios = {:?}\n",
+                toml_str(&z.id),
+                toml_str(&z.name),
+                z.polygon,
+                z.scenarios
+            );
+        }
+    }
+    let _ = write!(
+        text,
+        "[model]\ncard = {}\n[inference]\nworkers = {}\nintra_op_threads = {}\n[ingest]\npace = \"{}\"\n",
+        toml_str(&o.card.display().to_string()),
+        o.workers,
+        o.intra_op_threads,
+        match o.pace {
+            Pace::Fast => "fast",
+            Pace::Realtime => "realtime",
+        }
+    );
+    if let Some(g) = &gt {
+        let catalog = bench_catalog(&gt_dir.join(&g.catalog), crowd.is_some())?;
+        let path = o.work_dir.join("bench-catalog.toml");
+        std::fs::write(&path, catalog).map_err(|source| ReplayError::Io {
+            what: path.display().to_string(),
+            source,
+        })?;
+        let _ = write!(
+            text,
+            "[scenarios]\ncatalog = {}\n",
+            toml_str(&path.display().to_string())
+        );
+    }
+    if let Some(c) = &crowd {
+        let _ = write!(
+            text,
+            "[scenarios.crowd_gathering]\nmin_persons = {}\nmin_duration_seconds = {}\nclear_seconds = {}\nscore_threshold = {}\n",
+            c.min_persons, c.min_duration_seconds, c.clear_seconds, c.score_threshold
+        );
+    }
+    let tag = format!("{}{}", o.id_prefix, std::process::id());
+    let receiver_db = o.work_dir.join(format!("receiver-{tag}.sqlite"));
+    let outbox = o.work_dir.join(format!("outbox-{tag}.sqlite"));
+    for p in [&receiver_db, &outbox] {
+        let _ = std::fs::remove_file(p);
+    }
+    let _ = write!(
+        text,
+        "[cases]\noutbox = {}\n[dispatch.embedded_receiver]\nlisten = \"127.0.0.1:0\"\ndatabase = {}\n",
+        toml_str(&outbox.display().to_string()),
+        toml_str(&receiver_db.display().to_string()),
+    );
+    let config_path = o.work_dir.join("bench-config.toml");
+    let _ = std::fs::write(&config_path, &text);
+    let config = Config::from_text(&text, &config_path.display().to_string(), &o.work_dir)
+        .map_err(|e| ReplayError::Config(e.to_string()))?;
+
+    // Observation: every analysed frame, and a progress bar in stream seconds.
+    let durations: HashMap<PathBuf, f64> = specs
+        .iter()
+        .map(|s| (s.clip.clone(), clip_seconds(&s.clip).unwrap_or(0.0)))
+        .collect();
+    let total_seconds: f64 = specs
+        .iter()
+        .map(|s| o.duration_seconds.unwrap_or(durations[&s.clip]))
+        .sum();
+    let bar = if o.progress {
+        indicatif::ProgressBar::new(total_seconds.max(1.0).round() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:40}] {pos}/{len} stream-s ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("{} camera(s)", specs.len()));
+    let (obs_tx, obs_rx) = crossbeam_channel::unbounded::<FrameRecord>();
+    let collector = {
+        let bar = bar.clone();
+        let cameras = specs.len();
+        let realtime = o.duration_seconds.is_some();
+        std::thread::spawn(move || {
+            let mut records = Vec::new();
+            let mut latest = vec![0.0f64; cameras];
+            let start = Instant::now();
+            for r in obs_rx {
+                latest[r.camera] = r.stream_seconds;
+                if realtime {
+                    bar.set_position(start.elapsed().as_secs() * cameras as u64);
+                } else {
+                    bar.set_position(latest.iter().sum::<f64>() as u64);
+                }
+                records.push(r);
+            }
+            records
+        })
+    };
+
+    let handle = crate::telemetry::prometheus();
+    let ids: Vec<String> = specs.iter().map(|s| s.id.clone()).collect();
+    let stop = StopHandle::default();
+    let timer = o.duration_seconds.map(|d| {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs_f64(d);
+            while Instant::now() < end && !stop.is_stopped() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            stop.stop();
+        })
+    });
+    let options = RunOptions {
+        drain_timeout: Duration::from_secs_f64(BENCH_DRAIN_TIMEOUT_SECONDS),
+        frame_observer: Some(obs_tx),
+        ..RunOptions::default()
+    };
+    let registry = options.cameras.clone();
+    reset_peak_rss();
+    let cpu0 = super::process_cpu_seconds();
+    let wall0 = Instant::now();
+    let run_result = crate::run::run(config, options, stop.clone());
+    let wall_seconds = wall0.elapsed().as_secs_f64();
+    let cpu_seconds = super::process_cpu_seconds() - cpu0;
+    let peak_rss = peak_rss_mib();
+    stop.stop();
+    if let Some(t) = timer {
+        let _ = t.join();
+    }
+    let records = collector.join().unwrap_or_default();
+    bar.finish_and_clear();
+    run_result?;
+
+    let metrics = handle.map(|h| h.render()).unwrap_or_default();
+    let frames_dropped = counter_by(&metrics, crate::telemetry::FRAMES_DROPPED, "reason", &ids);
+    let frames_analysed_metric = counter_by(&metrics, crate::telemetry::FRAMES_ANALYSED, "", &ids)
+        .values()
+        .sum();
+    let statuses = registry.snapshot();
+    let frames_decoded = statuses.iter().map(|c| c.frames).sum();
+    let frames_skipped_no_motion = statuses.iter().map(|c| c.skipped_no_motion).sum();
+
+    // Latencies and stages.
+    let latencies: Vec<f64> = records
+        .iter()
+        .map(|r| r.done_at.duration_since(r.received).as_secs_f64())
+        .collect();
+    let mut stages = BTreeMap::new();
+    let stage = |f: &dyn Fn(&FrameRecord) -> f64| {
+        Percentiles::of_seconds(&records.iter().map(f).collect::<Vec<_>>())
+    };
+    stages.insert("queue".into(), stage(&|r| r.queue_seconds));
+    stages.insert("preprocess".into(), stage(&|r| r.times.preprocess_seconds));
+    stages.insert("inference".into(), stage(&|r| r.times.inference_seconds));
+    stages.insert(
+        "postprocess".into(),
+        stage(&|r| r.times.postprocess_seconds),
+    );
+    stages.insert(
+        "rules".into(),
+        stage(&|r| r.done_at.duration_since(r.handed_at).as_secs_f64()),
+    );
+    let first = records.iter().map(|r| r.received).min();
+    let last = records.iter().map(|r| r.done_at).max();
+    let active_seconds = match (first, last) {
+        (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    let frames_analysed = records.len() as u64;
+    let per_second = |n: u64| {
+        if active_seconds > 0.0 {
+            n as f64 / active_seconds
+        } else {
+            0.0
+        }
+    };
+
+    // Accuracy from the cases the embedded receiver stored.
+    let cases = received_cases(&receiver_db)?;
+    let mut tally = Tally::new();
+    let mut details = Vec::new();
+    if let Some(g) = &gt {
+        for s in specs.iter().filter(|s| !s.episodes.is_empty()) {
+            let mine: Vec<Case> = cases
+                .iter()
+                .filter(|c| c.camera.id == s.id)
+                .cloned()
+                .collect();
+            details.extend(accuracy::score(
+                &s.episodes,
+                &s.id,
+                g.match_iou,
+                g.tolerance_seconds,
+                &mine,
+                &mut tally,
+            ));
+        }
+    }
+
+    let result = PipelineResult {
+        cameras: specs.len(),
+        pace: match o.pace {
+            Pace::Fast => "fast".into(),
+            Pace::Realtime => "realtime".into(),
+        },
+        workers: o.workers,
+        intra_op_threads: o.intra_op_threads,
+        streams: specs
+            .iter()
+            .map(|s| CameraStream {
+                id: s.id.clone(),
+                clip: s.clip.display().to_string(),
+                analysis_fps: s.fps,
+            })
+            .collect(),
+        wall_seconds,
+        active_seconds,
+        frames_decoded,
+        frames_analysed,
+        frames_analysed_metric,
+        frames_skipped_no_motion,
+        frames_dropped,
+        analysed_fps: per_second(frames_analysed),
+        analysed_per_cpu_second: if cpu_seconds > 0.0 {
+            frames_analysed as f64 / cpu_seconds
+        } else {
+            0.0
+        },
+        decoded_fps: per_second(frames_decoded),
+        cpu_seconds,
+        peak_rss_mib: peak_rss,
+        latency: Percentiles::of_seconds(&latencies),
+        latency_histogram: report::histogram(&latencies),
+        stages,
+        cases: cases.len(),
+        accuracy: accuracy::summarize(&tally),
+        accuracy_details: details,
+    };
+    Ok(Replay { result, records })
+}
+
+fn received_cases(db: &Path) -> Result<Vec<Case>, ReplayError> {
+    if !db.is_file() {
+        return Ok(Vec::new());
+    }
+    let conn = rusqlite::Connection::open(db).map_err(|e| ReplayError::Receiver(e.to_string()))?;
+    let mut stmt = conn
+        .prepare("SELECT body FROM received")
+        .map_err(|e| ReplayError::Receiver(e.to_string()))?;
+    let bodies = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(|e| ReplayError::Receiver(e.to_string()))?;
+    let mut cases = Vec::new();
+    for b in bodies {
+        let b = b.map_err(|e| ReplayError::Receiver(e.to_string()))?;
+        cases.push(serde_json::from_str(&b).map_err(|e| ReplayError::Receiver(e.to_string()))?);
+    }
+    Ok(cases)
+}

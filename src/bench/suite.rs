@@ -1,0 +1,246 @@
+//! `gridwatch bench run`: the pipeline on replayed streams, side by side in the same run with
+//! its limits (decode only, bare model), the Python peer, and the scaling sweep; writes
+//! `report.json` and `report.html`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::report::{BenchReport, Limits, Machine, REPORT_SCHEMA, Scaling, ScalingStep};
+use super::{baseline, decode, replay};
+use crate::config::Pace;
+use crate::infer::card::ModelCard;
+
+/// Scaling: analysed frames per second and camera, and the latency bound a step must meet.
+pub const SCALING_ANALYSIS_FPS: f64 = 1.0;
+pub const SCALING_P99_BOUND_MS: f64 = 1000.0;
+pub const DEFAULT_SCALING_STEP_SECONDS: f64 = 30.0;
+/// How long each bare-model measurement runs.
+pub const MODEL_LIMIT_SECONDS: f64 = 5.0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteError {
+    #[error(transparent)]
+    Replay(#[from] replay::ReplayError),
+    #[error(transparent)]
+    Baseline(#[from] baseline::BaselineError),
+    #[error(transparent)]
+    Decode(#[from] decode::DecodeBenchError),
+    #[error(transparent)]
+    Model(#[from] super::model::ModelBenchError),
+    #[error(transparent)]
+    Card(#[from] crate::infer::card::CardError),
+    #[error(transparent)]
+    Infer(#[from] crate::infer::InferError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct SuiteOptions {
+    /// The main run (its `work_dir` is replaced by a temporary folder).
+    pub replay: replay::ReplayOptions,
+    pub limits: bool,
+    pub baseline: bool,
+    /// Camera counts of the scaling sweep; empty: no sweep.
+    pub scaling: Vec<usize>,
+    pub scaling_step_seconds: f64,
+    pub out_dir: PathBuf,
+    /// The command line, recorded in the report.
+    pub command: String,
+    pub python: PathBuf,
+    pub peer_script: PathBuf,
+}
+
+fn io(what: &std::path::Path) -> impl FnOnce(std::io::Error) -> SuiteError + '_ {
+    move |source| SuiteError::Io {
+        what: what.display().to_string(),
+        source,
+    }
+}
+
+/// Decode-only: every camera's own pipeline with nothing after its appsink, all at once.
+fn decode_limit(streams: &[(PathBuf, f64)]) -> Result<(f64, f64, u64), decode::DecodeBenchError> {
+    let cpu0 = super::process_cpu_seconds();
+    let wall0 = Instant::now();
+    let threads: Vec<_> = streams
+        .iter()
+        .cloned()
+        .map(|(clip, fps)| std::thread::spawn(move || decode::run_once(&clip, fps, false)))
+        .collect();
+    let mut frames = 0;
+    for t in threads {
+        let run = t
+            .join()
+            .map_err(|_| decode::DecodeBenchError::Gst("decode thread panicked".into()))??;
+        frames += run.frames_out;
+    }
+    let wall = wall0.elapsed().as_secs_f64();
+    Ok((
+        frames as f64 / wall,
+        super::process_cpu_seconds() - cpu0,
+        frames,
+    ))
+}
+
+pub fn run(o: &SuiteOptions) -> Result<BenchReport, SuiteError> {
+    std::fs::create_dir_all(&o.out_dir).map_err(io(&o.out_dir))?;
+    let started_at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let machine = Machine::probe();
+    let work = std::env::temp_dir().join(format!(
+        "gridwatch-bench-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let result = run_in(o, &work, started_at, machine);
+    let _ = std::fs::remove_dir_all(&work);
+    let report = result?;
+    let json = o.out_dir.join("report.json");
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(&report).unwrap_or_default(),
+    )
+    .map_err(io(&json))?;
+    let html = o.out_dir.join("report.html");
+    std::fs::write(&html, super::html::render(&report)).map_err(io(&html))?;
+    Ok(report)
+}
+
+fn run_in(
+    o: &SuiteOptions,
+    work: &std::path::Path,
+    started_at: String,
+    machine: Machine,
+) -> Result<BenchReport, SuiteError> {
+    let card = ModelCard::load(&o.replay.card)?;
+    let mut main = o.replay.clone();
+    main.work_dir = work.join("main");
+
+    // The pipeline first: its ingest also warms GStreamer's plugin registry for what follows.
+    tracing::info!(
+        cameras = main.cameras,
+        "bench: gridwatch on the replayed streams"
+    );
+    let replay = replay::run(&main)?;
+    let gridwatch = replay.result;
+
+    let limits = if o.limits {
+        tracing::info!("bench: limits (decode only, bare model)");
+        let streams: Vec<(PathBuf, f64)> = gridwatch
+            .streams
+            .iter()
+            .map(|s| (PathBuf::from(&s.clip), s.analysis_fps))
+            .collect();
+        let (decode_fps, decode_cpu_seconds, decode_frames) = decode_limit(&streams)?;
+        let env = crate::infer::environment(&crate::infer::runtime_library(None))?;
+        let card = std::sync::Arc::new(card.clone());
+        let (w, h) = card.input_size();
+        let frame = super::model::load_frames(&streams[0].0, w, h, 1)?;
+        let model_fps = super::model::bare_model_fps(
+            env,
+            &card,
+            gridwatch.workers.max(1),
+            gridwatch.intra_op_threads.max(1),
+            crate::infer::Thresholds {
+                score: crate::config::DEFAULT_SCORE_THRESHOLD,
+                nms_iou: crate::config::DEFAULT_NMS_IOU,
+            },
+            &frame[0],
+            std::time::Duration::from_secs_f64(MODEL_LIMIT_SECONDS),
+        )?;
+        Some(Limits {
+            decode_fps,
+            decode_cpu_seconds,
+            decode_frames,
+            model_fps,
+            decode_efficiency: gridwatch.decoded_fps / decode_fps,
+            model_efficiency: gridwatch.analysed_fps / model_fps,
+        })
+    } else {
+        None
+    };
+
+    let baseline = if o.baseline {
+        tracing::info!("bench: the Python peer on the same streams");
+        let dir = work.join("baseline");
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        Some(baseline::run(
+            &o.python,
+            &o.peer_script,
+            &gridwatch,
+            &replay.records,
+            &dir,
+            main.duration_seconds,
+        )?)
+    } else {
+        None
+    };
+
+    let scaling = if o.scaling.is_empty() {
+        None
+    } else {
+        let mut steps = Vec::new();
+        for &n in &o.scaling {
+            tracing::info!(
+                cameras = n,
+                seconds = o.scaling_step_seconds,
+                "bench: scaling step"
+            );
+            let step = replay::ReplayOptions {
+                cameras: n,
+                pace: Pace::Realtime,
+                analysis_fps: Some(SCALING_ANALYSIS_FPS),
+                duration_seconds: Some(o.scaling_step_seconds),
+                ground_truth: None,
+                work_dir: work.join(format!("scaling-{n}")),
+                id_prefix: format!("s{n}-"),
+                ..o.replay.clone()
+            };
+            let r = replay::run(&step)?.result;
+            let stale = r.frames_dropped.get("stale").copied().unwrap_or(0);
+            let superseded = r.frames_dropped.get("superseded").copied().unwrap_or(0);
+            steps.push(ScalingStep {
+                cameras: n,
+                duration_seconds: r.wall_seconds,
+                frames_analysed: r.frames_analysed,
+                analysed_fps: r.analysed_fps,
+                stale_drops: stale,
+                superseded_drops: superseded,
+                sustained: stale == 0 && r.latency.p99_ms < SCALING_P99_BOUND_MS,
+                latency: r.latency,
+                cpu_seconds: r.cpu_seconds,
+                cpu_share_of_machine: r.cpu_seconds / (r.wall_seconds * machine.cpus as f64),
+                peak_rss_mib: r.peak_rss_mib,
+            });
+        }
+        let mut sorted: Vec<&ScalingStep> = steps.iter().collect();
+        sorted.sort_by_key(|s| s.cameras);
+        let largest_sustained = sorted
+            .iter()
+            .take_while(|s| s.sustained)
+            .last()
+            .map_or(0, |s| s.cameras);
+        Some(Scaling {
+            analysis_fps: SCALING_ANALYSIS_FPS,
+            p99_bound_ms: SCALING_P99_BOUND_MS,
+            steps,
+            largest_sustained,
+        })
+    };
+
+    Ok(BenchReport {
+        schema: REPORT_SCHEMA.into(),
+        started_at,
+        command: o.command.clone(),
+        machine,
+        model: card.id.clone(),
+        gridwatch,
+        limits,
+        baseline,
+        scaling,
+    })
+}

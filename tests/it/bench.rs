@@ -1,0 +1,290 @@
+//! `gridwatch bench run` and the operation endpoints: the report of a real replay (bikes.mp4, fast
+//! pace) agrees with what the pipeline did, scores the ground truth's episodes, compares with the
+//! Python peer and draws its plots; `/readyz` turns ready; `--log-format json` writes JSON lines.
+//! Speed is measured, never asserted.
+
+use std::io::BufRead;
+
+use gridwatch::bench::accuracy::GroundTruth;
+use gridwatch::bench::report::{BenchReport, Percentiles};
+use gridwatch::bench::{replay, suite};
+use gridwatch::config::Pace;
+
+use crate::support::{TempDir, repo};
+
+/// Measured on the sample streams (BENCHMARKS.md): 95 % over 358 frames of all three clips,
+/// 73-75 % on bikes.mp4 alone (close-ups whose objects sit near the score threshold, where the
+/// small pixel differences between FFmpeg + cv2.resize and GStreamer's scaling flip detections).
+/// Below this, the peer's pre/post-processing or frame selection no longer matches gridwatch's.
+const MIN_AGREEMENT_BIKES: f64 = 0.6;
+
+fn ordered(name: &str, p: &Percentiles) {
+    assert!(p.count > 0, "{name}: no samples");
+    assert!(
+        p.p50_ms >= 0.0 && p.p50_ms <= p.p95_ms && p.p95_ms <= p.p99_ms && p.p99_ms <= p.max_ms,
+        "{name}: percentiles out of order: {p:?}"
+    );
+}
+
+#[test]
+fn bench_run_reports_what_the_pipeline_did_side_by_side_with_the_python_peer() {
+    let _exclusive = crate::support::exclusive();
+    let out = TempDir::new("bench-run");
+    let options = suite::SuiteOptions {
+        replay: replay::ReplayOptions {
+            streams: vec![repo("sample-streams/bikes.mp4")],
+            cameras: 1,
+            pace: Pace::Fast,
+            analysis_fps: None,
+            workers: 2,
+            intra_op_threads: 1,
+            card: repo("models/nanodet-g-416-coco.toml"),
+            duration_seconds: None,
+            ground_truth: Some(repo("sample-streams/ground-truth.toml")),
+            work_dir: out.path("work"),
+            id_prefix: "t-".into(),
+            progress: false,
+        },
+        limits: false,
+        baseline: true,
+        // One short real-time step: enough for the throughput-vs-cameras plot.
+        scaling: vec![1],
+        scaling_step_seconds: 3.0,
+        out_dir: out.path("run"),
+        command: "test".into(),
+        python: repo(".venv/bin/python"),
+        peer_script: repo("benches/baseline/peer.py"),
+    };
+    suite::run(&options).unwrap_or_else(|e| panic!("{e}"));
+
+    let report: BenchReport = serde_json::from_str(
+        &std::fs::read_to_string(out.path("run/report.json")).expect("report.json written"),
+    )
+    .unwrap();
+    let g = &report.gridwatch;
+
+    // Frame counts: every frame the pipelines delivered was analysed (fast pace drops nothing)
+    // or kept back by the motion gate, and the metrics counted the same frames.
+    assert!(g.frames_analysed > 0);
+    assert_eq!(g.frames_analysed, g.frames_analysed_metric);
+    let dropped: u64 = g.frames_dropped.values().sum();
+    assert_eq!(
+        dropped, 0,
+        "fast pace drops nothing: {:?}",
+        g.frames_dropped
+    );
+    assert_eq!(
+        g.frames_analysed + g.frames_skipped_no_motion,
+        g.frames_decoded
+    );
+    // bikes.mp4 is 10 s: 4 analysed frames/s (the ground truth's rate) gives 40 slots.
+    assert!(
+        g.frames_decoded >= 39 && g.frames_decoded <= 41,
+        "{}",
+        g.frames_decoded
+    );
+
+    ordered("capture to decision", &g.latency);
+    for stage in ["queue", "preprocess", "inference", "postprocess", "rules"] {
+        ordered(stage, &g.stages[stage]);
+    }
+    assert!(g.latency.p50_ms > 0.0);
+    assert!(g.stages["inference"].p50_ms > 0.0);
+    let histogram_total: u64 = g.latency_histogram.iter().map(|b| b.count).sum();
+    assert_eq!(histogram_total, g.frames_analysed);
+    assert!(g.cpu_seconds > 0.0 && g.peak_rss_mib > 0.0);
+
+    // Accuracy: one line per scenario of the clip, with the annotated episode count.
+    let gt = GroundTruth::load(&repo("sample-streams/ground-truth.toml")).unwrap();
+    let clip = gt.clips.iter().find(|c| c.clip == "bikes.mp4").unwrap();
+    let nonmotor = g
+        .accuracy
+        .iter()
+        .find(|a| a.scenario == "nonmotor_parking")
+        .expect("accuracy for nonmotor_parking");
+    assert_eq!(
+        nonmotor.episodes,
+        clip.episodes
+            .iter()
+            .filter(|e| e.scenario == "nonmotor_parking")
+            .count()
+    );
+    assert_eq!(nonmotor.found + nonmotor.missed, nonmotor.episodes);
+
+    // The peer analysed the same frames and mostly found the same objects.
+    let b = report.baseline.as_ref().expect("baseline section");
+    assert_eq!(b.frames_analysed, g.frames_decoded, "same frame selection");
+    assert_eq!(b.agreement.frames_compared as u64, g.frames_analysed);
+    assert!(
+        b.agreement.matched_fraction >= MIN_AGREEMENT_BIKES,
+        "{:?}",
+        b.agreement
+    );
+    assert!(b.analysed_fps > 0.0 && b.throughput_ratio > 0.0);
+
+    let s = report.scaling.as_ref().expect("scaling section");
+    assert_eq!(s.steps.len(), 1);
+    assert!(s.steps[0].frames_analysed > 0);
+
+    // The new per-frame metrics are exported: the rules stage and capture to decision.
+    let metrics = gridwatch::telemetry::prometheus()
+        .expect("the bench installs the Prometheus recorder")
+        .render();
+    assert!(
+        metrics.contains("stage=\"rules\""),
+        "no rules stage in /metrics"
+    );
+    assert!(metrics.contains(gridwatch::telemetry::FRAME_LATENCY_SECONDS));
+
+    let html = std::fs::read_to_string(out.path("run/report.html")).expect("report.html written");
+    for title in [
+        "Latency histogram",
+        "Per-stage breakdown",
+        "Throughput vs number of cameras",
+    ] {
+        assert!(
+            html.contains(&format!("<title>{title}")),
+            "no {title} plot in the HTML"
+        );
+    }
+    assert_eq!(html.matches("<svg").count(), 3);
+    // Self-contained: nothing fetched when opened.
+    assert!(
+        !html.contains("<script") && !html.contains("src=\"http") && !html.contains("href=\"http")
+    );
+}
+
+#[test]
+fn readyz_turns_ready_when_the_model_is_loaded_a_camera_streams_and_the_outbox_is_writable() {
+    use gridwatch::ingest::status::{CameraRegistry, CameraState};
+    use gridwatch::status::Readiness;
+
+    let dir = TempDir::new("readyz");
+    let config = gridwatch::config::Config::from_text(
+        &format!(
+            r#"
+[centre]
+name = "t"
+[[units]]
+id = "u"
+name = "u"
+[[groups]]
+id = "g"
+name = "g"
+unit = "u"
+[[cameras]]
+id = "cam"
+name = "cam"
+unit = "u"
+group = "g"
+uri = "{}"
+[model]
+card = "{}"
+[cases]
+outbox = "outbox.sqlite"
+[dispatch]
+url = "http://127.0.0.1:9/cases"
+"#,
+            repo("sample-streams/vtest.mp4").display(),
+            repo("models/nanodet-g-416-coco.toml").display()
+        ),
+        "readyz.toml",
+        &dir.0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let registry = CameraRegistry::default();
+    registry.add(gridwatch::ingest::initial_status(&config, 0));
+    let readiness = Readiness::default();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}/readyz", listener.local_addr().unwrap());
+    let app = gridwatch::status::router_with_readiness(registry.clone(), readiness.clone());
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    let get = |url: &str| -> (u16, serde_json::Value) {
+        let r = reqwest::blocking::get(url).unwrap();
+        (r.status().as_u16(), r.json().unwrap())
+    };
+
+    let (status, body) = get(&url);
+    assert_eq!(status, 503);
+    assert_eq!(body["ready"], false);
+    assert!(body["reason"].as_str().unwrap().contains("model"));
+
+    readiness.model_loaded();
+    let (status, body) = get(&url);
+    assert_eq!(status, 503, "{body}");
+    assert!(body["reason"].as_str().unwrap().contains("camera"));
+
+    let outbox = config.resolve(&config.cases.outbox);
+    let _open = gridwatch::cases::outbox::Outbox::open(&outbox).unwrap();
+    readiness.set_outbox(outbox);
+    registry.set_state(0, CameraState::Streaming, None);
+    let (status, body) = get(&url);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ready"], true);
+
+    // /metrics counts the outbox's cases by scenario and delivery state at scrape time.
+    {
+        let conn = rusqlite::Connection::open(config.resolve(&config.cases.outbox)).unwrap();
+        conn.execute_batch(
+            "INSERT INTO cases (id, created_at, scenario, camera, body, snapshot) \
+             VALUES ('c1', 'now', 'readyz_probe', 'cam', '{}', x''); \
+             INSERT INTO outbox (case_id, state, next_attempt_ms) VALUES ('c1', 'dead', 0);",
+        )
+        .unwrap();
+    }
+    let metrics = reqwest::blocking::get(url.replace("/readyz", "/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with(gridwatch::telemetry::OUTBOX_CASES)
+                && l.contains("scenario=\"readyz_probe\"")
+                && l.contains("state=\"dead\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+
+    // A camera that stalls takes readiness away again (it is the only one).
+    registry.set_state(0, CameraState::Stalled, Some("no frame"));
+    assert_eq!(get(&url).0, 503);
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let dir = TempDir::new("logjson");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gridwatch"))
+        .args([
+            "--log-format",
+            "json",
+            "dispatch-server",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--database")
+        .arg(dir.path("r.sqlite"))
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value =
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(v["level"], "INFO");
+    assert!(
+        v["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("listening")
+    );
+}
