@@ -26,6 +26,14 @@ pub const OUTBOX_DEAD_LETTERS: &str = "gridwatch_outbox_dead_letters";
 /// 0 closed, 1 open, 2 half-open.
 pub const DISPATCH_BREAKER_STATE: &str = "gridwatch_dispatch_breaker_state";
 pub const DISPATCH_BREAKER_OPENS: &str = "gridwatch_dispatch_breaker_opens_total";
+/// Cases waiting for a reviewer.
+pub const REVIEW_QUEUE_DEPTH: &str = "gridwatch_review_queue_depth";
+/// Reviewers' decisions, by `decision` (confirmed, rejected).
+pub const REVIEW_DECISIONS: &str = "gridwatch_review_decisions_total";
+/// Events dropped because a reviewer suppressed their camera + zone + scenario.
+pub const EVENTS_SUPPRESSED: &str = "gridwatch_events_suppressed_total";
+/// Events below their scenario's `review_score`: counted, never stored.
+pub const REVIEW_BELOW_THRESHOLD: &str = "gridwatch_review_below_threshold_total";
 
 #[derive(Debug, Clone, Copy)]
 pub enum DropReason {
@@ -114,6 +122,22 @@ pub fn breaker_state(state: u8) {
 
 pub fn breaker_opened() {
     counter!(DISPATCH_BREAKER_OPENS).increment(1);
+}
+
+pub fn review_queue_depth(depth: u64) {
+    metrics::gauge!(REVIEW_QUEUE_DEPTH).set(depth as f64);
+}
+
+pub fn review_decision(decision: &'static str) {
+    counter!(REVIEW_DECISIONS, "decision" => decision).increment(1);
+}
+
+pub fn event_suppressed(scenario: &str) {
+    counter!(EVENTS_SUPPRESSED, "scenario" => scenario.to_owned()).increment(1);
+}
+
+pub fn review_below_threshold(scenario: &str) {
+    counter!(REVIEW_BELOW_THRESHOLD, "scenario" => scenario.to_owned()).increment(1);
 }
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

@@ -3,6 +3,7 @@
 
 mod locate;
 pub mod profile;
+pub mod review;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -70,6 +71,9 @@ pub struct Config {
     pub dispatch: DispatchSettings,
     #[serde(default)]
     pub telemetry: TelemetrySettings,
+    /// The review console and confidence tiers; absent: every case is dispatched unattended.
+    #[serde(default)]
+    pub review: Option<review::ReviewSettings>,
     /// Folder the relative paths in this file resolve against (the file's folder).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -711,6 +715,11 @@ impl Config {
                 for (field, msg) in profile::validate_phase(p) {
                     err(format!("groups[{i}].phases[{k}].{field}"), msg);
                 }
+            }
+        }
+        if let Some(r) = &self.review {
+            for (field, msg) in r.validate(&self.catalog) {
+                err(format!("review.{field}"), msg);
             }
         }
         if self.cameras.is_empty() {

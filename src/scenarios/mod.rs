@@ -332,9 +332,16 @@ impl ScenarioEngine {
     }
 }
 
-/// The scenario thread: reads detections until the inference stage closes its channel.
-pub fn run(mut engine: ScenarioEngine, input: Receiver<Detections>, output: Sender<Event>) {
+/// The scenario thread: reads detections until the inference stage closes its channel. Each
+/// analysed frame is offered to `latest` (the review console's patrol wall) before evaluation.
+pub fn run(
+    mut engine: ScenarioEngine,
+    input: Receiver<Detections>,
+    output: Sender<Event>,
+    latest: crate::review::LatestFrames,
+) {
     for d in input {
+        latest.offer(&d.frame, &d.objects);
         let mut closed = false;
         engine.evaluate(d, |e| {
             tracing::info!(
