@@ -389,6 +389,7 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         delivered = outbox.delivered,
         pending = outbox.pending,
         dead_letters = outbox.dead,
+        awaiting_review = outbox.awaiting_review,
         "run finished"
     );
     Ok(RunSummary {

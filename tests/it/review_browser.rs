@@ -345,6 +345,12 @@ fn a_reviewer_confirms_and_rejects_flagged_frames_in_a_real_browser() {
         assert!(!health.is_empty());
         let shot = client.screenshot().await.unwrap();
         std::fs::write(artifacts().join("review-wall.png"), shot).unwrap();
+
+        // Simplified Chinese by default; English on request.
+        let tab = client.find(Locator::Css("#tab-queue")).await.unwrap();
+        assert_eq!(tab.text().await.unwrap(), "审核队列");
+        client.find(Locator::Css("#lang")).await.unwrap().click().await.unwrap();
+        assert_eq!(tab.text().await.unwrap(), "Review queue");
         client.close().await.unwrap();
         (first, second)
     });

@@ -324,7 +324,13 @@ document.addEventListener("DOMContentLoaded", async () => {
       return;
     }
     const k = e.key;
-    if (/^[1-4]$/.test(k)) { show(["queue", "wall", "history", "admin"][+k - 1] === "admin" && S.role !== "admin" ? S.view : ["queue", "wall", "history", "admin"][+k - 1]); return; }
+    // Enter on a focused button is that button's click: do not also confirm.
+    if (tag === "BUTTON" && (k === "Enter" || k === " ")) return;
+    if (/^[1-4]$/.test(k)) {
+      const view = ["queue", "wall", "history", "admin"][+k - 1];
+      if (view !== "admin" || S.role === "admin") show(view);
+      return;
+    }
     if (S.view === "wall") {
       if (k === "ArrowRight" || k === "j") turnWall(1);
       if (k === "ArrowLeft" || k === "k") turnWall(-1);
