@@ -166,8 +166,18 @@ fn review_command(config: Option<&PathBuf>, action: ReviewAction) -> anyhow::Res
                 ReviewRole::Admin => Role::Admin,
             };
             let user = store.set_user(&name, role, &password)?;
-            store.audit("cli", "set_user", None, Some(&format!("{} ({})", user.name, role.as_str())))?;
-            println!("account {} ({}) saved in {}", user.name, role.as_str(), path.display());
+            store.audit(
+                "cli",
+                "set_user",
+                None,
+                Some(&format!("{} ({})", user.name, role.as_str())),
+            )?;
+            println!(
+                "account {} ({}) saved in {}",
+                user.name,
+                role.as_str(),
+                path.display()
+            );
             if token {
                 println!("API token (shown once): {}", store.new_api_token(&user)?);
             }
@@ -175,7 +185,15 @@ fn review_command(config: Option<&PathBuf>, action: ReviewAction) -> anyhow::Res
         ReviewAction::Export { out } => {
             let dataset = gridwatch::review::export::build(&store, &config.catalog)?;
             dataset.write_to(&out)?;
-            store.audit("cli", "export", None, Some(&format!("{} positives, {} hard negatives", dataset.positives, dataset.negatives)))?;
+            store.audit(
+                "cli",
+                "export",
+                None,
+                Some(&format!(
+                    "{} positives, {} hard negatives",
+                    dataset.positives, dataset.negatives
+                )),
+            )?;
             println!(
                 "{} positives, {} hard negatives written to {}",
                 dataset.positives,

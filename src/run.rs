@@ -237,7 +237,8 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
             hub: review_hub.clone(),
             wake: Some(wake.clone()),
         };
-        let server = runtime.block_on(crate::review::ReviewServer::bind(&settings.listen, state))?;
+        let server =
+            runtime.block_on(crate::review::ReviewServer::bind(&settings.listen, state))?;
         tracing::info!(url = %format!("http://{}/", server.local_addr()), "review console running: open this URL to review held cases");
         let shutdown = server_stopped(server_stop_rx.clone());
         runtime.spawn(async move {

@@ -121,7 +121,7 @@ impl ReviewSettings {
         if self.rotation_seconds == 0 {
             out.push(("rotation_seconds".into(), "must be at least 1".into()));
         }
-        if !(self.session_hours > 0.0) {
+        if self.session_hours.is_nan() || self.session_hours <= 0.0 {
             out.push(("session_hours".into(), "must be positive".into()));
         }
         out
