@@ -1054,3 +1054,77 @@ async fn the_wall_shows_each_group_with_health_and_the_latest_frame() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn the_cli_adds_accounts_with_api_tokens_and_exports_the_dataset() {
+    let c = Console::new();
+    let ids = c.events(&[(0, 0.7)]);
+    let s = c.login("alice").await;
+    c.post(&s, &item_path(&ids[0], "confirm"), json!({})).await;
+    let dir = c._dir.0.clone();
+    let config = dir.join("review.toml");
+    std::fs::write(&config, config_text()).unwrap();
+
+    let out = crate::dispatch_support::gridwatch()
+        .args([
+            "review", "add-user", "--name", "ops", "--role", "admin", "--token", "--config",
+        ])
+        .arg(&config)
+        .env("GRIDWATCH_REVIEW_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let token = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("API token (shown once): "))
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .trim()
+        .to_owned();
+    // The new admin's bearer token opens the admin routes of the console over the same database.
+    let audit = c
+        .send(
+            Request::get("/api/v1/review/audit")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(audit.status, StatusCode::OK);
+    assert!(
+        audit
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["user"] == "cli" && e["action"] == "set_user")
+    );
+    c.login("ops").await;
+
+    let dataset = dir.join("dataset");
+    let out = crate::dispatch_support::gridwatch()
+        .args(["review", "export", "--out"])
+        .arg(&dataset)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dataset.join("data.yaml").is_file());
+    assert!(dataset.join(format!("images/{}.jpg", ids[0])).is_file());
+    assert_eq!(
+        std::fs::read_to_string(dataset.join(format!("labels/{}.txt", ids[0])))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+}
