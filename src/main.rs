@@ -210,6 +210,10 @@ enum OutboxState {
     Pending,
     Delivered,
     Dead,
+    /// Held for the review console.
+    AwaitingReview,
+    /// Rejected by a reviewer (false positives).
+    Rejected,
     All,
 }
 
@@ -235,6 +239,8 @@ fn outbox_command(config: Option<&PathBuf>, action: OutboxAction) -> anyhow::Res
                 OutboxState::Pending => Some("pending"),
                 OutboxState::Delivered => Some("delivered"),
                 OutboxState::Dead => Some("dead"),
+                OutboxState::AwaitingReview => Some("awaiting_review"),
+                OutboxState::Rejected => Some("rejected"),
                 OutboxState::All => None,
             };
             let entries = outbox.list(state, limit)?;
@@ -399,11 +405,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 );
             }
             println!(
-                "cases stored: {}, delivered: {}, pending in outbox: {}, dead letters: {}",
+                "cases stored: {}, delivered: {}, pending in outbox: {}, dead letters: {}, awaiting review: {}",
                 summary.cases_stored,
                 summary.outbox.delivered,
                 summary.outbox.pending,
-                summary.outbox.dead
+                summary.outbox.dead,
+                summary.outbox.awaiting_review
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -59,6 +59,12 @@ pub struct OutboxStats {
     pub retries: u64,
     /// The most recent error of a pending case, if any.
     pub last_error: Option<String>,
+    /// Cases held for the review console (not part of the depth: delivery does not take them).
+    #[serde(default)]
+    pub awaiting_review: u64,
+    /// Cases rejected by a reviewer.
+    #[serde(default)]
+    pub rejected: u64,
 }
 
 /// One outbox row, as `gridwatch outbox list` shows it.
@@ -348,6 +354,8 @@ impl Outbox {
             oldest_pending_age_seconds,
             retries: retries.max(0) as u64,
             last_error,
+            awaiting_review: c.awaiting_review,
+            rejected: c.rejected,
         })
     }
 
