@@ -3,6 +3,7 @@
 //! The stages, in the order a frame travels: [`ingest`] (GStreamer, one pipeline per camera) →
 //! [`infer`] (onnxruntime worker pool) → [`scenarios`] (rules over time, one event per episode)
 //! → [`cases`] (evidence + SQLite outbox) → [`dispatch`] (HTTP delivery; reference receiver).
+//! [`review`] is the console where staff confirm or reject held cases.
 //! [`run`] wires them together; [`config`] describes the key area; [`telemetry`] names every metric.
 
 pub mod bench;
@@ -12,6 +13,7 @@ pub mod dispatch;
 pub mod gate;
 pub mod infer;
 pub mod ingest;
+pub mod review;
 pub mod run;
 pub mod scenarios;
 pub mod status;

@@ -62,6 +62,14 @@ enum Command {
         #[command(subcommand)]
         action: OutboxAction,
     },
+    /// The review console's accounts and its training-data export.
+    Review {
+        /// The configuration whose `[cases] outbox` holds the review tables (default: the embedded one).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: ReviewAction,
+    },
     /// Measure; see BENCHMARKS.md.
     Bench {
         #[command(subcommand)]
@@ -111,11 +119,101 @@ enum OutboxAction {
     },
 }
 
+#[derive(Subcommand)]
+enum ReviewAction {
+    /// Create an account, or set an existing one's password and role. The password comes from
+    /// GRIDWATCH_REVIEW_PASSWORD, else from the first line of standard input.
+    AddUser {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum, default_value_t = ReviewRole::Reviewer)]
+        role: ReviewRole,
+        /// Also print a new API (bearer) token for the account.
+        #[arg(long)]
+        token: bool,
+    },
+    /// Write the reviewed frames as a YOLO dataset (images/, labels/, data.yaml) into a folder.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReviewRole {
+    Reviewer,
+    Admin,
+}
+
+fn review_command(config: Option<&PathBuf>, action: ReviewAction) -> anyhow::Result<ExitCode> {
+    use gridwatch::review::auth::Role;
+    let config = load(config)?;
+    let path = config.resolve(&config.cases.outbox);
+    let store = gridwatch::review::store::ReviewStore::open(&path)?;
+    match action {
+        ReviewAction::AddUser { name, role, token } => {
+            let password = match std::env::var("GRIDWATCH_REVIEW_PASSWORD") {
+                Ok(p) if !p.is_empty() => p,
+                _ => {
+                    eprintln!("password for {name} (one line):");
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            let role = match role {
+                ReviewRole::Reviewer => Role::Reviewer,
+                ReviewRole::Admin => Role::Admin,
+            };
+            let user = store.set_user(&name, role, &password)?;
+            store.audit(
+                "cli",
+                "set_user",
+                None,
+                Some(&format!("{} ({})", user.name, role.as_str())),
+            )?;
+            println!(
+                "account {} ({}) saved in {}",
+                user.name,
+                role.as_str(),
+                path.display()
+            );
+            if token {
+                println!("API token (shown once): {}", store.new_api_token(&user)?);
+            }
+        }
+        ReviewAction::Export { out } => {
+            let dataset = gridwatch::review::export::build(&store, &config.catalog)?;
+            dataset.write_to(&out)?;
+            store.audit(
+                "cli",
+                "export",
+                None,
+                Some(&format!(
+                    "{} positives, {} hard negatives",
+                    dataset.positives, dataset.negatives
+                )),
+            )?;
+            println!(
+                "{} positives, {} hard negatives written to {}",
+                dataset.positives,
+                dataset.negatives,
+                out.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum OutboxState {
     Pending,
     Delivered,
     Dead,
+    /// Held for the review console.
+    AwaitingReview,
+    /// Rejected by a reviewer (false positives).
+    Rejected,
     All,
 }
 
@@ -141,6 +239,8 @@ fn outbox_command(config: Option<&PathBuf>, action: OutboxAction) -> anyhow::Res
                 OutboxState::Pending => Some("pending"),
                 OutboxState::Delivered => Some("delivered"),
                 OutboxState::Dead => Some("dead"),
+                OutboxState::AwaitingReview => Some("awaiting_review"),
+                OutboxState::Rejected => Some("rejected"),
                 OutboxState::All => None,
             };
             let entries = outbox.list(state, limit)?;
@@ -495,11 +595,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 );
             }
             println!(
-                "cases stored: {}, delivered: {}, pending in outbox: {}, dead letters: {}",
+                "cases stored: {}, delivered: {}, pending in outbox: {}, dead letters: {}, awaiting review: {}",
                 summary.cases_stored,
                 summary.outbox.delivered,
                 summary.outbox.pending,
-                summary.outbox.dead
+                summary.outbox.dead,
+                summary.outbox.awaiting_review
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -631,6 +732,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Outbox { config, action } => outbox_command(config.as_ref(), action),
+        Command::Review { config, action } => review_command(config.as_ref(), action),
         Command::DispatchServer {
             listen,
             database,

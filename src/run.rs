@@ -47,6 +47,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Gate(#[from] crate::gate::GateError),
+    #[error(transparent)]
+    Review(#[from] crate::review::ReviewError),
     #[error("a pipeline thread panicked: {0}")]
     Panic(&'static str),
 }
@@ -218,6 +220,50 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         })
     };
 
+    // The review console: held cases, the patrol wall, suppressions for the case stage.
+    let review_hub = crate::review::ReviewHub::default();
+    let suppressions = crate::review::Suppressions::default();
+    let latest_frames = match &config.review {
+        Some(_) => crate::review::LatestFrames::new(config.cameras.len()),
+        // No console: no slots, so the scenario thread never copies a frame.
+        None => crate::review::LatestFrames::default(),
+    };
+    if let Some(settings) = &config.review {
+        let store = Arc::new(crate::review::store::ReviewStore::open(&outbox_path)?);
+        if let Some(password) = crate::review::bootstrap_admin(&store, settings)? {
+            // Shown once, on the console's first start; `gridwatch review add-user` changes it.
+            eprintln!(
+                "review console: created account `admin` with password {password} (shown once; set {} before the first start to choose it)",
+                settings.admin_password_env
+            );
+        }
+        for s in store.active_suppressions()? {
+            suppressions.add(s);
+        }
+        let state = crate::review::ReviewState {
+            store,
+            config: config.clone(),
+            cameras: options.cameras.clone(),
+            latest: latest_frames.clone(),
+            suppressions: suppressions.clone(),
+            hub: review_hub.clone(),
+            wake: Some(wake.clone()),
+        };
+        let server =
+            runtime.block_on(crate::review::ReviewServer::bind(&settings.listen, state))?;
+        tracing::info!(url = %format!("http://{}/", server.local_addr()), "review console running: open this URL to review held cases");
+        let shutdown = server_stopped(server_stop_rx.clone());
+        runtime.spawn(async move {
+            if let Err(e) = server.serve(shutdown).await {
+                tracing::error!(error = %e, "review console stopped");
+            }
+        });
+    }
+    let triage = crate::review::Triage {
+        tiers: crate::review::Tiers::new(config.review.clone()),
+        suppressions,
+    };
+
     // Stages, upstream last so that every consumer is ready before frames flow.
     let camera_ids = config
         .cameras
@@ -249,10 +295,18 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         let config = config.clone();
         let wake = wake.clone();
         let stop = stop.clone();
+        let hub = review_hub.clone();
         std::thread::Builder::new()
             .name("cases".into())
             .spawn(move || {
-                let result = cases::run(&config, case_outbox, event_rx, || wake.notify_one());
+                let result = cases::run_triaged(
+                    &config,
+                    case_outbox,
+                    event_rx,
+                    &triage,
+                    || wake.notify_one(),
+                    || hub.notify("held"),
+                );
                 if let Err(e) = &result {
                     // No new case can be stored: stop taking frames rather than pretend.
                     tracing::error!(error = %e, "case stage failed; stopping the pipeline");
@@ -265,7 +319,7 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     let engine = ScenarioEngine::new(config.clone());
     let scenario_thread = std::thread::Builder::new()
         .name("scenarios".into())
-        .spawn(move || scenarios::run(engine, det_rx, event_tx))
+        .spawn(move || scenarios::run(engine, det_rx, event_tx, latest_frames))
         .map_err(RunError::Runtime)?;
     let worker_threads = pool::spawn_workers_observed(
         mailboxes.clone(),
@@ -342,6 +396,8 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     let outbox = runtime
         .block_on(delivery_task)
         .map_err(|e| RunError::Dispatch(DispatchError::Join(e.to_string())))??;
+    // Open event streams would hold the console's graceful shutdown: end them first.
+    review_hub.close();
     let _ = server_stop_tx.send(true);
     runtime.shutdown_timeout(Duration::from_secs(2));
 
@@ -351,6 +407,7 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         delivered = outbox.delivered,
         pending = outbox.pending,
         dead_letters = outbox.dead,
+        awaiting_review = outbox.awaiting_review,
         "run finished"
     );
     Ok(RunSummary {

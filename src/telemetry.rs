@@ -32,6 +32,14 @@ pub const FRAME_LATENCY_SECONDS: &str = "gridwatch_frame_latency_seconds";
 /// Cases in the outbox by scenario and delivery state (`pending`, `delivered`, `dead`), read from
 /// the outbox when `/metrics` is scraped.
 pub const OUTBOX_CASES: &str = "gridwatch_outbox_cases";
+/// Cases waiting for a reviewer.
+pub const REVIEW_QUEUE_DEPTH: &str = "gridwatch_review_queue_depth";
+/// Reviewers' decisions, by `decision` (confirmed, rejected).
+pub const REVIEW_DECISIONS: &str = "gridwatch_review_decisions_total";
+/// Events dropped because a reviewer suppressed their camera + zone + scenario.
+pub const EVENTS_SUPPRESSED: &str = "gridwatch_events_suppressed_total";
+/// Events below their scenario's `review_score`: counted, never stored.
+pub const REVIEW_BELOW_THRESHOLD: &str = "gridwatch_review_below_threshold_total";
 
 #[derive(Debug, Clone, Copy)]
 pub enum DropReason {
@@ -137,6 +145,22 @@ pub fn breaker_state(state: u8) {
 
 pub fn breaker_opened() {
     counter!(DISPATCH_BREAKER_OPENS).increment(1);
+}
+
+pub fn review_queue_depth(depth: u64) {
+    metrics::gauge!(REVIEW_QUEUE_DEPTH).set(depth as f64);
+}
+
+pub fn review_decision(decision: &'static str) {
+    counter!(REVIEW_DECISIONS, "decision" => decision).increment(1);
+}
+
+pub fn event_suppressed(scenario: &str) {
+    counter!(EVENTS_SUPPRESSED, "scenario" => scenario.to_owned()).increment(1);
+}
+
+pub fn review_below_threshold(scenario: &str) {
+    counter!(REVIEW_BELOW_THRESHOLD, "scenario" => scenario.to_owned()).increment(1);
 }
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

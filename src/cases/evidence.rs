@@ -52,6 +52,27 @@ pub fn render(
     objects: &[Detection],
     max_width: u32,
 ) -> Result<Evidence, EvidenceError> {
+    render_with(frame, &[zone], objects, max_width, true)
+}
+
+/// `frame` with any number of zones (none: the clean frame, for training data) and boxes, no
+/// crop: the review console's patrol wall and the reviewed cases' clean frames.
+pub fn annotate(
+    frame: &Frame,
+    zones: &[&[[f64; 2]]],
+    objects: &[Detection],
+    max_width: u32,
+) -> Result<Snapshot, EvidenceError> {
+    Ok(render_with(frame, zones, objects, max_width, false)?.snapshot)
+}
+
+fn render_with(
+    frame: &Frame,
+    zones: &[&[[f64; 2]]],
+    objects: &[Detection],
+    max_width: u32,
+    with_crop: bool,
+) -> Result<Evidence, EvidenceError> {
     let (w, h) = (frame.width as i32, frame.height as i32);
     let mut src = Mat::new_rows_cols_with_default(h, w, CV_8UC3, Scalar::all(0.0))?;
     {
@@ -80,7 +101,11 @@ pub fn render(
         0.0,
         imgproc::INTER_LINEAR,
     )?;
-    let crop = crop_objects(&clean, objects, out_w, out_h)?;
+    let crop = if with_crop {
+        crop_objects(&clean, objects, out_w, out_h)?
+    } else {
+        None
+    };
     let mut img = clean.try_clone()?;
 
     let to_px = |p: [f64; 2]| {
@@ -89,17 +114,23 @@ pub fn render(
             (p[1] * out_h as f64).round() as i32,
         )
     };
-    let polygon: Vector<Point> = zone.iter().map(|&p| to_px(p)).collect();
-    let polygons: Vector<Vector<Point>> = std::iter::once(polygon).collect();
-    imgproc::polylines(
-        &mut img,
-        &polygons,
-        true,
-        rgb(ZONE_COLOUR),
-        2,
-        imgproc::LINE_AA,
-        0,
-    )?;
+    // OpenCV refuses an empty contour: a clean frame has no zone at all.
+    let polygons: Vector<Vector<Point>> = zones
+        .iter()
+        .filter(|z| !z.is_empty())
+        .map(|z| z.iter().map(|&p| to_px(p)).collect::<Vector<Point>>())
+        .collect();
+    if !polygons.is_empty() {
+        imgproc::polylines(
+            &mut img,
+            &polygons,
+            true,
+            rgb(ZONE_COLOUR),
+            2,
+            imgproc::LINE_AA,
+            0,
+        )?;
+    }
     for d in objects {
         let a = to_px([f64::from(d.bbox[0]), f64::from(d.bbox[1])]);
         let b = to_px([f64::from(d.bbox[2]), f64::from(d.bbox[3])]);

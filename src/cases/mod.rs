@@ -206,7 +206,6 @@ pub fn build(config: &Config, event: &Event) -> Result<(Case, Vec<u8>), CaseErro
     )?;
     let confirmed_at = datetime(event.confirmed_at);
     let level = event.scenario.level;
-    let category = config.catalog.codes.get(event.scenario.category_code);
     let case = Case {
         schema: CASE_SCHEMA.into(),
         id: Uuid::now_v7(),
@@ -216,8 +215,8 @@ pub fn build(config: &Config, event: &Event) -> Result<(Case, Vec<u8>), CaseErro
             name_zh: event.scenario.name_zh.into(),
             name_en: event.scenario.name_en.into(),
             category_code: event.scenario.category_code.into(),
-            category_major: category.map(|c| c.major.clone()).unwrap_or_default(),
-            category_minor: category.map(|c| c.minor.clone()).unwrap_or_default(),
+            category_major: event.scenario.category_major.into(),
+            category_minor: event.scenario.category_minor.into(),
         },
         department: event.scenario.department.into(),
         workstation: event.scenario.workstation.into(),
@@ -280,25 +279,83 @@ pub fn deadline(confirmed_at: OffsetDateTime, level: HandlingLevel) -> OffsetDat
 /// reported as taken that was not stored.
 pub fn run(
     config: &Config,
-    mut outbox: Outbox,
+    outbox: Outbox,
     input: Receiver<Event>,
     on_stored: impl Fn(),
 ) -> Result<u64, CaseError> {
+    run_triaged(
+        config,
+        outbox,
+        input,
+        &crate::review::Triage::default(),
+        on_stored,
+        || {},
+    )
+}
+
+/// The case thread with the review console's tiers: an event matching an active suppression is
+/// dropped (counted); below the scenario's `review_score` it is only counted; below its
+/// `auto_dispatch_score` the case is stored as `awaiting_review` with its clean frame and
+/// `on_held` tells the console; otherwise it is stored `pending` and `on_stored` wakes delivery.
+pub fn run_triaged(
+    config: &Config,
+    mut outbox: Outbox,
+    input: Receiver<Event>,
+    triage: &crate::review::Triage,
+    on_stored: impl Fn(),
+    on_held: impl Fn(),
+) -> Result<u64, CaseError> {
+    use crate::review::Tier;
     let mut stored = 0;
     for event in input {
+        let cam = &config.cameras[event.camera];
+        let zone = &cam.zones[event.zone];
+        // Checked before rendering: a suppressed event costs nothing.
+        if triage
+            .suppressions
+            .active(&cam.id, &zone.id, event.scenario.id, SystemTime::now())
+        {
+            telemetry::event_suppressed(event.scenario.id);
+            tracing::info!(scenario = event.scenario.id, camera = %cam.id, zone = %zone.id, "event suppressed by a reviewer's rejection");
+            continue;
+        }
+        let tier = triage.tiers.decide(event.scenario.id, event.confidence);
+        if tier == Tier::CountOnly {
+            telemetry::review_below_threshold(event.scenario.id);
+            tracing::info!(scenario = event.scenario.id, camera = %cam.id, confidence = event.confidence, "event below the review score: counted only");
+            continue;
+        }
         let (case, jpeg) = build(config, &event)?;
         let body = serde_json::to_string(&case)?;
-        outbox.insert(
+        let (state, clean) = match tier {
+            Tier::Review => {
+                let clean = evidence::annotate(
+                    &event.frame,
+                    &[],
+                    &[],
+                    config.cases.snapshot_max_width_pixels,
+                )?;
+                (outbox::InitialState::AwaitingReview, Some(clean.jpeg))
+            }
+            _ => (outbox::InitialState::Pending, None),
+        };
+        outbox.insert_as(
             &case.id.to_string(),
             &case.scenario.id,
             &case.camera.id,
             &body,
             &jpeg,
+            state,
+            clean.as_deref(),
         )?;
         telemetry::case_stored(&case.scenario.id);
-        tracing::info!(case = %case.id, scenario = %case.scenario.id, camera = %case.camera.id, unit = %case.unit.name, zone = %case.zone.id, objects = case.objects.len(), confidence = case.confidence, "case stored in outbox");
+        tracing::info!(case = %case.id, scenario = %case.scenario.id, camera = %case.camera.id, unit = %case.unit.name, zone = %case.zone.id, objects = case.objects.len(), confidence = case.confidence, held_for_review = clean.is_some(), "case stored in outbox");
         stored += 1;
-        on_stored();
+        if clean.is_some() {
+            on_held();
+        } else {
+            on_stored();
+        }
     }
     Ok(stored)
 }

@@ -2,6 +2,10 @@
 //! delivery attempt, so a case that was decided is never lost by a crash or an outage. Also the
 //! queries behind the outbox's visible state (depth, oldest age, retries, dead letters) and the
 //! dead-letter operations of `gridwatch outbox`.
+//!
+//! States: `pending` → `delivered` | `dead`; with the review console, a case may start as
+//! `awaiting_review` (delivery never picks it) and a reviewer moves it to `pending` or
+//! `rejected`. Databases from before the review states are migrated on open.
 
 use std::path::Path;
 
@@ -55,6 +59,12 @@ pub struct OutboxStats {
     pub retries: u64,
     /// The most recent error of a pending case, if any.
     pub last_error: Option<String>,
+    /// Cases held for the review console (not part of the depth: delivery does not take them).
+    #[serde(default)]
+    pub awaiting_review: u64,
+    /// Cases rejected by a reviewer.
+    #[serde(default)]
+    pub rejected: u64,
 }
 
 /// One outbox row, as `gridwatch outbox list` shows it.
@@ -91,6 +101,19 @@ pub struct OutboxCounts {
     pub pending: u64,
     pub delivered: u64,
     pub dead: u64,
+    /// Held for a reviewer (never delivered until confirmed).
+    pub awaiting_review: u64,
+    /// Rejected by a reviewer (false positives; never delivered).
+    pub rejected: u64,
+}
+
+/// The state a new case starts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialState {
+    /// Delivered as soon as possible (automatic discovery).
+    Pending,
+    /// Held in the review queue until a reviewer confirms or rejects it.
+    AwaitingReview,
 }
 
 pub struct Outbox {
@@ -108,14 +131,47 @@ CREATE TABLE IF NOT EXISTS cases (
 );
 CREATE TABLE IF NOT EXISTS outbox (
     case_id TEXT PRIMARY KEY REFERENCES cases(id),
-    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead', 'awaiting_review', 'rejected')),
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_ms INTEGER NOT NULL,
     last_error TEXT,
     delivered_at TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_ms);
+CREATE TABLE IF NOT EXISTS review_frames (
+    case_id TEXT PRIMARY KEY REFERENCES cases(id),
+    jpeg BLOB NOT NULL
+);
 ";
+
+/// Rebuilds an `outbox` table created before the review states existed: SQLite cannot alter a
+/// CHECK constraint, so the table is copied into one with the new constraint, in one transaction.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let sql: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'outbox'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match sql {
+        Some(sql) if !sql.contains("awaiting_review") => {
+            let tx = conn.transaction()?;
+            tx.execute_batch(
+                "ALTER TABLE outbox RENAME TO outbox_before_review;
+                 DROP INDEX IF EXISTS outbox_due;",
+            )?;
+            tx.execute_batch(SCHEMA)?;
+            tx.execute_batch(
+                "INSERT INTO outbox (case_id, state, attempts, next_attempt_ms, last_error, delivered_at)
+                 SELECT case_id, state, attempts, next_attempt_ms, last_error, delivered_at FROM outbox_before_review;
+                 DROP TABLE outbox_before_review;",
+            )?;
+            tx.commit()
+        }
+        _ => Ok(()),
+    }
+}
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -149,6 +205,8 @@ impl Outbox {
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
+        let mut conn = conn;
+        migrate(&mut conn).map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         Ok(Self { conn })
     }
@@ -162,15 +220,49 @@ impl Outbox {
         body: &str,
         snapshot: &[u8],
     ) -> Result<(), OutboxError> {
+        self.insert_as(
+            id,
+            scenario,
+            camera,
+            body,
+            snapshot,
+            InitialState::Pending,
+            None,
+        )
+    }
+
+    /// Stores a case in `state`, atomically; `clean_frame` is the unannotated frame a reviewed
+    /// case keeps for the training-data export.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_as(
+        &mut self,
+        id: &str,
+        scenario: &str,
+        camera: &str,
+        body: &str,
+        snapshot: &[u8],
+        state: InitialState,
+        clean_frame: Option<&[u8]>,
+    ) -> Result<(), OutboxError> {
+        let state = match state {
+            InitialState::Pending => "pending",
+            InitialState::AwaitingReview => "awaiting_review",
+        };
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO cases (id, created_at, scenario, camera, body, snapshot) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![id, now_rfc3339(), scenario, camera, body, snapshot],
         )?;
         tx.execute(
-            "INSERT INTO outbox (case_id, state, next_attempt_ms) VALUES (?1, 'pending', ?2)",
-            params![id, now_ms()],
+            "INSERT INTO outbox (case_id, state, next_attempt_ms) VALUES (?1, ?2, ?3)",
+            params![id, state, now_ms()],
         )?;
+        if let Some(jpeg) = clean_frame {
+            tx.execute(
+                "INSERT INTO review_frames (case_id, jpeg) VALUES (?1, ?2)",
+                params![id, jpeg],
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -262,6 +354,8 @@ impl Outbox {
             oldest_pending_age_seconds,
             retries: retries.max(0) as u64,
             last_error,
+            awaiting_review: c.awaiting_review,
+            rejected: c.rejected,
         })
     }
 
@@ -346,6 +440,8 @@ impl Outbox {
             match state.as_str() {
                 "pending" => c.pending = n as u64,
                 "delivered" => c.delivered = n as u64,
+                "awaiting_review" => c.awaiting_review = n as u64,
+                "rejected" => c.rejected = n as u64,
                 _ => c.dead = n as u64,
             }
         }
@@ -389,6 +485,46 @@ mod tests {
             (1, 0, 0),
             "the failed case left no row"
         );
+        drop(outbox);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn an_outbox_from_before_the_review_states_is_migrated() {
+        let path = temp_path("migrate");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE cases (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, scenario TEXT NOT NULL,
+                    camera TEXT NOT NULL, body TEXT NOT NULL, snapshot BLOB NOT NULL);
+                 CREATE TABLE outbox (case_id TEXT PRIMARY KEY REFERENCES cases(id),
+                    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+                    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_ms INTEGER NOT NULL,
+                    last_error TEXT, delivered_at TEXT);
+                 INSERT INTO cases VALUES ('old', 't', 's', 'c', '{}', x'00');
+                 INSERT INTO outbox VALUES ('old', 'delivered', 1, 0, NULL, 't');",
+            )
+            .unwrap();
+        }
+        let mut outbox = Outbox::open(&path).unwrap();
+        outbox
+            .insert_as(
+                "new",
+                "s",
+                "c",
+                "{}",
+                b"x",
+                InitialState::AwaitingReview,
+                Some(b"jpeg"),
+            )
+            .unwrap();
+        let c = outbox.counts().unwrap();
+        assert_eq!((c.delivered, c.awaiting_review, c.pending), (1, 1, 0));
+        assert!(outbox.due(10).unwrap().is_empty(), "held cases are not due");
+        drop(outbox);
+        // Opening again is a no-op.
+        let outbox = Outbox::open(&path).unwrap();
+        assert_eq!(outbox.counts().unwrap().awaiting_review, 1);
         drop(outbox);
         let _ = std::fs::remove_file(&path);
     }

@@ -4,6 +4,7 @@
 mod locate;
 pub mod overrides;
 pub mod profile;
+pub mod review;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -74,6 +75,9 @@ pub struct Config {
     pub dispatch: DispatchSettings,
     #[serde(default)]
     pub telemetry: TelemetrySettings,
+    /// The review console and confidence tiers; absent: every case is dispatched unattended.
+    #[serde(default)]
+    pub review: Option<review::ReviewSettings>,
     /// Folder the relative paths in this file resolve against (the file's folder).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -760,6 +764,11 @@ impl Config {
         }
         for (field, msg) in self.tracker.validate() {
             err(format!("tracker.{field}"), msg);
+        }
+        if let Some(r) = &self.review {
+            for (field, msg) in r.validate(&self.catalog) {
+                err(format!("review.{field}"), msg);
+            }
         }
         if self.cameras.is_empty() {
             err("cameras".into(), "no cameras configured".into());

@@ -239,6 +239,17 @@ impl Catalog {
                 name_zh: intern(&s.name_zh),
                 name_en: intern(&s.name_en),
                 category_code: intern(&s.category_code),
+                // Codes are checked above: every scenario's code is in the table.
+                category_major: intern(
+                    file.codes
+                        .get(&s.category_code)
+                        .map_or("", |c| c.major.as_str()),
+                ),
+                category_minor: intern(
+                    file.codes
+                        .get(&s.category_code)
+                        .map_or("", |c| c.minor.as_str()),
+                ),
                 department: intern(&s.department),
                 workstation: intern(&s.workstation),
                 level: s.level,

@@ -38,6 +38,9 @@ pub struct ScenarioInfo {
     pub name_en: &'static str,
     /// Key of the catalog's category code table (e.g. 街面秩序/机动车乱停放).
     pub category_code: &'static str,
+    /// The code's 大类 and 小类 in the code table.
+    pub category_major: &'static str,
+    pub category_minor: &'static str,
     /// The department that handles the case, e.g. 公安 (police).
     pub department: &'static str,
     /// The workstation of the command centre that dispatches it.
@@ -434,9 +437,16 @@ impl ScenarioEngine {
     }
 }
 
-/// The scenario thread: reads detections until the inference stage closes its channel.
-pub fn run(mut engine: ScenarioEngine, input: Receiver<Detections>, output: Sender<Event>) {
+/// The scenario thread: reads detections until the inference stage closes its channel. Each
+/// analysed frame is offered to `latest` (the review console's patrol wall) before evaluation.
+pub fn run(
+    mut engine: ScenarioEngine,
+    input: Receiver<Detections>,
+    output: Sender<Event>,
+    latest: crate::review::LatestFrames,
+) {
     for d in input {
+        latest.offer(&d.frame, &d.objects);
         let mut closed = false;
         engine.evaluate(d, |e| {
             tracing::info!(

@@ -15,6 +15,8 @@ mod gate;
 mod ingest;
 mod receiver;
 mod receiver_fuzz;
+mod review_api;
+mod review_browser;
 mod scenarios_accuracy;
 mod scenarios_catalog;
 mod scenarios_custom;

@@ -1,0 +1,148 @@
+//! The `[review]` section: the review console's address, the confidence tiers (globally and per
+//! scenario), the patrol wall's rotation and the bootstrap admin. Absent section: no console and
+//! every case is dispatched unattended, as before the console existed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::scenarios::catalog::Catalog;
+
+pub const DEFAULT_REVIEW_LISTEN: &str = "127.0.0.1:8780";
+/// At or above this confidence a case is dispatched without a reviewer (automatic discovery).
+pub const DEFAULT_AUTO_DISPATCH_SCORE: f32 = 0.8;
+/// At or above this (and below the auto-dispatch score) a case waits in the review queue;
+/// below it, the event is only counted.
+pub const DEFAULT_REVIEW_SCORE: f32 = 0.4;
+pub const DEFAULT_ROTATION_SECONDS: u32 = 15;
+pub const DEFAULT_SESSION_HOURS: f64 = 12.0;
+pub const DEFAULT_ADMIN_PASSWORD_ENV: &str = "GRIDWATCH_ADMIN_PASSWORD";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewSettings {
+    /// Address of the console (HTTP).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_auto_dispatch_score")]
+    pub auto_dispatch_score: f32,
+    #[serde(default = "default_review_score")]
+    pub review_score: f32,
+    /// Per-scenario overrides of the two scores, keyed by scenario id.
+    #[serde(default)]
+    pub scenarios: BTreeMap<String, TierOverride>,
+    /// The patrol wall moves to the next camera group every this many seconds (轮巡).
+    #[serde(default = "default_rotation_seconds")]
+    pub rotation_seconds: u32,
+    #[serde(default = "default_session_hours")]
+    pub session_hours: f64,
+    /// At the first start (no account yet) an `admin` account is created with the password in
+    /// this environment variable; without it, a generated password is printed once.
+    #[serde(default = "default_admin_password_env")]
+    pub admin_password_env: String,
+    /// Where `gridwatch review export` and the export route build datasets (temporary folders).
+    #[serde(default)]
+    pub export_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierOverride {
+    #[serde(default)]
+    pub auto_dispatch_score: Option<f32>,
+    #[serde(default)]
+    pub review_score: Option<f32>,
+}
+
+impl Default for ReviewSettings {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            auto_dispatch_score: DEFAULT_AUTO_DISPATCH_SCORE,
+            review_score: DEFAULT_REVIEW_SCORE,
+            scenarios: BTreeMap::new(),
+            rotation_seconds: DEFAULT_ROTATION_SECONDS,
+            session_hours: DEFAULT_SESSION_HOURS,
+            admin_password_env: default_admin_password_env(),
+            export_dir: None,
+        }
+    }
+}
+
+impl ReviewSettings {
+    /// (auto_dispatch_score, review_score) for a scenario.
+    pub fn scores(&self, scenario: &str) -> (f32, f32) {
+        let o = self.scenarios.get(scenario);
+        (
+            o.and_then(|o| o.auto_dispatch_score)
+                .unwrap_or(self.auto_dispatch_score),
+            o.and_then(|o| o.review_score).unwrap_or(self.review_score),
+        )
+    }
+
+    /// (field path below `review`, message) pairs.
+    pub fn validate(&self, catalog: &Catalog) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let in_range = |v: f32| (0.0..=1.0).contains(&v);
+        let mut check = |field: String, auto: f32, review: f32| {
+            if !in_range(auto) {
+                out.push((
+                    format!("{field}auto_dispatch_score"),
+                    format!("must be in [0, 1], got {auto}"),
+                ));
+            }
+            if !in_range(review) {
+                out.push((
+                    format!("{field}review_score"),
+                    format!("must be in [0, 1], got {review}"),
+                ));
+            }
+            if review > auto {
+                out.push((
+                    format!("{field}review_score"),
+                    format!("must not exceed auto_dispatch_score ({review} > {auto})"),
+                ));
+            }
+        };
+        check(String::new(), self.auto_dispatch_score, self.review_score);
+        for id in self.scenarios.keys() {
+            let (auto, review) = self.scores(id);
+            check(format!("scenarios.{id}."), auto, review);
+        }
+        for id in self.scenarios.keys() {
+            if catalog.entry(id).is_none() {
+                out.push((
+                    format!("scenarios.{id}"),
+                    format!("unknown scenario `{id}`"),
+                ));
+            }
+        }
+        if self.rotation_seconds == 0 {
+            out.push(("rotation_seconds".into(), "must be at least 1".into()));
+        }
+        if self.session_hours.is_nan() || self.session_hours <= 0.0 {
+            out.push(("session_hours".into(), "must be positive".into()));
+        }
+        out
+    }
+}
+
+fn default_listen() -> String {
+    DEFAULT_REVIEW_LISTEN.to_owned()
+}
+fn default_auto_dispatch_score() -> f32 {
+    DEFAULT_AUTO_DISPATCH_SCORE
+}
+fn default_review_score() -> f32 {
+    DEFAULT_REVIEW_SCORE
+}
+fn default_rotation_seconds() -> u32 {
+    DEFAULT_ROTATION_SECONDS
+}
+fn default_session_hours() -> f64 {
+    DEFAULT_SESSION_HOURS
+}
+fn default_admin_password_env() -> String {
+    DEFAULT_ADMIN_PASSWORD_ENV.to_owned()
+}

@@ -1,0 +1,351 @@
+// gridwatch review console: plain JavaScript, no build step, no CDN. Simplified Chinese by
+// default, English on request (kept in localStorage). Keyboard first: J/K or arrows move,
+// C/Enter confirms, X/R rejects, S scenario, M remark, / filters, 1-4 switch views.
+"use strict";
+
+const I18N = {
+  zh: {
+    title: "视频巡查审核台", tab_queue: "审核队列", tab_wall: "视频巡查墙", tab_history: "案件记录",
+    tab_admin: "管理", logout: "退出", login_title: "登录", name: "账号", password: "密码", login: "登录",
+    login_failed: "账号或密码错误", unit: "管理单元", group: "巡查编组", scenario: "场景", all: "全部",
+    queue_empty: "暂无待审核画面", remark: "备注", suppress: "屏蔽（分钟）", confirm: "确认派发 (C)",
+    reject: "误报驳回 (X)", keys: "J/K 或 ←/→ 上一条/下一条 · C 或 Enter 确认 · X 或 R 驳回 · S 场景 · M 备注 · / 筛选 · 1-4 切换页面",
+    rotate: "轮巡", time: "时间", camera: "摄像头", state: "状态", reviewer: "审核人", time_left: "103060 剩余",
+    attempts: "投递次数", export: "导出训练数据 (YOLO)", audit: "审计日志", user: "用户", action: "操作",
+    case: "案件", detail: "说明", zone: "区域", confidence: "置信度", waiting: "等待", objects: "目标数",
+    items: "条待审核", confirmed_ok: "已确认，案件已派发", rejected_ok: "已驳回（误报）",
+    handled_by: "已被 {by} 处理（{decision}）", live: "实时", offline: "离线", no_frame: "暂无画面",
+    deadline: "处置时限", every: "每 {n} 秒", overdue: "已超时",
+    st_awaiting_review: "待审核", st_pending: "待投递", st_delivered: "已派发", st_dead: "投递失败",
+    st_rejected: "已驳回", st_confirmed: "已确认",
+    h_streaming: "在线", h_stalled: "卡顿", h_connecting: "连接中", h_backoff: "重连中", h_inactive: "未在时段",
+    h_ended: "已结束", h_failed: "故障", h_stopped: "已停止", h_unknown: "未知",
+  },
+  en: {
+    title: "Video patrol review console", tab_queue: "Review queue", tab_wall: "Patrol wall", tab_history: "Case history",
+    tab_admin: "Admin", logout: "Sign out", login_title: "Sign in", name: "Account", password: "Password", login: "Sign in",
+    login_failed: "Wrong account or password", unit: "Unit", group: "Group", scenario: "Scenario", all: "All",
+    queue_empty: "Nothing waiting for review", remark: "Remark", suppress: "Suppress (minutes)", confirm: "Confirm (C)",
+    reject: "Reject (X)", keys: "J/K or ←/→ previous/next · C or Enter confirm · X or R reject · S scenario · M remark · / filter · 1-4 views",
+    rotate: "Rotate", time: "Time", camera: "Camera", state: "State", reviewer: "Reviewer", time_left: "103060 left",
+    attempts: "Attempts", export: "Export training data (YOLO)", audit: "Audit log", user: "User", action: "Action",
+    case: "Case", detail: "Detail", zone: "Zone", confidence: "Confidence", waiting: "Waiting", objects: "Objects",
+    items: "waiting", confirmed_ok: "Confirmed: the case is dispatched", rejected_ok: "Rejected (false positive)",
+    handled_by: "Already handled by {by} ({decision})", live: "live", offline: "offline", no_frame: "no frame yet",
+    deadline: "Deadline", every: "every {n} s", overdue: "overdue",
+    st_awaiting_review: "awaiting review", st_pending: "pending delivery", st_delivered: "dispatched", st_dead: "dead letter",
+    st_rejected: "rejected", st_confirmed: "confirmed",
+    h_streaming: "streaming", h_stalled: "stalled", h_connecting: "connecting", h_backoff: "reconnecting", h_inactive: "inactive",
+    h_ended: "ended", h_failed: "failed", h_stopped: "stopped", h_unknown: "unknown",
+  },
+};
+
+let lang = localStorage.getItem("gw-lang") === "en" ? "en" : "zh";
+const S = { csrf: null, role: null, meta: null, items: [], sel: 0, view: "queue", wall: null, wallIdx: 0, wallTimer: null, refreshTimer: null, events: null };
+const $ = (id) => document.getElementById(id);
+
+function t(key, vars) {
+  let s = (I18N[lang][key] ?? I18N.zh[key] ?? key);
+  for (const [k, v] of Object.entries(vars || {})) s = s.replace(`{${k}}`, v);
+  return s;
+}
+
+function applyLang() {
+  document.documentElement.lang = lang === "en" ? "en" : "zh-CN";
+  document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+  $("lang").textContent = lang === "en" ? "中文" : "English";
+  document.title = "gridwatch · " + t("title");
+  if (S.meta) { fillFilters(); renderQueue(); }
+  if (S.view === "wall" && S.wall) renderWall();
+  if (S.view === "history") loadHistory();
+}
+
+async function api(path, opts = {}) {
+  const headers = { ...(opts.headers || {}) };
+  if (opts.body !== undefined) headers["Content-Type"] = "application/json";
+  if (opts.method && opts.method !== "GET" && S.csrf) headers["X-CSRF-Token"] = S.csrf;
+  const r = await fetch(path, { credentials: "same-origin", ...opts, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
+  let data = null;
+  const ct = r.headers.get("content-type") || "";
+  if (ct.includes("json")) data = await r.json();
+  if (r.status === 401 && path !== "/api/v1/auth/login") showLogin();
+  return { status: r.status, ok: r.ok, data };
+}
+
+function scenarioName(id, zh, en) {
+  const s = S.meta && S.meta.scenarios.find((x) => x.id === id);
+  if (s) return lang === "en" ? s.name_en : s.name_zh;
+  return (lang === "en" ? en : zh) || id;
+}
+const fmtTime = (iso) => iso ? new Date(iso).toLocaleString(lang === "en" ? "en-GB" : "zh-CN", { hour12: false }) : "";
+function fmtDur(sec) {
+  const neg = sec < 0; sec = Math.abs(Math.round(sec));
+  const h = Math.floor(sec / 3600), m = Math.floor((sec % 3600) / 60), s = sec % 60;
+  const body = (h ? h + ":" + String(m).padStart(2, "0") : m) + ":" + String(s).padStart(2, "0");
+  return (neg ? "-" : "") + body;
+}
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v; else if (k.startsWith("data-")) e.setAttribute(k, v); else e[k] = v;
+  }
+  for (const c of children) e.append(c);
+  return e;
+}
+
+// ----- sign in -----
+function showLogin() {
+  $("app").hidden = true; $("tabs").hidden = true; $("logout").hidden = true;
+  $("login-view").hidden = false; $("who").textContent = "";
+  if (S.events) { S.events.close(); S.events = null; }
+  $("login-name").focus();
+}
+
+async function start(me) {
+  S.csrf = me.csrf; S.role = me.role;
+  $("who").textContent = me.name + " (" + me.role + ")";
+  $("login-view").hidden = true; $("app").hidden = false; $("tabs").hidden = false; $("logout").hidden = false;
+  $("tab-admin").hidden = me.role !== "admin";
+  const meta = await api("/api/v1/review/meta");
+  if (!meta.ok) return;
+  S.meta = meta.data;
+  fillFilters();
+  await loadQueue();
+  connectEvents();
+  show(S.view);
+}
+
+function connectEvents() {
+  if (S.events) S.events.close();
+  const es = new EventSource("/api/v1/review/events");
+  S.events = es;
+  es.addEventListener("queue", () => {
+    $("live").classList.add("on"); $("live").textContent = t("live");
+    scheduleRefresh();
+  });
+  es.onerror = () => { $("live").classList.remove("on"); $("live").textContent = t("offline"); };
+}
+
+// Several changes in a burst cost one reload.
+function scheduleRefresh() {
+  if (S.refreshTimer) return;
+  S.refreshTimer = setTimeout(() => {
+    S.refreshTimer = null;
+    loadQueue();
+    if (S.view === "history") loadHistory();
+  }, 150);
+}
+
+// ----- queue -----
+function fillFilters() {
+  const fill = (sel, list, label) => {
+    const cur = sel.value;
+    sel.replaceChildren(el("option", { value: "" }, t("all")));
+    for (const x of list) sel.append(el("option", { value: x.id }, label(x)));
+    sel.value = cur;
+  };
+  fill($("f-unit"), S.meta.units, (u) => u.name);
+  fill($("f-group"), S.meta.groups, (g) => g.name);
+  fill($("f-scenario"), S.meta.scenarios, (s) => (lang === "en" ? s.name_en : s.name_zh));
+  fill($("detail-scenario"), S.meta.scenarios, (s) => (lang === "en" ? s.name_en : s.name_zh));
+}
+
+async function loadQueue() {
+  const q = new URLSearchParams();
+  for (const [k, id] of [["unit", "f-unit"], ["group", "f-group"], ["scenario", "f-scenario"]]) if ($(id).value) q.set(k, $(id).value);
+  const keep = S.items[S.sel] && S.items[S.sel].id;
+  const r = await api("/api/v1/review/queue?" + q);
+  if (!r.ok) return;
+  S.items = r.data;
+  const again = S.items.findIndex((x) => x.id === keep);
+  S.sel = again >= 0 ? again : Math.min(S.sel, Math.max(0, S.items.length - 1));
+  renderQueue();
+}
+
+function renderQueue() {
+  const list = $("queue-list");
+  list.replaceChildren();
+  S.items.forEach((it, i) => {
+    const li = el("li", { "data-id": it.id, class: i === S.sel ? "selected" : "" },
+      el("div", { class: "l1" }, scenarioName(it.scenario, it.scenario_name_zh, it.scenario_name_en), el("span", { class: "conf" }, Math.round(it.confidence * 100) + "%")),
+      el("div", { class: "l2" }, it.camera_name + " · " + it.unit_name + " · " + it.zone_name),
+      el("div", { class: "l2" }, fmtTime(it.confirmed_at) + " · " + t("waiting") + " " + fmtDur(it.waiting_seconds)));
+    li.addEventListener("click", () => { S.sel = i; renderQueue(); });
+    list.append(li);
+  });
+  $("queue-count").textContent = S.items.length + " " + t("items");
+  const it = S.items[S.sel];
+  $("detail-empty").hidden = !!it; $("detail-body").hidden = !it;
+  if (!it) return;
+  const li = list.children[S.sel]; if (li) li.scrollIntoView({ block: "nearest" });
+  if ($("detail-img").dataset.id !== it.id) {
+    $("detail-img").src = "/api/v1/review/items/" + encodeURIComponent(it.id) + "/snapshot.jpg";
+    $("detail-img").dataset.id = it.id;
+    $("detail-remark").value = ""; $("detail-suppress").value = "0"; $("detail-msg").textContent = "";
+    $("detail-scenario").value = it.scenario;
+  }
+  const meta = [[t("scenario"), scenarioName(it.scenario, it.scenario_name_zh, it.scenario_name_en)], [t("confidence"), Math.round(it.confidence * 100) + "%"],
+    [t("camera"), it.camera_name], [t("unit"), it.unit_name], [t("group"), it.group_name], [t("zone"), it.zone_name],
+    [t("time"), fmtTime(it.confirmed_at)], [t("waiting"), fmtDur(it.waiting_seconds)], [t("objects"), String(it.objects)],
+    [t("deadline"), fmtTime(it.deadline_at)], [t("remark"), it.remark || "—"]];
+  $("detail-meta").replaceChildren(...meta.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+}
+
+function move(d) {
+  if (!S.items.length) return;
+  S.sel = Math.max(0, Math.min(S.items.length - 1, S.sel + d));
+  renderQueue();
+}
+
+async function decide(kind) {
+  const it = S.items[S.sel];
+  if (!it) return;
+  const body = {};
+  const remark = $("detail-remark").value.trim();
+  if (remark) body.remark = remark;
+  if (kind === "confirm") {
+    if ($("detail-scenario").value && $("detail-scenario").value !== it.scenario) body.scenario = $("detail-scenario").value;
+  } else {
+    const m = parseInt($("detail-suppress").value, 10);
+    if (m > 0) body.suppress_minutes = m;
+  }
+  const r = await api("/api/v1/review/items/" + encodeURIComponent(it.id) + "/" + kind, { method: "POST", body });
+  const msg = $("detail-msg");
+  if (r.ok) msg.textContent = t(kind === "confirm" ? "confirmed_ok" : "rejected_ok");
+  else if (r.status === 409) msg.textContent = t("handled_by", { by: r.data.handled_by || "?", decision: t("st_" + r.data.decision) });
+  else msg.textContent = (r.data && r.data.error) || ("HTTP " + r.status);
+  document.body.dataset.lastDecision = kind + ":" + r.status;
+  await loadQueue();
+  // The message of the item just handled stays visible while the next one is shown.
+  $("detail-msg").textContent = msg.textContent;
+}
+
+// ----- wall -----
+async function loadWall() {
+  const r = await api("/api/v1/review/wall");
+  if (!r.ok) return;
+  S.wall = r.data;
+  if (S.wallIdx >= S.wall.groups.length) S.wallIdx = 0;
+  $("wall-seconds").textContent = "(" + t("every", { n: S.wall.rotation_seconds }) + ")";
+  renderWall();
+}
+
+function renderWall() {
+  const g = S.wall.groups[S.wallIdx];
+  const grid = $("wall-grid");
+  grid.replaceChildren();
+  if (!g) return;
+  $("wall-group").textContent = g.name + " · " + g.unit_name + " (" + (S.wallIdx + 1) + "/" + S.wall.groups.length + ")";
+  for (const c of g.cameras) {
+    const img = el("img", { alt: t("no_frame"), src: c.frame_url + "?t=" + Date.now() });
+    img.dataset.camera = c.id;
+    grid.append(el("div", { class: "tile", "data-camera": c.id }, img,
+      el("div", { class: "cap" }, el("span", {}, c.name), el("span", { class: "health " + c.state }, t("h_" + c.state)))));
+  }
+}
+
+function wallTick() {
+  if (S.view !== "wall" || !S.wall) return;
+  // Fresh frames every tick; the next group after each rotation period.
+  const now = Date.now();
+  if ($("wall-rotate").checked && now - (S.wallTurned || 0) >= S.wall.rotation_seconds * 1000 && S.wall.groups.length > 1) {
+    S.wallTurned = now;
+    S.wallIdx = (S.wallIdx + 1) % S.wall.groups.length;
+    loadWall();
+    return;
+  }
+  document.querySelectorAll("#wall-grid img").forEach((img) => {
+    const c = img.dataset.camera;
+    img.src = "/api/v1/review/wall/" + encodeURIComponent(c) + "/frame.jpg?t=" + now;
+  });
+}
+
+function turnWall(d) {
+  if (!S.wall || !S.wall.groups.length) return;
+  S.wallTurned = Date.now();
+  S.wallIdx = (S.wallIdx + d + S.wall.groups.length) % S.wall.groups.length;
+  loadWall();
+}
+
+// ----- history and admin -----
+async function loadHistory() {
+  const r = await api("/api/v1/review/cases?limit=200");
+  if (!r.ok) return;
+  $("history-body").replaceChildren(...r.data.map((h) => {
+    const left = el("td", { class: h.time_left_seconds < 0 ? "overdue" : "" }, h.time_left_seconds < 0 ? t("overdue") + " " + fmtDur(h.time_left_seconds) : fmtDur(h.time_left_seconds));
+    return el("tr", { "data-id": h.id }, el("td", {}, fmtTime(h.created_at)), el("td", {}, scenarioName(h.scenario, h.scenario_name_zh, h.scenario_name_en)),
+      el("td", {}, h.camera_name), el("td", {}, h.unit_name), el("td", {}, t("st_" + h.state)), el("td", {}, h.reviewer || "—"), left, el("td", {}, String(h.attempts)));
+  }));
+}
+
+async function loadAudit() {
+  const r = await api("/api/v1/review/audit?limit=200");
+  if (!r.ok) return;
+  $("audit-body").replaceChildren(...r.data.map((a) => el("tr", {}, el("td", {}, fmtTime(a.at)), el("td", {}, a.user), el("td", {}, a.action), el("td", {}, a.case_id || ""), el("td", {}, a.detail || ""))));
+}
+
+function show(view) {
+  S.view = view;
+  for (const v of ["queue", "wall", "history", "admin"]) {
+    $(v + "-view").hidden = v !== view;
+    $("tab-" + v).classList.toggle("active", v === view);
+  }
+  if (view === "wall") { S.wallTurned = Date.now(); loadWall(); }
+  if (view === "history") loadHistory();
+  if (view === "admin") loadAudit();
+}
+
+// ----- wiring -----
+document.addEventListener("DOMContentLoaded", async () => {
+  applyLang();
+  $("lang").addEventListener("click", () => { lang = lang === "en" ? "zh" : "en"; localStorage.setItem("gw-lang", lang); applyLang(); });
+  $("login-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const r = await api("/api/v1/auth/login", { method: "POST", body: { name: $("login-name").value, password: $("login-password").value } });
+    if (!r.ok) { $("login-error").textContent = t("login_failed"); return; }
+    $("login-error").textContent = ""; $("login-password").value = "";
+    start(r.data);
+  });
+  $("logout").addEventListener("click", async () => { await api("/api/v1/auth/logout", { method: "POST" }); S.csrf = null; showLogin(); });
+  document.querySelectorAll("#tabs button").forEach((b) => b.addEventListener("click", () => show(b.dataset.view)));
+  for (const id of ["f-unit", "f-group", "f-scenario"]) $(id).addEventListener("change", () => { S.sel = 0; loadQueue(); });
+  $("confirm").addEventListener("click", () => decide("confirm"));
+  $("reject").addEventListener("click", () => decide("reject"));
+  $("wall-prev").addEventListener("click", () => turnWall(-1));
+  $("wall-next").addEventListener("click", () => turnWall(1));
+  S.wallTimer = setInterval(wallTick, 2000);
+  setInterval(() => { if (S.view === "queue" && S.items.length) renderQueue(); }, 5000);
+
+  document.addEventListener("keydown", (e) => {
+    if ($("app").hidden || e.ctrlKey || e.metaKey || e.altKey) return;
+    const tag = e.target.tagName;
+    if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA") {
+      if (e.key === "Escape") e.target.blur();
+      return;
+    }
+    const k = e.key;
+    // Enter on a focused button is that button's click: do not also confirm.
+    if (tag === "BUTTON" && (k === "Enter" || k === " ")) return;
+    if (/^[1-4]$/.test(k)) {
+      const view = ["queue", "wall", "history", "admin"][+k - 1];
+      if (view !== "admin" || S.role === "admin") show(view);
+      return;
+    }
+    if (S.view === "wall") {
+      if (k === "ArrowRight" || k === "j") turnWall(1);
+      if (k === "ArrowLeft" || k === "k") turnWall(-1);
+      return;
+    }
+    if (S.view !== "queue") return;
+    if (k === "j" || k === "ArrowDown" || k === "ArrowRight") { e.preventDefault(); move(1); }
+    else if (k === "k" || k === "ArrowUp" || k === "ArrowLeft") { e.preventDefault(); move(-1); }
+    else if (k === "c" || k === "Enter") { e.preventDefault(); decide("confirm"); }
+    else if (k === "x" || k === "r") { e.preventDefault(); decide("reject"); }
+    else if (k === "s") { e.preventDefault(); $("detail-scenario").focus(); }
+    else if (k === "m") { e.preventDefault(); $("detail-remark").focus(); }
+    else if (k === "/") { e.preventDefault(); $("f-unit").focus(); }
+  });
+
+  const me = await api("/api/v1/auth/me");
+  if (me.ok) start(me.data); else showLogin();
+});

@@ -1,0 +1,1015 @@
+//! The review console (`[review]`, served by `gridwatch run`): video patrol staff confirm or
+//! reject the cases the pipeline holds for review, watch the camera groups on the patrol wall,
+//! follow recent cases and export reviewed frames as training data. One axum router over the
+//! outbox database; the page and its script are embedded in the binary.
+//!
+//! Data flows one way: the case stage stores held cases and tells the [`ReviewHub`]; the console
+//! decides on them in the outbox (conditional UPDATE: the first reviewer wins), wakes delivery,
+//! and hands suppressions to the case stage through [`Suppressions`]. The patrol wall reads the
+//! [`LatestFrames`] the scenario thread fills and the camera registry.
+
+// Handlers return a ready-made response as their error arm (401, 403, 400 …); it is built once
+// per request at most, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
+pub mod auth;
+pub mod export;
+pub mod store;
+pub mod tiers;
+pub mod wall;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{Notify, broadcast, watch};
+use uuid::Uuid;
+
+use crate::cases::evidence::EvidenceError;
+use crate::cases::outbox::OutboxError;
+use crate::config::Config;
+use crate::ingest::status::CameraRegistry;
+use crate::telemetry;
+use auth::{Credential, Role, User};
+use store::{QueueFilter, ReviewStore};
+
+pub use tiers::{Suppression, Suppressions, Tier, Tiers, Triage};
+pub use wall::LatestFrames;
+
+/// Longest remark kept.
+pub const MAX_REMARK_CHARS: usize = 1000;
+/// Longest suppression a reviewer may set: a week.
+pub const MAX_SUPPRESS_MINUTES: u32 = 7 * 24 * 60;
+const DEFAULT_HISTORY: u32 = 100;
+const MAX_HISTORY: u32 = 1000;
+
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const APP_CSS: &str = include_str!("assets/app.css");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("review store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error("case JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("review console I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no random source: {0}")]
+    Random(String),
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    #[error("invalid input: expected {0}")]
+    Invalid(String),
+    #[error("no such case")]
+    NotFound,
+    #[error("already {decision} by {by}")]
+    AlreadyHandled {
+        decision: String,
+        by: String,
+        at: String,
+    },
+    #[error("the case is {0}, no longer awaiting review")]
+    Handled(String),
+    #[error("review console: cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Evidence(#[from] EvidenceError),
+}
+
+/// Tells open consoles that the queue changed (server-sent events); cheap to clone.
+#[derive(Clone)]
+pub struct ReviewHub {
+    tx: broadcast::Sender<String>,
+    closing: Arc<watch::Sender<bool>>,
+}
+
+impl Default for ReviewHub {
+    fn default() -> Self {
+        Self {
+            tx: broadcast::channel(256).0,
+            closing: Arc::new(watch::channel(false).0),
+        }
+    }
+}
+
+impl ReviewHub {
+    /// `what` changed (`held`, `confirmed`, `rejected`, …); nobody listening is fine.
+    pub fn notify(&self, what: &str) {
+        let _ = self.tx.send(what.to_owned());
+    }
+
+    /// Ends every open event stream, so that the server's graceful shutdown is not held open.
+    pub fn close(&self) {
+        let _ = self.closing.send(true);
+    }
+}
+
+/// Everything the console's routes share.
+#[derive(Clone)]
+pub struct ReviewState {
+    pub store: Arc<ReviewStore>,
+    pub config: Arc<Config>,
+    pub cameras: CameraRegistry,
+    pub latest: LatestFrames,
+    pub suppressions: Suppressions,
+    pub hub: ReviewHub,
+    /// Wakes delivery after a confirmation (absent: delivery polls).
+    pub wake: Option<Arc<Notify>>,
+}
+
+impl ReviewState {
+    fn settings(&self) -> crate::config::review::ReviewSettings {
+        self.config.review.clone().unwrap_or_default()
+    }
+}
+
+/// Creates the `admin` account at the first start: with the password from the configured
+/// environment variable, or a generated one that is returned to be shown once.
+pub fn bootstrap_admin(
+    store: &ReviewStore,
+    settings: &crate::config::review::ReviewSettings,
+) -> Result<Option<String>, ReviewError> {
+    if store.user_count()? > 0 {
+        return Ok(None);
+    }
+    match std::env::var(&settings.admin_password_env) {
+        Ok(p) if !p.is_empty() => {
+            store.set_user("admin", Role::Admin, &p)?;
+            Ok(None)
+        }
+        _ => {
+            let p = auth::random_token(9)?;
+            store.set_user("admin", Role::Admin, &p)?;
+            Ok(Some(p))
+        }
+    }
+}
+
+/// The console's routes.
+pub fn router(state: ReviewState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/assets/app.js", get(app_js))
+        .route("/assets/app.css", get(app_css))
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/auth/me", get(me))
+        .route("/api/v1/auth/tokens", post(new_token))
+        .route("/api/v1/review/users", post(set_user))
+        .route("/api/v1/review/meta", get(meta))
+        .route("/api/v1/review/queue", get(queue))
+        .route("/api/v1/review/events", get(events))
+        .route("/api/v1/review/items/{id}", get(get_item))
+        .route("/api/v1/review/items/{id}/snapshot.jpg", get(snapshot))
+        .route("/api/v1/review/items/{id}/confirm", post(confirm))
+        .route("/api/v1/review/items/{id}/reject", post(reject))
+        .route("/api/v1/review/items/{id}/scenario", post(change_scenario))
+        .route("/api/v1/review/items/{id}/remark", post(remark))
+        .route("/api/v1/review/wall", get(wall_groups))
+        .route("/api/v1/review/wall/{camera}/frame.jpg", get(wall_frame))
+        .route("/api/v1/review/cases", get(history))
+        .route("/api/v1/review/suppressions", get(suppressions))
+        .route("/api/v1/review/audit", get(audit_log))
+        .route("/api/v1/review/export", get(export_dataset))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+/// A bound console, ready to serve.
+pub struct ReviewServer {
+    listener: tokio::net::TcpListener,
+    router: Router,
+}
+
+impl ReviewServer {
+    pub async fn bind(addr: &str, state: ReviewState) -> Result<Self, ReviewError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ReviewError::Bind {
+                addr: addr.to_owned(),
+                source,
+            })?;
+        // The queue depth gauge follows every change the hub hears of.
+        {
+            let mut rx = state.hub.tx.subscribe();
+            let store = state.store.clone();
+            if let Ok(d) = store.queue_depth() {
+                telemetry::review_queue_depth(d);
+            }
+            tokio::spawn(async move {
+                while let Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) = rx.recv().await {
+                    if let Ok(d) = store.queue_depth() {
+                        telemetry::review_queue_depth(d);
+                    }
+                }
+            });
+        }
+        Ok(Self {
+            listener,
+            router: router(state),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ReviewError> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ReviewError::Io)
+    }
+}
+
+// ----- responses -----
+
+fn problem(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn unauthorised() -> Response {
+    let mut r = problem(
+        StatusCode::UNAUTHORIZED,
+        "sign in, or send a valid bearer token",
+    );
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+fn error_response(e: ReviewError) -> Response {
+    match e {
+        ReviewError::NotFound => problem(StatusCode::NOT_FOUND, "no such case"),
+        ReviewError::AlreadyHandled { decision, by, at } => (
+            StatusCode::CONFLICT,
+            axum::Json(json!({
+                "error": format!("already {decision} by {by}"),
+                "decision": decision,
+                "handled_by": by,
+                "at": at,
+            })),
+        )
+            .into_response(),
+        ReviewError::Handled(state) => (
+            StatusCode::CONFLICT,
+            axum::Json(json!({
+                "error": format!("the case is {state}, no longer awaiting review"),
+                "decision": state,
+            })),
+        )
+            .into_response(),
+        ReviewError::Invalid(m) => problem(StatusCode::BAD_REQUEST, format!("expected {m}")),
+        other => {
+            tracing::error!(error = %other, "review console failed");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "review storage unavailable",
+            )
+        }
+    }
+}
+
+/// Who sent a request, and the session's CSRF token if it came with a cookie.
+struct Caller {
+    user: User,
+    csrf: Option<String>,
+    session: Option<String>,
+}
+
+/// Bearer token (API use, no CSRF) or session cookie (CSRF header required on anything that
+/// changes state).
+fn authenticate(s: &ReviewState, method: &Method, headers: &HeaderMap) -> Result<Caller, Response> {
+    match auth::credential(headers) {
+        Credential::Bearer(token) => match s.store.token_user(&token, "api") {
+            Ok(Some((user, _))) => Ok(Caller {
+                user,
+                csrf: None,
+                session: None,
+            }),
+            Ok(None) => Err(unauthorised()),
+            Err(e) => Err(error_response(e)),
+        },
+        Credential::Session(token) => match s.store.token_user(&token, "session") {
+            Ok(Some((user, csrf))) => {
+                if auth::changes_state(method) {
+                    let given = auth::csrf_header(headers).unwrap_or("");
+                    let ok = csrf.as_deref().is_some_and(|c| auth::same_secret(given, c));
+                    if !ok {
+                        return Err(problem(
+                            StatusCode::FORBIDDEN,
+                            "missing or wrong CSRF token (X-CSRF-Token)",
+                        ));
+                    }
+                }
+                Ok(Caller {
+                    user,
+                    csrf,
+                    session: Some(token),
+                })
+            }
+            Ok(None) => Err(unauthorised()),
+            Err(e) => Err(error_response(e)),
+        },
+        Credential::None => Err(unauthorised()),
+    }
+}
+
+fn admin_only(c: &Caller) -> Result<(), Response> {
+    if c.user.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(problem(StatusCode::FORBIDDEN, "administrators only"))
+    }
+}
+
+/// Case ids are UUIDs: anything else is refused before it reaches a query or a file name.
+fn case_id(raw: &str) -> Result<String, Response> {
+    Uuid::parse_str(raw)
+        .map(|u| u.to_string())
+        .map_err(|_| problem(StatusCode::BAD_REQUEST, "not a case id"))
+}
+
+/// A JSON body that may be empty (`{}` assumed).
+fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| problem(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
+}
+
+fn remark_text(r: Option<String>) -> Result<Option<String>, Response> {
+    let r = r.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    if r.as_ref()
+        .is_some_and(|s| s.chars().count() > MAX_REMARK_CHARS)
+    {
+        return Err(problem(
+            StatusCode::BAD_REQUEST,
+            format!("a remark has at most {MAX_REMARK_CHARS} characters"),
+        ));
+    }
+    Ok(r)
+}
+
+fn scenario_info(s: &ReviewState, id: &str) -> Result<crate::scenarios::ScenarioInfo, Response> {
+    s.config
+        .catalog
+        .info(id)
+        .ok_or_else(|| problem(StatusCode::BAD_REQUEST, format!("unknown scenario `{id}`")))
+}
+
+fn static_asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'",
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn jpeg(bytes: Vec<u8>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "private, no-cache"),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+// ----- pages -----
+
+async fn index() -> Response {
+    static_asset("text/html; charset=utf-8", INDEX_HTML)
+}
+async fn app_js() -> Response {
+    static_asset("text/javascript; charset=utf-8", APP_JS)
+}
+async fn app_css() -> Response {
+    static_asset("text/css; charset=utf-8", APP_CSS)
+}
+
+// ----- accounts -----
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    name: String,
+    password: String,
+}
+
+async fn login(State(s): State<ReviewState>, body: Bytes) -> Response {
+    let Ok(req) = serde_json::from_slice::<LoginRequest>(&body) else {
+        return problem(StatusCode::BAD_REQUEST, "expected {\"name\", \"password\"}");
+    };
+    let store = s.store.clone();
+    let name = req.name.clone();
+    // argon2 is slow on purpose: keep it off the async workers.
+    let user = tokio::task::spawn_blocking(move || store.login(&name, &req.password)).await;
+    let user = match user {
+        Ok(Ok(u)) => u,
+        Ok(Err(e)) => return error_response(e),
+        Err(_) => return problem(StatusCode::INTERNAL_SERVER_ERROR, "login failed"),
+    };
+    let Some(user) = user else {
+        let _ = s.store.audit(&req.name, "login_failed", None, None);
+        return problem(StatusCode::UNAUTHORIZED, "wrong name or password");
+    };
+    let ttl = Duration::from_secs_f64(s.settings().session_hours * 3600.0);
+    let (token, csrf) = match s.store.new_session(&user, ttl) {
+        Ok(t) => t,
+        Err(e) => return error_response(e),
+    };
+    let _ = s.store.audit(&user.name, "login", None, None);
+    let cookie = auth::session_cookie(&token, ttl.as_secs() as i64);
+    (
+        [(header::SET_COOKIE, cookie)],
+        axum::Json(json!({ "name": user.name, "role": user.role, "csrf": csrf })),
+    )
+        .into_response()
+}
+
+async fn logout(State(s): State<ReviewState>, method: Method, headers: HeaderMap) -> Response {
+    let c = match authenticate(&s, &method, &headers) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if let Some(token) = &c.session
+        && let Err(e) = s.store.end_session(token)
+    {
+        return error_response(e);
+    }
+    let _ = s.store.audit(&c.user.name, "logout", None, None);
+    (
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, auth::clear_cookie())],
+    )
+        .into_response()
+}
+
+async fn me(State(s): State<ReviewState>, method: Method, headers: HeaderMap) -> Response {
+    match authenticate(&s, &method, &headers) {
+        Ok(c) => axum::Json(json!({ "name": c.user.name, "role": c.user.role, "csrf": c.csrf }))
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn new_token(State(s): State<ReviewState>, method: Method, headers: HeaderMap) -> Response {
+    let c = match authenticate(&s, &method, &headers) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match s.store.new_api_token(&c.user) {
+        Ok(token) => {
+            let _ = s.store.audit(&c.user.name, "api_token", None, None);
+            (StatusCode::CREATED, axum::Json(json!({ "token": token }))).into_response()
+        }
+        Err(e) => error_response(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct UserRequest {
+    name: String,
+    role: String,
+    password: String,
+}
+
+async fn set_user(
+    State(s): State<ReviewState>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let c = match authenticate(&s, &method, &headers).and_then(|c| admin_only(&c).map(|_| c)) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let req: UserRequest = match json_body(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let Some(role) = Role::parse(&req.role) else {
+        return problem(StatusCode::BAD_REQUEST, "role is `reviewer` or `admin`");
+    };
+    let store = s.store.clone();
+    let result =
+        tokio::task::spawn_blocking(move || store.set_user(&req.name, role, &req.password)).await;
+    match result {
+        Ok(Ok(u)) => {
+            let _ = s.store.audit(
+                &c.user.name,
+                "set_user",
+                None,
+                Some(&format!("{} ({})", u.name, role.as_str())),
+            );
+            (StatusCode::CREATED, axum::Json(u)).into_response()
+        }
+        Ok(Err(e)) => error_response(e),
+        Err(_) => problem(StatusCode::INTERNAL_SERVER_ERROR, "failed"),
+    }
+}
+
+// ----- queue -----
+
+async fn meta(State(s): State<ReviewState>, method: Method, headers: HeaderMap) -> Response {
+    if let Err(r) = authenticate(&s, &method, &headers) {
+        return r;
+    }
+    let c = &s.config;
+    let scenarios: Vec<_> = c
+        .catalog
+        .ids()
+        .filter_map(|id| c.catalog.info(id))
+        .map(|i| json!({ "id": i.id, "name_zh": i.name_zh, "name_en": i.name_en }))
+        .collect();
+    axum::Json(json!({
+        "centre": c.centre.name,
+        "rotation_seconds": s.settings().rotation_seconds,
+        "units": c.units.iter().map(|u| json!({ "id": u.id, "name": u.name })).collect::<Vec<_>>(),
+        "groups": c.groups.iter().map(|g| json!({ "id": g.id, "name": g.name, "unit": g.unit })).collect::<Vec<_>>(),
+        "scenarios": scenarios,
+    }))
+    .into_response()
+}
+
+async fn queue(
+    State(s): State<ReviewState>,
+    method: Method,
+    headers: HeaderMap,
+    Query(filter): Query<QueueFilter>,
+) -> Response {
+    if let Err(r) = authenticate(&s, &method, &headers) {
+        return r;
+    }
+    match s.store.queue(&filter) {
+        Ok(items) => axum::Json(items).into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+async fn events(State(s): State<ReviewState>, method: Method, headers: HeaderMap) -> Response {
+    if let Err(r) = authenticate(&s, &method, &headers) {
+        return r;
+    }
+    let rx = s.hub.tx.subscribe();
+    let closing = s.hub.closing.subscribe();
+    let first = futures_util::stream::once(async {
+        Ok::<_, Infallible>(SseEvent::default().event("queue").data("hello"))
+    });
+    let rest = futures_util::stream::unfold((rx, closing), |(mut rx, mut closing)| async move {
+        let what = tokio::select! {
+            m = rx.recv() => match m {
+                Ok(m) => m,
+                Err(broadcast::error::RecvError::Lagged(_)) => "lagged".to_owned(),
+                Err(broadcast::error::RecvError::Closed) => return None,
+            },
+            _ = closing.wait_for(|c| *c) => return None,
+        };
+        Some((
+            Ok::<_, Infallible>(SseEvent::default().event("queue").data(what)),
+            (rx, closing),
+        ))
+    });
+    use futures_util::StreamExt as _;
+    Sse::new(first.chain(rest))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+async fn get_item(
+    State(s): State<ReviewState>,
+    method: Method,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    if let Err(r) = authenticate(&s, &method, &headers) {
+        return r;
+    }
+    let id = match case_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match s.store.item(&id) {
+        Ok(Some(item)) => axum::Json(item).into_response(),
+        Ok(None) => problem(StatusCode::NOT_FOUND, "no such case"),
+        Err(e) => error_response(e),
+    }
+}
+
+async fn snapshot(
+    State(s): State<ReviewState>,
+    method: Method,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    if let Err(r) = authenticate(&s, &method, &headers) {
+        return r;
+    }
+    let id = match case_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match s.store.snapshot(&id) {
+        Ok(Some(bytes)) => jpeg(bytes),
+        Ok(None) => problem(StatusCode::NOT_FOUND, "no such case"),
+        Err(e) => error_response(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfirmRequest {
+    #[serde(default)]
+    scenario: Option<String>,
+    #[serde(default)]
+    remark: Option<String>,
+}
+
+async fn confirm(
+    State(s): State<ReviewState>,
+    method: Method,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    let c = match authenticate(&s, &method, &headers) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let (id, req) = match case_id(&id).and_then(|id| Ok((id, json_body::<ConfirmRequest>(&body)?)))
+    {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let remark = match remark_text(req.remark) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let info = match req
+        .scenario
+        .as_deref()
+        .map(|sc| scenario_info(&s, sc))
+        .transpose()
+    {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    match s
+        .store
+        .confirm(&id, &c.user, info.as_ref(), remark.as_deref())
+    {
+        Ok(d) => {
+            telemetry::review_decision("confirmed");
+            tracing::info!(case = %id, reviewer = %c.user.name, scenario = %d.scenario, "case confirmed by a reviewer: dispatching");
+            if let Some(w) = &s.wake {
+                w.notify_one();
+            }
+            s.hub.notify("confirmed");
+            axum::Json(d).into_response()
+        }
+        Err(e) => error_response(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RejectRequest {
+    #[serde(default)]
+    remark: Option<String>,
+    #[serde(default)]
+    suppress_minutes: Option<u32>,
+}
+
+async fn reject(
+    State(s): State<ReviewState>,
+    method: Method,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    let c = match authenticate(&s, &method, &headers) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let (id, req) = match case_id(&id).and_then(|id| Ok((id, json_body::<RejectRequest>(&body)?))) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let remark = match remark_text(req.remark) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    if req
+        .suppress_minutes
+        .is_some_and(|m| m > MAX_SUPPRESS_MINUTES)
+    {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            format!("suppress_minutes is at most {MAX_SUPPRESS_MINUTES}"),
+        );
+    }
+    match s
+        .store
+        .reject(&id, &c.user, remark.as_deref(), req.suppress_minutes)
+    {
+        Ok((d, suppression)) => {
+            telemetry::review_decision("rejected");
+            tracing::info!(case = %id, reviewer = %c.user.name, suppressed = suppression.is_some(), "case rejected by a reviewer (false positive)");
+            if let Some(sup) = suppression {
+                s.suppressions.add(sup);
+            }
+            s.hub.notify("rejected");
+            axum::Json(d).into_response()
+        }
+        Err(e) => error_response(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ScenarioRequest {
+    #[serde(default)]
+    scenario: String,
+}
+
+async fn change_scenario(
+    State(s): State<ReviewState>,
+    method: Method,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    let c = match authenticate(&s, &method, &headers) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let (id, req) = match case_id(&id).and_then(|id| Ok((id, json_body::<ScenarioRequest>(&body)?)))
+    {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let info = match scenario_info(&s, &req.scenario) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    match s.store.change_scenario(&id, &c.user, &info) {
+        Ok(()) => {
+            s.hub.notify("changed");
+            match s.store.item(&id) {
+                Ok(Some(item)) => axum::Json(item).into_response(),
+                Ok(None) => problem(StatusCode::NOT_FOUND, "no such case"),
+                Err(e) => error_response(e),
+            }
+        }
+        Err(e) => error_response(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RemarkRequest {
+    #[serde(default)]
+    remark: Option<String>,
+}
+
+async fn remark(
+    State(s): State<ReviewState>,
+    method: Method,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    let c = match authenticate(&s, &method, &headers) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let (id, req) = match case_id(&id).and_then(|id| Ok((id, json_body::<RemarkRequest>(&body)?))) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let text = match remark_text(req.remark) {
+        Ok(Some(t)) => t,
+        Ok(None) => return problem(StatusCode::BAD_REQUEST, "an empty remark"),
+        Err(r) => return r,
+    };
+    match s.store.remark(&id, &c.user, &text) {
+        Ok(()) => {
+            s.hub.notify("remark");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => error_response(e),
+    }
+}
+
+// ----- wall, history, suppressions, audit, export -----
+
+async fn wall_groups(State(s): State<ReviewState>, method: Method, headers: HeaderMap) -> Response {
+    if let Err(r) = authenticate(&s, &method, &headers) {
+        return r;
+    }
+    let statuses = s.cameras.snapshot();
+    let groups: Vec<_> = s
+        .config
+        .groups
+        .iter()
+        .filter(|g| s.config.cameras.iter().any(|c| c.group == g.id))
+        .map(|g| {
+            let cameras: Vec<_> = s
+                .config
+                .cameras
+                .iter()
+                .filter(|c| c.group == g.id)
+                .map(|c| {
+                    let st = statuses.iter().find(|st| st.id == c.id);
+                    json!({
+                        "id": c.id,
+                        "name": c.name,
+                        "location": c.location,
+                        "state": st.map(|st| st.state.as_str()).unwrap_or("unknown"),
+                        "last_frame_at": st.and_then(|st| st.last_frame_at).and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+                        "reconnects": st.map(|st| st.reconnects),
+                        "frame_url": format!("/api/v1/review/wall/{}/frame.jpg", c.id),
+                    })
+                })
+                .collect();
+            json!({
+                "id": g.id,
+                "name": g.name,
+                "unit": g.unit,
+                "unit_name": s.config.unit(&g.unit).map(|u| u.name.clone()).unwrap_or_default(),
+                "cameras": cameras,
+            })
+        })
+        .collect();
+    axum::Json(json!({
+        "rotation_seconds": s.settings().rotation_seconds,
+        "groups": groups,
+    }))
+    .into_response()
+}
+
+async fn wall_frame(
+    State(s): State<ReviewState>,
+    method: Method,
+    headers: HeaderMap,
+    UrlPath(camera): UrlPath<String>,
+) -> Response {
+    if let Err(r) = authenticate(&s, &method, &headers) {
+        return r;
+    }
+    // The camera is looked up among the configured ones: the name never reaches a path.
+    let Some(index) = s.config.cameras.iter().position(|c| c.id == camera) else {
+        return problem(StatusCode::NOT_FOUND, "no such camera");
+    };
+    let latest = s.latest.clone();
+    let config = s.config.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let cam = &config.cameras[index];
+        let zones: Vec<&[[f64; 2]]> = cam.zones.iter().map(|z| z.polygon.as_slice()).collect();
+        latest.jpeg(index, &cam.id, &zones)
+    })
+    .await;
+    match result {
+        Ok(Ok(Some(frame))) => jpeg(frame.jpeg.as_ref().clone()),
+        Ok(Ok(None)) => problem(StatusCode::NOT_FOUND, "no analysed frame yet"),
+        Ok(Err(e)) => error_response(e.into()),
+        Err(_) => problem(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed"),
+    }
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<u32>,
+}
+
+async fn history(
+    State(s): State<ReviewState>,
+    method: Method,
+    headers: HeaderMap,
+    Query(limit): Query<Limit>,
+) -> Response {
+    if let Err(r) = authenticate(&s, &method, &headers) {
+        return r;
+    }
+    let limit = limit.limit.unwrap_or(DEFAULT_HISTORY).clamp(1, MAX_HISTORY);
+    match s.store.history(limit) {
+        Ok(items) => axum::Json(items).into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+async fn suppressions(
+    State(s): State<ReviewState>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authenticate(&s, &method, &headers) {
+        return r;
+    }
+    let list: Vec<_> = s
+        .suppressions
+        .list()
+        .into_iter()
+        .map(|sup| {
+            json!({
+                "camera": sup.camera,
+                "zone": sup.zone,
+                "scenario": sup.scenario,
+                "until": time::OffsetDateTime::from(sup.until).format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            })
+        })
+        .collect();
+    axum::Json(list).into_response()
+}
+
+async fn audit_log(
+    State(s): State<ReviewState>,
+    method: Method,
+    headers: HeaderMap,
+    Query(limit): Query<Limit>,
+) -> Response {
+    if let Err(r) = authenticate(&s, &method, &headers).and_then(|c| admin_only(&c)) {
+        return r;
+    }
+    let limit = limit.limit.unwrap_or(DEFAULT_HISTORY).clamp(1, MAX_HISTORY);
+    match s.store.audit_log(limit) {
+        Ok(items) => axum::Json(items).into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+async fn export_dataset(
+    State(s): State<ReviewState>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    let c = match authenticate(&s, &method, &headers).and_then(|c| admin_only(&c).map(|_| c)) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let store = s.store.clone();
+    let config = s.config.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let d = export::build(&store, &config.catalog)?;
+        Ok::<_, ReviewError>((d.to_tar()?, d.positives, d.negatives))
+    })
+    .await;
+    match result {
+        Ok(Ok((tar, positives, negatives))) => {
+            let _ = s.store.audit(
+                &c.user.name,
+                "export",
+                None,
+                Some(&format!(
+                    "{positives} positives, {negatives} hard negatives"
+                )),
+            );
+            (
+                [
+                    (header::CONTENT_TYPE, "application/x-tar".to_owned()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"gridwatch-dataset.tar\"".to_owned(),
+                    ),
+                ],
+                tar,
+            )
+                .into_response()
+        }
+        Ok(Err(e)) => error_response(e),
+        Err(_) => problem(StatusCode::INTERNAL_SERVER_ERROR, "export failed"),
+    }
+}

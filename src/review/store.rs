@@ -1,0 +1,762 @@
+//! The review console's SQLite tables, kept in the outbox database so that a decision and the
+//! case's outbox state change in one transaction: accounts and tokens, decisions (first reviewer
+//! wins through a conditional UPDATE), remarks and the audit log, suppressions, and the queries
+//! behind the queue, the case history and the training-data export.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::ReviewError;
+use super::auth::{self, Role, User};
+use super::tiers::Suppression;
+use crate::cases::outbox::Outbox;
+use crate::scenarios::ScenarioInfo;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS review_users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL CHECK (role IN ('reviewer', 'admin')),
+    password_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS review_tokens (
+    token_hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES review_users(id),
+    kind TEXT NOT NULL CHECK (kind IN ('session', 'api')),
+    csrf TEXT,
+    expires_ms INTEGER,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS review_decisions (
+    case_id TEXT PRIMARY KEY REFERENCES cases(id),
+    decision TEXT NOT NULL CHECK (decision IN ('confirmed', 'rejected')),
+    reviewer TEXT NOT NULL,
+    decided_at TEXT NOT NULL,
+    original_scenario TEXT,
+    suppress_until_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS review_audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    user TEXT NOT NULL,
+    action TEXT NOT NULL,
+    case_id TEXT,
+    detail TEXT
+);
+CREATE TABLE IF NOT EXISTS review_suppressions (
+    id INTEGER PRIMARY KEY,
+    camera TEXT NOT NULL,
+    zone TEXT NOT NULL,
+    scenario TEXT NOT NULL,
+    until_ms INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    case_id TEXT
+);
+";
+
+/// A case in the review queue (or one looked up by id), without its images.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct ReviewItem {
+    pub id: String,
+    /// Outbox state: `awaiting_review`, `pending`, `delivered`, `dead`, `rejected`.
+    pub state: String,
+    pub created_at: String,
+    pub waiting_seconds: f64,
+    pub scenario: String,
+    pub scenario_name_zh: String,
+    pub scenario_name_en: String,
+    pub camera: String,
+    pub camera_name: String,
+    pub unit: String,
+    pub unit_name: String,
+    pub group: String,
+    pub group_name: String,
+    pub zone: String,
+    pub zone_name: String,
+    pub confidence: f64,
+    pub objects: u32,
+    pub confirmed_at: String,
+    pub deadline_at: String,
+    pub remark: Option<String>,
+    pub decision: Option<String>,
+    pub reviewer: Option<String>,
+}
+
+/// One recent case with its delivery state and 103060 time left.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct HistoryItem {
+    #[serde(flatten)]
+    pub item: ReviewItem,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<String>,
+    /// Seconds until the 103060 deadline (negative: overdue).
+    pub time_left_seconds: i64,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: String,
+    pub user: String,
+    pub action: String,
+    pub case_id: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Filters of the queue.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct QueueFilter {
+    pub unit: Option<String>,
+    pub group: Option<String>,
+    pub scenario: Option<String>,
+}
+
+/// A reviewed case for the training-data export.
+pub struct Reviewed {
+    pub id: String,
+    pub confirmed: bool,
+    pub scenario: String,
+    /// The case's objects' boxes, [x1, y1, x2, y2] normalised.
+    pub boxes: Vec<[f32; 4]>,
+    pub clean_jpeg: Vec<u8>,
+}
+
+pub struct ReviewStore {
+    conn: Mutex<Connection>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+fn seconds_since(t: &str) -> f64 {
+    OffsetDateTime::parse(t, &Rfc3339)
+        .map(|t| (OffsetDateTime::now_utc() - t).as_seconds_f64().max(0.0))
+        .unwrap_or(0.0)
+}
+
+fn seconds_until(t: &str) -> i64 {
+    OffsetDateTime::parse(t, &Rfc3339)
+        .map(|t| (t - OffsetDateTime::now_utc()).whole_seconds())
+        .unwrap_or(0)
+}
+
+/// Columns of a [`ReviewItem`], read out of the case JSON by SQLite (the images stay on disk).
+const ITEM_COLUMNS: &str = "c.id, o.state, c.created_at, c.scenario,
+    json_extract(c.body, '$.scenario.name_zh'), json_extract(c.body, '$.scenario.name_en'),
+    c.camera, json_extract(c.body, '$.camera.name'),
+    json_extract(c.body, '$.unit.id'), json_extract(c.body, '$.unit.name'),
+    json_extract(c.body, '$.group.id'), json_extract(c.body, '$.group.name'),
+    json_extract(c.body, '$.zone.id'), json_extract(c.body, '$.zone.name'),
+    json_extract(c.body, '$.confidence'), json_array_length(c.body, '$.objects'),
+    json_extract(c.body, '$.confirmed_at'), json_extract(c.body, '$.deadline_at'),
+    (SELECT detail FROM review_audit a WHERE a.case_id = c.id AND a.action IN ('remark', 'confirm', 'reject') AND detail IS NOT NULL AND detail != '' ORDER BY a.id DESC LIMIT 1),
+    d.decision, d.reviewer";
+
+const ITEM_FROM: &str = "FROM outbox o JOIN cases c ON c.id = o.case_id
+    LEFT JOIN review_decisions d ON d.case_id = c.id";
+
+fn item(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReviewItem> {
+    let text = |i: usize| -> rusqlite::Result<String> {
+        Ok(r.get::<_, Option<String>>(i)?.unwrap_or_default())
+    };
+    let created_at: String = r.get(2)?;
+    Ok(ReviewItem {
+        id: r.get(0)?,
+        state: r.get(1)?,
+        waiting_seconds: seconds_since(&created_at),
+        created_at,
+        scenario: r.get(3)?,
+        scenario_name_zh: text(4)?,
+        scenario_name_en: text(5)?,
+        camera: r.get(6)?,
+        camera_name: text(7)?,
+        unit: text(8)?,
+        unit_name: text(9)?,
+        group: text(10)?,
+        group_name: text(11)?,
+        zone: text(12)?,
+        zone_name: text(13)?,
+        confidence: r.get::<_, Option<f64>>(14)?.unwrap_or(0.0),
+        objects: r.get::<_, Option<u32>>(15)?.unwrap_or(0),
+        confirmed_at: text(16)?,
+        deadline_at: text(17)?,
+        remark: r.get(18)?,
+        decision: r.get(19)?,
+        reviewer: r.get(20)?,
+    })
+}
+
+/// How a decision went.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Decision {
+    pub id: String,
+    pub decision: String,
+    pub reviewer: String,
+    pub decided_at: String,
+    pub scenario: String,
+    #[serde(default)]
+    pub suppressed_until: Option<String>,
+}
+
+impl ReviewStore {
+    /// Opens the outbox database at `path` (migrating it) and adds the review tables.
+    pub fn open(path: &Path) -> Result<Self, ReviewError> {
+        drop(Outbox::open(path)?);
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ----- accounts and tokens -----
+
+    pub fn user_count(&self) -> Result<u64, ReviewError> {
+        Ok(self
+            .lock()
+            .query_row("SELECT COUNT(*) FROM review_users", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    /// Creates the account, or sets the password and role of an existing one.
+    pub fn set_user(&self, name: &str, role: Role, password: &str) -> Result<User, ReviewError> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 64 {
+            return Err(ReviewError::Invalid("a name of 1 to 64 characters".into()));
+        }
+        if password.chars().count() < 8 {
+            return Err(ReviewError::Invalid(
+                "a password of at least 8 characters".into(),
+            ));
+        }
+        let hash = auth::hash_password(password)?;
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO review_users (name, role, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(name) DO UPDATE SET role = excluded.role, password_hash = excluded.password_hash",
+            params![name, role.as_str(), hash, now_rfc3339()],
+        )?;
+        let id = conn.query_row(
+            "SELECT id FROM review_users WHERE name = ?1",
+            params![name],
+            |r| r.get(0),
+        )?;
+        Ok(User {
+            id,
+            name: name.to_owned(),
+            role,
+        })
+    }
+
+    pub fn login(&self, name: &str, password: &str) -> Result<Option<User>, ReviewError> {
+        let row: Option<(i64, String, String)> = self
+            .lock()
+            .query_row(
+                "SELECT id, role, password_hash FROM review_users WHERE name = ?1",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        // Verify outside the lock: argon2 takes tens of milliseconds on purpose.
+        Ok(row.and_then(|(id, role, hash)| {
+            auth::verify_password(password, &hash).then(|| User {
+                id,
+                name: name.to_owned(),
+                role: Role::parse(&role).unwrap_or(Role::Reviewer),
+            })
+        }))
+    }
+
+    /// A new browser session: (cookie token, CSRF token).
+    pub fn new_session(&self, user: &User, ttl: Duration) -> Result<(String, String), ReviewError> {
+        let token = auth::random_token(32)?;
+        let csrf = auth::random_token(32)?;
+        let conn = self.lock();
+        conn.execute(
+            "DELETE FROM review_tokens WHERE kind = 'session' AND expires_ms < ?1",
+            params![now_ms()],
+        )?;
+        conn.execute(
+            "INSERT INTO review_tokens (token_hash, user_id, kind, csrf, expires_ms, created_at)
+             VALUES (?1, ?2, 'session', ?3, ?4, ?5)",
+            params![
+                auth::token_digest(&token),
+                user.id,
+                csrf,
+                now_ms() + ttl.as_millis() as i64,
+                now_rfc3339()
+            ],
+        )?;
+        Ok((token, csrf))
+    }
+
+    /// A new API token for `user` (shown once; only its digest is kept).
+    pub fn new_api_token(&self, user: &User) -> Result<String, ReviewError> {
+        let token = auth::random_token(32)?;
+        self.lock().execute(
+            "INSERT INTO review_tokens (token_hash, user_id, kind, created_at) VALUES (?1, ?2, 'api', ?3)",
+            params![auth::token_digest(&token), user.id, now_rfc3339()],
+        )?;
+        Ok(token)
+    }
+
+    /// The account behind a token of `kind`, and the session's CSRF token; expired sessions
+    /// are nobody.
+    pub fn token_user(
+        &self,
+        token: &str,
+        kind: &str,
+    ) -> Result<Option<(User, Option<String>)>, ReviewError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT u.id, u.name, u.role, t.csrf FROM review_tokens t JOIN review_users u ON u.id = t.user_id
+                 WHERE t.token_hash = ?1 AND t.kind = ?2 AND (t.expires_ms IS NULL OR t.expires_ms > ?3)",
+                params![auth::token_digest(token), kind, now_ms()],
+                |r| {
+                    Ok((
+                        User {
+                            id: r.get(0)?,
+                            name: r.get(1)?,
+                            role: Role::parse(&r.get::<_, String>(2)?).unwrap_or(Role::Reviewer),
+                        },
+                        r.get(3)?,
+                    ))
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn end_session(&self, token: &str) -> Result<(), ReviewError> {
+        self.lock().execute(
+            "DELETE FROM review_tokens WHERE token_hash = ?1 AND kind = 'session'",
+            params![auth::token_digest(token)],
+        )?;
+        Ok(())
+    }
+
+    // ----- audit -----
+
+    pub fn audit(
+        &self,
+        user: &str,
+        action: &str,
+        case_id: Option<&str>,
+        detail: Option<&str>,
+    ) -> Result<(), ReviewError> {
+        audit(&self.lock(), user, action, case_id, detail)?;
+        Ok(())
+    }
+
+    pub fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, ReviewError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id, at, user, action, case_id, detail FROM review_audit ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit], |r| {
+            Ok(AuditEntry {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                user: r.get(2)?,
+                action: r.get(3)?,
+                case_id: r.get(4)?,
+                detail: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ----- queue, items, history -----
+
+    pub fn queue(&self, filter: &QueueFilter) -> Result<Vec<ReviewItem>, ReviewError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {ITEM_COLUMNS} {ITEM_FROM} WHERE o.state = 'awaiting_review'
+             AND (?1 IS NULL OR json_extract(c.body, '$.unit.id') = ?1)
+             AND (?2 IS NULL OR json_extract(c.body, '$.group.id') = ?2)
+             AND (?3 IS NULL OR c.scenario = ?3)
+             ORDER BY c.created_at, c.id"
+        ))?;
+        let blank = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+        let rows = stmt.query_map(
+            params![
+                blank(&filter.unit),
+                blank(&filter.group),
+                blank(&filter.scenario)
+            ],
+            item,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn queue_depth(&self) -> Result<u64, ReviewError> {
+        Ok(self.lock().query_row(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'awaiting_review'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    pub fn item(&self, id: &str) -> Result<Option<ReviewItem>, ReviewError> {
+        Ok(self
+            .lock()
+            .query_row(
+                &format!("SELECT {ITEM_COLUMNS} {ITEM_FROM} WHERE c.id = ?1"),
+                params![id],
+                item,
+            )
+            .optional()?)
+    }
+
+    /// The annotated snapshot of a case.
+    pub fn snapshot(&self, id: &str) -> Result<Option<Vec<u8>>, ReviewError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT snapshot FROM cases WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// The most recent cases, newest first.
+    pub fn history(&self, limit: u32) -> Result<Vec<HistoryItem>, ReviewError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {ITEM_COLUMNS}, o.attempts, o.last_error, o.delivered_at {ITEM_FROM}
+             ORDER BY c.created_at DESC, c.id DESC LIMIT ?1"
+        ))?;
+        let rows = stmt.query_map(params![limit], |r| {
+            let item = item(r)?;
+            Ok(HistoryItem {
+                time_left_seconds: seconds_until(&item.deadline_at),
+                item,
+                attempts: r.get(21)?,
+                last_error: r.get(22)?,
+                delivered_at: r.get(23)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ----- decisions -----
+
+    /// Why a case that is no longer awaiting review cannot be decided on: who handled it.
+    fn handled(conn: &Connection, id: &str) -> Result<ReviewError, ReviewError> {
+        let state: Option<String> = conn
+            .query_row(
+                "SELECT state FROM outbox WHERE case_id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(state) = state else {
+            return Ok(ReviewError::NotFound);
+        };
+        let decision: Option<(String, String, String)> = conn
+            .query_row(
+                "SELECT decision, reviewer, decided_at FROM review_decisions WHERE case_id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        Ok(match decision {
+            Some((decision, by, at)) => ReviewError::AlreadyHandled { decision, by, at },
+            // Dispatched unattended (automatic discovery): nobody reviewed it.
+            None => ReviewError::AlreadyHandled {
+                decision: state,
+                by: "gridwatch".into(),
+                at: String::new(),
+            },
+        })
+    }
+
+    /// Reassigns the scenario of a case awaiting review: the stored case JSON (scenario,
+    /// department, workstation, handling level and 103060 deadline) is rewritten.
+    pub fn change_scenario(
+        &self,
+        id: &str,
+        user: &User,
+        info: &ScenarioInfo,
+    ) -> Result<(), ReviewError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let from = rewrite_scenario(&tx, id, info, "awaiting_review")?;
+        audit(
+            &tx,
+            &user.name,
+            "change_scenario",
+            Some(id),
+            Some(&format!("{from} -> {}", info.id)),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn remark(&self, id: &str, user: &User, text: &str) -> Result<(), ReviewError> {
+        let conn = self.lock();
+        if conn
+            .query_row("SELECT 1 FROM cases WHERE id = ?1", params![id], |_| Ok(()))
+            .optional()?
+            .is_none()
+        {
+            return Err(ReviewError::NotFound);
+        }
+        audit(&conn, &user.name, "remark", Some(id), Some(text))?;
+        Ok(())
+    }
+
+    /// Confirms a case: it becomes `pending` (due now) for delivery. Only the first decision
+    /// counts: the conditional UPDATE matches nothing for the second reviewer, who gets
+    /// [`ReviewError::AlreadyHandled`] with the first one's name.
+    pub fn confirm(
+        &self,
+        id: &str,
+        user: &User,
+        scenario: Option<&ScenarioInfo>,
+        remark: Option<&str>,
+    ) -> Result<Decision, ReviewError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE outbox SET state = 'pending', next_attempt_ms = ?2 WHERE case_id = ?1 AND state = 'awaiting_review'",
+            params![id, now_ms()],
+        )?;
+        if n == 0 {
+            return Err(Self::handled(&tx, id)?);
+        }
+        let mut original = None;
+        if let Some(info) = scenario {
+            let from = rewrite_scenario(&tx, id, info, "pending")?;
+            if from != info.id {
+                original = Some(from);
+            }
+        }
+        let at = now_rfc3339();
+        tx.execute(
+            "INSERT INTO review_decisions (case_id, decision, reviewer, decided_at, original_scenario) VALUES (?1, 'confirmed', ?2, ?3, ?4)",
+            params![id, user.name, at, original],
+        )?;
+        audit(&tx, &user.name, "confirm", Some(id), remark)?;
+        let scenario: String = tx.query_row(
+            "SELECT scenario FROM cases WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        Ok(Decision {
+            id: id.to_owned(),
+            decision: "confirmed".into(),
+            reviewer: user.name.clone(),
+            decided_at: at,
+            scenario,
+            suppressed_until: None,
+        })
+    }
+
+    /// Rejects a case (a false positive; never delivered), optionally suppressing its camera +
+    /// zone + scenario for `suppress_minutes`.
+    pub fn reject(
+        &self,
+        id: &str,
+        user: &User,
+        remark: Option<&str>,
+        suppress_minutes: Option<u32>,
+    ) -> Result<(Decision, Option<Suppression>), ReviewError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE outbox SET state = 'rejected' WHERE case_id = ?1 AND state = 'awaiting_review'",
+            params![id],
+        )?;
+        if n == 0 {
+            return Err(Self::handled(&tx, id)?);
+        }
+        let (scenario, camera, zone): (String, String, String) = tx.query_row(
+            "SELECT scenario, camera, json_extract(body, '$.zone.id') FROM cases WHERE id = ?1",
+            params![id],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                ))
+            },
+        )?;
+        let at = now_rfc3339();
+        let suppression = suppress_minutes.filter(|m| *m > 0).map(|m| Suppression {
+            camera: camera.clone(),
+            zone: zone.clone(),
+            scenario: scenario.clone(),
+            until: SystemTime::now() + Duration::from_secs(u64::from(m) * 60),
+        });
+        let until_ms = suppression.as_ref().map(|s| {
+            s.until
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        });
+        tx.execute(
+            "INSERT INTO review_decisions (case_id, decision, reviewer, decided_at, suppress_until_ms) VALUES (?1, 'rejected', ?2, ?3, ?4)",
+            params![id, user.name, at, until_ms],
+        )?;
+        if let Some(until) = until_ms {
+            tx.execute(
+                "INSERT INTO review_suppressions (camera, zone, scenario, until_ms, created_by, case_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![camera, zone, scenario, until, user.name, id],
+            )?;
+        }
+        audit(&tx, &user.name, "reject", Some(id), remark)?;
+        if let Some(m) = suppress_minutes.filter(|m| *m > 0) {
+            audit(
+                &tx,
+                &user.name,
+                "suppress",
+                Some(id),
+                Some(&format!("{camera}/{zone}/{scenario} for {m} min")),
+            )?;
+        }
+        tx.commit()?;
+        let suppressed_until = suppression.as_ref().map(|s| {
+            OffsetDateTime::from(s.until)
+                .format(&Rfc3339)
+                .unwrap_or_default()
+        });
+        Ok((
+            Decision {
+                id: id.to_owned(),
+                decision: "rejected".into(),
+                reviewer: user.name.clone(),
+                decided_at: at,
+                scenario,
+                suppressed_until,
+            },
+            suppression,
+        ))
+    }
+
+    /// Suppressions still in force (loaded into the pipeline's handle at start).
+    pub fn active_suppressions(&self) -> Result<Vec<Suppression>, ReviewError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT camera, zone, scenario, until_ms FROM review_suppressions WHERE until_ms > ?1",
+        )?;
+        let rows = stmt.query_map(params![now_ms()], |r| {
+            Ok(Suppression {
+                camera: r.get(0)?,
+                zone: r.get(1)?,
+                scenario: r.get(2)?,
+                until: UNIX_EPOCH + Duration::from_millis(r.get::<_, i64>(3)?.max(0) as u64),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every reviewed case that kept its clean frame, oldest first.
+    pub fn reviewed(&self) -> Result<Vec<Reviewed>, ReviewError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT c.id, d.decision, c.scenario, json_extract(c.body, '$.objects'), f.jpeg
+             FROM review_decisions d JOIN cases c ON c.id = d.case_id JOIN review_frames f ON f.case_id = c.id
+             ORDER BY d.decided_at, c.id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let objects: Option<String> = r.get(3)?;
+            let boxes = objects
+                .and_then(|o| serde_json::from_str::<Vec<serde_json::Value>>(&o).ok())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|o| serde_json::from_value::<[f32; 4]>(o.get("bbox")?.clone()).ok())
+                .collect();
+            Ok(Reviewed {
+                id: r.get(0)?,
+                confirmed: r.get::<_, String>(1)? == "confirmed",
+                scenario: r.get(2)?,
+                boxes,
+                clean_jpeg: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn audit(
+    conn: &Connection,
+    user: &str,
+    action: &str,
+    case_id: Option<&str>,
+    detail: Option<&str>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO review_audit (at, user, action, case_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![now_rfc3339(), user, action, case_id, detail],
+    )?;
+    Ok(())
+}
+
+/// Rewrites the case JSON for another scenario; returns the previous scenario id. Only cases
+/// still awaiting review may change: a dispatched case is the receiver's now.
+fn rewrite_scenario(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    info: &ScenarioInfo,
+    expect_state: &str,
+) -> Result<String, ReviewError> {
+    let row: Option<(String, String, String)> = tx
+        .query_row(
+            "SELECT c.body, c.scenario, o.state FROM cases c JOIN outbox o ON o.case_id = c.id WHERE c.id = ?1",
+            params![id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((body, from, state)) = row else {
+        return Err(ReviewError::NotFound);
+    };
+    // Inside `confirm` the state already reads `pending` (this transaction changed it).
+    if state != expect_state {
+        return Err(ReviewError::Handled(state));
+    }
+    let mut case: crate::cases::Case = serde_json::from_str(&body)?;
+    case.scenario = crate::cases::CaseScenario {
+        id: info.id.into(),
+        name_zh: info.name_zh.into(),
+        name_en: info.name_en.into(),
+        category_code: info.category_code.into(),
+        category_major: info.category_major.into(),
+        category_minor: info.category_minor.into(),
+    };
+    case.department = info.department.into();
+    case.workstation = info.workstation.into();
+    case.handling_level = info.level;
+    case.deadline_minutes = info.level.deadline_minutes();
+    case.deadline_at = crate::cases::deadline(case.confirmed_at, info.level);
+    tx.execute(
+        "UPDATE cases SET body = ?2, scenario = ?3 WHERE id = ?1",
+        params![id, serde_json::to_string(&case)?, info.id],
+    )?;
+    Ok(from)
+}

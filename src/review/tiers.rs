@@ -1,0 +1,139 @@
+//! Confidence tiers and suppressions: what the case stage asks before it stores a case. Built by
+//! `run` from the configuration and the review store, and handed to the case stage, so data flows
+//! one way (the console writes suppressions, the pipeline only reads them).
+
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use crate::config::review::ReviewSettings;
+
+/// What becomes of an event of a given confidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// At or above `auto_dispatch_score`: a case, dispatched unattended (automatic discovery).
+    Dispatch,
+    /// Between `review_score` and `auto_dispatch_score`: a case held in the review queue.
+    Review,
+    /// Below `review_score`: counted (`gridwatch_review_below_threshold_total`), not stored.
+    CountOnly,
+}
+
+/// The tiers per scenario; without a `[review]` section every case is dispatched.
+#[derive(Debug, Clone, Default)]
+pub struct Tiers {
+    settings: Option<ReviewSettings>,
+}
+
+impl Tiers {
+    pub fn new(settings: Option<ReviewSettings>) -> Self {
+        Self { settings }
+    }
+
+    pub fn decide(&self, scenario: &str, confidence: f32) -> Tier {
+        let Some(s) = &self.settings else {
+            return Tier::Dispatch;
+        };
+        let (auto, review) = s.scores(scenario);
+        if confidence >= auto {
+            Tier::Dispatch
+        } else if confidence >= review {
+            Tier::Review
+        } else {
+            Tier::CountOnly
+        }
+    }
+}
+
+/// One "do not raise this again for a while" from a reviewer's rejection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Suppression {
+    pub camera: String,
+    pub zone: String,
+    pub scenario: String,
+    pub until: SystemTime,
+}
+
+/// The active suppressions, shared between the console (writer) and the case stage (reader).
+#[derive(Debug, Clone, Default)]
+pub struct Suppressions(Arc<RwLock<Vec<Suppression>>>);
+
+impl Suppressions {
+    pub fn add(&self, s: Suppression) {
+        let mut v = self.0.write().unwrap_or_else(|p| p.into_inner());
+        v.retain(|o| o.until > SystemTime::now());
+        v.push(s);
+    }
+
+    /// Whether an event of `scenario` in `camera`'s `zone` is suppressed at `now`.
+    pub fn active(&self, camera: &str, zone: &str, scenario: &str, now: SystemTime) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|s| {
+                s.camera == camera && s.zone == zone && s.scenario == scenario && s.until > now
+            })
+    }
+
+    pub fn list(&self) -> Vec<Suppression> {
+        let now = SystemTime::now();
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|s| s.until > now)
+            .cloned()
+            .collect()
+    }
+}
+
+/// What the case stage needs from the review side.
+#[derive(Debug, Clone, Default)]
+pub struct Triage {
+    pub tiers: Tiers,
+    pub suppressions: Suppressions,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn tiers_follow_the_scores_and_their_overrides() {
+        assert_eq!(Tiers::default().decide("x", 0.0), Tier::Dispatch);
+        let mut s = ReviewSettings {
+            auto_dispatch_score: 0.8,
+            review_score: 0.5,
+            ..ReviewSettings::default()
+        };
+        s.scenarios.insert(
+            "crowd_gathering".into(),
+            crate::config::review::TierOverride {
+                auto_dispatch_score: Some(0.95),
+                review_score: None,
+            },
+        );
+        let t = Tiers::new(Some(s));
+        assert_eq!(t.decide("other", 0.85), Tier::Dispatch);
+        assert_eq!(t.decide("crowd_gathering", 0.85), Tier::Review);
+        assert_eq!(t.decide("crowd_gathering", 0.5), Tier::Review);
+        assert_eq!(t.decide("crowd_gathering", 0.49), Tier::CountOnly);
+    }
+
+    #[test]
+    fn suppressions_match_camera_zone_and_scenario_until_they_expire() {
+        let s = Suppressions::default();
+        let now = SystemTime::now();
+        s.add(Suppression {
+            camera: "c".into(),
+            zone: "z".into(),
+            scenario: "s".into(),
+            until: now + Duration::from_secs(60),
+        });
+        assert!(s.active("c", "z", "s", now));
+        assert!(!s.active("c", "other", "s", now));
+        assert!(!s.active("c", "z", "other", now));
+        assert!(!s.active("c", "z", "s", now + Duration::from_secs(61)));
+    }
+}
