@@ -14,6 +14,7 @@ pub mod gate;
 pub mod infer;
 pub mod ingest;
 pub mod review;
+pub mod reload;
 pub mod run;
 pub mod scenarios;
 pub mod status;

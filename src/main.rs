@@ -570,10 +570,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             config,
             drain_timeout_seconds,
         } => {
+            let config_path = config.clone();
             let config = load(config.as_ref())?;
             gridwatch::telemetry::prometheus();
             let options = RunOptions {
                 drain_timeout: std::time::Duration::from_secs_f64(drain_timeout_seconds.max(0.0)),
+                config_path,
                 ..RunOptions::default()
             };
             let cameras = options.cameras.clone();

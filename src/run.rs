@@ -64,6 +64,10 @@ pub struct RunOptions {
     /// Benchmarks: every analysed frame's timings and detections, sent once the scenario stage
     /// is done with it.
     pub frame_observer: Option<crossbeam_channel::Sender<pool::FrameRecord>>,
+    /// The file the configuration came from: SIGHUP re-reads it (none: reload is refused).
+    pub config_path: Option<std::path::PathBuf>,
+    /// Reload requests; SIGHUP makes one.
+    pub reload: ReloadHandle,
 }
 
 impl Default for RunOptions {
@@ -73,6 +77,8 @@ impl Default for RunOptions {
             cameras: CameraRegistry::default(),
             readiness: crate::status::Readiness::default(),
             frame_observer: None,
+            config_path: None,
+            reload: ReloadHandle::default(),
         }
     }
 }
@@ -84,6 +90,158 @@ pub struct RunSummary {
     pub outbox: OutboxCounts,
     /// Where the embedded receiver listened, if one ran.
     pub receiver_url: Option<String>,
+}
+
+/// How often the supervisor looks for a stop, a reload or cameras that ended.
+const SUPERVISOR_TICK: Duration = Duration::from_millis(100);
+
+/// How long a reload waits for the scenario thread to take the new rules.
+const RELOAD_APPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A reload request (SIGHUP, or a caller), taken by the run's supervisor.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadHandle(Arc<AtomicBool>);
+
+impl ReloadHandle {
+    pub fn request(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    fn take(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// One camera's ingest thread and its own stop flag.
+struct CameraThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The running camera threads, by camera index.
+struct CameraThreads {
+    running: Vec<CameraThread>,
+    registry: CameraRegistry,
+    mailboxes: Arc<pool::Mailboxes>,
+    model_size: (usize, usize),
+}
+
+impl CameraThreads {
+    fn start(&mut self, plan: CameraPlan, sink: crate::gate::GatedSink) {
+        let index = plan.index;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = ingest::spawn_camera(plan, Box::new(sink), self.registry.clone(), stop.clone());
+        let entry = CameraThread {
+            stop,
+            thread: Some(thread),
+        };
+        if index < self.running.len() {
+            self.running[index] = entry;
+        } else {
+            self.running.push(entry);
+        }
+    }
+
+    fn stop_all(&self) {
+        for c in &self.running {
+            c.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn all_finished(&self) -> bool {
+        self.running
+            .iter()
+            .all(|c| c.thread.as_ref().is_none_or(|t| t.is_finished()))
+    }
+
+    /// Stops camera `index` and waits for its thread (its slot closes).
+    fn stop_one(&mut self, index: usize) -> Result<(), RunError> {
+        let Some(c) = self.running.get_mut(index) else {
+            return Ok(());
+        };
+        c.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = c.thread.take() {
+            t.join().map_err(|_| RunError::Panic("camera"))?;
+        }
+        Ok(())
+    }
+
+    fn join_all(&mut self) -> Result<(), RunError> {
+        for c in &mut self.running {
+            if let Some(t) = c.thread.take() {
+                t.join().map_err(|_| RunError::Panic("camera"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a reload: stops the retired and edited cameras, gives the scenario thread its
+    /// new rules, then starts the edited and added cameras. The other cameras never stop.
+    fn apply_reload(
+        &mut self,
+        config: &Arc<Config>,
+        plan: &crate::reload::ReloadPlan,
+        scenarios: &crossbeam_channel::Sender<scenarios::Reload>,
+    ) -> Result<(), RunError> {
+        tracing::info!(restart = ?plan.restart, added = ?plan.added, retired = ?plan.retired, rules = ?plan.rules_changed, "reload: applying");
+        // Every slot may be closed for a moment (a one-camera run restarting its camera).
+        self.mailboxes.hold();
+        let result = self.apply_reload_held(config, plan, scenarios);
+        self.mailboxes.unhold();
+        result
+    }
+
+    fn apply_reload_held(
+        &mut self,
+        config: &Arc<Config>,
+        plan: &crate::reload::ReloadPlan,
+        scenarios: &crossbeam_channel::Sender<scenarios::Reload>,
+    ) -> Result<(), RunError> {
+        for &i in plan.retired.iter().chain(&plan.restart) {
+            self.stop_one(i)?;
+        }
+        for &i in &plan.added {
+            let slot = self.mailboxes.add_camera(Arc::from(config.cameras[i].id.as_str()));
+            let registered = self.registry.add(ingest::initial_status(config, i));
+            if slot != i || registered != i {
+                // Indices are kept in step by construction; if not, starting it would mix up
+                // cameras, so it is left out loudly.
+                tracing::error!(camera = %config.cameras[i].id, slot, registered, index = i, "reload: camera index mismatch; camera not started");
+                continue;
+            }
+        }
+        let (applied_tx, applied_rx) = crossbeam_channel::bounded(1);
+        let sent = scenarios.send(scenarios::Reload {
+            config: config.clone(),
+            cameras: plan.rules_changed.clone(),
+            applied: applied_tx,
+        });
+        if sent.is_err() || applied_rx.recv_timeout(RELOAD_APPLY_TIMEOUT).is_err() {
+            tracing::warn!("reload: the scenario thread did not confirm the new rules");
+        }
+        let (w, h) = self.model_size;
+        for &i in plan.restart.iter().chain(&plan.added) {
+            let id = config.cameras[i].id.as_str();
+            let started = CameraPlan::new(config, i, w, h).map_err(RunError::from).and_then(|p| {
+                let sink = crate::gate::GatedSink::new(
+                    i,
+                    p.id.clone(),
+                    &config.gate,
+                    self.mailboxes.clone(),
+                )?;
+                Ok((p, sink))
+            });
+            match started {
+                Ok((p, sink)) => {
+                    self.mailboxes.reopen(i);
+                    self.start(p, sink);
+                    tracing::info!(camera = %id, "reload: camera started");
+                }
+                // One bad camera must not take the others down: it stays stopped.
+                Err(e) => tracing::error!(camera = %id, error = %e, "reload: camera not started"),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A stop request, shared by signal handlers and callers.
@@ -292,7 +450,6 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     let (event_tx, event_rx) = crossbeam_channel::bounded(config.cases.event_queue_capacity.max(1));
 
     let case_thread = {
-        let config = config.clone();
         let wake = wake.clone();
         let stop = stop.clone();
         let hub = review_hub.clone();
@@ -300,7 +457,6 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
             .name("cases".into())
             .spawn(move || {
                 let result = cases::run_triaged(
-                    &config,
                     case_outbox,
                     event_rx,
                     &triage,
@@ -317,10 +473,14 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
             .map_err(RunError::Runtime)?
     };
     let engine = ScenarioEngine::new(config.clone());
-    let scenario_thread = std::thread::Builder::new()
-        .name("scenarios".into())
-        .spawn(move || scenarios::run(engine, det_rx, event_tx, latest_frames))
-        .map_err(RunError::Runtime)?;
+    let (reload_tx, reload_rx) = crossbeam_channel::bounded::<scenarios::Reload>(1);
+    let scenario_thread = {
+        let latest = latest_frames.clone();
+        std::thread::Builder::new()
+            .name("scenarios".into())
+            .spawn(move || scenarios::run(engine, det_rx, event_tx, latest, reload_rx))
+            .map_err(RunError::Runtime)?
+    };
     let worker_threads = pool::spawn_workers_observed(
         mailboxes.clone(),
         detectors,
@@ -329,19 +489,16 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     );
 
     let ingest_stop = Arc::new(AtomicBool::new(false));
-    let camera_threads: Vec<_> = plans
-        .into_iter()
-        .zip(sinks)
-        .map(|(plan, sink)| {
-            ingest::spawn_camera(
-                plan,
-                Box::new(sink),
-                options.cameras.clone(),
-                ingest_stop.clone(),
-            )
-        })
-        .collect();
-    tracing::info!(cameras = camera_threads.len(), workers, model = %card.id, "pipeline running");
+    let mut cameras = CameraThreads {
+        running: Vec::new(),
+        registry: options.cameras.clone(),
+        mailboxes: mailboxes.clone(),
+        model_size: (model_w, model_h),
+    };
+    for (plan, sink) in plans.into_iter().zip(sinks) {
+        cameras.start(plan, sink);
+    }
+    tracing::info!(cameras = cameras.running.len(), workers, model = %card.id, "pipeline running");
 
     // Signals: stop taking frames; what was already decided is still stored and delivered.
     {
@@ -350,6 +507,20 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
             wait_for_signal().await;
             tracing::info!("stop requested: finishing in-flight work");
             stop.stop();
+        });
+    }
+    #[cfg(unix)]
+    {
+        let reload = options.reload.clone();
+        runtime.spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the configuration");
+                reload.request();
+            }
         });
     }
     let stopper = {
@@ -371,9 +542,35 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         (watcher_done, handle)
     };
 
-    for t in camera_threads {
-        t.join().map_err(|_| RunError::Panic("camera"))?;
+    // Supervise the cameras until every one has ended (files) or a stop: apply reloads.
+    let mut current = config.clone();
+    loop {
+        if ingest_stop.load(Ordering::SeqCst) {
+            cameras.stop_all();
+            break;
+        }
+        if options.reload.take() {
+            match crate::reload::load(&current, options.config_path.as_deref()) {
+                Ok((next, plan)) if plan.is_empty() => {
+                    tracing::info!("reload: nothing changed");
+                    current = Arc::new(next);
+                }
+                Ok((next, plan)) => {
+                    let next = Arc::new(next);
+                    cameras.apply_reload(&next, &plan, &reload_tx)?;
+                    current = next;
+                }
+                // The running configuration stays; the error names file, line and field.
+                Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+            }
+        }
+        if cameras.all_finished() {
+            break;
+        }
+        std::thread::sleep(SUPERVISOR_TICK);
     }
+    drop(reload_tx);
+    cameras.join_all()?;
     for t in worker_threads {
         t.join().map_err(|_| RunError::Panic("inference worker"))?;
     }

@@ -277,14 +277,8 @@ pub fn deadline(confirmed_at: OffsetDateTime, level: HandlingLevel) -> OffsetDat
 /// The case thread: every event becomes a committed outbox row, then `on_stored` wakes delivery.
 /// An outbox write failure (disk full, I/O error) stops the stage with that error: no case is
 /// reported as taken that was not stored.
-pub fn run(
-    config: &Config,
-    outbox: Outbox,
-    input: Receiver<Event>,
-    on_stored: impl Fn(),
-) -> Result<u64, CaseError> {
+pub fn run(outbox: Outbox, input: Receiver<Event>, on_stored: impl Fn()) -> Result<u64, CaseError> {
     run_triaged(
-        config,
         outbox,
         input,
         &crate::review::Triage::default(),
@@ -298,7 +292,6 @@ pub fn run(
 /// `auto_dispatch_score` the case is stored as `awaiting_review` with its clean frame and
 /// `on_held` tells the console; otherwise it is stored `pending` and `on_stored` wakes delivery.
 pub fn run_triaged(
-    config: &Config,
     mut outbox: Outbox,
     input: Receiver<Event>,
     triage: &crate::review::Triage,
@@ -308,6 +301,9 @@ pub fn run_triaged(
     use crate::review::Tier;
     let mut stored = 0;
     for event in input {
+        // The configuration the event was decided under (a reload may have changed the
+        // current one since).
+        let config = event.config.clone();
         let cam = &config.cameras[event.camera];
         let zone = &cam.zones[event.zone];
         // Checked before rendering: a suppressed event costs nothing.
@@ -325,7 +321,7 @@ pub fn run_triaged(
             tracing::info!(scenario = event.scenario.id, camera = %cam.id, confidence = event.confidence, "event below the review score: counted only");
             continue;
         }
-        let (case, jpeg) = build(config, &event)?;
+        let (case, jpeg) = build(&config, &event)?;
         let body = serde_json::to_string(&case)?;
         let (state, clean) = match tier {
             Tier::Review => {

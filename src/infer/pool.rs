@@ -77,7 +77,12 @@ struct Slot {
 
 struct Slots {
     slots: Vec<Slot>,
+    /// Camera ids by slot, for metric labels (grows when a reload adds cameras).
+    camera_ids: Vec<Arc<str>>,
     stopping: bool,
+    /// While a reload restarts cameras, every slot may be closed for a moment: the workers must
+    /// not take that for the end of the run.
+    held: usize,
 }
 
 /// Per-camera mailboxes between the ingest threads and the workers.
@@ -87,7 +92,6 @@ pub struct Mailboxes {
     space: Condvar,
     pace: Pace,
     max_frame_age: std::time::Duration,
-    camera_ids: Vec<Arc<str>>,
 }
 
 /// What happened to a frame handed to `Mailboxes::put`.
@@ -116,14 +120,45 @@ impl Mailboxes {
         Arc::new(Self {
             state: Mutex::new(Slots {
                 slots,
+                camera_ids,
                 stopping: false,
+                held: 0,
             }),
             work: Condvar::new(),
             space: Condvar::new(),
             pace,
             max_frame_age,
-            camera_ids,
         })
+    }
+
+    /// A slot for a camera added by a reload; returns its index.
+    pub fn add_camera(&self, id: Arc<str>) -> usize {
+        let mut st = self.lock();
+        st.slots.push(Slot {
+            open: true,
+            ..Slot::default()
+        });
+        st.camera_ids.push(id);
+        st.slots.len() - 1
+    }
+
+    /// Opens a camera's slot again (a reload restarted it).
+    pub fn reopen(&self, camera: usize) {
+        if let Some(s) = self.lock().slots.get_mut(camera) {
+            s.open = true;
+        }
+    }
+
+    /// Keeps the workers alive while cameras restart; undo with [`Mailboxes::unhold`].
+    pub fn hold(&self) {
+        self.lock().held += 1;
+    }
+
+    pub fn unhold(&self) {
+        let mut st = self.lock();
+        st.held = st.held.saturating_sub(1);
+        drop(st);
+        self.work.notify_all();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
@@ -136,6 +171,10 @@ impl Mailboxes {
     pub fn put(&self, frame: Frame) -> PutOutcome {
         let cam = frame.camera;
         let mut st = self.lock();
+        if cam >= st.slots.len() {
+            // No slot (cannot happen: cameras get theirs before they start); never panic.
+            return PutOutcome::Stopped;
+        }
         if self.pace == Pace::Fast {
             while st.slots[cam].frame.is_some() && !st.stopping {
                 st = self.space.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -145,10 +184,11 @@ impl Mailboxes {
             return PutOutcome::Stopped;
         }
         let replaced = st.slots[cam].frame.replace(frame).is_some();
+        let id = st.camera_ids[cam].clone();
         drop(st);
         self.work.notify_one();
         if replaced {
-            telemetry::frame_dropped(&self.camera_ids[cam], telemetry::DropReason::Superseded);
+            telemetry::frame_dropped(&id, telemetry::DropReason::Superseded);
             PutOutcome::ReplacedOlder
         } else {
             PutOutcome::Queued
@@ -157,7 +197,9 @@ impl Mailboxes {
 
     /// The camera will send no more frames (its source ended).
     pub fn close(&self, camera: usize) {
-        self.lock().slots[camera].open = false;
+        if let Some(s) = self.lock().slots.get_mut(camera) {
+            s.open = false;
+        }
         self.work.notify_all();
     }
 
@@ -192,7 +234,7 @@ impl Mailboxes {
                         .is_some_and(|f| f.received.elapsed() > self.max_frame_age);
                 if stale {
                     // Older than the latency bound: analysing it would only delay the next one.
-                    telemetry::frame_dropped(&self.camera_ids[i], telemetry::DropReason::Stale);
+                    telemetry::frame_dropped(&st.camera_ids[i], telemetry::DropReason::Stale);
                     self.space.notify_all();
                     continue;
                 }
@@ -201,10 +243,11 @@ impl Mailboxes {
                 self.space.notify_all();
                 return frame;
             }
-            if st
-                .slots
-                .iter()
-                .all(|s| !s.open && s.frame.is_none() && !s.busy)
+            if st.held == 0
+                && st
+                    .slots
+                    .iter()
+                    .all(|s| !s.open && s.frame.is_none() && !s.busy)
             {
                 return None;
             }
@@ -213,7 +256,9 @@ impl Mailboxes {
     }
 
     fn release(&self, camera: usize) {
-        self.lock().slots[camera].busy = false;
+        if let Some(s) = self.lock().slots.get_mut(camera) {
+            s.busy = false;
+        }
         // Another worker may be waiting for this camera's next frame, or for the end.
         self.work.notify_all();
     }

@@ -56,6 +56,15 @@ impl LatestFrames {
         }
     }
 
+    /// Makes room for cameras a configuration reload added.
+    pub fn ensure_cameras(&self, cameras: usize) {
+        let mut v = self.lock();
+        // An empty registry means no console: it stays without slots.
+        if !v.is_empty() && v.len() < cameras {
+            v.resize_with(cameras, || None);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<Latest>>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }

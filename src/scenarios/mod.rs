@@ -125,6 +125,9 @@ pub struct Event {
     pub objects: Vec<Detection>,
     pub confidence: f32,
     pub frame: Arc<Frame>,
+    /// The configuration the event was decided under: its camera and zone indices point into
+    /// it, even if a reload has changed the configuration since.
+    pub config: Arc<Config>,
 }
 
 enum TrackRule {
@@ -152,6 +155,10 @@ pub struct ScenarioEngine {
     phases: Vec<Option<String>>,
     /// The classical fire/smoke detector of cameras that need it.
     fire: Vec<Option<fire::FireBaseline>>,
+    /// Ids of the catalog scenarios the model cannot serve.
+    inactive: Vec<String>,
+    /// The classical detector stands in for a fire/smoke model.
+    fire_baseline: bool,
     /// Reused for the firings of one frame.
     firings: Vec<Firing>,
 }
@@ -194,16 +201,88 @@ fn rule_params(
     })
 }
 
+/// The rules of every zone of camera `ci`.
+fn camera_rules(config: &Config, ci: usize, inactive: &[String]) -> Vec<ZoneRules> {
+    let catalog = &config.catalog;
+    let cam = &config.cameras[ci];
+    cam.zones
+        .iter()
+        .enumerate()
+        .map(|(zi, z)| {
+            let mut crowd = None;
+            let mut tracked = Vec::new();
+            for id in z.scenarios.iter().filter(|id| !inactive.contains(id)) {
+                let (Some(entry), Some(info)) = (catalog.entry(id), catalog.info(id)) else {
+                    continue;
+                };
+                match entry.rule {
+                    RuleKind::Crowd => {
+                        crowd = config.crowd_settings(ci, None).ok().map(CrowdRule::new)
+                    }
+                    RuleKind::TrackDwell | RuleKind::ZoneCount => {
+                        // Validated at load; a failure here would be a bug, so the rule is
+                        // skipped loudly rather than run with wrong numbers.
+                        let params = config
+                            .rule_thresholds(ci, None, id)
+                            .map_err(|e| tracing::error!(scenario = %id, camera = %cam.id, error = %e, "thresholds invalid; rule skipped"))
+                            .ok()
+                            .and_then(|th| rule_params(entry, z, th, config.tracker.min_hits));
+                        let Some(params) = params else { continue };
+                        let rule = if entry.rule == RuleKind::TrackDwell {
+                            TrackRule::Dwell(TrackDwellRule::new(params))
+                        } else {
+                            TrackRule::Count(ZoneCountRule::new(params))
+                        };
+                        tracked.push((info, rule));
+                    }
+                }
+            }
+            ZoneRules {
+                camera: ci,
+                zone: zi,
+                shape: z.shape(),
+                crowd,
+                tracked,
+            }
+        })
+        .collect()
+}
+
+/// Camera `ci`'s classical fire/smoke detector, when one of its zones needs it.
+fn camera_fire_detector(
+    config: &Config,
+    ci: usize,
+    inactive: &[String],
+    baseline: bool,
+) -> Option<fire::FireBaseline> {
+    let cam = &config.cameras[ci];
+    let wanted = baseline
+        && cam.zones.iter().flat_map(|z| &z.scenarios).any(|id| {
+            !inactive.contains(id)
+                && config.catalog.entry(id).is_some_and(|e| {
+                    e.kinds
+                        .iter()
+                        .any(|k| matches!(k, ObjectKind::Fire | ObjectKind::Smoke))
+                })
+        });
+    if !wanted {
+        return None;
+    }
+    tracing::info!(camera = %cam.id, "fire/smoke: classical OpenCV baseline (no fire model configured)");
+    fire::FireBaseline::new(config.scenarios.fire_baseline.clone())
+        .map_err(|e| tracing::error!(camera = %cam.id, error = %e, "fire baseline unavailable"))
+        .ok()
+}
+
 impl ScenarioEngine {
     pub fn new(config: Arc<Config>) -> Self {
-        let catalog = &config.catalog;
         let (inactive, fire_baseline) = match model_kinds(&config) {
             Ok(mut kinds) => {
                 let baseline = fire_baseline_in_use(&config, &kinds);
                 if baseline {
                     kinds.extend([ObjectKind::Fire, ObjectKind::Smoke]);
                 }
-                (catalog.inactive(&kinds), baseline)
+                (config.catalog.inactive(&kinds), baseline)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "model kinds unknown; every scenario stays active");
@@ -213,98 +292,66 @@ impl ScenarioEngine {
         for i in &inactive {
             tracing::warn!(scenario = %i.id, reason = %i.reason, "scenario inactive");
         }
-        let active = |id: &str| !inactive.iter().any(|i| i.id == id);
-        let by_camera = config
-            .cameras
-            .iter()
-            .enumerate()
-            .map(|(ci, cam)| {
-                cam.zones
-                    .iter()
-                    .enumerate()
-                    .map(|(zi, z)| {
-                        let mut crowd = None;
-                        let mut tracked = Vec::new();
-                        for id in z.scenarios.iter().filter(|id| active(id)) {
-                            let (Some(entry), Some(info)) = (catalog.entry(id), catalog.info(id))
-                            else {
-                                continue;
-                            };
-                            match entry.rule {
-                                RuleKind::Crowd => {
-                                    crowd = config.crowd_settings(ci, None).ok().map(CrowdRule::new)
-                                }
-                                RuleKind::TrackDwell | RuleKind::ZoneCount => {
-                                    // Validated at load; a failure here would be a bug, so the
-                                    // rule is skipped loudly rather than run with wrong numbers.
-                                    let params = config
-                                        .rule_thresholds(ci, None, id)
-                                        .map_err(|e| tracing::error!(scenario = %id, camera = %cam.id, error = %e, "thresholds invalid; rule skipped"))
-                                        .ok()
-                                        .and_then(|th| rule_params(entry, z, th, config.tracker.min_hits));
-                                    let Some(params) = params else { continue };
-                                    let rule = if entry.rule == RuleKind::TrackDwell {
-                                        TrackRule::Dwell(TrackDwellRule::new(params))
-                                    } else {
-                                        TrackRule::Count(ZoneCountRule::new(params))
-                                    };
-                                    tracked.push((info, rule));
-                                }
-                            }
-                        }
-                        ZoneRules {
-                            camera: ci,
-                            zone: zi,
-                            shape: z.shape(),
-                            crowd,
-                            tracked,
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        let tracker = TrackerSettings {
-            max_gap_seconds: config
-                .tracker
-                .max_gap_seconds
-                .max(GATED_GAPS_BRIDGED * config.gate.periodic_inference_seconds),
-            ..config.tracker
-        };
-        let trackers = vec![Tracker::new(tracker); config.cameras.len()];
-        // The classical detector runs only where a zone evaluates a fire/smoke scenario.
-        let fire = config
-            .cameras
-            .iter()
-            .map(|cam| {
-                let wanted = fire_baseline
-                    && cam.zones.iter().flat_map(|z| &z.scenarios).any(|id| {
-                        active(id)
-                            && catalog.entry(id).is_some_and(|e| {
-                                e.kinds
-                                    .iter()
-                                    .any(|k| matches!(k, ObjectKind::Fire | ObjectKind::Smoke))
-                            })
-                    });
-                if !wanted {
-                    return None;
-                }
-                tracing::info!(camera = %cam.id, "fire/smoke: classical OpenCV baseline (no fire model configured)");
-                fire::FireBaseline::new(config.scenarios.fire_baseline.clone())
-                    .map_err(|e| tracing::error!(camera = %cam.id, error = %e, "fire baseline unavailable"))
-                    .ok()
-            })
-            .collect();
-        let thresholds_checked = vec![None; config.cameras.len()];
-        let phases = vec![None; config.cameras.len()];
-        Self {
-            by_camera,
-            trackers,
-            config,
-            thresholds_checked,
-            phases,
-            fire,
+        let inactive: Vec<String> = inactive.into_iter().map(|i| i.id).collect();
+        let mut engine = Self {
+            by_camera: Vec::new(),
+            trackers: Vec::new(),
+            config: config.clone(),
+            thresholds_checked: Vec::new(),
+            phases: Vec::new(),
+            fire: Vec::new(),
+            inactive,
+            fire_baseline,
             firings: Vec::new(),
+        };
+        for ci in 0..config.cameras.len() {
+            engine.rebuild_camera(ci);
         }
+        engine
+    }
+
+    /// (Re)builds camera `ci`'s rules from the current configuration; its tracker is kept
+    /// when it has one (a zone edit does not forget the cars parked in front of the camera).
+    fn rebuild_camera(&mut self, ci: usize) {
+        let config = &self.config;
+        let rules = camera_rules(config, ci, &self.inactive);
+        let fire = camera_fire_detector(config, ci, &self.inactive, self.fire_baseline);
+        if ci < self.by_camera.len() {
+            self.by_camera[ci] = rules;
+            self.fire[ci] = fire;
+            self.thresholds_checked[ci] = None;
+            self.phases[ci] = None;
+        } else {
+            let tracker = TrackerSettings {
+                max_gap_seconds: config
+                    .tracker
+                    .max_gap_seconds
+                    .max(GATED_GAPS_BRIDGED * config.gate.periodic_inference_seconds),
+                ..config.tracker
+            };
+            self.by_camera.push(rules);
+            self.fire.push(fire);
+            self.trackers.push(Tracker::new(tracker));
+            self.thresholds_checked.push(None);
+            self.phases.push(None);
+        }
+    }
+
+    /// A reloaded configuration (`crate::reload`): camera indices are stable; the cameras in
+    /// `changed` (zones, overrides, group or thresholds edited, or added) get new rules, the
+    /// others keep theirs and their episodes.
+    pub fn reload(&mut self, config: Arc<Config>, changed: &[usize]) {
+        self.config = config;
+        for &ci in changed {
+            if ci < self.config.cameras.len() {
+                self.rebuild_camera(ci);
+            }
+        }
+        // Cameras the reload added but did not list (defensive): give them rules too.
+        for ci in self.by_camera.len()..self.config.cameras.len() {
+            self.rebuild_camera(ci);
+        }
+        tracing::info!(cameras = changed.len(), "scenario rules reloaded");
     }
 
     /// Applies the thresholds of the phase in force to the camera's rules when the phase
@@ -432,38 +479,63 @@ impl ScenarioEngine {
                 objects: f.objects,
                 confidence: f.confidence,
                 frame: frame.clone(),
+                config: self.config.clone(),
             });
         }
     }
 }
 
-/// The scenario thread: reads detections until the inference stage closes its channel. Each
-/// analysed frame is offered to `latest` (the review console's patrol wall) before evaluation.
+/// A reloaded configuration for the scenario thread: the cameras whose rules change, and a
+/// channel to say it is applied (the reload starts the changed cameras only then).
+pub struct Reload {
+    pub config: Arc<Config>,
+    pub cameras: Vec<usize>,
+    pub applied: Sender<()>,
+}
+
+/// The scenario thread: reads detections until the inference stage closes its channel, and
+/// applies reloads between frames.
 pub fn run(
     mut engine: ScenarioEngine,
     input: Receiver<Detections>,
     output: Sender<Event>,
     latest: crate::review::LatestFrames,
+    reloads: Receiver<Reload>,
 ) {
-    for d in input {
-        latest.offer(&d.frame, &d.objects);
-        let mut closed = false;
-        engine.evaluate(d, |e| {
-            tracing::info!(
-                scenario = e.scenario.id,
-                camera = e.camera,
-                zone = e.zone,
-                objects = e.objects.len(),
-                stream_seconds = e.confirmed_stream_seconds,
-                "event"
-            );
-            // Events are rare and must not be lost: block until the case stage takes it.
-            if output.send(e).is_err() {
-                closed = true;
+    let mut reloads = reloads;
+    loop {
+        crossbeam_channel::select! {
+            recv(reloads) -> r => match r {
+                Ok(r) => {
+                    latest.ensure_cameras(r.config.cameras.len());
+                    engine.reload(r.config, &r.cameras);
+                    let _ = r.applied.send(());
+                }
+                // No more reloads can come: stop listening (a closed channel is always ready).
+                Err(_) => reloads = crossbeam_channel::never(),
+            },
+            recv(input) -> d => {
+                let Ok(d) = d else { break };
+                latest.offer(&d.frame, &d.objects);
+                let mut closed = false;
+                engine.evaluate(d, |e| {
+                    tracing::info!(
+                        scenario = e.scenario.id,
+                        camera = e.camera,
+                        zone = e.zone,
+                        objects = e.objects.len(),
+                        stream_seconds = e.confirmed_stream_seconds,
+                        "event"
+                    );
+                    // Events are rare and must not be lost: block until the case stage takes it.
+                    if output.send(e).is_err() {
+                        closed = true;
+                    }
+                });
+                if closed {
+                    break;
+                }
             }
-        });
-        if closed {
-            break;
         }
     }
 }

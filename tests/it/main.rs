@@ -14,6 +14,7 @@ mod fault;
 mod gate;
 mod ingest;
 mod receiver;
+mod reload;
 mod receiver_fuzz;
 mod review_api;
 mod review_browser;

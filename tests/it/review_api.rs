@@ -189,6 +189,7 @@ impl Console {
                 objects: persons(),
                 confidence: *confidence,
                 frame: Arc::new(frame(*camera, &cam.id, n as u64)),
+                config: self.config.clone(),
             })
             .unwrap();
         }
@@ -199,7 +200,6 @@ impl Console {
         };
         let hub = self.state.hub.clone();
         gridwatch::cases::run_triaged(
-            &self.config,
             Outbox::open(&outbox_path).unwrap(),
             rx,
             &triage,
