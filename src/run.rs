@@ -17,6 +17,7 @@ use crate::infer::{self, InferError, Thresholds, pool};
 use crate::ingest::status::CameraRegistry;
 use crate::ingest::{self, CameraPlan, IngestError};
 use crate::scenarios::{self, ScenarioEngine};
+use crate::telemetry;
 
 /// After the sources end, how long delivery may keep retrying before the job exits (what is
 /// still pending stays in the outbox for the next run).
@@ -94,6 +95,9 @@ pub struct RunSummary {
 
 /// How often the supervisor looks for a stop, a reload or cameras that ended.
 const SUPERVISOR_TICK: Duration = Duration::from_millis(100);
+
+/// How often held cases are checked against the review timeout.
+const HELD_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long a reload waits for the scenario thread to take the new rules.
 const RELOAD_APPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -304,6 +308,14 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     options.readiness.set_outbox(outbox_path.clone());
     let case_outbox = Outbox::open(&outbox_path)?;
     let delivery_outbox = Outbox::open(&outbox_path)?;
+    let mut held_outbox = Outbox::open(&outbox_path)?;
+    if config.review.is_none() {
+        // Cases held by an earlier run with the console: nobody can review them now.
+        let released = held_outbox.release_held(i64::MAX)?;
+        if !released.is_empty() {
+            tracing::warn!(cases = released.len(), "no [review] section: held cases go out unreviewed");
+        }
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -542,9 +554,30 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         (watcher_done, handle)
     };
 
-    // Supervise the cameras until every one has ended (files) or a stop: apply reloads.
+    // Supervise the cameras until every one has ended (files) or a stop: apply reloads, and
+    // send out held cases nobody reviewed in time.
     let mut current = config.clone();
+    let mut held_checked = Instant::now();
     loop {
+        if let Some(r) = &config.review
+            && held_checked.elapsed() >= HELD_CHECK_INTERVAL
+        {
+            held_checked = Instant::now();
+            let timeout_ms = (r.review_timeout_minutes * 60_000.0) as i64;
+            let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+            match held_outbox.release_held(now_ms as i64 - timeout_ms) {
+                Ok(ids) if !ids.is_empty() => {
+                    for id in &ids {
+                        tracing::warn!(case = %id, timeout_minutes = r.review_timeout_minutes, "held case not reviewed in time: dispatched unreviewed");
+                    }
+                    telemetry::review_released(ids.len() as u64);
+                    wake.notify_one();
+                    review_hub.notify("released");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "cannot release held cases"),
+            }
+        }
         if ingest_stop.load(Ordering::SeqCst) {
             cameras.stop_all();
             break;

@@ -38,6 +38,8 @@ pub const REVIEW_QUEUE_DEPTH: &str = "gridwatch_review_queue_depth";
 pub const REVIEW_DECISIONS: &str = "gridwatch_review_decisions_total";
 /// Events dropped because a reviewer suppressed their camera + zone + scenario.
 pub const EVENTS_SUPPRESSED: &str = "gridwatch_events_suppressed_total";
+/// Held cases dispatched unreviewed after `review_timeout_minutes`.
+pub const REVIEW_RELEASED: &str = "gridwatch_review_released_unreviewed_total";
 /// Events below their scenario's `review_score`: counted, never stored.
 pub const REVIEW_BELOW_THRESHOLD: &str = "gridwatch_review_below_threshold_total";
 
@@ -114,6 +116,10 @@ pub fn event(scenario: &'static str) {
 /// The classical fire/smoke detector failed on a frame (the frame's model detections still count).
 pub fn fire_baseline_error(camera: &str) {
     counter!(FIRE_BASELINE_ERRORS, "camera" => camera.to_owned()).increment(1);
+}
+
+pub fn review_released(cases: u64) {
+    counter!(REVIEW_RELEASED).increment(cases);
 }
 
 pub fn case_stored(scenario: &str) {

@@ -267,6 +267,42 @@ impl Outbox {
         Ok(())
     }
 
+    /// Held cases no reviewer handled since before `held_before_ms` (Unix ms) go out unreviewed:
+    /// a held case must never wait forever (no reviewer on shift, the console switched off).
+    /// Returns their ids; each is recorded in the review audit log when there is one.
+    pub fn release_held(&mut self, held_before_ms: i64) -> Result<Vec<String>, OutboxError> {
+        let tx = self.conn.transaction()?;
+        let ids: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT case_id FROM outbox WHERE state = 'awaiting_review' AND next_attempt_ms <= ?1",
+            )?;
+            stmt.query_map(params![held_before_ms], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        let audited: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'review_audit')",
+            [],
+            |r| r.get(0),
+        )?;
+        for id in &ids {
+            tx.execute(
+                "UPDATE outbox SET state = 'pending', next_attempt_ms = ?2 WHERE case_id = ?1 AND state = 'awaiting_review'",
+                params![id, now_ms()],
+            )?;
+            if audited {
+                tx.execute(
+                    "INSERT INTO review_audit (at, user, action, case_id, detail) VALUES (?1, 'gridwatch', 'released_unreviewed', ?2, 'review timeout')",
+                    params![now_rfc3339(), id],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
     /// Pending cases whose next attempt is due, oldest first.
     pub fn due(&self, limit: usize) -> Result<Vec<PendingCase>, OutboxError> {
         let mut stmt = self.conn.prepare_cached(
@@ -526,6 +562,26 @@ mod tests {
         let outbox = Outbox::open(&path).unwrap();
         assert_eq!(outbox.counts().unwrap().awaiting_review, 1);
         drop(outbox);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn held_cases_go_out_unreviewed_after_the_timeout_and_only_then() {
+        let path = temp_path("held");
+        let mut outbox = Outbox::open(&path).unwrap();
+        outbox
+            .insert_as("h1", "crowd_gathering", "cam", "{}", b"jpeg", InitialState::AwaitingReview, None)
+            .unwrap();
+        outbox
+            .insert_as("p1", "crowd_gathering", "cam", "{}", b"jpeg", InitialState::Pending, None)
+            .unwrap();
+        // Held since "now": not yet older than a cutoff an hour ago.
+        assert!(outbox.release_held(now_ms() - 3_600_000).unwrap().is_empty());
+        assert_eq!(outbox.counts().unwrap().awaiting_review, 1);
+        assert_eq!(outbox.release_held(now_ms() + 1).unwrap(), ["h1"]);
+        let c = outbox.counts().unwrap();
+        assert_eq!((c.awaiting_review, c.pending), (0, 2));
+        assert!(outbox.due(10).unwrap().iter().any(|p| p.id == "h1"));
         let _ = std::fs::remove_file(&path);
     }
 

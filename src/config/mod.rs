@@ -433,6 +433,26 @@ pub struct CrowdSettings {
     pub score_threshold: f32,
 }
 
+impl CrowdSettings {
+    /// Range checks, also applied to overrides and phase shorthands: (field, message) pairs.
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.min_persons == 0 {
+            out.push(("min_persons", "must be at least 1".into()));
+        }
+        if !(self.min_duration_seconds >= 0.0 && self.min_duration_seconds.is_finite()) {
+            out.push(("min_duration_seconds", "must be a non-negative number".into()));
+        }
+        if !(self.clear_seconds >= 0.0 && self.clear_seconds.is_finite()) {
+            out.push(("clear_seconds", "must be a non-negative number".into()));
+        }
+        if !(0.0..=1.0).contains(&self.score_threshold) {
+            out.push(("score_threshold", "must be within 0..1".into()));
+        }
+        out
+    }
+}
+
 impl Default for CrowdSettings {
     fn default() -> Self {
         Self {
@@ -909,18 +929,8 @@ impl Config {
                 "must be positive".into(),
             );
         }
-        let crowd = &self.scenarios.crowd_gathering;
-        if crowd.min_persons == 0 {
-            err(
-                "scenarios.crowd_gathering.min_persons".into(),
-                "must be at least 1".into(),
-            );
-        }
-        if crowd.min_duration_seconds < 0.0 || crowd.clear_seconds < 0.0 {
-            err(
-                "scenarios.crowd_gathering".into(),
-                "durations must not be negative".into(),
-            );
+        for (field, msg) in self.scenarios.crowd_gathering.validate() {
+            err(format!("scenarios.crowd_gathering.{field}"), msg);
         }
         match (&self.dispatch.url, &self.dispatch.embedded_receiver) {
             (None, None) => err(

@@ -87,13 +87,17 @@ impl Config {
         Ok(s)
     }
 
-    /// Checks every override table field by field: (field path, message) pairs.
+    /// Checks every override table, first field by field (so that an unknown field or a wrong
+    /// type points at its own line), then as a whole and in every combination a camera can
+    /// meet at run time (its own overrides with each phase of its group): (field, message).
     pub(super) fn validate_overrides(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        let mut fields_ok = true;
         let mut check = |path: String, overrides: &ScenarioOverrides| {
             for (id, table) in overrides {
                 let Some(entry) = self.catalog.entry(id) else {
                     if !self.catalog.scenarios.is_empty() {
+                        fields_ok = false;
                         out.push((
                             format!("{path}.{id}"),
                             format!(
@@ -104,25 +108,22 @@ impl Config {
                     }
                     continue;
                 };
-                // One field at a time, so each problem points at its own line.
                 for (k, v) in table {
                     let one = toml::Table::from_iter([(k.clone(), v.clone())]);
                     let result = if entry.rule == RuleKind::Crowd {
                         overlay(&self.scenarios.crowd_gathering, &one).map(|_| ())
                     } else {
-                        overlay(&entry.thresholds, &one).and_then(|t| validate_thresholds(&t))
+                        overlay(&entry.thresholds, &one).map(|_| ())
                     };
                     if let Err(e) = result {
+                        fields_ok = false;
                         out.push((format!("{path}.{id}.{k}"), e));
                     }
                 }
             }
         };
         for (i, c) in self.cameras.iter().enumerate() {
-            check(
-                format!("cameras[{i}].scenario_overrides"),
-                &c.scenario_overrides,
-            );
+            check(format!("cameras[{i}].scenario_overrides"), &c.scenario_overrides);
         }
         for (i, g) in self.groups.iter().enumerate() {
             for (k, p) in g.phases.iter().enumerate() {
@@ -130,6 +131,61 @@ impl Config {
                     format!("groups[{i}].phases[{k}].scenario_overrides"),
                     &p.scenario_overrides,
                 );
+            }
+        }
+        if !fields_ok {
+            return out;
+        }
+        // Whole tables, per camera, without and with each phase of its group.
+        for (i, cam) in self.cameras.iter().enumerate() {
+            let phases = self
+                .camera_group(cam)
+                .map(|g| g.phases.iter().map(Some).collect::<Vec<_>>())
+                .unwrap_or_default();
+            for (k, phase) in std::iter::once(None).chain(phases).enumerate() {
+                let at = |id: &str| match phase {
+                    None => format!("cameras[{i}].scenario_overrides.{id}"),
+                    Some(p) => {
+                        let g = self.groups.iter().position(|g| g.id == cam.group).unwrap_or(0);
+                        let overridden = p.scenario_overrides.contains_key(id);
+                        if overridden {
+                            format!("groups[{g}].phases[{}].scenario_overrides.{id}", k - 1)
+                        } else {
+                            format!("cameras[{i}].scenario_overrides.{id}")
+                        }
+                    }
+                };
+                let ids = cam
+                    .scenario_overrides
+                    .keys()
+                    .chain(phase.into_iter().flat_map(|p| p.scenario_overrides.keys()));
+                let mut seen = std::collections::BTreeSet::new();
+                for id in ids.filter(|id| seen.insert(id.as_str())) {
+                    let Some(entry) = self.catalog.entry(id) else {
+                        continue;
+                    };
+                    let when = phase.map_or(String::new(), |p| {
+                        format!(" (during phase `{}` on camera `{}`)", p.name, cam.id)
+                    });
+                    let problem = if entry.rule == RuleKind::Crowd {
+                        match self.crowd_settings(i, phase) {
+                            Ok(s) => s
+                                .validate()
+                                .into_iter()
+                                .map(|(f, m)| format!("{f} {m}"))
+                                .next(),
+                            Err(e) => Some(e),
+                        }
+                    } else {
+                        self.rule_thresholds(i, phase, id).err()
+                    };
+                    if let Some(p) = problem {
+                        let entry = (at(id), format!("{p}{when}"));
+                        if !out.contains(&entry) {
+                            out.push(entry);
+                        }
+                    }
+                }
             }
         }
         out
@@ -237,4 +293,38 @@ url = "http://127.0.0.1:1/"
         );
         assert_eq!(problems.len(), 3, "{problems:?}");
     }
+
+    #[test]
+    fn tables_are_checked_whole_and_with_each_phase() {
+        // A pair that only makes sense together is accepted together.
+        let text = AREA.replace(
+            "cooldown_seconds = 900.0",
+            "cooldown_seconds = 900.0\nnight_dwell_seconds = 20.0\nnight_hours = \"20:00-06:00\"",
+        );
+        let c = Config::from_text(&text, "t.toml", &dir()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.rule_thresholds(0, None, "illegal_parking").unwrap().night_dwell_seconds,
+            Some(20.0)
+        );
+        // Half of the pair is refused, and a crowd of zero persons too.
+        let text = AREA
+            .replace("cooldown_seconds = 900.0", "cooldown_seconds = 900.0\nnight_dwell_seconds = 20.0")
+            .replace("min_persons = 4", "min_persons = 0");
+        let Err(ConfigError::Invalid(problems)) = Config::from_text(&text, "t.toml", &dir()) else {
+            panic!("must be refused");
+        };
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert!(
+            fields.contains(&"cameras[0].scenario_overrides.illegal_parking"),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.field
+                == "groups[0].phases[0].scenario_overrides.crowd_gathering"
+                && p.message.contains("min_persons")
+                && p.message.contains("intensive")),
+            "{problems:?}"
+        );
+    }
+
 }

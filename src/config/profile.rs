@@ -98,6 +98,18 @@ pub(super) fn validate_phase(p: &GroupPhase) -> Vec<(&'static str, String)> {
     {
         out.push(("analysis_fps", format!("must be in (0, 60], got {fps}")));
     }
+    if p.crowd_min_persons == Some(0) {
+        out.push(("crowd_min_persons", "must be at least 1".into()));
+    }
+    if p
+        .crowd_min_duration_seconds
+        .is_some_and(|d| !(d >= 0.0 && d.is_finite()))
+    {
+        out.push((
+            "crowd_min_duration_seconds",
+            "must be a non-negative number".into(),
+        ));
+    }
     for w in p.active_hours.iter().flatten() {
         if let Err(e) = HoursWindow::parse(w) {
             out.push(("active_hours", e));

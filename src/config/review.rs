@@ -3,7 +3,6 @@
 //! every case is dispatched unattended, as before the console existed.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -18,6 +17,11 @@ pub const DEFAULT_REVIEW_SCORE: f32 = 0.4;
 pub const DEFAULT_ROTATION_SECONDS: u32 = 15;
 pub const DEFAULT_SESSION_HOURS: f64 = 12.0;
 pub const DEFAULT_ADMIN_PASSWORD_ENV: &str = "GRIDWATCH_ADMIN_PASSWORD";
+/// A held case that no reviewer handled within this time is dispatched unreviewed: the
+/// shortest 103060 handling limit (simple cases, 10 minutes) should not start late.
+pub const DEFAULT_REVIEW_TIMEOUT_MINUTES: f64 = 10.0;
+/// Sessions last at most a year; longer is a typo (and would overflow the expiry time).
+pub const MAX_SESSION_HOURS: f64 = 24.0 * 366.0;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,9 +45,9 @@ pub struct ReviewSettings {
     /// this environment variable; without it, a generated password is printed once.
     #[serde(default = "default_admin_password_env")]
     pub admin_password_env: String,
-    /// Where `gridwatch review export` and the export route build datasets (temporary folders).
-    #[serde(default)]
-    pub export_dir: Option<PathBuf>,
+    /// Held cases nobody confirmed or rejected within this time go out unreviewed (audited).
+    #[serde(default = "default_review_timeout_minutes")]
+    pub review_timeout_minutes: f64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -65,7 +69,7 @@ impl Default for ReviewSettings {
             rotation_seconds: DEFAULT_ROTATION_SECONDS,
             session_hours: DEFAULT_SESSION_HOURS,
             admin_password_env: default_admin_password_env(),
-            export_dir: None,
+            review_timeout_minutes: DEFAULT_REVIEW_TIMEOUT_MINUTES,
         }
     }
 }
@@ -121,8 +125,17 @@ impl ReviewSettings {
         if self.rotation_seconds == 0 {
             out.push(("rotation_seconds".into(), "must be at least 1".into()));
         }
-        if self.session_hours.is_nan() || self.session_hours <= 0.0 {
-            out.push(("session_hours".into(), "must be positive".into()));
+        if !(self.session_hours > 0.0 && self.session_hours <= MAX_SESSION_HOURS) {
+            out.push((
+                "session_hours".into(),
+                format!("must be in (0, {MAX_SESSION_HOURS}]"),
+            ));
+        }
+        if !(self.review_timeout_minutes > 0.0 && self.review_timeout_minutes.is_finite()) {
+            out.push((
+                "review_timeout_minutes".into(),
+                "must be a positive number of minutes".into(),
+            ));
         }
         out
     }
@@ -142,6 +155,9 @@ fn default_rotation_seconds() -> u32 {
 }
 fn default_session_hours() -> f64 {
     DEFAULT_SESSION_HOURS
+}
+fn default_review_timeout_minutes() -> f64 {
+    DEFAULT_REVIEW_TIMEOUT_MINUTES
 }
 fn default_admin_password_env() -> String {
     DEFAULT_ADMIN_PASSWORD_ENV.to_owned()
