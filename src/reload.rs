@@ -183,7 +183,12 @@ url = "http://127.0.0.1:1/"
     #[test]
     fn running_cameras_keep_their_index_and_only_edited_ones_restart() {
         let current = area(
-            &[cam("a", "test:", ""), cam("b", "test:", ""), cam("c", "test:", "")].concat(),
+            &[
+                cam("a", "test:", ""),
+                cam("b", "test:", ""),
+                cam("c", "test:", ""),
+            ]
+            .concat(),
             "5",
         );
         // b removed, c's source edited, a's zone edited, d added, listed in another order.
@@ -209,7 +214,19 @@ url = "http://127.0.0.1:1/"
         let (_, plan) = arrange(&arranged, arranged.clone()).unwrap();
         assert!(plan.is_empty(), "{plan:?}");
         // Global thresholds rebuild every camera's rules but restart none.
-        let (_, plan) = arrange(&current, area(&[cam("a", "test:", ""), cam("b", "test:", ""), cam("c", "test:", "")].concat(), "3")).unwrap();
+        let (_, plan) = arrange(
+            &current,
+            area(
+                &[
+                    cam("a", "test:", ""),
+                    cam("b", "test:", ""),
+                    cam("c", "test:", ""),
+                ]
+                .concat(),
+                "3",
+            ),
+        )
+        .unwrap();
         assert_eq!((plan.restart.len(), plan.rules_changed.len()), (0, 3));
     }
 

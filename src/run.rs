@@ -133,7 +133,8 @@ impl CameraThreads {
     fn start(&mut self, plan: CameraPlan, sink: crate::gate::GatedSink) {
         let index = plan.index;
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = ingest::spawn_camera(plan, Box::new(sink), self.registry.clone(), stop.clone());
+        let thread =
+            ingest::spawn_camera(plan, Box::new(sink), self.registry.clone(), stop.clone());
         let entry = CameraThread {
             stop,
             thread: Some(thread),
@@ -204,7 +205,9 @@ impl CameraThreads {
             self.stop_one(i)?;
         }
         for &i in &plan.added {
-            let slot = self.mailboxes.add_camera(Arc::from(config.cameras[i].id.as_str()));
+            let slot = self
+                .mailboxes
+                .add_camera(Arc::from(config.cameras[i].id.as_str()));
             let registered = self.registry.add(ingest::initial_status(config, i));
             if slot != i || registered != i {
                 // Indices are kept in step by construction; if not, starting it would mix up
@@ -225,15 +228,17 @@ impl CameraThreads {
         let (w, h) = self.model_size;
         for &i in plan.restart.iter().chain(&plan.added) {
             let id = config.cameras[i].id.as_str();
-            let started = CameraPlan::new(config, i, w, h).map_err(RunError::from).and_then(|p| {
-                let sink = crate::gate::GatedSink::new(
-                    i,
-                    p.id.clone(),
-                    &config.gate,
-                    self.mailboxes.clone(),
-                )?;
-                Ok((p, sink))
-            });
+            let started = CameraPlan::new(config, i, w, h)
+                .map_err(RunError::from)
+                .and_then(|p| {
+                    let sink = crate::gate::GatedSink::new(
+                        i,
+                        p.id.clone(),
+                        &config.gate,
+                        self.mailboxes.clone(),
+                    )?;
+                    Ok((p, sink))
+                });
             match started {
                 Ok((p, sink)) => {
                     self.mailboxes.reopen(i);
@@ -313,7 +318,10 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         // Cases held by an earlier run with the console: nobody can review them now.
         let released = held_outbox.release_held(i64::MAX)?;
         if !released.is_empty() {
-            tracing::warn!(cases = released.len(), "no [review] section: held cases go out unreviewed");
+            tracing::warn!(
+                cases = released.len(),
+                "no [review] section: held cases go out unreviewed"
+            );
         }
     }
 
@@ -594,7 +602,9 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
                     current = next;
                 }
                 // The running configuration stays; the error names file, line and field.
-                Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+                Err(e) => {
+                    tracing::error!(error = %e, "reload failed; keeping the running configuration")
+                }
             }
         }
         if cameras.all_finished() {

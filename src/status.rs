@@ -32,8 +32,9 @@ impl Readiness {
         *self.outbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
     }
 
-    /// `Ok` when ready; otherwise the reason. Opens a write transaction on the outbox (rolled
-    /// back) because a full disk or a read-only mount shows only when writing.
+    /// `Ok` when ready; otherwise the reason. Takes the outbox's write lock (`BEGIN IMMEDIATE`,
+    /// rolled back): that catches a read-only mount, a missing folder or a lock held elsewhere,
+    /// not a full disk (no page is written); a full disk stops the pipeline at its next write.
     pub fn check(&self, cameras: &CameraRegistry) -> Result<(), String> {
         if !self.model_loaded.load(Ordering::SeqCst) {
             return Err("model not loaded yet".into());

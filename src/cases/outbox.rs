@@ -570,13 +570,34 @@ mod tests {
         let path = temp_path("held");
         let mut outbox = Outbox::open(&path).unwrap();
         outbox
-            .insert_as("h1", "crowd_gathering", "cam", "{}", b"jpeg", InitialState::AwaitingReview, None)
+            .insert_as(
+                "h1",
+                "crowd_gathering",
+                "cam",
+                "{}",
+                b"jpeg",
+                InitialState::AwaitingReview,
+                None,
+            )
             .unwrap();
         outbox
-            .insert_as("p1", "crowd_gathering", "cam", "{}", b"jpeg", InitialState::Pending, None)
+            .insert_as(
+                "p1",
+                "crowd_gathering",
+                "cam",
+                "{}",
+                b"jpeg",
+                InitialState::Pending,
+                None,
+            )
             .unwrap();
         // Held since "now": not yet older than a cutoff an hour ago.
-        assert!(outbox.release_held(now_ms() - 3_600_000).unwrap().is_empty());
+        assert!(
+            outbox
+                .release_held(now_ms() - 3_600_000)
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(outbox.counts().unwrap().awaiting_review, 1);
         assert_eq!(outbox.release_held(now_ms() + 1).unwrap(), ["h1"]);
         let c = outbox.counts().unwrap();

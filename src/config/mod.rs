@@ -441,7 +441,10 @@ impl CrowdSettings {
             out.push(("min_persons", "must be at least 1".into()));
         }
         if !(self.min_duration_seconds >= 0.0 && self.min_duration_seconds.is_finite()) {
-            out.push(("min_duration_seconds", "must be a non-negative number".into()));
+            out.push((
+                "min_duration_seconds",
+                "must be a non-negative number".into(),
+            ));
         }
         if !(self.clear_seconds >= 0.0 && self.clear_seconds.is_finite()) {
             out.push(("clear_seconds", "must be a non-negative number".into()));

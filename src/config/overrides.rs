@@ -123,7 +123,10 @@ impl Config {
             }
         };
         for (i, c) in self.cameras.iter().enumerate() {
-            check(format!("cameras[{i}].scenario_overrides"), &c.scenario_overrides);
+            check(
+                format!("cameras[{i}].scenario_overrides"),
+                &c.scenario_overrides,
+            );
         }
         for (i, g) in self.groups.iter().enumerate() {
             for (k, p) in g.phases.iter().enumerate() {
@@ -146,7 +149,11 @@ impl Config {
                 let at = |id: &str| match phase {
                     None => format!("cameras[{i}].scenario_overrides.{id}"),
                     Some(p) => {
-                        let g = self.groups.iter().position(|g| g.id == cam.group).unwrap_or(0);
+                        let g = self
+                            .groups
+                            .iter()
+                            .position(|g| g.id == cam.group)
+                            .unwrap_or(0);
                         let overridden = p.scenario_overrides.contains_key(id);
                         if overridden {
                             format!("groups[{g}].phases[{}].scenario_overrides.{id}", k - 1)
@@ -240,14 +247,25 @@ url = "http://127.0.0.1:1/"
     #[test]
     fn camera_then_phase_overrides_lay_over_the_catalog() {
         let c = Config::from_text(AREA, "t.toml", &dir()).unwrap_or_else(|e| panic!("{e}"));
-        let catalog = c.catalog.entry("illegal_parking").unwrap().thresholds.clone();
+        let catalog = c
+            .catalog
+            .entry("illegal_parking")
+            .unwrap()
+            .thresholds
+            .clone();
         let plain = c.rule_thresholds(0, None, "illegal_parking").unwrap();
         assert_eq!((plain.dwell_seconds, plain.cooldown_seconds), (60.0, 900.0));
-        assert_eq!(plain.clear_seconds, catalog.clear_seconds, "untouched fields stay");
+        assert_eq!(
+            plain.clear_seconds, catalog.clear_seconds,
+            "untouched fields stay"
+        );
         let phase = c.phase_named(0, Some("intensive"));
         assert!(phase.is_some());
         let intensive = c.rule_thresholds(0, phase, "illegal_parking").unwrap();
-        assert_eq!((intensive.dwell_seconds, intensive.cooldown_seconds), (30.0, 900.0));
+        assert_eq!(
+            (intensive.dwell_seconds, intensive.cooldown_seconds),
+            (30.0, 900.0)
+        );
         let crowd = c.crowd_settings(0, phase).unwrap();
         assert_eq!((crowd.min_persons, crowd.min_duration_seconds), (4, 20.0));
         let crowd = c.crowd_settings(0, None).unwrap();
@@ -303,12 +321,17 @@ url = "http://127.0.0.1:1/"
         );
         let c = Config::from_text(&text, "t.toml", &dir()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            c.rule_thresholds(0, None, "illegal_parking").unwrap().night_dwell_seconds,
+            c.rule_thresholds(0, None, "illegal_parking")
+                .unwrap()
+                .night_dwell_seconds,
             Some(20.0)
         );
         // Half of the pair is refused, and a crowd of zero persons too.
         let text = AREA
-            .replace("cooldown_seconds = 900.0", "cooldown_seconds = 900.0\nnight_dwell_seconds = 20.0")
+            .replace(
+                "cooldown_seconds = 900.0",
+                "cooldown_seconds = 900.0\nnight_dwell_seconds = 20.0",
+            )
             .replace("min_persons = 4", "min_persons = 0");
         let Err(ConfigError::Invalid(problems)) = Config::from_text(&text, "t.toml", &dir()) else {
             panic!("must be refused");
@@ -326,5 +349,4 @@ url = "http://127.0.0.1:1/"
             "{problems:?}"
         );
     }
-
 }

@@ -101,8 +101,7 @@ pub(super) fn validate_phase(p: &GroupPhase) -> Vec<(&'static str, String)> {
     if p.crowd_min_persons == Some(0) {
         out.push(("crowd_min_persons", "must be at least 1".into()));
     }
-    if p
-        .crowd_min_duration_seconds
+    if p.crowd_min_duration_seconds
         .is_some_and(|d| !(d >= 0.0 && d.is_finite()))
     {
         out.push((

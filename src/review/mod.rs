@@ -429,10 +429,33 @@ struct LoginRequest {
     password: String,
 }
 
-async fn login(State(s): State<ReviewState>, body: Bytes) -> Response {
+async fn login(State(s): State<ReviewState>, headers: HeaderMap, body: Bytes) -> Response {
+    // JSON only: a cross-site form (text/plain) must not be able to sign a browser in.
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the login as application/json",
+        );
+    }
     let Ok(req) = serde_json::from_slice::<LoginRequest>(&body) else {
         return problem(StatusCode::BAD_REQUEST, "expected {\"name\", \"password\"}");
     };
+    if req.name.chars().count() > store::MAX_NAME_CHARS
+        || req.password.len() > store::MAX_PASSWORD_BYTES
+    {
+        return problem(StatusCode::BAD_REQUEST, "name or password too long");
+    }
+    if s.store.locked_out(&req.name) {
+        let _ = s.store.audit(&req.name, "login_locked_out", None, None);
+        return problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed logins for this name; try again in a few minutes",
+        );
+    }
     let store = s.store.clone();
     let name = req.name.clone();
     // argon2 is slow on purpose: keep it off the async workers.

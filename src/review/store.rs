@@ -131,7 +131,23 @@ pub struct Reviewed {
 
 pub struct ReviewStore {
     conn: Mutex<Connection>,
+    /// Failed logins per account name in the current window (name → count, window start).
+    failures: Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>,
 }
+
+/// Failed logins allowed per account name within [`LOGIN_FAILURE_WINDOW`]; then the name is
+/// locked out until the window passes (password guessing also costs the inference cores an
+/// argon2 hash per try).
+pub const MAX_LOGIN_FAILURES: u32 = 5;
+pub const LOGIN_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+/// Longest account name and password a login may send (no hashing of megabytes).
+pub const MAX_NAME_CHARS: usize = 64;
+pub const MAX_PASSWORD_BYTES: usize = 256;
+
+/// Hash checked for unknown names, so that a wrong name costs as much as a wrong password
+/// (the answer time does not tell which names exist).
+static DUMMY_HASH: std::sync::LazyLock<Option<String>> =
+    std::sync::LazyLock::new(|| auth::hash_password("gridwatch-dummy-password").ok());
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -225,6 +241,7 @@ impl ReviewStore {
         conn.execute_batch(SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            failures: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -272,7 +289,35 @@ impl ReviewStore {
         })
     }
 
+    /// Whether `name` is locked out after too many failed logins.
+    pub fn locked_out(&self, name: &str) -> bool {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.get(name).is_some_and(|(n, since)| {
+            *n >= MAX_LOGIN_FAILURES && since.elapsed() < LOGIN_FAILURE_WINDOW
+        })
+    }
+
+    fn record_login(&self, name: &str, ok: bool) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            failures.remove(name);
+            return;
+        }
+        // Bounded: forget windows that passed before remembering a new name.
+        failures.retain(|_, (_, since)| since.elapsed() < LOGIN_FAILURE_WINDOW);
+        let e = failures
+            .entry(name.to_owned())
+            .or_insert((0, std::time::Instant::now()));
+        e.0 += 1;
+    }
+
     pub fn login(&self, name: &str, password: &str) -> Result<Option<User>, ReviewError> {
+        let user = self.check_login(name, password)?;
+        self.record_login(name, user.is_some());
+        Ok(user)
+    }
+
+    fn check_login(&self, name: &str, password: &str) -> Result<Option<User>, ReviewError> {
         let row: Option<(i64, String, String)> = self
             .lock()
             .query_row(
@@ -282,6 +327,11 @@ impl ReviewStore {
             )
             .optional()?;
         // Verify outside the lock: argon2 takes tens of milliseconds on purpose.
+        if row.is_none()
+            && let Some(dummy) = DUMMY_HASH.as_deref()
+        {
+            let _ = auth::verify_password(password, dummy);
+        }
         Ok(row.and_then(|(id, role, hash)| {
             auth::verify_password(password, &hash).then(|| User {
                 id,

@@ -121,6 +121,9 @@ pub struct FireBaseline {
     fire_mask: Mat,
     smoke_mask: Mat,
     cleaned: Mat,
+    /// Scratch of the smoke mask's closing (kept apart from `labels`, which is CV_32S: sharing
+    /// one Mat would make OpenCV reallocate both every frame).
+    closed: Mat,
     labels: Mat,
     stats: Mat,
     centroids: Mat,
@@ -140,6 +143,8 @@ pub struct FireBaseline {
     frames_without_smoke: u32,
     wide_kernel: Mat,
     frames: u64,
+    /// A frame failed before (the caller logs only the first failure).
+    failed: bool,
     fire_label: Arc<str>,
     smoke_label: Arc<str>,
 }
@@ -153,6 +158,7 @@ impl FireBaseline {
             fire_mask: Mat::default(),
             smoke_mask: Mat::default(),
             cleaned: Mat::default(),
+            closed: Mat::default(),
             labels: Mat::default(),
             stats: Mat::default(),
             centroids: Mat::default(),
@@ -173,9 +179,15 @@ impl FireBaseline {
                 Size::new(5, 5),
             )?,
             frames: 0,
+            failed: false,
             fire_label: Arc::from("fire (baseline)"),
             smoke_label: Arc::from("smoke (baseline)"),
         })
+    }
+
+    /// Whether an earlier frame already failed; marks this one as failed.
+    pub fn failed_before(&mut self) -> bool {
+        std::mem::replace(&mut self.failed, true)
     }
 
     /// Analyses one frame; pushes fire and smoke regions (normalised boxes) to `out`.
@@ -219,12 +231,12 @@ impl FireBaseline {
         // Smoke is diffuse: join its speckles first, then drop isolated ones.
         imgproc::morphology_ex_def(
             &self.smoke_mask,
-            &mut self.labels,
+            &mut self.closed,
             imgproc::MORPH_CLOSE,
             &self.wide_kernel,
         )?;
         imgproc::morphology_ex_def(
-            &self.labels,
+            &self.closed,
             &mut self.cleaned,
             imgproc::MORPH_OPEN,
             &self.kernel,
@@ -242,7 +254,7 @@ impl FireBaseline {
                 self.smoke_latched = true;
             }
         } else {
-            self.frames_without_smoke += 1;
+            self.frames_without_smoke = self.frames_without_smoke.saturating_add(1);
             if self.frames_without_smoke > SMOKE_UNLATCH_FRAMES {
                 self.smoke_latched = false;
             }
@@ -468,14 +480,15 @@ impl FireBaseline {
 
     fn for_each_in(&self, label: i32, [x, y, bw, bh]: [i32; 4], mut f: impl FnMut(usize)) {
         let w = self.labels.cols();
+        // One slice for the whole region rather than a checked lookup per pixel.
+        let Ok(labels) = self.labels.data_typed::<i32>() else {
+            return;
+        };
         for row in y..y + bh {
             for col in x..x + bw {
-                if self
-                    .labels
-                    .at_2d::<i32>(row, col)
-                    .is_ok_and(|l| *l == label)
-                {
-                    f((row * w + col) as usize);
+                let i = (row * w + col) as usize;
+                if labels.get(i) == Some(&label) {
+                    f(i);
                 }
             }
         }

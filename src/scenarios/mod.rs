@@ -216,9 +216,12 @@ fn camera_rules(config: &Config, ci: usize, inactive: &[String]) -> Vec<ZoneRule
                     continue;
                 };
                 match entry.rule {
-                    RuleKind::Crowd => {
-                        crowd = config.crowd_settings(ci, None).ok().map(CrowdRule::new)
-                    }
+                    RuleKind::Crowd => match config.crowd_settings(ci, None) {
+                        Ok(settings) => crowd = Some(CrowdRule::new(settings)),
+                        Err(e) => {
+                            tracing::error!(camera = %cam.id, error = %e, "crowd settings invalid; rule skipped")
+                        }
+                    },
                     RuleKind::TrackDwell | RuleKind::ZoneCount => {
                         // Validated at load; a failure here would be a bug, so the rule is
                         // skipped loudly rather than run with wrong numbers.
@@ -414,8 +417,11 @@ impl ScenarioEngine {
         if let Some(detector) = self.fire[camera].as_mut()
             && let Err(e) = detector.detect(&d.frame, &mut d.objects)
         {
+            // Counted every time, logged once per camera: a persistent fault must not flood.
             telemetry::fire_baseline_error(&d.frame.camera_id);
-            tracing::warn!(camera = %d.frame.camera_id, error = %e, "fire baseline failed on a frame");
+            if !detector.failed_before() {
+                tracing::warn!(camera = %d.frame.camera_id, error = %e, "fire baseline failed on a frame (further failures only counted: gridwatch_fire_baseline_errors_total)");
+            }
         }
         let tracker = &mut self.trackers[camera];
         let zones = &mut self.by_camera[camera];

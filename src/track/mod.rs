@@ -340,5 +340,4 @@ mod tests {
         let fields: Vec<_> = bad.validate().into_iter().map(|(f, _)| f).collect();
         assert_eq!(fields, ["match_iou", "min_hits"]);
     }
-
 }

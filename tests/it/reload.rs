@@ -65,7 +65,11 @@ fn cameras(port: u16) -> Vec<Value> {
     reqwest::blocking::get(format!("http://127.0.0.1:{port}/api/v1/cameras"))
         .and_then(|r| r.json::<Value>())
         .ok()
-        .and_then(|v| v.as_array().cloned().or_else(|| v["cameras"].as_array().cloned()))
+        .and_then(|v| {
+            v.as_array()
+                .cloned()
+                .or_else(|| v["cameras"].as_array().cloned())
+        })
         .unwrap_or_default()
 }
 
@@ -92,7 +96,10 @@ fn sighup_adds_a_camera_and_applies_thresholds_without_restarting_the_others() {
     std::fs::write(&path, config(port, &receiver.cases_url(), "", "")).unwrap();
     let log = dir.path("reload.log");
     let child = gridwatch()
-        .env("RUST_LOG", "warn,gridwatch::run=info,gridwatch::reload=info")
+        .env(
+            "RUST_LOG",
+            "warn,gridwatch::run=info,gridwatch::reload=info",
+        )
         .args(["run", "--config"])
         .arg(&path)
         .args(["--drain-timeout-seconds", "5"])
@@ -104,12 +111,17 @@ fn sighup_adds_a_camera_and_applies_thresholds_without_restarting_the_others() {
     wait_running(&dir.0, "reload");
     assert!(
         wait_until(Duration::from_secs(30), || camera(port, "plaza")
-            .is_some_and(|c| c["state"] == "streaming" && c["frames"].as_u64() > Some(2))),
+            .is_some_and(
+                |c| c["state"] == "streaming" && c["frames"].as_u64() > Some(2)
+            )),
         "plaza never streamed: {:?}",
         cameras(port)
     );
     let before = camera(port, "plaza").unwrap();
-    assert!(received(&receiver.db).is_empty(), "60 persons never gather in vtest");
+    assert!(
+        received(&receiver.db).is_empty(),
+        "60 persons never gather in vtest"
+    );
 
     // A camera appears and plaza's zone gets a low threshold: cases must follow.
     let bikes = format!(
@@ -126,13 +138,18 @@ fn sighup_adds_a_camera_and_applies_thresholds_without_restarting_the_others() {
         cameras(port)
     );
     assert!(
-        wait_until(Duration::from_secs(40), || !received(&receiver.db).is_empty()),
+        wait_until(Duration::from_secs(40), || !received(&receiver.db)
+            .is_empty()),
         "the new threshold never produced a case"
     );
     let after = camera(port, "plaza").unwrap();
     assert_eq!(
         (&after["state_since"], &after["reconnects"], &after["state"]),
-        (&before["state_since"], &before["reconnects"], &before["state"]),
+        (
+            &before["state_since"],
+            &before["reconnects"],
+            &before["state"]
+        ),
         "plaza was not restarted"
     );
     assert!(after["frames"].as_u64() > before["frames"].as_u64());
@@ -161,13 +178,18 @@ fn sighup_adds_a_camera_and_applies_thresholds_without_restarting_the_others() {
     .unwrap();
     hup(pid);
     assert!(
-        wait_until(Duration::from_secs(10), || log_has(&log, "[inference] changed")),
+        wait_until(Duration::from_secs(10), || log_has(
+            &log,
+            "[inference] changed"
+        )),
         "no restart-needed message"
     );
     let frames = camera(port, "plaza").unwrap()["frames"].as_u64();
     assert!(
         wait_until(Duration::from_secs(10), || camera(port, "plaza")
-            .is_some_and(|c| c["frames"].as_u64() > frames && c["state"] == "streaming")),
+            .is_some_and(
+                |c| c["frames"].as_u64() > frames && c["state"] == "streaming"
+            )),
         "plaza stopped after a refused reload"
     );
     let out = terminate(child, Duration::from_secs(30));

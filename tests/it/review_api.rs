@@ -1128,3 +1128,52 @@ async fn the_cli_adds_accounts_with_api_tokens_and_exports_the_dataset() {
         3
     );
 }
+
+#[tokio::test]
+async fn login_refuses_forms_overlong_input_and_locks_a_name_after_repeated_failures() {
+    let c = Console::new();
+    let login = |ct: &'static str, name: String, password: String| {
+        Request::post("/api/v1/auth/login")
+            .header(header::CONTENT_TYPE, ct)
+            .body(Body::from(
+                json!({ "name": name, "password": password }).to_string(),
+            ))
+            .unwrap()
+    };
+    // A cross-site form posts text/plain: no sign-in that way, even with the right password.
+    let r = c
+        .send(login("text/plain", "alice".into(), PASSWORD.into()))
+        .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let r = c
+        .send(login("application/json", "a".repeat(5000), "x".into()))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = c
+        .send(login(
+            "application/json",
+            "alice".into(),
+            "p".repeat(10_000),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Five wrong passwords lock the name, even against the right one; other names still work.
+    for _ in 0..5 {
+        let r = c
+            .send(login(
+                "application/json",
+                "alice".into(),
+                "wrong-one".into(),
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = c
+        .send(login("application/json", "alice".into(), PASSWORD.into()))
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let s = c.login("root").await;
+    let audit = c.get(&s, "/api/v1/review/audit").await;
+    let text = String::from_utf8_lossy(&audit.body).into_owned();
+    assert!(text.contains("login_locked_out"), "{text}");
+}

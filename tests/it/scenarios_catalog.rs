@@ -39,7 +39,9 @@ fn check_reports_the_scenarios_the_model_cannot_serve_as_inactive() {
         "the reason is given: {stdout}"
     );
     assert!(
-        stdout.contains("note: scenario `straw_burning` uses the classical OpenCV fire/smoke baseline"),
+        stdout.contains(
+            "note: scenario `straw_burning` uses the classical OpenCV fire/smoke baseline"
+        ),
         "{stdout}"
     );
 }
