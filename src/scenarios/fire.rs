@@ -103,7 +103,7 @@ impl FireBaselineSettings {
         if !(self.smoke_min_persistence > 0.0 && self.smoke_min_persistence <= 1.0) {
             out.push(("smoke_min_persistence", "must be in (0, 1]".into()));
         }
-        if !(self.smoke_min_growth_ratio >= 1.0) {
+        if self.smoke_min_growth_ratio.is_nan() || self.smoke_min_growth_ratio < 1.0 {
             out.push(("smoke_min_growth_ratio", "must be at least 1".into()));
         }
         out

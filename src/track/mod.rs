@@ -49,13 +49,13 @@ impl TrackerSettings {
                 format!("must be within 0..1, got {}", self.high_score),
             ));
         }
-        if !(self.max_gap_seconds > 0.0) {
+        if self.max_gap_seconds.is_nan() || self.max_gap_seconds <= 0.0 {
             out.push(("max_gap_seconds", "must be positive".into()));
         }
         if self.min_hits == 0 {
             out.push(("min_hits", "must be at least 1".into()));
         }
-        if !(self.stationary_tolerance_ratio >= 0.0) {
+        if self.stationary_tolerance_ratio.is_nan() || self.stationary_tolerance_ratio < 0.0 {
             out.push(("stationary_tolerance_ratio", "must not be negative".into()));
         }
         out
