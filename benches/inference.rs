@@ -184,27 +184,47 @@ fn bench_pool(c: &mut Criterion) {
 fn bench_fire_baseline(c: &mut Criterion) {
     use gridwatch::scenarios::fire::{FireBaseline, FireBaselineSettings};
     // Two real frames in turn, so the flicker/motion averages see change, as on a live camera.
-    let frames: Vec<Frame> = ["tests/data/frames/vtest-416-a.png", "tests/data/frames/vtest-416-b.png"]
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let img = image::open(repo(p)).expect("test frame").to_rgb8();
-            let (w, h) = img.dimensions();
-            Frame::from_rgb(0, Arc::from("cam"), i as u64, i as f64, w, h, img.into_raw())
-                .expect("frame")
-        })
-        .collect();
+    let frames: Vec<Frame> = [
+        "tests/data/frames/vtest-416-a.png",
+        "tests/data/frames/vtest-416-b.png",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, p)| {
+        let img = image::open(repo(p)).expect("test frame").to_rgb8();
+        let (w, h) = img.dimensions();
+        Frame::from_rgb(
+            0,
+            Arc::from("cam"),
+            i as u64,
+            i as f64,
+            w,
+            h,
+            img.into_raw(),
+        )
+        .expect("frame")
+    })
+    .collect();
     let mut detector = FireBaseline::new(FireBaselineSettings::default()).expect("detector");
     let mut out = Vec::new();
     let mut n = 0usize;
-    c.bench_function("fire/smoke baseline per frame (416x416 in, 160 px wide analysis)", |b| {
-        b.iter(|| {
-            out.clear();
-            n += 1;
-            detector.detect(&frames[n % 2], &mut out).expect("detect");
-        })
-    });
+    c.bench_function(
+        "fire/smoke baseline per frame (416x416 in, 160 px wide analysis)",
+        |b| {
+            b.iter(|| {
+                out.clear();
+                n += 1;
+                detector.detect(&frames[n % 2], &mut out).expect("detect");
+            })
+        },
+    );
 }
 
-criterion_group!(benches, bench_preprocess, bench_decode, bench_pool, bench_fire_baseline);
+criterion_group!(
+    benches,
+    bench_preprocess,
+    bench_decode,
+    bench_pool,
+    bench_fire_baseline
+);
 criterion_main!(benches);

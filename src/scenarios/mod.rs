@@ -401,7 +401,18 @@ impl ScenarioEngine {
     }
 
     /// Evaluates one frame's detections; events that fire are passed to `emit`.
-    pub fn evaluate(&mut self, mut d: Detections, mut emit: impl FnMut(Event)) {
+    pub fn evaluate(&mut self, d: Detections, emit: impl FnMut(Event)) {
+        self.evaluate_seen(d, |_, _| {}, emit);
+    }
+
+    /// [`Self::evaluate`], also showing `seen` the frame with every object the rules will see
+    /// (the model's and the fire baseline's), for the patrol wall.
+    pub fn evaluate_seen(
+        &mut self,
+        mut d: Detections,
+        seen: impl FnOnce(&Frame, &[Detection]),
+        mut emit: impl FnMut(Event),
+    ) {
         let camera = d.frame.camera;
         if camera >= self.by_camera.len() {
             return;
@@ -423,6 +434,7 @@ impl ScenarioEngine {
                 tracing::warn!(camera = %d.frame.camera_id, error = %e, "fire baseline failed on a frame (further failures only counted: gridwatch_fire_baseline_errors_total)");
             }
         }
+        seen(&d.frame, &d.objects);
         let tracker = &mut self.trackers[camera];
         let zones = &mut self.by_camera[camera];
         if zones.iter().any(|z| !z.tracked.is_empty()) {
@@ -522,9 +534,8 @@ pub fn run(
             },
             recv(input) -> d => {
                 let Ok(d) = d else { break };
-                latest.offer(&d.frame, &d.objects);
                 let mut closed = false;
-                engine.evaluate(d, |e| {
+                engine.evaluate_seen(d, |frame, objects| latest.offer(frame, objects), |e| {
                     tracing::info!(
                         scenario = e.scenario.id,
                         camera = e.camera,
