@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use opencv::core::{CV_8UC3, Mat, Ptr, Size};
+use opencv::core::{Mat, Ptr};
 use opencv::imgproc;
 use opencv::prelude::*;
 use opencv::video::{BackgroundSubtractorMOG2, create_background_subtractor_mog2};
@@ -76,28 +76,9 @@ impl MotionGate {
 
     fn foreground_ratio(&mut self, frame: &Frame) -> Result<f64, GateError> {
         let (w, h) = (frame.width as i32, frame.height as i32);
-        let rgb = frame.rgb();
-        // SAFETY: the Mat borrows the frame's mapped buffer (rows × stride bytes, checked by
-        // GStreamer's video info) only within this function, read-only.
-        let view = unsafe {
-            Mat::new_rows_cols_with_data_unsafe(
-                h,
-                w,
-                CV_8UC3,
-                rgb.as_ptr() as *mut std::ffi::c_void,
-                frame.row_stride,
-            )
-        }?;
         let sw = self.settings.analysis_width_pixels.max(16) as i32;
         let sh = ((sw as f64) * h as f64 / w.max(1) as f64).round().max(1.0) as i32;
-        imgproc::resize(
-            &view,
-            &mut self.small,
-            Size::new(sw, sh),
-            0.0,
-            0.0,
-            imgproc::INTER_AREA,
-        )?;
+        frame.resize_into(&mut self.small, sw, sh)?;
         imgproc::cvt_color(&self.small, &mut self.grey, imgproc::COLOR_RGB2GRAY, 0)?;
         BackgroundSubtractorMOG2Trait::apply(&mut self.mog, &self.grey, &mut self.mask, -1.0)?;
         let moving = opencv::core::count_non_zero(&self.mask)?;

@@ -399,6 +399,7 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     };
 
     // The review console: held cases, the patrol wall, suppressions for the case stage.
+    let review_config = crate::config::SharedConfig::new(config.clone());
     let review_hub = crate::review::ReviewHub::default();
     let suppressions = crate::review::Suppressions::default();
     let latest_frames = match &config.review {
@@ -420,7 +421,7 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         }
         let state = crate::review::ReviewState {
             store,
-            config: config.clone(),
+            config: review_config.clone(),
             cameras: options.cameras.clone(),
             latest: latest_frames.clone(),
             suppressions: suppressions.clone(),
@@ -599,6 +600,7 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
                 Ok((next, plan)) => {
                     let next = Arc::new(next);
                     cameras.apply_reload(&next, &plan, &reload_tx)?;
+                    review_config.set(next.clone());
                     current = next;
                 }
                 // The running configuration stays; the error names file, line and field.

@@ -669,6 +669,26 @@ pub enum Depth {
     Check,
 }
 
+/// The configuration as readers that outlive a reload see it (the review console): the
+/// current `Arc<Config>`, swapped whole by a reload.
+#[derive(Debug, Clone)]
+pub struct SharedConfig(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Config>>>);
+
+impl SharedConfig {
+    pub fn new(config: std::sync::Arc<Config>) -> Self {
+        Self(std::sync::Arc::new(std::sync::RwLock::new(config)))
+    }
+
+    /// The configuration in force now.
+    pub fn get(&self) -> std::sync::Arc<Config> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, config: std::sync::Arc<Config>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+}
+
 impl Config {
     /// Loads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

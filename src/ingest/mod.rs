@@ -45,6 +45,52 @@ impl Frame {
         self.buffer.as_slice()
     }
 
+    /// Resizes the frame into `dst` (RGB, area interpolation) straight from its buffer, without
+    /// copying it into a Mat first. Used by the stages that analyse a small copy (motion gate,
+    /// fire baseline).
+    pub fn resize_into(
+        &self,
+        dst: &mut opencv::core::Mat,
+        width: i32,
+        height: i32,
+    ) -> opencv::Result<()> {
+        use opencv::core::{CV_8UC3, Mat, Size};
+        let rgb = self.rgb();
+        let row = self.width as usize * 3;
+        let needed = (self.height as usize).saturating_sub(1) * self.row_stride + row;
+        if self.row_stride < row || rgb.len() < needed {
+            return Err(opencv::Error::new(
+                opencv::core::StsBadSize,
+                format!(
+                    "frame buffer of {} bytes is too small for {}x{} RGB with a stride of {}",
+                    rgb.len(),
+                    self.width,
+                    self.height,
+                    self.row_stride
+                ),
+            ));
+        }
+        // SAFETY: checked above that the buffer holds `height` rows of `row_stride` bytes; the
+        // Mat header borrows it read-only and is dropped before this function returns.
+        let view = unsafe {
+            Mat::new_rows_cols_with_data_unsafe(
+                self.height as i32,
+                self.width as i32,
+                CV_8UC3,
+                rgb.as_ptr() as *mut std::ffi::c_void,
+                self.row_stride,
+            )
+        }?;
+        opencv::imgproc::resize(
+            &view,
+            dst,
+            Size::new(width, height),
+            0.0,
+            0.0,
+            opencv::imgproc::INTER_AREA,
+        )
+    }
+
     /// A frame from packed RGB bytes (benchmarks and tests; cameras use their GStreamer buffers).
     pub fn from_rgb(
         camera: usize,

@@ -37,7 +37,6 @@ use uuid::Uuid;
 
 use crate::cases::evidence::EvidenceError;
 use crate::cases::outbox::OutboxError;
-use crate::config::Config;
 use crate::ingest::status::CameraRegistry;
 use crate::telemetry;
 use auth::{Credential, Role, User};
@@ -125,7 +124,8 @@ impl ReviewHub {
 #[derive(Clone)]
 pub struct ReviewState {
     pub store: Arc<ReviewStore>,
-    pub config: Arc<Config>,
+    /// Follows reloads, so the wall shows the cameras configured now.
+    pub config: crate::config::SharedConfig,
     pub cameras: CameraRegistry,
     pub latest: LatestFrames,
     pub suppressions: Suppressions,
@@ -136,7 +136,7 @@ pub struct ReviewState {
 
 impl ReviewState {
     fn settings(&self) -> crate::config::review::ReviewSettings {
-        self.config.review.clone().unwrap_or_default()
+        self.config.get().review.clone().unwrap_or_default()
     }
 }
 
@@ -376,6 +376,7 @@ fn remark_text(r: Option<String>) -> Result<Option<String>, Response> {
 
 fn scenario_info(s: &ReviewState, id: &str) -> Result<crate::scenarios::ScenarioInfo, Response> {
     s.config
+        .get()
         .catalog
         .info(id)
         .ok_or_else(|| problem(StatusCode::BAD_REQUEST, format!("unknown scenario `{id}`")))
@@ -571,7 +572,7 @@ async fn meta(State(s): State<ReviewState>, method: Method, headers: HeaderMap) 
     if let Err(r) = authenticate(&s, &method, &headers) {
         return r;
     }
-    let c = &s.config;
+    let c = s.config.get();
     let scenarios: Vec<_> = c
         .catalog
         .ids()
@@ -864,14 +865,13 @@ async fn wall_groups(State(s): State<ReviewState>, method: Method, headers: Head
         return r;
     }
     let statuses = s.cameras.snapshot();
-    let groups: Vec<_> = s
-        .config
+    let config = s.config.get();
+    let groups: Vec<_> = config
         .groups
         .iter()
-        .filter(|g| s.config.cameras.iter().any(|c| c.group == g.id))
+        .filter(|g| config.cameras.iter().any(|c| c.group == g.id))
         .map(|g| {
-            let cameras: Vec<_> = s
-                .config
+            let cameras: Vec<_> = config
                 .cameras
                 .iter()
                 .filter(|c| c.group == g.id)
@@ -892,7 +892,7 @@ async fn wall_groups(State(s): State<ReviewState>, method: Method, headers: Head
                 "id": g.id,
                 "name": g.name,
                 "unit": g.unit,
-                "unit_name": s.config.unit(&g.unit).map(|u| u.name.clone()).unwrap_or_default(),
+                "unit_name": config.unit(&g.unit).map(|u| u.name.clone()).unwrap_or_default(),
                 "cameras": cameras,
             })
         })
@@ -914,11 +914,11 @@ async fn wall_frame(
         return r;
     }
     // The camera is looked up among the configured ones: the name never reaches a path.
-    let Some(index) = s.config.cameras.iter().position(|c| c.id == camera) else {
+    let config = s.config.get();
+    let Some(index) = config.cameras.iter().position(|c| c.id == camera) else {
         return problem(StatusCode::NOT_FOUND, "no such camera");
     };
     let latest = s.latest.clone();
-    let config = s.config.clone();
     let result = tokio::task::spawn_blocking(move || {
         let cam = &config.cameras[index];
         let zones: Vec<&[[f64; 2]]> = cam.zones.iter().map(|z| z.polygon.as_slice()).collect();
@@ -1004,7 +1004,7 @@ async fn export_dataset(
         Err(r) => return r,
     };
     let store = s.store.clone();
-    let config = s.config.clone();
+    let config = s.config.get();
     let result = tokio::task::spawn_blocking(move || {
         let d = export::build(&store, &config.catalog)?;
         Ok::<_, ReviewError>((d.to_tar()?, d.positives, d.negatives))

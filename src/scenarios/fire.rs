@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use opencv::core::{CV_8UC1, CV_8UC3, Mat, Scalar, Size};
+use opencv::core::{CV_8UC1, Mat, Scalar, Size};
 use opencv::imgproc;
 use opencv::prelude::*;
 use serde::Deserialize;
@@ -306,32 +306,12 @@ impl FireBaseline {
     }
 
     fn shrink(&mut self, frame: &Frame) -> Result<(), FireError> {
-        let (w, h) = (frame.width as i32, frame.height as i32);
-        let rgb = frame.rgb();
-        // SAFETY: the Mat borrows the frame's mapped buffer (rows × stride bytes, checked by
-        // GStreamer's video info) only within this function, read-only.
-        let view = unsafe {
-            Mat::new_rows_cols_with_data_unsafe(
-                h,
-                w,
-                CV_8UC3,
-                rgb.as_ptr() as *mut std::ffi::c_void,
-                frame.row_stride,
-            )
-        }?;
         // The frame is stretched to the model's input; undo that so regions keep their shape.
         let sw = self.settings.analysis_width_pixels as i32;
         let sh = (f64::from(sw) / frame.display_aspect.max(0.1))
             .round()
             .clamp(8.0, 4.0 * f64::from(sw)) as i32;
-        imgproc::resize(
-            &view,
-            &mut self.small,
-            Size::new(sw, sh),
-            0.0,
-            0.0,
-            imgproc::INTER_AREA,
-        )?;
+        frame.resize_into(&mut self.small, sw, sh)?;
         Ok(())
     }
 

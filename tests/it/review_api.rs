@@ -149,7 +149,7 @@ impl Console {
         let wake = Arc::new(Notify::new());
         let state = ReviewState {
             store,
-            config: config.clone(),
+            config: gridwatch::config::SharedConfig::new(config.clone()),
             cameras,
             latest: LatestFrames::new(config.cameras.len()),
             suppressions: Suppressions::default(),
