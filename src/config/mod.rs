@@ -1046,6 +1046,14 @@ fn parse_collecting(
             Ok(c) => return Some(c),
             Err(e) => {
                 let span = e.span();
+                // Offsets refer to `current`, whose commented lines are one byte longer than in
+                // the original: locate in `current` (line numbers are the same in both).
+                let here = SourceMap::new(&current);
+                let map = if current.len() == text.len() {
+                    map
+                } else {
+                    &here
+                };
                 let (line, column) = span.clone().map_or((1, 1), |s| map.line_col(s.start));
                 let located = span.as_ref().and_then(|s| map.path_at(s.start));
                 let message = e.message().trim().to_owned();

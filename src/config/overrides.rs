@@ -349,4 +349,19 @@ url = "http://127.0.0.1:1/"
             "{problems:?}"
         );
     }
+
+    #[test]
+    fn an_unknown_field_in_the_second_camera_is_its_only_problem() {
+        // Two cameras, each with a typo right after its uri: commenting a typo out must not
+        // take the line above it along (which once reported a spurious "missing field uri").
+        let second = "[[cameras]]\nid = \"d\"\nname = \"d\"\nunit = \"u\"\ngroup = \"g\"\nuri = \"test:\"\nlop = true\n[model]";
+        let text = AREA
+            .replace("uri = \"test:\"\n", "uri = \"test:\"\nlop = true\n")
+            .replace("[model]", second);
+        let Err(ConfigError::Invalid(problems)) = Config::from_text(&text, "t.toml", &dir()) else {
+            panic!("must be refused");
+        };
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["cameras[0].lop", "cameras[1].lop"], "{problems:?}");
+    }
 }
