@@ -1,7 +1,43 @@
 //! Greedy per-class non-maximum suppression over candidates sorted in place (no allocation
 //! beyond the caller's reused buffers).
 
+use std::sync::Arc;
+
 use super::Detection;
+use super::kinds::ObjectKind;
+
+/// Appends a candidate from a centre-size box divided by `scale` (input size for decoders
+/// in pixels, 1 for normalised ones), clipped to the frame; NaN boxes (a broken model output)
+/// are dropped. Shared by the SSD and YOLO decoders.
+pub fn push_centre_box(
+    candidates: &mut Vec<Detection>,
+    [cx, cy, w, h]: [f32; 4],
+    [sx, sy]: [f32; 2],
+    class: usize,
+    score: f32,
+    labels: &[Arc<str>],
+    kinds: &[ObjectKind],
+) {
+    let bbox = [
+        ((cx - w / 2.0) / sx).clamp(0.0, 1.0),
+        ((cy - h / 2.0) / sy).clamp(0.0, 1.0),
+        ((cx + w / 2.0) / sx).clamp(0.0, 1.0),
+        ((cy + h / 2.0) / sy).clamp(0.0, 1.0),
+    ];
+    let Some(label) = labels.get(class) else {
+        return;
+    };
+    if bbox.iter().any(|v| v.is_nan()) {
+        return;
+    }
+    candidates.push(Detection {
+        class_id: class as u16,
+        label: label.clone(),
+        kind: kinds.get(class).copied().unwrap_or(ObjectKind::Other),
+        score,
+        bbox,
+    });
+}
 
 /// Intersection over union of two [x1, y1, x2, y2] boxes.
 pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {

@@ -177,22 +177,15 @@ impl SsdDecoder {
             let cx = e[1] / sx * a.w + a.cx;
             let h = (e[2] / sh).exp() * a.h;
             let w = (e[3] / sw).exp() * a.w;
-            let bbox = [
-                (cx - w / 2.0).clamp(0.0, 1.0),
-                (cy - h / 2.0).clamp(0.0, 1.0),
-                (cx + w / 2.0).clamp(0.0, 1.0),
-                (cy + h / 2.0).clamp(0.0, 1.0),
-            ];
-            if bbox.iter().any(|v| v.is_nan()) {
-                continue;
-            }
-            self.candidates.push(Detection {
-                class_id: class as u16,
-                label: labels[class].clone(),
-                kind: self.kinds.get(class).copied().unwrap_or(ObjectKind::Other),
+            nms::push_centre_box(
+                &mut self.candidates,
+                [cx, cy, w, h],
+                [1.0, 1.0],
+                class,
                 score,
-                bbox,
-            });
+                labels,
+                &self.kinds,
+            );
         }
         nms::per_class_nms(&mut self.candidates, nms_iou, out);
         Ok(())

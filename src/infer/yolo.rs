@@ -145,22 +145,15 @@ impl YoloDecoder {
                 h = h.exp() * stride;
             }
             let (iw, ih) = (self.input_width, self.input_height);
-            let bbox = [
-                ((cx - w / 2.0) / iw).clamp(0.0, 1.0),
-                ((cy - h / 2.0) / ih).clamp(0.0, 1.0),
-                ((cx + w / 2.0) / iw).clamp(0.0, 1.0),
-                ((cy + h / 2.0) / ih).clamp(0.0, 1.0),
-            ];
-            if bbox.iter().any(|v| v.is_nan()) {
-                continue;
-            }
-            self.candidates.push(Detection {
-                class_id: class as u16,
-                label: labels[class].clone(),
-                kind: self.kinds.get(class).copied().unwrap_or(ObjectKind::Other),
+            nms::push_centre_box(
+                &mut self.candidates,
+                [cx, cy, w, h],
+                [iw, ih],
+                class,
                 score,
-                bbox,
-            });
+                labels,
+                &self.kinds,
+            );
         }
         nms::per_class_nms(&mut self.candidates, nms_iou, out);
         Ok(())
