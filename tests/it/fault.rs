@@ -203,6 +203,9 @@ struct FaultProxy {
 }
 
 impl FaultProxy {
+    /// The first connections get each of the four faults once, in an order shuffled by the
+    /// seed, interleaved with passes, so every run sees every kind (a purely random schedule
+    /// over a dozen connections sometimes injected fewer than three). After that,
     /// `fault_percent` of the connections get a fault, spread evenly over the four kinds.
     fn start(upstream: SocketAddr, seed: u64, fault_percent: u32) -> Self {
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -211,13 +214,28 @@ impl FaultProxy {
         let counts: Arc<Mutex<HashMap<Fault, u64>>> = Arc::default();
         let rng = Arc::new(Mutex::new(fastrand::Rng::with_seed(seed)));
         let c = counts.clone();
+        let mut guaranteed = vec![
+            Fault::ResetBefore,
+            Fault::ResetAfter,
+            Fault::ServerError,
+            Fault::Hang,
+        ];
+        rng.lock().unwrap().shuffle(&mut guaranteed);
         rt.spawn(async move {
+            let mut accepted = 0usize;
             loop {
                 let Ok((conn, _)) = listener.accept().await else {
                     return;
                 };
+                accepted += 1;
                 let roll = rng.lock().unwrap().u32(0..100);
-                let fault = if roll >= fault_percent {
+                // Odd connections 1, 3, 5, 7 carry the guaranteed faults.
+                let scheduled = (accepted % 2 == 1)
+                    .then(|| guaranteed.get(accepted / 2).copied())
+                    .flatten();
+                let fault = if let Some(f) = scheduled {
+                    f
+                } else if roll >= fault_percent {
                     Fault::Pass
                 } else {
                     [
@@ -333,12 +351,17 @@ fn fault_proxy_resets_timeouts_and_5xx() {
     assert!(tally.produced >= 3, "the clip produced cases");
     assert_eq!((tally.lost, tally.duplicates), (0, 0));
     assert_eq!(tally.delivered, tally.produced);
-    let faults: u64 = counts
-        .iter()
-        .filter(|(f, _)| **f != Fault::Pass)
-        .map(|(_, n)| n)
-        .sum();
-    assert!(faults >= 3, "faults were injected: {counts:?}");
+    for kind in [
+        Fault::ResetBefore,
+        Fault::ResetAfter,
+        Fault::ServerError,
+        Fault::Hang,
+    ] {
+        assert!(
+            counts.get(&kind).copied().unwrap_or(0) >= 1,
+            "every kind of fault was injected: {counts:?}"
+        );
+    }
 }
 
 #[test]
