@@ -4,10 +4,12 @@
 //! [`infer`] (onnxruntime worker pool) → [`scenarios`] (rules over time, one event per episode)
 //! → [`cases`] (evidence + SQLite outbox) → [`dispatch`] (HTTP delivery; reference receiver).
 //! [`review`] is the console where staff confirm or reject held cases.
+//! [`cluster`] divides camera groups among several nodes (etcd leases) and fences each one.
 //! [`run`] wires them together; [`config`] describes the key area; [`telemetry`] names every metric.
 
 pub mod bench;
 pub mod cases;
+pub mod cluster;
 pub mod config;
 pub mod dispatch;
 pub mod gate;

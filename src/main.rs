@@ -39,6 +39,10 @@ enum Command {
         /// Seconds to keep delivering after the sources end.
         #[arg(long, default_value_t = gridwatch::run::DEFAULT_DRAIN_TIMEOUT_SECONDS)]
         drain_timeout_seconds: f64,
+        /// Cluster mode (`[cluster]`): this node's name (else GRIDWATCH_NODE_ID, the config's
+        /// `node_id`, the host name).
+        #[arg(long)]
+        node_id: Option<String>,
     },
     /// Validate a configuration and report every problem with file, line and field.
     Check {
@@ -569,6 +573,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run {
             config,
             drain_timeout_seconds,
+            node_id,
         } => {
             let config_path = config.clone();
             let config = load(config.as_ref())?;
@@ -576,6 +581,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let options = RunOptions {
                 drain_timeout: std::time::Duration::from_secs_f64(drain_timeout_seconds.max(0.0)),
                 config_path,
+                node_id,
                 ..RunOptions::default()
             };
             let cameras = options.cameras.clone();

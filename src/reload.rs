@@ -57,7 +57,14 @@ fn same<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
 /// Orders `new`'s cameras so that every running camera keeps its index (new ones are appended,
 /// removed ones stay as retired slots without zones) and lists what changed.
 pub fn arrange(current: &Config, mut new: Config) -> Result<(Config, ReloadPlan), ReloadError> {
-    let fixed: [(&str, bool); 11] = [
+    let group_ids = |c: &Config| c.groups.iter().map(|g| g.id.clone()).collect::<Vec<_>>();
+    let fixed: [(&str, bool); 13] = [
+        ("cluster", same(&current.cluster, &new.cluster)),
+        // Nodes divide the groups among themselves by id: all must see the same set.
+        (
+            "groups (their ids, in cluster mode)",
+            current.cluster.is_none() || group_ids(current) == group_ids(&new),
+        ),
         ("centre", same(&current.centre, &new.centre)),
         ("model", same(&current.model, &new.model)),
         ("inference", same(&current.inference, &new.inference)),

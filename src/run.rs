@@ -50,6 +50,8 @@ pub enum RunError {
     Gate(#[from] crate::gate::GateError),
     #[error(transparent)]
     Review(#[from] crate::review::ReviewError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("a pipeline thread panicked: {0}")]
     Panic(&'static str),
 }
@@ -69,6 +71,8 @@ pub struct RunOptions {
     pub config_path: Option<std::path::PathBuf>,
     /// Reload requests; SIGHUP makes one.
     pub reload: ReloadHandle,
+    /// Cluster mode: this node's name (`--node-id`).
+    pub node_id: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -80,6 +84,7 @@ impl Default for RunOptions {
             frame_observer: None,
             config_path: None,
             reload: ReloadHandle::default(),
+            node_id: None,
         }
     }
 }
@@ -98,6 +103,9 @@ const SUPERVISOR_TICK: Duration = Duration::from_millis(100);
 
 /// How often held cases are checked against the review timeout.
 const HELD_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long a clean shutdown waits for the cluster controller to revoke its lease.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a reload waits for the scenario thread to take the new rules.
 const RELOAD_APPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -127,6 +135,10 @@ struct CameraThreads {
     registry: CameraRegistry,
     mailboxes: Arc<pool::Mailboxes>,
     model_size: (usize, usize),
+    /// Cluster mode: a camera runs only while this node owns its group.
+    cluster: Option<crate::cluster::Ownership>,
+    /// Cameras a reload removed (their slots stay, never restarted).
+    retired: std::collections::HashSet<usize>,
 }
 
 impl CameraThreads {
@@ -135,15 +147,102 @@ impl CameraThreads {
         let stop = Arc::new(AtomicBool::new(false));
         let thread =
             ingest::spawn_camera(plan, Box::new(sink), self.registry.clone(), stop.clone());
-        let entry = CameraThread {
+        while self.running.len() <= index {
+            // Cluster mode starts cameras in any order: slots below stay empty.
+            self.running.push(CameraThread {
+                stop: Arc::new(AtomicBool::new(true)),
+                thread: None,
+            });
+        }
+        self.running[index] = CameraThread {
             stop,
             thread: Some(thread),
         };
-        if index < self.running.len() {
-            self.running[index] = entry;
-        } else {
-            self.running.push(entry);
+    }
+
+    /// Camera `index` has a thread (running, or ended by itself like a finished file).
+    fn started(&self, index: usize) -> bool {
+        self.running.get(index).is_some_and(|c| c.thread.is_some())
+    }
+
+    /// A fresh plan, gate and mailbox slot for camera `i`, then its thread.
+    fn launch(&mut self, config: &Arc<Config>, i: usize) -> Result<(), RunError> {
+        let (w, h) = self.model_size;
+        let plan = CameraPlan::new(config, i, w, h)?;
+        let sink =
+            crate::gate::GatedSink::new(i, plan.id.clone(), &config.gate, self.mailboxes.clone())?;
+        self.mailboxes.reopen(i);
+        self.start(plan, sink);
+        Ok(())
+    }
+
+    /// Cluster mode: starts the cameras of groups this node now owns (their scenario state
+    /// reset first, as a new owner knows nothing of the old one's tracks) and stops those of
+    /// groups it no longer owns or whose lease is no longer certain; then tells the
+    /// controller which groups are analysed here.
+    fn follow_ownership(
+        &mut self,
+        config: &Arc<Config>,
+        scenarios: &crossbeam_channel::Sender<scenarios::Reload>,
+    ) -> Result<(), RunError> {
+        let Some(ownership) = self.cluster.clone() else {
+            return Ok(());
+        };
+        let mut to_stop = Vec::new();
+        let mut to_start = Vec::new();
+        for (i, cam) in config.cameras.iter().enumerate() {
+            let want = !self.retired.contains(&i) && ownership.may_analyse(&cam.group);
+            match (want, self.started(i)) {
+                (true, false) => to_start.push(i),
+                (false, true) => to_stop.push(i),
+                _ => {}
+            }
         }
+        // Stop flags first so that the pipelines tear down side by side, then wait for each.
+        for &i in &to_stop {
+            self.running[i].stop.store(true, Ordering::SeqCst);
+        }
+        for &i in &to_stop {
+            self.stop_one(i)?;
+            self.registry
+                .set_state(i, ingest::status::CameraState::Standby, None);
+            tracing::info!(camera = %config.cameras[i].id, group = %config.cameras[i].group, "cluster: camera stopped");
+        }
+        if !to_start.is_empty() {
+            let (applied_tx, applied_rx) = crossbeam_channel::bounded(1);
+            let sent = scenarios.send(scenarios::Reload {
+                config: config.clone(),
+                cameras: to_start.clone(),
+                applied: applied_tx,
+            });
+            if sent.is_err() || applied_rx.recv_timeout(RELOAD_APPLY_TIMEOUT).is_err() {
+                tracing::warn!("cluster: the scenario thread did not confirm the reset");
+            }
+        }
+        for &i in &to_start {
+            // Before the thread exists, so that a hand-over decided meanwhile waits for it.
+            ownership.set_analysing(&config.cameras[i].group, true);
+        }
+        for &i in &to_start {
+            match self.launch(config, i) {
+                Ok(()) => {
+                    tracing::info!(camera = %config.cameras[i].id, group = %config.cameras[i].group, "cluster: camera started")
+                }
+                // One bad camera must not take the others down; retried on the next tick.
+                Err(e) => {
+                    tracing::error!(camera = %config.cameras[i].id, error = %e, "cluster: camera not started")
+                }
+            }
+        }
+        for g in &config.groups {
+            let running = config
+                .cameras
+                .iter()
+                .enumerate()
+                .any(|(i, c)| c.group == g.id && self.started(i));
+            ownership.set_analysing(&g.id, running);
+        }
+        Ok(())
     }
 
     fn stop_all(&self) {
@@ -204,6 +303,7 @@ impl CameraThreads {
         for &i in plan.retired.iter().chain(&plan.restart) {
             self.stop_one(i)?;
         }
+        self.retired.extend(plan.retired.iter().copied());
         for &i in &plan.added {
             let slot = self
                 .mailboxes
@@ -228,6 +328,14 @@ impl CameraThreads {
         let (w, h) = self.model_size;
         for &i in plan.restart.iter().chain(&plan.added) {
             let id = config.cameras[i].id.as_str();
+            if self
+                .cluster
+                .as_ref()
+                .is_some_and(|o| !o.may_analyse(&config.cameras[i].group))
+            {
+                // Another node's group: `follow_ownership` starts it if it comes here.
+                continue;
+            }
             let started = CameraPlan::new(config, i, w, h)
                 .map_err(RunError::from)
                 .and_then(|p| {
@@ -270,6 +378,17 @@ impl StopHandle {
 pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunSummary, RunError> {
     let config = Arc::new(config);
     ingest::init()?;
+    let ownership = match &config.cluster {
+        Some(settings) => {
+            let node = crate::cluster::node_id(options.node_id.as_deref(), settings)?;
+            tracing::info!(node = %node, groups = config.groups.len(), "cluster mode: camera groups are divided among the nodes through etcd");
+            Some(crate::cluster::Ownership::new(
+                node,
+                crate::cluster::group_ids(&config),
+            ))
+        }
+        None => None,
+    };
 
     // Inference first: a missing runtime or a wrong model should fail before any camera starts.
     let library = infer::runtime_library(
@@ -309,6 +428,9 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     }
 
     options.readiness.model_loaded();
+    if let Some(o) = &ownership {
+        options.readiness.set_cluster(o.clone());
+    }
     let outbox_path = config.resolve(&config.cases.outbox);
     options.readiness.set_outbox(outbox_path.clone());
     let case_outbox = Outbox::open(&outbox_path)?;
@@ -365,11 +487,14 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
                 addr: addr.clone(),
                 source,
             })?;
-        let app = crate::status::router_with_readiness(
+        let mut app = crate::status::router_with_readiness(
             options.cameras.clone(),
             options.readiness.clone(),
         )
         .merge(crate::dispatch::status_routes(outbox_path.clone()));
+        if let Some(o) = &ownership {
+            app = app.merge(crate::cluster::status_routes(o.clone()));
+        }
         let shutdown = server_stopped(server_stop_rx.clone());
         tracing::info!(url = %format!("http://{}/api/v1/cameras", listener.local_addr().map_err(|source| RunError::Metrics { addr: addr.clone(), source })?), "status endpoint (also /metrics)");
         runtime.spawn(async move {
@@ -427,6 +552,7 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
             suppressions: suppressions.clone(),
             hub: review_hub.clone(),
             wake: Some(wake.clone()),
+            cluster: ownership.clone(),
         };
         let server =
             runtime.block_on(crate::review::ReviewServer::bind(&settings.listen, state))?;
@@ -441,6 +567,7 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     let triage = crate::review::Triage {
         tiers: crate::review::Tiers::new(config.review.clone()),
         suppressions,
+        fence: ownership.clone(),
     };
 
     // Stages, upstream last so that every consumer is ready before frames flow.
@@ -515,10 +642,31 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         registry: options.cameras.clone(),
         mailboxes: mailboxes.clone(),
         model_size: (model_w, model_h),
+        cluster: ownership.clone(),
+        retired: Default::default(),
     };
-    for (plan, sink) in plans.into_iter().zip(sinks) {
-        cameras.start(plan, sink);
-    }
+    // Cluster mode: the etcd side claims groups; the supervisor starts their cameras.
+    let (leave_tx, leave_rx) = watch::channel(false);
+    let controller = match (&ownership, &config.cluster) {
+        (Some(o), Some(settings)) => {
+            // Workers stay up while this node owns nothing (every slot closed).
+            mailboxes.hold();
+            for i in 0..config.cameras.len() {
+                options
+                    .cameras
+                    .set_state(i, ingest::status::CameraState::Standby, None);
+            }
+            let c =
+                crate::cluster::Controller::new(settings.clone(), o.clone(), &config.centre.name);
+            Some(runtime.spawn(c.run(leave_rx)))
+        }
+        _ => {
+            for (plan, sink) in plans.into_iter().zip(sinks) {
+                cameras.start(plan, sink);
+            }
+            None
+        }
+    };
     tracing::info!(cameras = cameras.running.len(), workers, model = %card.id, "pipeline running");
 
     // Signals: stop taking frames; what was already decided is still stored and delivered.
@@ -609,7 +757,9 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
                 }
             }
         }
-        if cameras.all_finished() {
+        cameras.follow_ownership(&current, &reload_tx)?;
+        // Cluster mode runs until stopped: groups may come to this node at any time.
+        if ownership.is_none() && cameras.all_finished() {
             break;
         }
         std::thread::sleep(SUPERVISOR_TICK);
@@ -623,6 +773,12 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         .join()
         .map_err(|_| RunError::Panic("scenarios"))?;
     let case_result = case_thread.join().map_err(|_| RunError::Panic("cases"))?;
+    if let Some(controller) = controller {
+        // Every case of this node's groups is committed: hand the groups over now rather
+        // than after the lease's TTL.
+        let _ = leave_tx.send(true);
+        let _ = runtime.block_on(async { tokio::time::timeout(LEAVE_TIMEOUT, controller).await });
+    }
     stopper.0.store(true, Ordering::SeqCst);
     let _ = stopper.1.join();
 

@@ -21,11 +21,17 @@ pub const READINESS_OUTBOX_LOCK_TIMEOUT_MS: u64 = 1000;
 pub struct Readiness {
     model_loaded: Arc<AtomicBool>,
     outbox: Arc<Mutex<Option<PathBuf>>>,
+    /// Cluster mode: a node without a valid lease analyses nothing and is not ready.
+    cluster: Arc<Mutex<Option<crate::cluster::Ownership>>>,
 }
 
 impl Readiness {
     pub fn model_loaded(&self) {
         self.model_loaded.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_cluster(&self, ownership: crate::cluster::Ownership) {
+        *self.cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(ownership);
     }
 
     pub fn set_outbox(&self, path: PathBuf) {
@@ -39,14 +45,28 @@ impl Readiness {
         if !self.model_loaded.load(Ordering::SeqCst) {
             return Err("model not loaded yet".into());
         }
+        let cluster = self
+            .cluster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(o) = &cluster
+            && !o.lease_valid()
+        {
+            return Err("cluster mode: no valid etcd lease".into());
+        }
         let states: Vec<CameraState> = cameras.snapshot().iter().map(|c| c.state).collect();
         let streaming = states.contains(&CameraState::Streaming);
-        // Finite sources that have all ended are a finished job, and cameras outside their
-        // active hours are off on purpose: neither is an outage. A failed file is one.
+        // Finite sources that have all ended are a finished job, cameras outside their active
+        // hours are off on purpose, and so are those another node analyses: none is an
+        // outage. A failed file is one.
         let all_done = !states.is_empty()
-            && states
-                .iter()
-                .all(|s| matches!(s, CameraState::Ended | CameraState::Inactive));
+            && states.iter().all(|s| {
+                matches!(
+                    s,
+                    CameraState::Ended | CameraState::Inactive | CameraState::Standby
+                )
+            });
         if !streaming && !all_done {
             return Err("no camera is streaming".into());
         }

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use metrics::{counter, histogram};
+use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 pub const FRAMES_ANALYSED: &str = "gridwatch_frames_analysed_total";
@@ -42,6 +42,22 @@ pub const EVENTS_SUPPRESSED: &str = "gridwatch_events_suppressed_total";
 pub const REVIEW_RELEASED: &str = "gridwatch_review_released_unreviewed_total";
 /// Events below their scenario's `review_score`: counted, never stored.
 pub const REVIEW_BELOW_THRESHOLD: &str = "gridwatch_review_below_threshold_total";
+/// Cluster mode: camera groups this node owns (holds the etcd key of).
+pub const CLUSTER_GROUPS_OWNED: &str = "gridwatch_cluster_groups_owned";
+/// Cluster mode: live nodes in the member list (this node's view).
+pub const CLUSTER_NODES: &str = "gridwatch_cluster_nodes";
+/// 1 while this node's lease is valid (with the fence margin), else 0.
+pub const CLUSTER_LEASE_VALID: &str = "gridwatch_cluster_lease_valid";
+/// Groups this node started analysing.
+pub const CLUSTER_GROUPS_ACQUIRED: &str = "gridwatch_cluster_groups_acquired_total";
+/// Groups this node gave up, by `reason` (rebalance, lease_lost, key_lost, shutdown).
+pub const CLUSTER_GROUPS_RELEASED: &str = "gridwatch_cluster_groups_released_total";
+/// Times this node's lease could not be renewed in time (it stopped analysing everything).
+pub const CLUSTER_LEASE_LOST: &str = "gridwatch_cluster_lease_lost_total";
+/// etcd requests that failed or timed out, by `op`; retried on the next tick.
+pub const CLUSTER_ETCD_ERRORS: &str = "gridwatch_cluster_etcd_errors_total";
+/// Events decided after the group left this node: not committed (its new owner analyses it).
+pub const CLUSTER_FENCED_EVENTS: &str = "gridwatch_cluster_fenced_events_total";
 
 #[derive(Debug, Clone, Copy)]
 pub enum DropReason {
@@ -172,6 +188,32 @@ pub fn review_below_threshold(scenario: &str) {
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the Prometheus recorder once per process; `None` if another recorder is installed.
+pub fn cluster_state(groups_owned: usize, nodes: usize, lease_valid: bool) {
+    gauge!(CLUSTER_GROUPS_OWNED).set(groups_owned as f64);
+    gauge!(CLUSTER_NODES).set(nodes as f64);
+    gauge!(CLUSTER_LEASE_VALID).set(if lease_valid { 1.0 } else { 0.0 });
+}
+
+pub fn cluster_group_acquired(group: &str) {
+    counter!(CLUSTER_GROUPS_ACQUIRED, "group" => group.to_owned()).increment(1);
+}
+
+pub fn cluster_group_released(group: &str, reason: &'static str) {
+    counter!(CLUSTER_GROUPS_RELEASED, "group" => group.to_owned(), "reason" => reason).increment(1);
+}
+
+pub fn cluster_lease_lost() {
+    counter!(CLUSTER_LEASE_LOST).increment(1);
+}
+
+pub fn cluster_etcd_error(op: &'static str) {
+    counter!(CLUSTER_ETCD_ERRORS, "op" => op).increment(1);
+}
+
+pub fn cluster_fenced_event(scenario: &str) {
+    counter!(CLUSTER_FENCED_EVENTS, "scenario" => scenario.to_owned()).increment(1);
+}
+
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
     PROMETHEUS
         .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())

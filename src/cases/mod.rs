@@ -335,6 +335,15 @@ pub fn run_triaged(
             }
             _ => (outbox::InitialState::Pending, None),
         };
+        // The fence, as late as possible: after a hand-over or a lost lease the group's new
+        // owner analyses it, and this node must not add a case of its own.
+        if let Some(fence) = &triage.fence
+            && !fence.may_analyse(&cam.group)
+        {
+            telemetry::cluster_fenced_event(&case.scenario.id);
+            tracing::warn!(case = %case.id, scenario = %case.scenario.id, camera = %cam.id, group = %cam.group, "case not committed: this node no longer owns the camera's group");
+            continue;
+        }
         outbox.insert_as(
             &case.id.to_string(),
             &case.scenario.id,

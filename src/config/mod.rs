@@ -1,6 +1,7 @@
 //! Typed configuration of the key area (command centre, management units, camera groups,
 //! cameras, zones) and of every stage; loading reports every problem with file, line and field.
 
+pub mod cluster;
 mod locate;
 pub mod overrides;
 pub mod profile;
@@ -78,6 +79,10 @@ pub struct Config {
     /// The review console and confidence tiers; absent: every case is dispatched unattended.
     #[serde(default)]
     pub review: Option<review::ReviewSettings>,
+    /// Several nodes sharing this configuration, camera groups owned through etcd; absent:
+    /// one node analyses every camera.
+    #[serde(default)]
+    pub cluster: Option<cluster::ClusterSettings>,
     /// Folder the relative paths in this file resolve against (the file's folder).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -811,6 +816,11 @@ impl Config {
         if let Some(r) = &self.review {
             for (field, msg) in r.validate(&self.catalog) {
                 err(format!("review.{field}"), msg);
+            }
+        }
+        if let Some(c) = &self.cluster {
+            for (field, msg) in c.validate() {
+                err(format!("cluster.{field}"), msg);
             }
         }
         if self.cameras.is_empty() {

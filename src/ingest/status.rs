@@ -25,10 +25,12 @@ pub enum CameraState {
     /// A finite file could not be read; it is not retried.
     Failed,
     Stopped,
+    /// Cluster mode: its group is owned by another node (or by none while nodes hand over).
+    Standby,
 }
 
 impl CameraState {
-    pub const ALL: [CameraState; 8] = [
+    pub const ALL: [CameraState; 9] = [
         CameraState::Connecting,
         CameraState::Streaming,
         CameraState::Stalled,
@@ -37,6 +39,7 @@ impl CameraState {
         CameraState::Ended,
         CameraState::Failed,
         CameraState::Stopped,
+        CameraState::Standby,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +52,7 @@ impl CameraState {
             CameraState::Ended => "ended",
             CameraState::Failed => "failed",
             CameraState::Stopped => "stopped",
+            CameraState::Standby => "standby",
         }
     }
 }

@@ -132,6 +132,8 @@ pub struct ReviewState {
     pub hub: ReviewHub,
     /// Wakes delivery after a confirmation (absent: delivery polls).
     pub wake: Option<Arc<Notify>>,
+    /// Cluster mode: which node owns each camera group (the wall shows it).
+    pub cluster: Option<crate::cluster::Ownership>,
 }
 
 impl ReviewState {
@@ -866,6 +868,13 @@ async fn wall_groups(State(s): State<ReviewState>, method: Method, headers: Head
     }
     let statuses = s.cameras.snapshot();
     let config = s.config.get();
+    let cluster = s.cluster.as_ref().map(|o| o.view());
+    let owner_of = |group: &str| {
+        cluster
+            .as_ref()
+            .and_then(|v| v.groups.iter().find(|g| g.id == group))
+            .and_then(|g| g.owner.clone())
+    };
     let groups: Vec<_> = config
         .groups
         .iter()
@@ -894,11 +903,13 @@ async fn wall_groups(State(s): State<ReviewState>, method: Method, headers: Head
                 "unit": g.unit,
                 "unit_name": config.unit(&g.unit).map(|u| u.name.clone()).unwrap_or_default(),
                 "cameras": cameras,
+                "owner_node": owner_of(&g.id),
             })
         })
         .collect();
     axum::Json(json!({
         "rotation_seconds": s.settings().rotation_seconds,
+        "node": cluster.as_ref().map(|v| v.node_id.clone()),
         "groups": groups,
     }))
     .into_response()

@@ -92,6 +92,8 @@ impl Suppressions {
 pub struct Triage {
     pub tiers: Tiers,
     pub suppressions: Suppressions,
+    /// Cluster mode: a case is committed only while this node owns its camera's group.
+    pub fence: Option<crate::cluster::Ownership>,
 }
 
 #[cfg(test)]

@@ -140,7 +140,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn serve_rtsp_process(port: u16, files: &[&Path]) -> Child {
+pub fn serve_rtsp_process(port: u16, files: &[&Path]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gridwatch"));
     cmd.args(["serve-rtsp", "--port", &port.to_string()])
         .args(files)
@@ -152,6 +152,8 @@ fn serve_rtsp_process(port: u16, files: &[&Path]) -> Child {
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().expect("serve-rtsp printed nothing").unwrap();
     assert!(first.starts_with("rtsp://"), "{first}");
+    // Keep reading: a closed pipe would fail the server's next line (one per mount).
+    std::thread::spawn(move || lines.for_each(drop));
     child
 }
 

@@ -3,6 +3,7 @@
 
 mod bench;
 mod check;
+mod cluster;
 mod decoder;
 mod decoders_cards;
 mod decoders_ssd;

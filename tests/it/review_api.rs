@@ -155,6 +155,7 @@ impl Console {
             suppressions: Suppressions::default(),
             hub: ReviewHub::default(),
             wake: Some(wake.clone()),
+            cluster: None,
         };
         Self {
             _dir: dir,
@@ -197,6 +198,7 @@ impl Console {
         let triage = Triage {
             tiers: gridwatch::review::Tiers::new(self.config.review.clone()),
             suppressions: self.state.suppressions.clone(),
+            fence: None,
         };
         let hub = self.state.hub.clone();
         gridwatch::cases::run_triaged(

@@ -19,7 +19,7 @@ const I18N = {
     st_awaiting_review: "待审核", st_pending: "待投递", st_delivered: "已派发", st_dead: "投递失败",
     st_rejected: "已驳回", st_confirmed: "已确认",
     h_streaming: "在线", h_stalled: "卡顿", h_connecting: "连接中", h_backoff: "重连中", h_inactive: "未在时段",
-    h_ended: "已结束", h_failed: "故障", h_stopped: "已停止", h_unknown: "未知",
+    h_ended: "已结束", h_failed: "故障", h_stopped: "已停止", h_standby: "其他节点分析", node: "节点", this_node: "本节点", h_unknown: "未知",
   },
   en: {
     title: "Video patrol review console", tab_queue: "Review queue", tab_wall: "Patrol wall", tab_history: "Case history",
@@ -36,7 +36,7 @@ const I18N = {
     st_awaiting_review: "awaiting review", st_pending: "pending delivery", st_delivered: "dispatched", st_dead: "dead letter",
     st_rejected: "rejected", st_confirmed: "confirmed",
     h_streaming: "streaming", h_stalled: "stalled", h_connecting: "connecting", h_backoff: "reconnecting", h_inactive: "inactive",
-    h_ended: "ended", h_failed: "failed", h_stopped: "stopped", h_unknown: "unknown",
+    h_ended: "ended", h_failed: "failed", h_stopped: "stopped", h_standby: "on another node", node: "node", this_node: "this node", h_unknown: "unknown",
   },
 };
 
@@ -235,7 +235,9 @@ function renderWall() {
   const grid = $("wall-grid");
   grid.replaceChildren();
   if (!g) return;
-  $("wall-group").textContent = g.name + " · " + g.unit_name + " (" + (S.wallIdx + 1) + "/" + S.wall.groups.length + ")";
+  // Cluster mode: which node analyses this group (this console shows this node's frames).
+  const owner = S.wall.node ? " · " + t("node") + " " + (g.owner_node || "—") + (g.owner_node === S.wall.node ? " (" + t("this_node") + ")" : "") : "";
+  $("wall-group").textContent = g.name + " · " + g.unit_name + " (" + (S.wallIdx + 1) + "/" + S.wall.groups.length + ")" + owner;
   for (const c of g.cameras) {
     const img = el("img", { alt: t("no_frame"), src: c.frame_url + "?t=" + Date.now() });
     img.dataset.camera = c.id;
