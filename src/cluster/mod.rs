@@ -27,6 +27,9 @@ use crate::telemetry;
 /// Environment variable naming this node (overrides `[cluster] node_id`).
 pub const NODE_ID_ENV: &str = "GRIDWATCH_NODE_ID";
 
+/// Environment variable with this node's status URL (overrides `[cluster] advertise_url`).
+pub const ADVERTISE_URL_ENV: &str = "GRIDWATCH_ADVERTISE_URL";
+
 /// After joining, a node watches the member list this many poll intervals before claiming
 /// groups, so that nodes starting together do not first grab everything and then hand it over.
 const SETTLE_POLLS: u32 = 2;
@@ -298,9 +301,93 @@ pub struct Controller {
 struct Session {
     client: Client,
     lease: i64,
-    keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
-    next_keepalive: Instant,
     info: NodeInfo,
+    /// Renews the lease on its own task, so that slow reads or claims never delay a renewal;
+    /// ends (with why) when the lease is gone. Aborted with the session.
+    renewer: Option<tokio::task::JoinHandle<ClusterError>>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(r) = self.renewer.take() {
+            r.abort();
+        }
+    }
+}
+
+/// Bounded in time: an unreachable etcd must never hold a caller past the fence.
+async fn bounded<T>(
+    timeout: Duration,
+    op: &'static str,
+    f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, ClusterError> {
+    match tokio::time::timeout(timeout, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => {
+            telemetry::cluster_etcd_error(op);
+            Err(ClusterError::Etcd { op, source })
+        }
+        Err(_) => {
+            telemetry::cluster_etcd_error(op);
+            Err(ClusterError::Timeout {
+                op,
+                seconds: timeout.as_secs_f64(),
+            })
+        }
+    }
+}
+
+/// Keeps one lease alive: a renewal every third of the TTL, retried sooner after a failure.
+/// Each answered renewal moves the fence deadline to (time sent + TTL − margin); returns when
+/// etcd says the lease has expired (the fence has closed by then).
+async fn renew_forever(
+    mut client: Client,
+    lease: i64,
+    ownership: Ownership,
+    ttl: Duration,
+    margin: Duration,
+    timeout: Duration,
+) -> ClusterError {
+    let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
+    loop {
+        if stream.is_none() {
+            match bounded(timeout, "lease_keep_alive", client.lease_keep_alive(lease)).await {
+                Ok(pair) => stream = Some(pair),
+                Err(e) => {
+                    tracing::warn!(node = %ownership.node_id(), error = %e, "cluster: keep-alive failed; retrying");
+                    tokio::time::sleep(ttl / 10).await;
+                    continue;
+                }
+            }
+        }
+        let (keeper, answers) = stream.as_mut().expect("set above");
+        let sent = Instant::now();
+        let answer = tokio::time::timeout(timeout, async {
+            keeper.keep_alive().await?;
+            answers.message().await
+        })
+        .await;
+        match answer {
+            Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                ownership.renewed(sent, Duration::from_secs(r.ttl() as u64), margin);
+                tokio::time::sleep((ttl / 3).saturating_sub(sent.elapsed())).await;
+            }
+            Ok(Ok(Some(_))) => return ClusterError::LeaseExpired,
+            other => {
+                // A late answer on this stream could be taken for the next request's: open a
+                // new stream.
+                stream = None;
+                telemetry::cluster_etcd_error("keep_alive");
+                let why = match other {
+                    Ok(Err(e)) => e.to_string(),
+                    Ok(Ok(None)) => "stream closed".to_owned(),
+                    _ => format!("no answer within {} s", timeout.as_secs_f64()),
+                };
+                tracing::warn!(node = %ownership.node_id(), error = %why, "cluster: keep-alive failed; retrying");
+                tokio::time::sleep(ttl / 10).await;
+            }
+        }
+    }
 }
 
 /// Why a session ended.
@@ -313,7 +400,10 @@ impl Controller {
     pub fn new(settings: ClusterSettings, ownership: Ownership, centre: &str) -> Self {
         // Centre names may be Chinese; keys take them as they are (etcd keys are bytes).
         let root = format!("{}/{}/", settings.key_prefix, centre);
-        let status_url = settings.advertise_url.clone();
+        // The file is shared by every node: the environment names this node's own address.
+        let status_url = std::env::var(ADVERTISE_URL_ENV)
+            .ok()
+            .or_else(|| settings.advertise_url.clone());
         Controller {
             settings,
             ownership,
@@ -342,26 +432,12 @@ impl Controller {
         format!("{}owners/{group}", self.root)
     }
 
-    /// Bounded in time: an unreachable etcd must never hold the controller past the fence.
     async fn bounded<T>(
         &self,
         op: &'static str,
         f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T, ClusterError> {
-        match tokio::time::timeout(self.timeout(), f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(source)) => {
-                telemetry::cluster_etcd_error(op);
-                Err(ClusterError::Etcd { op, source })
-            }
-            Err(_) => {
-                telemetry::cluster_etcd_error(op);
-                Err(ClusterError::Timeout {
-                    op,
-                    seconds: self.settings.etcd_timeout_seconds,
-                })
-            }
-        }
+        bounded(self.timeout(), op, f).await
     }
 
     fn note_error(&self, e: &ClusterError) {
@@ -481,12 +557,19 @@ impl Controller {
             joined_at_ms: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
                 as i64,
         };
+        let renewer = tokio::spawn(renew_forever(
+            client.clone(),
+            lease,
+            self.ownership.clone(),
+            self.ttl(),
+            self.margin(),
+            self.timeout(),
+        ));
         let mut session = Session {
             client,
             lease,
-            keeper: None,
-            next_keepalive: sent + self.ttl() / 3,
             info,
+            renewer: Some(renewer),
         };
         self.register(&mut session).await?;
         Ok(session)
@@ -501,72 +584,27 @@ impl Controller {
         Ok(())
     }
 
-    async fn keepalive(&self, s: &mut Session) -> Result<(), ClusterError> {
-        if s.keeper.is_none() {
-            let lease = s.lease;
-            let pair = self
-                .bounded("lease_keep_alive", s.client.lease_keep_alive(lease))
-                .await?;
-            s.keeper = Some(pair);
-        }
-        let (keeper, stream) = s.keeper.as_mut().expect("set above");
-        let sent = Instant::now();
-        let answer = tokio::time::timeout(self.timeout(), async {
-            keeper.keep_alive().await?;
-            stream.message().await
-        })
-        .await;
-        match answer {
-            Ok(Ok(Some(r))) if r.ttl() > 0 => {
-                self.ownership
-                    .renewed(sent, Duration::from_secs(r.ttl() as u64), self.margin());
-                s.next_keepalive = sent + self.ttl() / 3;
-                Ok(())
-            }
-            Ok(Ok(Some(_))) => Err(ClusterError::LeaseExpired),
-            other => {
-                // A late answer on this stream could be taken for the next request's: start a
-                // new stream.
-                s.keeper = None;
-                s.next_keepalive = Instant::now() + self.ttl() / 10;
-                telemetry::cluster_etcd_error("keep_alive");
-                Err(match other {
-                    Ok(Err(source)) => ClusterError::Etcd {
-                        op: "keep_alive",
-                        source,
-                    },
-                    _ => ClusterError::Timeout {
-                        op: "keep_alive",
-                        seconds: self.settings.etcd_timeout_seconds,
-                    },
-                })
-            }
-        }
-    }
-
     async fn serve(&self, s: &mut Session, leave: &mut watch::Receiver<bool>) -> Ended {
         let o = &self.ownership;
         let poll = Duration::from_millis(self.settings.poll_interval_ms);
         let mut releasing: BTreeMap<usize, Instant> = BTreeMap::new();
         let mut polls = 0u32;
+        let Some(mut renewer) = s.renewer.take() else {
+            return Ended::Lost(ClusterError::LeaseNotRenewed);
+        };
         loop {
             tokio::select! {
-                _ = leave.wait_for(|l| *l) => return Ended::Leave,
+                _ = leave.wait_for(|l| *l) => {
+                    renewer.abort();
+                    return Ended::Leave;
+                }
+                ended = &mut renewer => {
+                    return Ended::Lost(ended.unwrap_or(ClusterError::LeaseNotRenewed));
+                }
                 _ = tokio::time::sleep(poll) => {}
             }
-            if Instant::now() >= s.next_keepalive {
-                match self.keepalive(s).await {
-                    Ok(()) => {}
-                    Err(ClusterError::LeaseExpired) => {
-                        return Ended::Lost(ClusterError::LeaseExpired);
-                    }
-                    Err(e) => {
-                        tracing::warn!(node = %o.node_id(), error = %e, "cluster: keep-alive failed; retrying");
-                        self.note_error(&e);
-                    }
-                }
-            }
             if !o.lease_valid() {
+                renewer.abort();
                 return Ended::Lost(ClusterError::LeaseNotRenewed);
             }
             polls += 1;
@@ -656,7 +694,9 @@ impl Controller {
             }
             if want && !o.owned(i) && may_claim {
                 if held_here {
+                    // Still ours (a claim whose answer was lost, or a release not yet done).
                     o.set_owned(i, true);
+                    releasing.remove(&i);
                 } else if holder.is_none() && self.claim(s, g).await? {
                     o.set_owned(i, true);
                     releasing.remove(&i);
