@@ -1208,4 +1208,55 @@ mod tests {
         drop(outbox);
         let _ = std::fs::remove_file(&path);
     }
+
+    /// A held case goes to none of its targets until confirmed; then to all of them. A
+    /// rejected one never goes out, and one no target takes becomes `unrouted` when confirmed.
+    #[test]
+    fn held_cases_reach_every_target_only_when_confirmed() {
+        let path = temp_path("held-routed");
+        let mut outbox = Outbox::open(&path).unwrap();
+        let both = ["town".to_owned(), "xujing".to_owned()];
+        for (id, targets) in [("c", &both[..]), ("r", &both[..]), ("n", &[][..])] {
+            outbox
+                .store(&NewCase {
+                    id,
+                    scenario: "s",
+                    camera: "c",
+                    body: "{}",
+                    snapshot: b"x",
+                    state: InitialState::AwaitingReview,
+                    clean_frame: Some(b"jpeg"),
+                    targets,
+                })
+                .unwrap();
+        }
+        assert!(outbox.due("town", 10).unwrap().is_empty());
+        assert!(outbox.due("xujing", 10).unwrap().is_empty());
+        assert_eq!(
+            outbox.target_stats(Some("xujing")).unwrap()["xujing"].held,
+            2
+        );
+        assert_eq!(release_case(&outbox.conn, "c").unwrap(), 1);
+        assert_eq!(release_case(&outbox.conn, "c").unwrap(), 0, "only once");
+        outbox
+            .conn
+            .execute(
+                "UPDATE outbox SET state = 'rejected' WHERE case_id = 'r'",
+                [],
+            )
+            .unwrap();
+        reject_deliveries(&outbox.conn, "r").unwrap();
+        assert_eq!(release_case(&outbox.conn, "n").unwrap(), 1);
+        for target in ["town", "xujing"] {
+            let due = outbox.due(target, 10).unwrap();
+            assert_eq!(due.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["c"]);
+        }
+        let c = outbox.counts().unwrap();
+        assert_eq!(
+            (c.pending, c.rejected, c.unrouted, c.awaiting_review),
+            (1, 1, 1, 0)
+        );
+        drop(outbox);
+        let _ = std::fs::remove_file(&path);
+    }
 }
