@@ -98,10 +98,14 @@ enum Command {
 enum OutboxAction {
     /// Depth, oldest undelivered age, retries and dead letters (JSON).
     Status,
-    /// Cases in the outbox, oldest first.
+    /// Cases in the outbox, oldest first, with each target's delivery state.
     List {
         #[arg(long, value_enum, default_value_t = OutboxState::Dead)]
         state: OutboxState,
+        /// Only cases routed to this dispatch target, by the state of their delivery there
+        /// (`pending`, `delivered`, `dead`; held cases are `held`).
+        #[arg(long)]
+        target: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// One JSON object per line instead of a table.
@@ -114,12 +118,18 @@ enum OutboxAction {
         ids: Vec<String>,
         #[arg(long, conflicts_with = "ids")]
         all: bool,
+        /// Only the dead letters of this dispatch target (default: every target's).
+        #[arg(long)]
+        target: Option<String>,
     },
-    /// Delete dead letters and their cases for good.
+    /// Delete dead letters for good; a case with no delivery left goes with them.
     Purge {
         ids: Vec<String>,
         #[arg(long, conflicts_with = "ids")]
         all: bool,
+        /// Only the dead letters of this dispatch target (default: every target's).
+        #[arg(long)]
+        target: Option<String>,
     },
 }
 
@@ -218,6 +228,8 @@ enum OutboxState {
     AwaitingReview,
     /// Rejected by a reviewer (false positives).
     Rejected,
+    /// Taken by no dispatch target (a gap in the routes).
+    Unrouted,
     All,
 }
 
@@ -238,45 +250,66 @@ fn outbox_command(config: Option<&PathBuf>, action: OutboxAction) -> anyhow::Res
         OutboxAction::Status => {
             println!("{}", serde_json::to_string_pretty(&outbox.stats()?)?);
         }
-        OutboxAction::List { state, limit, json } => {
+        OutboxAction::List {
+            state,
+            target,
+            limit,
+            json,
+        } => {
             let state = match state {
                 OutboxState::Pending => Some("pending"),
                 OutboxState::Delivered => Some("delivered"),
                 OutboxState::Dead => Some("dead"),
                 OutboxState::AwaitingReview => Some("awaiting_review"),
                 OutboxState::Rejected => Some("rejected"),
+                OutboxState::Unrouted => Some("unrouted"),
                 OutboxState::All => None,
             };
-            let entries = outbox.list(state, limit)?;
+            let entries = match &target {
+                // A held delivery is what the case-level `awaiting_review` is per target.
+                Some(t) => outbox.list_for(
+                    t,
+                    state.map(|s| if s == "awaiting_review" { "held" } else { s }),
+                    limit,
+                )?,
+                None => outbox.list(state, limit)?,
+            };
             if json {
                 for e in &entries {
                     println!("{}", serde_json::to_string(e)?);
                 }
             } else {
                 println!(
-                    "{:<36}  {:<9}  {:>8}  {:<25}  {:<16}  last error",
-                    "id", "state", "attempts", "stored at", "camera"
+                    "{:<36}  {:<9}  {:>8}  {:<25}  {:<16}  {:<30}  last error",
+                    "id", "state", "attempts", "stored at", "camera", "targets"
                 );
                 for e in &entries {
+                    let targets = e
+                        .deliveries
+                        .iter()
+                        .map(|d| format!("{}:{}", d.target, d.state))
+                        .collect::<Vec<_>>()
+                        .join(" ");
                     println!(
-                        "{:<36}  {:<9}  {:>8}  {:<25}  {:<16}  {}",
+                        "{:<36}  {:<9}  {:>8}  {:<25}  {:<16}  {:<30}  {}",
                         e.id,
                         e.state,
                         e.attempts,
                         e.created_at,
                         e.camera,
+                        targets,
                         e.last_error.as_deref().unwrap_or("")
                     );
                 }
                 eprintln!("{} case(s) in {}", entries.len(), path.display());
             }
         }
-        OutboxAction::Retry { ids, all } => {
-            let n = outbox.retry_dead(&selection(ids, all)?)?;
+        OutboxAction::Retry { ids, all, target } => {
+            let n = outbox.retry_dead_at(&selection(ids, all)?, target.as_deref())?;
             println!("{n} dead letter(s) queued for delivery again");
         }
-        OutboxAction::Purge { ids, all } => {
-            let n = outbox.purge_dead(&selection(ids, all)?)?;
+        OutboxAction::Purge { ids, all, target } => {
+            let n = outbox.purge_dead_at(&selection(ids, all)?, target.as_deref())?;
             println!("{n} dead letter(s) purged");
         }
     }
@@ -540,6 +573,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                         };
                         println!("warning: scenario `{}` inactive{zones}: {}", i.id, i.reason);
                     }
+                }
+                // Cases no dispatch target takes are stored but never sent.
+                for gap in c.unrouted() {
+                    println!("warning: {gap}");
                 }
                 if let Ok(model) = gridwatch::scenarios::model_kinds(&c)
                     && gridwatch::scenarios::fire_baseline_in_use(&c, &model)

@@ -434,7 +434,6 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     let outbox_path = config.resolve(&config.cases.outbox);
     options.readiness.set_outbox(outbox_path.clone());
     let case_outbox = Outbox::open(&outbox_path)?;
-    let delivery_outbox = Outbox::open(&outbox_path)?;
     let mut held_outbox = Outbox::open(&outbox_path)?;
     if config.review.is_none() {
         // Cases held by an earlier run with the console: nobody can review them now.
@@ -508,20 +507,15 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     // Validation guarantees a url or an embedded receiver.
     let dispatch_url = dispatch_url.unwrap_or_default();
-    let delivery = Delivery::new(config.dispatch.clone(), dispatch_url, delivery_outbox)?;
-    let delivery_task = {
-        let stop = stop.clone();
-        let run = delivery.run(wake.clone(), phase_rx);
-        runtime.spawn(async move {
-            let result = run.await;
-            if let Err(e) = &result {
-                // The outbox cannot record deliveries (disk full, I/O error): stop taking frames.
-                tracing::error!(error = %e, "delivery failed; stopping the pipeline");
-                stop.stop();
-            }
-            result
-        })
-    };
+    let delivery_tasks = spawn_deliveries(
+        &runtime,
+        &config,
+        &outbox_path,
+        dispatch_url,
+        &wake,
+        phase_rx,
+        &stop,
+    )?;
 
     // The review console: held cases, the patrol wall, suppressions for the case stage.
     let review_config = crate::config::SharedConfig::new(config.clone());
@@ -791,9 +785,21 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         deadline: Instant::now() + drain_for,
     });
     wake.notify_one();
-    let outbox = runtime
-        .block_on(delivery_task)
-        .map_err(|e| RunError::Dispatch(DispatchError::Join(e.to_string())))??;
+    // Every target drains under the same deadline, side by side.
+    let mut first_error = None;
+    for task in delivery_tasks {
+        let result = runtime
+            .block_on(task)
+            .map_err(|e| RunError::Dispatch(DispatchError::Join(e.to_string())))
+            .and_then(|r| r.map_err(RunError::from));
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let outbox = Outbox::open(&outbox_path)?.counts()?;
     // Open event streams would hold the console's graceful shutdown: end them first.
     review_hub.close();
     let _ = server_stop_tx.send(true);
@@ -813,6 +819,66 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         outbox,
         receiver_url,
     })
+}
+
+/// One delivery task per dispatch target, each with its own outbox connection, client, breaker
+/// and backoff, so that one target's outage never delays another's cases. `wake` (the case
+/// stage and the console notify it once per stored or confirmed case) is relayed to every
+/// task. A task whose outbox fails (disk full, I/O) stops the pipeline.
+fn spawn_deliveries(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    outbox_path: &std::path::Path,
+    primary_url: String,
+    wake: &Arc<Notify>,
+    phase: watch::Receiver<Phase>,
+    stop: &StopHandle,
+) -> Result<Vec<tokio::task::JoinHandle<Result<OutboxCounts, DispatchError>>>, RunError> {
+    let mut wakes = Vec::new();
+    let mut tasks = Vec::new();
+    for settings in config.dispatch.per_target() {
+        let url = settings.url.clone().unwrap_or_else(|| primary_url.clone());
+        let delivery = Delivery::new(settings, url, Outbox::open(outbox_path)?)?;
+        let target_wake = Arc::new(Notify::new());
+        wakes.push(target_wake.clone());
+        let stop = stop.clone();
+        let target = delivery.target().to_owned();
+        let run = delivery.run(target_wake, phase.clone());
+        tasks.push(runtime.spawn(async move {
+            let result = run.await;
+            if let Err(e) = &result {
+                // The outbox cannot record deliveries (disk full, I/O error): stop taking frames.
+                tracing::error!(target = %target, error = %e, "delivery failed; stopping the pipeline");
+                stop.stop();
+            }
+            result
+        }));
+    }
+    let wake = wake.clone();
+    runtime.spawn(async move {
+        loop {
+            wake.notified().await;
+            for w in &wakes {
+                w.notify_one();
+            }
+        }
+    });
+    // Deliveries stored for a target this configuration no longer has are kept, not sent.
+    let configured: Vec<String> = config
+        .dispatch
+        .per_target()
+        .into_iter()
+        .map(|s| s.primary_id().to_owned())
+        .collect();
+    for (target, stats) in Outbox::open(outbox_path)?.target_stats(None)? {
+        if stats.pending > 0 && !configured.contains(&target) {
+            tracing::warn!(target = %target, pending = stats.pending, "deliveries to a dispatch target that is not configured: they stay in the outbox until it is configured again");
+        }
+    }
+    for gap in config.unrouted() {
+        tracing::warn!(gap = %gap, "routing gap: such cases are stored but go to no dispatch target");
+    }
+    Ok(tasks)
 }
 
 async fn wait_for_signal() {

@@ -19,6 +19,8 @@ pub const EVENTS: &str = "gridwatch_events_total";
 pub const FIRE_BASELINE_ERRORS: &str = "gridwatch_fire_baseline_errors_total";
 pub const CASES_STORED: &str = "gridwatch_cases_stored_total";
 pub const DELIVERIES: &str = "gridwatch_deliveries_total";
+/// Cases stored that no dispatch target's routes take (kept in the outbox as `unrouted`).
+pub const CASES_UNROUTED: &str = "gridwatch_cases_unrouted_total";
 pub const DELIVERY_RETRIES: &str = "gridwatch_delivery_retries_total";
 pub const DELIVERY_SECONDS: &str = "gridwatch_delivery_request_seconds";
 pub const OUTBOX_PENDING: &str = "gridwatch_outbox_pending";
@@ -142,31 +144,44 @@ pub fn case_stored(scenario: &str) {
     counter!(CASES_STORED, "scenario" => scenario.to_owned()).increment(1);
 }
 
-pub fn delivery(outcome: &'static str) {
-    counter!(DELIVERIES, "outcome" => outcome).increment(1);
+/// One delivery attempt to `target` and how it ended: `delivered`, `dead_letter`, `retry`.
+pub fn delivery(target: &str, outcome: &'static str) {
+    counter!(DELIVERIES, "target" => target.to_owned(), "outcome" => outcome).increment(1);
 }
 
-pub fn delivery_retry() {
-    counter!(DELIVERY_RETRIES).increment(1);
+pub fn delivery_retry(target: &str) {
+    counter!(DELIVERY_RETRIES, "target" => target.to_owned()).increment(1);
 }
 
-pub fn delivery_seconds(seconds: f64) {
-    histogram!(DELIVERY_SECONDS).record(seconds);
+pub fn delivery_seconds(target: &str, seconds: f64) {
+    histogram!(DELIVERY_SECONDS, "target" => target.to_owned()).record(seconds);
 }
 
-/// The outbox's depth, the age of its oldest undelivered case, and its dead letters.
-pub fn outbox_state(pending: u64, dead_letters: u64, oldest_pending_age_seconds: f64) {
-    metrics::gauge!(OUTBOX_PENDING).set(pending as f64);
-    metrics::gauge!(OUTBOX_DEAD_LETTERS).set(dead_letters as f64);
-    metrics::gauge!(OUTBOX_OLDEST_PENDING_AGE_SECONDS).set(oldest_pending_age_seconds);
+/// A target's outbox depth (deliveries still owed), the age of its oldest undelivered case,
+/// and its dead letters.
+pub fn outbox_state(
+    target: &str,
+    pending: u64,
+    dead_letters: u64,
+    oldest_pending_age_seconds: f64,
+) {
+    metrics::gauge!(OUTBOX_PENDING, "target" => target.to_owned()).set(pending as f64);
+    metrics::gauge!(OUTBOX_DEAD_LETTERS, "target" => target.to_owned()).set(dead_letters as f64);
+    metrics::gauge!(OUTBOX_OLDEST_PENDING_AGE_SECONDS, "target" => target.to_owned())
+        .set(oldest_pending_age_seconds);
 }
 
-pub fn breaker_state(state: u8) {
-    metrics::gauge!(DISPATCH_BREAKER_STATE).set(f64::from(state));
+pub fn breaker_state(target: &str, state: u8) {
+    metrics::gauge!(DISPATCH_BREAKER_STATE, "target" => target.to_owned()).set(f64::from(state));
 }
 
-pub fn breaker_opened() {
-    counter!(DISPATCH_BREAKER_OPENS).increment(1);
+pub fn breaker_opened(target: &str) {
+    counter!(DISPATCH_BREAKER_OPENS, "target" => target.to_owned()).increment(1);
+}
+
+/// A case stored that no dispatch target takes (a gap in the routing rules).
+pub fn case_unrouted(scenario: &str) {
+    counter!(CASES_UNROUTED, "scenario" => scenario.to_owned()).increment(1);
 }
 
 pub fn review_queue_depth(depth: u64) {

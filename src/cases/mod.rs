@@ -344,17 +344,28 @@ pub fn run_triaged(
             tracing::warn!(case = %case.id, scenario = %case.scenario.id, camera = %cam.id, group = %cam.group, "case not committed: this node no longer owns the camera's group");
             continue;
         }
-        outbox.insert_as(
-            &case.id.to_string(),
-            &case.scenario.id,
-            &case.camera.id,
-            &body,
-            &jpeg,
+        // Routed once, under the configuration the event was decided with, and stored with
+        // its deliveries in the same transaction.
+        let targets = config
+            .dispatch
+            .route(&cam.unit, &zone.tags, event.scenario.id);
+        outbox.store(&outbox::NewCase {
+            id: &case.id.to_string(),
+            scenario: &case.scenario.id,
+            camera: &case.camera.id,
+            body: &body,
+            snapshot: &jpeg,
             state,
-            clean.as_deref(),
-        )?;
+            clean_frame: clean.as_deref(),
+            targets: &targets,
+        })?;
         telemetry::case_stored(&case.scenario.id);
-        tracing::info!(case = %case.id, scenario = %case.scenario.id, camera = %case.camera.id, unit = %case.unit.name, zone = %case.zone.id, objects = case.objects.len(), confidence = case.confidence, held_for_review = clean.is_some(), "case stored in outbox");
+        tracing::info!(case = %case.id, scenario = %case.scenario.id, camera = %case.camera.id, unit = %case.unit.name, zone = %case.zone.id, targets = ?targets, objects = case.objects.len(), confidence = case.confidence, held_for_review = clean.is_some(), "case stored in outbox");
+        if targets.is_empty() {
+            // Kept, never silently lost: the operator sees the gap in the metric and the log.
+            telemetry::case_unrouted(&case.scenario.id);
+            tracing::warn!(case = %case.id, scenario = %case.scenario.id, camera = %case.camera.id, unit = %cam.unit, zone = %zone.id, "no dispatch target takes this case (check the [dispatch] routes); it stays in the outbox as unrouted");
+        }
         stored += 1;
         if clean.is_some() {
             on_held();

@@ -1,15 +1,23 @@
-//! The SQLite outbox: a case and its delivery row are written in one transaction before any
-//! delivery attempt, so a case that was decided is never lost by a crash or an outage. Also the
-//! queries behind the outbox's visible state (depth, oldest age, retries, dead letters) and the
-//! dead-letter operations of `gridwatch outbox`.
+//! The SQLite outbox: a case, the targets it is routed to and one delivery row per target are
+//! written in one transaction before any delivery attempt, so a case that was decided is never
+//! lost by a crash or an outage. Also the queries behind the outbox's visible state (depth,
+//! oldest age, retries, dead letters; per target) and the dead-letter operations of
+//! `gridwatch outbox`.
 //!
-//! States: `pending` → `delivered` | `dead`; with the review console, a case may start as
-//! `awaiting_review` (delivery never picks it) and a reviewer moves it to `pending` or
-//! `rejected`. Databases from before the review states are migrated on open.
+//! Two levels of state. A delivery (`deliveries`, one per case and target): `held` (awaiting a
+//! reviewer) → `pending` → `delivered` | `dead`, or `held` → `rejected`. A case (`outbox`):
+//! `awaiting_review` → `pending` | `rejected` by a reviewer; otherwise the roll-up of its
+//! deliveries (`pending` while any is pending, then `dead` if any is dead, else `delivered`),
+//! or `unrouted` when no target takes it. The roll-up is kept by triggers on `deliveries`, so
+//! every writer (delivery, the review console, the CLI) leaves both levels consistent.
+//! Databases from before the review states or before routing are migrated on open.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::config::PRIMARY_TARGET_ID;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -47,17 +55,18 @@ impl From<rusqlite::Error> for OutboxError {
 }
 
 /// The outbox's state as `GET /api/v1/outbox`, the metrics and `gridwatch outbox status` show it.
+/// The top-level numbers count cases; `targets` counts deliveries per target.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OutboxStats {
-    /// Cases not delivered yet (the outbox depth).
+    /// Cases not delivered to every target yet (the outbox depth).
     pub pending: u64,
     pub delivered: u64,
     pub dead_letters: u64,
     /// Age of the oldest undelivered case, from when it was stored.
     pub oldest_pending_age_seconds: Option<f64>,
-    /// Failed attempts so far, over every case still in the outbox.
+    /// Failed attempts so far, over every delivery still in the outbox.
     pub retries: u64,
-    /// The most recent error of a pending case, if any.
+    /// The most recent error of a pending delivery, if any.
     pub last_error: Option<String>,
     /// Cases held for the review console (not part of the depth: delivery does not take them).
     #[serde(default)]
@@ -65,9 +74,30 @@ pub struct OutboxStats {
     /// Cases rejected by a reviewer.
     #[serde(default)]
     pub rejected: u64,
+    /// Cases no dispatch target takes (a routing gap in the configuration): stored, never sent.
+    #[serde(default)]
+    pub unrouted: u64,
+    /// The same numbers per delivery target, keyed by target id.
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetStats>,
 }
 
-/// One outbox row, as `gridwatch outbox list` shows it.
+/// The deliveries to one target.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TargetStats {
+    pub pending: u64,
+    pub delivered: u64,
+    pub dead_letters: u64,
+    /// Routed here but held for a reviewer.
+    pub held: u64,
+    pub oldest_pending_age_seconds: Option<f64>,
+    pub retries: u64,
+    pub last_error: Option<String>,
+}
+
+/// One outbox row, as `gridwatch outbox list` shows it. Without a target filter `state`,
+/// `attempts`, `last_error` and `delivered_at` are the case's (attempts summed over its
+/// deliveries); with one, they are that target's delivery.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OutboxEntry {
     pub id: String,
@@ -75,6 +105,19 @@ pub struct OutboxEntry {
     pub created_at: String,
     pub scenario: String,
     pub camera: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<String>,
+    /// Every target the case was routed to, with that delivery's state.
+    #[serde(default)]
+    pub deliveries: Vec<DeliveryEntry>,
+}
+
+/// One case's delivery to one target.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeliveryEntry {
+    pub target: String,
+    pub state: String,
     pub attempts: u32,
     pub last_error: Option<String>,
     pub delivered_at: Option<String>,
@@ -87,15 +130,16 @@ pub enum Selection {
     Ids(Vec<String>),
 }
 
-/// A case waiting for delivery.
+/// A case waiting for delivery to one target.
 #[derive(Debug, Clone)]
 pub struct PendingCase {
     pub id: String,
     pub body: String,
+    /// Attempts to this target so far.
     pub attempts: u32,
 }
 
-/// Delivery counts for reports and the exit summary.
+/// Case counts for reports and the exit summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutboxCounts {
     pub pending: u64,
@@ -105,6 +149,8 @@ pub struct OutboxCounts {
     pub awaiting_review: u64,
     /// Rejected by a reviewer (false positives; never delivered).
     pub rejected: u64,
+    /// Taken by no target (stored, never delivered).
+    pub unrouted: u64,
 }
 
 /// The state a new case starts in.
@@ -116,11 +162,46 @@ pub enum InitialState {
     AwaitingReview,
 }
 
+/// A case to store, with the targets routing chose for it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewCase<'a> {
+    pub id: &'a str,
+    pub scenario: &'a str,
+    pub camera: &'a str,
+    pub body: &'a str,
+    pub snapshot: &'a [u8],
+    pub state: InitialState,
+    /// The unannotated frame a reviewed case keeps for the training-data export.
+    pub clean_frame: Option<&'a [u8]>,
+    /// Target ids; empty: no target takes the case (stored as `unrouted`).
+    pub targets: &'a [String],
+}
+
 pub struct Outbox {
     conn: Connection,
 }
 
-const SCHEMA: &str = "
+/// The case-level columns of `outbox` recomputed from the case's deliveries (`outbox.case_id`
+/// is the row being updated). Review states are the reviewer's and stay.
+macro_rules! roll_up {
+    () => {
+        "state = CASE
+            WHEN state IN ('awaiting_review', 'rejected') THEN state
+            WHEN NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.case_id = outbox.case_id) THEN 'unrouted'
+            WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.case_id = outbox.case_id AND d.state IN ('pending', 'held')) THEN 'pending'
+            WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.case_id = outbox.case_id AND d.state = 'dead') THEN 'dead'
+            ELSE 'delivered' END,
+         attempts = (SELECT COALESCE(SUM(d.attempts), 0) FROM deliveries d WHERE d.case_id = outbox.case_id),
+         last_error = (SELECT d.last_error FROM deliveries d WHERE d.case_id = outbox.case_id
+             AND d.state IN ('pending', 'dead') AND d.last_error IS NOT NULL ORDER BY d.next_attempt_at_ms DESC LIMIT 1),
+         delivered_at = (SELECT CASE WHEN COUNT(*) > 0 AND COUNT(*) = SUM(d.state = 'delivered')
+             THEN strftime('%Y-%m-%dT%H:%M:%fZ', MAX(d.delivered_at_ms) / 1000.0, 'unixepoch') END
+             FROM deliveries d WHERE d.case_id = outbox.case_id)"
+    };
+}
+
+const SCHEMA: &str = concat!(
+    "
 CREATE TABLE IF NOT EXISTS cases (
     id TEXT PRIMARY KEY,
     created_at TEXT NOT NULL,
@@ -131,46 +212,133 @@ CREATE TABLE IF NOT EXISTS cases (
 );
 CREATE TABLE IF NOT EXISTS outbox (
     case_id TEXT PRIMARY KEY REFERENCES cases(id),
-    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead', 'awaiting_review', 'rejected')),
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead', 'awaiting_review', 'rejected', 'unrouted')),
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_ms INTEGER NOT NULL,
     last_error TEXT,
     delivered_at TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_ms);
+CREATE TABLE IF NOT EXISTS deliveries (
+    case_id TEXT NOT NULL REFERENCES cases(id),
+    target TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('held', 'pending', 'delivered', 'dead', 'rejected')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_ms INTEGER NOT NULL,
+    last_error TEXT,
+    delivered_at_ms INTEGER,
+    PRIMARY KEY (case_id, target)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(target, state, next_attempt_at_ms);
+CREATE TRIGGER IF NOT EXISTS deliveries_roll_up_update AFTER UPDATE ON deliveries
+BEGIN
+    UPDATE outbox SET ",
+    roll_up!(),
+    " WHERE case_id = NEW.case_id;
+END;
+CREATE TRIGGER IF NOT EXISTS deliveries_roll_up_delete AFTER DELETE ON deliveries
+BEGIN
+    UPDATE outbox SET ",
+    roll_up!(),
+    " WHERE case_id = OLD.case_id;
+END;
 CREATE TABLE IF NOT EXISTS review_frames (
     case_id TEXT PRIMARY KEY REFERENCES cases(id),
     jpeg BLOB NOT NULL
 );
-";
+"
+);
 
-/// Rebuilds an `outbox` table created before the review states existed: SQLite cannot alter a
-/// CHECK constraint, so the table is copied into one with the new constraint, in one transaction.
+/// Whether the database needs [`migrate`]: an `outbox` table without the `unrouted` state (from
+/// before routing, or before the review states), or without `deliveries`.
+fn needs_migration(conn: &Connection) -> rusqlite::Result<bool> {
+    let outbox = table_sql(conn, "outbox")?;
+    let deliveries = table_sql(conn, "deliveries")?;
+    Ok(outbox.is_some_and(|sql| !sql.contains("unrouted")) || deliveries.is_none())
+}
+
+fn table_sql(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        params![name],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// Brings an older outbox up to date in one transaction (a crash leaves the old one intact):
+/// an `outbox` table whose CHECK lacks the newer states is copied into one with the current
+/// constraint (SQLite cannot alter a CHECK), and every case of a database from before routing
+/// becomes one delivery to `primary` in its state (`awaiting_review` → `held`), with its
+/// attempts, next attempt time, last error and delivery time. A new database just gets the
+/// schema.
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let sql: Option<String> = conn
-        .query_row(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'outbox'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    match sql {
-        Some(sql) if !sql.contains("awaiting_review") => {
-            let tx = conn.transaction()?;
+    // IMMEDIATE: two processes opening one old database must not both migrate it.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let outbox = table_sql(&tx, "outbox")?;
+    let had_deliveries = table_sql(&tx, "deliveries")?.is_some();
+    match &outbox {
+        Some(sql) if !sql.contains("unrouted") => {
             tx.execute_batch(
-                "ALTER TABLE outbox RENAME TO outbox_before_review;
+                "ALTER TABLE outbox RENAME TO outbox_before_routing;
                  DROP INDEX IF EXISTS outbox_due;",
             )?;
             tx.execute_batch(SCHEMA)?;
             tx.execute_batch(
                 "INSERT INTO outbox (case_id, state, attempts, next_attempt_ms, last_error, delivered_at)
-                 SELECT case_id, state, attempts, next_attempt_ms, last_error, delivered_at FROM outbox_before_review;
-                 DROP TABLE outbox_before_review;",
+                 SELECT case_id, state, attempts, next_attempt_ms, last_error, delivered_at FROM outbox_before_routing;
+                 DROP TABLE outbox_before_routing;",
             )?;
-            tx.commit()
         }
-        _ => Ok(()),
+        _ => tx.execute_batch(SCHEMA)?,
     }
+    if outbox.is_some() && !had_deliveries {
+        let n = tx.execute(
+            "INSERT INTO deliveries (case_id, target, state, attempts, next_attempt_at_ms, last_error, delivered_at_ms)
+             SELECT case_id, ?1, CASE state WHEN 'awaiting_review' THEN 'held' ELSE state END,
+                    attempts, next_attempt_ms, last_error,
+                    CAST(ROUND((julianday(delivered_at) - 2440587.5) * 86400000) AS INTEGER)
+             FROM outbox",
+            params![PRIMARY_TARGET_ID],
+        )?;
+        tracing::info!(
+            cases = n,
+            target = PRIMARY_TARGET_ID,
+            "outbox migrated: each stored case is now a delivery to the primary target"
+        );
+    }
+    tx.commit()
+}
+
+/// Moves a held case to delivery: its held deliveries become pending (due now), and the case
+/// `pending` (or `unrouted` when no target takes it). Returns 0 when the case was not
+/// `awaiting_review` (already handled). Used by the review timeout and the console's confirm,
+/// inside their transactions.
+pub fn release_case(conn: &Connection, id: &str) -> Result<usize, OutboxError> {
+    let now = now_ms();
+    let n = conn.execute(
+        "UPDATE outbox SET state = CASE WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.case_id = ?1)
+             THEN 'pending' ELSE 'unrouted' END, next_attempt_ms = ?2
+         WHERE case_id = ?1 AND state = 'awaiting_review'",
+        params![id, now],
+    )?;
+    if n > 0 {
+        conn.execute(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at_ms = ?2 WHERE case_id = ?1 AND state = 'held'",
+            params![id, now],
+        )?;
+    }
+    Ok(n)
+}
+
+/// A reviewer's rejection reaches the case's deliveries: none of them will ever be sent. The
+/// caller has moved the case to `rejected` in the same transaction.
+pub fn reject_deliveries(conn: &Connection, id: &str) -> Result<(), OutboxError> {
+    conn.execute(
+        "UPDATE deliveries SET state = 'rejected' WHERE case_id = ?1 AND state = 'held'",
+        params![id],
+    )?;
+    Ok(())
 }
 
 fn now_ms() -> i64 {
@@ -185,8 +353,25 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+fn rfc3339_ms(ms: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+fn age_seconds(created_at: Option<String>) -> Option<f64> {
+    let now = time::OffsetDateTime::now_utc();
+    created_at
+        .and_then(|t| {
+            time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .map(|t| (now - t).as_seconds_f64().max(0.0))
+}
+
 impl Outbox {
-    /// Opens (creating if needed) the outbox; WAL with full sync so a committed case survives power loss.
+    /// Opens (creating or migrating if needed) the outbox; WAL with full sync so a committed
+    /// case survives power loss.
     pub fn open(path: &Path) -> Result<Self, OutboxError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| OutboxError::Folder {
@@ -206,12 +391,15 @@ impl Outbox {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
         let mut conn = conn;
-        migrate(&mut conn).map_err(open_err)?;
+        // Checked first so that the common open (status route, CLI) takes no write lock.
+        if needs_migration(&conn).map_err(open_err)? {
+            migrate(&mut conn).map_err(open_err)?;
+        }
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         Ok(Self { conn })
     }
 
-    /// Stores a case and queues it for delivery, atomically.
+    /// Stores a case and queues it for delivery to the primary target, atomically.
     pub fn insert(
         &mut self,
         id: &str,
@@ -231,8 +419,8 @@ impl Outbox {
         )
     }
 
-    /// Stores a case in `state`, atomically; `clean_frame` is the unannotated frame a reviewed
-    /// case keeps for the training-data export.
+    /// Stores a case in `state` for the primary target, atomically; `clean_frame` is the
+    /// unannotated frame a reviewed case keeps for the training-data export.
     #[allow(clippy::too_many_arguments)]
     pub fn insert_as(
         &mut self,
@@ -244,23 +432,46 @@ impl Outbox {
         state: InitialState,
         clean_frame: Option<&[u8]>,
     ) -> Result<(), OutboxError> {
-        let state = match state {
-            InitialState::Pending => "pending",
-            InitialState::AwaitingReview => "awaiting_review",
+        self.store(&NewCase {
+            id,
+            scenario,
+            camera,
+            body,
+            snapshot,
+            state,
+            clean_frame,
+            targets: &[PRIMARY_TARGET_ID.to_owned()],
+        })
+    }
+
+    /// Stores a case with one delivery per target, in one transaction: the routing decided
+    /// now is never decided again (a later configuration does not re-route stored cases).
+    pub fn store(&mut self, case: &NewCase<'_>) -> Result<(), OutboxError> {
+        let (case_state, delivery_state) = match (case.state, case.targets.is_empty()) {
+            (InitialState::AwaitingReview, _) => ("awaiting_review", "held"),
+            (InitialState::Pending, true) => ("unrouted", "pending"),
+            (InitialState::Pending, false) => ("pending", "pending"),
         };
+        let now = now_ms();
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO cases (id, created_at, scenario, camera, body, snapshot) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![id, now_rfc3339(), scenario, camera, body, snapshot],
+            params![case.id, now_rfc3339(), case.scenario, case.camera, case.body, case.snapshot],
         )?;
         tx.execute(
             "INSERT INTO outbox (case_id, state, next_attempt_ms) VALUES (?1, ?2, ?3)",
-            params![id, state, now_ms()],
+            params![case.id, case_state, now],
         )?;
-        if let Some(jpeg) = clean_frame {
+        for target in case.targets {
+            tx.execute(
+                "INSERT INTO deliveries (case_id, target, state, next_attempt_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![case.id, target, delivery_state, now],
+            )?;
+        }
+        if let Some(jpeg) = case.clean_frame {
             tx.execute(
                 "INSERT INTO review_frames (case_id, jpeg) VALUES (?1, ?2)",
-                params![id, jpeg],
+                params![case.id, jpeg],
             )?;
         }
         tx.commit()?;
@@ -288,10 +499,7 @@ impl Outbox {
             |r| r.get(0),
         )?;
         for id in &ids {
-            tx.execute(
-                "UPDATE outbox SET state = 'pending', next_attempt_ms = ?2 WHERE case_id = ?1 AND state = 'awaiting_review'",
-                params![id, now_ms()],
-            )?;
+            release_case(&tx, id)?;
             if audited {
                 tx.execute(
                     "INSERT INTO review_audit (at, user, action, case_id, detail) VALUES (?1, 'gridwatch', 'released_unreviewed', ?2, 'review timeout')",
@@ -303,13 +511,14 @@ impl Outbox {
         Ok(ids)
     }
 
-    /// Pending cases whose next attempt is due, oldest first.
-    pub fn due(&self, limit: usize) -> Result<Vec<PendingCase>, OutboxError> {
+    /// Pending deliveries to `target` whose next attempt is due, oldest first.
+    pub fn due(&self, target: &str, limit: usize) -> Result<Vec<PendingCase>, OutboxError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT c.id, c.body, o.attempts FROM outbox o JOIN cases c ON c.id = o.case_id
-             WHERE o.state = 'pending' AND o.next_attempt_ms <= ?1 ORDER BY o.next_attempt_ms, c.id LIMIT ?2",
+            "SELECT c.id, c.body, d.attempts FROM deliveries d JOIN cases c ON c.id = d.case_id
+             WHERE d.target = ?1 AND d.state = 'pending' AND d.next_attempt_at_ms <= ?2
+             ORDER BY d.next_attempt_at_ms, c.id LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![now_ms(), limit as i64], |r| {
+        let rows = stmt.query_map(params![target, now_ms(), limit as i64], |r| {
             Ok(PendingCase {
                 id: r.get(0)?,
                 body: r.get(1)?,
@@ -319,13 +528,13 @@ impl Outbox {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Milliseconds until the earliest pending case is due (0 if one is due now).
-    pub fn next_due_in_ms(&self) -> Result<Option<i64>, OutboxError> {
+    /// Milliseconds until the earliest pending delivery to `target` is due (0 if one is due now).
+    pub fn next_due_in_ms(&self, target: &str) -> Result<Option<i64>, OutboxError> {
         let next: Option<i64> = self
             .conn
             .query_row(
-                "SELECT MIN(next_attempt_ms) FROM outbox WHERE state = 'pending'",
-                [],
+                "SELECT MIN(next_attempt_at_ms) FROM deliveries WHERE target = ?1 AND state = 'pending'",
+                params![target],
                 |r| r.get(0),
             )
             .optional()?
@@ -333,133 +542,253 @@ impl Outbox {
         Ok(next.map(|n| (n - now_ms()).max(0)))
     }
 
-    pub fn mark_delivered(&self, id: &str) -> Result<(), OutboxError> {
+    /// Deliveries to `target` still to be made (the drain at shutdown waits for these).
+    pub fn pending_for(&self, target: &str) -> Result<u64, OutboxError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM deliveries WHERE target = ?1 AND state = 'pending'",
+            params![target],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+
+    pub fn mark_delivered(&self, id: &str, target: &str) -> Result<(), OutboxError> {
         self.conn.execute(
-            "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, delivered_at = ?2, last_error = NULL WHERE case_id = ?1",
-            params![id, now_rfc3339()],
+            "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, delivered_at_ms = ?3, last_error = NULL
+             WHERE case_id = ?1 AND target = ?2",
+            params![id, target, now_ms()],
         )?;
         Ok(())
     }
 
-    pub fn mark_retry(&self, id: &str, delay_ms: i64, error: &str) -> Result<(), OutboxError> {
+    pub fn mark_retry(
+        &self,
+        id: &str,
+        target: &str,
+        delay_ms: i64,
+        error: &str,
+    ) -> Result<(), OutboxError> {
         self.conn.execute(
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3 WHERE case_id = ?1",
-            params![id, now_ms() + delay_ms, error],
+            "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at_ms = ?3, last_error = ?4
+             WHERE case_id = ?1 AND target = ?2",
+            params![id, target, now_ms() + delay_ms, error],
         )?;
         Ok(())
     }
 
-    pub fn mark_dead(&self, id: &str, error: &str) -> Result<(), OutboxError> {
+    pub fn mark_dead(&self, id: &str, target: &str, error: &str) -> Result<(), OutboxError> {
         self.conn.execute(
-            "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?2 WHERE case_id = ?1",
-            params![id, error],
+            "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_error = ?3
+             WHERE case_id = ?1 AND target = ?2",
+            params![id, target, error],
         )?;
         Ok(())
     }
 
-    /// Depth, oldest undelivered age, retries and dead letters.
+    /// Depth, oldest undelivered age, retries and dead letters: of cases, and per target.
     pub fn stats(&self) -> Result<OutboxStats, OutboxError> {
         let c = self.counts()?;
-        let (oldest, retries): (Option<String>, i64) = self.conn.query_row(
-            "SELECT (SELECT c.created_at FROM outbox o JOIN cases c ON c.id = o.case_id
-                     WHERE o.state = 'pending' ORDER BY c.created_at LIMIT 1),
-                    COALESCE(SUM(CASE WHEN state = 'pending' THEN attempts ELSE MAX(attempts - 1, 0) END), 0)
-             FROM outbox",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let last_error: Option<String> = self
+        let oldest: Option<String> = self
             .conn
             .query_row(
-                "SELECT last_error FROM outbox WHERE state = 'pending' AND last_error IS NOT NULL
-                 ORDER BY next_attempt_ms DESC LIMIT 1",
+                "SELECT c.created_at FROM outbox o JOIN cases c ON c.id = o.case_id
+                 WHERE o.state = 'pending' ORDER BY c.created_at LIMIT 1",
                 [],
                 |r| r.get(0),
             )
             .optional()?;
-        let now = time::OffsetDateTime::now_utc();
-        let oldest_pending_age_seconds = oldest
-            .and_then(|t| {
-                time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
-            })
-            .map(|t| (now - t).as_seconds_f64().max(0.0));
+        let targets = self.target_stats(None)?;
+        let last_error: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT last_error FROM deliveries WHERE state = 'pending' AND last_error IS NOT NULL
+                 ORDER BY next_attempt_at_ms DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
         Ok(OutboxStats {
             pending: c.pending,
             delivered: c.delivered,
             dead_letters: c.dead,
-            oldest_pending_age_seconds,
-            retries: retries.max(0) as u64,
+            oldest_pending_age_seconds: age_seconds(oldest),
+            retries: targets.values().map(|t| t.retries).sum(),
             last_error,
             awaiting_review: c.awaiting_review,
             rejected: c.rejected,
+            unrouted: c.unrouted,
+            targets,
         })
     }
 
-    /// Rows in `state` (`None`: every state), oldest first.
+    /// Per-target delivery numbers: every target with a delivery, or just `only`.
+    pub fn target_stats(
+        &self,
+        only: Option<&str>,
+    ) -> Result<BTreeMap<String, TargetStats>, OutboxError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT d.target, SUM(d.state = 'pending'), SUM(d.state = 'delivered'), SUM(d.state = 'dead'),
+                    SUM(d.state = 'held'),
+                    COALESCE(SUM(CASE WHEN d.state = 'pending' THEN d.attempts ELSE MAX(d.attempts - 1, 0) END), 0),
+                    MIN(CASE WHEN d.state = 'pending' THEN c.created_at END)
+             FROM deliveries d JOIN cases c ON c.id = d.case_id
+             WHERE ?1 IS NULL OR d.target = ?1 GROUP BY d.target",
+        )?;
+        let rows = stmt.query_map(params![only], |r| {
+            let n = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
+            Ok((
+                r.get::<_, String>(0)?,
+                TargetStats {
+                    pending: n(1)?,
+                    delivered: n(2)?,
+                    dead_letters: n(3)?,
+                    held: n(4)?,
+                    oldest_pending_age_seconds: age_seconds(r.get(6)?),
+                    retries: n(5)?,
+                    last_error: None,
+                },
+            ))
+        })?;
+        let mut out: BTreeMap<String, TargetStats> = rows.collect::<Result<_, _>>()?;
+        let mut last = self.conn.prepare_cached(
+            "SELECT last_error FROM deliveries WHERE target = ?1 AND state = 'pending' AND last_error IS NOT NULL
+             ORDER BY next_attempt_at_ms DESC LIMIT 1",
+        )?;
+        for (target, stats) in out.iter_mut() {
+            stats.last_error = last.query_row(params![target], |r| r.get(0)).optional()?;
+        }
+        Ok(out)
+    }
+
+    /// Cases in `state` (`None`: every state), oldest first, each with its deliveries.
     pub fn list(&self, state: Option<&str>, limit: usize) -> Result<Vec<OutboxEntry>, OutboxError> {
         let mut stmt = self.conn.prepare(
             "SELECT c.id, o.state, c.created_at, c.scenario, c.camera, o.attempts, o.last_error, o.delivered_at
              FROM outbox o JOIN cases c ON c.id = o.case_id
              WHERE ?1 IS NULL OR o.state = ?1 ORDER BY c.created_at, c.id LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![state, limit as i64], |r| {
-            Ok(OutboxEntry {
-                id: r.get(0)?,
-                state: r.get(1)?,
-                created_at: r.get(2)?,
-                scenario: r.get(3)?,
-                camera: r.get(4)?,
-                attempts: r.get(5)?,
-                last_error: r.get(6)?,
-                delivered_at: r.get(7)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = stmt.query_map(params![state, limit as i64], entry)?;
+        self.with_deliveries(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Puts dead letters back in the queue, due now, with a fresh backoff; returns how many.
+    /// Cases routed to `target` whose delivery there is in `state` (`None`: any), oldest first;
+    /// the entry's state, attempts, last error and delivery time are that delivery's.
+    pub fn list_for(
+        &self,
+        target: &str,
+        state: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, OutboxError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT c.id, d.state, c.created_at, c.scenario, c.camera, d.attempts, d.last_error,
+                    CASE WHEN d.delivered_at_ms IS NOT NULL
+                         THEN strftime('%Y-%m-%dT%H:%M:%fZ', d.delivered_at_ms / 1000.0, 'unixepoch') END
+             FROM deliveries d JOIN cases c ON c.id = d.case_id
+             WHERE d.target = ?1 AND (?2 IS NULL OR d.state = ?2) ORDER BY c.created_at, c.id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![target, state, limit as i64], entry)?;
+        self.with_deliveries(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn with_deliveries(
+        &self,
+        mut entries: Vec<OutboxEntry>,
+    ) -> Result<Vec<OutboxEntry>, OutboxError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT target, state, attempts, last_error, delivered_at_ms FROM deliveries
+             WHERE case_id = ?1 ORDER BY rowid",
+        )?;
+        for e in &mut entries {
+            e.deliveries = stmt
+                .query_map(params![e.id], |r| {
+                    Ok(DeliveryEntry {
+                        target: r.get(0)?,
+                        state: r.get(1)?,
+                        attempts: r.get(2)?,
+                        last_error: r.get(3)?,
+                        delivered_at: r.get::<_, Option<i64>>(4)?.and_then(rfc3339_ms),
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(entries)
+    }
+
+    /// Puts dead letters back in the queue, due now, with a fresh backoff; returns how many
+    /// deliveries. Every target's, or only `target`'s.
     pub fn retry_dead(&mut self, which: &Selection) -> Result<usize, OutboxError> {
-        self.for_dead(which, |tx, id| {
+        self.retry_dead_at(which, None)
+    }
+
+    pub fn retry_dead_at(
+        &mut self,
+        which: &Selection,
+        target: Option<&str>,
+    ) -> Result<usize, OutboxError> {
+        let now = now_ms();
+        self.for_dead(which, target, |tx, id, target| {
             tx.execute(
-                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_ms = ?2
-                 WHERE case_id = ?1 AND state = 'dead'",
-                params![id, now_ms()],
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at_ms = ?3
+                 WHERE case_id = ?1 AND target = ?2 AND state = 'dead'",
+                params![id, target, now],
             )
         })
     }
 
-    /// Deletes dead letters (the case and its row); returns how many.
+    /// Deletes dead letters; a case left with no delivery goes with them (its row and body).
+    /// Returns how many deliveries were purged.
     pub fn purge_dead(&mut self, which: &Selection) -> Result<usize, OutboxError> {
-        self.for_dead(which, |tx, id| {
+        self.purge_dead_at(which, None)
+    }
+
+    pub fn purge_dead_at(
+        &mut self,
+        which: &Selection,
+        target: Option<&str>,
+    ) -> Result<usize, OutboxError> {
+        self.for_dead(which, target, |tx, id, target| {
             let n = tx.execute(
-                "DELETE FROM outbox WHERE case_id = ?1 AND state = 'dead'",
-                params![id],
+                "DELETE FROM deliveries WHERE case_id = ?1 AND target = ?2 AND state = 'dead'",
+                params![id, target],
             )?;
-            if n > 0 {
+            let left: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM deliveries WHERE case_id = ?1)",
+                params![id],
+                |r| r.get(0),
+            )?;
+            if n > 0 && !left {
+                tx.execute("DELETE FROM outbox WHERE case_id = ?1", params![id])?;
                 tx.execute("DELETE FROM cases WHERE id = ?1", params![id])?;
             }
             Ok(n)
         })
     }
 
-    /// Applies `f` to each selected dead letter in one transaction: all or nothing.
+    /// Applies `f` to each selected dead delivery in one transaction: all or nothing.
     fn for_dead(
         &mut self,
         which: &Selection,
-        f: impl Fn(&rusqlite::Transaction<'_>, &str) -> rusqlite::Result<usize>,
+        target: Option<&str>,
+        f: impl Fn(&rusqlite::Transaction<'_>, &str, &str) -> rusqlite::Result<usize>,
     ) -> Result<usize, OutboxError> {
         let tx = self.conn.transaction()?;
-        let ids: Vec<String> = match which {
-            Selection::All => {
-                let mut stmt = tx.prepare("SELECT case_id FROM outbox WHERE state = 'dead'")?;
-                stmt.query_map([], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?
-            }
-            Selection::Ids(ids) => ids.clone(),
+        let rows: Vec<(String, String)> = {
+            let mut stmt = tx.prepare(
+                "SELECT case_id, target FROM deliveries
+                 WHERE state = 'dead' AND (?1 IS NULL OR target = ?1) ORDER BY case_id, target",
+            )?;
+            stmt.query_map(params![target], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
         };
         let mut n = 0;
-        for id in &ids {
-            n += f(&tx, id)?;
+        for (id, t) in &rows {
+            let chosen = match which {
+                Selection::All => true,
+                Selection::Ids(ids) => ids.iter().any(|i| i == id),
+            };
+            if chosen {
+                n += f(&tx, id, t)?;
+            }
         }
         tx.commit()?;
         Ok(n)
@@ -473,16 +802,32 @@ impl Outbox {
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         for row in rows {
             let (state, n) = row?;
+            let n = n.max(0) as u64;
             match state.as_str() {
-                "pending" => c.pending = n as u64,
-                "delivered" => c.delivered = n as u64,
-                "awaiting_review" => c.awaiting_review = n as u64,
-                "rejected" => c.rejected = n as u64,
-                _ => c.dead = n as u64,
+                "pending" => c.pending = n,
+                "delivered" => c.delivered = n,
+                "awaiting_review" => c.awaiting_review = n,
+                "rejected" => c.rejected = n,
+                "unrouted" => c.unrouted = n,
+                _ => c.dead = n,
             }
         }
         Ok(c)
     }
+}
+
+fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxEntry> {
+    Ok(OutboxEntry {
+        id: r.get(0)?,
+        state: r.get(1)?,
+        created_at: r.get(2)?,
+        scenario: r.get(3)?,
+        camera: r.get(4)?,
+        attempts: r.get(5)?,
+        last_error: r.get(6)?,
+        delivered_at: r.get(7)?,
+        deliveries: Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -556,7 +901,10 @@ mod tests {
             .unwrap();
         let c = outbox.counts().unwrap();
         assert_eq!((c.delivered, c.awaiting_review, c.pending), (1, 1, 0));
-        assert!(outbox.due(10).unwrap().is_empty(), "held cases are not due");
+        assert!(
+            outbox.due(PRIMARY_TARGET_ID, 10).unwrap().is_empty(),
+            "held cases are not due"
+        );
         drop(outbox);
         // Opening again is a no-op.
         let outbox = Outbox::open(&path).unwrap();
@@ -602,7 +950,13 @@ mod tests {
         assert_eq!(outbox.release_held(now_ms() + 1).unwrap(), ["h1"]);
         let c = outbox.counts().unwrap();
         assert_eq!((c.awaiting_review, c.pending), (0, 2));
-        assert!(outbox.due(10).unwrap().iter().any(|p| p.id == "h1"));
+        assert!(
+            outbox
+                .due(PRIMARY_TARGET_ID, 10)
+                .unwrap()
+                .iter()
+                .any(|p| p.id == "h1")
+        );
         let _ = std::fs::remove_file(&path);
     }
 
@@ -613,9 +967,15 @@ mod tests {
         for id in ["a", "b", "c"] {
             outbox.insert(id, "s", "cam", "{}", b"x").unwrap();
         }
-        outbox.mark_dead("a", "HTTP 422: nope").unwrap();
-        outbox.mark_dead("b", "HTTP 400: bad").unwrap();
-        outbox.mark_retry("c", 60_000, "HTTP 503").unwrap();
+        outbox
+            .mark_dead("a", PRIMARY_TARGET_ID, "HTTP 422: nope")
+            .unwrap();
+        outbox
+            .mark_dead("b", PRIMARY_TARGET_ID, "HTTP 400: bad")
+            .unwrap();
+        outbox
+            .mark_retry("c", PRIMARY_TARGET_ID, 60_000, "HTTP 503")
+            .unwrap();
         let stats = outbox.stats().unwrap();
         assert_eq!(
             (stats.pending, stats.dead_letters, stats.retries),
@@ -639,7 +999,7 @@ mod tests {
         );
         assert_eq!(
             outbox
-                .due(10)
+                .due(PRIMARY_TARGET_ID, 10)
                 .unwrap()
                 .iter()
                 .map(|p| p.id.as_str())
@@ -654,6 +1014,248 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM cases", [], |r| r.get(0))
             .unwrap();
         assert_eq!(cases, 2, "the purged case is gone with its row");
+        drop(outbox);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// case, target, state, attempts, last error, delivered at (ms).
+    type DeliveryRow = (String, String, String, u32, Option<String>, Option<i64>);
+
+    /// An outbox written before routing (cases + `outbox` rows, no `deliveries`) opens as
+    /// deliveries to `primary` in the same states, with attempts, errors, due times and delivery
+    /// times kept; delivery and the review states go on from there.
+    #[test]
+    fn an_outbox_from_before_routing_becomes_deliveries_to_primary() {
+        let path = temp_path("routing-migrate");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE cases (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, scenario TEXT NOT NULL,
+                    camera TEXT NOT NULL, body TEXT NOT NULL, snapshot BLOB NOT NULL);
+                 CREATE TABLE outbox (case_id TEXT PRIMARY KEY REFERENCES cases(id),
+                    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead', 'awaiting_review', 'rejected')),
+                    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_ms INTEGER NOT NULL,
+                    last_error TEXT, delivered_at TEXT);
+                 CREATE INDEX outbox_due ON outbox(state, next_attempt_ms);
+                 CREATE TABLE review_frames (case_id TEXT PRIMARY KEY REFERENCES cases(id), jpeg BLOB NOT NULL);
+                 INSERT INTO cases VALUES ('d', '2026-01-01T00:00:00Z', 's', 'c', '{}', x'00');
+                 INSERT INTO cases VALUES ('p', '2026-01-01T00:00:01Z', 's', 'c', '{\"n\":1}', x'00');
+                 INSERT INTO cases VALUES ('x', '2026-01-01T00:00:02Z', 's', 'c', '{}', x'00');
+                 INSERT INTO cases VALUES ('h', '2026-01-01T00:00:03Z', 's', 'c', '{}', x'00');
+                 INSERT INTO cases VALUES ('r', '2026-01-01T00:00:04Z', 's', 'c', '{}', x'00');
+                 INSERT INTO outbox VALUES ('d', 'delivered', 2, 0, NULL, '2026-01-01T00:00:10.250Z');
+                 INSERT INTO outbox VALUES ('p', 'pending', 3, 0, 'HTTP 503', NULL);
+                 INSERT INTO outbox VALUES ('x', 'dead', 1, 0, 'HTTP 422: no', NULL);
+                 INSERT INTO outbox VALUES ('h', 'awaiting_review', 0, 0, NULL, NULL);
+                 INSERT INTO outbox VALUES ('r', 'rejected', 0, 0, NULL, NULL);",
+            )
+            .unwrap();
+        }
+        let mut outbox = Outbox::open(&path).unwrap();
+        let rows: Vec<DeliveryRow> = outbox
+            .conn
+            .prepare("SELECT case_id, target, state, attempts, last_error, delivered_at_ms FROM deliveries ORDER BY case_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let p = PRIMARY_TARGET_ID.to_owned();
+        assert_eq!(
+            rows,
+            [
+                (
+                    "d".into(),
+                    p.clone(),
+                    "delivered".into(),
+                    2,
+                    None,
+                    Some(1_767_225_610_250)
+                ),
+                ("h".into(), p.clone(), "held".into(), 0, None, None),
+                (
+                    "p".into(),
+                    p.clone(),
+                    "pending".into(),
+                    3,
+                    Some("HTTP 503".into()),
+                    None
+                ),
+                ("r".into(), p.clone(), "rejected".into(), 0, None, None),
+                (
+                    "x".into(),
+                    p.clone(),
+                    "dead".into(),
+                    1,
+                    Some("HTTP 422: no".into()),
+                    None
+                ),
+            ]
+        );
+        let c = outbox.counts().unwrap();
+        assert_eq!(
+            (
+                c.delivered,
+                c.pending,
+                c.dead,
+                c.awaiting_review,
+                c.rejected
+            ),
+            (1, 1, 1, 1, 1),
+            "case states are kept"
+        );
+        // The pending case is due to primary with its attempts; the held one is not.
+        let due = outbox.due(PRIMARY_TARGET_ID, 10).unwrap();
+        assert_eq!(
+            due.iter()
+                .map(|d| (d.id.as_str(), d.attempts))
+                .collect::<Vec<_>>(),
+            [("p", 3)]
+        );
+        assert_eq!(due[0].body, r#"{"n":1}"#);
+        // The migrated table takes the new states; a new case can go to two targets.
+        outbox
+            .store(&NewCase {
+                id: "n",
+                scenario: "s",
+                camera: "c",
+                body: "{}",
+                snapshot: b"x",
+                state: InitialState::Pending,
+                clean_frame: None,
+                targets: &[p.clone(), "xujing".into()],
+            })
+            .unwrap();
+        outbox.mark_delivered("p", PRIMARY_TARGET_ID).unwrap();
+        assert_eq!(outbox.release_held(i64::MAX).unwrap(), ["h"]);
+        let stats = outbox.stats().unwrap();
+        assert_eq!(stats.targets[PRIMARY_TARGET_ID].pending, 2, "h and n");
+        assert_eq!(stats.targets[PRIMARY_TARGET_ID].delivered, 2, "d and p");
+        assert_eq!(stats.targets["xujing"].pending, 1);
+        drop(outbox);
+        // Opening again is a no-op.
+        let outbox = Outbox::open(&path).unwrap();
+        let n: i64 = outbox
+            .conn
+            .query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 7);
+        drop(outbox);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// Each target's delivery moves on its own; the case is delivered when every target has it,
+    /// dead when one refused it for good, and a case no target takes is kept as `unrouted`.
+    #[test]
+    fn a_case_rolls_up_the_state_of_its_deliveries() {
+        let path = temp_path("roll-up");
+        let mut outbox = Outbox::open(&path).unwrap();
+        let both = ["town".to_owned(), "xujing".to_owned()];
+        let new = |id, targets| NewCase {
+            id,
+            scenario: "s",
+            camera: "c",
+            body: "{}",
+            snapshot: b"x",
+            state: InitialState::Pending,
+            clean_frame: None,
+            targets,
+        };
+        outbox.store(&new("a", &both)).unwrap();
+        outbox.store(&new("b", &both)).unwrap();
+        outbox.store(&new("u", &[])).unwrap();
+        let state = |o: &Outbox, id: &str| {
+            o.list(None, 10)
+                .unwrap()
+                .into_iter()
+                .find(|e| e.id == id)
+                .unwrap()
+        };
+        outbox.mark_delivered("a", "town").unwrap();
+        assert_eq!(state(&outbox, "a").state, "pending", "xujing still owed");
+        outbox.mark_retry("a", "xujing", 0, "refused").unwrap();
+        outbox.mark_delivered("a", "xujing").unwrap();
+        let a = state(&outbox, "a");
+        assert_eq!((a.state.as_str(), a.attempts), ("delivered", 3));
+        assert!(a.delivered_at.is_some());
+        outbox.mark_dead("b", "xujing", "HTTP 422").unwrap();
+        assert_eq!(state(&outbox, "b").state, "pending");
+        outbox.mark_delivered("b", "town").unwrap();
+        assert_eq!(state(&outbox, "b").state, "dead");
+        assert_eq!(state(&outbox, "u").state, "unrouted");
+        assert_eq!(outbox.counts().unwrap().unrouted, 1);
+        assert!(outbox.due("town", 10).unwrap().is_empty());
+        // Retrying at one target leaves the other's delivery alone.
+        assert_eq!(
+            outbox.retry_dead_at(&Selection::All, Some("town")).unwrap(),
+            0
+        );
+        assert_eq!(
+            outbox
+                .retry_dead_at(&Selection::All, Some("xujing"))
+                .unwrap(),
+            1
+        );
+        assert_eq!(state(&outbox, "b").state, "pending");
+        assert_eq!(outbox.pending_for("xujing").unwrap(), 1);
+        assert_eq!(outbox.pending_for("town").unwrap(), 0);
+        outbox.mark_dead("b", "xujing", "HTTP 422").unwrap();
+        // Purging b's dead letter keeps the case: town has it.
+        assert_eq!(outbox.purge_dead(&Selection::All).unwrap(), 1);
+        assert_eq!(state(&outbox, "b").state, "delivered");
+        let dead = outbox.list_for("xujing", Some("dead"), 10).unwrap();
+        assert!(dead.is_empty());
+        drop(outbox);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// A held case goes to none of its targets until confirmed; then to all of them. A
+    /// rejected one never goes out, and one no target takes becomes `unrouted` when confirmed.
+    #[test]
+    fn held_cases_reach_every_target_only_when_confirmed() {
+        let path = temp_path("held-routed");
+        let mut outbox = Outbox::open(&path).unwrap();
+        let both = ["town".to_owned(), "xujing".to_owned()];
+        for (id, targets) in [("c", &both[..]), ("r", &both[..]), ("n", &[][..])] {
+            outbox
+                .store(&NewCase {
+                    id,
+                    scenario: "s",
+                    camera: "c",
+                    body: "{}",
+                    snapshot: b"x",
+                    state: InitialState::AwaitingReview,
+                    clean_frame: Some(b"jpeg"),
+                    targets,
+                })
+                .unwrap();
+        }
+        assert!(outbox.due("town", 10).unwrap().is_empty());
+        assert!(outbox.due("xujing", 10).unwrap().is_empty());
+        assert_eq!(
+            outbox.target_stats(Some("xujing")).unwrap()["xujing"].held,
+            2
+        );
+        assert_eq!(release_case(&outbox.conn, "c").unwrap(), 1);
+        assert_eq!(release_case(&outbox.conn, "c").unwrap(), 0, "only once");
+        outbox
+            .conn
+            .execute(
+                "UPDATE outbox SET state = 'rejected' WHERE case_id = 'r'",
+                [],
+            )
+            .unwrap();
+        reject_deliveries(&outbox.conn, "r").unwrap();
+        assert_eq!(release_case(&outbox.conn, "n").unwrap(), 1);
+        for target in ["town", "xujing"] {
+            let due = outbox.due(target, 10).unwrap();
+            assert_eq!(due.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["c"]);
+        }
+        let c = outbox.counts().unwrap();
+        assert_eq!(
+            (c.pending, c.rejected, c.unrouted, c.awaiting_review),
+            (1, 1, 1, 0)
+        );
         drop(outbox);
         let _ = std::fs::remove_file(&path);
     }

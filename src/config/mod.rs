@@ -6,6 +6,7 @@ mod locate;
 pub mod overrides;
 pub mod profile;
 pub mod review;
+pub mod routing;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -17,6 +18,7 @@ use crate::infer::card::ModelCard;
 use crate::infer::kinds::ObjectKind;
 use crate::scenarios::catalog::Catalog;
 use locate::SourceMap;
+pub use routing::{DispatchTarget, PRIMARY_TARGET_ID, Route};
 
 /// The default configuration compiled into the binary: the sample streams as cameras of the
 /// key area, the shipped model, and a local dispatch receiver.
@@ -252,6 +254,10 @@ pub struct Zone {
     pub anchor: crate::scenarios::geometry::Anchor,
     #[serde(default = "default_min_overlap_ratio")]
     pub min_overlap_ratio: f64,
+    /// Labels for routing cases to dispatch targets (e.g. `border` for a zone on the boundary
+    /// with the neighbouring town); see `[[dispatch.targets.routes]] zone_tags`.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 fn default_min_overlap_ratio() -> f64 {
@@ -497,6 +503,11 @@ impl Default for CaseSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DispatchSettings {
+    /// This endpoint's id as a delivery target (outbox rows, metrics, logs); default `primary`.
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub name: String,
     /// The dispatch API endpoint cases are POSTed to; defaults to the embedded receiver's.
     #[serde(default)]
     pub url: Option<String>,
@@ -524,6 +535,12 @@ pub struct DispatchSettings {
     /// e.g. `confirmed_at = "reportTime"`.
     #[serde(default)]
     pub field_map: std::collections::BTreeMap<String, String>,
+    /// Which cases this endpoint takes (same rules as a target's); none: every case.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// More endpoints (another town's command centre), each with its own routes.
+    #[serde(default)]
+    pub targets: Vec<DispatchTarget>,
 }
 
 /// How case images travel to the dispatch API.
@@ -1010,6 +1027,9 @@ impl Config {
         }
         if let Err(e) = crate::dispatch::FieldMap::new(&self.dispatch.field_map) {
             err("dispatch.field_map".into(), e.to_string());
+        }
+        for (field, msg) in self.validate_routing() {
+            err(field, msg);
         }
         out
     }

@@ -142,6 +142,8 @@ enum BreakerState {
 /// While open, no case spends an attempt, so backoffs do not grow during an outage.
 #[derive(Debug)]
 struct Breaker {
+    /// The target whose endpoint this breaker guards (logs and metrics).
+    target: String,
     threshold: u32,
     open_for: Duration,
     consecutive_failures: u32,
@@ -149,8 +151,9 @@ struct Breaker {
 }
 
 impl Breaker {
-    fn new(threshold: u32, open_for: Duration) -> Self {
+    fn new(target: &str, threshold: u32, open_for: Duration) -> Self {
         Self {
+            target: target.to_owned(),
             threshold: threshold.max(1),
             open_for,
             consecutive_failures: 0,
@@ -164,7 +167,7 @@ impl Breaker {
             BreakerState::Open { until } if now < until => Some(until - now),
             BreakerState::Open { .. } => {
                 self.set(BreakerState::HalfOpen);
-                tracing::info!("circuit breaker half-open: probing the dispatch endpoint");
+                tracing::info!(target = %self.target, "circuit breaker half-open: probing the dispatch endpoint");
                 None
             }
             _ => None,
@@ -174,7 +177,7 @@ impl Breaker {
     fn success(&mut self) {
         self.consecutive_failures = 0;
         if self.state != BreakerState::Closed {
-            tracing::info!("circuit breaker closed: the dispatch endpoint answers again");
+            tracing::info!(target = %self.target, "circuit breaker closed: the dispatch endpoint answers again");
             self.set(BreakerState::Closed);
         }
     }
@@ -185,11 +188,12 @@ impl Breaker {
             self.state == BreakerState::HalfOpen || self.consecutive_failures >= self.threshold;
         if trip && !matches!(self.state, BreakerState::Open { .. }) {
             tracing::warn!(
+                target = %self.target,
                 consecutive_failures = self.consecutive_failures,
                 open_seconds = self.open_for.as_secs_f64(),
                 "circuit breaker open: leaving the dispatch endpoint alone"
             );
-            telemetry::breaker_opened();
+            telemetry::breaker_opened(&self.target);
             self.set(BreakerState::Open {
                 until: now + self.open_for,
             });
@@ -198,15 +202,22 @@ impl Breaker {
 
     fn set(&mut self, state: BreakerState) {
         self.state = state;
-        telemetry::breaker_state(match state {
-            BreakerState::Closed => 0,
-            BreakerState::Open { .. } => 1,
-            BreakerState::HalfOpen => 2,
-        });
+        telemetry::breaker_state(
+            &self.target,
+            match state {
+                BreakerState::Closed => 0,
+                BreakerState::Open { .. } => 1,
+                BreakerState::HalfOpen => 2,
+            },
+        );
     }
 }
 
+/// Delivery to one target: its own client (timeout), token, field map, breaker and backoff, so
+/// one target's outage never delays another's cases. `run` spawns one per target.
 pub struct Delivery {
+    /// The target id (`settings.id`, default `primary`): the outbox's `deliveries.target`.
+    target: String,
     client: reqwest::Client,
     settings: DispatchSettings,
     field_map: FieldMap,
@@ -215,7 +226,9 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// `url` is the endpoint resolved by the caller (configured, or the embedded receiver's).
+    /// Delivery to the target `settings` describes (`settings.id`, default `primary`; see
+    /// [`DispatchSettings::per_target`]). `url` is the endpoint resolved by the caller
+    /// (configured, or the embedded receiver's).
     pub fn new(
         settings: DispatchSettings,
         url: String,
@@ -229,6 +242,7 @@ impl Delivery {
             .map_err(|e| DispatchError::Client(e.to_string()))?;
         let field_map = FieldMap::new(&settings.field_map)?;
         Ok(Self {
+            target: settings.primary_id().to_owned(),
             client,
             settings,
             field_map,
@@ -248,9 +262,19 @@ impl Delivery {
             .map_err(DispatchError::from)
     }
 
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
     async fn refresh_gauges(&self) -> Result<(), DispatchError> {
-        let stats = self.with_outbox(|o| o.stats()).await?;
+        let target = self.target.clone();
+        let stats = self
+            .with_outbox(move |o| o.target_stats(Some(&target)))
+            .await?
+            .remove(&self.target)
+            .unwrap_or_default();
         telemetry::outbox_state(
+            &self.target,
             stats.pending,
             stats.dead_letters,
             stats.oldest_pending_age_seconds.unwrap_or(0.0),
@@ -258,15 +282,21 @@ impl Delivery {
         Ok(())
     }
 
-    /// Delivers until told to stop, or until drained; returns the outbox counts at the end.
-    /// An outbox error (disk full, I/O) ends the task with that error: nothing is marked
-    /// delivered that was not recorded as such.
+    async fn pending(&self) -> Result<u64, DispatchError> {
+        let target = self.target.clone();
+        self.with_outbox(move |o| o.pending_for(&target)).await
+    }
+
+    /// Delivers to this target until told to stop, or until its deliveries are drained;
+    /// returns the outbox's case counts at the end. An outbox error (disk full, I/O) ends the
+    /// task with that error: nothing is marked delivered that was not recorded as such.
     pub async fn run(
         self,
         wake: Arc<Notify>,
         mut phase: watch::Receiver<Phase>,
     ) -> Result<OutboxCounts, DispatchError> {
         let mut breaker = Breaker::new(
+            &self.target,
             self.settings.breaker_failure_threshold,
             Duration::from_secs_f64(self.settings.breaker_open_seconds.max(0.0)),
         );
@@ -286,7 +316,7 @@ impl Delivery {
                 Phase::Running => None,
             };
             if let Some(wait) = breaker.wait(now) {
-                if deadline.is_some() && self.with_outbox(|o| o.counts()).await?.pending == 0 {
+                if deadline.is_some() && self.pending().await? == 0 {
                     break;
                 }
                 let wait = deadline.map_or(wait, |d| wait.min(d - now));
@@ -296,12 +326,14 @@ impl Delivery {
                 }
                 continue;
             }
-            let due = self.with_outbox(|o| o.due(BATCH)).await?;
+            let target = self.target.clone();
+            let due = self.with_outbox(move |o| o.due(&target, BATCH)).await?;
             if due.is_empty() {
-                if deadline.is_some() && self.with_outbox(|o| o.counts()).await?.pending == 0 {
+                if deadline.is_some() && self.pending().await? == 0 {
                     break;
                 }
-                let next = self.with_outbox(|o| o.next_due_in_ms()).await?;
+                let target = self.target.clone();
+                let next = self.with_outbox(move |o| o.next_due_in_ms(&target)).await?;
                 let mut wait = next.map_or(IDLE_POLL, |ms| {
                     Duration::from_millis(ms as u64).min(IDLE_POLL)
                 });
@@ -338,23 +370,26 @@ impl Delivery {
     ) -> Result<bool, DispatchError> {
         let started = Instant::now();
         let Some(attempt) = bounded(self.post(&case), phase).await else {
-            tracing::warn!(case = %case.id, "request cut at the shutdown deadline; the case stays in the outbox");
+            tracing::warn!(case = %case.id, target = %self.target, "request cut at the shutdown deadline; the case stays in the outbox");
             return Ok(false);
         };
-        telemetry::delivery_seconds(started.elapsed().as_secs_f64());
+        telemetry::delivery_seconds(&self.target, started.elapsed().as_secs_f64());
         let id = case.id.clone();
+        let target = self.target.clone();
         match attempt {
             Attempt::Delivered(status) => {
                 breaker.success();
-                telemetry::delivery("delivered");
-                tracing::info!(case = %id, status, attempts = case.attempts + 1, url = %self.url, "case delivered");
-                self.with_outbox(move |o| o.mark_delivered(&id)).await?;
+                telemetry::delivery(&self.target, "delivered");
+                tracing::info!(case = %id, target = %self.target, status, attempts = case.attempts + 1, url = %self.url, "case delivered");
+                self.with_outbox(move |o| o.mark_delivered(&id, &target))
+                    .await?;
             }
             Attempt::Refused(reason) => {
                 breaker.success();
-                telemetry::delivery("dead_letter");
-                tracing::error!(case = %id, reason = %reason, "dispatch API refused the case; kept as a dead letter (see `gridwatch outbox list`)");
-                self.with_outbox(move |o| o.mark_dead(&id, &reason)).await?;
+                telemetry::delivery(&self.target, "dead_letter");
+                tracing::error!(case = %id, target = %self.target, reason = %reason, "dispatch API refused the case; kept as a dead letter (see `gridwatch outbox list`)");
+                self.with_outbox(move |o| o.mark_dead(&id, &target, &reason))
+                    .await?;
             }
             Attempt::Retry {
                 reason,
@@ -366,8 +401,8 @@ impl Delivery {
                 } else {
                     breaker.failure(Instant::now());
                 }
-                telemetry::delivery("retry");
-                telemetry::delivery_retry();
+                telemetry::delivery(&self.target, "retry");
+                telemetry::delivery_retry(&self.target);
                 let mut delay = backoff_ms(
                     case.attempts,
                     self.settings.retry_initial_seconds,
@@ -377,8 +412,8 @@ impl Delivery {
                     let cap = (self.settings.retry_max_seconds * 1000.0) as i64;
                     delay = delay.max((after.as_millis() as i64).min(cap));
                 }
-                tracing::warn!(case = %id, reason = %reason, attempts = case.attempts + 1, retry_in_ms = delay, "delivery failed; will retry");
-                self.with_outbox(move |o| o.mark_retry(&id, delay, &reason))
+                tracing::warn!(case = %id, target = %self.target, reason = %reason, attempts = case.attempts + 1, retry_in_ms = delay, "delivery failed; will retry");
+                self.with_outbox(move |o| o.mark_retry(&id, &target, delay, &reason))
                     .await?;
             }
         }
@@ -586,7 +621,7 @@ mod tests {
     #[test]
     fn breaker_opens_after_threshold_probes_once_and_closes_on_success() {
         let t0 = Instant::now();
-        let mut b = Breaker::new(3, Duration::from_secs(10));
+        let mut b = Breaker::new("primary", 3, Duration::from_secs(10));
         b.failure(t0);
         b.failure(t0);
         assert_eq!(b.wait(t0), None, "below the threshold requests still go");

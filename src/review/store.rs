@@ -593,16 +593,20 @@ impl ReviewStore {
     ) -> Result<Decision, ReviewError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let n = tx.execute(
-            "UPDATE outbox SET state = 'pending', next_attempt_ms = ?2 WHERE case_id = ?1 AND state = 'awaiting_review'",
-            params![id, now_ms()],
-        )?;
+        // The case and its deliveries to every target it was routed to become pending.
+        let n = crate::cases::outbox::release_case(&tx, id)?;
         if n == 0 {
             return Err(Self::handled(&tx, id)?);
         }
         let mut original = None;
         if let Some(info) = scenario {
-            let from = rewrite_scenario(&tx, id, info, "pending")?;
+            // `pending`, or `unrouted` for a case no dispatch target takes.
+            let now: String = tx.query_row(
+                "SELECT state FROM outbox WHERE case_id = ?1",
+                params![id],
+                |r| r.get(0),
+            )?;
+            let from = rewrite_scenario(&tx, id, info, &now)?;
             if from != info.id {
                 original = Some(from);
             }
@@ -647,6 +651,7 @@ impl ReviewStore {
         if n == 0 {
             return Err(Self::handled(&tx, id)?);
         }
+        crate::cases::outbox::reject_deliveries(&tx, id)?;
         let (scenario, camera, zone): (String, String, String) = tx.query_row(
             "SELECT scenario, camera, json_extract(body, '$.zone.id') FROM cases WHERE id = ?1",
             params![id],

@@ -19,6 +19,7 @@ mod receiver_fuzz;
 mod reload;
 mod review_api;
 mod review_browser;
+mod routing;
 mod scenarios_accuracy;
 mod scenarios_catalog;
 mod scenarios_custom;

@@ -504,7 +504,7 @@ async fn the_first_reviewer_wins_and_the_second_is_told_who() {
     assert_eq!(c.state_of(id), "pending");
     let due = Outbox::open(&c.config.resolve(&c.config.cases.outbox))
         .unwrap()
-        .due(10)
+        .due(gridwatch::config::PRIMARY_TARGET_ID, 10)
         .unwrap();
     assert!(
         due.iter().any(|p| &p.id == id),
@@ -582,7 +582,7 @@ async fn a_rejection_is_a_false_positive_and_may_suppress_the_camera_zone_and_sc
     assert!(
         Outbox::open(&c.config.resolve(&c.config.cases.outbox))
             .unwrap()
-            .due(10)
+            .due(gridwatch::config::PRIMARY_TARGET_ID, 10)
             .unwrap()
             .is_empty(),
         "a rejected case is never delivered"
