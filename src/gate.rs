@@ -92,6 +92,10 @@ pub struct GatedSink {
     camera_id: Arc<str>,
     gate: Option<MotionGate>,
     mailboxes: Arc<Mailboxes>,
+    /// Cluster mode: the ownership and the camera's group index; frames pass only while this
+    /// node may analyse the group, so analysis stops at the next frame, not the next
+    /// supervisor tick.
+    fence: Option<(crate::cluster::Ownership, usize)>,
 }
 
 impl GatedSink {
@@ -111,12 +115,31 @@ impl GatedSink {
             camera_id,
             gate,
             mailboxes,
+            fence: None,
         })
+    }
+}
+
+impl GatedSink {
+    /// Frames pass only while `ownership` lets this node analyse `group`.
+    pub fn fenced(mut self, ownership: crate::cluster::Ownership, group: &str) -> Self {
+        self.fence = ownership.group_index(group).map(|i| (ownership, i));
+        if self.fence.is_none() {
+            // A group outside the ownership table is never this node's.
+            self.fence = Some((crate::cluster::Ownership::new(String::new(), Vec::new()), 0));
+        }
+        self
     }
 }
 
 impl FrameSink for GatedSink {
     fn push(&mut self, frame: Frame) -> Pushed {
+        if let Some((ownership, group)) = &self.fence
+            && !ownership.may_analyse_index(*group)
+        {
+            telemetry::frame_dropped(&self.camera_id, telemetry::DropReason::Fenced);
+            return Pushed::Fenced;
+        }
         if let Some(gate) = self.gate.as_mut() {
             match gate.decide(&frame) {
                 Ok(Decision::Skip(_)) => {

@@ -58,7 +58,19 @@ fn same<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
 /// removed ones stay as retired slots without zones) and lists what changed.
 pub fn arrange(current: &Config, mut new: Config) -> Result<(Config, ReloadPlan), ReloadError> {
     let group_ids = |c: &Config| c.groups.iter().map(|g| g.id.clone()).collect::<Vec<_>>();
-    let fixed: [(&str, bool); 13] = [
+    // Nodes reloaded one after another would disagree on which group a camera is in, and two
+    // of them could analyse it at once.
+    let same_camera_groups = current.cameras.iter().all(|c| {
+        new.cameras
+            .iter()
+            .find(|n| n.id == c.id)
+            .is_none_or(|n| n.group == c.group)
+    });
+    let fixed: [(&str, bool); 14] = [
+        (
+            "cameras (a camera's group, in cluster mode)",
+            current.cluster.is_none() || same_camera_groups,
+        ),
         ("cluster", same(&current.cluster, &new.cluster)),
         // Nodes divide the groups among themselves by id: all must see the same set.
         (

@@ -169,8 +169,11 @@ impl CameraThreads {
     fn launch(&mut self, config: &Arc<Config>, i: usize) -> Result<(), RunError> {
         let (w, h) = self.model_size;
         let plan = CameraPlan::new(config, i, w, h)?;
-        let sink =
+        let mut sink =
             crate::gate::GatedSink::new(i, plan.id.clone(), &config.gate, self.mailboxes.clone())?;
+        if let Some(o) = &self.cluster {
+            sink = sink.fenced(o.clone(), &config.cameras[i].group);
+        }
         self.mailboxes.reopen(i);
         self.start(plan, sink);
         Ok(())
@@ -208,6 +211,13 @@ impl CameraThreads {
                 .set_state(i, ingest::status::CameraState::Standby, None);
             tracing::info!(camera = %config.cameras[i].id, group = %config.cameras[i].group, "cluster: camera stopped");
         }
+        // Marked analysed before ownership is checked again: with the controller's
+        // "fence, then look at this mark on a later pass", one of the two always sees the
+        // other, so a group is never handed over while its cameras are starting.
+        for &i in &to_start {
+            ownership.set_analysing(&config.cameras[i].group, true);
+        }
+        to_start.retain(|&i| ownership.may_analyse(&config.cameras[i].group));
         if !to_start.is_empty() {
             let (applied_tx, applied_rx) = crossbeam_channel::bounded(1);
             let sent = scenarios.send(scenarios::Reload {
@@ -218,10 +228,6 @@ impl CameraThreads {
             if sent.is_err() || applied_rx.recv_timeout(RELOAD_APPLY_TIMEOUT).is_err() {
                 tracing::warn!("cluster: the scenario thread did not confirm the reset");
             }
-        }
-        for &i in &to_start {
-            // Before the thread exists, so that a hand-over decided meanwhile waits for it.
-            ownership.set_analysing(&config.cameras[i].group, true);
         }
         for &i in &to_start {
             match self.launch(config, i) {
@@ -325,7 +331,6 @@ impl CameraThreads {
         if sent.is_err() || applied_rx.recv_timeout(RELOAD_APPLY_TIMEOUT).is_err() {
             tracing::warn!("reload: the scenario thread did not confirm the new rules");
         }
-        let (w, h) = self.model_size;
         for &i in plan.restart.iter().chain(&plan.added) {
             let id = config.cameras[i].id.as_str();
             if self
@@ -336,23 +341,8 @@ impl CameraThreads {
                 // Another node's group: `follow_ownership` starts it if it comes here.
                 continue;
             }
-            let started = CameraPlan::new(config, i, w, h)
-                .map_err(RunError::from)
-                .and_then(|p| {
-                    let sink = crate::gate::GatedSink::new(
-                        i,
-                        p.id.clone(),
-                        &config.gate,
-                        self.mailboxes.clone(),
-                    )?;
-                    Ok((p, sink))
-                });
-            match started {
-                Ok((p, sink)) => {
-                    self.mailboxes.reopen(i);
-                    self.start(p, sink);
-                    tracing::info!(camera = %id, "reload: camera started");
-                }
+            match self.launch(config, i) {
+                Ok(()) => tracing::info!(camera = %id, "reload: camera started"),
                 // One bad camera must not take the others down: it stays stopped.
                 Err(e) => tracing::error!(camera = %id, error = %e, "reload: camera not started"),
             }
@@ -730,6 +720,9 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
             }
         }
         if ingest_stop.load(Ordering::SeqCst) {
+            if let Some(o) = &ownership {
+                o.drain();
+            }
             cameras.stop_all();
             break;
         }
@@ -760,6 +753,9 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     }
     drop(reload_tx);
     cameras.join_all()?;
+    if let Some(o) = &ownership {
+        o.clear_analysing();
+    }
     for t in worker_threads {
         t.join().map_err(|_| RunError::Panic("inference worker"))?;
     }

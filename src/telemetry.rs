@@ -68,6 +68,8 @@ pub enum DropReason {
     /// Older than `max_frame_age_ms` when a worker got to it.
     Stale,
     InferenceError,
+    /// Cluster mode: the camera's group left this node; its frames stop at the gate.
+    Fenced,
 }
 
 impl DropReason {
@@ -76,6 +78,7 @@ impl DropReason {
             DropReason::Superseded => "superseded",
             DropReason::Stale => "stale",
             DropReason::InferenceError => "inference_error",
+            DropReason::Fenced => "fenced",
         }
     }
 }

@@ -335,30 +335,37 @@ pub fn run_triaged(
             }
             _ => (outbox::InitialState::Pending, None),
         };
-        // The fence, as late as possible: after a hand-over or a lost lease the group's new
-        // owner analyses it, and this node must not add a case of its own.
-        if let Some(fence) = &triage.fence
-            && !fence.may_analyse(&cam.group)
-        {
-            telemetry::cluster_fenced_event(&case.scenario.id);
-            tracing::warn!(case = %case.id, scenario = %case.scenario.id, camera = %cam.id, group = %cam.group, "case not committed: this node no longer owns the camera's group");
-            continue;
-        }
         // Routed once, under the configuration the event was decided with, and stored with
         // its deliveries in the same transaction.
         let targets = config
             .dispatch
             .route(&cam.unit, &zone.tags, event.scenario.id);
-        outbox.store(&outbox::NewCase {
-            id: &case.id.to_string(),
-            scenario: &case.scenario.id,
-            camera: &case.camera.id,
-            body: &body,
-            snapshot: &jpeg,
-            state,
-            clean_frame: clean.as_deref(),
-            targets: &targets,
-        })?;
+        // The fence, as late as possible (inside the write transaction): after a hand-over or
+        // a lost lease the group's new owner analyses it, and this node must not add a case.
+        let fence = || {
+            triage
+                .fence
+                .as_ref()
+                .is_none_or(|f| f.may_analyse(&cam.group))
+        };
+        let stored_here = outbox.store_if(
+            &outbox::NewCase {
+                id: &case.id.to_string(),
+                scenario: &case.scenario.id,
+                camera: &case.camera.id,
+                body: &body,
+                snapshot: &jpeg,
+                state,
+                clean_frame: clean.as_deref(),
+                targets: &targets,
+            },
+            fence,
+        )?;
+        if !stored_here {
+            telemetry::cluster_fenced_event(&case.scenario.id);
+            tracing::warn!(case = %case.id, scenario = %case.scenario.id, camera = %cam.id, group = %cam.group, "case not committed: this node no longer owns the camera's group");
+            continue;
+        }
         telemetry::case_stored(&case.scenario.id);
         tracing::info!(case = %case.id, scenario = %case.scenario.id, camera = %case.camera.id, unit = %case.unit.name, zone = %case.zone.id, targets = ?targets, objects = case.objects.len(), confidence = case.confidence, held_for_review = clean.is_some(), "case stored in outbox");
         if targets.is_empty() {

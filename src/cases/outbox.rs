@@ -447,13 +447,29 @@ impl Outbox {
     /// Stores a case with one delivery per target, in one transaction: the routing decided
     /// now is never decided again (a later configuration does not re-route stored cases).
     pub fn store(&mut self, case: &NewCase<'_>) -> Result<(), OutboxError> {
+        self.store_if(case, || true).map(|_| ())
+    }
+
+    /// [`Outbox::store`], if `allowed()` still holds once the write lock is held: in cluster
+    /// mode the fence is checked after any wait for the lock, so a lease that ran out meanwhile
+    /// commits nothing. Returns whether the case was stored.
+    pub fn store_if(
+        &mut self,
+        case: &NewCase<'_>,
+        allowed: impl Fn() -> bool,
+    ) -> Result<bool, OutboxError> {
         let (case_state, delivery_state) = match (case.state, case.targets.is_empty()) {
             (InitialState::AwaitingReview, _) => ("awaiting_review", "held"),
             (InitialState::Pending, true) => ("unrouted", "pending"),
             (InitialState::Pending, false) => ("pending", "pending"),
         };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if !allowed() {
+            return Ok(false);
+        }
         let now = now_ms();
-        let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO cases (id, created_at, scenario, camera, body, snapshot) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![case.id, now_rfc3339(), case.scenario, case.camera, case.body, case.snapshot],
@@ -475,7 +491,7 @@ impl Outbox {
             )?;
         }
         tx.commit()?;
-        Ok(())
+        Ok(true)
     }
 
     /// Held cases no reviewer handled since before `held_before_ms` (Unix ms) go out unreviewed:

@@ -87,6 +87,20 @@ pub struct NodeInfo {
     pub status_url: Option<String>,
     /// Unix milliseconds when this node's current session began.
     pub joined_at_ms: i64,
+    /// SHA-256 (hex, first 16) of the group ids this node divides: nodes that disagree would
+    /// compute different assignments (a rolling change of the group list).
+    #[serde(default)]
+    pub groups_hash: String,
+}
+
+fn groups_hash(groups: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for g in groups {
+        h.update(g.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(&h.finalize()[..8])
 }
 
 /// The node's relation to the cluster.
@@ -131,6 +145,8 @@ pub struct ClusterView {
     pub groups: Vec<GroupView>,
     pub groups_owned: usize,
     pub last_error: Option<String>,
+    /// Members whose group list differs from this node's (they would assign differently).
+    pub mismatched_nodes: Vec<String>,
 }
 
 struct Inner {
@@ -145,6 +161,8 @@ struct Inner {
     /// Milliseconds since `origin` before which the lease is certainly valid on the server,
     /// less the fence margin; 0: no lease.
     fence_until_ms: AtomicU64,
+    /// The run is stopping: no new claims.
+    draining: AtomicBool,
     view: Mutex<ClusterView>,
 }
 
@@ -182,6 +200,7 @@ impl Ownership {
             owned: (0..n).map(|_| AtomicBool::new(false)).collect(),
             analysing: (0..n).map(|_| AtomicBool::new(false)).collect(),
             fence_until_ms: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
             view: Mutex::new(view),
         }))
     }
@@ -202,11 +221,42 @@ impl Ownership {
     /// This node may run the cameras of `group` and commit their cases: it holds the group's
     /// key and its lease cannot have expired on the server yet.
     pub fn may_analyse(&self, group: &str) -> bool {
+        self.group_index(group)
+            .is_some_and(|i| self.may_analyse_index(i))
+    }
+
+    /// The group's index in the ownership table (per-frame checks look it up once).
+    pub fn group_index(&self, group: &str) -> Option<usize> {
+        self.0.index.get(group).copied()
+    }
+
+    /// [`Ownership::may_analyse`] by index: two atomic loads and a clock read, for every frame.
+    pub fn may_analyse_index(&self, group: usize) -> bool {
         self.0
-            .index
+            .owned
             .get(group)
-            .is_some_and(|&i| self.0.owned[i].load(Ordering::SeqCst))
+            .is_some_and(|o| o.load(Ordering::SeqCst))
             && self.lease_valid()
+    }
+
+    /// The run is stopping: claim nothing more (what is held is handed over at the end).
+    pub fn drain(&self) {
+        self.0.draining.store(true, Ordering::SeqCst);
+    }
+
+    fn draining(&self) -> bool {
+        self.0.draining.load(Ordering::SeqCst)
+    }
+
+    /// Every camera has stopped (shutdown).
+    pub fn clear_analysing(&self) {
+        for a in &self.0.analysing {
+            a.store(false, Ordering::SeqCst);
+        }
+    }
+
+    fn any_analysing(&self) -> bool {
+        self.0.analysing.iter().any(|a| a.load(Ordering::SeqCst))
     }
 
     /// The supervisor reports whether `group`'s cameras are running here.
@@ -217,7 +267,10 @@ impl Ownership {
     }
 
     fn analysing(&self, i: usize) -> bool {
-        self.0.analysing[i].load(Ordering::SeqCst)
+        self.0
+            .analysing
+            .get(i)
+            .is_some_and(|a| a.load(Ordering::SeqCst))
     }
 
     fn owned(&self, i: usize) -> bool {
@@ -349,13 +402,25 @@ async fn renew_forever(
     timeout: Duration,
 ) -> ClusterError {
     let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
+    let every = ttl / 4;
     loop {
         if stream.is_none() {
+            // Opening the stream is itself a renewal, answered before it returns.
+            let sent = Instant::now();
             match bounded(timeout, "lease_keep_alive", client.lease_keep_alive(lease)).await {
-                Ok(pair) => stream = Some(pair),
+                Ok(pair) => {
+                    ownership.renewed(sent, ttl, margin);
+                    stream = Some(pair);
+                    tokio::time::sleep(every.saturating_sub(sent.elapsed())).await;
+                    continue;
+                }
+                Err(ClusterError::Etcd {
+                    source: etcd_client::Error::LeaseKeepAliveError(msg),
+                    ..
+                }) if msg.contains("not found") => return ClusterError::LeaseExpired,
                 Err(e) => {
                     tracing::warn!(node = %ownership.node_id(), error = %e, "cluster: keep-alive failed; retrying");
-                    tokio::time::sleep(ttl / 10).await;
+                    tokio::time::sleep(ttl / 20).await;
                     continue;
                 }
             }
@@ -370,7 +435,7 @@ async fn renew_forever(
         match answer {
             Ok(Ok(Some(r))) if r.ttl() > 0 => {
                 ownership.renewed(sent, Duration::from_secs(r.ttl() as u64), margin);
-                tokio::time::sleep((ttl / 3).saturating_sub(sent.elapsed())).await;
+                tokio::time::sleep(every.saturating_sub(sent.elapsed())).await;
             }
             Ok(Ok(Some(_))) => return ClusterError::LeaseExpired,
             other => {
@@ -383,8 +448,8 @@ async fn renew_forever(
                     Ok(Ok(None)) => "stream closed".to_owned(),
                     _ => format!("no answer within {} s", timeout.as_secs_f64()),
                 };
+                // Retried at once on a new stream (opening it renews).
                 tracing::warn!(node = %ownership.node_id(), error = %why, "cluster: keep-alive failed; retrying");
-                tokio::time::sleep(ttl / 10).await;
             }
         }
     }
@@ -500,7 +565,12 @@ impl Controller {
                         v.state = NodeState::Fenced;
                         v.lease_id = None;
                     });
-                    // Best effort: a revoke frees the groups for the others before the TTL.
+                    // Best effort: a revoke frees the groups for the others before the TTL, but
+                    // only once this node's cameras are down (the lease may still be alive).
+                    let stopped_by = Instant::now() + self.ttl();
+                    while o.any_analysing() && Instant::now() < stopped_by {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                     let lease = session.lease;
                     let _ = self
                         .bounded("lease_revoke", session.client.lease_revoke(lease))
@@ -556,6 +626,7 @@ impl Controller {
             status_url: self.status_url.clone(),
             joined_at_ms: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
                 as i64,
+            groups_hash: groups_hash(&self.ownership.0.groups),
         };
         let renewer = tokio::spawn(renew_forever(
             client.clone(),
@@ -575,20 +646,47 @@ impl Controller {
         Ok(session)
     }
 
+    /// Lists this node under its lease: created if absent, rewritten if already under this
+    /// lease, refused if another live process holds the name.
     async fn register(&self, s: &mut Session) -> Result<(), ClusterError> {
         let value = serde_json::to_vec(&s.info).unwrap_or_default();
         let key = self.node_key(&s.info.node_id);
-        let opts = PutOptions::new().with_lease(s.lease);
-        self.bounded("put_node", s.client.put(key, value, Some(opts)))
-            .await?;
-        Ok(())
+        let put = || {
+            TxnOp::put(
+                key.as_str(),
+                value.clone(),
+                Some(PutOptions::new().with_lease(s.lease)),
+            )
+        };
+        let create = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([put()]);
+        let mine = Txn::new()
+            .when([Compare::lease(key.as_str(), CompareOp::Equal, s.lease)])
+            .and_then([put()]);
+        let mut client = s.client.clone();
+        if self
+            .bounded("put_node", client.txn(create))
+            .await?
+            .succeeded()
+            || self
+                .bounded("put_node", client.txn(mine))
+                .await?
+                .succeeded()
+        {
+            Ok(())
+        } else {
+            Err(ClusterError::NodeIdInUse(s.info.node_id.clone()))
+        }
     }
 
     async fn serve(&self, s: &mut Session, leave: &mut watch::Receiver<bool>) -> Ended {
         let o = &self.ownership;
         let poll = Duration::from_millis(self.settings.poll_interval_ms);
-        let mut releasing: BTreeMap<usize, Instant> = BTreeMap::new();
+        // group → (when it was fenced for hand-over, in which pass)
+        let mut releasing: BTreeMap<usize, (Instant, u32)> = BTreeMap::new();
         let mut polls = 0u32;
+        let mut invalid_since: Option<Instant> = None;
         let Some(mut renewer) = s.renewer.take() else {
             return Ended::Lost(ClusterError::LeaseNotRenewed);
         };
@@ -604,16 +702,34 @@ impl Controller {
                 _ = tokio::time::sleep(poll) => {}
             }
             if !o.lease_valid() {
-                renewer.abort();
-                return Ended::Lost(ClusterError::LeaseNotRenewed);
+                // Fenced: the cameras stop, nothing is committed. A renewal that gets through
+                // while the server still has the lease reopens the fence with the groups kept
+                // (nobody else could claim them); past another TTL the lease is surely gone.
+                let since = *invalid_since.get_or_insert_with(Instant::now);
+                o.update_view(|v| v.state = NodeState::Fenced);
+                if since.elapsed() >= self.ttl() {
+                    renewer.abort();
+                    return Ended::Lost(ClusterError::LeaseNotRenewed);
+                }
+                continue;
+            }
+            if invalid_since.take().is_some() {
+                tracing::warn!(node = %o.node_id(), "cluster: lease renewed again; fence reopened");
             }
             polls += 1;
-            if let Err(e) = self
-                .reconcile(s, &mut releasing, polls > SETTLE_POLLS)
+            match self
+                .reconcile(s, &mut releasing, polls, polls > SETTLE_POLLS)
                 .await
             {
-                tracing::warn!(node = %o.node_id(), error = %e, "cluster: cannot read or update ownership; retrying");
-                self.note_error(&e);
+                Ok(()) => {}
+                Err(e @ ClusterError::NodeIdInUse(_)) => {
+                    renewer.abort();
+                    return Ended::Lost(e);
+                }
+                Err(e) => {
+                    tracing::warn!(node = %o.node_id(), error = %e, "cluster: cannot read or update ownership; retrying");
+                    self.note_error(&e);
+                }
             }
         }
     }
@@ -623,9 +739,11 @@ impl Controller {
     async fn reconcile(
         &self,
         s: &mut Session,
-        releasing: &mut BTreeMap<usize, Instant>,
+        releasing: &mut BTreeMap<usize, (Instant, u32)>,
+        pass: u32,
         may_claim: bool,
     ) -> Result<(), ClusterError> {
+        let may_claim = may_claim && !self.ownership.draining();
         let o = &self.ownership;
         let me = o.node_id().to_owned();
         let nodes_prefix = self.node_key("");
@@ -644,21 +762,36 @@ impl Controller {
             let Ok(key) = kv.key_str() else { continue };
             let id = key.trim_start_matches(nodes_prefix.as_str()).to_owned();
             if id == me {
-                listed_here = kv.lease() == s.lease;
-                if !listed_here {
-                    // Not under this session's lease (an operator rewrote it): put back below.
-                    continue;
+                if kv.lease() != s.lease {
+                    // Another live process renews an entry under this node's name.
+                    return Err(ClusterError::NodeIdInUse(me));
                 }
+                listed_here = true;
             }
-            if let Ok(info) = serde_json::from_slice::<NodeInfo>(kv.value()) {
-                infos.push(info);
+            // Only real members: an entry under a lease, describing the node its key names
+            // (a hand-written key would otherwise be assigned groups nobody claims).
+            let Ok(info) = serde_json::from_slice::<NodeInfo>(kv.value()) else {
+                continue;
+            };
+            if kv.lease() == 0 || info.node_id != id {
+                continue;
             }
+            infos.push(info);
             live.push(id);
         }
         if !listed_here {
+            // Deleted by someone: put back (refused if another process took the name).
             self.register(s).await?;
             live.push(me.clone());
             infos.push(s.info.clone());
+        }
+        let mismatched: Vec<String> = infos
+            .iter()
+            .filter(|i| !i.groups_hash.is_empty() && i.groups_hash != s.info.groups_hash)
+            .map(|i| i.node_id.clone())
+            .collect();
+        if !mismatched.is_empty() {
+            tracing::warn!(node = %me, others = ?mismatched, "cluster: nodes with a different list of camera groups; assignments disagree until every node runs the same configuration");
         }
         let owners_resp = self
             .bounded(
@@ -692,6 +825,10 @@ impl Controller {
                 telemetry::cluster_group_released(g, "key_lost");
                 tracing::warn!(node = %me, group = %g, "cluster: owner key gone; stopped the group");
             }
+            if !want && !o.owned(i) && held_here && !releasing.contains_key(&i) {
+                // A claim whose answer was lost, now assigned elsewhere: free it.
+                releasing.insert(i, (Instant::now(), pass));
+            }
             if want && !o.owned(i) && may_claim {
                 if held_here {
                     // Still ours (a claim whose answer was lost, or a release not yet done).
@@ -708,14 +845,18 @@ impl Controller {
                 // Fence first: the supervisor stops the cameras, the case stage commits nothing
                 // more for the group; the key goes once the cameras are down.
                 o.set_owned(i, false);
-                releasing.insert(i, Instant::now());
+                releasing.insert(i, (Instant::now(), pass));
                 telemetry::cluster_group_released(g, "rebalance");
                 tracing::info!(node = %me, group = %g, to = ?assignment.get(g.as_str()), "cluster: handing the group over");
             }
         }
+        // Read on a later pass than the fence was set: the supervisor marks a group analysed
+        // before it re-checks ownership, so either it saw the fence or this sees its mark.
         let ready: Vec<usize> = releasing
             .iter()
-            .filter(|&(&i, since)| !o.analysing(i) || since.elapsed() >= RELEASE_WAIT)
+            .filter(|&(&i, &(since, fenced_in))| {
+                pass > fenced_in && (!o.analysing(i) || since.elapsed() >= RELEASE_WAIT)
+            })
             .map(|(&i, _)| i)
             .collect();
         for i in ready {
@@ -749,6 +890,7 @@ impl Controller {
             v.groups = views;
             v.state = NodeState::Member;
             v.last_error = None;
+            v.mismatched_nodes = mismatched;
         });
         publish_metrics(o, nodes);
         Ok(())

@@ -142,6 +142,9 @@ pub enum Pushed {
     Skipped,
     /// The pipeline is stopping.
     Stopped,
+    /// Cluster mode: the camera's group is no longer this node's (or its lease is uncertain);
+    /// the frame is dropped until the supervisor stops the camera.
+    Fenced,
 }
 
 type SharedSink = Arc<Mutex<Box<dyn FrameSink>>>;
@@ -703,6 +706,10 @@ fn run_pipeline_once(
                         }
                         Pushed::Skipped => {
                             registry.skipped(camera);
+                            Ok(gst::FlowSuccess::Ok)
+                        }
+                        Pushed::Fenced => {
+                            registry.dropped(camera);
                             Ok(gst::FlowSuccess::Ok)
                         }
                         Pushed::Accepted => Ok(gst::FlowSuccess::Ok),
