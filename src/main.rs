@@ -593,6 +593,14 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                         );
                     }
                 }
+                if let Some(cluster) = &c.cluster {
+                    println!(
+                        "note: cluster mode: the {} camera groups are divided among the nodes through etcd at {} (lease {} s; a lost node's groups move after it); each node needs its own --node-id",
+                        c.groups.len(),
+                        cluster.etcd_endpoints.join(", "),
+                        cluster.lease_ttl_seconds
+                    );
+                }
                 println!(
                     "{}: ok ({} units, {} groups, {} cameras)",
                     c.source_name,

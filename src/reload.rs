@@ -259,4 +259,33 @@ url = "http://127.0.0.1:1/"
         let err = arrange(&current, new).unwrap_err();
         assert!(err.to_string().contains("[model]"), "{err}");
     }
+
+    #[test]
+    fn in_cluster_mode_groups_and_camera_groups_stay_put() {
+        let mut current = area(&cam("a", "test:", ""), "5");
+        let mut second = current.groups[0].clone();
+        second.id = "g2".into();
+        current.groups.push(second);
+        // Without [cluster] a camera may move to another group (it restarts).
+        let mut moved = current.clone();
+        moved.cameras[0].group = "g2".into();
+        assert!(arrange(&current, moved.clone()).is_ok());
+        current.cluster = Some(crate::config::cluster::ClusterSettings {
+            etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
+            node_id: None,
+            lease_ttl_seconds: 10,
+            fence_margin_seconds: 3.0,
+            key_prefix: "/gridwatch".into(),
+            etcd_timeout_seconds: 2.0,
+            poll_interval_ms: 500,
+            advertise_url: None,
+        });
+        moved.cluster = current.cluster.clone();
+        let err = arrange(&current, moved).unwrap_err().to_string();
+        assert!(err.contains("a camera's group"), "{err}");
+        let mut fewer_groups = current.clone();
+        fewer_groups.groups.pop();
+        let err = arrange(&current, fewer_groups).unwrap_err().to_string();
+        assert!(err.contains("groups (their ids"), "{err}");
+    }
 }
