@@ -172,6 +172,9 @@ uri = "rtsp://127.0.0.1:{rtsp_port}/{clip}"
     (text, camera_group)
 }
 
+/// What a case says about its episode: (camera, zone, scenario, first seen, confirmed).
+type Episode = (String, String, String, String, String);
+
 /// One `gridwatch run` node: its own folder (outbox, log), status port and etcd endpoint.
 struct Node {
     id: String,
@@ -287,8 +290,8 @@ advertise_url = "http://127.0.0.1:{port}"
         std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
     }
 
-    /// Every case this node committed: id → (camera, zone, scenario, first seen, confirmed).
-    fn cases(&self) -> HashMap<String, (String, String, String, String, String)> {
+    /// Every case this node committed, by id.
+    fn cases(&self) -> HashMap<String, Episode> {
         let path = self.dir.join("outbox.sqlite");
         if !path.exists() {
             return HashMap::new();
@@ -587,7 +590,7 @@ fn overlaps(
 /// group twice at a time would produce).
 fn check_cases(nodes: &[&Node], receiver: &TestReceiver) -> usize {
     let got = received(&receiver.db);
-    let mut by_episode: Vec<(String, (String, String, String, String, String))> = Vec::new();
+    let mut by_episode: Vec<(String, Episode)> = Vec::new();
     let mut all = 0;
     for n in nodes {
         for (id, key) in n.cases() {
