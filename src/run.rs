@@ -841,7 +841,17 @@ fn spawn_deliveries(
         let target = delivery.target().to_owned();
         let run = delivery.run(target_wake, phase.clone());
         tasks.push(runtime.spawn(async move {
-            let result = run.await;
+            // A panicking task would otherwise leave this target's cases unsent, unnoticed.
+            let result = match futures_util::FutureExt::catch_unwind(
+                std::panic::AssertUnwindSafe(run),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(DispatchError::Join(format!(
+                    "the delivery task of target {target} panicked"
+                ))),
+            };
             if let Err(e) = &result {
                 // The outbox cannot record deliveries (disk full, I/O error): stop taking frames.
                 tracing::error!(target = %target, error = %e, "delivery failed; stopping the pipeline");
@@ -859,6 +869,7 @@ fn spawn_deliveries(
             }
         }
     });
+    Outbox::open(outbox_path)?.adopt_legacy(config.dispatch.primary_id())?;
     // Deliveries stored for a target this configuration no longer has are kept, not sent.
     let configured: Vec<String> = config
         .dispatch

@@ -310,6 +310,50 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     tx.commit()
 }
 
+impl Outbox {
+    /// Run at start with the configured targets: cases stored without delivery rows (written by
+    /// a binary from before routing while this file was already migrated, or restored from a
+    /// backup) become deliveries to the primary target, and deliveries to `primary` (what the
+    /// migration names the old endpoint) move to the primary's configured id when that differs.
+    /// Returns how many rows changed. Without this such cases would wait forever.
+    pub fn adopt_legacy(&mut self, primary_id: &str) -> Result<usize, OutboxError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let backfilled = tx.execute(
+            "INSERT INTO deliveries (case_id, target, state, attempts, next_attempt_at_ms, last_error, delivered_at_ms)
+             SELECT o.case_id, ?1, CASE o.state WHEN 'awaiting_review' THEN 'held' ELSE o.state END,
+                    o.attempts, o.next_attempt_ms, o.last_error,
+                    CAST(ROUND((julianday(o.delivered_at) - 2440587.5) * 86400000) AS INTEGER)
+             FROM outbox o
+             WHERE o.state IN ('pending', 'awaiting_review', 'dead', 'delivered')
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.case_id = o.case_id)",
+            params![primary_id],
+        )?;
+        let renamed = if primary_id == PRIMARY_TARGET_ID {
+            0
+        } else {
+            tx.execute(
+                "UPDATE deliveries SET target = ?1
+                 WHERE target = ?2
+                   AND NOT EXISTS (SELECT 1 FROM deliveries d2
+                                   WHERE d2.case_id = deliveries.case_id AND d2.target = ?1)",
+                params![primary_id, PRIMARY_TARGET_ID],
+            )?
+        };
+        tx.commit()?;
+        if backfilled + renamed > 0 {
+            tracing::warn!(
+                backfilled,
+                renamed,
+                target = primary_id,
+                "outbox: cases without deliveries or addressed to `primary` now go to the primary target"
+            );
+        }
+        Ok(backfilled + renamed)
+    }
+}
+
 /// Moves a held case to delivery: its held deliveries become pending (due now), and the case
 /// `pending` (or `unrouted` when no target takes it). Returns 0 when the case was not
 /// `awaiting_review` (already handled). Used by the review timeout and the console's confirm,
@@ -587,7 +631,7 @@ impl Outbox {
         self.conn.execute(
             "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at_ms = ?3, last_error = ?4
              WHERE case_id = ?1 AND target = ?2",
-            params![id, target, now_ms() + delay_ms, error],
+            params![id, target, now_ms().saturating_add(delay_ms), error],
         )?;
         Ok(())
     }
@@ -882,6 +926,36 @@ mod tests {
             (1, 0, 0),
             "the failed case left no row"
         );
+        drop(outbox);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn legacy_rows_are_adopted_by_the_configured_primary_target() {
+        let path = temp_path("adopt");
+        let mut outbox = Outbox::open(&path).unwrap();
+        // A case migrated to `primary`, and one a pre-routing binary wrote after the
+        // migration (an outbox row with no delivery).
+        outbox.insert("migrated", "s", "c", "{}", b"x").unwrap();
+        outbox
+            .conn
+            .execute_batch(
+                "INSERT INTO cases VALUES ('legacy', 't', 's', 'c', '{}', x'00');
+                 INSERT INTO outbox (case_id, state, next_attempt_ms) VALUES ('legacy', 'pending', 0);",
+            )
+            .unwrap();
+        assert!(outbox.due("town", 10).unwrap().is_empty());
+        assert_eq!(outbox.adopt_legacy("town").unwrap(), 2);
+        let mut due: Vec<String> = outbox
+            .due("town", 10)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        due.sort();
+        assert_eq!(due, ["legacy", "migrated"]);
+        assert!(outbox.due(PRIMARY_TARGET_ID, 10).unwrap().is_empty());
+        assert_eq!(outbox.adopt_legacy("town").unwrap(), 0, "idempotent");
         drop(outbox);
         let _ = std::fs::remove_file(&path);
     }

@@ -1028,6 +1028,16 @@ impl Config {
         if let Err(e) = crate::dispatch::FieldMap::new(&self.dispatch.field_map) {
             err("dispatch.field_map".into(), e.to_string());
         }
+        for (field, v) in [
+            ("timeout_seconds", self.dispatch.timeout_seconds),
+            ("retry_initial_seconds", self.dispatch.retry_initial_seconds),
+            ("retry_max_seconds", self.dispatch.retry_max_seconds),
+            ("breaker_open_seconds", self.dispatch.breaker_open_seconds),
+        ] {
+            if let Some(msg) = routing::out_of_bounds_seconds(v) {
+                err(format!("dispatch.{field}"), msg);
+            }
+        }
         for (field, msg) in self.validate_routing() {
             err(field, msg);
         }

@@ -134,6 +134,16 @@ impl DispatchSettings {
     }
 }
 
+/// Delivery timings longer than a day are typos, and `inf` would overflow the clock arithmetic.
+pub const MAX_DISPATCH_SECONDS: f64 = 86_400.0;
+
+/// Why a delivery timing is unusable, if it is.
+pub fn out_of_bounds_seconds(v: f64) -> Option<String> {
+    (!(v.is_finite() && v <= MAX_DISPATCH_SECONDS)).then(|| {
+        format!("must be a finite number of seconds up to {MAX_DISPATCH_SECONDS}, got {v}")
+    })
+}
+
 impl Config {
     /// Checks of `[dispatch]` routing and `[[dispatch.targets]]`; (field path, message) pairs.
     pub(super) fn validate_routing(&self) -> Vec<(String, String)> {
@@ -141,6 +151,10 @@ impl Config {
         let mut err = |field: String, msg: String| out.push((field, msg));
         let mut ids = HashSet::new();
         ids.insert(self.dispatch.primary_id());
+        // Cases stored before routing existed are deliveries to `primary`: only the
+        // `[dispatch]` endpoint may carry that name, or they would go out with another
+        // target's token.
+        ids.insert(PRIMARY_TARGET_ID);
         if let Some(id) = &self.dispatch.id
             && id.trim().is_empty()
         {
@@ -151,6 +165,13 @@ impl Config {
             let at = format!("dispatch.targets[{i}]");
             if t.id.trim().is_empty() {
                 err(format!("{at}.id"), "id must not be empty".into());
+            } else if t.id == PRIMARY_TARGET_ID {
+                err(
+                    format!("{at}.id"),
+                    format!(
+                        "`{PRIMARY_TARGET_ID}` is reserved for the `[dispatch]` endpoint (cases stored before routing are its deliveries)"
+                    ),
+                );
             } else if !ids.insert(t.id.as_str()) {
                 err(
                     format!("{at}.id"),
@@ -166,6 +187,16 @@ impl Config {
             }
             if t.timeout_seconds.is_some_and(|s| s <= 0.0) {
                 err(format!("{at}.timeout_seconds"), "must be positive".into());
+            }
+            for (field, v) in [
+                ("timeout_seconds", t.timeout_seconds),
+                ("retry_initial_seconds", t.retry_initial_seconds),
+                ("retry_max_seconds", t.retry_max_seconds),
+                ("breaker_open_seconds", t.breaker_open_seconds),
+            ] {
+                if let Some(msg) = v.and_then(out_of_bounds_seconds) {
+                    err(format!("{at}.{field}"), msg);
+                }
             }
             let initial = t
                 .retry_initial_seconds

@@ -300,7 +300,7 @@ impl Drop for BlackHole {
     }
 }
 
-/// 徐泾's centre swallows every request for 30 s (each attempt waits for its 5 s timeout,
+/// 徐泾's centre swallows every request for 30 s (each attempt waits for its 15 s timeout,
 /// then its breaker opens). The town's platform still gets each case within a few seconds of
 /// it being stored; once 徐泾 answers again it gets every case routed to it, once.
 #[test]
@@ -311,7 +311,6 @@ fn one_target_down_for_30_s_does_not_delay_the_other() {
     let town = TestReceiver::start(&dir.path("town.sqlite"), "127.0.0.1:0");
     let xujing_port = free_port();
     let hole = BlackHole::start(xujing_port);
-    let outage_began = Instant::now();
     let xujing_url = format!("http://127.0.0.1:{xujing_port}/api/v1/cases");
     // 徐泾 takes the border zones; every target inherits [dispatch]'s fast retries.
     let config = write_config(
@@ -324,6 +323,7 @@ fn one_target_down_for_30_s_does_not_delay_the_other() {
 id = "xujing"
 url = "{xujing_url}"
 bearer_token = "{TOKEN}"
+timeout_seconds = 15.0
 [[dispatch.targets.routes]]
 zone_tags = ["border"]
 "#
@@ -331,6 +331,9 @@ zone_tags = ["border"]
     );
     let run = spawn_run(&config, &dir.0, "run", 30.0);
     wait_running(&dir.0, "run");
+    // The outage counts from the pipeline running, so that a slow start on a loaded machine
+    // does not eat it.
+    let outage_began = Instant::now();
     let outbox_path = dir.path("outbox.sqlite");
     std::thread::sleep(outage.saturating_sub(outage_began.elapsed()));
     let during = outbox(&outbox_path);
@@ -390,11 +393,11 @@ zone_tags = ["border"]
         routed_xujing > 0 && latencies.len() > routed_xujing,
         "cases for both targets were stored during the outage"
     );
-    // 徐泾's attempts each wait 5 s for a timeout: a town delivery that waited for them would
-    // be late by at least that much.
+    // 徐泾's attempts each wait 15 s for a timeout: a town delivery that waited for them would
+    // be late by at least that much; half of it leaves room for a loaded machine.
     assert!(
-        latencies.iter().all(|ms| *ms < 3_000),
-        "the town got each case within 3 s of its commit: {latencies:?}"
+        latencies.iter().all(|ms| *ms < 7_500),
+        "the town got each case well within 徐泾's 15 s timeout: {latencies:?}"
     );
     // Nothing lost, nothing twice: each target has exactly its cases.
     let want_xujing: BTreeSet<String> = stored
