@@ -713,9 +713,15 @@ async fn confirm(
         Ok(i) => i,
         Err(r) => return r,
     };
+    let config = s.config.get();
+    let reroute = |case: &crate::cases::Case, scenario: &str| {
+        let cam = config.cameras.iter().find(|cam| cam.id == case.camera.id)?;
+        let zone = cam.zones.iter().find(|z| z.id == case.zone.id)?;
+        Some(config.dispatch.route(&case.unit.id, &zone.tags, scenario))
+    };
     match s
         .store
-        .confirm(&id, &c.user, info.as_ref(), remark.as_deref())
+        .confirm(&id, &c.user, info.as_ref(), remark.as_deref(), &reroute)
     {
         Ok(d) => {
             telemetry::review_decision("confirmed");
@@ -811,7 +817,13 @@ async fn change_scenario(
         Ok(i) => i,
         Err(r) => return r,
     };
-    match s.store.change_scenario(&id, &c.user, &info) {
+    let config = s.config.get();
+    let reroute = |case: &crate::cases::Case, scenario: &str| {
+        let cam = config.cameras.iter().find(|cam| cam.id == case.camera.id)?;
+        let zone = cam.zones.iter().find(|z| z.id == case.zone.id)?;
+        Some(config.dispatch.route(&case.unit.id, &zone.tags, scenario))
+    };
+    match s.store.change_scenario(&id, &c.user, &info, &reroute) {
         Ok(()) => {
             s.hub.notify("changed");
             match s.store.item(&id) {

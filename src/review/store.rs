@@ -553,10 +553,12 @@ impl ReviewStore {
         id: &str,
         user: &User,
         info: &ScenarioInfo,
+        reroute: &Reroute<'_>,
     ) -> Result<(), ReviewError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let from = rewrite_scenario(&tx, id, info, "awaiting_review")?;
+        retarget(&tx, id, info.id, reroute)?;
         audit(
             &tx,
             &user.name,
@@ -590,9 +592,15 @@ impl ReviewStore {
         user: &User,
         scenario: Option<&ScenarioInfo>,
         remark: Option<&str>,
+        reroute: &Reroute<'_>,
     ) -> Result<Decision, ReviewError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        if let Some(info) = scenario {
+            // Routing rules may name scenarios: a corrected scenario picks its targets again
+            // (the case is still held, so its deliveries are all `held`).
+            retarget(&tx, id, info.id, reroute)?;
+        }
         // The case and its deliveries to every target it was routed to become pending.
         let n = crate::cases::outbox::release_case(&tx, id)?;
         if n == 0 {
@@ -775,6 +783,48 @@ fn audit(
 
 /// Rewrites the case JSON for another scenario; returns the previous scenario id. Only cases
 /// still awaiting review may change: a dispatched case is the receiver's now.
+/// The dispatch targets of a held case under a corrected scenario, from the current
+/// configuration; `None` keeps the targets it has (its camera or zone is gone after a reload).
+pub type Reroute<'a> = dyn Fn(&crate::cases::Case, &str) -> Option<Vec<String>> + 'a;
+
+/// Replaces a held case's deliveries by those `reroute` gives for `scenario`.
+fn retarget(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    scenario: &str,
+    reroute: &Reroute<'_>,
+) -> Result<(), ReviewError> {
+    let row: Option<(String, String)> = tx
+        .query_row(
+            "SELECT c.body, o.state FROM cases c JOIN outbox o ON o.case_id = c.id WHERE c.id = ?1",
+            params![id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((body, state)) = row else {
+        return Ok(());
+    };
+    if state != "awaiting_review" {
+        // Already handled: `release_case` reports who did.
+        return Ok(());
+    }
+    let case: crate::cases::Case = serde_json::from_str(&body)?;
+    let Some(targets) = reroute(&case, scenario) else {
+        return Ok(());
+    };
+    tx.execute(
+        "DELETE FROM deliveries WHERE case_id = ?1 AND state = 'held'",
+        params![id],
+    )?;
+    for t in &targets {
+        tx.execute(
+            "INSERT INTO deliveries (case_id, target, state, next_attempt_at_ms) VALUES (?1, ?2, 'held', 0)",
+            params![id, t],
+        )?;
+    }
+    Ok(())
+}
+
 fn rewrite_scenario(
     tx: &rusqlite::Transaction<'_>,
     id: &str,

@@ -598,3 +598,94 @@ fn plain(text: &str) -> String {
 fn line_of_in(text: &str, needle: &str) -> usize {
     text.lines().position(|l| l.trim() == needle).unwrap() + 1
 }
+
+/// A reviewer's scenario correction picks the held case's targets again (rules may name
+/// scenarios): 徐泾 takes straw burning only, so a crowd case corrected to straw burning goes
+/// to both centres, and one corrected back goes to the town only. Real SQLite, the real store.
+#[test]
+fn a_corrected_scenario_picks_its_dispatch_targets_again() {
+    use gridwatch::cases::outbox::{InitialState, NewCase, Outbox};
+    use gridwatch::review::auth::{Role, User};
+    use gridwatch::review::store::ReviewStore;
+
+    let dir = TempDir::new("routing-review");
+    let path = dir.path("outbox.sqlite");
+    let catalog = gridwatch::scenarios::catalog::Catalog::load_or_embedded(None).unwrap();
+    let burning = catalog.info("straw_burning").unwrap();
+    let crowd = catalog.info("crowd_gathering").unwrap();
+    let mut outbox = Outbox::open(&path).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let case = crate::dispatch_support::case(0, "cbd");
+        let id = case.id.to_string();
+        outbox
+            .store(&NewCase {
+                id: &id,
+                scenario: &case.scenario.id,
+                camera: &case.camera.id,
+                body: &serde_json::to_string(&case).unwrap(),
+                snapshot: b"x",
+                state: InitialState::AwaitingReview,
+                clean_frame: None,
+                targets: &["town".to_owned()],
+            })
+            .unwrap();
+        ids.push(id);
+    }
+    drop(outbox);
+    let store = ReviewStore::open(&path).unwrap();
+    let user = User {
+        id: 1,
+        name: "alice".into(),
+        role: Role::Reviewer,
+    };
+    // The rule as `[dispatch]` routing computes it: the town takes all, 徐泾 straw burning.
+    let rules = |case: &gridwatch::cases::Case, scenario: &str| {
+        assert_eq!(case.unit.id, "cbd", "the case's own unit is routed");
+        Some(if scenario == "straw_burning" {
+            vec!["town".to_owned(), "xujing".to_owned()]
+        } else {
+            vec!["town".to_owned()]
+        })
+    };
+    let deliveries = |id: &str| -> Vec<(String, String)> {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT target, state FROM deliveries WHERE case_id = ?1 ORDER BY target")
+            .unwrap();
+        stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let pair = |t: &str, s: &str| (t.to_owned(), s.to_owned());
+
+    // Corrected while still held: both centres, still held.
+    store
+        .change_scenario(&ids[0], &user, &burning, &rules)
+        .unwrap();
+    assert_eq!(
+        deliveries(&ids[0]),
+        [pair("town", "held"), pair("xujing", "held")]
+    );
+    // Confirmed with the scenario set back: the town only, now due.
+    store
+        .confirm(&ids[0], &user, Some(&crowd), None, &rules)
+        .unwrap();
+    assert_eq!(deliveries(&ids[0]), [pair("town", "pending")]);
+    // Confirmed as straw burning in one step: both centres, due.
+    store
+        .confirm(&ids[1], &user, Some(&burning), None, &rules)
+        .unwrap();
+    assert_eq!(
+        deliveries(&ids[1]),
+        [pair("town", "pending"), pair("xujing", "pending")]
+    );
+    // A dispatched case is never re-routed: a late correction is refused.
+    assert!(
+        store
+            .change_scenario(&ids[1], &user, &crowd, &rules)
+            .is_err()
+    );
+    assert_eq!(deliveries(&ids[1]).len(), 2);
+}
