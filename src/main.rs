@@ -122,6 +122,21 @@ enum OutboxAction {
         #[arg(long)]
         target: Option<String>,
     },
+    /// Hand undelivered cases to another dispatch target: those of a target removed or renamed
+    /// in the configuration (`--from`), or those no target took (`--unrouted`). A case that
+    /// already has a delivery to `--to` keeps it.
+    Retarget {
+        #[arg(
+            long,
+            required_unless_present = "unrouted",
+            conflicts_with = "unrouted"
+        )]
+        from: Option<String>,
+        #[arg(long)]
+        unrouted: bool,
+        #[arg(long)]
+        to: String,
+    },
     /// Delete dead letters for good; a case with no delivery left goes with them.
     Purge {
         ids: Vec<String>,
@@ -307,6 +322,30 @@ fn outbox_command(config: Option<&PathBuf>, action: OutboxAction) -> anyhow::Res
         OutboxAction::Retry { ids, all, target } => {
             let n = outbox.retry_dead_at(&selection(ids, all)?, target.as_deref())?;
             println!("{n} dead letter(s) queued for delivery again");
+        }
+        OutboxAction::Retarget { from, unrouted, to } => {
+            let configured: Vec<String> = config
+                .dispatch
+                .per_target()
+                .iter()
+                .map(|t| t.primary_id().to_owned())
+                .collect();
+            if !configured.contains(&to) {
+                // Handing cases to a name nothing delivers to would only move the problem.
+                eprintln!(
+                    "`{to}` is not a dispatch target of {} (configured: {})",
+                    config.source_name,
+                    configured.join(", ")
+                );
+                return Ok(ExitCode::from(2));
+            }
+            let n = match (&from, unrouted) {
+                (Some(from), _) => outbox.retarget(from, &to)?,
+                (None, _) => outbox.route_unrouted(&to)?,
+            };
+            println!(
+                "{n} case(s) now go to {to} (a running `gridwatch run` delivers them if {to} is configured)"
+            );
         }
         OutboxAction::Purge { ids, all, target } => {
             let n = outbox.purge_dead_at(&selection(ids, all)?, target.as_deref())?;

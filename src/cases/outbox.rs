@@ -795,6 +795,47 @@ impl Outbox {
         })
     }
 
+    /// Moves every undelivered delivery (pending, dead, held) of target `from` to `to`, in one
+    /// transaction; a case that already has a delivery to `to` keeps that one. Dead letters
+    /// become pending. Returns how many moved.
+    pub fn retarget(&mut self, from: &str, to: &str) -> Result<usize, OutboxError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE deliveries
+             SET target = ?2,
+                 state = CASE state WHEN 'dead' THEN 'pending' ELSE state END,
+                 attempts = CASE state WHEN 'dead' THEN 0 ELSE attempts END,
+                 next_attempt_at_ms = ?3
+             WHERE target = ?1 AND state IN ('pending', 'dead', 'held')
+               AND NOT EXISTS (SELECT 1 FROM deliveries d2
+                               WHERE d2.case_id = deliveries.case_id AND d2.target = ?2)",
+            params![from, to, now_ms()],
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Gives every `unrouted` case a delivery to `target` (due now). Returns how many.
+    pub fn route_unrouted(&mut self, target: &str) -> Result<usize, OutboxError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "INSERT INTO deliveries (case_id, target, state, next_attempt_at_ms)
+             SELECT case_id, ?1, 'pending', ?2 FROM outbox WHERE state = 'unrouted'",
+            params![target, now_ms()],
+        )?;
+        // Inserts have no roll-up trigger (a new case is stored with its state).
+        tx.execute(
+            "UPDATE outbox SET state = 'pending' WHERE state = 'unrouted'",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+
     /// Deletes dead letters; a case left with no delivery goes with them (its row and body).
     /// Returns how many deliveries were purged.
     pub fn purge_dead(&mut self, which: &Selection) -> Result<usize, OutboxError> {
@@ -926,6 +967,57 @@ mod tests {
             (1, 0, 0),
             "the failed case left no row"
         );
+        drop(outbox);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn deliveries_move_to_another_target_and_unrouted_cases_get_one() {
+        let path = temp_path("retarget");
+        let mut outbox = Outbox::open(&path).unwrap();
+        let store = |o: &mut Outbox, id: &str, targets: &[String]| {
+            o.store(&NewCase {
+                id,
+                scenario: "s",
+                camera: "c",
+                body: "{}",
+                snapshot: b"x",
+                state: InitialState::Pending,
+                clean_frame: None,
+                targets,
+            })
+            .unwrap()
+        };
+        store(&mut outbox, "a", &["old".into()]);
+        store(&mut outbox, "b", &["old".into(), "new".into()]);
+        store(&mut outbox, "u", &[]);
+        outbox.mark_dead("a", "old", "HTTP 404").unwrap();
+        assert_eq!(
+            outbox.retarget("old", "new").unwrap(),
+            1,
+            "b already has `new`"
+        );
+        let mut due: Vec<String> = outbox
+            .due("new", 10)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        due.sort();
+        assert_eq!(
+            due,
+            ["a", "b"],
+            "the dead letter is due again at its new target"
+        );
+        assert_eq!(outbox.route_unrouted("new").unwrap(), 1);
+        assert_eq!(outbox.due("new", 10).unwrap().len(), 3);
+        let state: String = outbox
+            .conn
+            .query_row("SELECT state FROM outbox WHERE case_id = 'u'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(state, "pending");
         drop(outbox);
         let _ = std::fs::remove_file(&path);
     }
