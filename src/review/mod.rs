@@ -714,11 +714,7 @@ async fn confirm(
         Err(r) => return r,
     };
     let config = s.config.get();
-    let reroute = |case: &crate::cases::Case, scenario: &str| {
-        let cam = config.cameras.iter().find(|cam| cam.id == case.camera.id)?;
-        let zone = cam.zones.iter().find(|z| z.id == case.zone.id)?;
-        Some(config.dispatch.route(&case.unit.id, &zone.tags, scenario))
-    };
+    let reroute = |case: &crate::cases::Case, scenario: &str| reroute(&config, case, scenario);
     match s
         .store
         .confirm(&id, &c.user, info.as_ref(), remark.as_deref(), &reroute)
@@ -818,11 +814,7 @@ async fn change_scenario(
         Err(r) => return r,
     };
     let config = s.config.get();
-    let reroute = |case: &crate::cases::Case, scenario: &str| {
-        let cam = config.cameras.iter().find(|cam| cam.id == case.camera.id)?;
-        let zone = cam.zones.iter().find(|z| z.id == case.zone.id)?;
-        Some(config.dispatch.route(&case.unit.id, &zone.tags, scenario))
-    };
+    let reroute = |case: &crate::cases::Case, scenario: &str| reroute(&config, case, scenario);
     match s.store.change_scenario(&id, &c.user, &info, &reroute) {
         Ok(()) => {
             s.hub.notify("changed");
@@ -870,6 +862,18 @@ async fn remark(
         }
         Err(e) => error_response(e),
     }
+}
+
+/// A held case's dispatch targets under a corrected scenario, by the current rules; `None`
+/// (keep its targets) when a reload removed its camera or zone.
+fn reroute(
+    config: &crate::config::Config,
+    case: &crate::cases::Case,
+    scenario: &str,
+) -> Option<Vec<String>> {
+    let cam = config.cameras.iter().find(|cam| cam.id == case.camera.id)?;
+    let zone = cam.zones.iter().find(|z| z.id == case.zone.id)?;
+    Some(config.dispatch.route(&case.unit.id, &zone.tags, scenario))
 }
 
 // ----- wall, history, suppressions, audit, export -----
