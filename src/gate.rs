@@ -95,7 +95,8 @@ pub struct GatedSink {
     /// Cluster mode: the ownership and the camera's group index; frames pass only while this
     /// node may analyse the group, so analysis stops at the next frame, not the next
     /// supervisor tick.
-    fence: Option<(crate::cluster::Ownership, usize)>,
+    /// `None` as the index: a group outside the ownership table, never this node's.
+    fence: Option<(crate::cluster::Ownership, Option<usize>)>,
 }
 
 impl GatedSink {
@@ -123,11 +124,8 @@ impl GatedSink {
 impl GatedSink {
     /// Frames pass only while `ownership` lets this node analyse `group`.
     pub fn fenced(mut self, ownership: crate::cluster::Ownership, group: &str) -> Self {
-        self.fence = ownership.group_index(group).map(|i| (ownership, i));
-        if self.fence.is_none() {
-            // A group outside the ownership table is never this node's.
-            self.fence = Some((crate::cluster::Ownership::new(String::new(), Vec::new()), 0));
-        }
+        let group = ownership.group_index(group);
+        self.fence = Some((ownership, group));
         self
     }
 }
@@ -135,7 +133,7 @@ impl GatedSink {
 impl FrameSink for GatedSink {
     fn push(&mut self, frame: Frame) -> Pushed {
         if let Some((ownership, group)) = &self.fence
-            && !ownership.may_analyse_index(*group)
+            && !group.is_some_and(|g| ownership.may_analyse_index(g))
         {
             telemetry::frame_dropped(&self.camera_id, telemetry::DropReason::Fenced);
             return Pushed::Fenced;

@@ -240,13 +240,15 @@ impl CameraThreads {
                 }
             }
         }
+        let running: std::collections::HashSet<&str> = config
+            .cameras
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| self.started(i))
+            .map(|(_, c)| c.group.as_str())
+            .collect();
         for g in &config.groups {
-            let running = config
-                .cameras
-                .iter()
-                .enumerate()
-                .any(|(i, c)| c.group == g.id && self.started(i));
-            ownership.set_analysing(&g.id, running);
+            ownership.set_analysing(&g.id, running.contains(g.id.as_str()));
         }
         Ok(())
     }
