@@ -301,6 +301,35 @@ struct Caller {
     session: Option<String>,
 }
 
+/// Handlers take the caller as an extractor: a request that fails `authenticate` never
+/// reaches them.
+impl axum::extract::FromRequestParts<ReviewState> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &ReviewState,
+    ) -> Result<Self, Response> {
+        authenticate(state, &parts.method, &parts.headers)
+    }
+}
+
+/// A caller with the admin role (403 otherwise).
+struct Admin(Caller);
+
+impl axum::extract::FromRequestParts<ReviewState> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &ReviewState,
+    ) -> Result<Self, Response> {
+        let c = Caller::from_request_parts(parts, state).await?;
+        admin_only(&c)?;
+        Ok(Admin(c))
+    }
+}
+
 /// Bearer token (API use, no CSRF) or session cookie (CSRF header required on anything that
 /// changes state).
 fn authenticate(s: &ReviewState, method: &Method, headers: &HeaderMap) -> Result<Caller, Response> {
@@ -486,11 +515,7 @@ async fn login(State(s): State<ReviewState>, headers: HeaderMap, body: Bytes) ->
         .into_response()
 }
 
-async fn logout(State(s): State<ReviewState>, method: Method, headers: HeaderMap) -> Response {
-    let c = match authenticate(&s, &method, &headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn logout(State(s): State<ReviewState>, c: Caller) -> Response {
     if let Some(token) = &c.session
         && let Err(e) = s.store.end_session(token)
     {
@@ -504,19 +529,11 @@ async fn logout(State(s): State<ReviewState>, method: Method, headers: HeaderMap
         .into_response()
 }
 
-async fn me(State(s): State<ReviewState>, method: Method, headers: HeaderMap) -> Response {
-    match authenticate(&s, &method, &headers) {
-        Ok(c) => axum::Json(json!({ "name": c.user.name, "role": c.user.role, "csrf": c.csrf }))
-            .into_response(),
-        Err(r) => r,
-    }
+async fn me(c: Caller) -> Response {
+    axum::Json(json!({ "name": c.user.name, "role": c.user.role, "csrf": c.csrf })).into_response()
 }
 
-async fn new_token(State(s): State<ReviewState>, method: Method, headers: HeaderMap) -> Response {
-    let c = match authenticate(&s, &method, &headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn new_token(State(s): State<ReviewState>, c: Caller) -> Response {
     match s.store.new_api_token(&c.user) {
         Ok(token) => {
             let _ = s.store.audit(&c.user.name, "api_token", None, None);
@@ -533,16 +550,7 @@ struct UserRequest {
     password: String,
 }
 
-async fn set_user(
-    State(s): State<ReviewState>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let c = match authenticate(&s, &method, &headers).and_then(|c| admin_only(&c).map(|_| c)) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn set_user(State(s): State<ReviewState>, Admin(c): Admin, body: Bytes) -> Response {
     let req: UserRequest = match json_body(&body) {
         Ok(r) => r,
         Err(r) => return r,
@@ -570,10 +578,7 @@ async fn set_user(
 
 // ----- queue -----
 
-async fn meta(State(s): State<ReviewState>, method: Method, headers: HeaderMap) -> Response {
-    if let Err(r) = authenticate(&s, &method, &headers) {
-        return r;
-    }
+async fn meta(State(s): State<ReviewState>, _caller: Caller) -> Response {
     let c = s.config.get();
     let scenarios: Vec<_> = c
         .catalog
@@ -593,23 +598,16 @@ async fn meta(State(s): State<ReviewState>, method: Method, headers: HeaderMap) 
 
 async fn queue(
     State(s): State<ReviewState>,
-    method: Method,
-    headers: HeaderMap,
+    _caller: Caller,
     Query(filter): Query<QueueFilter>,
 ) -> Response {
-    if let Err(r) = authenticate(&s, &method, &headers) {
-        return r;
-    }
     match s.store.queue(&filter) {
         Ok(items) => axum::Json(items).into_response(),
         Err(e) => error_response(e),
     }
 }
 
-async fn events(State(s): State<ReviewState>, method: Method, headers: HeaderMap) -> Response {
-    if let Err(r) = authenticate(&s, &method, &headers) {
-        return r;
-    }
+async fn events(State(s): State<ReviewState>, _caller: Caller) -> Response {
     let rx = s.hub.tx.subscribe();
     let closing = s.hub.closing.subscribe();
     let first = futures_util::stream::once(async {
@@ -637,13 +635,9 @@ async fn events(State(s): State<ReviewState>, method: Method, headers: HeaderMap
 
 async fn get_item(
     State(s): State<ReviewState>,
-    method: Method,
-    headers: HeaderMap,
+    _caller: Caller,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
-    if let Err(r) = authenticate(&s, &method, &headers) {
-        return r;
-    }
     let id = match case_id(&id) {
         Ok(id) => id,
         Err(r) => return r,
@@ -657,13 +651,9 @@ async fn get_item(
 
 async fn snapshot(
     State(s): State<ReviewState>,
-    method: Method,
-    headers: HeaderMap,
+    _caller: Caller,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
-    if let Err(r) = authenticate(&s, &method, &headers) {
-        return r;
-    }
     let id = match case_id(&id) {
         Ok(id) => id,
         Err(r) => return r,
@@ -686,15 +676,10 @@ struct ConfirmRequest {
 
 async fn confirm(
     State(s): State<ReviewState>,
-    method: Method,
-    headers: HeaderMap,
+    c: Caller,
     UrlPath(id): UrlPath<String>,
     body: Bytes,
 ) -> Response {
-    let c = match authenticate(&s, &method, &headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let (id, req) = match case_id(&id).and_then(|id| Ok((id, json_body::<ConfirmRequest>(&body)?)))
     {
         Ok(v) => v,
@@ -743,15 +728,10 @@ struct RejectRequest {
 
 async fn reject(
     State(s): State<ReviewState>,
-    method: Method,
-    headers: HeaderMap,
+    c: Caller,
     UrlPath(id): UrlPath<String>,
     body: Bytes,
 ) -> Response {
-    let c = match authenticate(&s, &method, &headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let (id, req) = match case_id(&id).and_then(|id| Ok((id, json_body::<RejectRequest>(&body)?))) {
         Ok(v) => v,
         Err(r) => return r,
@@ -795,15 +775,10 @@ struct ScenarioRequest {
 
 async fn change_scenario(
     State(s): State<ReviewState>,
-    method: Method,
-    headers: HeaderMap,
+    c: Caller,
     UrlPath(id): UrlPath<String>,
     body: Bytes,
 ) -> Response {
-    let c = match authenticate(&s, &method, &headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let (id, req) = match case_id(&id).and_then(|id| Ok((id, json_body::<ScenarioRequest>(&body)?)))
     {
         Ok(v) => v,
@@ -837,15 +812,10 @@ struct RemarkRequest {
 
 async fn remark(
     State(s): State<ReviewState>,
-    method: Method,
-    headers: HeaderMap,
+    c: Caller,
     UrlPath(id): UrlPath<String>,
     body: Bytes,
 ) -> Response {
-    let c = match authenticate(&s, &method, &headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let (id, req) = match case_id(&id).and_then(|id| Ok((id, json_body::<RemarkRequest>(&body)?))) {
         Ok(v) => v,
         Err(r) => return r,
@@ -878,10 +848,7 @@ fn reroute(
 
 // ----- wall, history, suppressions, audit, export -----
 
-async fn wall_groups(State(s): State<ReviewState>, method: Method, headers: HeaderMap) -> Response {
-    if let Err(r) = authenticate(&s, &method, &headers) {
-        return r;
-    }
+async fn wall_groups(State(s): State<ReviewState>, _caller: Caller) -> Response {
     let statuses = s.cameras.snapshot();
     let config = s.config.get();
     let cluster = s.cluster.as_ref().map(|o| o.view());
@@ -933,13 +900,9 @@ async fn wall_groups(State(s): State<ReviewState>, method: Method, headers: Head
 
 async fn wall_frame(
     State(s): State<ReviewState>,
-    method: Method,
-    headers: HeaderMap,
+    _caller: Caller,
     UrlPath(camera): UrlPath<String>,
 ) -> Response {
-    if let Err(r) = authenticate(&s, &method, &headers) {
-        return r;
-    }
     // The camera is looked up among the configured ones: the name never reaches a path.
     let config = s.config.get();
     let Some(index) = config.cameras.iter().position(|c| c.id == camera) else {
@@ -967,13 +930,9 @@ struct Limit {
 
 async fn history(
     State(s): State<ReviewState>,
-    method: Method,
-    headers: HeaderMap,
+    _caller: Caller,
     Query(limit): Query<Limit>,
 ) -> Response {
-    if let Err(r) = authenticate(&s, &method, &headers) {
-        return r;
-    }
     let limit = limit.limit.unwrap_or(DEFAULT_HISTORY).clamp(1, MAX_HISTORY);
     match s.store.history(limit) {
         Ok(items) => axum::Json(items).into_response(),
@@ -981,14 +940,7 @@ async fn history(
     }
 }
 
-async fn suppressions(
-    State(s): State<ReviewState>,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authenticate(&s, &method, &headers) {
-        return r;
-    }
+async fn suppressions(State(s): State<ReviewState>, _caller: Caller) -> Response {
     let list: Vec<_> = s
         .suppressions
         .list()
@@ -1007,13 +959,9 @@ async fn suppressions(
 
 async fn audit_log(
     State(s): State<ReviewState>,
-    method: Method,
-    headers: HeaderMap,
+    _admin: Admin,
     Query(limit): Query<Limit>,
 ) -> Response {
-    if let Err(r) = authenticate(&s, &method, &headers).and_then(|c| admin_only(&c)) {
-        return r;
-    }
     let limit = limit.limit.unwrap_or(DEFAULT_HISTORY).clamp(1, MAX_HISTORY);
     match s.store.audit_log(limit) {
         Ok(items) => axum::Json(items).into_response(),
@@ -1021,15 +969,7 @@ async fn audit_log(
     }
 }
 
-async fn export_dataset(
-    State(s): State<ReviewState>,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    let c = match authenticate(&s, &method, &headers).and_then(|c| admin_only(&c).map(|_| c)) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn export_dataset(State(s): State<ReviewState>, Admin(c): Admin) -> Response {
     let store = s.store.clone();
     let config = s.config.get();
     let result = tokio::task::spawn_blocking(move || {
