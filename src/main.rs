@@ -323,7 +323,7 @@ fn outbox_command(config: Option<&PathBuf>, action: OutboxAction) -> anyhow::Res
             let n = outbox.retry_dead_at(&selection(ids, all)?, target.as_deref())?;
             println!("{n} dead letter(s) queued for delivery again");
         }
-        OutboxAction::Retarget { from, unrouted, to } => {
+        OutboxAction::Retarget { from, to, .. } => {
             let configured: Vec<String> = config
                 .dispatch
                 .per_target()
@@ -339,13 +339,12 @@ fn outbox_command(config: Option<&PathBuf>, action: OutboxAction) -> anyhow::Res
                 );
                 return Ok(ExitCode::from(2));
             }
-            let n = match (&from, unrouted) {
-                (Some(from), _) => outbox.retarget(from, &to)?,
-                (None, _) => outbox.route_unrouted(&to)?,
+            let n = match &from {
+                Some(from) => outbox.retarget(from, &to)?,
+                // clap requires `--from` unless `--unrouted`.
+                None => outbox.route_unrouted(&to)?,
             };
-            println!(
-                "{n} case(s) now go to {to} (a running `gridwatch run` delivers them if {to} is configured)"
-            );
+            println!("{n} case(s) now go to {to} (a running `gridwatch run` delivers them)");
         }
         OutboxAction::Purge { ids, all, target } => {
             let n = outbox.purge_dead_at(&selection(ids, all)?, target.as_deref())?;
@@ -365,49 +364,7 @@ enum BenchPace {
 enum BenchCommand {
     /// The real pipeline on recorded streams as N cameras, side by side with its limits, the
     /// Python peer and a scaling sweep; writes report.json and report.html.
-    Run {
-        /// Cameras (camera i replays stream i modulo the number of streams); default: one per stream.
-        #[arg(long)]
-        cameras: Option<usize>,
-        #[arg(long, value_enum, default_value_t = BenchPace::Fast)]
-        pace: BenchPace,
-        /// A folder (its .mp4 files) or files; default: sample-streams/.
-        #[arg(long, num_args = 1..)]
-        streams: Vec<PathBuf>,
-        /// Analysed frames per second and camera (default: the ground truth's, else 2).
-        #[arg(long)]
-        analysis_fps: Option<f64>,
-        /// Stop after this many seconds, looping the files (default: play each file once).
-        #[arg(long)]
-        duration_seconds: Option<f64>,
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
-        #[arg(long, default_value_t = 1)]
-        intra_op_threads: usize,
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/models/nanodet-g-416-coco.toml"))]
-        card: PathBuf,
-        /// By-eye ground truth; `none` to skip the accuracy section.
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-streams/ground-truth.toml"))]
-        ground_truth: PathBuf,
-        /// Also run the Python peer (benches/baseline/peer.py) on the same streams.
-        #[arg(long)]
-        baseline: bool,
-        /// Skip the decode-only and bare-model limits.
-        #[arg(long)]
-        no_limits: bool,
-        /// Scaling sweep: camera counts, e.g. 1,2,4,8,16,32 (1 analysed frame/s each, real time).
-        #[arg(long, value_delimiter = ',')]
-        scaling: Vec<usize>,
-        /// Seconds per scaling step.
-        #[arg(long, default_value_t = gridwatch::bench::suite::DEFAULT_SCALING_STEP_SECONDS)]
-        scaling_step_seconds: f64,
-        /// Python with opencv-python-headless and onnxruntime (scripts/setup makes .venv).
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"))]
-        python: PathBuf,
-        /// Output folder, e.g. benches/runs/2026-11-28-tag/.
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Run(BenchRunArgs),
     /// The inference pool against the bare model, and its latency at 50 % and 200 % load.
     Model {
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/models/nanodet-g-416-coco.toml"))]
@@ -455,21 +412,48 @@ fn default_sample_streams() -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+#[derive(clap::Args)]
 struct BenchRunArgs {
+    /// Cameras (camera i replays stream i modulo the number of streams); default: one per stream.
+    #[arg(long)]
     cameras: Option<usize>,
+    #[arg(long, value_enum, default_value_t = BenchPace::Fast)]
     pace: BenchPace,
+    /// A folder (its .mp4 files) or files; default: sample-streams/.
+    #[arg(long, num_args = 1..)]
     streams: Vec<PathBuf>,
+    /// Analysed frames per second and camera (default: the ground truth's, else 2).
+    #[arg(long)]
     analysis_fps: Option<f64>,
+    /// Stop after this many seconds, looping the files (default: play each file once).
+    #[arg(long)]
     duration_seconds: Option<f64>,
+    #[arg(long, default_value_t = 2)]
     workers: usize,
+    #[arg(long, default_value_t = 1)]
     intra_op_threads: usize,
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/models/nanodet-g-416-coco.toml"))]
     card: PathBuf,
+    /// By-eye ground truth; `none` to skip the accuracy section.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-streams/ground-truth.toml"))]
     ground_truth: PathBuf,
+    /// Also run the Python peer (benches/baseline/peer.py) on the same streams.
+    #[arg(long)]
     baseline: bool,
+    /// Skip the decode-only and bare-model limits.
+    #[arg(long)]
     no_limits: bool,
+    /// Scaling sweep: camera counts, e.g. 1,2,4,8,16,32 (1 analysed frame/s each, real time).
+    #[arg(long, value_delimiter = ',')]
     scaling: Vec<usize>,
+    /// Seconds per scaling step.
+    #[arg(long, default_value_t = gridwatch::bench::suite::DEFAULT_SCALING_STEP_SECONDS)]
     scaling_step_seconds: f64,
+    /// Python with opencv-python-headless and onnxruntime (scripts/setup makes .venv).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"))]
     python: PathBuf,
+    /// Output folder, e.g. benches/runs/2026-11-28-tag/.
+    #[arg(long)]
     out: PathBuf,
 }
 
@@ -744,41 +728,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
-            what:
-                BenchCommand::Run {
-                    cameras,
-                    pace,
-                    streams,
-                    analysis_fps,
-                    duration_seconds,
-                    workers,
-                    intra_op_threads,
-                    card,
-                    ground_truth,
-                    baseline,
-                    no_limits,
-                    scaling,
-                    scaling_step_seconds,
-                    python,
-                    out,
-                },
-        } => bench_run(BenchRunArgs {
-            cameras,
-            pace,
-            streams,
-            analysis_fps,
-            duration_seconds,
-            workers,
-            intra_op_threads,
-            card,
-            ground_truth,
-            baseline,
-            no_limits,
-            scaling,
-            scaling_step_seconds,
-            python,
-            out,
-        }),
+            what: BenchCommand::Run(args),
+        } => bench_run(args),
         Command::Bench {
             what:
                 BenchCommand::Decode {
