@@ -134,6 +134,19 @@ impl CutProxy {
     }
 }
 
+/// The two sample clips served live by `gridwatch serve-rtsp`: (port, server process).
+fn serve_sample_streams() -> (u16, Child) {
+    let port = free_port();
+    let server = crate::ingest::serve_rtsp_process(
+        port,
+        &[
+            &repo("sample-streams/vtest.mp4"),
+            &repo("sample-streams/bikes.mp4"),
+        ],
+    );
+    (port, server)
+}
+
 /// `n` groups of one live camera each, alternating between the two served clips.
 fn groups_and_cameras(n: usize, rtsp_port: u16) -> (String, BTreeMap<String, String>) {
     let mut text = String::new();
@@ -657,14 +670,7 @@ fn three_nodes_share_twelve_groups_and_take_over_a_killed_one() {
     let _exclusive = crate::support::exclusive();
     let dir = TempDir::new("cluster3");
     let etcd = Etcd::start(&dir.0);
-    let rtsp_port = free_port();
-    let mut rtsp = crate::ingest::serve_rtsp_process(
-        rtsp_port,
-        &[
-            &repo("sample-streams/vtest.mp4"),
-            &repo("sample-streams/bikes.mp4"),
-        ],
-    );
+    let (rtsp_port, mut rtsp) = serve_sample_streams();
     let receiver = TestReceiver::start(&dir.path("receiver.sqlite"), "127.0.0.1:0");
     let (layout, camera_group) = groups_and_cameras(12, rtsp_port);
     let mut nodes: Vec<Node> = ["a", "b", "c"]
@@ -795,14 +801,7 @@ fn a_node_cut_off_from_etcd_stops_before_its_groups_move() {
     let etcd = Etcd::start(&dir.0);
     let etcd_addr: SocketAddr = etcd.endpoint.trim_start_matches("http://").parse().unwrap();
     let proxy = CutProxy::start(etcd_addr);
-    let rtsp_port = free_port();
-    let mut rtsp = crate::ingest::serve_rtsp_process(
-        rtsp_port,
-        &[
-            &repo("sample-streams/vtest.mp4"),
-            &repo("sample-streams/bikes.mp4"),
-        ],
-    );
+    let (rtsp_port, mut rtsp) = serve_sample_streams();
     let receiver = TestReceiver::start(&dir.path("receiver.sqlite"), "127.0.0.1:0");
     let (layout, camera_group) = groups_and_cameras(4, rtsp_port);
     let mut a = Node::new(&dir.0, "a", &etcd.endpoint, &layout, &receiver);
