@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gridwatch::config::Pace;
 use gridwatch::infer::card::{DecoderSpec, ModelCard};
 use gridwatch::infer::nanodet::{DecodeParams, Level, NanodetDecoder};
 use gridwatch::infer::pool::{self, Mailboxes};
 use gridwatch::infer::{self, Thresholds, preprocess};
 use gridwatch::ingest::Frame;
+use gridwatch::ingest::settings::Pace;
 
 fn repo(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)

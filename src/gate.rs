@@ -10,7 +10,6 @@ use opencv::imgproc;
 use opencv::prelude::*;
 use opencv::video::{BackgroundSubtractorMOG2, create_background_subtractor_mog2};
 
-use crate::config::GateSettings;
 use crate::infer::pool::{Mailboxes, PutOutcome};
 use crate::ingest::{Frame, FrameSink, Pushed};
 use crate::telemetry;
@@ -23,6 +22,58 @@ pub enum Decision {
     /// Nothing moved, but the periodic inference is due.
     Periodic(f64),
     Skip(f64),
+}
+
+pub const DEFAULT_MIN_FOREGROUND_RATIO: f64 = 0.002;
+pub const DEFAULT_PERIODIC_INFERENCE_SECONDS: f64 = 10.0;
+pub const DEFAULT_GATE_WIDTH_PIXELS: u32 = 104;
+/// A periodic pass less often than daily is a typo (and `inf` would panic in `Duration`).
+pub const MAX_PERIODIC_INFERENCE_SECONDS: f64 = 86_400.0;
+
+/// The `[gate]` section.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GateSettings {
+    /// Skip inference on frames where nothing moves.
+    pub enabled: bool,
+    /// Share of the (small, grey) frame that must change to count as motion.
+    pub min_foreground_ratio: f64,
+    /// Analyse a frame at least this often even without motion (stationary scenarios).
+    pub periodic_inference_seconds: f64,
+    /// Width of the grey frame the background model sees.
+    pub analysis_width_pixels: u32,
+}
+
+impl Default for GateSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_foreground_ratio: DEFAULT_MIN_FOREGROUND_RATIO,
+            periodic_inference_seconds: DEFAULT_PERIODIC_INFERENCE_SECONDS,
+            analysis_width_pixels: DEFAULT_GATE_WIDTH_PIXELS,
+        }
+    }
+}
+
+impl GateSettings {
+    /// Range checks: (field below `gate`, message) pairs.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if !(0.0..=1.0).contains(&self.min_foreground_ratio) {
+            out.push(("min_foreground_ratio".into(), "must be within 0..1".into()));
+        }
+        let p = self.periodic_inference_seconds;
+        if !(p > 0.0 && p <= MAX_PERIODIC_INFERENCE_SECONDS) {
+            out.push((
+                "periodic_inference_seconds".into(),
+                format!("must be in (0, {MAX_PERIODIC_INFERENCE_SECONDS}], got {p}"),
+            ));
+        }
+        if !(8..=4096).contains(&self.analysis_width_pixels) {
+            out.push(("analysis_width_pixels".into(), "must be in 8..=4096".into()));
+        }
+        out
+    }
 }
 
 /// One camera's background model and reused buffers: no allocation per frame.

@@ -7,6 +7,7 @@
 //! [`cluster`] divides camera groups among several nodes (etcd leases) and fences each one.
 //! [`run`] wires them together; [`config`] describes the key area; [`telemetry`] names every metric.
 
+pub mod area;
 pub mod bench;
 pub mod cases;
 pub mod cluster;

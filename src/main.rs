@@ -488,8 +488,8 @@ fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
             cameras: a.cameras.unwrap_or(streams.len()),
             streams,
             pace: match a.pace {
-                BenchPace::Fast => gridwatch::config::Pace::Fast,
-                BenchPace::Realtime => gridwatch::config::Pace::Realtime,
+                BenchPace::Fast => gridwatch::ingest::settings::Pace::Fast,
+                BenchPace::Realtime => gridwatch::ingest::settings::Pace::Realtime,
             },
             analysis_fps: a.analysis_fps,
             workers: a.workers.max(1),
@@ -581,9 +581,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(c) => {
                 gridwatch::run::check_runtime(&c).context("model check")?;
                 // Scenarios the model cannot serve: warnings, not errors.
-                if let Ok(kinds) = gridwatch::scenarios::provided_kinds(&c) {
+                if let Ok(kinds) = c.provided_kinds() {
                     let enabled = |id: &str| {
-                        c.cameras
+                        c.area
+                            .cameras
                             .iter()
                             .flat_map(|cam| &cam.zones)
                             .any(|z| z.scenarios.iter().any(|s| s == id))
@@ -601,8 +602,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 for gap in c.unrouted() {
                     println!("warning: {gap}");
                 }
-                if let Ok(model) = gridwatch::scenarios::model_kinds(&c)
-                    && gridwatch::scenarios::fire_baseline_in_use(&c, &model)
+                if let Ok(model) = c.model_kinds()
+                    && gridwatch::scenarios::fire_baseline_in_use(
+                        &c.scenarios.fire_baseline,
+                        &model,
+                    )
                 {
                     use gridwatch::infer::kinds::ObjectKind;
                     for s in c.catalog.scenarios.iter().filter(|s| {
@@ -619,7 +623,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 if let Some(cluster) = &c.cluster {
                     println!(
                         "note: cluster mode: the {} camera groups are divided among the nodes through etcd at {} (lease {} s; a lost node's groups move after it); each node needs its own --node-id",
-                        c.groups.len(),
+                        c.area.groups.len(),
                         cluster.etcd_endpoints.join(", "),
                         cluster.lease_ttl_seconds
                     );
@@ -627,9 +631,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 println!(
                     "{}: ok ({} units, {} groups, {} cameras)",
                     c.source_name,
-                    c.units.len(),
-                    c.groups.len(),
-                    c.cameras.len()
+                    c.area.units.len(),
+                    c.area.groups.len(),
+                    c.area.cameras.len()
                 );
                 Ok(ExitCode::SUCCESS)
             }

@@ -57,11 +57,12 @@ fn same<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
 /// Orders `new`'s cameras so that every running camera keeps its index (new ones are appended,
 /// removed ones stay as retired slots without zones) and lists what changed.
 pub fn arrange(current: &Config, mut new: Config) -> Result<(Config, ReloadPlan), ReloadError> {
-    let group_ids = |c: &Config| c.groups.iter().map(|g| g.id.clone()).collect::<Vec<_>>();
+    let group_ids = |c: &Config| c.area.group_ids();
     // Nodes reloaded one after another would disagree on which group a camera is in, and two
     // of them could analyse it at once.
-    let same_camera_groups = current.cameras.iter().all(|c| {
-        new.cameras
+    let same_camera_groups = current.area.cameras.iter().all(|c| {
+        new.area
+            .cameras
             .iter()
             .find(|n| n.id == c.id)
             .is_none_or(|n| n.group == c.group)
@@ -77,7 +78,7 @@ pub fn arrange(current: &Config, mut new: Config) -> Result<(Config, ReloadPlan)
             "groups (their ids, in cluster mode)",
             current.cluster.is_none() || group_ids(current) == group_ids(&new),
         ),
-        ("centre", same(&current.centre, &new.centre)),
+        ("centre", same(&current.area.centre, &new.area.centre)),
         ("model", same(&current.model, &new.model)),
         ("inference", same(&current.inference, &new.inference)),
         ("ingest", same(&current.ingest, &new.ingest)),
@@ -110,21 +111,22 @@ pub fn arrange(current: &Config, mut new: Config) -> Result<(Config, ReloadPlan)
     );
 
     let mut plan = ReloadPlan::default();
-    let mut incoming = std::mem::take(&mut new.cameras);
-    let mut arranged = Vec::with_capacity(current.cameras.len() + incoming.len());
-    for (i, old) in current.cameras.iter().enumerate() {
+    let mut new_area = (*new.area).clone();
+    let mut incoming = std::mem::take(&mut new_area.cameras);
+    let mut arranged = Vec::with_capacity(current.area.cameras.len() + incoming.len());
+    for (i, old) in current.area.cameras.iter().enumerate() {
         match incoming.iter().position(|c| c.id == old.id) {
             Some(k) => {
                 let cam = incoming.remove(k);
-                let source = |c: &crate::config::Camera| {
+                let source = |c: &crate::area::Camera| {
                     let mut c = c.clone();
                     c.zones.clear();
                     c.scenario_overrides.clear();
                     format!("{c:?}")
                 };
                 let group_changed = !same(
-                    &current.camera_group(old),
-                    &new.groups.iter().find(|g| g.id == cam.group),
+                    &current.area.camera_group(old),
+                    &new_area.groups.iter().find(|g| g.id == cam.group),
                 );
                 if source(old) != source(&cam) || group_changed {
                     plan.restart.push(i);
@@ -157,7 +159,8 @@ pub fn arrange(current: &Config, mut new: Config) -> Result<(Config, ReloadPlan)
         plan.rules_changed.push(i);
         arranged.push(cam);
     }
-    new.cameras = arranged;
+    new_area.cameras = arranged;
+    new.area = std::sync::Arc::new(new_area);
     Ok((new, plan))
 }
 
@@ -165,6 +168,7 @@ pub fn arrange(current: &Config, mut new: Config) -> Result<(Config, ReloadPlan)
 mod tests {
     use super::*;
     use std::path::Path;
+    use std::sync::Arc;
 
     fn area(cameras: &str, crowd: &str) -> Config {
         let text = format!(
@@ -222,13 +226,18 @@ url = "http://127.0.0.1:1/"
             "5",
         );
         let (arranged, plan) = arrange(&current, new).unwrap();
-        let ids: Vec<&str> = arranged.cameras.iter().map(|c| c.id.as_str()).collect();
+        let ids: Vec<&str> = arranged
+            .area
+            .cameras
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
         assert_eq!(ids, ["a", "b", "c", "d"]);
         assert_eq!(plan.restart, [2]);
         assert_eq!(plan.retired, [1]);
         assert_eq!(plan.added, [3]);
         assert_eq!(plan.rules_changed, [0, 1, 2, 3]);
-        assert!(arranged.cameras[1].zones.is_empty());
+        assert!(arranged.area.cameras[1].zones.is_empty());
         // The same file again changes nothing.
         let (_, plan) = arrange(&arranged, arranged.clone()).unwrap();
         assert!(plan.is_empty(), "{plan:?}");
@@ -254,8 +263,9 @@ url = "http://127.0.0.1:1/"
         let current = area(&cam("a", "test:", ""), "5");
         let mut new = current.clone();
         new.model.score_threshold = 0.5;
-        new.cameras.push(current.cameras[0].clone());
-        new.cameras[1].id = "b".into();
+        let cameras = &mut Arc::make_mut(&mut new.area).cameras;
+        cameras.push(current.area.cameras[0].clone());
+        cameras[1].id = "b".into();
         let err = arrange(&current, new).unwrap_err();
         assert!(err.to_string().contains("[model]"), "{err}");
     }
@@ -263,14 +273,14 @@ url = "http://127.0.0.1:1/"
     #[test]
     fn in_cluster_mode_groups_and_camera_groups_stay_put() {
         let mut current = area(&cam("a", "test:", ""), "5");
-        let mut second = current.groups[0].clone();
+        let mut second = current.area.groups[0].clone();
         second.id = "g2".into();
-        current.groups.push(second);
+        Arc::make_mut(&mut current.area).groups.push(second);
         // Without [cluster] a camera may move to another group (it restarts).
         let mut moved = current.clone();
-        moved.cameras[0].group = "g2".into();
+        Arc::make_mut(&mut moved.area).cameras[0].group = "g2".into();
         assert!(arrange(&current, moved.clone()).is_ok());
-        current.cluster = Some(crate::config::cluster::ClusterSettings {
+        current.cluster = Some(crate::cluster::settings::ClusterSettings {
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             node_id: None,
             lease_ttl_seconds: 10,
@@ -284,7 +294,7 @@ url = "http://127.0.0.1:1/"
         let err = arrange(&current, moved).unwrap_err().to_string();
         assert!(err.contains("a camera's group"), "{err}");
         let mut fewer_groups = current.clone();
-        fewer_groups.groups.pop();
+        Arc::make_mut(&mut fewer_groups.area).groups.pop();
         let err = arrange(&current, fewer_groups).unwrap_err().to_string();
         assert!(err.contains("groups (their ids"), "{err}");
     }

@@ -168,11 +168,11 @@ impl CameraThreads {
     /// A fresh plan, gate and mailbox slot for camera `i`, then its thread.
     fn launch(&mut self, config: &Arc<Config>, i: usize) -> Result<(), RunError> {
         let (w, h) = self.model_size;
-        let plan = CameraPlan::new(config, i, w, h)?;
+        let plan = CameraPlan::new(&config.area, &config.ingest, i, w, h)?;
         let mut sink =
             crate::gate::GatedSink::new(i, plan.id.clone(), &config.gate, self.mailboxes.clone())?;
         if let Some(o) = &self.cluster {
-            sink = sink.fenced(o.clone(), &config.cameras[i].group);
+            sink = sink.fenced(o.clone(), &config.area.cameras[i].group);
         }
         self.mailboxes.reopen(i);
         self.start(plan, sink);
@@ -193,7 +193,7 @@ impl CameraThreads {
         };
         let mut to_stop = Vec::new();
         let mut to_start = Vec::new();
-        for (i, cam) in config.cameras.iter().enumerate() {
+        for (i, cam) in config.area.cameras.iter().enumerate() {
             let want = !self.retired.contains(&i) && ownership.may_analyse(&cam.group);
             match (want, self.started(i)) {
                 (true, false) => to_start.push(i),
@@ -209,19 +209,19 @@ impl CameraThreads {
             self.stop_one(i)?;
             self.registry
                 .set_state(i, ingest::status::CameraState::Standby, None);
-            tracing::info!(camera = %config.cameras[i].id, group = %config.cameras[i].group, "cluster: camera stopped");
+            tracing::info!(camera = %config.area.cameras[i].id, group = %config.area.cameras[i].group, "cluster: camera stopped");
         }
         // Marked analysed before ownership is checked again: with the controller's
         // "fence, then look at this mark on a later pass", one of the two always sees the
         // other, so a group is never handed over while its cameras are starting.
         for &i in &to_start {
-            ownership.set_analysing(&config.cameras[i].group, true);
+            ownership.set_analysing(&config.area.cameras[i].group, true);
         }
-        to_start.retain(|&i| ownership.may_analyse(&config.cameras[i].group));
+        to_start.retain(|&i| ownership.may_analyse(&config.area.cameras[i].group));
         if !to_start.is_empty() {
             let (applied_tx, applied_rx) = crossbeam_channel::bounded(1);
             let sent = scenarios.send(scenarios::Reload {
-                config: config.clone(),
+                setup: config.scenario_setup(),
                 cameras: to_start.clone(),
                 applied: applied_tx,
             });
@@ -232,22 +232,23 @@ impl CameraThreads {
         for &i in &to_start {
             match self.launch(config, i) {
                 Ok(()) => {
-                    tracing::info!(camera = %config.cameras[i].id, group = %config.cameras[i].group, "cluster: camera started")
+                    tracing::info!(camera = %config.area.cameras[i].id, group = %config.area.cameras[i].group, "cluster: camera started")
                 }
                 // One bad camera must not take the others down; retried on the next tick.
                 Err(e) => {
-                    tracing::error!(camera = %config.cameras[i].id, error = %e, "cluster: camera not started")
+                    tracing::error!(camera = %config.area.cameras[i].id, error = %e, "cluster: camera not started")
                 }
             }
         }
         let running: std::collections::HashSet<&str> = config
+            .area
             .cameras
             .iter()
             .enumerate()
             .filter(|&(i, _)| self.started(i))
             .map(|(_, c)| c.group.as_str())
             .collect();
-        for g in &config.groups {
+        for g in &config.area.groups {
             ownership.set_analysing(&g.id, running.contains(g.id.as_str()));
         }
         Ok(())
@@ -315,18 +316,18 @@ impl CameraThreads {
         for &i in &plan.added {
             let slot = self
                 .mailboxes
-                .add_camera(Arc::from(config.cameras[i].id.as_str()));
-            let registered = self.registry.add(ingest::initial_status(config, i));
+                .add_camera(Arc::from(config.area.cameras[i].id.as_str()));
+            let registered = self.registry.add(ingest::initial_status(&config.area, i));
             if slot != i || registered != i {
                 // Indices are kept in step by construction; if not, starting it would mix up
                 // cameras, so it is left out loudly.
-                tracing::error!(camera = %config.cameras[i].id, slot, registered, index = i, "reload: camera index mismatch; camera not started");
+                tracing::error!(camera = %config.area.cameras[i].id, slot, registered, index = i, "reload: camera index mismatch; camera not started");
                 continue;
             }
         }
         let (applied_tx, applied_rx) = crossbeam_channel::bounded(1);
         let sent = scenarios.send(scenarios::Reload {
-            config: config.clone(),
+            setup: config.scenario_setup(),
             cameras: plan.rules_changed.clone(),
             applied: applied_tx,
         });
@@ -334,11 +335,11 @@ impl CameraThreads {
             tracing::warn!("reload: the scenario thread did not confirm the new rules");
         }
         for &i in plan.restart.iter().chain(&plan.added) {
-            let id = config.cameras[i].id.as_str();
+            let id = config.area.cameras[i].id.as_str();
             if self
                 .cluster
                 .as_ref()
-                .is_some_and(|o| !o.may_analyse(&config.cameras[i].group))
+                .is_some_and(|o| !o.may_analyse(&config.area.cameras[i].group))
             {
                 // Another node's group: `follow_ownership` starts it if it comes here.
                 continue;
@@ -373,10 +374,10 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     let ownership = match &config.cluster {
         Some(settings) => {
             let node = crate::cluster::node_id(options.node_id.as_deref(), settings)?;
-            tracing::info!(node = %node, groups = config.groups.len(), "cluster mode: camera groups are divided among the nodes through etcd");
+            tracing::info!(node = %node, groups = config.area.groups.len(), "cluster mode: camera groups are divided among the nodes through etcd");
             Some(crate::cluster::Ownership::new(
                 node,
-                crate::cluster::group_ids(&config),
+                config.area.group_ids(),
             ))
         }
         None => None,
@@ -410,13 +411,14 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     )?;
     let (model_w, model_h) = card.input_size();
     let plans = config
+        .area
         .cameras
         .iter()
         .enumerate()
-        .map(|(i, _)| CameraPlan::new(&config, i, model_w, model_h))
+        .map(|(i, _)| CameraPlan::new(&config.area, &config.ingest, i, model_w, model_h))
         .collect::<Result<Vec<_>, _>>()?;
-    for i in 0..config.cameras.len() {
-        options.cameras.add(ingest::initial_status(&config, i));
+    for i in 0..config.area.cameras.len() {
+        options.cameras.add(ingest::initial_status(&config.area, i));
     }
 
     options.readiness.model_loaded();
@@ -510,11 +512,12 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     )?;
 
     // The review console: held cases, the patrol wall, suppressions for the case stage.
-    let review_config = crate::config::SharedConfig::new(config.clone());
+    let review_config: crate::review::SharedConsoleConfig =
+        Arc::new(arc_swap::ArcSwap::from_pointee(config.console_config()));
     let review_hub = crate::review::ReviewHub::default();
-    let suppressions = crate::review::Suppressions::default();
+    let suppressions = crate::cases::tiers::Suppressions::default();
     let latest_frames = match &config.review {
-        Some(_) => crate::review::LatestFrames::new(config.cameras.len()),
+        Some(_) => crate::review::LatestFrames::new(config.area.cameras.len()),
         // No console: no slots, so the scenario thread never copies a frame.
         None => crate::review::LatestFrames::default(),
     };
@@ -550,14 +553,18 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
             }
         });
     }
-    let triage = crate::review::Triage {
-        tiers: crate::review::Tiers::new(config.review.clone()),
+    let routing = Arc::new(arc_swap::ArcSwap::from_pointee(config.dispatch.routing()));
+    let triage = crate::cases::tiers::Triage {
+        tiers: crate::cases::tiers::Tiers::new(config.review.as_ref().map(|r| r.tiers())),
         suppressions,
         fence: ownership.clone(),
+        routing: routing.clone(),
+        snapshot_max_width_pixels: config.cases.snapshot_max_width_pixels,
     };
 
     // Stages, upstream last so that every consumer is ready before frames flow.
     let camera_ids = config
+        .area
         .cameras
         .iter()
         .map(|c| Arc::from(c.id.as_str()))
@@ -606,13 +613,13 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
             })
             .map_err(RunError::Runtime)?
     };
-    let engine = ScenarioEngine::new(config.clone());
+    let engine = ScenarioEngine::new(config.scenario_setup());
     let (reload_tx, reload_rx) = crossbeam_channel::bounded::<scenarios::Reload>(1);
     let scenario_thread = {
         let latest = latest_frames.clone();
         std::thread::Builder::new()
             .name("scenarios".into())
-            .spawn(move || scenarios::run(engine, det_rx, event_tx, latest, reload_rx))
+            .spawn(move || scenarios::run(engine, det_rx, event_tx, &latest, reload_rx))
             .map_err(RunError::Runtime)?
     };
     let worker_threads = pool::spawn_workers_observed(
@@ -637,13 +644,16 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         (Some(o), Some(settings)) => {
             // Workers stay up while this node owns nothing (every slot closed).
             mailboxes.hold();
-            for i in 0..config.cameras.len() {
+            for i in 0..config.area.cameras.len() {
                 options
                     .cameras
                     .set_state(i, ingest::status::CameraState::Standby, None);
             }
-            let c =
-                crate::cluster::Controller::new(settings.clone(), o.clone(), &config.centre.name);
+            let c = crate::cluster::Controller::new(
+                settings.clone(),
+                o.clone(),
+                &config.area.centre.name,
+            );
             Some(runtime.spawn(c.run(leave_rx)))
         }
         _ => {
@@ -737,7 +747,8 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
                 Ok((next, plan)) => {
                     let next = Arc::new(next);
                     cameras.apply_reload(&next, &plan, &reload_tx)?;
-                    review_config.set(next.clone());
+                    review_config.store(Arc::new(next.console_config()));
+                    routing.store(Arc::new(next.dispatch.routing()));
                     current = next;
                 }
                 // The running configuration stays; the error names file, line and field.

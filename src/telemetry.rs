@@ -6,6 +6,27 @@ use std::sync::OnceLock;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+/// The `[telemetry]` section.
+#[derive(Debug, Clone, serde::Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    /// Serve Prometheus `/metrics` and `/healthz` on this address, e.g. "127.0.0.1:9464".
+    pub metrics_listen: Option<String>,
+}
+
+impl TelemetrySettings {
+    /// Format checks: (field below `telemetry`, message) pairs.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        match &self.metrics_listen {
+            Some(l) if l.parse::<std::net::SocketAddr>().is_err() => vec![(
+                "metrics_listen".into(),
+                format!("not an address:port: `{l}`"),
+            )],
+            _ => Vec::new(),
+        }
+    }
+}
+
 pub const FRAMES_ANALYSED: &str = "gridwatch_frames_analysed_total";
 pub const FRAMES_DROPPED: &str = "gridwatch_frames_dropped_total";
 pub const INFERENCE_SECONDS: &str = "gridwatch_inference_seconds";

@@ -12,11 +12,11 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use serde::Serialize;
 
-use crate::config::Pace;
 use crate::infer::card::ModelCard;
 use crate::infer::pool::{self, Mailboxes, PutOutcome};
 use crate::infer::{self, Thresholds};
 use crate::ingest::Frame;
+use crate::ingest::settings::Pace;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelBenchError {
@@ -168,8 +168,8 @@ pub fn run(o: &ModelBenchOptions) -> Result<ModelBenchReport, ModelBenchError> {
     let (w, h) = card.input_size();
     let frames = Arc::new(load_frames(&o.clip, w, h, 64)?);
     let thresholds = Thresholds {
-        score: crate::config::DEFAULT_SCORE_THRESHOLD,
-        nms_iou: crate::config::DEFAULT_NMS_IOU,
+        score: crate::infer::settings::DEFAULT_SCORE_THRESHOLD,
+        nms_iou: crate::infer::settings::DEFAULT_NMS_IOU,
     };
     let duration = Duration::from_secs_f64(o.seconds.max(1.0));
     let workers = o.workers.max(1);
@@ -251,7 +251,7 @@ fn drive_pool(
     let mailboxes = Mailboxes::new(
         ids.clone(),
         pace,
-        Duration::from_millis(crate::config::DEFAULT_MAX_FRAME_AGE_MS),
+        Duration::from_millis(crate::infer::settings::DEFAULT_MAX_FRAME_AGE_MS),
     );
     let detectors = pool::build_detectors(
         env,

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use super::accuracy::{self, CrowdGroundTruth, Episode, GroundTruth, Tally};
 use super::report::{self, CameraStream, Percentiles, PipelineResult};
 use crate::cases::Case;
-use crate::config::{Config, Pace};
+use crate::config::Config;
 use crate::infer::pool::FrameRecord;
+use crate::ingest::settings::Pace;
 use crate::run::{RunOptions, StopHandle};
 
 /// Analysis rate of a stream the ground truth does not name.

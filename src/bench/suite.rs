@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use super::report::{BenchReport, Limits, Machine, REPORT_SCHEMA, Scaling, ScalingStep};
 use super::{baseline, decode, replay};
-use crate::config::Pace;
 use crate::infer::card::ModelCard;
+use crate::ingest::settings::Pace;
 
 /// Scaling: analysed frames per second and camera, and the latency bound a step must meet.
 pub const SCALING_ANALYSIS_FPS: f64 = 1.0;
@@ -146,8 +146,8 @@ fn run_in(
             gridwatch.workers.max(1),
             gridwatch.intra_op_threads.max(1),
             crate::infer::Thresholds {
-                score: crate::config::DEFAULT_SCORE_THRESHOLD,
-                nms_iou: crate::config::DEFAULT_NMS_IOU,
+                score: crate::infer::settings::DEFAULT_SCORE_THRESHOLD,
+                nms_iou: crate::infer::settings::DEFAULT_NMS_IOU,
             },
             &frame[0],
             std::time::Duration::from_secs_f64(MODEL_LIMIT_SECONDS),

@@ -5,6 +5,9 @@
 
 pub mod evidence;
 pub mod outbox;
+pub mod routing;
+pub mod settings;
+pub mod tiers;
 
 use std::time::SystemTime;
 
@@ -14,10 +17,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::config::Config;
 use crate::scenarios::{Event, HandlingLevel};
 use crate::telemetry;
 use outbox::{Outbox, OutboxError};
+use tiers::{Tier, Triage};
 
 pub const CASE_SCHEMA: &str = "gridwatch.case.v1";
 pub const CASE_SOURCE: &str = "ai_video";
@@ -193,16 +196,17 @@ fn datetime(t: SystemTime) -> OffsetDateTime {
 }
 
 /// Builds the case for an event, evidence included.
-pub fn build(config: &Config, event: &Event) -> Result<(Case, Vec<u8>), CaseError> {
-    let cam = &config.cameras[event.camera];
+pub fn build(event: &Event, snapshot_max_width_pixels: u32) -> Result<(Case, Vec<u8>), CaseError> {
+    let area = &event.area;
+    let cam = &area.cameras[event.camera];
     let zone = &cam.zones[event.zone];
-    let group = config.camera_group(cam);
-    let unit = config.unit(&cam.unit);
+    let group = area.camera_group(cam);
+    let unit = area.unit(&cam.unit);
     let evidence = evidence::render(
         &event.frame,
         &zone.polygon,
         &event.objects,
-        config.cases.snapshot_max_width_pixels,
+        snapshot_max_width_pixels,
     )?;
     let confirmed_at = datetime(event.confirmed_at);
     let level = event.scenario.level;
@@ -274,19 +278,6 @@ pub fn deadline(confirmed_at: OffsetDateTime, level: HandlingLevel) -> OffsetDat
     confirmed_at + time::Duration::minutes(i64::from(level.deadline_minutes()))
 }
 
-/// The case thread: every event becomes a committed outbox row, then `on_stored` wakes delivery.
-/// An outbox write failure (disk full, I/O error) stops the stage with that error: no case is
-/// reported as taken that was not stored.
-pub fn run(outbox: Outbox, input: Receiver<Event>, on_stored: impl Fn()) -> Result<u64, CaseError> {
-    run_triaged(
-        outbox,
-        input,
-        &crate::review::Triage::default(),
-        on_stored,
-        || {},
-    )
-}
-
 /// The case thread with the review console's tiers: an event matching an active suppression is
 /// dropped (counted); below the scenario's `review_score` it is only counted; below its
 /// `auto_dispatch_score` the case is stored as `awaiting_review` with its clean frame and
@@ -294,17 +285,15 @@ pub fn run(outbox: Outbox, input: Receiver<Event>, on_stored: impl Fn()) -> Resu
 pub fn run_triaged(
     mut outbox: Outbox,
     input: Receiver<Event>,
-    triage: &crate::review::Triage,
+    triage: &Triage,
     on_stored: impl Fn(),
     on_held: impl Fn(),
 ) -> Result<u64, CaseError> {
-    use crate::review::Tier;
     let mut stored = 0;
     for event in input {
-        // The configuration the event was decided under (a reload may have changed the
-        // current one since).
-        let config = event.config.clone();
-        let cam = &config.cameras[event.camera];
+        // The key area the event was decided under (a reload may have changed it since).
+        let area = event.area.clone();
+        let cam = &area.cameras[event.camera];
         let zone = &cam.zones[event.zone];
         // Checked before rendering: a suppressed event costs nothing.
         if triage
@@ -321,24 +310,21 @@ pub fn run_triaged(
             tracing::info!(scenario = event.scenario.id, camera = %cam.id, confidence = event.confidence, "event below the review score: counted only");
             continue;
         }
-        let (case, jpeg) = build(&config, &event)?;
+        let (case, jpeg) = build(&event, triage.snapshot_max_width_pixels)?;
         let body = serde_json::to_string(&case)?;
         let (state, clean) = match tier {
             Tier::Review => {
-                let clean = evidence::annotate(
-                    &event.frame,
-                    &[],
-                    &[],
-                    config.cases.snapshot_max_width_pixels,
-                )?;
+                let clean =
+                    evidence::annotate(&event.frame, &[], &[], triage.snapshot_max_width_pixels)?;
                 (outbox::InitialState::AwaitingReview, Some(clean.jpeg))
             }
             _ => (outbox::InitialState::Pending, None),
         };
-        // Routed once, under the configuration the event was decided with, and stored with
-        // its deliveries in the same transaction.
-        let targets = config
-            .dispatch
+        // Routed once, under the rules in force now, and stored with its deliveries in the
+        // same transaction.
+        let targets = triage
+            .routing
+            .load()
             .route(&cam.unit, &zone.tags, event.scenario.id);
         // The fence, as late as possible (inside the write transaction): after a hand-over or
         // a lost lease the group's new owner analyses it, and this node must not add a case.

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::config::PRIMARY_TARGET_ID;
+use super::routing::PRIMARY_TARGET_ID;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {

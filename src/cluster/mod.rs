@@ -8,6 +8,7 @@
 //! lease) and `owners/<group>` (the owning node's id, under its lease).
 
 pub mod assign;
+pub mod settings;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,8 +22,8 @@ use etcd_client::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::config::cluster::{ClusterSettings, check_node_id};
 use crate::telemetry;
+use settings::{ClusterSettings, check_node_id};
 
 /// Environment variable naming this node (overrides `[cluster] node_id`).
 pub const NODE_ID_ENV: &str = "GRIDWATCH_NODE_ID";
@@ -932,11 +933,6 @@ impl Controller {
 fn publish_metrics(o: &Ownership, nodes: usize) {
     let owned = o.owned_groups().len();
     telemetry::cluster_state(owned, nodes, o.lease_valid());
-}
-
-/// Group ids of `config` in order, for `Ownership::new`.
-pub fn group_ids(config: &crate::config::Config) -> Vec<String> {
-    config.groups.iter().map(|g| g.id.clone()).collect()
 }
 
 #[cfg(test)]

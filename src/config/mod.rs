@@ -1,24 +1,37 @@
-//! Typed configuration of the key area (command centre, management units, camera groups,
-//! cameras, zones) and of every stage; loading reports every problem with file, line and field.
+//! The configuration file: the key area (command centre, management units, camera groups,
+//! cameras, zones; `crate::area`) composed with each stage's own settings section, which the
+//! stage defines and validates. This module parses, asks each stage to check its section,
+//! checks the cross-references (units, groups, scenarios, routes), and reports every problem
+//! with file, line and field. It sits above every stage and no stage imports it.
 
-pub mod cluster;
 mod locate;
-pub mod overrides;
-pub mod profile;
-pub mod review;
-pub mod routing;
+mod routing;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::area::kinds::ObjectKind;
+use crate::area::{Area, Camera, CommandCentre, Group, Unit, profile};
+use crate::cases::settings::CaseSettings;
+use crate::cluster::settings::ClusterSettings;
+use crate::dispatch::settings::DispatchSettings;
+use crate::gate::GateSettings;
 use crate::infer::card::ModelCard;
-use crate::infer::kinds::ObjectKind;
+use crate::infer::settings::{InferenceSettings, ModelSettings};
+use crate::ingest::settings::IngestSettings;
+use crate::review::ConsoleConfig;
+use crate::review::settings::ReviewSettings;
+use crate::scenarios::ScenarioSetup;
 use crate::scenarios::catalog::Catalog;
+use crate::scenarios::overrides::Overrides;
+use crate::scenarios::settings::ScenarioSettings;
+use crate::telemetry::TelemetrySettings;
+use crate::track::TrackerSettings;
 use locate::SourceMap;
-pub use routing::{DispatchTarget, PRIMARY_TARGET_ID, Route};
 
 /// The default configuration compiled into the binary: the sample streams as cameras of the
 /// key area, the shipped model, and a local dispatch receiver.
@@ -26,619 +39,89 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.toml");
 /// Relative paths in the embedded default resolve against the source tree's `config/`.
 pub const EMBEDDED_DEFAULT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
 
-pub const DEFAULT_ANALYSIS_FPS: f64 = 2.0;
-pub const DEFAULT_STALL_TIMEOUT_SECONDS: f64 = 10.0;
-pub const DEFAULT_MIN_FOREGROUND_RATIO: f64 = 0.002;
-pub const DEFAULT_PERIODIC_INFERENCE_SECONDS: f64 = 10.0;
-pub const DEFAULT_GATE_WIDTH_PIXELS: u32 = 104;
-pub const DEFAULT_MAX_FRAME_AGE_MS: u64 = 1000;
-pub const DEFAULT_RECONNECT_INITIAL_SECONDS: f64 = 1.0;
-pub const DEFAULT_RECONNECT_MAX_SECONDS: f64 = 60.0;
-pub const DEFAULT_RTSP_TIMEOUT_SECONDS: f64 = 5.0;
-pub const DEFAULT_UTC_OFFSET: &str = "+08:00";
-pub const DEFAULT_SCORE_THRESHOLD: f32 = 0.35;
-pub const DEFAULT_NMS_IOU: f32 = 0.6;
-pub const DEFAULT_EVENT_QUEUE_CAPACITY: usize = 64;
-pub const DEFAULT_DETECTIONS_QUEUE_CAPACITY: usize = 16;
-pub const DEFAULT_CROWD_MIN_PERSONS: usize = 6;
-pub const DEFAULT_CROWD_MIN_DURATION_SECONDS: f64 = 5.0;
-pub const DEFAULT_CROWD_CLEAR_SECONDS: f64 = 3.0;
-pub const DEFAULT_CROWD_SCORE_THRESHOLD: f32 = 0.4;
-pub const DEFAULT_DISPATCH_TIMEOUT_SECONDS: f64 = 10.0;
-pub const DEFAULT_RETRY_INITIAL_SECONDS: f64 = 1.0;
-pub const DEFAULT_RETRY_MAX_SECONDS: f64 = 60.0;
-pub const DEFAULT_BREAKER_FAILURE_THRESHOLD: u32 = 5;
-pub const DEFAULT_BREAKER_OPEN_SECONDS: f64 = 30.0;
-pub const DEFAULT_SNAPSHOT_MAX_WIDTH_PIXELS: u32 = 960;
-
+/// The file as written: the key area's lists beside every stage's section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ConfigFile {
+    centre: CommandCentre,
+    #[serde(default)]
+    units: Vec<Unit>,
+    #[serde(default)]
+    groups: Vec<Group>,
+    #[serde(default)]
+    cameras: Vec<Camera>,
+    model: ModelSettings,
+    #[serde(default)]
+    inference: InferenceSettings,
+    #[serde(default)]
+    ingest: IngestSettings,
+    #[serde(default)]
+    gate: GateSettings,
+    #[serde(default)]
+    scenarios: ScenarioSettings,
+    #[serde(default)]
+    tracker: TrackerSettings,
+    #[serde(default)]
+    cases: CaseSettings,
+    dispatch: DispatchSettings,
+    #[serde(default)]
+    telemetry: TelemetrySettings,
+    #[serde(default)]
+    review: Option<ReviewSettings>,
+    #[serde(default)]
+    cluster: Option<ClusterSettings>,
+}
+
+/// A loaded and validated configuration: the key area and each stage's own settings.
+#[derive(Debug, Clone)]
 pub struct Config {
-    pub centre: CommandCentre,
-    #[serde(default)]
-    pub units: Vec<Unit>,
-    #[serde(default)]
-    pub groups: Vec<Group>,
-    #[serde(default)]
-    pub cameras: Vec<Camera>,
+    pub area: Arc<Area>,
     pub model: ModelSettings,
-    #[serde(default)]
     pub inference: InferenceSettings,
-    #[serde(default)]
     pub ingest: IngestSettings,
-    #[serde(default)]
     pub gate: GateSettings,
-    #[serde(default)]
     pub scenarios: ScenarioSettings,
     /// The per-camera multi-object tracker the dwell rules use.
-    #[serde(default)]
-    pub tracker: crate::track::TrackerSettings,
-    #[serde(default)]
+    pub tracker: TrackerSettings,
     pub cases: CaseSettings,
     pub dispatch: DispatchSettings,
-    #[serde(default)]
     pub telemetry: TelemetrySettings,
     /// The review console and confidence tiers; absent: every case is dispatched unattended.
-    #[serde(default)]
-    pub review: Option<review::ReviewSettings>,
+    pub review: Option<ReviewSettings>,
     /// Several nodes sharing this configuration, camera groups owned through etcd; absent:
     /// one node analyses every camera.
-    #[serde(default)]
-    pub cluster: Option<cluster::ClusterSettings>,
-    /// Folder the relative paths in this file resolve against (the file's folder).
-    #[serde(skip)]
-    pub base_dir: PathBuf,
+    pub cluster: Option<ClusterSettings>,
     /// Where this configuration came from, for messages.
-    #[serde(skip)]
     pub source_name: String,
     /// The scenario catalog: `scenarios.catalog`, or the shipped one.
-    #[serde(skip)]
-    pub catalog: std::sync::Arc<Catalog>,
+    pub catalog: Arc<Catalog>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommandCentre {
-    pub name: String,
-    /// Local time of the key area, for active hours and phases (Shanghai: "+08:00").
-    #[serde(default = "default_utc_offset")]
-    pub utc_offset: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Unit {
-    pub id: String,
-    pub name: String,
-    /// e.g. "business_district", "village", "residential".
-    #[serde(default)]
-    pub kind: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Group {
-    pub id: String,
-    pub name: String,
-    pub unit: String,
-    /// Frames analysed per second for every camera of the group.
-    #[serde(default = "default_analysis_fps")]
-    pub analysis_fps: f64,
-    /// Decode keyframes only (decoder skips the rest): for slow scenarios, far cheaper.
-    #[serde(default)]
-    pub keyframes_only: bool,
-    /// Local-time windows when the group is analysed, e.g. ["08:00-20:00"] (day shift) or
-    /// ["20:00-08:00"] (night shift); empty = always.
-    #[serde(default)]
-    pub active_hours: Vec<String>,
-    /// Named phases with date ranges (launch, intensive, long-term) overriding the profile.
-    #[serde(default)]
-    pub phases: Vec<GroupPhase>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupPhase {
-    pub name: String,
-    /// First day of the phase (local date).
-    pub from: toml::value::Datetime,
-    /// Last day of the phase, inclusive; open-ended when absent.
-    #[serde(default)]
-    pub to: Option<toml::value::Datetime>,
-    #[serde(default)]
-    pub analysis_fps: Option<f64>,
-    #[serde(default)]
-    pub keyframes_only: Option<bool>,
-    #[serde(default)]
-    pub active_hours: Option<Vec<String>>,
-    /// Overrides of scenario thresholds during the phase.
-    #[serde(default)]
-    pub crowd_min_persons: Option<usize>,
-    #[serde(default)]
-    pub crowd_min_duration_seconds: Option<f64>,
-    /// Threshold overrides per scenario id while the phase runs (see `overrides`).
-    #[serde(default)]
-    pub scenario_overrides: overrides::ScenarioOverrides,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Camera {
-    pub id: String,
-    pub name: String,
-    pub unit: String,
-    pub group: String,
-    /// `rtsp://…`, `file:///…`, a path (relative to this file), or `test:` for a test pattern.
-    pub uri: String,
-    #[serde(default)]
-    pub location: String,
-    #[serde(default)]
-    pub lat: Option<f64>,
-    #[serde(default)]
-    pub lon: Option<f64>,
-    #[serde(default)]
-    pub gb28181_device_id: Option<String>,
-    #[serde(default)]
-    pub gb28181_channel_id: Option<String>,
-    /// Replay a file source from the start when it ends.
-    #[serde(default)]
-    pub r#loop: bool,
-    /// A gst-launch template file overriding the one chosen from the uri scheme.
-    #[serde(default)]
-    pub pipeline: Option<PathBuf>,
-    /// RTSP credentials, when not in the uri (kept out of logs).
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Option<String>,
-    #[serde(default)]
-    pub rtsp_transport: RtspTransport,
-    /// "auto" (hardware decoders when present), "software", or a decoder element name.
-    #[serde(default = "default_decoder")]
-    pub decoder: String,
-    /// Overrides the group's keyframes-only setting for this camera.
-    #[serde(default)]
-    pub keyframes_only: Option<bool>,
-    #[serde(default)]
-    pub zones: Vec<Zone>,
-    /// Threshold overrides per scenario id for this camera, e.g.
-    /// `[cameras.scenario_overrides.illegal_parking] dwell_seconds = 60.0`.
-    #[serde(default)]
-    pub scenario_overrides: overrides::ScenarioOverrides,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum RtspTransport {
-    /// RTP interleaved in the RTSP TCP connection: works through NAT and firewalls.
-    #[default]
-    Tcp,
-    Udp,
-    /// UDP first, TCP when UDP gets nothing.
-    Auto,
-}
-
-impl RtspTransport {
-    /// rtspsrc's `protocols` flags.
-    pub fn protocols(self) -> &'static str {
-        match self {
-            RtspTransport::Tcp => "tcp",
-            RtspTransport::Udp => "udp",
-            RtspTransport::Auto => "udp+tcp",
+impl ConfigFile {
+    fn into_config(self, base_dir: &Path, source_name: &str) -> Config {
+        Config {
+            area: Arc::new(Area {
+                centre: self.centre,
+                units: self.units,
+                groups: self.groups,
+                cameras: self.cameras,
+                base_dir: base_dir.to_path_buf(),
+            }),
+            model: self.model,
+            inference: self.inference,
+            ingest: self.ingest,
+            gate: self.gate,
+            scenarios: self.scenarios,
+            tracker: self.tracker,
+            cases: self.cases,
+            dispatch: self.dispatch,
+            telemetry: self.telemetry,
+            review: self.review,
+            cluster: self.cluster,
+            source_name: source_name.to_owned(),
+            catalog: Arc::default(),
         }
     }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Zone {
-    pub id: String,
-    #[serde(default)]
-    pub name: String,
-    /// Polygon vertices in normalised frame coordinates (0..1, origin top-left).
-    pub polygon: Vec<[f64; 2]>,
-    /// Scenario ids evaluated in this zone.
-    pub scenarios: Vec<String>,
-    /// Raises the minimum score of every scenario's objects in this zone.
-    #[serde(default)]
-    pub min_score: Option<f32>,
-    /// Restricts the scenarios' object kinds in this zone (e.g. only `car` for parking).
-    #[serde(default)]
-    pub kinds: Option<Vec<ObjectKind>>,
-    /// Masks cut out of the polygon (a private forecourt, a tree, the on-screen clock).
-    #[serde(default)]
-    pub exclude: Vec<Vec<[f64; 2]>>,
-    /// Which part of a box must be in the zone: `bottom_centre` (where it stands, the
-    /// default), `centre`, or `overlap` (at least `min_overlap_ratio` of the box).
-    #[serde(default)]
-    pub anchor: crate::scenarios::geometry::Anchor,
-    #[serde(default = "default_min_overlap_ratio")]
-    pub min_overlap_ratio: f64,
-    /// Labels for routing cases to dispatch targets (e.g. `border` for a zone on the boundary
-    /// with the neighbouring town); see `[[dispatch.targets.routes]] zone_tags`.
-    #[serde(default)]
-    pub tags: Vec<String>,
-}
-
-fn default_min_overlap_ratio() -> f64 {
-    crate::scenarios::geometry::DEFAULT_MIN_OVERLAP_RATIO
-}
-
-impl Zone {
-    /// The zone as the rules test boxes against it.
-    pub fn shape(&self) -> crate::scenarios::geometry::ZoneShape {
-        crate::scenarios::geometry::ZoneShape {
-            include: self.polygon.clone(),
-            exclude: self.exclude.clone(),
-            anchor: self.anchor,
-            min_overlap_ratio: self.min_overlap_ratio,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelSettings {
-    /// Path of the model card (TOML).
-    pub card: PathBuf,
-    #[serde(default = "default_score_threshold")]
-    pub score_threshold: f32,
-    #[serde(default = "default_nms_iou")]
-    pub nms_iou: f32,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InferenceSettings {
-    /// Worker threads, each with its own onnxruntime session; 0 = one per core.
-    #[serde(default)]
-    pub workers: usize,
-    /// onnxruntime intra-op threads per session.
-    #[serde(default = "one")]
-    pub intra_op_threads: usize,
-    #[serde(default = "default_detections_queue_capacity")]
-    pub detections_queue_capacity: usize,
-    /// Path of libonnxruntime; default: ORT_DYLIB_PATH, then third_party/onnxruntime.
-    #[serde(default)]
-    pub onnxruntime_library: Option<PathBuf>,
-    /// A frame older than this when a worker picks it is dropped (`stale`): bounded latency.
-    #[serde(default = "default_max_frame_age_ms")]
-    pub max_frame_age_ms: u64,
-    #[serde(default)]
-    pub execution_provider: ExecutionProvider,
-}
-
-impl Default for InferenceSettings {
-    fn default() -> Self {
-        Self {
-            workers: 0,
-            intra_op_threads: 1,
-            detections_queue_capacity: DEFAULT_DETECTIONS_QUEUE_CAPACITY,
-            onnxruntime_library: None,
-            max_frame_age_ms: DEFAULT_MAX_FRAME_AGE_MS,
-            execution_provider: ExecutionProvider::Cpu,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GateSettings {
-    /// Skip inference on frames where nothing moves.
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// Share of the (small, grey) frame that must change to count as motion.
-    #[serde(default = "default_min_foreground_ratio")]
-    pub min_foreground_ratio: f64,
-    /// Analyse a frame at least this often even without motion (stationary scenarios).
-    #[serde(default = "default_periodic_inference_seconds")]
-    pub periodic_inference_seconds: f64,
-    /// Width of the grey frame the background model sees.
-    #[serde(default = "default_gate_width")]
-    pub analysis_width_pixels: u32,
-}
-
-impl Default for GateSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            min_foreground_ratio: DEFAULT_MIN_FOREGROUND_RATIO,
-            periodic_inference_seconds: DEFAULT_PERIODIC_INFERENCE_SECONDS,
-            analysis_width_pixels: DEFAULT_GATE_WIDTH_PIXELS,
-        }
-    }
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_min_foreground_ratio() -> f64 {
-    DEFAULT_MIN_FOREGROUND_RATIO
-}
-fn default_periodic_inference_seconds() -> f64 {
-    DEFAULT_PERIODIC_INFERENCE_SECONDS
-}
-fn default_gate_width() -> u32 {
-    DEFAULT_GATE_WIDTH_PIXELS
-}
-fn default_max_frame_age_ms() -> u64 {
-    DEFAULT_MAX_FRAME_AGE_MS
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum ExecutionProvider {
-    #[default]
-    Cpu,
-    /// Needs the `cuda` cargo feature and an onnxruntime build with CUDA.
-    Cuda,
-    /// Needs the `tensorrt` cargo feature and an onnxruntime build with TensorRT.
-    Tensorrt,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Pace {
-    /// Live cameras and demos: sources run at their own speed; a frame that arrives while the
-    /// previous one of that camera still waits replaces it (counted as dropped).
-    #[default]
-    Realtime,
-    /// Replays and tests: files are read as fast as inference takes them; no frame is dropped.
-    Fast,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IngestSettings {
-    #[serde(default)]
-    pub pace: Pace,
-    /// No frame for this long restarts that camera (never less than 3 analysis intervals).
-    #[serde(default = "default_stall_timeout")]
-    pub stall_timeout_seconds: f64,
-    /// First reconnect delay; doubles per failed attempt (full jitter) up to the max.
-    #[serde(default = "default_reconnect_initial")]
-    pub reconnect_initial_seconds: f64,
-    #[serde(default = "default_reconnect_max")]
-    pub reconnect_max_seconds: f64,
-    /// RTSP connection and receive timeout.
-    #[serde(default = "default_rtsp_timeout")]
-    pub rtsp_timeout_seconds: f64,
-}
-
-impl Default for IngestSettings {
-    fn default() -> Self {
-        Self {
-            pace: Pace::default(),
-            stall_timeout_seconds: DEFAULT_STALL_TIMEOUT_SECONDS,
-            reconnect_initial_seconds: DEFAULT_RECONNECT_INITIAL_SECONDS,
-            reconnect_max_seconds: DEFAULT_RECONNECT_MAX_SECONDS,
-            rtsp_timeout_seconds: DEFAULT_RTSP_TIMEOUT_SECONDS,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ScenarioSettings {
-    #[serde(default)]
-    pub crowd_gathering: CrowdSettings,
-    /// The classical fire/smoke detector that serves straw burning without a fire model.
-    #[serde(default)]
-    pub fire_baseline: crate::scenarios::fire::FireBaselineSettings,
-    /// A scenario catalog replacing the shipped `config/scenarios.toml`.
-    #[serde(default)]
-    pub catalog: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CrowdSettings {
-    #[serde(default = "default_crowd_min_persons")]
-    pub min_persons: usize,
-    #[serde(default = "default_crowd_min_duration")]
-    pub min_duration_seconds: f64,
-    /// The episode ends after the count stays below `min_persons` this long.
-    #[serde(default = "default_crowd_clear")]
-    pub clear_seconds: f64,
-    #[serde(default = "default_crowd_score")]
-    pub score_threshold: f32,
-}
-
-impl CrowdSettings {
-    /// Range checks, also applied to overrides and phase shorthands: (field, message) pairs.
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
-        if self.min_persons == 0 {
-            out.push(("min_persons", "must be at least 1".into()));
-        }
-        if !(self.min_duration_seconds >= 0.0 && self.min_duration_seconds.is_finite()) {
-            out.push((
-                "min_duration_seconds",
-                "must be a non-negative number".into(),
-            ));
-        }
-        if !(self.clear_seconds >= 0.0 && self.clear_seconds.is_finite()) {
-            out.push(("clear_seconds", "must be a non-negative number".into()));
-        }
-        if !(0.0..=1.0).contains(&self.score_threshold) {
-            out.push(("score_threshold", "must be within 0..1".into()));
-        }
-        out
-    }
-}
-
-impl Default for CrowdSettings {
-    fn default() -> Self {
-        Self {
-            min_persons: DEFAULT_CROWD_MIN_PERSONS,
-            min_duration_seconds: DEFAULT_CROWD_MIN_DURATION_SECONDS,
-            clear_seconds: DEFAULT_CROWD_CLEAR_SECONDS,
-            score_threshold: DEFAULT_CROWD_SCORE_THRESHOLD,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaseSettings {
-    /// SQLite file holding cases and the delivery outbox.
-    #[serde(default = "default_outbox")]
-    pub outbox: PathBuf,
-    #[serde(default = "default_event_queue_capacity")]
-    pub event_queue_capacity: usize,
-    #[serde(default = "default_snapshot_width")]
-    pub snapshot_max_width_pixels: u32,
-}
-
-impl Default for CaseSettings {
-    fn default() -> Self {
-        Self {
-            outbox: default_outbox(),
-            event_queue_capacity: DEFAULT_EVENT_QUEUE_CAPACITY,
-            snapshot_max_width_pixels: DEFAULT_SNAPSHOT_MAX_WIDTH_PIXELS,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DispatchSettings {
-    /// This endpoint's id as a delivery target (outbox rows, metrics, logs); default `primary`.
-    #[serde(default)]
-    pub id: Option<String>,
-    #[serde(default)]
-    pub name: String,
-    /// The dispatch API endpoint cases are POSTed to; defaults to the embedded receiver's.
-    #[serde(default)]
-    pub url: Option<String>,
-    #[serde(default)]
-    pub bearer_token: Option<String>,
-    #[serde(default = "default_dispatch_timeout")]
-    pub timeout_seconds: f64,
-    #[serde(default = "default_retry_initial")]
-    pub retry_initial_seconds: f64,
-    #[serde(default = "default_retry_max")]
-    pub retry_max_seconds: f64,
-    /// Start a dispatch receiver in the same process (demo and single-machine use).
-    #[serde(default)]
-    pub embedded_receiver: Option<EmbeddedReceiver>,
-    /// Consecutive failed deliveries (5xx, timeouts, refused connections) that open the circuit
-    /// breaker: the whole endpoint is left alone for `breaker_open_seconds`, then probed once.
-    #[serde(default = "default_breaker_failures")]
-    pub breaker_failure_threshold: u32,
-    #[serde(default = "default_breaker_open")]
-    pub breaker_open_seconds: f64,
-    /// Images inline in the JSON (base64) or as parts of a multipart/form-data request.
-    #[serde(default)]
-    pub image_upload: ImageUpload,
-    /// Renames top-level fields of the case JSON for a platform with other names,
-    /// e.g. `confirmed_at = "reportTime"`.
-    #[serde(default)]
-    pub field_map: std::collections::BTreeMap<String, String>,
-    /// Which cases this endpoint takes (same rules as a target's); none: every case.
-    #[serde(default)]
-    pub routes: Vec<Route>,
-    /// More endpoints (another town's command centre), each with its own routes.
-    #[serde(default)]
-    pub targets: Vec<DispatchTarget>,
-}
-
-/// How case images travel to the dispatch API.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ImageUpload {
-    /// `data_base64` inside the JSON body.
-    #[default]
-    Inline,
-    /// A `case` part (JSON, images referenced by `part`) plus one `image/jpeg` part per image.
-    Multipart,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct TelemetrySettings {
-    /// Serve Prometheus `/metrics` and `/healthz` on this address, e.g. "127.0.0.1:9464".
-    #[serde(default)]
-    pub metrics_listen: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmbeddedReceiver {
-    /// Address to listen on, e.g. "127.0.0.1:8765".
-    pub listen: String,
-    /// SQLite file of the receiver.
-    pub database: PathBuf,
-}
-
-fn default_analysis_fps() -> f64 {
-    DEFAULT_ANALYSIS_FPS
-}
-fn default_score_threshold() -> f32 {
-    DEFAULT_SCORE_THRESHOLD
-}
-fn default_nms_iou() -> f32 {
-    DEFAULT_NMS_IOU
-}
-fn one() -> usize {
-    1
-}
-fn default_detections_queue_capacity() -> usize {
-    DEFAULT_DETECTIONS_QUEUE_CAPACITY
-}
-fn default_stall_timeout() -> f64 {
-    DEFAULT_STALL_TIMEOUT_SECONDS
-}
-fn default_reconnect_initial() -> f64 {
-    DEFAULT_RECONNECT_INITIAL_SECONDS
-}
-fn default_reconnect_max() -> f64 {
-    DEFAULT_RECONNECT_MAX_SECONDS
-}
-fn default_rtsp_timeout() -> f64 {
-    DEFAULT_RTSP_TIMEOUT_SECONDS
-}
-fn default_utc_offset() -> String {
-    DEFAULT_UTC_OFFSET.to_owned()
-}
-fn default_decoder() -> String {
-    "auto".to_owned()
-}
-fn default_crowd_min_persons() -> usize {
-    DEFAULT_CROWD_MIN_PERSONS
-}
-fn default_crowd_min_duration() -> f64 {
-    DEFAULT_CROWD_MIN_DURATION_SECONDS
-}
-fn default_crowd_clear() -> f64 {
-    DEFAULT_CROWD_CLEAR_SECONDS
-}
-fn default_crowd_score() -> f32 {
-    DEFAULT_CROWD_SCORE_THRESHOLD
-}
-fn default_outbox() -> PathBuf {
-    PathBuf::from("var/gridwatch.sqlite")
-}
-fn default_event_queue_capacity() -> usize {
-    DEFAULT_EVENT_QUEUE_CAPACITY
-}
-fn default_snapshot_width() -> u32 {
-    DEFAULT_SNAPSHOT_MAX_WIDTH_PIXELS
-}
-fn default_dispatch_timeout() -> f64 {
-    DEFAULT_DISPATCH_TIMEOUT_SECONDS
-}
-fn default_retry_initial() -> f64 {
-    DEFAULT_RETRY_INITIAL_SECONDS
-}
-fn default_retry_max() -> f64 {
-    DEFAULT_RETRY_MAX_SECONDS
-}
-fn default_breaker_failures() -> u32 {
-    DEFAULT_BREAKER_FAILURE_THRESHOLD
-}
-fn default_breaker_open() -> f64 {
-    DEFAULT_BREAKER_OPEN_SECONDS
 }
 
 /// One problem found in a configuration file.
@@ -684,33 +167,6 @@ impl ConfigError {
     }
 }
 
-/// How deep a load goes: `Check` also opens model files and hashes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Depth {
-    Structure,
-    Check,
-}
-
-/// The configuration as readers that outlive a reload see it (the review console): the
-/// current `Arc<Config>`, swapped whole by a reload.
-#[derive(Debug, Clone)]
-pub struct SharedConfig(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Config>>>);
-
-impl SharedConfig {
-    pub fn new(config: std::sync::Arc<Config>) -> Self {
-        Self(std::sync::Arc::new(std::sync::RwLock::new(config)))
-    }
-
-    /// The configuration in force now.
-    pub fn get(&self) -> std::sync::Arc<Config> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub fn set(&self, config: std::sync::Arc<Config>) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = config;
-    }
-}
-
 impl Config {
     /// Loads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -736,12 +192,11 @@ impl Config {
         let map = SourceMap::new(text);
         let mut problems = Vec::new();
         let parsed = parse_collecting(text, name, &map, &mut problems);
-        if let Some(mut config) = parsed {
-            config.base_dir = base_dir.to_path_buf();
-            config.source_name = name.to_owned();
+        if let Some(file) = parsed {
+            let mut config = file.into_config(base_dir, name);
             let catalog_path = config.scenarios.catalog.as_ref().map(|p| config.resolve(p));
             match Catalog::load_or_embedded(catalog_path.as_deref()) {
-                Ok(c) => config.catalog = std::sync::Arc::new(c),
+                Ok(c) => config.catalog = Arc::new(c),
                 Err(e) => problems.push(problem_at_field(
                     name,
                     &map,
@@ -762,42 +217,79 @@ impl Config {
 
     /// Resolves a path from this file against its folder.
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base_dir.join(p)
+        self.area.resolve(p)
+    }
+
+    /// The object kinds the configured model's classes map to, or why they are unknown.
+    pub fn model_kinds(&self) -> Result<Vec<ObjectKind>, String> {
+        let card = ModelCard::load(&self.resolve(&self.model.card)).map_err(|e| e.to_string())?;
+        let mut kinds = card.class_kinds.clone();
+        kinds.sort_unstable();
+        kinds.dedup();
+        Ok(kinds)
+    }
+
+    /// The kinds the scenario stage will see (the model's, and the fire baseline's).
+    pub fn provided_kinds(&self) -> Result<Vec<ObjectKind>, String> {
+        let model = self.model_kinds()?;
+        Ok(crate::scenarios::provided_kinds(
+            &self.scenarios.fire_baseline,
+            &model,
+        ))
+    }
+
+    /// Scenario thresholds with the cameras' and phases' overrides laid over the catalog.
+    pub fn overrides(&self) -> Overrides<'_> {
+        Overrides {
+            area: &self.area,
+            catalog: &self.catalog,
+            crowd: &self.scenarios.crowd_gathering,
         }
     }
 
-    pub fn camera_group(&self, camera: &Camera) -> Option<&Group> {
-        self.groups.iter().find(|g| g.id == camera.group)
+    /// What the scenario stage is built from.
+    pub fn scenario_setup(&self) -> Arc<ScenarioSetup> {
+        Arc::new(ScenarioSetup {
+            area: self.area.clone(),
+            catalog: self.catalog.clone(),
+            settings: self.scenarios.clone(),
+            tracker: self.tracker.clone(),
+            periodic_inference_seconds: self.gate.periodic_inference_seconds,
+            model_kinds: self.model_kinds(),
+        })
     }
 
-    pub fn unit(&self, id: &str) -> Option<&Unit> {
-        self.units.iter().find(|u| u.id == id)
+    /// What the review console reads (absent `[review]`: its defaults).
+    pub fn console_config(&self) -> ConsoleConfig {
+        ConsoleConfig {
+            area: self.area.clone(),
+            catalog: self.catalog.clone(),
+            settings: self.review.clone().unwrap_or_default(),
+            routing: self.dispatch.routing(),
+        }
     }
 
     /// Semantic checks; returns (field path, message) pairs.
     fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut err = |field: String, msg: String| out.push((field, msg));
-
-        unique_ids(self.units.iter().map(|u| u.id.as_str()), "units", &mut err);
+        let area = &self.area;
+        unique_ids(area.units.iter().map(|u| u.id.as_str()), "units", &mut err);
         unique_ids(
-            self.groups.iter().map(|g| g.id.as_str()),
+            area.groups.iter().map(|g| g.id.as_str()),
             "groups",
             &mut err,
         );
         unique_ids(
-            self.cameras.iter().map(|c| c.id.as_str()),
+            area.cameras.iter().map(|c| c.id.as_str()),
             "cameras",
             &mut err,
         );
-        let units: HashSet<&str> = self.units.iter().map(|u| u.id.as_str()).collect();
+        let units: HashSet<&str> = area.units.iter().map(|u| u.id.as_str()).collect();
         let groups: HashMap<&str, &Group> =
-            self.groups.iter().map(|g| (g.id.as_str(), g)).collect();
+            area.groups.iter().map(|g| (g.id.as_str(), g)).collect();
 
-        for (i, g) in self.groups.iter().enumerate() {
+        for (i, g) in area.groups.iter().enumerate() {
             if !units.contains(g.unit.as_str()) {
                 err(
                     format!("groups[{i}].unit"),
@@ -821,29 +313,10 @@ impl Config {
                 }
             }
         }
-        for (field, msg) in self.validate_overrides() {
-            err(field, msg);
-        }
-        for (field, msg) in self.scenarios.fire_baseline.validate() {
-            err(format!("scenarios.fire_baseline.{field}"), msg);
-        }
-        for (field, msg) in self.tracker.validate() {
-            err(format!("tracker.{field}"), msg);
-        }
-        if let Some(r) = &self.review {
-            for (field, msg) in r.validate(&self.catalog) {
-                err(format!("review.{field}"), msg);
-            }
-        }
-        if let Some(c) = &self.cluster {
-            for (field, msg) in c.validate() {
-                err(format!("cluster.{field}"), msg);
-            }
-        }
-        if self.cameras.is_empty() {
+        if area.cameras.is_empty() {
             err("cameras".into(), "no cameras configured".into());
         }
-        for (i, c) in self.cameras.iter().enumerate() {
+        for (i, c) in area.cameras.iter().enumerate() {
             if !units.contains(c.unit.as_str()) {
                 err(
                     format!("cameras[{i}].unit"),
@@ -864,7 +337,7 @@ impl Config {
                 ),
                 Some(_) => {}
             }
-            if let Some(path) = crate::ingest::local_file(&c.uri, &self.base_dir)
+            if let Some(path) = crate::ingest::local_file(&c.uri, &area.base_dir)
                 && !path.is_file()
             {
                 err(
@@ -907,11 +380,11 @@ impl Config {
                     );
                 }
                 let field = format!("cameras[{i}].zones[{j}].polygon");
-                if let Err(e) = crate::scenarios::geometry::validate_polygon(&z.polygon) {
+                if let Err(e) = crate::area::geometry::validate_polygon(&z.polygon) {
                     err(field, e);
                 }
                 for (k, mask) in z.exclude.iter().enumerate() {
-                    if let Err(e) = crate::scenarios::geometry::validate_polygon(mask) {
+                    if let Err(e) = crate::area::geometry::validate_polygon(mask) {
                         err(format!("cameras[{i}].zones[{j}].exclude[{k}]"), e);
                     }
                 }
@@ -944,104 +417,71 @@ impl Config {
         } else if let Err(e) = ModelCard::load(&card_path) {
             err("model.card".into(), e.to_string());
         }
-        if !(0.0..=1.0).contains(&self.model.score_threshold) {
-            err("model.score_threshold".into(), "must be within 0..1".into());
-        }
-        if !(0.0..=1.0).contains(&self.model.nms_iou) {
-            err("model.nms_iou".into(), "must be within 0..1".into());
-        }
-        if self.inference.intra_op_threads == 0 {
-            err(
-                "inference.intra_op_threads".into(),
-                "must be at least 1".into(),
-            );
-        }
-        if profile::parse_utc_offset(&self.centre.utc_offset).is_none() {
+        if profile::parse_utc_offset(&self.area.centre.utc_offset).is_none() {
             err(
                 "centre.utc_offset".into(),
                 format!(
                     "expected \"+HH:MM\" or \"-HH:MM\", got `{}`",
-                    self.centre.utc_offset
+                    self.area.centre.utc_offset
                 ),
             );
         }
-        if self.ingest.reconnect_initial_seconds <= 0.0
-            || self.ingest.reconnect_max_seconds < self.ingest.reconnect_initial_seconds
-        {
-            err(
-                "ingest.reconnect_max_seconds".into(),
-                "need 0 < reconnect_initial_seconds <= reconnect_max_seconds".into(),
-            );
-        }
-        if self.ingest.stall_timeout_seconds <= 0.0 {
-            err(
-                "ingest.stall_timeout_seconds".into(),
-                "must be positive".into(),
-            );
-        }
-        for (field, msg) in self.scenarios.crowd_gathering.validate() {
-            err(format!("scenarios.crowd_gathering.{field}"), msg);
-        }
-        match (&self.dispatch.url, &self.dispatch.embedded_receiver) {
-            (None, None) => err(
-                "dispatch".into(),
-                "set `url` (the dispatch API) or `embedded_receiver`".into(),
+        // Each stage checks its own section; the configuration only names where.
+        let sections: [(&str, Vec<(String, String)>); 9] = [
+            ("model", self.model.validate()),
+            ("inference", self.inference.validate()),
+            ("ingest", self.ingest.validate()),
+            ("gate", self.gate.validate()),
+            ("tracker", owned(self.tracker.validate())),
+            ("cases", self.cases.validate()),
+            ("dispatch", self.dispatch.validate()),
+            ("telemetry", self.telemetry.validate()),
+            (
+                "scenarios.crowd_gathering",
+                owned(self.scenarios.crowd_gathering.validate()),
             ),
-            (Some(url), _) => {
-                if let Err(e) = reqwest::Url::parse(url) {
-                    err("dispatch.url".into(), format!("not a URL: {e}"));
-                }
-            }
-            _ => {}
-        }
-        if let Some(r) = &self.dispatch.embedded_receiver
-            && r.listen.parse::<std::net::SocketAddr>().is_err()
-        {
-            err(
-                "dispatch.embedded_receiver.listen".into(),
-                format!("not an address:port: `{}`", r.listen),
-            );
-        }
-        if let Some(l) = &self.telemetry.metrics_listen
-            && l.parse::<std::net::SocketAddr>().is_err()
-        {
-            err(
-                "telemetry.metrics_listen".into(),
-                format!("not an address:port: `{l}`"),
-            );
-        }
-        if self.dispatch.retry_initial_seconds <= 0.0
-            || self.dispatch.retry_max_seconds < self.dispatch.retry_initial_seconds
-        {
-            err(
-                "dispatch.retry_max_seconds".into(),
-                "need 0 < retry_initial_seconds <= retry_max_seconds".into(),
-            );
-        }
-        if self.dispatch.breaker_failure_threshold == 0 || self.dispatch.breaker_open_seconds <= 0.0
-        {
-            err(
-                "dispatch.breaker_failure_threshold".into(),
-                "need breaker_failure_threshold >= 1 and breaker_open_seconds > 0".into(),
-            );
-        }
-        if let Err(e) = crate::dispatch::FieldMap::new(&self.dispatch.field_map) {
-            err("dispatch.field_map".into(), e.to_string());
-        }
-        for (field, v) in [
-            ("timeout_seconds", self.dispatch.timeout_seconds),
-            ("retry_initial_seconds", self.dispatch.retry_initial_seconds),
-            ("retry_max_seconds", self.dispatch.retry_max_seconds),
-            ("breaker_open_seconds", self.dispatch.breaker_open_seconds),
-        ] {
-            if let Some(msg) = routing::out_of_bounds_seconds(v) {
-                err(format!("dispatch.{field}"), msg);
+        ];
+        for (section, problems) in sections {
+            for (field, msg) in problems {
+                err(join_field(section, &field), msg);
             }
         }
-        for (field, msg) in self.validate_routing() {
+        for (field, msg) in self.scenarios.fire_baseline.validate() {
+            err(format!("scenarios.fire_baseline.{field}"), msg);
+        }
+        if let Some(r) = &self.review {
+            for (field, msg) in r.validate(&self.catalog) {
+                err(format!("review.{field}"), msg);
+            }
+        }
+        if let Some(c) = &self.cluster {
+            for (field, msg) in c.validate() {
+                err(format!("cluster.{field}"), msg);
+            }
+        }
+        for (field, msg) in self.overrides().validate() {
+            err(field, msg);
+        }
+        for (field, msg) in self.validate_routes() {
             err(field, msg);
         }
         out
+    }
+}
+
+fn owned(problems: Vec<(&'static str, String)>) -> Vec<(String, String)> {
+    problems
+        .into_iter()
+        .map(|(f, m)| (f.to_owned(), m))
+        .collect()
+}
+
+/// `section.field`, or the section alone for a problem of the whole section.
+fn join_field(section: &str, field: &str) -> String {
+    if field.is_empty() {
+        section.to_owned()
+    } else {
+        format!("{section}.{field}")
     }
 }
 
@@ -1078,11 +518,11 @@ fn parse_collecting(
     name: &str,
     map: &SourceMap,
     problems: &mut Vec<ConfigProblem>,
-) -> Option<Config> {
+) -> Option<ConfigFile> {
     const MAX_ROUNDS: usize = 64;
     let mut current = text.to_owned();
     for _ in 0..MAX_ROUNDS {
-        match toml::from_str::<Config>(&current) {
+        match toml::from_str::<ConfigFile>(&current) {
             Ok(c) => return Some(c),
             Err(e) => {
                 let span = e.span();

@@ -6,6 +6,7 @@
 //! starves. Also the reference receiver ([`server`]) and the outbox status route.
 
 pub mod server;
+pub mod settings;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,8 +19,8 @@ use tokio::sync::{Notify, watch};
 
 use crate::cases::CASE_FIELDS;
 use crate::cases::outbox::{Outbox, OutboxCounts, OutboxError, PendingCase};
-use crate::config::{DispatchSettings, ImageUpload};
 use crate::telemetry;
+use settings::{DispatchSettings, ImageUpload};
 
 const BATCH: usize = 16;
 const IDLE_POLL: Duration = Duration::from_secs(1);

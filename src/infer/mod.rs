@@ -8,6 +8,7 @@ pub mod nanodet;
 pub mod nms;
 pub mod pool;
 pub mod preprocess;
+pub mod settings;
 pub mod ssd;
 pub mod yolo;
 
@@ -19,8 +20,8 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
-use crate::config::ExecutionProvider;
 use card::{CardError, ModelCard};
+use settings::ExecutionProvider;
 
 /// Where the setup script puts the onnxruntime library taken from the PyPI wheel.
 pub const BUNDLED_ORT_LIBRARY: &str = concat!(

@@ -8,8 +8,8 @@ use std::thread::JoinHandle;
 use crossbeam_channel::Sender;
 
 use super::{Detection, Detector, InferError, StageTimes};
-use crate::config::Pace;
 use crate::ingest::Frame;
+use crate::ingest::settings::Pace;
 use crate::telemetry;
 
 /// A frame with what the model found in it: the output of the inference stage.

@@ -3,6 +3,7 @@
 //! inside GStreamer; each frame goes to the camera's mailbox of the inference pool.
 
 pub mod rtsp_server;
+pub mod settings;
 pub mod status;
 mod template;
 
@@ -18,7 +19,8 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
-use crate::config::{Camera, Config, Pace};
+use crate::area::{Area, Camera};
+use settings::{IngestSettings, Pace};
 use status::{CameraRegistry, CameraState, CameraStatus};
 pub use template::{PipelineTemplate, TemplateError, TemplateValues};
 
@@ -259,7 +261,7 @@ pub fn init() -> Result<(), IngestError> {
 pub struct CameraPlan {
     pub index: usize,
     pub id: Arc<str>,
-    config: Arc<Config>,
+    area: Arc<Area>,
     template: PipelineTemplate,
     uri: String,
     location: String,
@@ -281,12 +283,13 @@ pub struct CameraPlan {
 
 impl CameraPlan {
     pub fn new(
-        config: &Arc<Config>,
+        area: &Arc<Area>,
+        ingest: &IngestSettings,
         index: usize,
         width: usize,
         height: usize,
     ) -> Result<Self, IngestError> {
-        let camera: &Camera = &config.cameras[index];
+        let camera: &Camera = &area.cameras[index];
         let template_err = |source| IngestError::Template {
             camera: camera.id.clone(),
             source,
@@ -295,7 +298,7 @@ impl CameraPlan {
             SourceKind::of(&camera.uri).map_err(|e| template_err(TemplateError::Render(e)))?;
         let text = match &camera.pipeline {
             Some(p) => {
-                let path = config.resolve(p);
+                let path = area.resolve(p);
                 std::fs::read_to_string(&path).map_err(|source| IngestError::ReadTemplate {
                     camera: camera.id.clone(),
                     path,
@@ -310,14 +313,13 @@ impl CameraPlan {
                 camera: camera.id.clone(),
                 message,
             })?;
-        let ingest = &config.ingest;
         let plan = Self {
             index,
             id: Arc::from(camera.id.as_str()),
-            config: config.clone(),
+            area: area.clone(),
             template,
             uri: camera.uri.clone(),
-            location: local_file(&camera.uri, &config.base_dir)
+            location: local_file(&camera.uri, &area.base_dir)
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             decode: decoder.launch_fragment(),
@@ -335,7 +337,7 @@ impl CameraPlan {
             rtsp_timeout: Duration::from_secs_f64(ingest.rtsp_timeout_seconds.max(0.1)),
         };
         // Render once now so that a template that cannot render fails before any camera starts.
-        plan.describe(crate::config::DEFAULT_ANALYSIS_FPS)
+        plan.describe(crate::area::DEFAULT_ANALYSIS_FPS)
             .map_err(template_err)?;
         Ok(plan)
     }
@@ -387,8 +389,8 @@ impl CameraPlan {
 }
 
 /// The status entry a camera starts with.
-pub fn initial_status(config: &Config, index: usize) -> CameraStatus {
-    let c = &config.cameras[index];
+pub fn initial_status(area: &Area, index: usize) -> CameraStatus {
+    let c = &area.cameras[index];
     CameraStatus {
         id: c.id.clone(),
         name: c.name.clone(),
@@ -454,7 +456,7 @@ fn camera_loop(plan: &CameraPlan, sink: &SharedSink, registry: &CameraRegistry, 
             registry.set_state(cam, CameraState::Stopped, None);
             return;
         }
-        let profile = plan.config.profile_at(cam, time::OffsetDateTime::now_utc());
+        let profile = plan.area.profile_at(cam, time::OffsetDateTime::now_utc());
         registry.set_profile(
             cam,
             profile.analysis_fps,
@@ -611,7 +613,7 @@ pub(crate) fn keyframes_only_probe(element: &gst::Element) {
 fn run_pipeline_once(
     plan: &CameraPlan,
     description: &str,
-    profile: &crate::config::profile::Profile,
+    profile: &crate::area::profile::Profile,
     frame_sink: &SharedSink,
     registry: &CameraRegistry,
     stop: &AtomicBool,
@@ -729,7 +731,7 @@ fn run_pipeline_once(
 fn drive(
     plan: &CameraPlan,
     pipeline: &gst::Pipeline,
-    profile: &crate::config::profile::Profile,
+    profile: &crate::area::profile::Profile,
     stop: &AtomicBool,
     liveness: &Liveness,
 ) -> RunEnd {
@@ -764,7 +766,7 @@ fn drive(
         if Instant::now() >= next_profile_check {
             next_profile_check = Instant::now() + Duration::from_secs(1);
             let now = plan
-                .config
+                .area
                 .profile_at(plan.index, time::OffsetDateTime::now_utc());
             if now.analysis_fps != profile.analysis_fps
                 || now.keyframes_only != profile.keyframes_only

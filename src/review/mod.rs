@@ -14,8 +14,8 @@
 
 pub mod auth;
 pub mod export;
+pub mod settings;
 pub mod store;
-pub mod tiers;
 pub mod wall;
 
 use std::convert::Infallible;
@@ -35,14 +35,18 @@ use serde_json::json;
 use tokio::sync::{Notify, broadcast, watch};
 use uuid::Uuid;
 
+use crate::area::Area;
 use crate::cases::evidence::EvidenceError;
 use crate::cases::outbox::OutboxError;
+use crate::cases::routing::Routing;
+use crate::cases::tiers::Suppressions;
 use crate::ingest::status::CameraRegistry;
+use crate::scenarios::catalog::Catalog;
 use crate::telemetry;
 use auth::{Credential, Role, User};
+use settings::ReviewSettings;
 use store::{QueueFilter, ReviewStore};
 
-pub use tiers::{Suppression, Suppressions, Tier, Tiers, Triage};
 pub use wall::LatestFrames;
 
 /// Longest remark kept.
@@ -120,12 +124,25 @@ impl ReviewHub {
     }
 }
 
+/// What the console reads of a configuration: the key area, the scenario catalog, its own
+/// settings, and the routing rules (a corrected case is re-routed). Swapped whole by a reload.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    pub area: Arc<Area>,
+    pub catalog: Arc<Catalog>,
+    pub settings: ReviewSettings,
+    pub routing: Routing,
+}
+
+/// The console's configuration in force now; the run swaps it on reload.
+pub type SharedConsoleConfig = Arc<arc_swap::ArcSwap<ConsoleConfig>>;
+
 /// Everything the console's routes share.
 #[derive(Clone)]
 pub struct ReviewState {
     pub store: Arc<ReviewStore>,
     /// Follows reloads, so the wall shows the cameras configured now.
-    pub config: crate::config::SharedConfig,
+    pub config: SharedConsoleConfig,
     pub cameras: CameraRegistry,
     pub latest: LatestFrames,
     pub suppressions: Suppressions,
@@ -137,8 +154,8 @@ pub struct ReviewState {
 }
 
 impl ReviewState {
-    fn settings(&self) -> crate::config::review::ReviewSettings {
-        self.config.get().review.clone().unwrap_or_default()
+    fn settings(&self) -> ReviewSettings {
+        self.config.load().settings.clone()
     }
 }
 
@@ -146,7 +163,7 @@ impl ReviewState {
 /// environment variable, or a generated one that is returned to be shown once.
 pub fn bootstrap_admin(
     store: &ReviewStore,
-    settings: &crate::config::review::ReviewSettings,
+    settings: &ReviewSettings,
 ) -> Result<Option<String>, ReviewError> {
     if store.user_count()? > 0 {
         return Ok(None);
@@ -407,7 +424,7 @@ fn remark_text(r: Option<String>) -> Result<Option<String>, Response> {
 
 fn scenario_info(s: &ReviewState, id: &str) -> Result<crate::scenarios::ScenarioInfo, Response> {
     s.config
-        .get()
+        .load()
         .catalog
         .info(id)
         .ok_or_else(|| problem(StatusCode::BAD_REQUEST, format!("unknown scenario `{id}`")))
@@ -579,7 +596,7 @@ async fn set_user(State(s): State<ReviewState>, Admin(c): Admin, body: Bytes) ->
 // ----- queue -----
 
 async fn meta(State(s): State<ReviewState>, _caller: Caller) -> Response {
-    let c = s.config.get();
+    let c = s.config.load_full();
     let scenarios: Vec<_> = c
         .catalog
         .ids()
@@ -587,10 +604,10 @@ async fn meta(State(s): State<ReviewState>, _caller: Caller) -> Response {
         .map(|i| json!({ "id": i.id, "name_zh": i.name_zh, "name_en": i.name_en }))
         .collect();
     axum::Json(json!({
-        "centre": c.centre.name,
+        "centre": c.area.centre.name,
         "rotation_seconds": s.settings().rotation_seconds,
-        "units": c.units.iter().map(|u| json!({ "id": u.id, "name": u.name })).collect::<Vec<_>>(),
-        "groups": c.groups.iter().map(|g| json!({ "id": g.id, "name": g.name, "unit": g.unit })).collect::<Vec<_>>(),
+        "units": c.area.units.iter().map(|u| json!({ "id": u.id, "name": u.name })).collect::<Vec<_>>(),
+        "groups": c.area.groups.iter().map(|g| json!({ "id": g.id, "name": g.name, "unit": g.unit })).collect::<Vec<_>>(),
         "scenarios": scenarios,
     }))
     .into_response()
@@ -698,7 +715,7 @@ async fn confirm(
         Ok(i) => i,
         Err(r) => return r,
     };
-    let config = s.config.get();
+    let config = s.config.load_full();
     let reroute = |case: &crate::cases::Case, scenario: &str| reroute(&config, case, scenario);
     match s
         .store
@@ -788,7 +805,7 @@ async fn change_scenario(
         Ok(i) => i,
         Err(r) => return r,
     };
-    let config = s.config.get();
+    let config = s.config.load_full();
     let reroute = |case: &crate::cases::Case, scenario: &str| reroute(&config, case, scenario);
     match s.store.change_scenario(&id, &c.user, &info, &reroute) {
         Ok(()) => {
@@ -837,20 +854,24 @@ async fn remark(
 /// A held case's dispatch targets under a corrected scenario, by the current rules; `None`
 /// (keep its targets) when a reload removed its camera or zone.
 fn reroute(
-    config: &crate::config::Config,
+    config: &ConsoleConfig,
     case: &crate::cases::Case,
     scenario: &str,
 ) -> Option<Vec<String>> {
-    let cam = config.cameras.iter().find(|cam| cam.id == case.camera.id)?;
+    let cam = config
+        .area
+        .cameras
+        .iter()
+        .find(|cam| cam.id == case.camera.id)?;
     let zone = cam.zones.iter().find(|z| z.id == case.zone.id)?;
-    Some(config.dispatch.route(&case.unit.id, &zone.tags, scenario))
+    Some(config.routing.route(&case.unit.id, &zone.tags, scenario))
 }
 
 // ----- wall, history, suppressions, audit, export -----
 
 async fn wall_groups(State(s): State<ReviewState>, _caller: Caller) -> Response {
     let statuses = s.cameras.snapshot();
-    let config = s.config.get();
+    let config = s.config.load_full();
     let cluster = s.cluster.as_ref().map(|o| o.view());
     let owner_of = |group: &str| {
         cluster
@@ -859,11 +880,13 @@ async fn wall_groups(State(s): State<ReviewState>, _caller: Caller) -> Response 
             .and_then(|g| g.owner.clone())
     };
     let groups: Vec<_> = config
+        .area
         .groups
         .iter()
-        .filter(|g| config.cameras.iter().any(|c| c.group == g.id))
+        .filter(|g| config.area.cameras.iter().any(|c| c.group == g.id))
         .map(|g| {
             let cameras: Vec<_> = config
+                .area
                 .cameras
                 .iter()
                 .filter(|c| c.group == g.id)
@@ -884,7 +907,7 @@ async fn wall_groups(State(s): State<ReviewState>, _caller: Caller) -> Response 
                 "id": g.id,
                 "name": g.name,
                 "unit": g.unit,
-                "unit_name": config.unit(&g.unit).map(|u| u.name.clone()).unwrap_or_default(),
+                "unit_name": config.area.unit(&g.unit).map(|u| u.name.clone()).unwrap_or_default(),
                 "cameras": cameras,
                 "owner_node": owner_of(&g.id),
             })
@@ -904,13 +927,13 @@ async fn wall_frame(
     UrlPath(camera): UrlPath<String>,
 ) -> Response {
     // The camera is looked up among the configured ones: the name never reaches a path.
-    let config = s.config.get();
-    let Some(index) = config.cameras.iter().position(|c| c.id == camera) else {
+    let config = s.config.load_full();
+    let Some(index) = config.area.cameras.iter().position(|c| c.id == camera) else {
         return problem(StatusCode::NOT_FOUND, "no such camera");
     };
     let latest = s.latest.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let cam = &config.cameras[index];
+        let cam = &config.area.cameras[index];
         let zones: Vec<&[[f64; 2]]> = cam.zones.iter().map(|z| z.polygon.as_slice()).collect();
         latest.jpeg(index, &cam.id, &zones)
     })
@@ -971,7 +994,7 @@ async fn audit_log(
 
 async fn export_dataset(State(s): State<ReviewState>, Admin(c): Admin) -> Response {
     let store = s.store.clone();
-    let config = s.config.get();
+    let config = s.config.load_full();
     let result = tokio::task::spawn_blocking(move || {
         let d = export::build(&store, &config.catalog)?;
         Ok::<_, ReviewError>((d.to_tar()?, d.positives, d.negatives))

@@ -14,8 +14,8 @@ use time::format_description::well_known::Rfc3339;
 
 use super::ReviewError;
 use super::auth::{self, Role, User};
-use super::tiers::Suppression;
 use crate::cases::outbox::Outbox;
+use crate::cases::tiers::Suppression;
 use crate::scenarios::ScenarioInfo;
 
 const SCHEMA: &str = "

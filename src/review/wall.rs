@@ -153,3 +153,13 @@ impl LatestFrames {
         }))
     }
 }
+
+impl crate::scenarios::FrameObserver for LatestFrames {
+    fn ensure_cameras(&self, cameras: usize) {
+        LatestFrames::ensure_cameras(self, cameras);
+    }
+
+    fn seen(&self, frame: &Frame, objects: &[Detection]) {
+        self.offer(frame, objects);
+    }
+}

@@ -316,7 +316,7 @@ fn inactive_reason(s: &ScenarioEntry, provided: &[ObjectKind]) -> Option<String>
 
 /// Checks a set of thresholds; also used for per-zone overrides.
 pub fn validate_thresholds(t: &RuleThresholds) -> Result<(), String> {
-    use crate::config::profile::HoursWindow;
+    use crate::area::profile::HoursWindow;
     if !(0.0..=1.0).contains(&t.score_threshold) {
         return Err("score_threshold must be within 0..1".into());
     }

@@ -3,11 +3,11 @@
 //! stays below the threshold for `clear_seconds`, so a crowd flickering around the threshold
 //! does not raise a new case each time.
 
-use crate::config::CrowdSettings;
+use super::settings::CrowdSettings;
 use crate::infer::Detection;
 use crate::infer::kinds::ObjectKind;
 
-use super::geometry::ZoneShape;
+use crate::area::geometry::ZoneShape;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {

@@ -10,15 +10,17 @@
 pub mod catalog;
 pub mod crowd;
 pub mod fire;
-pub mod geometry;
+pub mod overrides;
 pub mod rules;
+pub mod settings;
 
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::config::Config;
+use crate::area::Area;
+use crate::area::geometry::ZoneShape;
 use crate::infer::Detection;
 use crate::infer::kinds::ObjectKind;
 use crate::infer::pool::Detections;
@@ -27,8 +29,9 @@ use crate::telemetry;
 use crate::track::{Tracker, TrackerSettings};
 use catalog::{Catalog, RuleKind, RuleThresholds};
 use crowd::CrowdRule;
-use geometry::ZoneShape;
+use fire::FireBaselineSettings;
 use rules::{Firing, Moment, ObjectFilter, RuleParams, Schedule, TrackDwellRule, ZoneCountRule};
+use settings::ScenarioSettings;
 
 /// A scenario's identity as cases and the dispatch platform name it, and who handles it.
 #[derive(Debug, Clone, Copy)]
@@ -83,20 +86,10 @@ pub fn info(id: &str) -> Option<ScenarioInfo> {
     EMBEDDED.info(id)
 }
 
-/// The object kinds the configured model's classes map to, or why they are unknown.
-pub fn model_kinds(config: &Config) -> Result<Vec<ObjectKind>, String> {
-    let card = crate::infer::card::ModelCard::load(&config.resolve(&config.model.card))
-        .map_err(|e| e.to_string())?;
-    let mut kinds = card.class_kinds.clone();
-    kinds.sort_unstable();
-    kinds.dedup();
-    Ok(kinds)
-}
-
 /// Whether the classical fire/smoke detector stands in for a model: enabled, and the model
 /// provides neither `fire` nor `smoke`.
-pub fn fire_baseline_in_use(config: &Config, model: &[ObjectKind]) -> bool {
-    config.scenarios.fire_baseline.enabled
+pub fn fire_baseline_in_use(settings: &FireBaselineSettings, model: &[ObjectKind]) -> bool {
+    settings.enabled
         && !model
             .iter()
             .any(|k| matches!(k, ObjectKind::Fire | ObjectKind::Smoke))
@@ -104,12 +97,42 @@ pub fn fire_baseline_in_use(config: &Config, model: &[ObjectKind]) -> bool {
 
 /// The kinds the scenario stage will see: the model's, plus `fire`/`smoke` when the classical
 /// detector stands in for a fire model.
-pub fn provided_kinds(config: &Config) -> Result<Vec<ObjectKind>, String> {
-    let mut kinds = model_kinds(config)?;
-    if fire_baseline_in_use(config, &kinds) {
+pub fn provided_kinds(settings: &FireBaselineSettings, model: &[ObjectKind]) -> Vec<ObjectKind> {
+    let mut kinds = model.to_vec();
+    if fire_baseline_in_use(settings, &kinds) {
         kinds.extend([ObjectKind::Fire, ObjectKind::Smoke]);
     }
-    Ok(kinds)
+    kinds
+}
+
+/// What the scenario stage needs from a configuration (which composes it).
+#[derive(Debug, Clone)]
+pub struct ScenarioSetup {
+    pub area: Arc<Area>,
+    pub catalog: Arc<Catalog>,
+    pub settings: ScenarioSettings,
+    pub tracker: TrackerSettings,
+    /// The gate's periodic pass: a track must outlive a few of these gaps to keep its id.
+    pub periodic_inference_seconds: f64,
+    /// The object kinds the configured model's classes map to, or why they are unknown.
+    pub model_kinds: Result<Vec<ObjectKind>, String>,
+}
+
+impl ScenarioSetup {
+    fn overrides(&self) -> overrides::Overrides<'_> {
+        overrides::Overrides {
+            area: &self.area,
+            catalog: &self.catalog,
+            crowd: &self.settings.crowd_gathering,
+        }
+    }
+}
+
+/// Who sees every analysed frame with the objects the rules saw (the patrol wall).
+pub trait FrameObserver {
+    /// The configuration now has `cameras` cameras (a reload may add some).
+    fn ensure_cameras(&self, cameras: usize);
+    fn seen(&self, frame: &Frame, objects: &[Detection]);
 }
 
 /// The output of the scenario stage: one episode of a scenario in a zone, with its evidence frame.
@@ -125,9 +148,9 @@ pub struct Event {
     pub objects: Vec<Detection>,
     pub confidence: f32,
     pub frame: Arc<Frame>,
-    /// The configuration the event was decided under: its camera and zone indices point into
-    /// it, even if a reload has changed the configuration since.
-    pub config: Arc<Config>,
+    /// The key area the event was decided under: its camera and zone indices point into it,
+    /// even if a reload has changed the configuration since.
+    pub area: Arc<Area>,
 }
 
 enum TrackRule {
@@ -148,7 +171,7 @@ struct ZoneRules {
 pub struct ScenarioEngine {
     by_camera: Vec<Vec<ZoneRules>>,
     trackers: Vec<Tracker>,
-    config: Arc<Config>,
+    setup: Arc<ScenarioSetup>,
     /// When each camera's phase thresholds were last looked up.
     thresholds_checked: Vec<Option<std::time::Instant>>,
     /// The phase each camera's rules were built for (`None`: no phase, catalog thresholds).
@@ -172,7 +195,7 @@ const GATED_GAPS_BRIDGED: f64 = 2.5;
 /// The rule parameters of one catalog scenario in one zone (zone filters narrow the catalog's).
 fn rule_params(
     entry: &catalog::ScenarioEntry,
-    zone: &crate::config::Zone,
+    zone: &crate::area::Zone,
     th: RuleThresholds,
     min_hits: u32,
 ) -> Option<RuleParams> {
@@ -202,9 +225,9 @@ fn rule_params(
 }
 
 /// The rules of every zone of camera `ci`.
-fn camera_rules(config: &Config, ci: usize, inactive: &[String]) -> Vec<ZoneRules> {
-    let catalog = &config.catalog;
-    let cam = &config.cameras[ci];
+fn camera_rules(setup: &ScenarioSetup, ci: usize, inactive: &[String]) -> Vec<ZoneRules> {
+    let catalog = &setup.catalog;
+    let cam = &setup.area.cameras[ci];
     cam.zones
         .iter()
         .enumerate()
@@ -216,7 +239,7 @@ fn camera_rules(config: &Config, ci: usize, inactive: &[String]) -> Vec<ZoneRule
                     continue;
                 };
                 match entry.rule {
-                    RuleKind::Crowd => match config.crowd_settings(ci, None) {
+                    RuleKind::Crowd => match setup.overrides().crowd_settings(ci, None) {
                         Ok(settings) => crowd = Some(CrowdRule::new(settings)),
                         Err(e) => {
                             tracing::error!(camera = %cam.id, error = %e, "crowd settings invalid; rule skipped")
@@ -225,11 +248,12 @@ fn camera_rules(config: &Config, ci: usize, inactive: &[String]) -> Vec<ZoneRule
                     RuleKind::TrackDwell | RuleKind::ZoneCount => {
                         // Validated at load; a failure here would be a bug, so the rule is
                         // skipped loudly rather than run with wrong numbers.
-                        let params = config
+                        let params = setup
+                            .overrides()
                             .rule_thresholds(ci, None, id)
                             .map_err(|e| tracing::error!(scenario = %id, camera = %cam.id, error = %e, "thresholds invalid; rule skipped"))
                             .ok()
-                            .and_then(|th| rule_params(entry, z, th, config.tracker.min_hits));
+                            .and_then(|th| rule_params(entry, z, th, setup.tracker.min_hits));
                         let Some(params) = params else { continue };
                         let rule = if entry.rule == RuleKind::TrackDwell {
                             TrackRule::Dwell(TrackDwellRule::new(params))
@@ -253,16 +277,16 @@ fn camera_rules(config: &Config, ci: usize, inactive: &[String]) -> Vec<ZoneRule
 
 /// Camera `ci`'s classical fire/smoke detector, when one of its zones needs it.
 fn camera_fire_detector(
-    config: &Config,
+    setup: &ScenarioSetup,
     ci: usize,
     inactive: &[String],
     baseline: bool,
 ) -> Option<fire::FireBaseline> {
-    let cam = &config.cameras[ci];
+    let cam = &setup.area.cameras[ci];
     let wanted = baseline
         && cam.zones.iter().flat_map(|z| &z.scenarios).any(|id| {
             !inactive.contains(id)
-                && config.catalog.entry(id).is_some_and(|e| {
+                && setup.catalog.entry(id).is_some_and(|e| {
                     e.kinds
                         .iter()
                         .any(|k| matches!(k, ObjectKind::Fire | ObjectKind::Smoke))
@@ -272,20 +296,18 @@ fn camera_fire_detector(
         return None;
     }
     tracing::info!(camera = %cam.id, "fire/smoke: classical OpenCV baseline (no fire model configured)");
-    fire::FireBaseline::new(config.scenarios.fire_baseline.clone())
+    fire::FireBaseline::new(setup.settings.fire_baseline.clone())
         .map_err(|e| tracing::error!(camera = %cam.id, error = %e, "fire baseline unavailable"))
         .ok()
 }
 
 impl ScenarioEngine {
-    pub fn new(config: Arc<Config>) -> Self {
-        let (inactive, fire_baseline) = match model_kinds(&config) {
-            Ok(mut kinds) => {
-                let baseline = fire_baseline_in_use(&config, &kinds);
-                if baseline {
-                    kinds.extend([ObjectKind::Fire, ObjectKind::Smoke]);
-                }
-                (config.catalog.inactive(&kinds), baseline)
+    pub fn new(setup: Arc<ScenarioSetup>) -> Self {
+        let (inactive, fire_baseline) = match &setup.model_kinds {
+            Ok(model) => {
+                let baseline = fire_baseline_in_use(&setup.settings.fire_baseline, model);
+                let kinds = provided_kinds(&setup.settings.fire_baseline, model);
+                (setup.catalog.inactive(&kinds), baseline)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "model kinds unknown; every scenario stays active");
@@ -299,7 +321,7 @@ impl ScenarioEngine {
         let mut engine = Self {
             by_camera: Vec::new(),
             trackers: Vec::new(),
-            config: config.clone(),
+            setup: setup.clone(),
             thresholds_checked: Vec::new(),
             phases: Vec::new(),
             fire: Vec::new(),
@@ -307,7 +329,7 @@ impl ScenarioEngine {
             fire_baseline,
             firings: Vec::new(),
         };
-        for ci in 0..config.cameras.len() {
+        for ci in 0..setup.area.cameras.len() {
             engine.rebuild_camera(ci);
         }
         engine
@@ -316,9 +338,9 @@ impl ScenarioEngine {
     /// (Re)builds camera `ci`'s rules from the current configuration; its tracker is kept
     /// when it has one (a zone edit does not forget the cars parked in front of the camera).
     fn rebuild_camera(&mut self, ci: usize) {
-        let config = &self.config;
-        let rules = camera_rules(config, ci, &self.inactive);
-        let fire = camera_fire_detector(config, ci, &self.inactive, self.fire_baseline);
+        let setup = &self.setup;
+        let rules = camera_rules(setup, ci, &self.inactive);
+        let fire = camera_fire_detector(setup, ci, &self.inactive, self.fire_baseline);
         if ci < self.by_camera.len() {
             self.by_camera[ci] = rules;
             self.fire[ci] = fire;
@@ -326,11 +348,11 @@ impl ScenarioEngine {
             self.phases[ci] = None;
         } else {
             let tracker = TrackerSettings {
-                max_gap_seconds: config
+                max_gap_seconds: setup
                     .tracker
                     .max_gap_seconds
-                    .max(GATED_GAPS_BRIDGED * config.gate.periodic_inference_seconds),
-                ..config.tracker
+                    .max(GATED_GAPS_BRIDGED * setup.periodic_inference_seconds),
+                ..setup.tracker
             };
             self.by_camera.push(rules);
             self.fire.push(fire);
@@ -340,18 +362,18 @@ impl ScenarioEngine {
         }
     }
 
-    /// A reloaded configuration (`crate::reload`): camera indices are stable; the cameras in
-    /// `changed` (zones, overrides, group or thresholds edited, or added) get new rules, the
-    /// others keep theirs and their episodes.
-    pub fn reload(&mut self, config: Arc<Config>, changed: &[usize]) {
-        self.config = config;
+    /// A reloaded configuration: camera indices are stable; the cameras in `changed` (zones,
+    /// overrides, group or thresholds edited, or added) get new rules, the others keep theirs
+    /// and their episodes.
+    pub fn reload(&mut self, setup: Arc<ScenarioSetup>, changed: &[usize]) {
+        self.setup = setup;
         for &ci in changed {
-            if ci < self.config.cameras.len() {
+            if ci < self.setup.area.cameras.len() {
                 self.rebuild_camera(ci);
             }
         }
         // Cameras the reload added but did not list (defensive): give them rules too.
-        for ci in self.by_camera.len()..self.config.cameras.len() {
+        for ci in self.by_camera.len()..self.setup.area.cameras.len() {
             self.rebuild_camera(ci);
         }
         tracing::info!(cameras = changed.len(), "scenario rules reloaded");
@@ -366,29 +388,32 @@ impl ScenarioEngine {
         }
         self.thresholds_checked[camera] = Some(std::time::Instant::now());
         let profile = self
-            .config
+            .setup
+            .area
             .profile_at(camera, time::OffsetDateTime::now_utc());
         if profile.phase == self.phases[camera] {
             return;
         }
-        let config = &self.config;
-        let phase = config.phase_named(camera, profile.phase.as_deref());
-        tracing::info!(camera = %config.cameras[camera].id, phase = ?profile.phase, "scenario thresholds follow the phase");
+        let setup = &self.setup;
+        let area = &setup.area;
+        let overrides = setup.overrides();
+        let phase = area.phase_named(camera, profile.phase.as_deref());
+        tracing::info!(camera = %area.cameras[camera].id, phase = ?profile.phase, "scenario thresholds follow the phase");
         for z in &mut self.by_camera[camera] {
-            let zone = &config.cameras[camera].zones[z.zone];
+            let zone = &area.cameras[camera].zones[z.zone];
             if let Some(rule) = z.crowd.as_mut()
-                && let Ok(s) = config.crowd_settings(camera, phase)
+                && let Ok(s) = overrides.crowd_settings(camera, phase)
             {
                 rule.set_settings(s);
             }
             for (info, rule) in &mut z.tracked {
-                let Some(entry) = config.catalog.entry(info.id) else {
+                let Some(entry) = setup.catalog.entry(info.id) else {
                     continue;
                 };
-                let params = config
+                let params = overrides
                     .rule_thresholds(camera, phase, info.id)
                     .ok()
-                    .and_then(|th| rule_params(entry, zone, th, config.tracker.min_hits));
+                    .and_then(|th| rule_params(entry, zone, th, setup.tracker.min_hits));
                 if let Some(params) = params {
                     match rule {
                         TrackRule::Dwell(r) => r.set_params(params),
@@ -420,7 +445,7 @@ impl ScenarioEngine {
         self.refresh_thresholds(camera);
         let t = d.frame.stream_seconds;
         let local =
-            time::OffsetDateTime::from(d.frame.captured_at).to_offset(self.config.utc_offset());
+            time::OffsetDateTime::from(d.frame.captured_at).to_offset(self.setup.area.utc_offset());
         let moment = Moment {
             t,
             minute_of_day: u16::from(local.hour()) * 60 + u16::from(local.minute()),
@@ -497,7 +522,7 @@ impl ScenarioEngine {
                 objects: f.objects,
                 confidence: f.confidence,
                 frame: frame.clone(),
-                config: self.config.clone(),
+                area: self.setup.area.clone(),
             });
         }
     }
@@ -506,7 +531,7 @@ impl ScenarioEngine {
 /// A reloaded configuration for the scenario thread: the cameras whose rules change, and a
 /// channel to say it is applied (the reload starts the changed cameras only then).
 pub struct Reload {
-    pub config: Arc<Config>,
+    pub setup: Arc<ScenarioSetup>,
     pub cameras: Vec<usize>,
     pub applied: Sender<()>,
 }
@@ -517,7 +542,7 @@ pub fn run(
     mut engine: ScenarioEngine,
     input: Receiver<Detections>,
     output: Sender<Event>,
-    latest: crate::review::LatestFrames,
+    observer: &dyn FrameObserver,
     reloads: Receiver<Reload>,
 ) {
     let mut reloads = reloads;
@@ -525,8 +550,8 @@ pub fn run(
         crossbeam_channel::select! {
             recv(reloads) -> r => match r {
                 Ok(r) => {
-                    latest.ensure_cameras(r.config.cameras.len());
-                    engine.reload(r.config, &r.cameras);
+                    observer.ensure_cameras(r.setup.area.cameras.len());
+                    engine.reload(r.setup, &r.cameras);
                     let _ = r.applied.send(());
                 }
                 // No more reloads can come: stop listening (a closed channel is always ready).
@@ -535,7 +560,7 @@ pub fn run(
             recv(input) -> d => {
                 let Ok(d) = d else { break };
                 let mut closed = false;
-                engine.evaluate_seen(d, |frame, objects| latest.offer(frame, objects), |e| {
+                engine.evaluate_seen(d, |frame, objects| observer.seen(frame, objects), |e| {
                     tracing::info!(
                         scenario = e.scenario.id,
                         camera = e.camera,

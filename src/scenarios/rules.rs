@@ -17,13 +17,13 @@
 //! Confidence of an event: the mean, over the event's objects, of each object's mean detection
 //! score over its track so far.
 
-use crate::config::profile::HoursWindow;
+use crate::area::profile::HoursWindow;
 use crate::infer::Detection;
 use crate::infer::kinds::ObjectKind;
 use crate::track::{Track, iou};
 
 use super::catalog::RuleThresholds;
-use super::geometry::ZoneShape;
+use crate::area::geometry::ZoneShape;
 
 /// Overlap with an ended episode's object that counts as "the same place" for the cooldown.
 pub const SAME_PLACE_IOU: f32 = 0.3;

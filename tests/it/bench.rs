@@ -8,7 +8,7 @@ use std::io::BufRead;
 use gridwatch::bench::accuracy::GroundTruth;
 use gridwatch::bench::report::{BenchReport, Percentiles};
 use gridwatch::bench::{replay, suite};
-use gridwatch::config::Pace;
+use gridwatch::ingest::settings::Pace;
 
 use crate::support::{TempDir, repo};
 
@@ -193,7 +193,7 @@ url = "http://127.0.0.1:9/cases"
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let registry = CameraRegistry::default();
-    registry.add(gridwatch::ingest::initial_status(&config, 0));
+    registry.add(gridwatch::ingest::initial_status(&config.area, 0));
     let readiness = Readiness::default();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let listener = runtime

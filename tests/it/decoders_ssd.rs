@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use gridwatch::config::CrowdSettings;
 use gridwatch::infer::card::ModelCard;
 use gridwatch::infer::kinds::ObjectKind;
 use gridwatch::infer::{Detection, Detector, Thresholds};
 use gridwatch::scenarios::crowd::CrowdRule;
+use gridwatch::scenarios::settings::CrowdSettings;
 
 use crate::decoder::check_against_reference;
 use crate::support::{ort_env, repo};
@@ -77,7 +77,7 @@ fn the_crowd_rule_counts_ssd_persons_by_kind_not_label() {
         score_threshold: 0.3,
         ..CrowdSettings::default()
     });
-    let whole_frame = gridwatch::scenarios::geometry::ZoneShape::polygon(vec![
+    let whole_frame = gridwatch::area::geometry::ZoneShape::polygon(vec![
         [-0.1, -0.1],
         [1.1, -0.1],
         [1.1, 1.1],

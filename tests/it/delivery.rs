@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use gridwatch::cases::outbox::Outbox;
-use gridwatch::config::DispatchSettings;
+use gridwatch::dispatch::settings::DispatchSettings;
 use gridwatch::dispatch::{Delivery, Phase};
 use serde_json::Value;
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use gridwatch::config::GateSettings;
+use gridwatch::gate::GateSettings;
 use gridwatch::gate::{Decision, MotionGate};
 use gridwatch::ingest::Frame;
 

@@ -11,6 +11,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use gridwatch::cases::outbox::Outbox;
+use gridwatch::cases::tiers::{Suppressions, Tiers, Triage};
 use gridwatch::config::Config;
 use gridwatch::infer::Detection;
 use gridwatch::infer::kinds::ObjectKind;
@@ -18,7 +19,7 @@ use gridwatch::ingest::Frame;
 use gridwatch::ingest::status::CameraRegistry;
 use gridwatch::review::auth::Role;
 use gridwatch::review::store::ReviewStore;
-use gridwatch::review::{LatestFrames, ReviewHub, ReviewState, Suppressions, Triage};
+use gridwatch::review::{LatestFrames, ReviewHub, ReviewState};
 use gridwatch::scenarios::Event;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -143,15 +144,15 @@ impl Console {
         store.set_user("bob", Role::Reviewer, PASSWORD).unwrap();
         store.set_user("root", Role::Admin, PASSWORD).unwrap();
         let cameras = CameraRegistry::default();
-        for i in 0..config.cameras.len() {
-            cameras.add(gridwatch::ingest::initial_status(&config, i));
+        for i in 0..config.area.cameras.len() {
+            cameras.add(gridwatch::ingest::initial_status(&config.area, i));
         }
         let wake = Arc::new(Notify::new());
         let state = ReviewState {
             store,
-            config: gridwatch::config::SharedConfig::new(config.clone()),
+            config: Arc::new(arc_swap::ArcSwap::from_pointee(config.console_config())),
             cameras,
-            latest: LatestFrames::new(config.cameras.len()),
+            latest: LatestFrames::new(config.area.cameras.len()),
             suppressions: Suppressions::default(),
             hub: ReviewHub::default(),
             wake: Some(wake.clone()),
@@ -178,7 +179,7 @@ impl Console {
             .collect();
         let (tx, rx) = crossbeam_channel::unbounded();
         for (n, (camera, confidence)) in events.iter().enumerate() {
-            let cam = &self.config.cameras[*camera];
+            let cam = &self.config.area.cameras[*camera];
             tx.send(Event {
                 scenario: self.config.catalog.info("crowd_gathering").unwrap(),
                 camera: *camera,
@@ -190,15 +191,19 @@ impl Console {
                 objects: persons(),
                 confidence: *confidence,
                 frame: Arc::new(frame(*camera, &cam.id, n as u64)),
-                config: self.config.clone(),
+                area: self.config.area.clone(),
             })
             .unwrap();
         }
         drop(tx);
         let triage = Triage {
-            tiers: gridwatch::review::Tiers::new(self.config.review.clone()),
+            tiers: Tiers::new(self.config.review.as_ref().map(|r| r.tiers())),
             suppressions: self.state.suppressions.clone(),
             fence: None,
+            routing: Arc::new(arc_swap::ArcSwap::from_pointee(
+                self.config.dispatch.routing(),
+            )),
+            snapshot_max_width_pixels: self.config.cases.snapshot_max_width_pixels,
         };
         let hub = self.state.hub.clone();
         gridwatch::cases::run_triaged(
@@ -504,7 +509,7 @@ async fn the_first_reviewer_wins_and_the_second_is_told_who() {
     assert_eq!(c.state_of(id), "pending");
     let due = Outbox::open(&c.config.resolve(&c.config.cases.outbox))
         .unwrap()
-        .due(gridwatch::config::PRIMARY_TARGET_ID, 10)
+        .due(gridwatch::cases::routing::PRIMARY_TARGET_ID, 10)
         .unwrap();
     assert!(
         due.iter().any(|p| &p.id == id),
@@ -582,7 +587,7 @@ async fn a_rejection_is_a_false_positive_and_may_suppress_the_camera_zone_and_sc
     assert!(
         Outbox::open(&c.config.resolve(&c.config.cases.outbox))
             .unwrap()
-            .due(gridwatch::config::PRIMARY_TARGET_ID, 10)
+            .due(gridwatch::cases::routing::PRIMARY_TARGET_ID, 10)
             .unwrap()
             .is_empty(),
         "a rejected case is never delivered"

@@ -540,11 +540,15 @@ units = ["res"]
     assert_eq!(
         config
             .dispatch
+            .routing()
             .route("res", &["border".into()], "crowd_gathering"),
         ["town", "xujing"]
     );
     assert_eq!(
-        config.dispatch.route("cbd", &[], "crowd_gathering"),
+        config
+            .dispatch
+            .routing()
+            .route("cbd", &[], "crowd_gathering"),
         Vec::<String>::new()
     );
     // `gridwatch check` passes it and says so.

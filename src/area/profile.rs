@@ -4,7 +4,7 @@
 
 use time::{Date, Month, OffsetDateTime, UtcOffset};
 
-use super::{Config, GroupPhase};
+use super::{Area, GroupPhase};
 
 /// What a camera should be doing now.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,8 +14,6 @@ pub struct Profile {
     /// Inside the active hours (or no hours set).
     pub active: bool,
     pub phase: Option<String>,
-    pub crowd_min_persons: usize,
-    pub crowd_min_duration_seconds: f64,
 }
 
 /// A local-time window "HH:MM-HH:MM"; wraps past midnight when the end is not after the start.
@@ -77,7 +75,7 @@ fn to_date(d: &toml::value::Datetime) -> Option<Date> {
     .ok()
 }
 
-pub(super) fn validate_phase(p: &GroupPhase) -> Vec<(&'static str, String)> {
+pub fn validate_phase(p: &GroupPhase) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     let from = to_date(&p.from);
     if from.is_none() || p.from.time.is_some() {
@@ -117,7 +115,7 @@ pub(super) fn validate_phase(p: &GroupPhase) -> Vec<(&'static str, String)> {
     out
 }
 
-impl Config {
+impl Area {
     pub fn utc_offset(&self) -> UtcOffset {
         parse_utc_offset(&self.centre.utc_offset).unwrap_or(UtcOffset::UTC)
     }
@@ -145,7 +143,6 @@ impl Config {
                 .iter()
                 .filter_map(|w| HoursWindow::parse(w).ok())
                 .any(|w| w.contains(minute));
-        let crowd = &self.scenarios.crowd_gathering;
         Profile {
             analysis_fps: phase
                 .and_then(|p| p.analysis_fps)
@@ -157,12 +154,6 @@ impl Config {
                 .unwrap_or(group.is_some_and(|g| g.keyframes_only)),
             active,
             phase: phase.map(|p| p.name.clone()),
-            crowd_min_persons: phase
-                .and_then(|p| p.crowd_min_persons)
-                .unwrap_or(crowd.min_persons),
-            crowd_min_duration_seconds: phase
-                .and_then(|p| p.crowd_min_duration_seconds)
-                .unwrap_or(crowd.min_duration_seconds),
         }
     }
 }
@@ -170,6 +161,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use std::path::Path;
     use time::macros::datetime;
 
@@ -224,21 +216,16 @@ url = "http://127.0.0.1:1/"
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         let c = Config::from_text(AREA, "t.toml", &dir).unwrap_or_else(|e| panic!("{e}"));
         // 2026-10-31 23:00 UTC = 2026-11-01 07:00 in Shanghai: intensive phase, all day.
-        let p = c.profile_at(0, datetime!(2026-10-31 23:00 UTC));
+        let p = c.area.profile_at(0, datetime!(2026-10-31 23:00 UTC));
         assert_eq!(
-            (
-                p.phase.as_deref(),
-                p.analysis_fps,
-                p.active,
-                p.crowd_min_persons
-            ),
-            (Some("intensive"), 4.0, true, 3)
+            (p.phase.as_deref(), p.analysis_fps, p.active),
+            (Some("intensive"), 4.0, true)
         );
         // Before any phase, 07:00 local: outside the day shift.
-        let p = c.profile_at(0, datetime!(2026-10-30 23:00 UTC));
+        let p = c.area.profile_at(0, datetime!(2026-10-30 23:00 UTC));
         assert_eq!((p.phase, p.analysis_fps, p.active), (None, 1.0, false));
         // Long-term phase (open-ended) uses the group's own hours and rate.
-        let p = c.profile_at(0, datetime!(2027-03-01 04:00 UTC));
+        let p = c.area.profile_at(0, datetime!(2027-03-01 04:00 UTC));
         assert_eq!(
             (p.phase.as_deref(), p.analysis_fps, p.active),
             (Some("long_term"), 1.0, true)

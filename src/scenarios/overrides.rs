@@ -3,16 +3,19 @@
 //! then the camera's `scenario_overrides`, then the phase in force (a phase is a campaign of the
 //! whole group, so it has the last word while it runs).
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Config, CrowdSettings, GroupPhase};
-use crate::scenarios::catalog::{RuleKind, RuleThresholds, validate_thresholds};
+use super::catalog::{Catalog, RuleKind, RuleThresholds, validate_thresholds};
+use super::settings::CrowdSettings;
+use crate::area::{Area, GroupPhase, ScenarioOverrides};
 
-/// `scenario_overrides.<scenario id>` = a table of the fields to change.
-pub type ScenarioOverrides = BTreeMap<String, toml::Table>;
+/// The overrides of one configuration: its key area over the catalog and crowd settings.
+pub struct Overrides<'a> {
+    pub area: &'a Area,
+    pub catalog: &'a Catalog,
+    pub crowd: &'a CrowdSettings,
+}
 
 /// `base` with the fields of `over` replaced; unknown fields and wrong types are refused.
 pub fn overlay<T: Serialize + DeserializeOwned>(base: &T, over: &toml::Table) -> Result<T, String> {
@@ -25,16 +28,7 @@ pub fn overlay<T: Serialize + DeserializeOwned>(base: &T, over: &toml::Table) ->
         .map_err(|e: toml::de::Error| e.message().to_owned())
 }
 
-impl Config {
-    /// The group phase named `name` of camera `camera`'s group.
-    pub fn phase_named(&self, camera: usize, name: Option<&str>) -> Option<&GroupPhase> {
-        let name = name?;
-        self.camera_group(&self.cameras[camera])?
-            .phases
-            .iter()
-            .find(|p| p.name == name)
-    }
-
+impl Overrides<'_> {
     /// The thresholds of track/zone rule `id` on camera `camera` while `phase` is in force.
     pub fn rule_thresholds(
         &self,
@@ -48,7 +42,7 @@ impl Config {
             .ok_or_else(|| format!("unknown scenario `{id}`"))?;
         let mut t = entry.thresholds.clone();
         for over in [
-            self.cameras[camera].scenario_overrides.get(id),
+            self.area.cameras[camera].scenario_overrides.get(id),
             phase.and_then(|p| p.scenario_overrides.get(id)),
         ]
         .into_iter()
@@ -68,9 +62,9 @@ impl Config {
         phase: Option<&GroupPhase>,
     ) -> Result<CrowdSettings, String> {
         let id = "crowd_gathering";
-        let mut s = self.scenarios.crowd_gathering.clone();
+        let mut s = self.crowd.clone();
         for over in [
-            self.cameras[camera].scenario_overrides.get(id),
+            self.area.cameras[camera].scenario_overrides.get(id),
             phase.and_then(|p| p.scenario_overrides.get(id)),
         ]
         .into_iter()
@@ -90,7 +84,7 @@ impl Config {
     /// Checks every override table, first field by field (so that an unknown field or a wrong
     /// type points at its own line), then as a whole and in every combination a camera can
     /// meet at run time (its own overrides with each phase of its group): (field, message).
-    pub(super) fn validate_overrides(&self) -> Vec<(String, String)> {
+    pub fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut fields_ok = true;
         let mut check = |path: String, overrides: &ScenarioOverrides| {
@@ -111,7 +105,7 @@ impl Config {
                 for (k, v) in table {
                     let one = toml::Table::from_iter([(k.clone(), v.clone())]);
                     let result = if entry.rule == RuleKind::Crowd {
-                        overlay(&self.scenarios.crowd_gathering, &one).map(|_| ())
+                        overlay(self.crowd, &one).map(|_| ())
                     } else {
                         overlay(&entry.thresholds, &one).map(|_| ())
                     };
@@ -122,13 +116,13 @@ impl Config {
                 }
             }
         };
-        for (i, c) in self.cameras.iter().enumerate() {
+        for (i, c) in self.area.cameras.iter().enumerate() {
             check(
                 format!("cameras[{i}].scenario_overrides"),
                 &c.scenario_overrides,
             );
         }
-        for (i, g) in self.groups.iter().enumerate() {
+        for (i, g) in self.area.groups.iter().enumerate() {
             for (k, p) in g.phases.iter().enumerate() {
                 check(
                     format!("groups[{i}].phases[{k}].scenario_overrides"),
@@ -140,8 +134,9 @@ impl Config {
             return out;
         }
         // Whole tables, per camera, without and with each phase of its group.
-        for (i, cam) in self.cameras.iter().enumerate() {
+        for (i, cam) in self.area.cameras.iter().enumerate() {
             let phases = self
+                .area
                 .camera_group(cam)
                 .map(|g| g.phases.iter().map(Some).collect::<Vec<_>>())
                 .unwrap_or_default();
@@ -150,6 +145,7 @@ impl Config {
                     None => format!("cameras[{i}].scenario_overrides.{id}"),
                     Some(p) => {
                         let g = self
+                            .area
                             .groups
                             .iter()
                             .position(|g| g.id == cam.group)
@@ -203,7 +199,7 @@ impl Config {
 mod tests {
     use std::path::Path;
 
-    use super::super::{Config, ConfigError};
+    use crate::config::{Config, ConfigError};
 
     const AREA: &str = r#"
 [centre]
@@ -253,22 +249,28 @@ url = "http://127.0.0.1:1/"
             .unwrap()
             .thresholds
             .clone();
-        let plain = c.rule_thresholds(0, None, "illegal_parking").unwrap();
+        let plain = c
+            .overrides()
+            .rule_thresholds(0, None, "illegal_parking")
+            .unwrap();
         assert_eq!((plain.dwell_seconds, plain.cooldown_seconds), (60.0, 900.0));
         assert_eq!(
             plain.clear_seconds, catalog.clear_seconds,
             "untouched fields stay"
         );
-        let phase = c.phase_named(0, Some("intensive"));
+        let phase = c.area.phase_named(0, Some("intensive"));
         assert!(phase.is_some());
-        let intensive = c.rule_thresholds(0, phase, "illegal_parking").unwrap();
+        let intensive = c
+            .overrides()
+            .rule_thresholds(0, phase, "illegal_parking")
+            .unwrap();
         assert_eq!(
             (intensive.dwell_seconds, intensive.cooldown_seconds),
             (30.0, 900.0)
         );
-        let crowd = c.crowd_settings(0, phase).unwrap();
+        let crowd = c.overrides().crowd_settings(0, phase).unwrap();
         assert_eq!((crowd.min_persons, crowd.min_duration_seconds), (4, 20.0));
-        let crowd = c.crowd_settings(0, None).unwrap();
+        let crowd = c.overrides().crowd_settings(0, None).unwrap();
         assert_eq!(crowd.min_persons, c.scenarios.crowd_gathering.min_persons);
     }
 
@@ -321,7 +323,8 @@ url = "http://127.0.0.1:1/"
         );
         let c = Config::from_text(&text, "t.toml", &dir()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            c.rule_thresholds(0, None, "illegal_parking")
+            c.overrides()
+                .rule_thresholds(0, None, "illegal_parking")
                 .unwrap()
                 .night_dwell_seconds,
             Some(20.0)

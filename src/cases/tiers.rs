@@ -1,11 +1,58 @@
-//! Confidence tiers and suppressions: what the case stage asks before it stores a case. Built by
-//! `run` from the configuration and the review store, and handed to the case stage, so data flows
-//! one way (the console writes suppressions, the pipeline only reads them).
+//! Confidence tiers and suppressions: what the case stage asks before it stores a case. The case
+//! stage decides the tier itself from its [`TierSettings`] (the scores of `[review]`); the review
+//! console only writes suppressions into the shared list, so data flows one way.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use crate::config::review::ReviewSettings;
+use serde::Deserialize;
+
+/// At or above this confidence a case is dispatched without a reviewer (automatic discovery).
+pub const DEFAULT_AUTO_DISPATCH_SCORE: f32 = 0.8;
+/// At or above this (and below the auto-dispatch score) a case waits in the review queue;
+/// below it, the event is only counted.
+pub const DEFAULT_REVIEW_SCORE: f32 = 0.4;
+
+/// A scenario's own scores (`[review.scenarios.<id>]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierOverride {
+    #[serde(default)]
+    pub auto_dispatch_score: Option<f32>,
+    #[serde(default)]
+    pub review_score: Option<f32>,
+}
+
+/// The scores that split events into tiers, globally and per scenario id.
+#[derive(Debug, Clone)]
+pub struct TierSettings {
+    pub auto_dispatch_score: f32,
+    pub review_score: f32,
+    pub scenarios: BTreeMap<String, TierOverride>,
+}
+
+impl Default for TierSettings {
+    fn default() -> Self {
+        Self {
+            auto_dispatch_score: DEFAULT_AUTO_DISPATCH_SCORE,
+            review_score: DEFAULT_REVIEW_SCORE,
+            scenarios: BTreeMap::new(),
+        }
+    }
+}
+
+impl TierSettings {
+    /// (auto_dispatch_score, review_score) for a scenario.
+    pub fn scores(&self, scenario: &str) -> (f32, f32) {
+        let o = self.scenarios.get(scenario);
+        (
+            o.and_then(|o| o.auto_dispatch_score)
+                .unwrap_or(self.auto_dispatch_score),
+            o.and_then(|o| o.review_score).unwrap_or(self.review_score),
+        )
+    }
+}
 
 /// What becomes of an event of a given confidence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,11 +68,11 @@ pub enum Tier {
 /// The tiers per scenario; without a `[review]` section every case is dispatched.
 #[derive(Debug, Clone, Default)]
 pub struct Tiers {
-    settings: Option<ReviewSettings>,
+    settings: Option<TierSettings>,
 }
 
 impl Tiers {
-    pub fn new(settings: Option<ReviewSettings>) -> Self {
+    pub fn new(settings: Option<TierSettings>) -> Self {
         Self { settings }
     }
 
@@ -87,13 +134,17 @@ impl Suppressions {
     }
 }
 
-/// What the case stage needs from the review side.
+/// What the case stage decides with, besides each event.
 #[derive(Debug, Clone, Default)]
 pub struct Triage {
     pub tiers: Tiers,
+    /// Written by the review console, read here.
     pub suppressions: Suppressions,
     /// Cluster mode: a case is committed only while this node owns its camera's group.
     pub fence: Option<crate::cluster::Ownership>,
+    /// Which dispatch targets each case goes to; a reload swaps it whole.
+    pub routing: Arc<arc_swap::ArcSwap<super::routing::Routing>>,
+    pub snapshot_max_width_pixels: u32,
 }
 
 #[cfg(test)]
@@ -104,14 +155,14 @@ mod tests {
     #[test]
     fn tiers_follow_the_scores_and_their_overrides() {
         assert_eq!(Tiers::default().decide("x", 0.0), Tier::Dispatch);
-        let mut s = ReviewSettings {
+        let mut s = TierSettings {
             auto_dispatch_score: 0.8,
             review_score: 0.5,
-            ..ReviewSettings::default()
+            ..TierSettings::default()
         };
         s.scenarios.insert(
             "crowd_gathering".into(),
-            crate::config::review::TierOverride {
+            TierOverride {
                 auto_dispatch_score: Some(0.95),
                 review_score: None,
             },

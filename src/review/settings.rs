@@ -6,14 +6,12 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::cases::tiers::{
+    DEFAULT_AUTO_DISPATCH_SCORE, DEFAULT_REVIEW_SCORE, TierOverride, TierSettings,
+};
 use crate::scenarios::catalog::Catalog;
 
 pub const DEFAULT_REVIEW_LISTEN: &str = "127.0.0.1:8780";
-/// At or above this confidence a case is dispatched without a reviewer (automatic discovery).
-pub const DEFAULT_AUTO_DISPATCH_SCORE: f32 = 0.8;
-/// At or above this (and below the auto-dispatch score) a case waits in the review queue;
-/// below it, the event is only counted.
-pub const DEFAULT_REVIEW_SCORE: f32 = 0.4;
 pub const DEFAULT_ROTATION_SECONDS: u32 = 15;
 pub const DEFAULT_SESSION_HOURS: f64 = 12.0;
 pub const DEFAULT_ADMIN_PASSWORD_ENV: &str = "GRIDWATCH_ADMIN_PASSWORD";
@@ -50,15 +48,6 @@ pub struct ReviewSettings {
     pub review_timeout_minutes: f64,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TierOverride {
-    #[serde(default)]
-    pub auto_dispatch_score: Option<f32>,
-    #[serde(default)]
-    pub review_score: Option<f32>,
-}
-
 impl Default for ReviewSettings {
     fn default() -> Self {
         Self {
@@ -75,14 +64,13 @@ impl Default for ReviewSettings {
 }
 
 impl ReviewSettings {
-    /// (auto_dispatch_score, review_score) for a scenario.
-    pub fn scores(&self, scenario: &str) -> (f32, f32) {
-        let o = self.scenarios.get(scenario);
-        (
-            o.and_then(|o| o.auto_dispatch_score)
-                .unwrap_or(self.auto_dispatch_score),
-            o.and_then(|o| o.review_score).unwrap_or(self.review_score),
-        )
+    /// The scores the case stage splits events by.
+    pub fn tiers(&self) -> TierSettings {
+        TierSettings {
+            auto_dispatch_score: self.auto_dispatch_score,
+            review_score: self.review_score,
+            scenarios: self.scenarios.clone(),
+        }
     }
 
     /// (field path below `review`, message) pairs.
@@ -110,8 +98,9 @@ impl ReviewSettings {
             }
         };
         check(String::new(), self.auto_dispatch_score, self.review_score);
+        let tiers = self.tiers();
         for id in self.scenarios.keys() {
-            let (auto, review) = self.scores(id);
+            let (auto, review) = tiers.scores(id);
             check(format!("scenarios.{id}."), auto, review);
         }
         for id in self.scenarios.keys() {

@@ -1,0 +1,52 @@
+//! The `[cases]` section: where the outbox lives, the event queue's bound, snapshot size.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub const DEFAULT_OUTBOX: &str = "var/gridwatch.sqlite";
+pub const DEFAULT_EVENT_QUEUE_CAPACITY: usize = 64;
+pub const DEFAULT_SNAPSHOT_MAX_WIDTH_PIXELS: u32 = 960;
+/// Events are rare; a bigger queue only hides a stalled case stage.
+pub const MAX_EVENT_QUEUE_CAPACITY: usize = 65_536;
+/// Wider than 8K is a typo (and an allocation the size of a poster).
+pub const MAX_SNAPSHOT_WIDTH_PIXELS: u32 = 7680;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaseSettings {
+    /// SQLite file holding cases and the delivery outbox.
+    pub outbox: PathBuf,
+    pub event_queue_capacity: usize,
+    pub snapshot_max_width_pixels: u32,
+}
+
+impl Default for CaseSettings {
+    fn default() -> Self {
+        Self {
+            outbox: PathBuf::from(DEFAULT_OUTBOX),
+            event_queue_capacity: DEFAULT_EVENT_QUEUE_CAPACITY,
+            snapshot_max_width_pixels: DEFAULT_SNAPSHOT_MAX_WIDTH_PIXELS,
+        }
+    }
+}
+
+impl CaseSettings {
+    /// Range checks: (field below `cases`, message) pairs.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if !(1..=MAX_EVENT_QUEUE_CAPACITY).contains(&self.event_queue_capacity) {
+            out.push((
+                "event_queue_capacity".into(),
+                format!("must be in 1..={MAX_EVENT_QUEUE_CAPACITY}"),
+            ));
+        }
+        if !(16..=MAX_SNAPSHOT_WIDTH_PIXELS).contains(&self.snapshot_max_width_pixels) {
+            out.push((
+                "snapshot_max_width_pixels".into(),
+                format!("must be in 16..={MAX_SNAPSHOT_WIDTH_PIXELS}"),
+            ));
+        }
+        out
+    }
+}

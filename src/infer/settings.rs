@@ -1,0 +1,120 @@
+//! The `[model]` and `[inference]` sections: which model card, its score and NMS thresholds, and
+//! the worker pool (workers, onnxruntime threads, frame age bound, execution provider).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub const DEFAULT_SCORE_THRESHOLD: f32 = 0.35;
+pub const DEFAULT_NMS_IOU: f32 = 0.6;
+pub const DEFAULT_MAX_FRAME_AGE_MS: u64 = 1000;
+pub const DEFAULT_DETECTIONS_QUEUE_CAPACITY: usize = 16;
+pub const DEFAULT_INTRA_OP_THREADS: usize = 1;
+/// More workers or threads than this is a typo on any machine we serve.
+pub const MAX_THREADS: usize = 1024;
+/// A frame older than an hour is never worth analysing.
+pub const MAX_FRAME_AGE_MS: u64 = 3_600_000;
+/// Bounded queues stay small: a bigger one only hides a stalled consumer.
+pub const MAX_QUEUE_CAPACITY: usize = 65_536;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Path of the model card (TOML).
+    pub card: PathBuf,
+    #[serde(default = "default_score_threshold")]
+    pub score_threshold: f32,
+    #[serde(default = "default_nms_iou")]
+    pub nms_iou: f32,
+}
+
+// The card has no default, so `[model]` cannot default as a whole: two field defaults remain.
+fn default_score_threshold() -> f32 {
+    DEFAULT_SCORE_THRESHOLD
+}
+fn default_nms_iou() -> f32 {
+    DEFAULT_NMS_IOU
+}
+
+impl ModelSettings {
+    /// Range checks: (field below `model`, message) pairs. The card file itself is checked by
+    /// loading it.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if !(0.0..=1.0).contains(&self.score_threshold) {
+            out.push(("score_threshold".into(), "must be within 0..1".into()));
+        }
+        if !(0.0..=1.0).contains(&self.nms_iou) {
+            out.push(("nms_iou".into(), "must be within 0..1".into()));
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionProvider {
+    #[default]
+    Cpu,
+    /// Needs the `cuda` cargo feature and an onnxruntime build with CUDA.
+    Cuda,
+    /// Needs the `tensorrt` cargo feature and an onnxruntime build with TensorRT.
+    Tensorrt,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferenceSettings {
+    /// Worker threads, each with its own onnxruntime session; 0 = one per core.
+    pub workers: usize,
+    /// onnxruntime intra-op threads per session.
+    pub intra_op_threads: usize,
+    pub detections_queue_capacity: usize,
+    /// Path of libonnxruntime; default: ORT_DYLIB_PATH, then third_party/onnxruntime.
+    pub onnxruntime_library: Option<PathBuf>,
+    /// A frame older than this when a worker picks it is dropped (`stale`): bounded latency.
+    pub max_frame_age_ms: u64,
+    pub execution_provider: ExecutionProvider,
+}
+
+impl Default for InferenceSettings {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            intra_op_threads: DEFAULT_INTRA_OP_THREADS,
+            detections_queue_capacity: DEFAULT_DETECTIONS_QUEUE_CAPACITY,
+            onnxruntime_library: None,
+            max_frame_age_ms: DEFAULT_MAX_FRAME_AGE_MS,
+            execution_provider: ExecutionProvider::Cpu,
+        }
+    }
+}
+
+impl InferenceSettings {
+    /// Range checks: (field below `inference`, message) pairs.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.workers > MAX_THREADS {
+            out.push(("workers".into(), format!("must be at most {MAX_THREADS}")));
+        }
+        if !(1..=MAX_THREADS).contains(&self.intra_op_threads) {
+            out.push((
+                "intra_op_threads".into(),
+                format!("must be in 1..={MAX_THREADS}"),
+            ));
+        }
+        if !(1..=MAX_QUEUE_CAPACITY).contains(&self.detections_queue_capacity) {
+            out.push((
+                "detections_queue_capacity".into(),
+                format!("must be in 1..={MAX_QUEUE_CAPACITY}"),
+            ));
+        }
+        if !(1..=MAX_FRAME_AGE_MS).contains(&self.max_frame_age_ms) {
+            out.push((
+                "max_frame_age_ms".into(),
+                format!("must be in 1..={MAX_FRAME_AGE_MS}"),
+            ));
+        }
+        out
+    }
+}
