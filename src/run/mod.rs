@@ -1,0 +1,263 @@
+//! The `gridwatch run` job: loads the model, starts the I/O side ([`io`]: servers, delivery,
+//! signals), then the frame path as supervised stages ([`pipeline`]), and reads as that
+//! sequence. Whatever ends the run (sources ended, a stop, a failed stage), every stage ends in
+//! order and the outbox drains under the deadline.
+
+mod cameras;
+mod io;
+mod pipeline;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::cases::CaseError;
+use crate::cases::outbox::{Outbox, OutboxCounts, OutboxError};
+use crate::config::Config;
+use crate::dispatch::DispatchError;
+use crate::dispatch::server::ReceiverError;
+use crate::infer::card::ModelCard;
+use crate::infer::{self, InferError, Thresholds, pool};
+use crate::ingest::status::CameraRegistry;
+use crate::ingest::{self, CameraPlan, IngestError};
+use io::Io;
+use pipeline::{Model, Pipeline};
+
+/// After the sources end, how long delivery may keep retrying before the job exits (what is
+/// still pending stays in the outbox for the next run).
+pub const DEFAULT_DRAIN_TIMEOUT_SECONDS: f64 = 30.0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Infer(#[from] InferError),
+    #[error(transparent)]
+    Card(#[from] crate::infer::card::CardError),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error(transparent)]
+    Cases(#[from] CaseError),
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
+    #[error(transparent)]
+    Receiver(#[from] ReceiverError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("metrics endpoint: cannot listen on {addr}: {source}")]
+    Metrics {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Gate(#[from] crate::gate::GateError),
+    #[error(transparent)]
+    Review(#[from] crate::review::ReviewError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error("a pipeline thread panicked: {0}")]
+    Panic(&'static str),
+}
+
+/// Knobs of one run that are not part of the key area's configuration.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub drain_timeout: Duration,
+    /// Camera states; pass a clone in to watch them from outside the run.
+    pub cameras: CameraRegistry,
+    /// What `/readyz` reports; pass a clone in to watch it from outside the run.
+    pub readiness: crate::status::Readiness,
+    /// Benchmarks: every analysed frame's timings and detections, sent once the scenario stage
+    /// is done with it.
+    pub frame_observer: Option<crossbeam_channel::Sender<pool::FrameRecord>>,
+    /// The file the configuration came from: SIGHUP re-reads it (none: reload is refused).
+    pub config_path: Option<std::path::PathBuf>,
+    /// Reload requests; SIGHUP makes one.
+    pub reload: ReloadHandle,
+    /// Cluster mode: this node's name (`--node-id`).
+    pub node_id: Option<String>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs_f64(DEFAULT_DRAIN_TIMEOUT_SECONDS),
+            cameras: CameraRegistry::default(),
+            readiness: crate::status::Readiness::default(),
+            frame_observer: None,
+            config_path: None,
+            reload: ReloadHandle::default(),
+            node_id: None,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub cases_stored: u64,
+    pub outbox: OutboxCounts,
+    /// Where the embedded receiver listened, if one ran.
+    pub receiver_url: Option<String>,
+}
+
+/// How long a reload waits for the scenario thread to take the new rules.
+const RELOAD_APPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A reload request (SIGHUP, or a caller), taken by the run's supervisor.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadHandle(Arc<AtomicBool>);
+
+impl ReloadHandle {
+    pub fn request(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    fn take(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// A stop request, shared by signal handlers and callers.
+#[derive(Clone, Default)]
+pub struct StopHandle(Arc<AtomicBool>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs the whole pipeline for `config` until every finite source has ended, a stop is
+/// requested or a stage fails; then every stage ends in order and the outbox drains.
+pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunSummary, RunError> {
+    let config = Arc::new(config);
+    ingest::init()?;
+    let ownership = cluster_ownership(&config, &options)?;
+    // Inference first: a missing runtime or a wrong model should fail before any camera starts.
+    let model = load_model(&config)?;
+    let plans = camera_plans(&config, &options, model.card.input_size())?;
+    options.readiness.model_loaded();
+    if let Some(o) = &ownership {
+        options.readiness.set_cluster(o.clone());
+    }
+    let outbox = io::open_outbox(&config, &options)?;
+    let io = Io::start(&config, &options, &outbox, &ownership, &stop)?;
+
+    let mut pipeline = Pipeline::new(&config, &options, &model, ownership, stop.clone());
+    if let Err(e) = pipeline.start(&config, &options, model, plans, &io) {
+        tracing::error!(error = %e, "the pipeline could not start; stopping what did");
+        stop.stop();
+        let _ = pipeline.shutdown(&io);
+        let _ = io.drain(true, options.drain_timeout);
+        return Err(e);
+    }
+    io.print_welcome(&config);
+    pipeline.supervise(&config, &options, &io);
+    // Whatever ended the run, every stage ends in order and the outbox drains.
+    let stages = pipeline.shutdown(&io);
+    let receiver_url = io.receiver_url.clone();
+    let drained = io.drain(stop.is_stopped(), options.drain_timeout);
+    let cases_stored = stages?;
+    drained?;
+    let outbox = Outbox::open(&outbox)?.counts()?;
+    tracing::info!(
+        cases_stored,
+        delivered = outbox.delivered,
+        pending = outbox.pending,
+        dead_letters = outbox.dead,
+        awaiting_review = outbox.awaiting_review,
+        "run finished"
+    );
+    Ok(RunSummary {
+        cases_stored,
+        outbox,
+        receiver_url,
+    })
+}
+
+/// Cluster mode: this node's view of group ownership (none on a single node).
+fn cluster_ownership(
+    config: &Config,
+    options: &RunOptions,
+) -> Result<Option<crate::cluster::Ownership>, RunError> {
+    let Some(settings) = &config.cluster else {
+        return Ok(None);
+    };
+    let node = crate::cluster::node_id(options.node_id.as_deref(), settings)?;
+    tracing::info!(node = %node, groups = config.area.groups.len(), "cluster mode: camera groups are divided among the nodes through etcd");
+    Ok(Some(crate::cluster::Ownership::new(
+        node,
+        config.area.group_ids(),
+    )))
+}
+
+/// onnxruntime, the model card, and one detector per inference worker.
+fn load_model(config: &Config) -> Result<Model, RunError> {
+    let env = runtime_environment(config)?;
+    let card = Arc::new(ModelCard::load(&config.resolve(&config.model.card))?);
+    let workers = match config.inference.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let detectors = pool::build_detectors(
+        env,
+        card.clone(),
+        workers,
+        config.inference.intra_op_threads,
+        thresholds(config),
+    )?;
+    Ok(Model { card, detectors })
+}
+
+fn runtime_environment(
+    config: &Config,
+) -> Result<&'static ort::environment::Environment, RunError> {
+    let library = infer::runtime_library(
+        config
+            .inference
+            .onnxruntime_library
+            .as_deref()
+            .map(|p| config.resolve(p))
+            .as_deref(),
+    );
+    Ok(infer::environment_with(
+        &library,
+        config.inference.execution_provider,
+    )?)
+}
+
+fn thresholds(config: &Config) -> Thresholds {
+    Thresholds {
+        score: config.model.score_threshold,
+        nms_iou: config.model.nms_iou,
+    }
+}
+
+/// Every camera's plan (its pipeline template rendered once, so a bad one fails now), and
+/// its entry in the camera registry.
+fn camera_plans(
+    config: &Config,
+    options: &RunOptions,
+    (width, height): (usize, usize),
+) -> Result<Vec<CameraPlan>, RunError> {
+    let plans = (0..config.area.cameras.len())
+        .map(|i| CameraPlan::new(&config.area, &config.ingest, i, width, height))
+        .collect::<Result<Vec<_>, _>>()?;
+    for i in 0..plans.len() {
+        options.cameras.add(ingest::initial_status(&config.area, i));
+    }
+    Ok(plans)
+}
+
+/// The checks of `gridwatch check` that need the runtime: onnxruntime loads, and the model's
+/// input and output names match its card.
+pub fn check_runtime(config: &Config) -> Result<(), RunError> {
+    let env = runtime_environment(config)?;
+    let card = Arc::new(ModelCard::load(&config.resolve(&config.model.card))?);
+    infer::Detector::new(env, card, 1, thresholds(config))?;
+    Ok(())
+}
