@@ -5,21 +5,30 @@
 //! payload answers the stored case with its current status; the same key with another payload is
 //! 422; a key whose first request is still being processed is 409; no key is 400. Payloads are
 //! compared by the SHA-256 of their canonical JSON (sorted keys, images inline), so inline and
-//! multipart uploads of one case are the same payload. Bearer-token auth and a body limit guard
-//! the API. Each case is tracked through 立案 → 派遣 → 处置 → 结案 with the 103060 deadline of its
-//! handling level; `/api/v1/cases/overdue` lists the late ones and `/` is the board of open cases
-//! by unit and department. The OpenAPI description is served at `/api/v1/openapi.json`.
+//! multipart uploads of one case are the same payload. A body limit guards the intake. Each case
+//! is tracked through 立案 → 派遣 → 处置 → 结案 with the 103060 deadline of its handling level;
+//! `/api/v1/cases/overdue` lists the late ones and `/` is the board of open cases by unit and
+//! department. The OpenAPI description is served at `/api/v1/openapi.json`.
+//!
+//! With a token (`--token`), every route but `/healthz` needs it, the OpenAPI document included
+//! (`gridwatch dispatch-server --openapi` prints it without a server): `Authorization: Bearer
+//! <token>` for anything, or, for a browser, the cookie `POST /login` sets (the board answers a
+//! browser's unauthenticated request with that sign-in form, as a 401). The cookie holds a digest
+//! of the token, not the token, and only reads (GET, HEAD): a page of another site cannot make a
+//! signed-in browser post or advance cases with it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use axum::Form;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
@@ -36,6 +45,12 @@ use crate::scenarios::HandlingLevel;
 
 pub const CASES_PATH: &str = "/api/v1/cases";
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+/// The one route open without the token.
+pub const HEALTH_PATH: &str = "/healthz";
+/// Where the board's sign-in form posts the token (`token`, and `next`: the page to go back to).
+pub const LOGIN_PATH: &str = "/login";
+/// The cookie a signed-in browser reads with.
+pub const BOARD_COOKIE: &str = "gw_board";
 /// Cases carry two JPEGs of well under a megabyte; anything far larger is not a case.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 const MAX_KEY_CHARS: usize = 128;
@@ -232,6 +247,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 struct AppState {
     db: Arc<Mutex<Connection>>,
     token: Option<Arc<str>>,
+    /// The value of [`BOARD_COOKIE`] for `token`.
+    board_cookie: Option<Arc<str>>,
     /// Keys whose first request is being processed now (answered 409 meanwhile).
     in_flight: Arc<Mutex<HashSet<String>>>,
 }
@@ -315,9 +332,11 @@ fn open(path: &Path) -> Result<Connection, ReceiverError> {
 pub fn router(db_path: &Path, token: Option<String>) -> Result<Router, ReceiverError> {
     let state = AppState {
         db: Arc::new(Mutex::new(open(db_path)?)),
+        board_cookie: token.as_deref().map(board_cookie_value).map(Arc::from),
         token: token.map(Arc::from),
         in_flight: Arc::default(),
     };
+    // Every route above the layer needs the token; the sign-in form checks it itself.
     Ok(Router::new()
         .route("/", get(board))
         .route(OPENAPI_PATH, get(|| async { axum::Json(openapi()) }))
@@ -327,7 +346,9 @@ pub fn router(db_path: &Path, token: Option<String>) -> Result<Router, ReceiverE
         .route("/api/v1/cases/{id}/status", post(advance))
         .route("/cases/{id}/snapshot.jpg", get(snapshot))
         .route("/cases/{id}/crop.jpg", get(crop))
-        .route("/healthz", get(|| async { "ok" }))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .route(LOGIN_PATH, post(login))
+        .route(HEALTH_PATH, get(|| async { "ok" }))
         .with_state(state))
 }
 
@@ -393,22 +414,137 @@ fn unavailable(e: impl std::fmt::Display) -> Response {
     problem(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
 }
 
-fn authorised(state: &AppState, headers: &HeaderMap) -> bool {
+/// Whether a request may pass: with the bearer token, anything; with the board's cookie, reading
+/// (GET, HEAD) only; without a token configured, anything.
+fn authorised(state: &AppState, method: &Method, headers: &HeaderMap) -> bool {
     let Some(token) = &state.token else {
         return true;
     };
-    let given = headers
+    if let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Compare in constant time: a token is a secret.
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    {
+        return same_secret(given, token);
+    }
+    matches!(*method, Method::GET | Method::HEAD)
+        && state
+            .board_cookie
+            .as_deref()
+            .zip(cookie(headers, BOARD_COOKIE))
+            .is_some_and(|(expected, given)| same_secret(given, expected))
+}
+
+/// Equal secrets, compared in constant time: both are hashed first, so the comparison always
+/// runs over 32 bytes, whatever the lengths and wherever they differ.
+fn same_secret(given: &str, expected: &str) -> bool {
+    let (a, b) = (
+        Sha256::digest(given.as_bytes()),
+        Sha256::digest(expected.as_bytes()),
+    );
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// What the board's cookie holds: a digest of the token, so a cookie copied out of a browser
+/// does not give the token (which also posts cases).
+fn board_cookie_value(token: &str) -> String {
+    hex::encode(Sha256::digest(
+        format!("gridwatch dispatch board\n{token}").as_bytes(),
+    ))
+}
+
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The layer in front of every route but the sign-in form and `/healthz`.
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if authorised(&state, request.method(), request.headers()) {
+        return next.run(request).await;
+    }
+    let browser = request.method() == Method::GET
+        && request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"));
+    if browser {
+        let here = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        sign_in_page(here, false)
+    } else {
+        unauthorised()
+    }
+}
+
+/// 401 with the form that signs a browser in and comes back to `next`.
+fn sign_in_page(next: &str, wrong: bool) -> Response {
+    let mut r = (
+        StatusCode::UNAUTHORIZED,
+        Html(format!(
+            "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>gridwatch dispatch board · sign in</title>\
+             <style>body{{font-family:sans-serif;margin:2em}}input,button{{font-size:1em;padding:4px 8px}}</style></head>\
+             <body><h1>派单看板 · Dispatch board</h1>{}<form method=\"post\" action=\"{LOGIN_PATH}\">\
+             <label>令牌 Token <input type=\"password\" name=\"token\" autocomplete=\"current-password\" autofocus required></label>\
+             <input type=\"hidden\" name=\"next\" value=\"{}\"> <button type=\"submit\">登录 Sign in</button></form></body></html>",
+            if wrong {
+                "<p role=\"alert\">令牌错误 · Wrong token.</p>"
+            } else {
+                "<p>This service needs its token (<code>--token</code>).</p>"
+            },
+            escape_html(next),
+        )),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// `POST /login`: the right token sets the board's cookie (HttpOnly: no script reads it; a
+/// browser session long) and goes back to `next`, a path on this server; otherwise 401.
+async fn login(
+    State(state): State<AppState>,
+    form: Result<Form<SignIn>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return unauthorised();
+    };
+    let next = Some(form.next.as_str())
+        .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\"))
+        .and_then(|n| HeaderValue::from_str(n).ok())
+        .unwrap_or(HeaderValue::from_static("/"));
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let (Some(token), Some(value)) = (&state.token, &state.board_cookie) {
+        if !same_secret(&form.token, token) {
+            return sign_in_page(next.to_str().unwrap_or("/"), true);
+        }
+        // Lax, not Strict: a link to the board from elsewhere opens it signed in; the cookie
+        // only reads, so a cross-site navigation can change nothing with it.
+        let set = format!("{BOARD_COOKIE}={value}; HttpOnly; SameSite=Lax; Path=/");
+        if let Ok(set) = HeaderValue::from_str(&set) {
+            r.headers_mut().insert(header::SET_COOKIE, set);
+        }
+    }
+    r.headers_mut().insert(header::LOCATION, next);
+    r
 }
 
 fn now_rfc3339() -> String {
@@ -568,9 +704,6 @@ fn validate(
     security(("bearer" = []))
 )]
 async fn intake(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    if !authorised(&state, &headers) {
-        return unauthorised();
-    }
     let Some(key) = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -872,12 +1005,8 @@ struct ListParams {
 )]
 async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
     query: Result<Query<ListParams>, QueryRejection>,
 ) -> Response {
-    if !authorised(&state, &headers) {
-        return unauthorised();
-    }
     let Query(q) = match query {
         Ok(q) => q,
         Err(e) => return problem(StatusCode::BAD_REQUEST, e.body_text()),
@@ -916,10 +1045,7 @@ fn overdue_cases(db: &Mutex<Connection>) -> rusqlite::Result<Vec<StoredCase>> {
     ),
     security(("bearer" = []))
 )]
-async fn overdue(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !authorised(&state, &headers) {
-        return unauthorised();
-    }
+async fn overdue(State(state): State<AppState>) -> Response {
     match tokio::task::spawn_blocking(move || overdue_cases(&state.db)).await {
         Ok(Ok(cases)) => axum::Json(cases).into_response(),
         Ok(Err(e)) => unavailable(e),
@@ -940,14 +1066,7 @@ async fn overdue(State(state): State<AppState>, headers: HeaderMap) -> Response 
     ),
     security(("bearer" = []))
 )]
-async fn get_case(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> Response {
-    if !authorised(&state, &headers) {
-        return unauthorised();
-    }
+async fn get_case(State(state): State<AppState>, UrlPath(id): UrlPath<String>) -> Response {
     let db = state.db.clone();
     let found = tokio::task::spawn_blocking(move || {
         load_case(&db.lock().unwrap_or_else(|p| p.into_inner()), &id)
@@ -981,13 +1100,9 @@ async fn get_case(
 )]
 async fn advance(
     State(state): State<AppState>,
-    headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
     body: Bytes,
 ) -> Response {
-    if !authorised(&state, &headers) {
-        return unauthorised();
-    }
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return problem(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")),

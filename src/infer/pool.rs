@@ -1,9 +1,11 @@
 //! The inference worker pool: one mailbox of one frame per camera, N worker threads each owning
-//! a `Detector`, serving the camera whose frame has waited longest. Memory stays bounded: at
-//! most one waiting and one in-flight frame per camera.
+//! a `Detector`, serving the camera that has waited longest. Memory stays bounded: at most one
+//! waiting and one in-flight frame per camera; a camera's frame stays in flight until its
+//! detections are in the downstream channel, so each camera's detections arrive in frame order.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
@@ -68,11 +70,23 @@ impl Drop for DoneProbe {
     }
 }
 
-#[derive(Default)]
 struct Slot {
-    frame: Option<Frame>,
+    /// The frame waiting for a worker, and since when the camera has been waiting: the arrival
+    /// of the frame that found the slot empty, kept when newer frames replace it.
+    waiting: Option<(Frame, Instant)>,
+    /// A worker holds the camera's [`Turn`]: its frame is being analysed or handed downstream.
     busy: bool,
     open: bool,
+}
+
+impl Slot {
+    fn open() -> Self {
+        Slot {
+            waiting: None,
+            busy: false,
+            open: true,
+        }
+    }
 }
 
 struct Slots {
@@ -86,6 +100,12 @@ struct Slots {
 }
 
 /// Per-camera mailboxes between the ingest threads and the workers.
+///
+/// Each camera has one slot: at most one frame waiting and one in flight (taken by a worker and
+/// not yet handed downstream). Workers serve the camera that has been waiting longest, skipping
+/// cameras whose previous frame is still in flight; a camera's next frame is given out only when
+/// the worker's [`Turn`] ends, after the result of the previous one is in the detections
+/// channel, so the results of one camera leave the pool in the order of their frames.
 pub struct Mailboxes {
     state: Mutex<Slots>,
     work: Condvar,
@@ -103,6 +123,21 @@ pub enum PutOutcome {
     Stopped,
 }
 
+/// A worker's turn with one camera, from [`Mailboxes::take`] until the worker has handed the
+/// frame's result downstream (or given the frame up). While it lasts no worker gets the
+/// camera's next frame. Dropping it releases the camera, also when the worker panics.
+#[must_use = "the camera stays busy until its turn is dropped"]
+struct Turn<'a> {
+    mailboxes: &'a Mailboxes,
+    camera: usize,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.mailboxes.release(self.camera);
+    }
+}
+
 impl Mailboxes {
     /// `max_frame_age` bounds latency at realtime pace; replays (fast pace) never drop.
     pub fn new(
@@ -110,13 +145,7 @@ impl Mailboxes {
         pace: Pace,
         max_frame_age: std::time::Duration,
     ) -> Arc<Self> {
-        let slots = camera_ids
-            .iter()
-            .map(|_| Slot {
-                open: true,
-                ..Slot::default()
-            })
-            .collect();
+        let slots = camera_ids.iter().map(|_| Slot::open()).collect();
         Arc::new(Self {
             state: Mutex::new(Slots {
                 slots,
@@ -134,10 +163,7 @@ impl Mailboxes {
     /// A slot for a camera added by a reload; returns its index.
     pub fn add_camera(&self, id: Arc<str>) -> usize {
         let mut st = self.lock();
-        st.slots.push(Slot {
-            open: true,
-            ..Slot::default()
-        });
+        st.slots.push(Slot::open());
         st.camera_ids.push(id);
         st.slots.len() - 1
     }
@@ -167,7 +193,8 @@ impl Mailboxes {
     }
 
     /// Offers a frame. Realtime pace replaces a waiting frame (counted as dropped, `superseded`);
-    /// fast pace waits until the camera's mailbox is empty, so replays lose nothing.
+    /// the camera keeps its place in the queue. Fast pace waits until the camera's mailbox is
+    /// empty, so replays lose nothing.
     pub fn put(&self, frame: Frame) -> PutOutcome {
         let cam = frame.camera;
         let mut st = self.lock();
@@ -176,22 +203,30 @@ impl Mailboxes {
             return PutOutcome::Stopped;
         }
         if self.pace == Pace::Fast {
-            while st.slots[cam].frame.is_some() && !st.stopping {
+            while st.slots[cam].waiting.is_some() && !st.stopping {
                 st = self.space.wait(st).unwrap_or_else(|p| p.into_inner());
             }
         }
         if st.stopping {
             return PutOutcome::Stopped;
         }
-        let replaced = st.slots[cam].frame.replace(frame).is_some();
-        let id = st.camera_ids[cam].clone();
+        let slot = &mut st.slots[cam];
+        let replaced = match &mut slot.waiting {
+            Some((waiting, _since)) => Some(std::mem::replace(waiting, frame)),
+            None => {
+                let since = frame.received;
+                slot.waiting = Some((frame, since));
+                None
+            }
+        };
         drop(st);
         self.work.notify_one();
-        if replaced {
-            telemetry::frame_dropped(&id, telemetry::DropReason::Superseded);
-            PutOutcome::ReplacedOlder
-        } else {
-            PutOutcome::Queued
+        match replaced {
+            Some(older) => {
+                telemetry::frame_dropped(&older.camera_id, telemetry::DropReason::Superseded);
+                PutOutcome::ReplacedOlder
+            }
+            None => PutOutcome::Queued,
         }
     }
 
@@ -210,9 +245,10 @@ impl Mailboxes {
         self.space.notify_all();
     }
 
-    /// The oldest waiting frame of a camera not already being processed; `None` when stopping or
-    /// when every camera is closed and drained.
-    fn take(&self) -> Option<Frame> {
+    /// The waiting frame of the camera that has waited longest among those with no frame in
+    /// flight, with that camera's turn; `None` when stopping or when every camera is closed and
+    /// drained. At realtime pace a frame older than `max_frame_age` is dropped (`stale`) instead.
+    fn take(&self) -> Option<(Frame, Turn<'_>)> {
         let mut st = self.lock();
         loop {
             if st.stopping {
@@ -223,31 +259,33 @@ impl Mailboxes {
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| !s.busy)
-                .filter_map(|(i, s)| s.frame.as_ref().map(|f| (i, f.received)))
-                .min_by_key(|&(_, received)| received)
+                .filter_map(|(i, s)| s.waiting.as_ref().map(|&(_, since)| (i, since)))
+                .min_by_key(|&(_, since)| since)
                 .map(|(i, _)| i);
-            if let Some(i) = pick {
-                let frame = st.slots[i].frame.take();
-                let stale = self.pace == Pace::Realtime
-                    && frame
-                        .as_ref()
-                        .is_some_and(|f| f.received.elapsed() > self.max_frame_age);
-                if stale {
+            if let Some((frame, _since)) = pick.and_then(|i| st.slots[i].waiting.take()) {
+                let cam = frame.camera;
+                if self.pace == Pace::Realtime && frame.received.elapsed() > self.max_frame_age {
                     // Older than the latency bound: analysing it would only delay the next one.
-                    telemetry::frame_dropped(&st.camera_ids[i], telemetry::DropReason::Stale);
+                    telemetry::frame_dropped(&st.camera_ids[cam], telemetry::DropReason::Stale);
                     self.space.notify_all();
                     continue;
                 }
-                st.slots[i].busy = true;
+                st.slots[cam].busy = true;
                 drop(st);
                 self.space.notify_all();
-                return frame;
+                return Some((
+                    frame,
+                    Turn {
+                        mailboxes: self,
+                        camera: cam,
+                    },
+                ));
             }
             if st.held == 0
                 && st
                     .slots
                     .iter()
-                    .all(|s| !s.open && s.frame.is_none() && !s.busy)
+                    .all(|s| !s.open && s.waiting.is_none() && !s.busy)
             {
                 return None;
             }
@@ -264,11 +302,38 @@ impl Mailboxes {
     }
 }
 
+/// What a worker does with a frame: [`Detector`] runs the model. The seam lets the pool's tests
+/// drive the real workers and mailboxes with a cheap stand-in.
+pub trait Analyse: Send + 'static {
+    /// Fills `objects` (cleared first) with what the frame shows.
+    fn analyse(
+        &mut self,
+        frame: &Frame,
+        objects: &mut Vec<Detection>,
+    ) -> Result<StageTimes, InferError>;
+}
+
+impl Analyse for Detector {
+    fn analyse(
+        &mut self,
+        frame: &Frame,
+        objects: &mut Vec<Detection>,
+    ) -> Result<StageTimes, InferError> {
+        self.detect(
+            frame.rgb(),
+            frame.width,
+            frame.height,
+            frame.row_stride,
+            objects,
+        )
+    }
+}
+
 /// Starts `detectors.len()` workers. They exit when the mailboxes are drained or stopped, or
 /// when the downstream channel closes; the sender is dropped with the last of them.
-pub fn spawn_workers(
+pub fn spawn_workers<A: Analyse>(
     mailboxes: Arc<Mailboxes>,
-    detectors: Vec<Detector>,
+    detectors: Vec<A>,
     out: Sender<Detections>,
 ) -> Vec<JoinHandle<()>> {
     spawn_workers_observed(mailboxes, detectors, out, None)
@@ -276,9 +341,9 @@ pub fn spawn_workers(
 
 /// `spawn_workers`, with every analysed frame also reported to `observer` (benchmarks) once the
 /// scenario stage is done with it.
-pub fn spawn_workers_observed(
+pub fn spawn_workers_observed<A: Analyse>(
     mailboxes: Arc<Mailboxes>,
-    detectors: Vec<Detector>,
+    detectors: Vec<A>,
     out: Sender<Detections>,
     observer: Option<Sender<FrameRecord>>,
 ) -> Vec<JoinHandle<()>> {
@@ -292,58 +357,77 @@ pub fn spawn_workers_observed(
             std::thread::Builder::new()
                 .name(format!("infer-{worker}"))
                 .spawn(move || {
-                    // Reused across frames; handed downstream only by value of a fresh Vec with
-                    // the same capacity, so steady state allocates one small Vec per frame.
-                    let mut objects = Vec::with_capacity(64);
-                    while let Some(frame) = mailboxes.take() {
-                        let camera = frame.camera;
-                        let queue_seconds = frame.received.elapsed().as_secs_f64();
-                        let result = detector.detect(frame.rgb(), frame.width, frame.height, frame.row_stride, &mut objects);
-                        mailboxes.release(camera);
-                        match result {
-                            Ok(times) => {
-                                telemetry::frame_analysed(&frame.camera_id, times.inference_seconds);
-                                telemetry::stage_seconds("queue", queue_seconds);
-                                telemetry::stage_seconds("preprocess", times.preprocess_seconds);
-                                telemetry::stage_seconds("inference", times.inference_seconds);
-                                telemetry::stage_seconds("postprocess", times.postprocess_seconds);
-                                let objects = std::mem::replace(&mut objects, Vec::with_capacity(64));
-                                let now = std::time::Instant::now();
-                                let probe = Some(DoneProbe {
-                                    received: frame.received,
-                                    handed_at: now,
-                                    observed: observer.as_ref().map(|o| {
-                                        (
-                                            FrameRecord {
-                                                camera,
-                                                seq: frame.seq,
-                                                stream_seconds: frame.stream_seconds,
-                                                received: frame.received,
-                                                queue_seconds,
-                                                times,
-                                                handed_at: now,
-                                                done_at: now,
-                                                objects: objects.clone(),
-                                            },
-                                            o.clone(),
-                                        )
-                                    }),
-                                });
-                                if out.send(Detections { frame, objects, queue_seconds, times, probe }).is_err() {
-                                    break;
-                                }
-                            }
-                            Err(e) => {
-                                telemetry::frame_dropped(&frame.camera_id, telemetry::DropReason::InferenceError);
-                                tracing::warn!(worker, camera = %frame.camera_id, error = %e, "inference failed; frame dropped");
-                            }
-                        }
-                    }
+                    work(worker, &mailboxes, &mut detector, &out, observer.as_ref());
                     tracing::debug!(worker, "inference worker finished");
                 })
                 .expect("spawning a thread only fails when the OS is out of resources")
         })
         .collect()
+}
+
+/// One worker's loop: take the longest-waiting camera's frame, analyse it, hand the detections
+/// downstream, and only then end the camera's turn.
+fn work<A: Analyse>(
+    worker: usize,
+    mailboxes: &Mailboxes,
+    detector: &mut A,
+    out: &Sender<Detections>,
+    observer: Option<&Sender<FrameRecord>>,
+) {
+    // Reused across frames; handed downstream only by value of a fresh Vec with the same
+    // capacity, so steady state allocates one small Vec per frame.
+    let mut objects = Vec::with_capacity(64);
+    while let Some((frame, turn)) = mailboxes.take() {
+        let queue_seconds = frame.received.elapsed().as_secs_f64();
+        let times = match detector.analyse(&frame, &mut objects) {
+            Ok(times) => times,
+            Err(e) => {
+                telemetry::frame_dropped(&frame.camera_id, telemetry::DropReason::InferenceError);
+                tracing::warn!(worker, camera = %frame.camera_id, error = %e, "inference failed; frame dropped");
+                continue;
+            }
+        };
+        telemetry::frame_analysed(&frame.camera_id, times.inference_seconds);
+        telemetry::stage_seconds("queue", queue_seconds);
+        telemetry::stage_seconds("preprocess", times.preprocess_seconds);
+        telemetry::stage_seconds("inference", times.inference_seconds);
+        telemetry::stage_seconds("postprocess", times.postprocess_seconds);
+        let objects = std::mem::replace(&mut objects, Vec::with_capacity(64));
+        let now = Instant::now();
+        let probe = Some(DoneProbe {
+            received: frame.received,
+            handed_at: now,
+            observed: observer.map(|o| {
+                (
+                    FrameRecord {
+                        camera: frame.camera,
+                        seq: frame.seq,
+                        stream_seconds: frame.stream_seconds,
+                        received: frame.received,
+                        queue_seconds,
+                        times,
+                        handed_at: now,
+                        done_at: now,
+                        objects: objects.clone(),
+                    },
+                    o.clone(),
+                )
+            }),
+        });
+        let sent = out.send(Detections {
+            frame,
+            objects,
+            queue_seconds,
+            times,
+            probe,
+        });
+        // Only now may a worker take this camera's next frame: its detections cannot overtake
+        // these in the channel.
+        drop(turn);
+        if sent.is_err() {
+            break;
+        }
+    }
 }
 
 /// Builds `count` detectors (one session each) from the same card.
@@ -357,4 +441,392 @@ pub fn build_detectors(
     (0..count)
         .map(|_| Detector::new(env, card.clone(), intra_op_threads, thresholds))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    fn ids(n: usize) -> Vec<Arc<str>> {
+        (0..n).map(|i| Arc::from(format!("cam-{i}"))).collect()
+    }
+
+    /// A 2×2 frame of `camera` that arrived at `received`.
+    fn frame(camera: usize, seq: u64, received: Instant) -> Frame {
+        let mut f = Frame::from_rgb(
+            camera,
+            Arc::from(format!("cam-{camera}")),
+            seq,
+            seq as f64,
+            2,
+            2,
+            vec![0; 12],
+        )
+        .expect("a 2×2 RGB frame");
+        f.received = received;
+        f
+    }
+
+    fn ago(seconds: u64) -> Instant {
+        Instant::now()
+            .checked_sub(Duration::from_secs(seconds))
+            .expect("the monotonic clock has run that long")
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// Counts `gridwatch_frames_dropped_total` by (camera, reason), on the thread it is
+    /// installed on (`metrics::with_local_recorder`).
+    #[derive(Default)]
+    struct Drops(Arc<Mutex<HashMap<(String, String), u64>>>);
+
+    struct DropCounter {
+        key: (String, String),
+        counts: Arc<Mutex<HashMap<(String, String), u64>>>,
+    }
+
+    impl metrics::CounterFn for DropCounter {
+        fn increment(&self, value: u64) {
+            *self
+                .counts
+                .lock()
+                .unwrap()
+                .entry(self.key.clone())
+                .or_default() += value;
+        }
+
+        fn absolute(&self, value: u64) {
+            self.counts.lock().unwrap().insert(self.key.clone(), value);
+        }
+    }
+
+    impl metrics::Recorder for Drops {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+
+        fn register_counter(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            if key.name() != telemetry::FRAMES_DROPPED {
+                return metrics::Counter::noop();
+            }
+            let label = |name: &str| {
+                key.labels()
+                    .find(|l| l.key() == name)
+                    .map(|l| l.value().to_owned())
+                    .unwrap_or_default()
+            };
+            metrics::Counter::from_arc(Arc::new(DropCounter {
+                key: (label("camera"), label("reason")),
+                counts: self.0.clone(),
+            }))
+        }
+
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    impl Drops {
+        fn of(&self, camera: &str, reason: &str) -> u64 {
+            let counts = self.0.lock().unwrap();
+            counts
+                .get(&(camera.to_owned(), reason.to_owned()))
+                .copied()
+                .unwrap_or(0)
+        }
+    }
+
+    /// Stands in for the model: takes a little, varying time, fails on every frame whose
+    /// sequence number is 3 modulo 7, and counts two workers analysing one camera at once.
+    struct StandIn {
+        analysing: Arc<Vec<AtomicBool>>,
+        overlaps: Arc<AtomicU64>,
+    }
+
+    impl Analyse for StandIn {
+        fn analyse(
+            &mut self,
+            frame: &Frame,
+            objects: &mut Vec<Detection>,
+        ) -> Result<StageTimes, InferError> {
+            objects.clear();
+            let flag = &self.analysing[frame.camera];
+            if flag.swap(true, Ordering::SeqCst) {
+                self.overlaps.fetch_add(1, Ordering::SeqCst);
+            }
+            for _ in 0..fastrand::usize(0..4) {
+                std::thread::yield_now();
+            }
+            flag.store(false, Ordering::SeqCst);
+            if frame.seq % 7 == 3 {
+                return Err(InferError::Run {
+                    model: "stand-in".into(),
+                    message: "every seventh frame fails".into(),
+                });
+            }
+            Ok(StageTimes::default())
+        }
+    }
+
+    fn fails(seq: u64) -> bool {
+        seq % 7 == 3
+    }
+
+    struct PoolRun {
+        /// Sequence numbers of each camera's detections, in the order they arrived.
+        arrived: Vec<Vec<u64>>,
+        superseded: u64,
+        overlaps: u64,
+    }
+
+    /// `frames` frames of each of `cameras` cameras (one producer thread each) through
+    /// `workers` real workers with the stand-in, into a detections channel of capacity 1 read
+    /// by a consumer that sometimes dawdles, so workers often wait to hand their results over.
+    fn run_pool(pace: Pace, cameras: usize, workers: usize, frames: u64) -> PoolRun {
+        let mailboxes = Mailboxes::new(ids(cameras), pace, secs(3600));
+        let analysing: Arc<Vec<AtomicBool>> =
+            Arc::new((0..cameras).map(|_| AtomicBool::new(false)).collect());
+        let overlaps = Arc::new(AtomicU64::new(0));
+        let stand_ins = (0..workers)
+            .map(|_| StandIn {
+                analysing: analysing.clone(),
+                overlaps: overlaps.clone(),
+            })
+            .collect();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let workers = spawn_workers(mailboxes.clone(), stand_ins, tx);
+        let producers: Vec<_> = (0..cameras)
+            .map(|cam| {
+                let mailboxes = mailboxes.clone();
+                std::thread::spawn(move || {
+                    let mut superseded = 0;
+                    for seq in 0..frames {
+                        if mailboxes.put(frame(cam, seq, Instant::now()))
+                            == PutOutcome::ReplacedOlder
+                        {
+                            superseded += 1;
+                        }
+                        if fastrand::u8(..) < 32 {
+                            std::thread::yield_now();
+                        }
+                    }
+                    mailboxes.close(cam);
+                    superseded
+                })
+            })
+            .collect();
+        let mut arrived = vec![Vec::new(); cameras];
+        // Ends when the last worker, done with every closed camera, drops its sender. The
+        // timeout only turns a hang into a failure.
+        loop {
+            match rx.recv_timeout(secs(120)) {
+                Ok(d) => arrived[d.frame.camera].push(d.frame.seq),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    panic!("the pool stopped delivering: {arrived:?}")
+                }
+            }
+            if fastrand::u8(..) < 64 {
+                std::thread::yield_now();
+            }
+        }
+        let superseded = producers.into_iter().map(|p| p.join().unwrap()).sum();
+        for w in workers {
+            w.join().unwrap();
+        }
+        PoolRun {
+            arrived,
+            superseded,
+            overlaps: overlaps.load(Ordering::SeqCst),
+        }
+    }
+
+    #[test]
+    fn replays_reach_downstream_complete_and_in_frame_order_per_camera() {
+        let run = run_pool(Pace::Fast, 4, 8, 400);
+        let expected: Vec<u64> = (0..400).filter(|&s| !fails(s)).collect();
+        for (cam, seqs) in run.arrived.iter().enumerate() {
+            assert_eq!(seqs, &expected, "camera {cam}");
+        }
+        assert_eq!(run.superseded, 0);
+        assert_eq!(
+            run.overlaps, 0,
+            "a camera was analysed by two workers at once"
+        );
+    }
+
+    #[test]
+    fn live_frames_reach_downstream_in_frame_order_per_camera() {
+        let (cameras, frames) = (4, 400);
+        let run = run_pool(Pace::Realtime, cameras, 8, frames);
+        let mut delivered = 0;
+        for (cam, seqs) in run.arrived.iter().enumerate() {
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "camera {cam} out of order: {seqs:?}"
+            );
+            // The last frame of a camera is never superseded (nor stale: the bound is an hour).
+            assert_eq!(seqs.last(), Some(&(frames - 1)), "camera {cam}");
+            delivered += seqs.len() as u64;
+        }
+        // Every frame was delivered, superseded, or failed in the stand-in.
+        let total = cameras as u64 * frames;
+        let may_fail = cameras as u64 * (0..frames).filter(|&s| fails(s)).count() as u64;
+        assert!(
+            delivered + run.superseded <= total && total <= delivered + run.superseded + may_fail,
+            "{delivered} delivered, {} superseded of {total}",
+            run.superseded
+        );
+        assert_eq!(
+            run.overlaps, 0,
+            "a camera was analysed by two workers at once"
+        );
+    }
+
+    #[test]
+    fn a_newer_frame_supersedes_the_waiting_one_and_is_counted() {
+        let drops = Drops::default();
+        metrics::with_local_recorder(&drops, || {
+            let mb = Mailboxes::new(ids(1), Pace::Realtime, secs(3600));
+            let t = ago(10);
+            assert_eq!(mb.put(frame(0, 0, t)), PutOutcome::Queued);
+            assert_eq!(mb.put(frame(0, 1, t + secs(1))), PutOutcome::ReplacedOlder);
+            assert_eq!(mb.put(frame(0, 2, t + secs(2))), PutOutcome::ReplacedOlder);
+            let (f, turn) = mb.take().unwrap();
+            assert_eq!(f.seq, 2, "the newest frame is analysed");
+            // One frame may wait while another of the camera is in flight: it replaces nothing.
+            assert_eq!(mb.put(frame(0, 3, t + secs(3))), PutOutcome::Queued);
+            drop(turn);
+            assert_eq!(mb.take().map(|(f, _)| f.seq), Some(3));
+        });
+        assert_eq!(drops.of("cam-0", "superseded"), 2);
+        assert_eq!(drops.of("cam-0", "stale"), 0);
+    }
+
+    #[test]
+    fn a_frame_older_than_the_bound_is_dropped_as_stale_and_counted() {
+        let drops = Drops::default();
+        metrics::with_local_recorder(&drops, || {
+            let mb = Mailboxes::new(ids(2), Pace::Realtime, secs(60));
+            mb.put(frame(0, 7, ago(120)));
+            mb.put(frame(1, 3, Instant::now()));
+            let (f, turn) = mb.take().unwrap();
+            assert_eq!((f.camera, f.seq), (1, 3), "the stale frame is skipped");
+            mb.close(0);
+            mb.close(1);
+            drop(turn);
+            assert!(
+                mb.take().is_none(),
+                "nothing is left once the stale frame is gone"
+            );
+        });
+        assert_eq!(drops.of("cam-0", "stale"), 1);
+        assert_eq!(drops.of("cam-1", "stale"), 0);
+        assert_eq!(drops.of("cam-0", "superseded"), 0);
+    }
+
+    #[test]
+    fn replays_never_drop_stale_frames() {
+        let drops = Drops::default();
+        metrics::with_local_recorder(&drops, || {
+            let mb = Mailboxes::new(ids(1), Pace::Fast, secs(60));
+            mb.put(frame(0, 7, ago(120)));
+            assert_eq!(mb.take().map(|(f, _)| f.seq), Some(7));
+        });
+        assert_eq!(drops.of("cam-0", "stale"), 0);
+    }
+
+    #[test]
+    fn the_camera_waiting_longest_is_served_first_and_keeps_its_place_when_its_frame_is_replaced() {
+        let mb = Mailboxes::new(ids(3), Pace::Realtime, secs(3600));
+        let t = ago(100);
+        mb.put(frame(1, 0, t + secs(1)));
+        mb.put(frame(0, 0, t + secs(2)));
+        mb.put(frame(2, 0, t + secs(3)));
+        // Camera 1 has been waiting since t + 1 s; a newer frame does not send it to the back.
+        mb.put(frame(1, 1, t + secs(4)));
+        let served: Vec<(usize, u64)> = (0..3)
+            .map(|_| mb.take().map(|(f, _turn)| (f.camera, f.seq)).unwrap())
+            .collect();
+        assert_eq!(served, vec![(1, 1), (0, 0), (2, 0)]);
+    }
+
+    #[test]
+    fn cameras_sending_at_one_rate_to_a_saturated_pool_are_served_in_turn() {
+        // Before every pick each camera has sent a newer frame, camera c always c ms after
+        // camera 0: serving the oldest frame would serve camera 0 alone.
+        let mb = Mailboxes::new(ids(4), Pace::Realtime, secs(3600));
+        let t = ago(1000);
+        let mut served = Vec::new();
+        for step in 0..40u64 {
+            for cam in 0..4 {
+                mb.put(frame(
+                    cam,
+                    step,
+                    t + secs(step) + Duration::from_millis(cam as u64),
+                ));
+            }
+            let (f, _turn) = mb.take().unwrap();
+            served.push(f.camera);
+        }
+        for round in served.chunks(4) {
+            let mut round = round.to_vec();
+            round.sort_unstable();
+            assert_eq!(round, vec![0, 1, 2, 3], "served: {served:?}");
+        }
+    }
+
+    #[test]
+    fn a_camera_with_a_frame_in_flight_is_skipped_until_its_turn_ends() {
+        let mb = Mailboxes::new(ids(2), Pace::Realtime, secs(3600));
+        let t = ago(100);
+        mb.put(frame(0, 0, t));
+        let (first, turn) = mb.take().unwrap();
+        assert_eq!((first.camera, first.seq), (0, 0));
+        // Camera 0's next frame waits longer than camera 1's, but camera 0 is still in flight.
+        mb.put(frame(0, 1, t + secs(1)));
+        mb.put(frame(1, 0, t + secs(2)));
+        let (other, other_turn) = mb.take().unwrap();
+        assert_eq!((other.camera, other.seq), (1, 0));
+        drop(turn);
+        let (next, _turn) = mb.take().unwrap();
+        assert_eq!((next.camera, next.seq), (0, 1));
+        drop(other_turn);
+    }
 }

@@ -1,7 +1,8 @@
 //! The reference dispatch service over real HTTP: idempotent intake by `Idempotency-Key` (same
 //! payload → the stored case and its status, other payload → 422, key in flight → 409, no key →
 //! 400), auth, body limit, inline and multipart uploads as one payload, the 立案 → 派遣 → 处置 →
-//! 结案 lifecycle with 103060 deadlines and the overdue list, the board, and the OpenAPI document.
+//! 结案 lifecycle with 103060 deadlines and the overdue list, the board, and the OpenAPI document;
+//! the token guards every route but `/healthz`, and a browser signs in to the board with a form.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -208,6 +209,7 @@ fn intake_is_idempotent_and_cases_follow_their_lifecycle() {
     // The board: open cases by unit and department, with time left.
     let page = client()
         .get(format!("{}/", rx.base))
+        .bearer_auth(TOKEN)
         .send()
         .unwrap()
         .text()
@@ -233,6 +235,7 @@ fn intake_is_idempotent_and_cases_follow_their_lifecycle() {
     assert_eq!(advance(&key, "closed").status(), 409);
     let page = client()
         .get(format!("{}/", rx.base))
+        .bearer_auth(TOKEN)
         .send()
         .unwrap()
         .text()
@@ -243,6 +246,7 @@ fn intake_is_idempotent_and_cases_follow_their_lifecycle() {
     );
     let snap = client()
         .get(format!("{}/cases/{key}/snapshot.jpg", rx.base))
+        .bearer_auth(TOKEN)
         .send()
         .unwrap();
     assert_eq!(snap.headers()["content-type"], "image/jpeg");
@@ -252,6 +256,7 @@ fn intake_is_idempotent_and_cases_follow_their_lifecycle() {
     );
     let crop = client()
         .get(format!("{}/cases/{key}/crop.jpg", rx.base))
+        .bearer_auth(TOKEN)
         .send()
         .unwrap();
     assert_eq!(
@@ -280,6 +285,7 @@ fn intake_is_idempotent_and_cases_follow_their_lifecycle() {
     // The OpenAPI document describes the case and the routes.
     let spec: Value = client()
         .get(format!("{}/api/v1/openapi.json", rx.base))
+        .bearer_auth(TOKEN)
         .send()
         .unwrap()
         .json()
@@ -409,4 +415,187 @@ fn multipart_and_inline_uploads_are_one_payload() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 422);
+}
+
+/// Every route of a server with a token, as (method, path): each answers 401 without the token.
+fn guarded_routes(id: &str) -> Vec<(reqwest::Method, String)> {
+    use reqwest::Method;
+    vec![
+        (Method::GET, "/".into()),
+        (Method::GET, "/api/v1/openapi.json".into()),
+        (Method::POST, "/api/v1/cases".into()),
+        (Method::GET, "/api/v1/cases".into()),
+        (Method::GET, "/api/v1/cases/overdue".into()),
+        (Method::GET, format!("/api/v1/cases/{id}")),
+        (Method::POST, format!("/api/v1/cases/{id}/status")),
+        (Method::GET, format!("/cases/{id}/snapshot.jpg")),
+        (Method::GET, format!("/cases/{id}/crop.jpg")),
+        (Method::POST, "/login".into()),
+    ]
+}
+
+#[test]
+fn every_route_but_health_needs_the_token() {
+    let dir = TempDir::new("receiver-auth");
+    let rx = TestReceiver::start(&dir.path("r.sqlite"), "127.0.0.1:0");
+    let stored = case(1, "商业商务区");
+    let id = stored.id.to_string();
+    let body = serde_json::to_string(&stored).unwrap();
+    assert_eq!(post(&rx.cases_url(), Some(&id), TOKEN, &body).status(), 201);
+
+    let health = client().get(format!("{}/healthz", rx.base)).send().unwrap();
+    assert_eq!(health.status(), 200, "/healthz stays open");
+
+    for (method, path) in guarded_routes(&id) {
+        let url = format!("{}{path}", rx.base);
+        for (how, request) in [
+            ("no token", client().request(method.clone(), &url)),
+            (
+                "a wrong token",
+                client().request(method.clone(), &url).bearer_auth("wrong"),
+            ),
+            (
+                "a wrong token of the right length",
+                client()
+                    .request(method.clone(), &url)
+                    .bearer_auth("s3cret-tokem"),
+            ),
+            (
+                "a forged cookie",
+                client()
+                    .request(method.clone(), &url)
+                    .header("cookie", format!("gw_board={TOKEN}")),
+            ),
+        ] {
+            let r = request.send().unwrap();
+            assert_eq!(r.status(), 401, "{method} {path} with {how}");
+            assert_eq!(r.headers()["www-authenticate"], "Bearer", "{method} {path}");
+        }
+    }
+
+    // With the token, each works.
+    let get = |path: &str| {
+        client()
+            .get(format!("{}{path}", rx.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap()
+    };
+    for path in [
+        "/".to_owned(),
+        "/api/v1/openapi.json".into(),
+        "/api/v1/cases".into(),
+        "/api/v1/cases/overdue".into(),
+        format!("/api/v1/cases/{id}"),
+        format!("/cases/{id}/snapshot.jpg"),
+        format!("/cases/{id}/crop.jpg"),
+    ] {
+        assert_eq!(get(&path).status(), 200, "GET {path} with the token");
+    }
+    let advanced = client()
+        .post(format!("{}/{id}/status", rx.cases_url()))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({ "status": "dispatched" }))
+        .send()
+        .unwrap();
+    assert_eq!(advanced.status(), 200);
+}
+
+#[test]
+fn a_browser_signs_in_with_the_token_and_its_cookie_only_reads() {
+    let dir = TempDir::new("receiver-login");
+    let rx = TestReceiver::start(&dir.path("r.sqlite"), "127.0.0.1:0");
+    let stored = case(1, "商业商务区");
+    let id = stored.id.to_string();
+    let body = serde_json::to_string(&stored).unwrap();
+    assert_eq!(post(&rx.cases_url(), Some(&id), TOKEN, &body).status(), 201);
+    let browser = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+
+    // A browser without the cookie gets the sign-in form, which comes back to the page.
+    let form = browser
+        .get(format!("{}/cases/{id}/snapshot.jpg?x=1", rx.base))
+        .header("accept", "text/html,*/*")
+        .send()
+        .unwrap();
+    assert_eq!(form.status(), 401);
+    let page = form.text().unwrap();
+    assert!(
+        page.contains("action=\"/login\"") && page.contains("name=\"token\""),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("value=\"/cases/{id}/snapshot.jpg?x=1\"")),
+        "{page}"
+    );
+
+    let sign_in = |token: &str, next: &str| {
+        browser
+            .post(format!("{}/login", rx.base))
+            .form(&[("token", token), ("next", next)])
+            .send()
+            .unwrap()
+    };
+    let wrong = sign_in("nope", "/");
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.headers().get("set-cookie").is_none());
+
+    // Elsewhere is not a place to go back to.
+    let offsite = sign_in(TOKEN, "//example.com/x");
+    assert_eq!(offsite.status(), 303);
+    assert_eq!(offsite.headers()["location"], "/");
+
+    let signed_in = sign_in(TOKEN, "/");
+    assert_eq!(signed_in.status(), 303);
+    assert_eq!(signed_in.headers()["location"], "/");
+    let set_cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("Path=/"),
+        "{set_cookie}"
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    assert!(cookie.starts_with("gw_board="), "{cookie}");
+    assert!(
+        !cookie.contains(TOKEN),
+        "the cookie holds a digest, not the token"
+    );
+
+    // The cookie reads the board, its images and the API's lists.
+    for path in [
+        "/".to_owned(),
+        format!("/cases/{id}/snapshot.jpg"),
+        format!("/cases/{id}/crop.jpg"),
+        "/api/v1/cases".into(),
+        format!("/api/v1/cases/{id}"),
+    ] {
+        let r = browser
+            .get(format!("{}{path}", rx.base))
+            .header("cookie", &cookie)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "GET {path} with the cookie");
+    }
+    // It changes nothing: writes need the bearer token.
+    let advance = browser
+        .post(format!("{}/{id}/status", rx.cases_url()))
+        .header("cookie", &cookie)
+        .json(&serde_json::json!({ "status": "dispatched" }))
+        .send()
+        .unwrap();
+    assert_eq!(advance.status(), 401);
+    let again = case(2, "沈泾塘");
+    let intake = browser
+        .post(rx.cases_url())
+        .header("cookie", &cookie)
+        .header("Idempotency-Key", again.id.to_string())
+        .json(&again)
+        .send()
+        .unwrap();
+    assert_eq!(intake.status(), 401);
 }
