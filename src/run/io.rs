@@ -182,7 +182,12 @@ impl Io {
             return Ok(());
         };
         let store = Arc::new(crate::review::store::ReviewStore::open(outbox)?);
-        let password_file = outbox.with_file_name(ADMIN_PASSWORD_FILE);
+        // Shown to a person: without the `config/../var` of a relative outbox path.
+        let folder = outbox.parent().unwrap_or(Path::new("."));
+        let password_file = folder
+            .canonicalize()
+            .unwrap_or_else(|_| folder.to_path_buf())
+            .join(ADMIN_PASSWORD_FILE);
         if let Some(password) = crate::review::bootstrap_admin(&store, settings)? {
             // Kept where the newcomer can find it again (the log scrolls on); owner-only.
             match write_secret(&password_file, &password) {

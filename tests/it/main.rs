@@ -12,6 +12,7 @@ mod delivery;
 mod dispatch_support;
 mod end_to_end;
 mod fault;
+mod first_run;
 mod gate;
 mod ingest;
 mod receiver;
