@@ -14,6 +14,7 @@ mod end_to_end;
 mod fault;
 mod gate;
 mod ingest;
+mod metrics;
 mod receiver;
 mod receiver_fuzz;
 mod reload;
