@@ -1,9 +1,10 @@
-//! Metrics and logs: the one place that names every counter, gauge and histogram, and sets up
-//! `tracing` output. Metrics are exported in Prometheus text format.
+//! Metrics and logs: the one place that names every counter, gauge and histogram (with its HELP
+//! text and unit in [`FAMILIES`]), and sets up `tracing` output. Metrics are exported in
+//! Prometheus text format.
 
 use std::sync::OnceLock;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{KeyName, SharedString, Unit, counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// The `[telemetry]` section.
@@ -81,6 +82,224 @@ pub const CLUSTER_LEASE_LOST: &str = "gridwatch_cluster_lease_lost_total";
 pub const CLUSTER_ETCD_ERRORS: &str = "gridwatch_cluster_etcd_errors_total";
 /// Events decided after the group left this node: not committed (its new owner analyses it).
 pub const CLUSTER_FENCED_EVENTS: &str = "gridwatch_cluster_fenced_events_total";
+
+/// What kind of metric a family is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    /// Exported as a Prometheus summary (quantiles, `_sum`, `_count`).
+    Histogram,
+}
+
+/// One metric family: its name, kind, unit and the `# HELP` text Prometheus shows.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// `None` for gauges that encode a state (0/1, an enumeration).
+    pub unit: Option<Unit>,
+    pub help: &'static str,
+}
+
+impl Family {
+    const fn counter(name: &'static str, help: &'static str) -> Self {
+        Family {
+            name,
+            kind: Kind::Counter,
+            unit: Some(Unit::Count),
+            help,
+        }
+    }
+
+    const fn gauge(name: &'static str, unit: Option<Unit>, help: &'static str) -> Self {
+        Family {
+            name,
+            kind: Kind::Gauge,
+            unit,
+            help,
+        }
+    }
+
+    /// Every histogram measures seconds.
+    const fn histogram(name: &'static str, help: &'static str) -> Self {
+        Family {
+            name,
+            kind: Kind::Histogram,
+            unit: Some(Unit::Seconds),
+            help,
+        }
+    }
+}
+
+/// Every family above, described to the recorder once when it is installed ([`prometheus`]).
+pub const FAMILIES: &[Family] = &[
+    Family::counter(
+        FRAMES_ANALYSED,
+        "Frames the detection model analysed, by camera.",
+    ),
+    Family::counter(
+        FRAMES_DROPPED,
+        "Frames dropped before analysis, by camera and reason (superseded, stale, inference_error, fenced).",
+    ),
+    Family::histogram(
+        INFERENCE_SECONDS,
+        "Model inference time per analysed frame.",
+    ),
+    Family::counter(
+        CAMERA_RESTARTS,
+        "Camera pipeline restarts, by camera and cause (error, stall).",
+    ),
+    Family::gauge(
+        CAMERA_STATE,
+        None,
+        "1 for the camera's current ingest state, 0 for a state it left, by camera and state.",
+    ),
+    Family::counter(
+        CAMERA_STATE_CHANGES,
+        "Camera ingest state changes, by camera and the state entered (to).",
+    ),
+    Family::gauge(
+        CAMERA_FRAME_AGE_SECONDS,
+        Some(Unit::Seconds),
+        "Time since the camera's last decoded frame, by camera (refreshed when /metrics is scraped).",
+    ),
+    Family::counter(
+        FRAMES_GATED,
+        "Motion gate decisions, by camera and decision (motion, periodic, skipped_no_motion).",
+    ),
+    Family::histogram(
+        STAGE_SECONDS,
+        "Time per analysed frame in a stage (queue, preprocess, inference, postprocess, rules).",
+    ),
+    Family::counter(EVENTS, "Scenario events fired by the rules, by scenario."),
+    Family::counter(
+        FIRE_BASELINE_ERRORS,
+        "Frames on which the classical fire/smoke detector failed, by camera.",
+    ),
+    Family::counter(CASES_STORED, "Cases written to the outbox, by scenario."),
+    Family::counter(
+        DELIVERIES,
+        "Delivery attempts, by target and outcome (delivered, dead_letter, retry).",
+    ),
+    Family::counter(
+        CASES_UNROUTED,
+        "Cases stored that no dispatch target's routes take (kept as unrouted), by scenario.",
+    ),
+    Family::counter(
+        DELIVERY_RETRIES,
+        "Delivery attempts that will be retried, by target.",
+    ),
+    Family::histogram(
+        DELIVERY_SECONDS,
+        "Duration of one delivery request, by target.",
+    ),
+    Family::gauge(
+        OUTBOX_PENDING,
+        Some(Unit::Count),
+        "Deliveries still owed to the target (outbox depth), by target.",
+    ),
+    Family::gauge(
+        OUTBOX_OLDEST_PENDING_AGE_SECONDS,
+        Some(Unit::Seconds),
+        "Age of the target's oldest undelivered case (0 when none), by target.",
+    ),
+    Family::gauge(
+        OUTBOX_DEAD_LETTERS,
+        Some(Unit::Count),
+        "Cases the target will not get (dead letters), by target.",
+    ),
+    Family::gauge(
+        DISPATCH_BREAKER_STATE,
+        None,
+        "The target's circuit breaker: 0 closed, 1 open, 2 half-open.",
+    ),
+    Family::counter(
+        DISPATCH_BREAKER_OPENS,
+        "Times the target's circuit breaker opened, by target.",
+    ),
+    Family::histogram(
+        FRAME_LATENCY_SECONDS,
+        "Appsink hand-over to rules evaluated, per analysed frame.",
+    ),
+    Family::gauge(
+        OUTBOX_CASES,
+        Some(Unit::Count),
+        "Cases in the outbox, by scenario and delivery state (pending, delivered, dead); read when /metrics is scraped.",
+    ),
+    Family::gauge(
+        REVIEW_QUEUE_DEPTH,
+        Some(Unit::Count),
+        "Cases waiting for a reviewer.",
+    ),
+    Family::counter(
+        REVIEW_DECISIONS,
+        "Reviewers' decisions, by decision (confirmed, rejected).",
+    ),
+    Family::counter(
+        EVENTS_SUPPRESSED,
+        "Events dropped because a reviewer suppressed their camera, zone and scenario, by scenario.",
+    ),
+    Family::counter(
+        REVIEW_RELEASED,
+        "Held cases dispatched unreviewed after review_timeout_minutes.",
+    ),
+    Family::counter(
+        REVIEW_BELOW_THRESHOLD,
+        "Events below their scenario's review_score: counted, not stored, by scenario.",
+    ),
+    Family::gauge(
+        CLUSTER_GROUPS_OWNED,
+        Some(Unit::Count),
+        "Cluster mode: camera groups this node owns.",
+    ),
+    Family::gauge(
+        CLUSTER_NODES,
+        Some(Unit::Count),
+        "Cluster mode: live nodes in the member list, as this node sees it.",
+    ),
+    Family::gauge(
+        CLUSTER_LEASE_VALID,
+        None,
+        "Cluster mode: 1 while this node's lease is valid (with the fence margin), else 0.",
+    ),
+    Family::counter(
+        CLUSTER_GROUPS_ACQUIRED,
+        "Cluster mode: groups this node started analysing, by group.",
+    ),
+    Family::counter(
+        CLUSTER_GROUPS_RELEASED,
+        "Cluster mode: groups this node gave up, by group and reason (rebalance, lease_lost, key_lost, shutdown).",
+    ),
+    Family::counter(
+        CLUSTER_LEASE_LOST,
+        "Cluster mode: times this node's lease could not be renewed in time.",
+    ),
+    Family::counter(
+        CLUSTER_ETCD_ERRORS,
+        "Cluster mode: etcd requests that failed or timed out, by op.",
+    ),
+    Family::counter(
+        CLUSTER_FENCED_EVENTS,
+        "Cluster mode: events decided after their group left this node, not committed, by scenario.",
+    ),
+];
+
+/// Gives the installed recorder every family's HELP text and unit (what `describe_counter!` and
+/// its siblings do, over the table).
+fn describe_families() {
+    metrics::with_recorder(|recorder| {
+        for f in FAMILIES {
+            let name = KeyName::from_const_str(f.name);
+            let help = SharedString::const_str(f.help);
+            match f.kind {
+                Kind::Counter => recorder.describe_counter(name, f.unit, help),
+                Kind::Gauge => recorder.describe_gauge(name, f.unit, help),
+                Kind::Histogram => recorder.describe_histogram(name, f.unit, help),
+            }
+        }
+    });
+}
 
 #[derive(Debug, Clone, Copy)]
 pub enum DropReason {
@@ -226,7 +445,6 @@ pub fn review_below_threshold(scenario: &str) {
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// Installs the Prometheus recorder once per process; `None` if another recorder is installed.
 pub fn cluster_state(groups_owned: usize, nodes: usize, lease_valid: bool) {
     gauge!(CLUSTER_GROUPS_OWNED).set(groups_owned as f64);
     gauge!(CLUSTER_NODES).set(nodes as f64);
@@ -253,9 +471,15 @@ pub fn cluster_fenced_event(scenario: &str) {
     counter!(CLUSTER_FENCED_EVENTS, "scenario" => scenario.to_owned()).increment(1);
 }
 
+/// Installs the Prometheus recorder once per process and describes every family to it (the
+/// `# HELP` lines); `None` if another recorder is installed.
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
     PROMETHEUS
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new().install_recorder().ok()?;
+            describe_families();
+            Some(handle)
+        })
         .as_ref()
 }
 

@@ -15,6 +15,7 @@ mod fault;
 mod first_run;
 mod gate;
 mod ingest;
+mod metrics;
 mod receiver;
 mod receiver_fuzz;
 mod reload;
