@@ -18,7 +18,10 @@ const FIRST_CASE_WITHIN: Duration = Duration::from_secs(120);
 fn default_config(dir: &TempDir) -> std::path::PathBuf {
     let text = std::fs::read_to_string(repo("config/default.toml"))
         .unwrap()
-        .replace("../sample-streams/", &format!("{}/", repo("sample-streams").display()))
+        .replace(
+            "../sample-streams/",
+            &format!("{}/", repo("sample-streams").display()),
+        )
         .replace("../models/", &format!("{}/", repo("models").display()))
         .replace("../var/", &format!("{}/", dir.0.display()))
         .replace("127.0.0.1:8765", "127.0.0.1:0")
@@ -74,8 +77,14 @@ fn the_main_job_puts_a_case_on_the_dispatch_board_within_two_minutes() {
     assert!(first_case <= FIRST_CASE_WITHIN, "{first_case:?}");
 
     // The welcome names both pages and where the password is.
-    assert!(log.contains("Dispatch board (cases sent to the command platform): http://"), "{log}");
-    assert!(log.contains("Review console (cases held for a reviewer"), "{log}");
+    assert!(
+        log.contains("Dispatch board (cases sent to the command platform): http://"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Review console (cases held for a reviewer"),
+        "{log}"
+    );
     let password_file = dir.path("review-admin-password");
     assert!(
         log.contains(&format!(
@@ -86,11 +95,17 @@ fn the_main_job_puts_a_case_on_the_dispatch_board_within_two_minutes() {
     );
     let password = std::fs::read_to_string(&password_file).unwrap();
     assert!(password.trim().len() >= 8, "a generated password is kept");
-    assert!(!log.contains(password.trim()), "the password itself is not logged");
+    assert!(
+        !log.contains(password.trim()),
+        "the password itself is not logged"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&password_file).unwrap().permissions().mode();
+        let mode = std::fs::metadata(&password_file)
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "owner-only: {mode:o}");
     }
 }
