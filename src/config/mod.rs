@@ -253,7 +253,7 @@ impl Config {
             area: self.area.clone(),
             catalog: self.catalog.clone(),
             settings: self.scenarios.clone(),
-            tracker: self.tracker.clone(),
+            tracker: self.tracker,
             periodic_inference_seconds: self.gate.periodic_inference_seconds,
             model_kinds: self.model_kinds(),
         })

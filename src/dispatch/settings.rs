@@ -211,7 +211,7 @@ impl DispatchSettings {
             ("breaker_open_seconds", self.breaker_open_seconds),
         ] {
             if let Some(msg) = out_of_bounds_seconds(v) {
-                err(format!("{field}"), msg);
+                err(field.to_owned(), msg);
             }
         }
         self.validate_targets(&mut err);
