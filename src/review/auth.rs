@@ -60,6 +60,8 @@ pub fn token_digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// Slow on purpose (argon2id, tens of milliseconds of a core), like [`verify_password`]: the
+/// console calls both on the blocking pool, a bounded number at a time.
 pub fn hash_password(password: &str) -> Result<String, ReviewError> {
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|e| ReviewError::Random(e.to_string()))?;

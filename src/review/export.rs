@@ -39,7 +39,8 @@ pub fn label_line(class: usize, b: [f32; 4]) -> String {
     )
 }
 
-/// Builds the dataset; classes are the catalog's scenarios in catalog order.
+/// Builds the dataset; classes are the catalog's scenarios in catalog order. Blocking (reads
+/// every reviewed frame through the store): the console calls it on the blocking pool.
 pub fn build(store: &ReviewStore, catalog: &Catalog) -> Result<Dataset, ReviewError> {
     let names: Vec<&str> = catalog.ids().collect();
     let mut files = Vec::new();

@@ -25,14 +25,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{FromRef, Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use uuid::Uuid;
 
 use crate::area::Area;
@@ -55,6 +55,18 @@ pub const MAX_REMARK_CHARS: usize = 1000;
 pub const MAX_SUPPRESS_MINUTES: u32 = 7 * 24 * 60;
 const DEFAULT_HISTORY: u32 = 100;
 const MAX_HISTORY: u32 = 1000;
+
+/// SQLite calls of the console's requests running at once. The store is one connection behind
+/// a mutex, so more threads would only wait for it; the rest of a flood waits as futures.
+const MAX_STORE_CALLS: usize = 4;
+/// Password hashes (sign-in, account changes) at once: argon2 takes tens of milliseconds of a
+/// core on purpose, and the cores belong to inference.
+const MAX_PASSWORD_HASHES: usize = 2;
+/// Wall pictures drawn and encoded at once.
+const MAX_WALL_ENCODERS: usize = 2;
+/// Exports at once; another one asked for meanwhile gets 429 (each holds the whole dataset in
+/// memory).
+const MAX_EXPORTS: usize = 1;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -181,6 +193,119 @@ pub fn bootstrap_admin(
     }
 }
 
+/// The router's state: what the routes share, and the bounds on their blocking work (one set
+/// per router).
+#[derive(Clone)]
+struct Console {
+    state: ReviewState,
+    blocking: Blocking,
+}
+
+impl FromRef<Console> for ReviewState {
+    fn from_ref(c: &Console) -> Self {
+        c.state.clone()
+    }
+}
+
+impl FromRef<Console> for Blocking {
+    fn from_ref(c: &Console) -> Self {
+        c.blocking.clone()
+    }
+}
+
+/// The console's blocking work: SQLite (every authenticated request looks up its session or
+/// token), argon2, JPEG encoding and export archives. The console is served on the runtime that
+/// also renews the cluster lease and runs delivery, so none of it may run on a runtime worker:
+/// it runs on tokio's blocking pool, each kind bounded by its own semaphore. A permit is waited
+/// for asynchronously and held by the blocking closure itself, so a request dropped meanwhile
+/// (the client went away) does not free a slot that is still busy.
+#[derive(Clone)]
+struct Blocking {
+    store: Arc<Semaphore>,
+    hashing: Arc<Semaphore>,
+    encoding: Arc<Semaphore>,
+    exports: Arc<Semaphore>,
+}
+
+impl Blocking {
+    fn new() -> Self {
+        Self {
+            store: Arc::new(Semaphore::new(MAX_STORE_CALLS)),
+            hashing: Arc::new(Semaphore::new(MAX_PASSWORD_HASHES)),
+            encoding: Arc::new(Semaphore::new(MAX_WALL_ENCODERS)),
+            exports: Arc::new(Semaphore::new(MAX_EXPORTS)),
+        }
+    }
+
+    /// Runs SQLite work through the store.
+    async fn store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, ReviewError> + Send + 'static,
+    ) -> Result<T, Response> {
+        off_runtime(acquire(&self.store).await?, f).await
+    }
+
+    /// Runs work that hashes or verifies a password.
+    async fn hashing<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, ReviewError> + Send + 'static,
+    ) -> Result<T, Response> {
+        off_runtime(acquire(&self.hashing).await?, f).await
+    }
+
+    /// Runs the drawing and encoding of a wall picture.
+    async fn encoding<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, ReviewError> + Send + 'static,
+    ) -> Result<T, Response> {
+        off_runtime(acquire(&self.encoding).await?, f).await
+    }
+
+    /// Runs an export, or answers 429 at once while another one runs.
+    async fn export<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, ReviewError> + Send + 'static,
+    ) -> Result<T, Response> {
+        let Ok(permit) = self.exports.clone().try_acquire_owned() else {
+            return Err(problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "an export is running; try again when it has finished",
+            ));
+        };
+        off_runtime(permit, f).await
+    }
+}
+
+async fn acquire(permits: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, Response> {
+    // The semaphores are never closed; answer rather than panic if one ever is.
+    permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| problem(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))
+}
+
+/// Runs `f` on the blocking pool, holding `permit` until it returns: its error becomes the
+/// usual error response, a panic a 500.
+async fn off_runtime<T: Send + 'static>(
+    permit: OwnedSemaphorePermit,
+    f: impl FnOnce() -> Result<T, ReviewError> + Send + 'static,
+) -> Result<T, Response> {
+    let result = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f()
+    })
+    .await;
+    match result {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(error_response(e)),
+        Err(e) => {
+            tracing::error!(error = %e, "review console: a blocking task failed");
+            Err(problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))
+        }
+    }
+}
+
 /// The console's routes.
 pub fn router(state: ReviewState) -> Router {
     Router::new()
@@ -208,7 +333,10 @@ pub fn router(state: ReviewState) -> Router {
         .route("/api/v1/review/audit", get(audit_log))
         .route("/api/v1/review/export", get(export_dataset))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(state)
+        .with_state(Console {
+            state,
+            blocking: Blocking::new(),
+        })
 }
 
 /// A bound console, ready to serve.
@@ -225,17 +353,21 @@ impl ReviewServer {
                 addr: addr.to_owned(),
                 source,
             })?;
-        // The queue depth gauge follows every change the hub hears of.
+        // The queue depth gauge follows every change the hub hears of (counted on the blocking
+        // pool, one count at a time).
         {
             let mut rx = state.hub.tx.subscribe();
             let store = state.store.clone();
-            if let Ok(d) = store.queue_depth() {
-                telemetry::review_queue_depth(d);
-            }
             tokio::spawn(async move {
-                while let Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) = rx.recv().await {
-                    if let Ok(d) = store.queue_depth() {
+                loop {
+                    let store = store.clone();
+                    if let Ok(Ok(d)) =
+                        tokio::task::spawn_blocking(move || store.queue_depth()).await
+                    {
                         telemetry::review_queue_depth(d);
+                    }
+                    if let Err(broadcast::error::RecvError::Closed) = rx.recv().await {
+                        break;
                     }
                 }
             });
@@ -320,69 +452,79 @@ struct Caller {
 
 /// Handlers take the caller as an extractor: a request that fails `authenticate` never
 /// reaches them.
-impl axum::extract::FromRequestParts<ReviewState> for Caller {
+impl axum::extract::FromRequestParts<Console> for Caller {
     type Rejection = Response;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        state: &ReviewState,
+        console: &Console,
     ) -> Result<Self, Response> {
-        authenticate(state, &parts.method, &parts.headers)
+        authenticate(console, &parts.method, &parts.headers).await
     }
 }
 
 /// A caller with the admin role (403 otherwise).
 struct Admin(Caller);
 
-impl axum::extract::FromRequestParts<ReviewState> for Admin {
+impl axum::extract::FromRequestParts<Console> for Admin {
     type Rejection = Response;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        state: &ReviewState,
+        console: &Console,
     ) -> Result<Self, Response> {
-        let c = Caller::from_request_parts(parts, state).await?;
+        let c = Caller::from_request_parts(parts, console).await?;
         admin_only(&c)?;
         Ok(Admin(c))
     }
 }
 
 /// Bearer token (API use, no CSRF) or session cookie (CSRF header required on anything that
-/// changes state).
-fn authenticate(s: &ReviewState, method: &Method, headers: &HeaderMap) -> Result<Caller, Response> {
-    match auth::credential(headers) {
-        Credential::Bearer(token) => match s.store.token_user(&token, "api") {
-            Ok(Some((user, _))) => Ok(Caller {
-                user,
-                csrf: None,
-                session: None,
-            }),
-            Ok(None) => Err(unauthorised()),
-            Err(e) => Err(error_response(e)),
-        },
-        Credential::Session(token) => match s.store.token_user(&token, "session") {
-            Ok(Some((user, csrf))) => {
-                if auth::changes_state(method) {
-                    let given = auth::csrf_header(headers).unwrap_or("");
-                    let ok = csrf.as_deref().is_some_and(|c| auth::same_secret(given, c));
-                    if !ok {
-                        return Err(problem(
-                            StatusCode::FORBIDDEN,
-                            "missing or wrong CSRF token (X-CSRF-Token)",
-                        ));
-                    }
-                }
-                Ok(Caller {
-                    user,
-                    csrf,
-                    session: Some(token),
-                })
-            }
-            Ok(None) => Err(unauthorised()),
-            Err(e) => Err(error_response(e)),
-        },
-        Credential::None => Err(unauthorised()),
+/// changes state). The lookup runs on the blocking pool like every other store call; a request
+/// without credentials is refused without one.
+async fn authenticate(
+    console: &Console,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Caller, Response> {
+    let (token, kind) = match auth::credential(headers) {
+        Credential::Bearer(token) => (token, "api"),
+        Credential::Session(token) => (token, "session"),
+        Credential::None => return Err(unauthorised()),
+    };
+    let store = console.state.store.clone();
+    let found = {
+        let token = token.clone();
+        console
+            .blocking
+            .store(move || store.token_user(&token, kind))
+            .await?
+    };
+    let Some((user, csrf)) = found else {
+        return Err(unauthorised());
+    };
+    if kind == "api" {
+        return Ok(Caller {
+            user,
+            csrf: None,
+            session: None,
+        });
     }
+    if auth::changes_state(method) {
+        let given = auth::csrf_header(headers).unwrap_or("");
+        let ok = csrf.as_deref().is_some_and(|c| auth::same_secret(given, c));
+        if !ok {
+            return Err(problem(
+                StatusCode::FORBIDDEN,
+                "missing or wrong CSRF token (X-CSRF-Token)",
+            ));
+        }
+    }
+    Ok(Caller {
+        user,
+        csrf,
+        session: Some(token),
+    })
 }
 
 fn admin_only(c: &Caller) -> Result<(), Response> {
@@ -478,7 +620,12 @@ struct LoginRequest {
     password: String,
 }
 
-async fn login(State(s): State<ReviewState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn login(
+    State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     // JSON only: a cross-site form (text/plain) must not be able to sign a browser in.
     let json = headers
         .get(header::CONTENT_TYPE)
@@ -498,32 +645,49 @@ async fn login(State(s): State<ReviewState>, headers: HeaderMap, body: Bytes) ->
     {
         return problem(StatusCode::BAD_REQUEST, "name or password too long");
     }
-    if s.store.locked_out(&req.name) {
-        let _ = s.store.audit(&req.name, "login_locked_out", None, None);
+    let name = req.name;
+    // In memory: no need to leave the worker for it.
+    if s.store.locked_out(&name) {
+        let store = s.store.clone();
+        let _ = blocking
+            .store(move || store.audit(&name, "login_locked_out", None, None))
+            .await;
         return problem(
             StatusCode::TOO_MANY_REQUESTS,
             "too many failed logins for this name; try again in a few minutes",
         );
     }
+    // argon2 is slow on purpose: a bounded number at a time, on the blocking pool.
     let store = s.store.clone();
-    let name = req.name.clone();
-    // argon2 is slow on purpose: keep it off the async workers.
-    let user = tokio::task::spawn_blocking(move || store.login(&name, &req.password)).await;
-    let user = match user {
-        Ok(Ok(u)) => u,
-        Ok(Err(e)) => return error_response(e),
-        Err(_) => return problem(StatusCode::INTERNAL_SERVER_ERROR, "login failed"),
+    let user = {
+        let name = name.clone();
+        blocking
+            .hashing(move || store.login(&name, &req.password))
+            .await
     };
+    let user = match user {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let store = s.store.clone();
     let Some(user) = user else {
-        let _ = s.store.audit(&req.name, "login_failed", None, None);
+        let _ = blocking
+            .store(move || store.audit(&name, "login_failed", None, None))
+            .await;
         return problem(StatusCode::UNAUTHORIZED, "wrong name or password");
     };
     let ttl = Duration::from_secs_f64(s.settings().session_hours * 3600.0);
-    let (token, csrf) = match s.store.new_session(&user, ttl) {
-        Ok(t) => t,
-        Err(e) => return error_response(e),
+    let session = blocking
+        .store(move || {
+            let t = store.new_session(&user, ttl)?;
+            let _ = store.audit(&user.name, "login", None, None);
+            Ok((user, t))
+        })
+        .await;
+    let (user, (token, csrf)) = match session {
+        Ok(v) => v,
+        Err(r) => return r,
     };
-    let _ = s.store.audit(&user.name, "login", None, None);
     let cookie = auth::session_cookie(&token, ttl.as_secs() as i64);
     (
         [(header::SET_COOKIE, cookie)],
@@ -532,13 +696,24 @@ async fn login(State(s): State<ReviewState>, headers: HeaderMap, body: Bytes) ->
         .into_response()
 }
 
-async fn logout(State(s): State<ReviewState>, c: Caller) -> Response {
-    if let Some(token) = &c.session
-        && let Err(e) = s.store.end_session(token)
-    {
-        return error_response(e);
+async fn logout(
+    State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
+    c: Caller,
+) -> Response {
+    let store = s.store.clone();
+    let ended = blocking
+        .store(move || {
+            if let Some(token) = &c.session {
+                store.end_session(token)?;
+            }
+            let _ = store.audit(&c.user.name, "logout", None, None);
+            Ok(())
+        })
+        .await;
+    if let Err(r) = ended {
+        return r;
     }
-    let _ = s.store.audit(&c.user.name, "logout", None, None);
     (
         StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, auth::clear_cookie())],
@@ -550,13 +725,22 @@ async fn me(c: Caller) -> Response {
     axum::Json(json!({ "name": c.user.name, "role": c.user.role, "csrf": c.csrf })).into_response()
 }
 
-async fn new_token(State(s): State<ReviewState>, c: Caller) -> Response {
-    match s.store.new_api_token(&c.user) {
-        Ok(token) => {
-            let _ = s.store.audit(&c.user.name, "api_token", None, None);
-            (StatusCode::CREATED, axum::Json(json!({ "token": token }))).into_response()
-        }
-        Err(e) => error_response(e),
+async fn new_token(
+    State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
+    c: Caller,
+) -> Response {
+    let store = s.store.clone();
+    let token = blocking
+        .store(move || {
+            let token = store.new_api_token(&c.user)?;
+            let _ = store.audit(&c.user.name, "api_token", None, None);
+            Ok(token)
+        })
+        .await;
+    match token {
+        Ok(token) => (StatusCode::CREATED, axum::Json(json!({ "token": token }))).into_response(),
+        Err(r) => r,
     }
 }
 
@@ -567,7 +751,12 @@ struct UserRequest {
     password: String,
 }
 
-async fn set_user(State(s): State<ReviewState>, Admin(c): Admin, body: Bytes) -> Response {
+async fn set_user(
+    State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
+    Admin(c): Admin,
+    body: Bytes,
+) -> Response {
     let req: UserRequest = match json_body(&body) {
         Ok(r) => r,
         Err(r) => return r,
@@ -576,20 +765,22 @@ async fn set_user(State(s): State<ReviewState>, Admin(c): Admin, body: Bytes) ->
         return problem(StatusCode::BAD_REQUEST, "role is `reviewer` or `admin`");
     };
     let store = s.store.clone();
-    let result =
-        tokio::task::spawn_blocking(move || store.set_user(&req.name, role, &req.password)).await;
-    match result {
-        Ok(Ok(u)) => {
-            let _ = s.store.audit(
+    // Hashes the new password.
+    let user = blocking
+        .hashing(move || {
+            let u = store.set_user(&req.name, role, &req.password)?;
+            let _ = store.audit(
                 &c.user.name,
                 "set_user",
                 None,
                 Some(&format!("{} ({})", u.name, role.as_str())),
             );
-            (StatusCode::CREATED, axum::Json(u)).into_response()
-        }
-        Ok(Err(e)) => error_response(e),
-        Err(_) => problem(StatusCode::INTERNAL_SERVER_ERROR, "failed"),
+            Ok(u)
+        })
+        .await;
+    match user {
+        Ok(u) => (StatusCode::CREATED, axum::Json(u)).into_response(),
+        Err(r) => r,
     }
 }
 
@@ -615,12 +806,14 @@ async fn meta(State(s): State<ReviewState>, _caller: Caller) -> Response {
 
 async fn queue(
     State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
     _caller: Caller,
     Query(filter): Query<QueueFilter>,
 ) -> Response {
-    match s.store.queue(&filter) {
+    let store = s.store.clone();
+    match blocking.store(move || store.queue(&filter)).await {
         Ok(items) => axum::Json(items).into_response(),
-        Err(e) => error_response(e),
+        Err(r) => r,
     }
 }
 
@@ -652,6 +845,7 @@ async fn events(State(s): State<ReviewState>, _caller: Caller) -> Response {
 
 async fn get_item(
     State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
     _caller: Caller,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
@@ -659,15 +853,17 @@ async fn get_item(
         Ok(id) => id,
         Err(r) => return r,
     };
-    match s.store.item(&id) {
+    let store = s.store.clone();
+    match blocking.store(move || store.item(&id)).await {
         Ok(Some(item)) => axum::Json(item).into_response(),
         Ok(None) => problem(StatusCode::NOT_FOUND, "no such case"),
-        Err(e) => error_response(e),
+        Err(r) => r,
     }
 }
 
 async fn snapshot(
     State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
     _caller: Caller,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
@@ -675,10 +871,11 @@ async fn snapshot(
         Ok(id) => id,
         Err(r) => return r,
     };
-    match s.store.snapshot(&id) {
+    let store = s.store.clone();
+    match blocking.store(move || store.snapshot(&id)).await {
         Ok(Some(bytes)) => jpeg(bytes),
         Ok(None) => problem(StatusCode::NOT_FOUND, "no such case"),
-        Err(e) => error_response(e),
+        Err(r) => r,
     }
 }
 
@@ -693,6 +890,7 @@ struct ConfirmRequest {
 
 async fn confirm(
     State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
     c: Caller,
     UrlPath(id): UrlPath<String>,
     body: Bytes,
@@ -716,11 +914,19 @@ async fn confirm(
         Err(r) => return r,
     };
     let config = s.config.load_full();
-    let reroute = |case: &crate::cases::Case, scenario: &str| reroute(&config, case, scenario);
-    match s
-        .store
-        .confirm(&id, &c.user, info.as_ref(), remark.as_deref(), &reroute)
-    {
+    let store = s.store.clone();
+    let user = c.user.clone();
+    let decision = {
+        let id = id.clone();
+        blocking
+            .store(move || {
+                let reroute =
+                    |case: &crate::cases::Case, scenario: &str| reroute(&config, case, scenario);
+                store.confirm(&id, &user, info.as_ref(), remark.as_deref(), &reroute)
+            })
+            .await
+    };
+    match decision {
         Ok(d) => {
             telemetry::review_decision("confirmed");
             tracing::info!(case = %id, reviewer = %c.user.name, scenario = %d.scenario, "case confirmed by a reviewer: dispatching");
@@ -730,7 +936,7 @@ async fn confirm(
             s.hub.notify("confirmed");
             axum::Json(d).into_response()
         }
-        Err(e) => error_response(e),
+        Err(r) => r,
     }
 }
 
@@ -745,6 +951,7 @@ struct RejectRequest {
 
 async fn reject(
     State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
     c: Caller,
     UrlPath(id): UrlPath<String>,
     body: Bytes,
@@ -766,10 +973,15 @@ async fn reject(
             format!("suppress_minutes is at most {MAX_SUPPRESS_MINUTES}"),
         );
     }
-    match s
-        .store
-        .reject(&id, &c.user, remark.as_deref(), req.suppress_minutes)
-    {
+    let store = s.store.clone();
+    let user = c.user.clone();
+    let decision = {
+        let id = id.clone();
+        blocking
+            .store(move || store.reject(&id, &user, remark.as_deref(), req.suppress_minutes))
+            .await
+    };
+    match decision {
         Ok((d, suppression)) => {
             telemetry::review_decision("rejected");
             tracing::info!(case = %id, reviewer = %c.user.name, suppressed = suppression.is_some(), "case rejected by a reviewer (false positive)");
@@ -779,7 +991,7 @@ async fn reject(
             s.hub.notify("rejected");
             axum::Json(d).into_response()
         }
-        Err(e) => error_response(e),
+        Err(r) => r,
     }
 }
 
@@ -792,6 +1004,7 @@ struct ScenarioRequest {
 
 async fn change_scenario(
     State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
     c: Caller,
     UrlPath(id): UrlPath<String>,
     body: Bytes,
@@ -806,17 +1019,21 @@ async fn change_scenario(
         Err(r) => return r,
     };
     let config = s.config.load_full();
-    let reroute = |case: &crate::cases::Case, scenario: &str| reroute(&config, case, scenario);
-    match s.store.change_scenario(&id, &c.user, &info, &reroute) {
-        Ok(()) => {
-            s.hub.notify("changed");
-            match s.store.item(&id) {
-                Ok(Some(item)) => axum::Json(item).into_response(),
-                Ok(None) => problem(StatusCode::NOT_FOUND, "no such case"),
-                Err(e) => error_response(e),
-            }
-        }
-        Err(e) => error_response(e),
+    let store = s.store.clone();
+    let hub = s.hub.clone();
+    let changed = blocking
+        .store(move || {
+            let reroute =
+                |case: &crate::cases::Case, scenario: &str| reroute(&config, case, scenario);
+            store.change_scenario(&id, &c.user, &info, &reroute)?;
+            hub.notify("changed");
+            store.item(&id)
+        })
+        .await;
+    match changed {
+        Ok(Some(item)) => axum::Json(item).into_response(),
+        Ok(None) => problem(StatusCode::NOT_FOUND, "no such case"),
+        Err(r) => r,
     }
 }
 
@@ -829,6 +1046,7 @@ struct RemarkRequest {
 
 async fn remark(
     State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
     c: Caller,
     UrlPath(id): UrlPath<String>,
     body: Bytes,
@@ -842,12 +1060,16 @@ async fn remark(
         Ok(None) => return problem(StatusCode::BAD_REQUEST, "an empty remark"),
         Err(r) => return r,
     };
-    match s.store.remark(&id, &c.user, &text) {
+    let store = s.store.clone();
+    match blocking
+        .store(move || store.remark(&id, &c.user, &text))
+        .await
+    {
         Ok(()) => {
             s.hub.notify("remark");
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(e) => error_response(e),
+        Err(r) => r,
     }
 }
 
@@ -923,6 +1145,7 @@ async fn wall_groups(State(s): State<ReviewState>, _caller: Caller) -> Response 
 
 async fn wall_frame(
     State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
     _caller: Caller,
     UrlPath(camera): UrlPath<String>,
 ) -> Response {
@@ -932,17 +1155,20 @@ async fn wall_frame(
         return problem(StatusCode::NOT_FOUND, "no such camera");
     };
     let latest = s.latest.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let cam = &config.area.cameras[index];
-        let zones: Vec<&[[f64; 2]]> = cam.zones.iter().map(|z| z.polygon.as_slice()).collect();
-        latest.jpeg(index, &cam.id, &zones)
-    })
-    .await;
-    match result {
-        Ok(Ok(Some(frame))) => jpeg(frame.jpeg.as_ref().clone()),
-        Ok(Ok(None)) => problem(StatusCode::NOT_FOUND, "no analysed frame yet"),
-        Ok(Err(e)) => error_response(e.into()),
-        Err(_) => problem(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed"),
+    let frame = blocking
+        .encoding(move || {
+            let cam = &config.area.cameras[index];
+            let zones: Vec<&[[f64; 2]]> = cam.zones.iter().map(|z| z.polygon.as_slice()).collect();
+            // The copy of a cached picture happens here too, off the runtime.
+            Ok(latest
+                .jpeg(index, &cam.id, &zones)?
+                .map(|f| f.jpeg.as_ref().clone()))
+        })
+        .await;
+    match frame {
+        Ok(Some(bytes)) => jpeg(bytes),
+        Ok(None) => problem(StatusCode::NOT_FOUND, "no analysed frame yet"),
+        Err(r) => r,
     }
 }
 
@@ -953,13 +1179,15 @@ struct Limit {
 
 async fn history(
     State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
     _caller: Caller,
     Query(limit): Query<Limit>,
 ) -> Response {
     let limit = limit.limit.unwrap_or(DEFAULT_HISTORY).clamp(1, MAX_HISTORY);
-    match s.store.history(limit) {
+    let store = s.store.clone();
+    match blocking.store(move || store.history(limit)).await {
         Ok(items) => axum::Json(items).into_response(),
-        Err(e) => error_response(e),
+        Err(r) => r,
     }
 }
 
@@ -982,47 +1210,55 @@ async fn suppressions(State(s): State<ReviewState>, _caller: Caller) -> Response
 
 async fn audit_log(
     State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
     _admin: Admin,
     Query(limit): Query<Limit>,
 ) -> Response {
     let limit = limit.limit.unwrap_or(DEFAULT_HISTORY).clamp(1, MAX_HISTORY);
-    match s.store.audit_log(limit) {
+    let store = s.store.clone();
+    match blocking.store(move || store.audit_log(limit)).await {
         Ok(items) => axum::Json(items).into_response(),
-        Err(e) => error_response(e),
+        Err(r) => r,
     }
 }
 
-async fn export_dataset(State(s): State<ReviewState>, Admin(c): Admin) -> Response {
+async fn export_dataset(
+    State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
+    Admin(c): Admin,
+) -> Response {
     let store = s.store.clone();
     let config = s.config.load_full();
-    let result = tokio::task::spawn_blocking(move || {
-        let d = export::build(&store, &config.catalog)?;
-        Ok::<_, ReviewError>((d.to_tar()?, d.positives, d.negatives))
-    })
-    .await;
-    match result {
-        Ok(Ok((tar, positives, negatives))) => {
-            let _ = s.store.audit(
+    // The queries, the archive and the audit entry: all of it on the blocking pool, one export
+    // at a time.
+    let tar = blocking
+        .export(move || {
+            let d = export::build(&store, &config.catalog)?;
+            let tar = d.to_tar()?;
+            let _ = store.audit(
                 &c.user.name,
                 "export",
                 None,
                 Some(&format!(
-                    "{positives} positives, {negatives} hard negatives"
+                    "{} positives, {} hard negatives",
+                    d.positives, d.negatives
                 )),
             );
-            (
-                [
-                    (header::CONTENT_TYPE, "application/x-tar".to_owned()),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        "attachment; filename=\"gridwatch-dataset.tar\"".to_owned(),
-                    ),
-                ],
-                tar,
-            )
-                .into_response()
-        }
-        Ok(Err(e)) => error_response(e),
-        Err(_) => problem(StatusCode::INTERNAL_SERVER_ERROR, "export failed"),
+            Ok(tar)
+        })
+        .await;
+    match tar {
+        Ok(tar) => (
+            [
+                (header::CONTENT_TYPE, "application/x-tar".to_owned()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"gridwatch-dataset.tar\"".to_owned(),
+                ),
+            ],
+            tar,
+        )
+            .into_response(),
+        Err(r) => r,
     }
 }

@@ -106,7 +106,8 @@ impl LatestFrames {
     }
 
     /// The camera's latest frame as JPEG with `zones` and its detections drawn; encoded once
-    /// per copied frame.
+    /// per copied frame. Blocking (drawing and encoding take milliseconds of a core): the console
+    /// calls it on the blocking pool.
     pub fn jpeg(
         &self,
         camera: usize,

@@ -1184,3 +1184,120 @@ async fn login_refuses_forms_overlong_input_and_locks_a_name_after_repeated_fail
     let text = String::from_utf8_lossy(&audit.body).into_owned();
     assert!(text.contains("login_locked_out"), "{text}");
 }
+
+/// Issue 13, 3a: the console shares the `gridwatch-io` runtime (two workers) with the etcd lease
+/// renewal and delivery, so none of its requests may block a worker. Another connection holds
+/// the outbox's write lock for a second (a retention pass, a migration, the CLI) while signed-in
+/// reviewers confirm, reject, remark, read the queue and history, sign in, and an admin exports:
+/// on a single-threaded runtime a ticker standing in for the lease renewal must keep its pace
+/// all the while.
+#[test]
+fn a_busy_database_does_not_stall_the_async_runtime_while_requests_wait_for_it() {
+    const HOLD: Duration = Duration::from_secs(1);
+    const TICK: Duration = Duration::from_millis(10);
+    const MAX_GAP: Duration = Duration::from_millis(200);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let c = Console::new();
+        let ids = c.events(&[(0, 0.7), (1, 0.7), (0, 0.8), (1, 0.8)]);
+        let alice = c.login("alice").await;
+        let root = c.login("root").await;
+        // A reviewed case, so that the export has a frame to pack.
+        let r = c
+            .post(&alice, &item_path(&ids[3], "reject"), json!({}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+
+        let ticking = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let ticker = tokio::spawn({
+            let ticking = ticking.clone();
+            async move {
+                let mut every = tokio::time::interval(TICK);
+                every.tick().await;
+                let mut last = std::time::Instant::now();
+                let _ = started_tx.send(());
+                let (mut worst, mut ticks) = (Duration::ZERO, 0u32);
+                while ticking.load(std::sync::atomic::Ordering::Relaxed) {
+                    every.tick().await;
+                    let now = std::time::Instant::now();
+                    worst = worst.max(now - last);
+                    last = now;
+                    ticks += 1;
+                }
+                (worst, ticks)
+            }
+        });
+        // The ticker is running (a stall before its first tick would go unseen).
+        started_rx.await.unwrap();
+
+        // Another connection takes the write lock (BEGIN IMMEDIATE) and keeps it for HOLD.
+        let holder = rusqlite::Connection::open(c.config.resolve(&c.config.cases.outbox)).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let started = std::time::Instant::now();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(HOLD);
+            holder.execute_batch("COMMIT").unwrap();
+        });
+
+        let login = c.send(
+            Request::post("/api/v1/auth/login")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    json!({ "name": "bob", "password": PASSWORD }).to_string(),
+                ))
+                .unwrap(),
+        );
+        let (confirm_path, reject_path, remark_path, item_url) = (
+            item_path(&ids[0], "confirm"),
+            item_path(&ids[1], "reject"),
+            item_path(&ids[2], "remark"),
+            format!("/api/v1/review/items/{}", ids[2]),
+        );
+        let (confirm, reject, remark, queue, history, item, export, login) = tokio::join!(
+            c.post(&alice, &confirm_path, json!({})),
+            c.post(&alice, &reject_path, json!({})),
+            c.post(&alice, &remark_path, json!({ "remark": "看一下" })),
+            c.get(&alice, "/api/v1/review/queue"),
+            c.get(&alice, "/api/v1/review/cases?limit=1000"),
+            c.get(&alice, &item_url),
+            c.get(&root, "/api/v1/review/export"),
+            login,
+        );
+        let waited = started.elapsed();
+        ticking.store(false, std::sync::atomic::Ordering::Relaxed);
+        let (worst, ticks) = ticker.await.unwrap();
+        release.join().unwrap();
+
+        for (what, r) in [
+            ("confirm", &confirm),
+            ("reject", &reject),
+            ("remark", &remark),
+            ("queue", &queue),
+            ("history", &history),
+            ("item", &item),
+            ("export", &export),
+            ("login", &login),
+        ] {
+            assert!(
+                r.status.is_success(),
+                "{what}: {} {:?}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+        assert!(
+            worst <= MAX_GAP,
+            "a console request blocked the runtime: the ticker stalled for {worst:?} \
+             (requests in flight for {waited:?})"
+        );
+        // The writes really waited for the lock: the requests were in flight all along.
+        assert!(waited >= HOLD - Duration::from_millis(100), "{waited:?}");
+        assert!(ticks >= 10, "the ticker ran only {ticks} times");
+        assert_eq!(c.state_of(&ids[0]), "pending");
+        assert_eq!(c.state_of(&ids[1]), "rejected");
+    });
+}
