@@ -701,7 +701,10 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     // send out held cases nobody reviewed in time.
     let mut current = config.clone();
     let mut held_checked = Instant::now();
+    // `[cases] retention_days`: finished cases past it are deleted, a batch per tick at most.
+    let mut purger = crate::cases::outbox::Purger::new(config.cases.retention_days);
     loop {
+        purger.tick(&mut held_outbox);
         if let Some(r) = &config.review
             && held_checked.elapsed() >= HELD_CHECK_INTERVAL
         {

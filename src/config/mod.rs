@@ -50,6 +50,10 @@ pub const DEFAULT_RETRY_MAX_SECONDS: f64 = 60.0;
 pub const DEFAULT_BREAKER_FAILURE_THRESHOLD: u32 = 5;
 pub const DEFAULT_BREAKER_OPEN_SECONDS: f64 = 30.0;
 pub const DEFAULT_SNAPSHOT_MAX_WIDTH_PIXELS: u32 = 960;
+/// `[cases] retention_days` when absent.
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+/// The longest `[cases] retention_days` (ten years); 0 turns the purge off.
+pub const MAX_RETENTION_DAYS: u32 = 3650;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -488,6 +492,11 @@ pub struct CaseSettings {
     pub event_queue_capacity: usize,
     #[serde(default = "default_snapshot_width")]
     pub snapshot_max_width_pixels: u32,
+    /// Days a finished case (delivered to every target, or rejected by a reviewer) stays in the
+    /// outbox before it is deleted with its snapshot and deliveries; absent: 30; 0: kept
+    /// forever. Pending, held, dead-lettered and unrouted cases are never deleted.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
 }
 
 impl Default for CaseSettings {
@@ -496,6 +505,7 @@ impl Default for CaseSettings {
             outbox: default_outbox(),
             event_queue_capacity: DEFAULT_EVENT_QUEUE_CAPACITY,
             snapshot_max_width_pixels: DEFAULT_SNAPSHOT_MAX_WIDTH_PIXELS,
+            retention_days: DEFAULT_RETENTION_DAYS,
         }
     }
 }
@@ -624,6 +634,9 @@ fn default_event_queue_capacity() -> usize {
 }
 fn default_snapshot_width() -> u32 {
     DEFAULT_SNAPSHOT_MAX_WIDTH_PIXELS
+}
+fn default_retention_days() -> u32 {
+    DEFAULT_RETENTION_DAYS
 }
 fn default_dispatch_timeout() -> f64 {
     DEFAULT_DISPATCH_TIMEOUT_SECONDS
@@ -977,6 +990,15 @@ impl Config {
             err(
                 "ingest.stall_timeout_seconds".into(),
                 "must be positive".into(),
+            );
+        }
+        if self.cases.retention_days > MAX_RETENTION_DAYS {
+            err(
+                "cases.retention_days".into(),
+                format!(
+                    "must be within 0..={MAX_RETENTION_DAYS} (0: keep cases forever), got {}",
+                    self.cases.retention_days
+                ),
             );
         }
         for (field, msg) in self.scenarios.crowd_gathering.validate() {
