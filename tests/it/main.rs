@@ -23,4 +23,5 @@ mod routing;
 mod scenarios_accuracy;
 mod scenarios_catalog;
 mod scenarios_custom;
+mod storage;
 mod support;
