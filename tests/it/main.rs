@@ -14,6 +14,7 @@ mod end_to_end;
 mod fault;
 mod gate;
 mod ingest;
+mod outbox_soak;
 mod receiver;
 mod receiver_fuzz;
 mod reload;
