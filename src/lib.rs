@@ -20,6 +20,7 @@ pub mod reload;
 pub mod review;
 pub mod run;
 pub mod scenarios;
+pub mod sqlite;
 pub mod status;
 pub mod telemetry;
 pub mod track;

@@ -48,6 +48,8 @@ pub const DELIVERY_SECONDS: &str = "gridwatch_delivery_request_seconds";
 pub const OUTBOX_PENDING: &str = "gridwatch_outbox_pending";
 pub const OUTBOX_OLDEST_PENDING_AGE_SECONDS: &str = "gridwatch_outbox_oldest_pending_age_seconds";
 pub const OUTBOX_DEAD_LETTERS: &str = "gridwatch_outbox_dead_letters";
+/// Delivered and rejected cases deleted after `[cases] retention_days`.
+pub const OUTBOX_PURGED: &str = "gridwatch_outbox_purged_cases_total";
 /// 0 closed, 1 open, 2 half-open.
 pub const DISPATCH_BREAKER_STATE: &str = "gridwatch_dispatch_breaker_state";
 pub const DISPATCH_BREAKER_OPENS: &str = "gridwatch_dispatch_breaker_opens_total";
@@ -412,6 +414,10 @@ pub fn outbox_state(
     metrics::gauge!(OUTBOX_DEAD_LETTERS, "target" => target.to_owned()).set(dead_letters as f64);
     metrics::gauge!(OUTBOX_OLDEST_PENDING_AGE_SECONDS, "target" => target.to_owned())
         .set(oldest_pending_age_seconds);
+}
+
+pub fn outbox_purged(cases: u64) {
+    counter!(OUTBOX_PURGED).increment(cases);
 }
 
 pub fn breaker_state(target: &str, state: u8) {

@@ -10,14 +10,24 @@
 //! deliveries (`pending` while any is pending, then `dead` if any is dead, else `delivered`),
 //! or `unrouted` when no target takes it. The roll-up is kept by triggers on `deliveries`, so
 //! every writer (delivery, the review console, the CLI) leaves both levels consistent.
-//! Databases from before the review states or before routing are migrated on open.
+//!
+//! The schema is versioned ([`MIGRATIONS`], `PRAGMA user_version`); databases of every earlier
+//! schema are migrated on open. The snapshot JPEG is stored once (`cases.snapshot`): the case
+//! JSON is stored without its base64, which is put back, byte for byte, when the case is sent
+//! ([`Outbox::due`], [`case_body`]). Delivered and rejected cases older than
+//! `[cases] retention_days` are deleted by [`Outbox::purge_expired`] ([`Purger`] runs it).
+//! Every transaction that reads and then writes starts with `BEGIN IMMEDIATE`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use base64::Engine as _;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::routing::PRIMARY_TARGET_ID;
+use crate::sqlite::Step;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -26,6 +36,12 @@ pub enum OutboxError {
         path: String,
         #[source]
         source: rusqlite::Error,
+    },
+    #[error("outbox {path}: schema migration failed: {source}")]
+    Migrate {
+        path: String,
+        #[source]
+        source: rusqlite_migration::Error,
     },
     #[error("outbox: cannot create folder {path}: {source}")]
     Folder {
@@ -93,6 +109,15 @@ pub struct TargetStats {
     pub oldest_pending_age_seconds: Option<f64>,
     pub retries: u64,
     pub last_error: Option<String>,
+}
+
+/// What delivery exports per target every second (`gridwatch_outbox_pending`,
+/// `gridwatch_outbox_dead_letters`, `gridwatch_outbox_oldest_pending_age_seconds`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetGauges {
+    pub pending: u64,
+    pub dead_letters: u64,
+    pub oldest_pending_age_seconds: Option<f64>,
 }
 
 /// One outbox row, as `gridwatch outbox list` shows it. Without a target filter `state`,
@@ -200,7 +225,9 @@ macro_rules! roll_up {
     };
 }
 
-const SCHEMA: &str = concat!(
+/// Step 1's schema: the outbox as shipped with routing (1cf6d60), the last one before the
+/// schema was versioned. Frozen: later changes are later steps.
+const ROUTING_SCHEMA: &str = concat!(
     "
 CREATE TABLE IF NOT EXISTS cases (
     id TEXT PRIMARY KEY,
@@ -249,13 +276,82 @@ CREATE TABLE IF NOT EXISTS review_frames (
 "
 );
 
-/// Whether the database needs [`migrate`]: an `outbox` table without the `unrouted` state (from
-/// before routing, or before the review states), or without `deliveries`.
-fn needs_migration(conn: &Connection) -> rusqlite::Result<bool> {
-    let outbox = table_sql(conn, "outbox")?;
-    let deliveries = table_sql(conn, "deliveries")?;
-    Ok(outbox.is_some_and(|sql| !sql.contains("unrouted")) || deliveries.is_none())
-}
+/// Step 2: the review console's tables (`review::store`), as shipped with the console (9ae0c3a).
+/// Until versioning they were created when the console opened the file, so they may exist.
+const REVIEW_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS review_users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL CHECK (role IN ('reviewer', 'admin')),
+    password_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS review_tokens (
+    token_hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES review_users(id),
+    kind TEXT NOT NULL CHECK (kind IN ('session', 'api')),
+    csrf TEXT,
+    expires_ms INTEGER,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS review_decisions (
+    case_id TEXT PRIMARY KEY REFERENCES cases(id),
+    decision TEXT NOT NULL CHECK (decision IN ('confirmed', 'rejected')),
+    reviewer TEXT NOT NULL,
+    decided_at TEXT NOT NULL,
+    original_scenario TEXT,
+    suppress_until_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS review_audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    user TEXT NOT NULL,
+    action TEXT NOT NULL,
+    case_id TEXT,
+    detail TEXT
+);
+CREATE TABLE IF NOT EXISTS review_suppressions (
+    id INTEGER PRIMARY KEY,
+    camera TEXT NOT NULL,
+    zone TEXT NOT NULL,
+    scenario TEXT NOT NULL,
+    until_ms INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    case_id TEXT
+);
+";
+
+/// Step 3: bounded storage. `cases.snapshot_at`: where in the stored case JSON the snapshot's
+/// base64 goes back (`NULL`: the JSON is whole, as in cases stored before this step). Indexes
+/// for the queries that run often: history and the retention purge walk `cases` by
+/// `created_at`; `deliveries_due` also carries the attempts, so the per-target statistics
+/// read only the index; the outbox-wide last error and the dead-letter commands find
+/// deliveries by state; the console's remark of a case is its latest audit entry; the export
+/// lists decisions by time; the pipeline loads the suppressions in force.
+const STORAGE: &str = "
+ALTER TABLE cases ADD COLUMN snapshot_at INTEGER;
+CREATE INDEX cases_created ON cases(created_at, id);
+DROP INDEX deliveries_due;
+CREATE INDEX deliveries_due ON deliveries(target, state, next_attempt_at_ms, attempts);
+CREATE INDEX deliveries_state ON deliveries(state, next_attempt_at_ms);
+CREATE INDEX review_audit_case ON review_audit(case_id, id);
+CREATE INDEX review_decisions_decided ON review_decisions(decided_at, case_id);
+CREATE INDEX review_suppressions_until ON review_suppressions(until_ms);
+";
+
+/// The outbox database's schema, one step per change: `PRAGMA user_version` is the number of
+/// steps applied. Never edit a shipped step; add one.
+pub const MIGRATIONS: &[Step] = &[
+    // 1: the routing schema, from an empty file or from any unversioned schema ever shipped.
+    Step::hook(unversioned_to_routing),
+    // 2: the review console's tables.
+    Step::sql(REVIEW_TABLES),
+    // 3: snapshot once, indexes.
+    Step::sql(STORAGE),
+];
+
+/// The schema version this binary writes (`PRAGMA user_version` of an up-to-date outbox).
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 fn table_sql(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
     conn.query_row(
@@ -266,31 +362,31 @@ fn table_sql(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> 
     .optional()
 }
 
-/// Brings an older outbox up to date in one transaction (a crash leaves the old one intact):
-/// an `outbox` table whose CHECK lacks the newer states is copied into one with the current
-/// constraint (SQLite cannot alter a CHECK), and every case of a database from before routing
-/// becomes one delivery to `primary` in its state (`awaiting_review` → `held`), with its
-/// attempts, next attempt time, last error and delivery time. A new database just gets the
-/// schema.
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    // IMMEDIATE: two processes opening one old database must not both migrate it.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let outbox = table_sql(&tx, "outbox")?;
-    let had_deliveries = table_sql(&tx, "deliveries")?.is_some();
+/// Step 1. Outboxes were unversioned until step 3 (user_version 0), in one of three shipped
+/// schemas: the first (b7384ed: `cases`, `outbox` with pending/delivered/dead), with the review
+/// states (9ae0c3a: a wider CHECK, `review_frames`) and with routing (1cf6d60: `unrouted`,
+/// `deliveries` and their roll-up triggers). An `outbox` table whose CHECK lacks the newer
+/// states is copied into one with the routing constraint (SQLite cannot alter a CHECK), and
+/// every case of a database from before routing becomes one delivery to `primary` in its state
+/// (`awaiting_review` → `held`), with its attempts, next attempt time, last error and delivery
+/// time. An empty file just gets the routing schema.
+fn unversioned_to_routing(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let outbox = table_sql(tx, "outbox")?;
+    let had_deliveries = table_sql(tx, "deliveries")?.is_some();
     match &outbox {
         Some(sql) if !sql.contains("unrouted") => {
             tx.execute_batch(
                 "ALTER TABLE outbox RENAME TO outbox_before_routing;
                  DROP INDEX IF EXISTS outbox_due;",
             )?;
-            tx.execute_batch(SCHEMA)?;
+            tx.execute_batch(ROUTING_SCHEMA)?;
             tx.execute_batch(
                 "INSERT INTO outbox (case_id, state, attempts, next_attempt_ms, last_error, delivered_at)
                  SELECT case_id, state, attempts, next_attempt_ms, last_error, delivered_at FROM outbox_before_routing;
                  DROP TABLE outbox_before_routing;",
             )?;
         }
-        _ => tx.execute_batch(SCHEMA)?,
+        _ => tx.execute_batch(ROUTING_SCHEMA)?,
     }
     if outbox.is_some() && !had_deliveries {
         let n = tx.execute(
@@ -307,7 +403,89 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
             "outbox migrated: each stored case is now a delivery to the primary target"
         );
     }
-    tx.commit()
+    Ok(())
+}
+
+/// The case JSON as stored: the snapshot's base64 (the `data_base64` whose text is `jpeg` in
+/// base64) cut out, and the byte offset where it goes back. JSON without it is stored whole.
+fn split_snapshot<'a>(body: &'a str, jpeg: &[u8]) -> (Cow<'a, str>, Option<i64>) {
+    if jpeg.is_empty() {
+        return (Cow::Borrowed(body), None);
+    }
+    let b64 = base64::engine::general_purpose::STANDARD.encode(jpeg);
+    const KEY: &str = "\"data_base64\":\"";
+    for (i, _) in body.match_indices(KEY) {
+        let at = i + KEY.len();
+        let rest = &body[at..];
+        if rest.starts_with(&b64) && rest[b64.len()..].starts_with('"') {
+            let mut stored = String::with_capacity(body.len() - b64.len());
+            stored.push_str(&body[..at]);
+            stored.push_str(&rest[b64.len()..]);
+            return (Cow::Owned(stored), Some(at as i64));
+        }
+    }
+    (Cow::Borrowed(body), None)
+}
+
+/// The case JSON as it was given to [`Outbox::store`]: the snapshot's base64 put back at `at`.
+fn join_snapshot(id: &str, body: String, at: Option<i64>, jpeg: Option<&[u8]>) -> String {
+    let Some(at) = at else {
+        return body;
+    };
+    let at = usize::try_from(at).unwrap_or(usize::MAX);
+    match jpeg {
+        Some(jpeg) if body.is_char_boundary(at) => {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(jpeg);
+            let mut whole = String::with_capacity(body.len() + b64.len());
+            whole.push_str(&body[..at]);
+            whole.push_str(&b64);
+            whole.push_str(&body[at..]);
+            whole
+        }
+        _ => {
+            // Only this module writes `snapshot_at`, always with the body it belongs to.
+            tracing::error!(case = %id, at, "outbox: the stored case JSON has no place for its snapshot; sent without it");
+            body
+        }
+    }
+}
+
+/// The case JSON of `id` as it is sent (the snapshot's base64 put back); `None`: no such case.
+pub fn case_body(conn: &Connection, id: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT body, snapshot_at, CASE WHEN snapshot_at IS NOT NULL THEN snapshot END FROM cases WHERE id = ?1",
+        params![id],
+        |r| {
+            let jpeg: Option<Vec<u8>> = r.get(2)?;
+            Ok(join_snapshot(id, r.get(0)?, r.get(1)?, jpeg.as_deref()))
+        },
+    )
+    .optional()
+}
+
+/// Replaces the case JSON of `id` and its scenario column (a reviewer's correction); the
+/// snapshot's base64 in `body` is stored once, as by [`Outbox::store`]. Returns rows changed.
+pub fn set_case_body(
+    conn: &Connection,
+    id: &str,
+    body: &str,
+    scenario: &str,
+) -> rusqlite::Result<usize> {
+    let jpeg: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT snapshot FROM cases WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(jpeg) = jpeg else {
+        return Ok(0);
+    };
+    let (stored, at) = split_snapshot(body, &jpeg);
+    conn.execute(
+        "UPDATE cases SET body = ?2, snapshot_at = ?3, scenario = ?4 WHERE id = ?1",
+        params![id, stored, at, scenario],
+    )
 }
 
 impl Outbox {
@@ -414,8 +592,9 @@ fn age_seconds(created_at: Option<String>) -> Option<f64> {
 }
 
 impl Outbox {
-    /// Opens (creating or migrating if needed) the outbox; WAL with full sync so a committed
-    /// case survives power loss.
+    /// Opens (creating or migrating if needed: [`MIGRATIONS`]) the outbox; WAL with full sync
+    /// so a committed case survives power loss. An up-to-date file is opened without a write
+    /// lock.
     pub fn open(path: &Path) -> Result<Self, OutboxError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| OutboxError::Folder {
@@ -434,12 +613,15 @@ impl Outbox {
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
+        // A long reader (a backup, say) holds checkpoints back and the WAL grows meanwhile;
+        // SQLite keeps the file at its largest size unless told otherwise.
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)
+            .map_err(open_err)?;
         let mut conn = conn;
-        // Checked first so that the common open (status route, CLI) takes no write lock.
-        if needs_migration(&conn).map_err(open_err)? {
-            migrate(&mut conn).map_err(open_err)?;
-        }
-        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        crate::sqlite::migrate(&mut conn, MIGRATIONS).map_err(|source| OutboxError::Migrate {
+            path: path.display().to_string(),
+            source,
+        })?;
         Ok(Self { conn })
     }
 
@@ -509,14 +691,16 @@ impl Outbox {
         };
         let tx = self
             .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         if !allowed() {
             return Ok(false);
         }
         let now = now_ms();
+        // The snapshot once: the JPEG here, its base64 cut out of the JSON.
+        let (body, snapshot_at) = split_snapshot(case.body, case.snapshot);
         tx.execute(
-            "INSERT INTO cases (id, created_at, scenario, camera, body, snapshot) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![case.id, now_rfc3339(), case.scenario, case.camera, case.body, case.snapshot],
+            "INSERT INTO cases (id, created_at, scenario, camera, body, snapshot, snapshot_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![case.id, now_rfc3339(), case.scenario, case.camera, body, case.snapshot, snapshot_at],
         )?;
         tx.execute(
             "INSERT INTO outbox (case_id, state, next_attempt_ms) VALUES (?1, ?2, ?3)",
@@ -540,9 +724,11 @@ impl Outbox {
 
     /// Held cases no reviewer handled since before `held_before_ms` (Unix ms) go out unreviewed:
     /// a held case must never wait forever (no reviewer on shift, the console switched off).
-    /// Returns their ids; each is recorded in the review audit log when there is one.
+    /// Returns their ids; each is recorded in the review audit log.
     pub fn release_held(&mut self, held_before_ms: i64) -> Result<Vec<String>, OutboxError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let ids: Vec<String> = {
             let mut stmt = tx.prepare(
                 "SELECT case_id FROM outbox WHERE state = 'awaiting_review' AND next_attempt_ms <= ?1",
@@ -553,35 +739,33 @@ impl Outbox {
         if ids.is_empty() {
             return Ok(ids);
         }
-        let audited: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'review_audit')",
-            [],
-            |r| r.get(0),
-        )?;
         for id in &ids {
             release_case(&tx, id)?;
-            if audited {
-                tx.execute(
-                    "INSERT INTO review_audit (at, user, action, case_id, detail) VALUES (?1, 'gridwatch', 'released_unreviewed', ?2, 'review timeout')",
-                    params![now_rfc3339(), id],
-                )?;
-            }
+            tx.execute(
+                "INSERT INTO review_audit (at, user, action, case_id, detail) VALUES (?1, 'gridwatch', 'released_unreviewed', ?2, 'review timeout')",
+                params![now_rfc3339(), id],
+            )?;
         }
         tx.commit()?;
         Ok(ids)
     }
 
-    /// Pending deliveries to `target` whose next attempt is due, oldest first.
+    /// Pending deliveries to `target` whose next attempt is due, oldest first; each body is the
+    /// case JSON as it was stored (snapshot included).
     pub fn due(&self, target: &str, limit: usize) -> Result<Vec<PendingCase>, OutboxError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT c.id, c.body, d.attempts FROM deliveries d JOIN cases c ON c.id = d.case_id
+            "SELECT c.id, c.body, d.attempts, c.snapshot_at,
+                    CASE WHEN c.snapshot_at IS NOT NULL THEN c.snapshot END
+             FROM deliveries d JOIN cases c ON c.id = d.case_id
              WHERE d.target = ?1 AND d.state = 'pending' AND d.next_attempt_at_ms <= ?2
              ORDER BY d.next_attempt_at_ms, c.id LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![target, now_ms(), limit as i64], |r| {
+            let id: String = r.get(0)?;
+            let jpeg: Option<Vec<u8>> = r.get(4)?;
             Ok(PendingCase {
-                id: r.get(0)?,
-                body: r.get(1)?,
+                body: join_snapshot(&id, r.get(1)?, r.get(3)?, jpeg.as_deref()),
+                id,
                 attempts: r.get(2)?,
             })
         })?;
@@ -681,45 +865,128 @@ impl Outbox {
         })
     }
 
-    /// Per-target delivery numbers: every target with a delivery, or just `only`.
+    /// Per-target delivery numbers: every target with a delivery, or just `only`. Counts and
+    /// retries come from the `deliveries_due` index alone (target, state, …, attempts), but
+    /// still from every delivery in the outbox (bounded by the retention). The per-second
+    /// gauges use [`Outbox::target_gauges`] instead.
     pub fn target_stats(
         &self,
         only: Option<&str>,
     ) -> Result<BTreeMap<String, TargetStats>, OutboxError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT d.target, SUM(d.state = 'pending'), SUM(d.state = 'delivered'), SUM(d.state = 'dead'),
-                    SUM(d.state = 'held'),
-                    COALESCE(SUM(CASE WHEN d.state = 'pending' THEN d.attempts ELSE MAX(d.attempts - 1, 0) END), 0),
-                    MIN(CASE WHEN d.state = 'pending' THEN c.created_at END)
-             FROM deliveries d JOIN cases c ON c.id = d.case_id
-             WHERE ?1 IS NULL OR d.target = ?1 GROUP BY d.target",
-        )?;
-        let rows = stmt.query_map(params![only], |r| {
-            let n = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
-            Ok((
-                r.get::<_, String>(0)?,
-                TargetStats {
-                    pending: n(1)?,
-                    delivered: n(2)?,
-                    dead_letters: n(3)?,
-                    held: n(4)?,
-                    oldest_pending_age_seconds: age_seconds(r.get(6)?),
-                    retries: n(5)?,
-                    last_error: None,
-                },
-            ))
-        })?;
-        let mut out: BTreeMap<String, TargetStats> = rows.collect::<Result<_, _>>()?;
+        const RETRIES: &str = "COALESCE(SUM(CASE WHEN state = 'pending' THEN attempts ELSE MAX(attempts - 1, 0) END), 0)";
+        let mut stmt = match only {
+            Some(_) => self.conn.prepare_cached(&format!(
+                "SELECT target, state, COUNT(*), {RETRIES} FROM deliveries WHERE target = ?1 GROUP BY state"
+            ))?,
+            None => self.conn.prepare_cached(&format!(
+                "SELECT target, state, COUNT(*), {RETRIES} FROM deliveries GROUP BY target, state"
+            ))?,
+        };
+        let rows = match only {
+            Some(t) => stmt.query(params![t])?,
+            None => stmt.query([])?,
+        };
+        let rows: Vec<(String, String, i64, i64)> = rows
+            .mapped(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .collect::<Result<_, _>>()?;
+        let mut out: BTreeMap<String, TargetStats> = BTreeMap::new();
+        for (target, state, n, retries) in rows {
+            let stats = out.entry(target).or_default();
+            let n = n.max(0) as u64;
+            match state.as_str() {
+                "pending" => stats.pending = n,
+                "delivered" => stats.delivered = n,
+                "dead" => stats.dead_letters = n,
+                "held" => stats.held = n,
+                _ => {}
+            }
+            stats.retries += retries.max(0) as u64;
+        }
         let mut last = self.conn.prepare_cached(
             "SELECT last_error FROM deliveries WHERE target = ?1 AND state = 'pending' AND last_error IS NOT NULL
              ORDER BY next_attempt_at_ms DESC LIMIT 1",
         )?;
         for (target, stats) in out.iter_mut() {
             stats.last_error = last.query_row(params![target], |r| r.get(0)).optional()?;
+            stats.oldest_pending_age_seconds = self.oldest_pending(target)?;
         }
         Ok(out)
     }
 
+    /// Age of the oldest case pending delivery to `target` (reads only its pending deliveries).
+    fn oldest_pending(&self, target: &str) -> Result<Option<f64>, OutboxError> {
+        let oldest: Option<String> = self
+            .conn
+            .prepare_cached(
+                "SELECT MIN(c.created_at) FROM deliveries d JOIN cases c ON c.id = d.case_id
+                 WHERE d.target = ?1 AND d.state = 'pending'",
+            )?
+            .query_row(params![target], |r| r.get(0))?;
+        Ok(age_seconds(oldest))
+    }
+
+    /// The per-target gauges delivery refreshes every second: pending and dead deliveries
+    /// (counted in the `deliveries_due` index, never the delivered ones) and the age of the
+    /// oldest pending case (a lookup per pending delivery).
+    pub fn target_gauges(&self, target: &str) -> Result<TargetGauges, OutboxError> {
+        let count = |state: &str| -> Result<u64, OutboxError> {
+            let n: i64 = self
+                .conn
+                .prepare_cached("SELECT COUNT(*) FROM deliveries WHERE target = ?1 AND state = ?2")?
+                .query_row(params![target, state], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
+        };
+        Ok(TargetGauges {
+            pending: count("pending")?,
+            dead_letters: count("dead")?,
+            oldest_pending_age_seconds: self.oldest_pending(target)?,
+        })
+    }
+
+    /// The case JSON of `id` as it is sent (see [`case_body`]).
+    pub fn case_body(&self, id: &str) -> Result<Option<String>, OutboxError> {
+        Ok(case_body(&self.conn, id)?)
+    }
+
+    /// Deletes, in one `IMMEDIATE` transaction, at most `batch` cases stored before
+    /// `now - retention` that are finished: delivered to every target they were routed to, or
+    /// rejected by a reviewer. Each goes with its deliveries, snapshot, body, clean frame and
+    /// review decision (the audit log keeps its entries). Pending, held, dead-lettered and
+    /// unrouted cases are never deleted, however old. Returns how many cases were deleted; a
+    /// full batch means there may be more.
+    pub fn purge_expired(
+        &mut self,
+        now: SystemTime,
+        retention: Duration,
+        batch: usize,
+    ) -> Result<usize, OutboxError> {
+        let cutoff = time::OffsetDateTime::from(
+            now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH),
+        )
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let ids: Vec<String> = {
+            // `cases` first (CROSS JOIN keeps that order): the oldest through `cases_created`,
+            // not every delivered case through the state index.
+            let mut stmt = tx.prepare_cached(
+                "SELECT c.id FROM cases c CROSS JOIN outbox o ON o.case_id = c.id
+                 WHERE c.created_at < ?1 AND o.state IN ('delivered', 'rejected')
+                   AND NOT EXISTS (SELECT 1 FROM deliveries d
+                                   WHERE d.case_id = c.id AND d.state IN ('pending', 'held', 'dead'))
+                 LIMIT ?2",
+            )?;
+            stmt.query_map(params![cutoff, batch as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        for id in &ids {
+            delete_case(&tx, id)?;
+        }
+        tx.commit()?;
+        Ok(ids.len())
+    }
     /// Cases in `state` (`None`: every state), oldest first, each with its deliveries.
     pub fn list(&self, state: Option<&str>, limit: usize) -> Result<Vec<OutboxEntry>, OutboxError> {
         let mut stmt = self.conn.prepare(
@@ -858,8 +1125,7 @@ impl Outbox {
                 |r| r.get(0),
             )?;
             if n > 0 && !left {
-                tx.execute("DELETE FROM outbox WHERE case_id = ?1", params![id])?;
-                tx.execute("DELETE FROM cases WHERE id = ?1", params![id])?;
+                delete_case(tx, id)?;
             }
             Ok(n)
         })
@@ -872,7 +1138,9 @@ impl Outbox {
         target: Option<&str>,
         f: impl Fn(&rusqlite::Transaction<'_>, &str, &str) -> rusqlite::Result<usize>,
     ) -> Result<usize, OutboxError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let rows: Vec<(String, String)> = {
             let mut stmt = tx.prepare(
                 "SELECT case_id, target FROM deliveries
@@ -914,6 +1182,89 @@ impl Outbox {
             }
         }
         Ok(c)
+    }
+}
+
+/// Deletes a case and everything stored with it (not its audit entries). The outbox row goes
+/// first, so the roll-up triggers of the deliveries' deletion find nothing to update.
+fn delete_case(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<()> {
+    for sql in [
+        "DELETE FROM outbox WHERE case_id = ?1",
+        "DELETE FROM deliveries WHERE case_id = ?1",
+        "DELETE FROM review_frames WHERE case_id = ?1",
+        "DELETE FROM review_decisions WHERE case_id = ?1",
+        "DELETE FROM cases WHERE id = ?1",
+    ] {
+        tx.prepare_cached(sql)?.execute(params![id])?;
+    }
+    Ok(())
+}
+
+/// The WAL file is cut back to this size once a checkpoint has emptied it.
+pub const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
+
+/// How often [`Purger`] looks for expired cases when the last look found less than a batch.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+/// Cases deleted per purge transaction: the write lock is held for one batch at a time, so
+/// delivery and new cases wait at most that long.
+pub const PURGE_BATCH: usize = 500;
+
+/// The retention purge (`[cases] retention_days`), driven by the run's supervisor loop:
+/// [`Purger::tick`] runs [`Outbox::purge_expired`] at start and then every
+/// [`PURGE_INTERVAL`]; a backlog goes a batch per tick until it is gone. Each run that deleted
+/// something is logged and counted (`gridwatch_outbox_purged_cases_total`).
+pub struct Purger {
+    /// `None`: `retention_days = 0`, cases are kept forever.
+    retention: Option<Duration>,
+    next: Instant,
+    /// Deleted so far in the current run of full batches.
+    run: u64,
+}
+
+impl Purger {
+    pub fn new(retention_days: u32) -> Self {
+        Purger {
+            retention: (retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(retention_days) * 86_400)),
+            next: Instant::now(),
+            run: 0,
+        }
+    }
+
+    /// Purges one batch if one is due; errors are logged and tried again at the next interval.
+    pub fn tick(&mut self, outbox: &mut Outbox) {
+        let Some(retention) = self.retention else {
+            return;
+        };
+        let now = Instant::now();
+        if now < self.next {
+            return;
+        }
+        match outbox.purge_expired(SystemTime::now(), retention, PURGE_BATCH) {
+            Ok(n) => {
+                self.run += n as u64;
+                if n > 0 {
+                    crate::telemetry::outbox_purged(n as u64);
+                }
+                if n == PURGE_BATCH {
+                    // More may be waiting: the next batch at the next tick.
+                    self.next = now;
+                    return;
+                }
+                if self.run > 0 {
+                    tracing::info!(
+                        cases = self.run,
+                        retention_days = retention.as_secs() / 86_400,
+                        "outbox: delivered and rejected cases past the retention deleted"
+                    );
+                }
+                self.run = 0;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "outbox: retention purge failed; tried again later");
+            }
+        }
+        self.next = now + PURGE_INTERVAL;
     }
 }
 
@@ -1032,7 +1383,7 @@ mod tests {
         outbox
             .conn
             .execute_batch(
-                "INSERT INTO cases VALUES ('legacy', 't', 's', 'c', '{}', x'00');
+                "INSERT INTO cases (id, created_at, scenario, camera, body, snapshot) VALUES ('legacy', 't', 's', 'c', '{}', x'00');
                  INSERT INTO outbox (case_id, state, next_attempt_ms) VALUES ('legacy', 'pending', 0);",
             )
             .unwrap();
@@ -1438,6 +1789,347 @@ mod tests {
             (c.pending, c.rejected, c.unrouted, c.awaiting_review),
             (1, 1, 1, 0)
         );
+        drop(outbox);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// A compact case JSON like `serde_json::to_string(&Case)` writes: the snapshot and the crop
+    /// inline, each as base64.
+    fn case_json(snapshot: &[u8], crop: &[u8]) -> String {
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        format!(
+            r#"{{"schema":"gridwatch.case.v1","camera":{{"id":"cam-1","name":"东门"}},"snapshot":{{"content_type":"image/jpeg","width":4,"height":2,"data_base64":"{}"}},"crop":{{"content_type":"image/jpeg","width":1,"height":1,"data_base64":"{}"}}}}"#,
+            b64(snapshot),
+            b64(crop)
+        )
+    }
+
+    fn stored_body(outbox: &Outbox, id: &str) -> (String, Option<i64>) {
+        outbox
+            .conn
+            .query_row(
+                "SELECT body, snapshot_at FROM cases WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    }
+
+    /// The snapshot is stored once (the blob), yet what delivery sends is, byte for byte, the
+    /// JSON that was stored; the same after a reviewer's rewrite of the body.
+    #[test]
+    fn the_snapshot_is_stored_once_and_the_json_goes_out_byte_for_byte() {
+        let path = temp_path("snapshot-once");
+        let mut outbox = Outbox::open(&path).unwrap();
+        let jpeg: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let crop = b"crop-bytes".to_vec();
+        let body = case_json(&jpeg, &crop);
+        for (id, crop) in [("a", &crop[..]), ("same", &jpeg[..])] {
+            let body = case_json(&jpeg, crop);
+            outbox
+                .store(&NewCase {
+                    id,
+                    scenario: "s",
+                    camera: "cam-1",
+                    body: &body,
+                    snapshot: &jpeg,
+                    state: InitialState::Pending,
+                    clean_frame: None,
+                    targets: &[PRIMARY_TARGET_ID.to_owned()],
+                })
+                .unwrap();
+            let (stored, at) = stored_body(&outbox, id);
+            let b64_len = base64::engine::general_purpose::STANDARD
+                .encode(&jpeg)
+                .len();
+            assert_eq!(stored.len(), body.len() - b64_len, "one copy: the blob");
+            assert!(at.is_some());
+            // Still JSON the console can read fields from.
+            let v: serde_json::Value = serde_json::from_str(&stored).unwrap();
+            assert_eq!(v["camera"]["name"], "东门");
+            assert_eq!(v["snapshot"]["data_base64"], "");
+            assert_eq!(case_body(&outbox.conn, id).unwrap().unwrap(), body);
+        }
+        let due = outbox.due(PRIMARY_TARGET_ID, 10).unwrap();
+        assert_eq!(due.len(), 2);
+        let sent = due.iter().find(|d| d.id == "a").unwrap();
+        assert_eq!(sent.body, body, "byte for byte");
+
+        // A body rewritten (the console's scenario correction) keeps one copy too.
+        let rewritten = body.replace("东门", "西门");
+        set_case_body(&outbox.conn, "a", &rewritten, "s2").unwrap();
+        assert_eq!(outbox.case_body("a").unwrap().unwrap(), rewritten);
+        assert!(stored_body(&outbox, "a").0.len() < rewritten.len());
+
+        // JSON without the snapshot inline (older cases, tests) is stored whole.
+        outbox
+            .insert("plain", "s", "c", r#"{"n":1}"#, &jpeg)
+            .unwrap();
+        assert_eq!(
+            stored_body(&outbox, "plain"),
+            (r#"{"n":1}"#.to_owned(), None)
+        );
+        assert_eq!(outbox.case_body("plain").unwrap().unwrap(), r#"{"n":1}"#);
+        drop(outbox);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    fn backdate(outbox: &Outbox, id: &str, days: i64) {
+        let t = time::OffsetDateTime::now_utc() - time::Duration::days(days);
+        outbox
+            .conn
+            .execute(
+                "UPDATE cases SET created_at = ?2 WHERE id = ?1",
+                params![
+                    id,
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .unwrap()
+                ],
+            )
+            .unwrap();
+    }
+
+    /// Finished cases past the retention go with everything stored for them; unfinished ones
+    /// (pending, held, dead, unrouted, delivered to one target of two) stay however old.
+    #[test]
+    fn the_retention_purge_deletes_only_finished_cases_past_it() {
+        let path = temp_path("purge");
+        let mut outbox = Outbox::open(&path).unwrap();
+        // Review tables as the console uses them.
+        let both = ["town".to_owned(), "xujing".to_owned()];
+        let store = |o: &mut Outbox, id: &str, state, targets: &[String]| {
+            o.store(&NewCase {
+                id,
+                scenario: "s",
+                camera: "c",
+                body: "{}",
+                snapshot: b"jpeg",
+                state,
+                clean_frame: Some(b"clean"),
+                targets,
+            })
+            .unwrap()
+        };
+        for id in ["delivered", "half", "dead", "pending", "new_delivered"] {
+            store(&mut outbox, id, InitialState::Pending, &both);
+        }
+        store(&mut outbox, "unrouted", InitialState::Pending, &[]);
+        for id in ["held", "rejected"] {
+            store(&mut outbox, id, InitialState::AwaitingReview, &both);
+        }
+        for t in &both {
+            outbox.mark_delivered("delivered", t).unwrap();
+            outbox.mark_delivered("new_delivered", t).unwrap();
+        }
+        outbox.mark_delivered("half", "town").unwrap();
+        outbox.mark_delivered("dead", "town").unwrap();
+        outbox.mark_dead("dead", "xujing", "HTTP 422").unwrap();
+        outbox
+            .conn
+            .execute_batch(
+                "UPDATE outbox SET state = 'rejected' WHERE case_id = 'rejected';
+                 UPDATE deliveries SET state = 'rejected' WHERE case_id = 'rejected';
+                 INSERT INTO review_decisions (case_id, decision, reviewer, decided_at) VALUES ('rejected', 'rejected', 'li', 't');
+                 INSERT INTO review_audit (at, user, action, case_id) VALUES ('t', 'li', 'reject', 'rejected');",
+            )
+            .unwrap();
+        for id in [
+            "delivered",
+            "half",
+            "dead",
+            "pending",
+            "unrouted",
+            "held",
+            "rejected",
+        ] {
+            backdate(&outbox, id, 40);
+        }
+        backdate(&outbox, "new_delivered", 10);
+        let retention = Duration::from_secs(30 * 86_400);
+        assert_eq!(
+            outbox
+                .purge_expired(SystemTime::now(), retention, 1)
+                .unwrap(),
+            1,
+            "a batch at most"
+        );
+        assert_eq!(
+            outbox
+                .purge_expired(SystemTime::now(), retention, 100)
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            outbox
+                .purge_expired(SystemTime::now(), retention, 100)
+                .unwrap(),
+            0
+        );
+        let ids = |sql: &str| -> Vec<String> {
+            outbox
+                .conn
+                .prepare(sql)
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let kept = [
+            "dead",
+            "half",
+            "held",
+            "new_delivered",
+            "pending",
+            "unrouted",
+        ];
+        assert_eq!(ids("SELECT id FROM cases ORDER BY id"), kept);
+        assert_eq!(ids("SELECT case_id FROM outbox ORDER BY case_id"), kept);
+        assert_eq!(
+            ids("SELECT DISTINCT case_id FROM deliveries ORDER BY case_id"),
+            ["dead", "half", "held", "new_delivered", "pending"]
+        );
+        assert_eq!(
+            ids("SELECT case_id FROM review_frames ORDER BY case_id"),
+            kept
+        );
+        assert!(ids("SELECT case_id FROM review_decisions").is_empty());
+        assert_eq!(
+            ids("SELECT case_id FROM review_audit"),
+            ["rejected"],
+            "the audit log keeps its entries"
+        );
+        // The roll-up is untouched for what stays.
+        let c = outbox.counts().unwrap();
+        assert_eq!(
+            (
+                c.delivered,
+                c.pending,
+                c.dead,
+                c.awaiting_review,
+                c.unrouted
+            ),
+            (1, 2, 1, 1, 1)
+        );
+        drop(outbox);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_purger_without_retention_deletes_nothing() {
+        let path = temp_path("purger");
+        let mut outbox = Outbox::open(&path).unwrap();
+        outbox.insert("old", "s", "c", "{}", b"x").unwrap();
+        outbox.mark_delivered("old", PRIMARY_TARGET_ID).unwrap();
+        backdate(&outbox, "old", 400);
+        Purger::new(0).tick(&mut outbox);
+        assert_eq!(
+            outbox.counts().unwrap().delivered,
+            1,
+            "0 days: kept forever"
+        );
+        let mut purger = Purger::new(365);
+        purger.tick(&mut outbox);
+        assert_eq!(outbox.counts().unwrap().delivered, 0);
+        drop(outbox);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// The gauges agree with the full statistics, and neither they nor delivery's and the
+    /// purge's queries scan a table: each is a search through an index (`EXPLAIN QUERY PLAN`).
+    #[test]
+    fn the_gauges_agree_with_the_stats_and_the_hot_queries_use_indexes() {
+        let path = temp_path("gauges");
+        let mut outbox = Outbox::open(&path).unwrap();
+        let both = ["town".to_owned(), "xujing".to_owned()];
+        for id in ["a", "b", "c"] {
+            outbox
+                .store(&NewCase {
+                    id,
+                    scenario: "s",
+                    camera: "c",
+                    body: "{}",
+                    snapshot: b"x",
+                    state: InitialState::Pending,
+                    clean_frame: None,
+                    targets: &both,
+                })
+                .unwrap();
+        }
+        outbox.mark_delivered("a", "town").unwrap();
+        outbox.mark_dead("b", "town", "HTTP 422").unwrap();
+        outbox
+            .mark_retry("c", "xujing", 60_000, "HTTP 503")
+            .unwrap();
+        let stats = outbox.target_stats(None).unwrap();
+        for t in &both {
+            let g = outbox.target_gauges(t).unwrap();
+            assert_eq!(
+                (g.pending, g.dead_letters),
+                (stats[t].pending, stats[t].dead_letters)
+            );
+            assert!(g.oldest_pending_age_seconds.is_some());
+        }
+        assert_eq!(
+            (
+                stats["town"].pending,
+                stats["town"].delivered,
+                stats["town"].dead_letters
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!((stats["xujing"].pending, stats["xujing"].retries), (3, 1));
+        assert_eq!(stats["xujing"].last_error.as_deref(), Some("HTTP 503"));
+        assert_eq!(outbox.target_stats(Some("town")).unwrap().len(), 1);
+
+        let plan = |sql: &str| -> String {
+            let mut stmt = outbox
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let rows: Vec<String> = stmt
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            rows.join(" | ")
+        };
+        for (what, sql) in [
+            ("gauge count", "SELECT COUNT(*) FROM deliveries WHERE target = 'x' AND state = 'pending'"),
+            (
+                "gauge oldest",
+                "SELECT MIN(c.created_at) FROM deliveries d JOIN cases c ON c.id = d.case_id
+                 WHERE d.target = 'x' AND d.state = 'pending'",
+            ),
+            (
+                "due",
+                "SELECT c.id FROM deliveries d JOIN cases c ON c.id = d.case_id
+                 WHERE d.target = 'x' AND d.state = 'pending' AND d.next_attempt_at_ms <= 0
+                 ORDER BY d.next_attempt_at_ms, c.id LIMIT 5",
+            ),
+            (
+                "last error",
+                "SELECT last_error FROM deliveries WHERE state = 'pending' AND last_error IS NOT NULL
+                 ORDER BY next_attempt_at_ms DESC LIMIT 1",
+            ),
+            (
+                "purge",
+                "SELECT c.id FROM cases c CROSS JOIN outbox o ON o.case_id = c.id
+                 WHERE c.created_at < 'x' AND o.state IN ('delivered', 'rejected')
+                   AND NOT EXISTS (SELECT 1 FROM deliveries d
+                                   WHERE d.case_id = c.id AND d.state IN ('pending', 'held', 'dead'))
+                 LIMIT 5",
+            ),
+        ] {
+            let p = plan(sql);
+            assert!(!p.contains("SCAN"), "{what}: {p}");
+        }
+        assert!(plan("SELECT c.id FROM cases c CROSS JOIN outbox o ON o.case_id = c.id WHERE c.created_at < 'x'").contains("cases_created"));
+        // The statistics count every delivery, but in the index only.
+        let stats = plan(
+            "SELECT target, state, COUNT(*), SUM(attempts) FROM deliveries GROUP BY target, state",
+        );
+        assert!(stats.contains("COVERING INDEX deliveries_due"), "{stats}");
         drop(outbox);
         let _ = std::fs::remove_file(&path);
     }

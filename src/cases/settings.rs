@@ -11,6 +11,10 @@ pub const DEFAULT_SNAPSHOT_MAX_WIDTH_PIXELS: u32 = 960;
 pub const MAX_EVENT_QUEUE_CAPACITY: usize = 65_536;
 /// Wider than 8K is a typo (and an allocation the size of a poster).
 pub const MAX_SNAPSHOT_WIDTH_PIXELS: u32 = 7680;
+/// `retention_days` when absent.
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+/// The longest `retention_days` (ten years); 0 turns the purge off.
+pub const MAX_RETENTION_DAYS: u32 = 3650;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -19,6 +23,10 @@ pub struct CaseSettings {
     pub outbox: PathBuf,
     pub event_queue_capacity: usize,
     pub snapshot_max_width_pixels: u32,
+    /// Days a finished case (delivered to every target, or rejected by a reviewer) stays in the
+    /// outbox before it is deleted with its snapshot and deliveries; 0: kept forever. Pending,
+    /// held, dead-lettered and unrouted cases are never deleted.
+    pub retention_days: u32,
 }
 
 impl Default for CaseSettings {
@@ -27,6 +35,7 @@ impl Default for CaseSettings {
             outbox: PathBuf::from(DEFAULT_OUTBOX),
             event_queue_capacity: DEFAULT_EVENT_QUEUE_CAPACITY,
             snapshot_max_width_pixels: DEFAULT_SNAPSHOT_MAX_WIDTH_PIXELS,
+            retention_days: DEFAULT_RETENTION_DAYS,
         }
     }
 }
@@ -45,6 +54,15 @@ impl CaseSettings {
             out.push((
                 "snapshot_max_width_pixels".into(),
                 format!("must be in 16..={MAX_SNAPSHOT_WIDTH_PIXELS}"),
+            ));
+        }
+        if self.retention_days > MAX_RETENTION_DAYS {
+            out.push((
+                "retention_days".into(),
+                format!(
+                    "must be within 0..={MAX_RETENTION_DAYS} (0: keep cases forever), got {}",
+                    self.retention_days
+                ),
             ));
         }
         out

@@ -269,11 +269,7 @@ impl Delivery {
 
     async fn refresh_gauges(&self) -> Result<(), DispatchError> {
         let target = self.target.clone();
-        let stats = self
-            .with_outbox(move |o| o.target_stats(Some(&target)))
-            .await?
-            .remove(&self.target)
-            .unwrap_or_default();
+        let stats = self.with_outbox(move |o| o.target_gauges(&target)).await?;
         telemetry::outbox_state(
             &self.target,
             stats.pending,

@@ -69,6 +69,12 @@ pub enum ReceiverError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("receiver database {path}: schema migration failed: {source}")]
+    Migrate {
+        path: String,
+        #[source]
+        source: rusqlite_migration::Error,
+    },
     #[error("receiver: cannot create folder {path}: {source}")]
     Folder {
         path: String,
@@ -253,6 +259,8 @@ struct AppState {
     in_flight: Arc<Mutex<HashSet<String>>>,
 }
 
+/// Columns added to `received` after the first release (357c287), each by `ALTER TABLE` when
+/// missing. Frozen with [`MIGRATIONS`]' step 1.
 const COLUMNS: &[(&str, &str)] = &[
     ("scenario_name", "TEXT NOT NULL DEFAULT ''"),
     ("camera_name", "TEXT NOT NULL DEFAULT ''"),
@@ -269,25 +277,19 @@ const COLUMNS: &[(&str, &str)] = &[
     ("crop", "BLOB"),
 ];
 
-fn open(path: &Path) -> Result<Connection, ReceiverError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| ReceiverError::Folder {
-            path: dir.display().to_string(),
-            source,
-        })?;
-    }
-    let err = |source| ReceiverError::Database {
-        path: path.display().to_string(),
-        source,
-    };
-    let conn = Connection::open(path).map_err(err)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(err)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(err)?;
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(err)?;
-    conn.execute_batch(
+/// The reference dispatch service's schema, one step per change (`PRAGMA user_version` = steps
+/// applied; see [`crate::sqlite`]). Never edit a shipped step; add one.
+pub const MIGRATIONS: &[crate::sqlite::Step] = &[
+    // 1: the handling schema (357c287), from an empty file, from the first release's `received`
+    // (b7384ed) or from an unversioned database of the handling schema.
+    crate::sqlite::Step::hook(unversioned_to_handling),
+    // 2: the board and the case lists read the newest cases first.
+    crate::sqlite::Step::sql("CREATE INDEX received_recent ON received(received_at, id);"),
+];
+
+/// Step 1: what `open` did before the schema was versioned, frozen.
+fn unversioned_to_handling(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS received (
             id TEXT PRIMARY KEY,
             received_at TEXT NOT NULL,
@@ -307,24 +309,43 @@ fn open(path: &Path) -> Result<Connection, ReceiverError> {
             at TEXT NOT NULL,
             note TEXT
         );",
-    )
-    .map_err(err)?;
-    // Databases of earlier versions lack the handling columns: add them in place.
+    )?;
+    // Databases of the first release lack the handling columns: add them in place.
     let existing: HashSet<String> = {
-        let mut stmt = conn
-            .prepare("SELECT name FROM pragma_table_info('received')")
-            .map_err(err)?;
-        stmt.query_map([], |r| r.get(0))
-            .map_err(err)?
-            .collect::<Result<_, _>>()
-            .map_err(err)?
+        let mut stmt = tx.prepare("SELECT name FROM pragma_table_info('received')")?;
+        stmt.query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?
     };
     for (name, decl) in COLUMNS {
         if !existing.contains(*name) {
-            conn.execute_batch(&format!("ALTER TABLE received ADD COLUMN {name} {decl}"))
-                .map_err(err)?;
+            tx.execute_batch(&format!("ALTER TABLE received ADD COLUMN {name} {decl}"))?;
         }
     }
+    Ok(())
+}
+
+fn open(path: &Path) -> Result<Connection, ReceiverError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| ReceiverError::Folder {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let err = |source| ReceiverError::Database {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(err)?;
+    crate::sqlite::migrate(&mut conn, MIGRATIONS).map_err(|source| ReceiverError::Migrate {
+        path: path.display().to_string(),
+        source,
+    })?;
     Ok(conn)
 }
 
@@ -828,7 +849,7 @@ enum Stored {
 
 fn store(db: &Mutex<Connection>, key: &str, i: Intake) -> rusqlite::Result<Stored> {
     let mut conn = db.lock().unwrap_or_else(|p| p.into_inner());
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let existing: Option<String> = tx
         .query_row(
             "SELECT body_sha256 FROM received WHERE id = ?1",
@@ -1125,7 +1146,7 @@ async fn advance(
     let result =
         tokio::task::spawn_blocking(move || -> rusqlite::Result<Result<StoredCase, Response>> {
             let mut conn = db.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let Some(case) = load_case(&tx, &id)? else {
                 return Ok(Err(problem(StatusCode::NOT_FOUND, "no such case")));
             };

@@ -1,13 +1,15 @@
 //! The review console's SQLite tables, kept in the outbox database so that a decision and the
 //! case's outbox state change in one transaction: accounts and tokens, decisions (first reviewer
 //! wins through a conditional UPDATE), remarks and the audit log, suppressions, and the queries
-//! behind the queue, the case history and the training-data export.
+//! behind the queue, the case history and the training-data export. The tables and their
+//! indexes are part of the outbox's migrations ([`crate::cases::outbox::MIGRATIONS`]); every
+//! decision is one `BEGIN IMMEDIATE` transaction.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -17,49 +19,6 @@ use super::auth::{self, Role, User};
 use crate::cases::outbox::Outbox;
 use crate::cases::tiers::Suppression;
 use crate::scenarios::ScenarioInfo;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS review_users (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    role TEXT NOT NULL CHECK (role IN ('reviewer', 'admin')),
-    password_hash TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS review_tokens (
-    token_hash TEXT PRIMARY KEY,
-    user_id INTEGER NOT NULL REFERENCES review_users(id),
-    kind TEXT NOT NULL CHECK (kind IN ('session', 'api')),
-    csrf TEXT,
-    expires_ms INTEGER,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS review_decisions (
-    case_id TEXT PRIMARY KEY REFERENCES cases(id),
-    decision TEXT NOT NULL CHECK (decision IN ('confirmed', 'rejected')),
-    reviewer TEXT NOT NULL,
-    decided_at TEXT NOT NULL,
-    original_scenario TEXT,
-    suppress_until_ms INTEGER
-);
-CREATE TABLE IF NOT EXISTS review_audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    user TEXT NOT NULL,
-    action TEXT NOT NULL,
-    case_id TEXT,
-    detail TEXT
-);
-CREATE TABLE IF NOT EXISTS review_suppressions (
-    id INTEGER PRIMARY KEY,
-    camera TEXT NOT NULL,
-    zone TEXT NOT NULL,
-    scenario TEXT NOT NULL,
-    until_ms INTEGER NOT NULL,
-    created_by TEXT NOT NULL,
-    case_id TEXT
-);
-";
 
 /// A case in the review queue (or one looked up by id), without its images.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
@@ -188,6 +147,15 @@ const ITEM_COLUMNS: &str = "c.id, o.state, c.created_at, c.scenario,
 const ITEM_FROM: &str = "FROM outbox o JOIN cases c ON c.id = o.case_id
     LEFT JOIN review_decisions d ON d.case_id = c.id";
 
+/// The history: the newest cases through the `cases_created` index, each case's outbox row,
+/// decision and latest remark by key (no scan, however many cases the outbox keeps).
+fn history_sql() -> String {
+    format!(
+        "SELECT {ITEM_COLUMNS}, o.attempts, o.last_error, o.delivered_at {ITEM_FROM}
+         ORDER BY c.created_at DESC, c.id DESC LIMIT ?1"
+    )
+}
+
 fn item(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReviewItem> {
     let text = |i: usize| -> rusqlite::Result<String> {
         Ok(r.get::<_, Option<String>>(i)?.unwrap_or_default())
@@ -232,13 +200,18 @@ pub struct Decision {
 }
 
 impl ReviewStore {
-    /// Opens the outbox database at `path` (migrating it) and adds the review tables.
+    /// Opens the outbox database at `path`, migrating it (the review tables are among its
+    /// migrations).
     pub fn open(path: &Path) -> Result<Self, ReviewError> {
         drop(Outbox::open(path)?);
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(
+            None,
+            "journal_size_limit",
+            crate::cases::outbox::WAL_SIZE_LIMIT_BYTES,
+        )?;
         Ok(Self {
             conn: Mutex::new(conn),
             failures: Mutex::new(std::collections::HashMap::new()),
@@ -497,10 +470,7 @@ impl ReviewStore {
     /// The most recent cases, newest first.
     pub fn history(&self, limit: u32) -> Result<Vec<HistoryItem>, ReviewError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {ITEM_COLUMNS}, o.attempts, o.last_error, o.delivered_at {ITEM_FROM}
-             ORDER BY c.created_at DESC, c.id DESC LIMIT ?1"
-        ))?;
+        let mut stmt = conn.prepare_cached(&history_sql())?;
         let rows = stmt.query_map(params![limit], |r| {
             let item = item(r)?;
             Ok(HistoryItem {
@@ -556,7 +526,7 @@ impl ReviewStore {
         reroute: &Reroute<'_>,
     ) -> Result<(), ReviewError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let from = rewrite_scenario(&tx, id, info, "awaiting_review")?;
         retarget(&tx, id, info.id, reroute)?;
         audit(
@@ -595,7 +565,7 @@ impl ReviewStore {
         reroute: &Reroute<'_>,
     ) -> Result<Decision, ReviewError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(info) = scenario {
             // Routing rules may name scenarios: a corrected scenario picks its targets again
             // (the case is still held, so its deliveries are all `held`).
@@ -651,7 +621,7 @@ impl ReviewStore {
         suppress_minutes: Option<u32>,
     ) -> Result<(Decision, Option<Suppression>), ReviewError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx.execute(
             "UPDATE outbox SET state = 'rejected' WHERE case_id = ?1 AND state = 'awaiting_review'",
             params![id],
@@ -831,20 +801,22 @@ fn rewrite_scenario(
     info: &ScenarioInfo,
     expect_state: &str,
 ) -> Result<String, ReviewError> {
-    let row: Option<(String, String, String)> = tx
+    let row: Option<(String, String)> = tx
         .query_row(
-            "SELECT c.body, c.scenario, o.state FROM cases c JOIN outbox o ON o.case_id = c.id WHERE c.id = ?1",
+            "SELECT c.scenario, o.state FROM cases c JOIN outbox o ON o.case_id = c.id WHERE c.id = ?1",
             params![id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let Some((body, from, state)) = row else {
+    let Some((from, state)) = row else {
         return Err(ReviewError::NotFound);
     };
     // Inside `confirm` the state already reads `pending` (this transaction changed it).
     if state != expect_state {
         return Err(ReviewError::Handled(state));
     }
+    // The JSON as sent (snapshot included), so that it is re-serialised whole.
+    let body = crate::cases::outbox::case_body(tx, id)?.ok_or(ReviewError::NotFound)?;
     let mut case: crate::cases::Case = serde_json::from_str(&body)?;
     case.scenario = crate::cases::CaseScenario {
         id: info.id.into(),
@@ -859,9 +831,50 @@ fn rewrite_scenario(
     case.handling_level = info.level;
     case.deadline_minutes = info.level.deadline_minutes();
     case.deadline_at = crate::cases::deadline(case.confirmed_at, info.level);
-    tx.execute(
-        "UPDATE cases SET body = ?2, scenario = ?3 WHERE id = ?1",
-        params![id, serde_json::to_string(&case)?, info.id],
-    )?;
+    crate::cases::outbox::set_case_body(tx, id, &serde_json::to_string(&case)?, info.id)?;
     Ok(from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The console's queries search through indexes: the history walks `cases_created` newest
+    /// first with no sort, and the remark of each case is found through `review_audit_case`.
+    #[test]
+    fn the_console_queries_use_indexes() {
+        let path = std::env::temp_dir().join(format!(
+            "gridwatch-review-plan-{}-{}.sqlite",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let store = ReviewStore::open(&path).unwrap();
+        let conn = store.lock();
+        let plan = |sql: &str| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows: Vec<String> = stmt
+                .query_map(params![10], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            rows.join(" | ")
+        };
+        let history = plan(&history_sql());
+        assert!(
+            history.contains("SCAN c USING INDEX cases_created"),
+            "{history}"
+        );
+        assert!(!history.contains("TEMP B-TREE"), "{history}");
+        assert!(history.contains("review_audit_case"), "{history}");
+        assert_eq!(history.matches("SCAN").count(), 1, "{history}");
+        let queue = plan(&format!(
+            "SELECT {ITEM_COLUMNS} {ITEM_FROM} WHERE o.state = 'awaiting_review' AND ?1 > 0"
+        ));
+        assert!(!queue.contains("SCAN"), "{queue}");
+        let depth = plan("SELECT COUNT(*) FROM outbox WHERE state = 'awaiting_review' AND ?1 > 0");
+        assert!(!depth.contains("SCAN"), "{depth}");
+        drop(conn);
+        drop(store);
+        let _ = std::fs::remove_file(&path);
+    }
 }

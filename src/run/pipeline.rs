@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use super::cameras::CameraThreads;
 use super::io::Io;
 use super::{RunError, RunOptions, StopHandle};
-use crate::cases::outbox::Outbox;
+use crate::cases::outbox::{Outbox, Purger};
 use crate::cases::routing::Routing;
 use crate::cases::tiers::{Tiers, Triage};
 use crate::cases::{self, CaseError};
@@ -211,20 +211,26 @@ impl Pipeline {
     }
 
     /// Runs until every camera has ended (files), a stop is requested or a stage fails:
-    /// applies reloads, follows cluster ownership, and sends out held cases nobody reviewed.
+    /// applies reloads, follows cluster ownership, and keeps the outbox: finished cases past
+    /// `[cases] retention_days` are purged, held cases nobody reviewed in time go out.
     pub fn supervise(&mut self, config: &Arc<Config>, options: &RunOptions, io: &Io) {
         let mut current = config.clone();
         let mut held_checked = Instant::now();
-        let mut held = config
-            .review
-            .as_ref()
-            .map(|_| Outbox::open(&config.resolve(&config.cases.outbox)));
+        let mut outbox = match Outbox::open(&config.resolve(&config.cases.outbox)) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "supervisor: cannot open the outbox; stopping the pipeline");
+                self.fail(e.into());
+                return;
+            }
+        };
+        // Finished cases past the retention are deleted, a batch per tick at most.
+        let mut purger = Purger::new(config.cases.retention_days);
         loop {
-            if let Some(Ok(outbox)) = &mut held
-                && held_checked.elapsed() >= HELD_CHECK_INTERVAL
-            {
+            purger.tick(&mut outbox);
+            if held_checked.elapsed() >= HELD_CHECK_INTERVAL {
                 held_checked = Instant::now();
-                release_unreviewed(outbox, &current, io);
+                release_unreviewed(&mut outbox, &current, io);
             }
             if self.stop.is_stopped() {
                 break;

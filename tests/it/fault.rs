@@ -68,8 +68,9 @@ impl Tally {
                 "the receiver has {id}, which was never committed"
             );
             let stored: serde_json::Value = serde_json::from_str(body).unwrap();
-            let original: String = out
-                .query_row("SELECT body FROM cases WHERE id = ?1", [id], |r| r.get(0))
+            // As it is sent: the outbox stores the snapshot's base64 once, apart from the JSON.
+            let original = gridwatch::cases::outbox::case_body(&out, id)
+                .unwrap()
                 .unwrap();
             let original: serde_json::Value = serde_json::from_str(&original).unwrap();
             assert_eq!(stored, original, "case {id} arrived as committed");
