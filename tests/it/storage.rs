@@ -673,7 +673,8 @@ fn read_then_write_transactions_wait_for_a_concurrent_writer() {
 /// with its line.
 #[test]
 fn retention_days_defaults_to_thirty_and_is_range_checked() {
-    use gridwatch::config::{Config, ConfigError, DEFAULT_RETENTION_DAYS};
+    use gridwatch::cases::settings::DEFAULT_RETENTION_DAYS;
+    use gridwatch::config::{Config, ConfigError};
     let dir = crate::support::repo("config");
     let text = std::fs::read_to_string(dir.join("default.toml")).unwrap();
     let line = "retention_days = 30";
