@@ -137,6 +137,10 @@ impl Family {
 /// Every family above, described to the recorder once when it is installed ([`prometheus`]).
 pub const FAMILIES: &[Family] = &[
     Family::counter(
+        OUTBOX_PURGED,
+        "Finished cases (delivered to every target, or rejected) deleted from the outbox after [cases] retention_days.",
+    ),
+    Family::counter(
         FRAMES_ANALYSED,
         "Frames the detection model analysed, by camera.",
     ),

@@ -272,19 +272,27 @@ fn log_format_json_writes_one_json_object_per_line() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    // Every line is one JSON object, up to the one saying where the service listens (the
+    // database migration logs before it).
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut listening = None;
+    for _ in 0..10 {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("listening"))
+        {
+            listening = Some(v);
+            break;
+        }
+    }
     let _ = child.kill();
     let _ = child.wait();
-    let v: serde_json::Value =
-        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    let v = listening.expect("the service logs where it listens");
     assert_eq!(v["level"], "INFO");
-    assert!(
-        v["fields"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("listening")
-    );
 }
