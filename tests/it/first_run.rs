@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::dispatch_support::{gridwatch, received};
+use crate::dispatch_support::gridwatch;
 use crate::support::{TempDir, repo};
 
 /// The README's promise.
@@ -61,7 +61,7 @@ fn the_main_job_puts_a_case_on_the_dispatch_board_within_two_minutes() {
     let mut first_case = None;
     while started.elapsed() < FIRST_CASE_WITHIN + Duration::from_secs(5) {
         log.extend(rx.try_iter());
-        if !received(&board).is_empty() {
+        if cases_on_board(&board) > 0 {
             first_case = Some(started.elapsed());
             break;
         }
@@ -108,4 +108,14 @@ fn the_main_job_puts_a_case_on_the_dispatch_board_within_two_minutes() {
             .mode();
         assert_eq!(mode & 0o077, 0, "owner-only: {mode:o}");
     }
+}
+
+/// Cases the board's database holds; 0 while the service is still creating it (the file exists
+/// before its tables do).
+fn cases_on_board(db: &std::path::Path) -> i64 {
+    let Ok(conn) = rusqlite::Connection::open(db) else {
+        return 0;
+    };
+    conn.query_row("SELECT COUNT(*) FROM received", [], |r| r.get(0))
+        .unwrap_or(0)
 }
