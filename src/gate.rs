@@ -29,6 +29,9 @@ pub const DEFAULT_PERIODIC_INFERENCE_SECONDS: f64 = 10.0;
 pub const DEFAULT_GATE_WIDTH_PIXELS: u32 = 104;
 /// A periodic pass less often than daily is a typo (and `inf` would panic in `Duration`).
 pub const MAX_PERIODIC_INFERENCE_SECONDS: f64 = 86_400.0;
+/// The background model's grey frame: narrower sees nothing, wider costs more than it tells.
+pub const MIN_GATE_WIDTH_PIXELS: u32 = 16;
+pub const MAX_GATE_WIDTH_PIXELS: u32 = 4096;
 
 /// The `[gate]` section.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -60,17 +63,26 @@ impl GateSettings {
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         if !(0.0..=1.0).contains(&self.min_foreground_ratio) {
-            out.push(("min_foreground_ratio".into(), "must be within 0..1".into()));
+            out.push((
+                "min_foreground_ratio".into(),
+                format!("must be in [0, 1], got {}", self.min_foreground_ratio),
+            ));
         }
         let p = self.periodic_inference_seconds;
         if !(p > 0.0 && p <= MAX_PERIODIC_INFERENCE_SECONDS) {
             out.push((
                 "periodic_inference_seconds".into(),
-                format!("must be in (0, {MAX_PERIODIC_INFERENCE_SECONDS}], got {p}"),
+                format!(
+                    "must be a number of seconds in (0, {MAX_PERIODIC_INFERENCE_SECONDS}], got {p}"
+                ),
             ));
         }
-        if !(8..=4096).contains(&self.analysis_width_pixels) {
-            out.push(("analysis_width_pixels".into(), "must be in 8..=4096".into()));
+        let w = self.analysis_width_pixels;
+        if !(MIN_GATE_WIDTH_PIXELS..=MAX_GATE_WIDTH_PIXELS).contains(&w) {
+            out.push((
+                "analysis_width_pixels".into(),
+                format!("must be in [{MIN_GATE_WIDTH_PIXELS}, {MAX_GATE_WIDTH_PIXELS}], got {w}"),
+            ));
         }
         out
     }
@@ -127,7 +139,10 @@ impl MotionGate {
 
     fn foreground_ratio(&mut self, frame: &Frame) -> Result<f64, GateError> {
         let (w, h) = (frame.width as i32, frame.height as i32);
-        let sw = self.settings.analysis_width_pixels.max(16) as i32;
+        let sw = self
+            .settings
+            .analysis_width_pixels
+            .clamp(MIN_GATE_WIDTH_PIXELS, MAX_GATE_WIDTH_PIXELS) as i32;
         let sh = ((sw as f64) * h as f64 / w.max(1) as f64).round().max(1.0) as i32;
         frame.resize_into(&mut self.small, sw, sh)?;
         imgproc::cvt_color(&self.small, &mut self.grey, imgproc::COLOR_RGB2GRAY, 0)?;

@@ -16,6 +16,11 @@ use kinds::ObjectKind;
 
 /// Frames analysed per second when a camera's group sets no rate.
 pub const DEFAULT_ANALYSIS_FPS: f64 = 2.0;
+/// The slowest analysis rate: a frame every 100 s (the watchdog and the pipeline's frame-rate
+/// fraction assume no slower).
+pub const MIN_ANALYSIS_FPS: f64 = 0.01;
+/// The fastest analysis rate: more than a camera delivers is a typo.
+pub const MAX_ANALYSIS_FPS: f64 = 60.0;
 /// The key area's local time (Shanghai).
 pub const DEFAULT_UTC_OFFSET: &str = "+08:00";
 /// `decoder = "auto"`: decodebin picks, preferring hardware decoders when installed.

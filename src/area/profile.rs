@@ -4,7 +4,7 @@
 
 use time::{Date, Month, OffsetDateTime, UtcOffset};
 
-use super::{Area, GroupPhase};
+use super::{Area, GroupPhase, MAX_ANALYSIS_FPS, MIN_ANALYSIS_FPS};
 
 /// What a camera should be doing now.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +75,17 @@ fn to_date(d: &toml::value::Datetime) -> Option<Date> {
     .ok()
 }
 
+/// An analysis rate (a group's or a phase's) within [`MIN_ANALYSIS_FPS`, `MAX_ANALYSIS_FPS`].
+pub fn check_analysis_fps(fps: f64) -> Result<(), String> {
+    if (MIN_ANALYSIS_FPS..=MAX_ANALYSIS_FPS).contains(&fps) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be a number of frames per second in [{MIN_ANALYSIS_FPS}, {MAX_ANALYSIS_FPS}], got {fps}"
+        ))
+    }
+}
+
 pub fn validate_phase(p: &GroupPhase) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     let from = to_date(&p.from);
@@ -92,21 +103,12 @@ pub fn validate_phase(p: &GroupPhase) -> Vec<(&'static str, String)> {
         }
     }
     if let Some(fps) = p.analysis_fps
-        && !(fps > 0.0 && fps <= 60.0)
+        && let Err(e) = check_analysis_fps(fps)
     {
-        out.push(("analysis_fps", format!("must be in (0, 60], got {fps}")));
+        out.push(("analysis_fps", e));
     }
-    if p.crowd_min_persons == Some(0) {
-        out.push(("crowd_min_persons", "must be at least 1".into()));
-    }
-    if p.crowd_min_duration_seconds
-        .is_some_and(|d| !(d >= 0.0 && d.is_finite()))
-    {
-        out.push((
-            "crowd_min_duration_seconds",
-            "must be a non-negative number".into(),
-        ));
-    }
+    // The crowd shorthands (`crowd_min_persons`, `crowd_min_duration_seconds`) are scenario
+    // thresholds: the scenario stage checks them with its own ranges (`Overrides::validate`).
     for w in p.active_hours.iter().flatten() {
         if let Err(e) = HoursWindow::parse(w) {
             out.push(("active_hours", e));

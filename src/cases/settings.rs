@@ -9,6 +9,8 @@ pub const DEFAULT_EVENT_QUEUE_CAPACITY: usize = 64;
 pub const DEFAULT_SNAPSHOT_MAX_WIDTH_PIXELS: u32 = 960;
 /// Events are rare; a bigger queue only hides a stalled case stage.
 pub const MAX_EVENT_QUEUE_CAPACITY: usize = 65_536;
+/// Narrower than this shows nothing a reviewer could judge.
+pub const MIN_SNAPSHOT_WIDTH_PIXELS: u32 = 16;
 /// Wider than 8K is a typo (and an allocation the size of a poster).
 pub const MAX_SNAPSHOT_WIDTH_PIXELS: u32 = 7680;
 /// `retention_days` when absent.
@@ -47,13 +49,19 @@ impl CaseSettings {
         if !(1..=MAX_EVENT_QUEUE_CAPACITY).contains(&self.event_queue_capacity) {
             out.push((
                 "event_queue_capacity".into(),
-                format!("must be in 1..={MAX_EVENT_QUEUE_CAPACITY}"),
+                format!(
+                    "must be in [1, {MAX_EVENT_QUEUE_CAPACITY}], got {}",
+                    self.event_queue_capacity
+                ),
             ));
         }
-        if !(16..=MAX_SNAPSHOT_WIDTH_PIXELS).contains(&self.snapshot_max_width_pixels) {
+        let w = self.snapshot_max_width_pixels;
+        if !(MIN_SNAPSHOT_WIDTH_PIXELS..=MAX_SNAPSHOT_WIDTH_PIXELS).contains(&w) {
             out.push((
                 "snapshot_max_width_pixels".into(),
-                format!("must be in 16..={MAX_SNAPSHOT_WIDTH_PIXELS}"),
+                format!(
+                    "must be in [{MIN_SNAPSHOT_WIDTH_PIXELS}, {MAX_SNAPSHOT_WIDTH_PIXELS}], got {w}"
+                ),
             ));
         }
         if self.retention_days > MAX_RETENTION_DAYS {

@@ -2,6 +2,8 @@
 //! configuration, each camera group owned by exactly one node. Absent section: a single node
 //! analyses every camera and no etcd is needed.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 /// A node that stops renewing loses its groups after this long (etcd lease TTL).
@@ -17,6 +19,8 @@ pub const DEFAULT_ETCD_TIMEOUT_SECONDS: f64 = 2.0;
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 500;
 /// Leases shorter than this leave no room for a keep-alive round trip and the fence margin.
 pub const MIN_LEASE_TTL_SECONDS: u32 = 2;
+/// A lost node's groups wait at most this long for a new owner: longer leases are typos.
+pub const MAX_LEASE_TTL_SECONDS: u32 = 3600;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +48,41 @@ pub struct ClusterSettings {
 }
 
 impl ClusterSettings {
+    /// The etcd lease TTL, within [`MIN_LEASE_TTL_SECONDS`, `MAX_LEASE_TTL_SECONDS`] whatever
+    /// is configured.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(u64::from(
+            self.lease_ttl_seconds
+                .clamp(MIN_LEASE_TTL_SECONDS, MAX_LEASE_TTL_SECONDS),
+        ))
+    }
+
+    /// How long one etcd request may take: within (0, TTL / 2] whatever is configured (not a
+    /// number: the default).
+    pub fn etcd_timeout(&self) -> Duration {
+        self.within_half_ttl(self.etcd_timeout_seconds, DEFAULT_ETCD_TIMEOUT_SECONDS)
+    }
+
+    /// How long before its lease could expire a node stops analysing: within (0, TTL / 2].
+    pub fn fence_margin(&self) -> Duration {
+        self.within_half_ttl(self.fence_margin_seconds, DEFAULT_FENCE_MARGIN_SECONDS)
+    }
+
+    /// How often a node reads the member list: within [1 ms, TTL].
+    pub fn poll_interval(&self) -> Duration {
+        let ttl_ms = u64::from(
+            self.lease_ttl_seconds
+                .clamp(MIN_LEASE_TTL_SECONDS, MAX_LEASE_TTL_SECONDS),
+        ) * 1000;
+        Duration::from_millis(self.poll_interval_ms.clamp(1, ttl_ms))
+    }
+
+    fn within_half_ttl(&self, seconds: f64, fallback: f64) -> Duration {
+        let half = self.lease_ttl().as_secs_f64() / 2.0;
+        let s = if seconds.is_nan() { fallback } else { seconds };
+        Duration::try_from_secs_f64(s.clamp(0.001, half)).unwrap_or(Duration::from_secs(1))
+    }
+
     /// (field path below `cluster`, message) pairs.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -66,10 +105,13 @@ impl ClusterSettings {
         {
             out.push(("node_id".into(), e));
         }
-        if self.lease_ttl_seconds < MIN_LEASE_TTL_SECONDS {
+        if !(MIN_LEASE_TTL_SECONDS..=MAX_LEASE_TTL_SECONDS).contains(&self.lease_ttl_seconds) {
             out.push((
                 "lease_ttl_seconds".into(),
-                format!("must be at least {MIN_LEASE_TTL_SECONDS}"),
+                format!(
+                    "must be a number of seconds in [{MIN_LEASE_TTL_SECONDS}, {MAX_LEASE_TTL_SECONDS}], got {}",
+                    self.lease_ttl_seconds
+                ),
             ));
         }
         let ttl = f64::from(self.lease_ttl_seconds);
@@ -97,7 +139,11 @@ impl ClusterSettings {
         {
             out.push((
                 "poll_interval_ms".into(),
-                "must be between 1 and lease_ttl_seconds × 1000".into(),
+                format!(
+                    "must be in [1, lease_ttl_seconds × 1000] = [1, {}] milliseconds, got {}",
+                    u64::from(self.lease_ttl_seconds) * 1000,
+                    self.poll_interval_ms
+                ),
             ));
         }
         if !self.key_prefix.starts_with('/') || self.key_prefix.ends_with('/') {
@@ -143,4 +189,42 @@ fn default_etcd_timeout_seconds() -> f64 {
 }
 fn default_poll_interval_ms() -> u64 {
     DEFAULT_POLL_INTERVAL_MS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_timings_are_refused_and_still_convert_without_a_panic() {
+        let base: ClusterSettings =
+            toml::from_str("etcd_endpoints = [\"http://127.0.0.1:2379\"]").unwrap();
+        assert!(base.validate().is_empty());
+        for (ttl, v) in [
+            (0, f64::NAN),
+            (u32::MAX, f64::INFINITY),
+            (10, -1.0),
+            (2, 1e300),
+        ] {
+            let s = ClusterSettings {
+                lease_ttl_seconds: ttl,
+                fence_margin_seconds: v,
+                etcd_timeout_seconds: v,
+                poll_interval_ms: u64::MAX,
+                ..base.clone()
+            };
+            let fields: Vec<String> = s.validate().into_iter().map(|(f, _)| f).collect();
+            for f in [
+                "fence_margin_seconds",
+                "etcd_timeout_seconds",
+                "poll_interval_ms",
+            ] {
+                assert!(fields.contains(&f.to_owned()), "{ttl}, {v}: {fields:?}");
+            }
+            let ttl = s.lease_ttl();
+            assert!(ttl >= Duration::from_secs(2) && ttl <= Duration::from_secs(3600));
+            assert!(s.fence_margin() <= ttl / 2 && s.etcd_timeout() <= ttl / 2);
+            assert!(s.poll_interval() <= ttl);
+        }
+    }
 }

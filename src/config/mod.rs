@@ -39,6 +39,10 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.toml");
 /// Relative paths in the embedded default resolve against the source tree's `config/`.
 pub const EMBEDDED_DEFAULT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
 
+/// A camera's latitude is within ±90°, its longitude within ±180°.
+pub const MAX_LATITUDE: f64 = 90.0;
+pub const MAX_LONGITUDE: f64 = 180.0;
+
 /// The file as written: the key area's lists beside every stage's section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -296,11 +300,8 @@ impl Config {
                     format!("unknown management unit `{}`", g.unit),
                 );
             }
-            if !(g.analysis_fps > 0.0 && g.analysis_fps <= 60.0) {
-                err(
-                    format!("groups[{i}].analysis_fps"),
-                    format!("must be in (0, 60], got {}", g.analysis_fps),
-                );
+            if let Err(e) = profile::check_analysis_fps(g.analysis_fps) {
+                err(format!("groups[{i}].analysis_fps"), e);
             }
             for (k, w) in g.active_hours.iter().enumerate() {
                 if let Err(e) = profile::HoursWindow::parse(w) {
@@ -359,13 +360,17 @@ impl Config {
                     format!("template not found: {}", self.resolve(p).display()),
                 );
             }
-            if let (Some(lat), Some(lon)) = (c.lat, c.lon)
-                && !((-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon))
+            for (field, value, limit) in
+                [("lat", c.lat, MAX_LATITUDE), ("lon", c.lon, MAX_LONGITUDE)]
             {
-                err(
-                    format!("cameras[{i}].lat"),
-                    format!("lat/lon out of range: {lat}, {lon}"),
-                );
+                if let Some(v) = value
+                    && !(-limit..=limit).contains(&v)
+                {
+                    err(
+                        format!("cameras[{i}].{field}"),
+                        format!("must be in [-{limit}, {limit}] degrees, got {v}"),
+                    );
+                }
             }
             unique_ids(
                 c.zones.iter().map(|z| z.id.as_str()),
@@ -373,10 +378,12 @@ impl Config {
                 &mut err,
             );
             for (j, z) in c.zones.iter().enumerate() {
-                if z.min_score.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+                if let Some(v) = z.min_score
+                    && !(0.0..=1.0).contains(&v)
+                {
                     err(
                         format!("cameras[{i}].zones[{j}].min_score"),
-                        "must be within 0..1".into(),
+                        format!("must be a score in [0, 1], got {v}"),
                     );
                 }
                 let field = format!("cameras[{i}].zones[{j}].polygon");

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -18,6 +19,10 @@ pub const DEFAULT_BREAKER_FAILURE_THRESHOLD: u32 = 5;
 pub const DEFAULT_BREAKER_OPEN_SECONDS: f64 = 30.0;
 /// Delivery timings longer than a day are typos, and `inf` would overflow the clock arithmetic.
 pub const MAX_DISPATCH_SECONDS: f64 = 86_400.0;
+/// The shortest request timeout: less leaves no time for an answer.
+pub const MIN_DISPATCH_TIMEOUT_SECONDS: f64 = 0.1;
+/// Opening the breaker only after more consecutive failures than this never protects anything.
+pub const MAX_BREAKER_FAILURE_THRESHOLD: u32 = 10_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -164,6 +169,21 @@ impl DispatchSettings {
         out
     }
 
+    /// The request (and connect) timeout, within [`MIN_DISPATCH_TIMEOUT_SECONDS`,
+    /// `MAX_DISPATCH_SECONDS`] whatever is configured.
+    pub fn timeout(&self) -> Duration {
+        bounded_seconds(
+            self.timeout_seconds,
+            MIN_DISPATCH_TIMEOUT_SECONDS,
+            DEFAULT_DISPATCH_TIMEOUT_SECONDS,
+        )
+    }
+
+    /// How long an open breaker leaves the endpoint alone, at most `MAX_DISPATCH_SECONDS`.
+    pub fn breaker_open(&self) -> Duration {
+        bounded_seconds(self.breaker_open_seconds, 0.0, DEFAULT_BREAKER_OPEN_SECONDS)
+    }
+
     /// Range and format checks of the section: (field path below `dispatch`, message) pairs.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -188,24 +208,26 @@ impl DispatchSettings {
                 format!("not an address:port: `{}`", r.listen),
             );
         }
-        if self.retry_initial_seconds <= 0.0 || self.retry_max_seconds < self.retry_initial_seconds
-        {
+        // Each timing's own range is checked below; here, only their order.
+        if self.retry_max_seconds < self.retry_initial_seconds {
             err(
                 "retry_max_seconds".into(),
-                "need 0 < retry_initial_seconds <= retry_max_seconds".into(),
+                format!(
+                    "must not be less than retry_initial_seconds ({} < {})",
+                    self.retry_max_seconds, self.retry_initial_seconds
+                ),
             );
         }
-        if self.breaker_failure_threshold == 0 || self.breaker_open_seconds <= 0.0 {
-            err(
-                "breaker_failure_threshold".into(),
-                "need breaker_failure_threshold >= 1 and breaker_open_seconds > 0".into(),
-            );
+        if let Some(msg) = out_of_bounds_threshold(self.breaker_failure_threshold) {
+            err("breaker_failure_threshold".into(), msg);
         }
         if let Err(e) = FieldMap::new(&self.field_map) {
             err("field_map".into(), e.to_string());
         }
+        if let Some(msg) = out_of_bounds_timeout(self.timeout_seconds) {
+            err("timeout_seconds".into(), msg);
+        }
         for (field, v) in [
-            ("timeout_seconds", self.timeout_seconds),
             ("retry_initial_seconds", self.retry_initial_seconds),
             ("retry_max_seconds", self.retry_max_seconds),
             ("breaker_open_seconds", self.breaker_open_seconds),
@@ -254,11 +276,10 @@ impl DispatchSettings {
             if let Err(e) = reqwest::Url::parse(&t.url) {
                 err(format!("{at}.url"), format!("not a URL: {e}"));
             }
-            if t.timeout_seconds.is_some_and(|s| s <= 0.0) {
-                err(format!("{at}.timeout_seconds"), "must be positive".into());
+            if let Some(msg) = t.timeout_seconds.and_then(out_of_bounds_timeout) {
+                err(format!("{at}.timeout_seconds"), msg);
             }
             for (field, v) in [
-                ("timeout_seconds", t.timeout_seconds),
                 ("retry_initial_seconds", t.retry_initial_seconds),
                 ("retry_max_seconds", t.retry_max_seconds),
                 ("breaker_open_seconds", t.breaker_open_seconds),
@@ -271,19 +292,17 @@ impl DispatchSettings {
                 .retry_initial_seconds
                 .unwrap_or(self.retry_initial_seconds);
             let max = t.retry_max_seconds.unwrap_or(self.retry_max_seconds);
-            if initial <= 0.0 || max < initial {
+            if max < initial {
                 err(
                     format!("{at}.retry_max_seconds"),
-                    "need 0 < retry_initial_seconds <= retry_max_seconds".into(),
+                    format!("must not be less than retry_initial_seconds ({max} < {initial})"),
                 );
             }
-            if t.breaker_failure_threshold == Some(0)
-                || t.breaker_open_seconds.is_some_and(|s| s <= 0.0)
+            if let Some(msg) = t
+                .breaker_failure_threshold
+                .and_then(out_of_bounds_threshold)
             {
-                err(
-                    format!("{at}.breaker_failure_threshold"),
-                    "need breaker_failure_threshold >= 1 and breaker_open_seconds > 0".into(),
-                );
+                err(format!("{at}.breaker_failure_threshold"), msg);
             }
             if let Err(e) = FieldMap::new(&t.field_map) {
                 err(format!("{at}.field_map"), e.to_string());
@@ -292,11 +311,32 @@ impl DispatchSettings {
     }
 }
 
-/// Why a delivery timing is unusable, if it is.
+/// Why a delivery timing is unusable, if it is: every one is positive and at most a day.
 pub fn out_of_bounds_seconds(v: f64) -> Option<String> {
-    (!(v.is_finite() && v <= MAX_DISPATCH_SECONDS)).then(|| {
-        format!("must be a finite number of seconds up to {MAX_DISPATCH_SECONDS}, got {v}")
+    (!(v > 0.0 && v <= MAX_DISPATCH_SECONDS))
+        .then(|| format!("must be a number of seconds in (0, {MAX_DISPATCH_SECONDS}], got {v}"))
+}
+
+/// Why a request timeout is unusable, if it is: from [`MIN_DISPATCH_TIMEOUT_SECONDS`] to a day.
+fn out_of_bounds_timeout(v: f64) -> Option<String> {
+    (!(MIN_DISPATCH_TIMEOUT_SECONDS..=MAX_DISPATCH_SECONDS).contains(&v)).then(|| {
+        format!(
+            "must be a number of seconds in [{MIN_DISPATCH_TIMEOUT_SECONDS}, {MAX_DISPATCH_SECONDS}], got {v}"
+        )
     })
+}
+
+/// Why a breaker's failure threshold is unusable, if it is.
+fn out_of_bounds_threshold(n: u32) -> Option<String> {
+    (!(1..=MAX_BREAKER_FAILURE_THRESHOLD).contains(&n))
+        .then(|| format!("must be in [1, {MAX_BREAKER_FAILURE_THRESHOLD}], got {n}"))
+}
+
+/// `seconds` within [`min`, `MAX_DISPATCH_SECONDS`] as a `Duration`; not a number (never a
+/// validated value): `fallback`. Never panics.
+fn bounded_seconds(seconds: f64, min: f64, fallback: f64) -> Duration {
+    let s = if seconds.is_nan() { fallback } else { seconds };
+    Duration::try_from_secs_f64(s.clamp(min, MAX_DISPATCH_SECONDS)).unwrap_or(Duration::ZERO)
 }
 
 fn default_dispatch_timeout() -> f64 {
@@ -313,4 +353,34 @@ fn default_breaker_failures() -> u32 {
 }
 fn default_breaker_open() -> f64 {
     DEFAULT_BREAKER_OPEN_SECONDS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(v: f64) -> DispatchSettings {
+        let mut s: DispatchSettings = toml::from_str("url = \"http://127.0.0.1:1/\"").unwrap();
+        s.timeout_seconds = v;
+        s.breaker_open_seconds = v;
+        s
+    }
+
+    #[test]
+    fn odd_timings_are_refused_and_still_convert_without_a_panic() {
+        for v in [f64::NAN, f64::INFINITY, -1.0, 0.0, 1e300] {
+            let s = settings(v);
+            let fields: Vec<String> = s.validate().into_iter().map(|(f, _)| f).collect();
+            assert!(
+                fields.contains(&"timeout_seconds".to_owned())
+                    && fields.contains(&"breaker_open_seconds".to_owned()),
+                "{v}: {fields:?}"
+            );
+            let day = Duration::from_secs(86_400);
+            assert!(s.timeout() >= Duration::from_millis(100) && s.timeout() <= day);
+            assert!(s.breaker_open() <= day);
+        }
+        assert!(settings(10.0).validate().is_empty());
+        assert_eq!(settings(10.0).timeout(), Duration::from_secs(10));
+    }
 }

@@ -2,6 +2,7 @@
 //! the worker pool (workers, onnxruntime threads, frame age bound, execution provider).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -42,10 +43,16 @@ impl ModelSettings {
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         if !(0.0..=1.0).contains(&self.score_threshold) {
-            out.push(("score_threshold".into(), "must be within 0..1".into()));
+            out.push((
+                "score_threshold".into(),
+                format!("must be a score in [0, 1], got {}", self.score_threshold),
+            ));
         }
         if !(0.0..=1.0).contains(&self.nms_iou) {
-            out.push(("nms_iou".into(), "must be within 0..1".into()));
+            out.push((
+                "nms_iou".into(),
+                format!("must be in [0, 1], got {}", self.nms_iou),
+            ));
         }
         out
     }
@@ -91,28 +98,49 @@ impl Default for InferenceSettings {
 }
 
 impl InferenceSettings {
+    /// A frame older than this when a worker picks it is dropped (at most
+    /// [`MAX_FRAME_AGE_MS`], whatever is configured).
+    pub fn max_frame_age(&self) -> Duration {
+        Duration::from_millis(self.max_frame_age_ms.clamp(1, MAX_FRAME_AGE_MS))
+    }
+
     /// Range checks: (field below `inference`, message) pairs.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         if self.workers > MAX_THREADS {
-            out.push(("workers".into(), format!("must be at most {MAX_THREADS}")));
+            out.push((
+                "workers".into(),
+                format!(
+                    "must be in [0, {MAX_THREADS}] (0: one per core), got {}",
+                    self.workers
+                ),
+            ));
         }
         if !(1..=MAX_THREADS).contains(&self.intra_op_threads) {
             out.push((
                 "intra_op_threads".into(),
-                format!("must be in 1..={MAX_THREADS}"),
+                format!(
+                    "must be in [1, {MAX_THREADS}], got {}",
+                    self.intra_op_threads
+                ),
             ));
         }
         if !(1..=MAX_QUEUE_CAPACITY).contains(&self.detections_queue_capacity) {
             out.push((
                 "detections_queue_capacity".into(),
-                format!("must be in 1..={MAX_QUEUE_CAPACITY}"),
+                format!(
+                    "must be in [1, {MAX_QUEUE_CAPACITY}], got {}",
+                    self.detections_queue_capacity
+                ),
             ));
         }
         if !(1..=MAX_FRAME_AGE_MS).contains(&self.max_frame_age_ms) {
             out.push((
                 "max_frame_age_ms".into(),
-                format!("must be in 1..={MAX_FRAME_AGE_MS}"),
+                format!(
+                    "must be a number of milliseconds in [1, {MAX_FRAME_AGE_MS}], got {}",
+                    self.max_frame_age_ms
+                ),
             ));
         }
         out

@@ -1,5 +1,7 @@
 //! The `[ingest]` section: pacing of sources, the stall watchdog and reconnect timing.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 pub const DEFAULT_STALL_TIMEOUT_SECONDS: f64 = 10.0;
@@ -8,6 +10,10 @@ pub const DEFAULT_RECONNECT_MAX_SECONDS: f64 = 60.0;
 pub const DEFAULT_RTSP_TIMEOUT_SECONDS: f64 = 5.0;
 /// Longer timings are typos; `inf` would panic in `Duration` arithmetic.
 pub const MAX_INGEST_SECONDS: f64 = 86_400.0;
+/// The shortest stall timeout and RTSP timeout.
+pub const MIN_TIMEOUT_SECONDS: f64 = 0.1;
+/// The shortest reconnect delay.
+pub const MIN_RECONNECT_SECONDS: f64 = 0.01;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -45,29 +51,136 @@ impl Default for IngestSettings {
     }
 }
 
+/// `seconds` within [`min`, `MAX_INGEST_SECONDS`] as a `Duration`; a value that is not a number
+/// (never one that passed `validate`) gives `fallback`. Never panics.
+fn bounded(seconds: f64, min: f64, fallback: f64) -> Duration {
+    let s = if seconds.is_nan() { fallback } else { seconds };
+    Duration::try_from_secs_f64(s.clamp(min, MAX_INGEST_SECONDS)).unwrap_or(Duration::from_secs(1))
+}
+
 impl IngestSettings {
+    /// No frame for this long restarts the camera (at least [`MIN_TIMEOUT_SECONDS`]).
+    pub fn stall_timeout(&self) -> Duration {
+        bounded(
+            self.stall_timeout_seconds,
+            MIN_TIMEOUT_SECONDS,
+            DEFAULT_STALL_TIMEOUT_SECONDS,
+        )
+    }
+
+    /// The first reconnect delay (at least [`MIN_RECONNECT_SECONDS`]).
+    pub fn reconnect_initial(&self) -> Duration {
+        bounded(
+            self.reconnect_initial_seconds,
+            MIN_RECONNECT_SECONDS,
+            DEFAULT_RECONNECT_INITIAL_SECONDS,
+        )
+    }
+
+    /// The longest reconnect delay (at least [`MIN_RECONNECT_SECONDS`]).
+    pub fn reconnect_max(&self) -> Duration {
+        bounded(
+            self.reconnect_max_seconds,
+            MIN_RECONNECT_SECONDS,
+            DEFAULT_RECONNECT_MAX_SECONDS,
+        )
+    }
+
+    /// RTSP connection and receive timeout (at least [`MIN_TIMEOUT_SECONDS`]).
+    pub fn rtsp_timeout(&self) -> Duration {
+        bounded(
+            self.rtsp_timeout_seconds,
+            MIN_TIMEOUT_SECONDS,
+            DEFAULT_RTSP_TIMEOUT_SECONDS,
+        )
+    }
+
     /// Range checks: (field below `ingest`, message) pairs.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        for (field, v) in [
-            ("stall_timeout_seconds", self.stall_timeout_seconds),
-            ("reconnect_initial_seconds", self.reconnect_initial_seconds),
-            ("reconnect_max_seconds", self.reconnect_max_seconds),
-            ("rtsp_timeout_seconds", self.rtsp_timeout_seconds),
+        // The lower bounds are what the pipeline would use anyway (see the accessors).
+        for (field, v, min) in [
+            (
+                "stall_timeout_seconds",
+                self.stall_timeout_seconds,
+                MIN_TIMEOUT_SECONDS,
+            ),
+            (
+                "reconnect_initial_seconds",
+                self.reconnect_initial_seconds,
+                MIN_RECONNECT_SECONDS,
+            ),
+            (
+                "reconnect_max_seconds",
+                self.reconnect_max_seconds,
+                MIN_RECONNECT_SECONDS,
+            ),
+            (
+                "rtsp_timeout_seconds",
+                self.rtsp_timeout_seconds,
+                MIN_TIMEOUT_SECONDS,
+            ),
         ] {
-            if !(v > 0.0 && v <= MAX_INGEST_SECONDS) {
+            if !(min..=MAX_INGEST_SECONDS).contains(&v) {
                 out.push((
                     field.to_owned(),
-                    format!("must be a number of seconds in (0, {MAX_INGEST_SECONDS}], got {v}"),
+                    format!(
+                        "must be a number of seconds in [{min}, {MAX_INGEST_SECONDS}], got {v}"
+                    ),
                 ));
             }
         }
         if self.reconnect_max_seconds < self.reconnect_initial_seconds {
             out.push((
                 "reconnect_max_seconds".into(),
-                "need 0 < reconnect_initial_seconds <= reconnect_max_seconds".into(),
+                format!(
+                    "must not be less than reconnect_initial_seconds ({} < {})",
+                    self.reconnect_max_seconds, self.reconnect_initial_seconds
+                ),
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ODD: [f64; 8] = [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -1.0,
+        0.0,
+        5e-324,
+        1e300,
+        f64::MAX,
+    ];
+
+    #[test]
+    fn odd_timings_are_refused_and_still_convert_without_a_panic() {
+        for v in ODD {
+            let s = IngestSettings {
+                stall_timeout_seconds: v,
+                reconnect_initial_seconds: v,
+                reconnect_max_seconds: v,
+                rtsp_timeout_seconds: v,
+                ..IngestSettings::default()
+            };
+            assert_eq!(s.validate().len(), 4, "{v}: {:?}", s.validate());
+            let max = Duration::from_secs(MAX_INGEST_SECONDS as u64);
+            for d in [
+                s.stall_timeout(),
+                s.reconnect_initial(),
+                s.reconnect_max(),
+                s.rtsp_timeout(),
+            ] {
+                assert!(d >= Duration::from_millis(10) && d <= max, "{v}: {d:?}");
+            }
+        }
+        let ok = IngestSettings::default();
+        assert!(ok.validate().is_empty());
+        assert_eq!(ok.rtsp_timeout(), Duration::from_secs(5));
     }
 }

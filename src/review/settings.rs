@@ -3,6 +3,7 @@
 //! every case is dispatched unattended, as before the console existed.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -20,6 +21,14 @@ pub const DEFAULT_ADMIN_PASSWORD_ENV: &str = "GRIDWATCH_ADMIN_PASSWORD";
 pub const DEFAULT_REVIEW_TIMEOUT_MINUTES: f64 = 10.0;
 /// Sessions last at most a year; longer is a typo (and would overflow the expiry time).
 pub const MAX_SESSION_HOURS: f64 = 24.0 * 366.0;
+/// A session shorter than a minute ends before a reviewer can act (and a cookie of
+/// `Max-Age=0` is no session at all).
+pub const MIN_SESSION_HOURS: f64 = 1.0 / 60.0;
+/// The patrol wall shows a camera group at most an hour before moving on.
+pub const MAX_ROTATION_SECONDS: u32 = 3600;
+/// Held cases wait for a reviewer at most a week: the longest 103060 limit is an hour, and a
+/// larger value overflows the release time's milliseconds.
+pub const MAX_REVIEW_TIMEOUT_MINUTES: f64 = 7.0 * 24.0 * 60.0;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,6 +82,30 @@ impl ReviewSettings {
         }
     }
 
+    /// How long a login lasts: `session_hours` within [`MIN_SESSION_HOURS`,
+    /// `MAX_SESSION_HOURS`] whatever is configured (not a number: the default).
+    pub fn session_ttl(&self) -> Duration {
+        let h = if self.session_hours.is_nan() {
+            DEFAULT_SESSION_HOURS
+        } else {
+            self.session_hours
+        };
+        Duration::try_from_secs_f64(h.clamp(MIN_SESSION_HOURS, MAX_SESSION_HOURS) * 3600.0)
+            .unwrap_or(Duration::from_secs(3600))
+    }
+
+    /// How long a held case waits for a reviewer: `review_timeout_minutes` within (0,
+    /// `MAX_REVIEW_TIMEOUT_MINUTES`] whatever is configured (not a number: the default).
+    pub fn review_timeout(&self) -> Duration {
+        let m = if self.review_timeout_minutes.is_nan() {
+            DEFAULT_REVIEW_TIMEOUT_MINUTES
+        } else {
+            self.review_timeout_minutes
+        };
+        Duration::try_from_secs_f64(m.clamp(0.0, MAX_REVIEW_TIMEOUT_MINUTES) * 60.0)
+            .unwrap_or(Duration::from_secs(600))
+    }
+
     /// (field path below `review`, message) pairs.
     pub fn validate(&self, catalog: &Catalog) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -111,19 +144,31 @@ impl ReviewSettings {
                 ));
             }
         }
-        if self.rotation_seconds == 0 {
-            out.push(("rotation_seconds".into(), "must be at least 1".into()));
-        }
-        if !(self.session_hours > 0.0 && self.session_hours <= MAX_SESSION_HOURS) {
+        if !(1..=MAX_ROTATION_SECONDS).contains(&self.rotation_seconds) {
             out.push((
-                "session_hours".into(),
-                format!("must be in (0, {MAX_SESSION_HOURS}]"),
+                "rotation_seconds".into(),
+                format!(
+                    "must be a number of seconds in [1, {MAX_ROTATION_SECONDS}], got {}",
+                    self.rotation_seconds
+                ),
             ));
         }
-        if !(self.review_timeout_minutes > 0.0 && self.review_timeout_minutes.is_finite()) {
+        if !(MIN_SESSION_HOURS..=MAX_SESSION_HOURS).contains(&self.session_hours) {
+            out.push((
+                "session_hours".into(),
+                format!(
+                    "must be a number of hours in [1/60 (a minute), {MAX_SESSION_HOURS}], got {}",
+                    self.session_hours
+                ),
+            ));
+        }
+        let m = self.review_timeout_minutes;
+        if !(m > 0.0 && m <= MAX_REVIEW_TIMEOUT_MINUTES) {
             out.push((
                 "review_timeout_minutes".into(),
-                "must be a positive number of minutes".into(),
+                format!(
+                    "must be a number of minutes in (0, {MAX_REVIEW_TIMEOUT_MINUTES}], got {m}"
+                ),
             ));
         }
         out
@@ -150,4 +195,39 @@ fn default_review_timeout_minutes() -> f64 {
 }
 fn default_admin_password_env() -> String {
     DEFAULT_ADMIN_PASSWORD_ENV.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_times_are_refused_and_still_convert_without_a_panic() {
+        let catalog = Catalog::embedded();
+        for v in [f64::NAN, f64::INFINITY, -1.0, 0.0, 1e-9, 1e300] {
+            let s = ReviewSettings {
+                session_hours: v,
+                review_timeout_minutes: v,
+                ..ReviewSettings::default()
+            };
+            let fields: Vec<String> = s.validate(&catalog).into_iter().map(|(f, _)| f).collect();
+            assert!(
+                fields.contains(&"session_hours".to_owned()),
+                "{v}: {fields:?}"
+            );
+            if v != 1e-9 {
+                assert!(
+                    fields.contains(&"review_timeout_minutes".to_owned()),
+                    "{v}: {fields:?}"
+                );
+            }
+            assert!(s.session_ttl() >= Duration::from_secs(60));
+            assert!(s.session_ttl() <= Duration::from_secs(366 * 86_400));
+            assert!(s.review_timeout() <= Duration::from_secs(7 * 86_400));
+        }
+        let ok = ReviewSettings::default();
+        assert!(ok.validate(&catalog).is_empty());
+        assert_eq!(ok.session_ttl(), Duration::from_secs(12 * 3600));
+        assert_eq!(ok.review_timeout(), Duration::from_secs(600));
+    }
 }

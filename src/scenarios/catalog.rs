@@ -314,26 +314,59 @@ fn inactive_reason(s: &ScenarioEntry, provided: &[ObjectKind]) -> Option<String>
     None
 }
 
-/// Checks a set of thresholds; also used for per-zone overrides.
+/// Co-occurrence farther than this many subject-box heights spans the whole frame: a typo.
+pub const MAX_COMPANION_DISTANCE_RATIO: f64 = 100.0;
+
+/// Checks a set of thresholds; also used for per-zone overrides. Every number is range-checked:
+/// a non-finite or absurd one is refused here rather than misbehaving in a rule.
 pub fn validate_thresholds(t: &RuleThresholds) -> Result<(), String> {
+    use super::settings::{MAX_RULE_COUNT, MAX_RULE_SECONDS};
     use crate::area::profile::HoursWindow;
+    use crate::track::MAX_STATIONARY_TOLERANCE_RATIO;
     if !(0.0..=1.0).contains(&t.score_threshold) {
-        return Err("score_threshold must be within 0..1".into());
+        return Err(format!(
+            "score_threshold must be a score in [0, 1], got {}",
+            t.score_threshold
+        ));
     }
     let times = [
-        t.dwell_seconds,
-        t.clear_seconds,
-        t.cooldown_seconds,
-        t.night_dwell_seconds.unwrap_or(0.0),
+        ("dwell_seconds", Some(t.dwell_seconds)),
+        ("clear_seconds", Some(t.clear_seconds)),
+        ("cooldown_seconds", Some(t.cooldown_seconds)),
+        ("night_dwell_seconds", t.night_dwell_seconds),
     ];
-    if times.iter().any(|v| v.is_nan() || *v < 0.0) {
-        return Err("durations must not be negative".into());
+    for (field, v) in times {
+        if let Some(v) = v
+            && !(0.0..=MAX_RULE_SECONDS).contains(&v)
+        {
+            return Err(format!(
+                "{field} must be a number of seconds in [0, {MAX_RULE_SECONDS}], got {v}"
+            ));
+        }
     }
-    if !(0.0..=1.0).contains(&t.min_persistence_ratio) {
-        return Err("min_persistence_ratio must be within 0..1".into());
+    let ratios = [
+        ("min_persistence_ratio", t.min_persistence_ratio, 1.0),
+        (
+            "stationary_tolerance_ratio",
+            t.stationary_tolerance_ratio,
+            MAX_STATIONARY_TOLERANCE_RATIO,
+        ),
+        (
+            "companion_distance_ratio",
+            t.companion_distance_ratio,
+            MAX_COMPANION_DISTANCE_RATIO,
+        ),
+    ];
+    for (field, v, max) in ratios {
+        if !(0.0..=max).contains(&v) {
+            return Err(format!("{field} must be in [0, {max}], got {v}"));
+        }
     }
-    if t.min_count == 0 {
-        return Err("min_count must be at least 1".into());
+    if !(1..=MAX_RULE_COUNT).contains(&t.min_count) {
+        return Err(format!(
+            "min_count must be a count in [1, {MAX_RULE_COUNT}], got {}",
+            t.min_count
+        ));
     }
     for w in t
         .active_hours

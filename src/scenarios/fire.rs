@@ -36,6 +36,12 @@ pub const DEFAULT_FIRE_MIN_FLICKER_RATIO: f64 = 0.25;
 pub const DEFAULT_SMOKE_MIN_PERSISTENCE: f32 = 0.35;
 /// The smoke area must grow by this factor within the growth window.
 pub const DEFAULT_SMOKE_MIN_GROWTH_RATIO: f64 = 1.3;
+/// The analysed width: narrower loses small fires, wider costs more than it tells (and the
+/// detector keeps several buffers of width × height).
+pub const MIN_ANALYSIS_WIDTH_PIXELS: u32 = 32;
+pub const MAX_ANALYSIS_WIDTH_PIXELS: u32 = 1920;
+/// Smoke growing a hundredfold within the window never counted: larger ratios are typos.
+pub const MAX_SMOKE_MIN_GROWTH_RATIO: f64 = 100.0;
 
 /// Frames before any detection: the flicker averages need history.
 const WARM_UP_FRAMES: u64 = 4;
@@ -89,22 +95,44 @@ impl Default for FireBaselineSettings {
 }
 
 impl FireBaselineSettings {
+    /// Range checks: (field below `scenarios.fire_baseline`, message) pairs.
     pub fn validate(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
-        if !(32..=1920).contains(&self.analysis_width_pixels) {
-            out.push(("analysis_width_pixels", "must be within 32..1920".into()));
+        let w = self.analysis_width_pixels;
+        if !(MIN_ANALYSIS_WIDTH_PIXELS..=MAX_ANALYSIS_WIDTH_PIXELS).contains(&w) {
+            out.push((
+                "analysis_width_pixels",
+                format!(
+                    "must be in [{MIN_ANALYSIS_WIDTH_PIXELS}, {MAX_ANALYSIS_WIDTH_PIXELS}], got {w}"
+                ),
+            ));
         }
         if !(self.min_region_ratio > 0.0 && self.min_region_ratio < 1.0) {
-            out.push(("min_region_ratio", "must be in (0, 1)".into()));
+            out.push((
+                "min_region_ratio",
+                format!("must be in (0, 1), got {}", self.min_region_ratio),
+            ));
         }
         if !(0.0..=1.0).contains(&self.fire_min_flicker_ratio) {
-            out.push(("fire_min_flicker_ratio", "must be within 0..1".into()));
+            out.push((
+                "fire_min_flicker_ratio",
+                format!("must be in [0, 1], got {}", self.fire_min_flicker_ratio),
+            ));
         }
         if !(self.smoke_min_persistence > 0.0 && self.smoke_min_persistence <= 1.0) {
-            out.push(("smoke_min_persistence", "must be in (0, 1]".into()));
+            out.push((
+                "smoke_min_persistence",
+                format!("must be in (0, 1], got {}", self.smoke_min_persistence),
+            ));
         }
-        if self.smoke_min_growth_ratio.is_nan() || self.smoke_min_growth_ratio < 1.0 {
-            out.push(("smoke_min_growth_ratio", "must be at least 1".into()));
+        if !(1.0..=MAX_SMOKE_MIN_GROWTH_RATIO).contains(&self.smoke_min_growth_ratio) {
+            out.push((
+                "smoke_min_growth_ratio",
+                format!(
+                    "must be in [1, {MAX_SMOKE_MIN_GROWTH_RATIO}], got {}",
+                    self.smoke_min_growth_ratio
+                ),
+            ));
         }
         out
     }
@@ -307,7 +335,10 @@ impl FireBaseline {
 
     fn shrink(&mut self, frame: &Frame) -> Result<(), FireError> {
         // The frame is stretched to the model's input; undo that so regions keep their shape.
-        let sw = self.settings.analysis_width_pixels as i32;
+        let sw = self
+            .settings
+            .analysis_width_pixels
+            .clamp(MIN_ANALYSIS_WIDTH_PIXELS, MAX_ANALYSIS_WIDTH_PIXELS) as i32;
         let sh = (f64::from(sw) / frame.display_aspect.max(0.1))
             .round()
             .clamp(8.0, 4.0 * f64::from(sw)) as i32;

@@ -130,6 +130,29 @@ impl Overrides<'_> {
                 );
             }
         }
+        // The phases' crowd shorthands, with the crowd rule's own ranges.
+        for (i, g) in self.area.groups.iter().enumerate() {
+            for (k, p) in g.phases.iter().enumerate() {
+                let s = CrowdSettings {
+                    min_persons: p.crowd_min_persons.unwrap_or(self.crowd.min_persons),
+                    min_duration_seconds: p
+                        .crowd_min_duration_seconds
+                        .unwrap_or(self.crowd.min_duration_seconds),
+                    ..self.crowd.clone()
+                };
+                for (field, message) in s.validate() {
+                    let shorthand = match field {
+                        "min_persons" if p.crowd_min_persons.is_some() => "crowd_min_persons",
+                        "min_duration_seconds" if p.crowd_min_duration_seconds.is_some() => {
+                            "crowd_min_duration_seconds"
+                        }
+                        // The section's own values: reported at `scenarios.crowd_gathering`.
+                        _ => continue,
+                    };
+                    out.push((format!("groups[{i}].phases[{k}].{shorthand}"), message));
+                }
+            }
+        }
         if !fields_ok {
             return out;
         }

@@ -13,6 +13,9 @@ pub const DEFAULT_CROWD_CLEAR_SECONDS: f64 = 3.0;
 pub const DEFAULT_CROWD_SCORE_THRESHOLD: f32 = 0.4;
 /// Durations of a rule longer than a week are typos (and `inf` panics in `Duration`).
 pub const MAX_RULE_SECONDS: f64 = 7.0 * 86_400.0;
+/// Object counts a rule waits for (persons of a crowd, objects in a zone): more than any
+/// detector reports in one frame is a typo.
+pub const MAX_RULE_COUNT: usize = 1000;
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -38,8 +41,14 @@ impl CrowdSettings {
     /// Range checks, also applied to overrides and phase shorthands: (field, message) pairs.
     pub fn validate(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
-        if self.min_persons == 0 {
-            out.push(("min_persons", "must be at least 1".into()));
+        if !(1..=MAX_RULE_COUNT).contains(&self.min_persons) {
+            out.push((
+                "min_persons",
+                format!(
+                    "must be a count in [1, {MAX_RULE_COUNT}], got {}",
+                    self.min_persons
+                ),
+            ));
         }
         for (field, v) in [
             ("min_duration_seconds", self.min_duration_seconds),
@@ -53,7 +62,10 @@ impl CrowdSettings {
             }
         }
         if !(0.0..=1.0).contains(&self.score_threshold) {
-            out.push(("score_threshold", "must be within 0..1".into()));
+            out.push((
+                "score_threshold",
+                format!("must be a score in [0, 1], got {}", self.score_threshold),
+            ));
         }
         out
     }

@@ -18,6 +18,12 @@ pub const DEFAULT_HIGH_SCORE: f32 = 0.5;
 pub const DEFAULT_MAX_GAP_SECONDS: f64 = 25.0;
 pub const DEFAULT_MIN_HITS: u32 = 2;
 pub const DEFAULT_STATIONARY_TOLERANCE_RATIO: f64 = 0.25;
+/// An object unseen for longer than an hour is a new one; a longer gap only keeps dead tracks.
+pub const MAX_GAP_SECONDS: f64 = 3600.0;
+/// A track confirmed only after more matches than this never is, in practice: a typo.
+pub const MAX_MIN_HITS: u32 = 1000;
+/// Moving ten box diagonals is not standing still: larger tolerances are typos.
+pub const MAX_STATIONARY_TOLERANCE_RATIO: f64 = 10.0;
 
 /// `[tracker]` of the key-area configuration; every field has a named default.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
@@ -46,17 +52,32 @@ impl TrackerSettings {
         if !(0.0..=1.0).contains(&self.high_score) {
             out.push((
                 "high_score",
-                format!("must be within 0..1, got {}", self.high_score),
+                format!("must be a score in [0, 1], got {}", self.high_score),
             ));
         }
-        if self.max_gap_seconds.is_nan() || self.max_gap_seconds <= 0.0 {
-            out.push(("max_gap_seconds", "must be positive".into()));
+        if !(self.max_gap_seconds > 0.0 && self.max_gap_seconds <= MAX_GAP_SECONDS) {
+            out.push((
+                "max_gap_seconds",
+                format!(
+                    "must be a number of seconds in (0, {MAX_GAP_SECONDS}], got {}",
+                    self.max_gap_seconds
+                ),
+            ));
         }
-        if self.min_hits == 0 {
-            out.push(("min_hits", "must be at least 1".into()));
+        if !(1..=MAX_MIN_HITS).contains(&self.min_hits) {
+            out.push((
+                "min_hits",
+                format!("must be in [1, {MAX_MIN_HITS}], got {}", self.min_hits),
+            ));
         }
-        if self.stationary_tolerance_ratio.is_nan() || self.stationary_tolerance_ratio < 0.0 {
-            out.push(("stationary_tolerance_ratio", "must not be negative".into()));
+        if !(0.0..=MAX_STATIONARY_TOLERANCE_RATIO).contains(&self.stationary_tolerance_ratio) {
+            out.push((
+                "stationary_tolerance_ratio",
+                format!(
+                    "must be in [0, {MAX_STATIONARY_TOLERANCE_RATIO}] box diagonals, got {}",
+                    self.stationary_tolerance_ratio
+                ),
+            ));
         }
         out
     }
