@@ -26,6 +26,8 @@ pub enum ModelBenchError {
     Card(#[from] crate::infer::card::CardError),
     #[error("model bench: {0}")]
     Frames(String),
+    #[error("model bench: {0}")]
+    Options(String),
 }
 
 #[derive(Debug, Clone)]
@@ -171,7 +173,8 @@ pub fn run(o: &ModelBenchOptions) -> Result<ModelBenchReport, ModelBenchError> {
         score: crate::infer::settings::DEFAULT_SCORE_THRESHOLD,
         nms_iou: crate::infer::settings::DEFAULT_NMS_IOU,
     };
-    let duration = Duration::from_secs_f64(o.seconds.max(1.0));
+    let duration = Duration::try_from_secs_f64(o.seconds.max(1.0))
+        .map_err(|e| ModelBenchError::Options(format!("seconds = {}: {e}", o.seconds)))?;
     let workers = o.workers.max(1);
 
     // Bare model and full-load pool alternate, three rounds each, so that whatever else the
@@ -275,8 +278,9 @@ fn drive_pool(
                 superseded.clone(),
                 ids[cam].clone(),
             );
-            let interval =
-                offered_fps.map(|f| Duration::from_secs_f64(cameras as f64 / f.max(0.001)));
+            // A rate that gives no representable interval feeds as fast as accepted.
+            let interval = offered_fps
+                .and_then(|f| Duration::try_from_secs_f64(cameras as f64 / f.max(0.001)).ok());
             std::thread::spawn(move || {
                 let mut seq = 0u64;
                 let mut next = Instant::now() + Duration::from_millis(cam as u64 * 7);

@@ -193,6 +193,13 @@ fn bench_catalog(gt_catalog: &Path, with_crowd: bool) -> Result<String, ReplayEr
 
 /// Runs the pipeline over the streams and measures it.
 pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
+    let duration = o
+        .duration_seconds
+        .map(|d| {
+            Duration::try_from_secs_f64(d)
+                .map_err(|e| ReplayError::Config(format!("duration_seconds = {d}: {e}")))
+        })
+        .transpose()?;
     if o.streams.is_empty() || o.cameras == 0 {
         return Err(ReplayError::NoStreams);
     }
@@ -385,18 +392,21 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
     let handle = crate::telemetry::prometheus();
     let ids: Vec<String> = specs.iter().map(|s| s.id.clone()).collect();
     let stop = StopHandle::default();
-    let timer = o.duration_seconds.map(|d| {
+    let timer = duration.map(|d| {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let end = Instant::now() + Duration::from_secs_f64(d);
-            while Instant::now() < end && !stop.is_stopped() {
+            // Past the clock's range: no end but the stop.
+            let end = Instant::now().checked_add(d);
+            while end.is_none_or(|end| Instant::now() < end) && !stop.is_stopped() {
                 std::thread::sleep(Duration::from_millis(100));
             }
             stop.stop();
         })
     });
+    #[allow(clippy::disallowed_methods)] // a constant, in range
+    let drain_timeout = Duration::from_secs_f64(BENCH_DRAIN_TIMEOUT_SECONDS);
     let options = RunOptions {
-        drain_timeout: Duration::from_secs_f64(BENCH_DRAIN_TIMEOUT_SECONDS),
+        drain_timeout,
         frame_observer: Some(obs_tx),
         ..RunOptions::default()
     };

@@ -140,6 +140,8 @@ fn run_in(
         let card = std::sync::Arc::new(card.clone());
         let (w, h) = card.input_size();
         let frame = super::model::load_frames(&streams[0].0, w, h, 1)?;
+        #[allow(clippy::disallowed_methods)] // a constant, in range
+        let model_limit = std::time::Duration::from_secs_f64(MODEL_LIMIT_SECONDS);
         let model_fps = super::model::bare_model_fps(
             env,
             &card,
@@ -150,7 +152,7 @@ fn run_in(
                 nms_iou: crate::infer::settings::DEFAULT_NMS_IOU,
             },
             &frame[0],
-            std::time::Duration::from_secs_f64(MODEL_LIMIT_SECONDS),
+            model_limit,
         )?;
         Some(Limits {
             decode_fps,

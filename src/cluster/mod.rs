@@ -292,7 +292,11 @@ impl Ownership {
     /// A keep-alive sent at `sent` was answered with `ttl`: the server's expiry is at least
     /// `sent + ttl`, so analysis may go on until that less the margin.
     fn renewed(&self, sent: Instant, ttl: Duration, margin: Duration) {
-        let until = (sent + ttl).saturating_duration_since(self.0.origin);
+        // The TTL comes from the etcd server: one past the clock's range renews nothing.
+        let until = sent
+            .checked_add(ttl)
+            .unwrap_or(sent)
+            .saturating_duration_since(self.0.origin);
         let until_ms = until.saturating_sub(margin).as_millis() as u64;
         self.0.fence_until_ms.fetch_max(until_ms, Ordering::SeqCst);
     }
@@ -478,16 +482,17 @@ impl Controller {
         }
     }
 
+    // Bounded conversions (`ClusterSettings`): no panic even for unvalidated settings.
     fn timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.settings.etcd_timeout_seconds)
+        self.settings.etcd_timeout()
     }
 
     fn ttl(&self) -> Duration {
-        Duration::from_secs(u64::from(self.settings.lease_ttl_seconds))
+        self.settings.lease_ttl()
     }
 
     fn margin(&self) -> Duration {
-        Duration::from_secs_f64(self.settings.fence_margin_seconds)
+        self.settings.fence_margin()
     }
 
     fn node_key(&self, node: &str) -> String {
@@ -609,7 +614,7 @@ impl Controller {
             if Instant::now() >= give_up {
                 return Err(ClusterError::NodeIdInUse(me));
             }
-            tokio::time::sleep(Duration::from_millis(self.settings.poll_interval_ms)).await;
+            tokio::time::sleep(self.settings.poll_interval()).await;
         }
         let sent = Instant::now();
         let ttl = i64::from(self.settings.lease_ttl_seconds);
@@ -683,7 +688,7 @@ impl Controller {
 
     async fn serve(&self, s: &mut Session, leave: &mut watch::Receiver<bool>) -> Ended {
         let o = &self.ownership;
-        let poll = Duration::from_millis(self.settings.poll_interval_ms);
+        let poll = self.settings.poll_interval();
         // group → (when it was fenced for hand-over, in which pass)
         let mut releasing: BTreeMap<usize, (Instant, u32)> = BTreeMap::new();
         let mut polls = 0u32;

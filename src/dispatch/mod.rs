@@ -236,8 +236,8 @@ impl Delivery {
         outbox: Outbox,
     ) -> Result<Self, DispatchError> {
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs_f64(settings.timeout_seconds.max(0.1)))
-            .connect_timeout(Duration::from_secs_f64(settings.timeout_seconds.max(0.1)))
+            .timeout(settings.timeout())
+            .connect_timeout(settings.timeout())
             .user_agent(concat!("gridwatch/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| DispatchError::Client(e.to_string()))?;
@@ -295,7 +295,7 @@ impl Delivery {
         let mut breaker = Breaker::new(
             &self.target,
             self.settings.breaker_failure_threshold,
-            Duration::from_secs_f64(self.settings.breaker_open_seconds.max(0.0)),
+            self.settings.breaker_open(),
         );
         breaker.set(BreakerState::Closed);
         let mut gauges_at = Instant::now() - GAUGE_INTERVAL;
@@ -407,7 +407,9 @@ impl Delivery {
                 );
                 if let Some(after) = retry_after {
                     let cap = (self.settings.retry_max_seconds * 1000.0) as i64;
-                    delay = delay.max((after.as_millis() as i64).min(cap));
+                    // A peer's Retry-After may be any u64 of seconds: saturate, never wrap.
+                    let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+                    delay = delay.max(after_ms.min(cap));
                 }
                 tracing::warn!(case = %id, target = %self.target, reason = %reason, attempts = case.attempts + 1, retry_in_ms = delay, "delivery failed; will retry");
                 self.with_outbox(move |o| o.mark_retry(&id, &target, delay, &reason))

@@ -331,10 +331,11 @@ impl CameraPlan {
             sync: ingest.pace == Pace::Realtime,
             finite: kind == SourceKind::File && !camera.r#loop,
             looped: kind == SourceKind::File && camera.r#loop,
-            stall_timeout: Duration::from_secs_f64(ingest.stall_timeout_seconds.max(0.1)),
-            reconnect_initial: Duration::from_secs_f64(ingest.reconnect_initial_seconds.max(0.01)),
-            reconnect_max: Duration::from_secs_f64(ingest.reconnect_max_seconds.max(0.01)),
-            rtsp_timeout: Duration::from_secs_f64(ingest.rtsp_timeout_seconds.max(0.1)),
+            // Bounded conversions: no panic even for settings that were never validated.
+            stall_timeout: ingest.stall_timeout(),
+            reconnect_initial: ingest.reconnect_initial(),
+            reconnect_max: ingest.reconnect_max(),
+            rtsp_timeout: ingest.rtsp_timeout(),
         };
         // Render once now so that a template that cannot render fails before any camera starts.
         plan.describe(crate::area::DEFAULT_ANALYSIS_FPS)
@@ -383,8 +384,9 @@ impl CameraPlan {
         } else {
             1.0 / fps.max(0.01)
         };
+        // `interval` is at most 100 s (rates below 0.01 fps count as 0.01; NaN too).
         self.stall_timeout
-            .max(Duration::from_secs_f64(3.0 * interval))
+            .max(Duration::try_from_secs_f64(3.0 * interval).unwrap_or(self.stall_timeout))
     }
 }
 
@@ -426,7 +428,10 @@ enum RunEnd {
 /// Exponential backoff with full jitter: uniform in [0, min(max, initial · 2^attempt)], at least 100 ms.
 pub fn reconnect_delay(attempt: u32, initial: Duration, max: Duration) -> Duration {
     let cap = initial.as_secs_f64() * 2f64.powi(attempt.min(30) as i32);
-    Duration::from_secs_f64((fastrand::f64() * cap.min(max.as_secs_f64())).max(0.1))
+    // Finite and non-negative for any two Durations; only a `max` near `Duration::MAX` can
+    // overflow the conversion back, and then `max` itself is the delay.
+    Duration::try_from_secs_f64((fastrand::f64() * cap.min(max.as_secs_f64())).max(0.1))
+        .unwrap_or(max)
 }
 
 /// Runs a camera until its source ends (finite files) or `stop` is set: connecting → streaming,

@@ -676,7 +676,7 @@ async fn login(
             .await;
         return problem(StatusCode::UNAUTHORIZED, "wrong name or password");
     };
-    let ttl = Duration::from_secs_f64(s.settings().session_hours * 3600.0);
+    let ttl: Duration = s.settings().session_ttl();
     let session = blocking
         .store(move || {
             let t = store.new_session(&user, ttl)?;

@@ -507,7 +507,10 @@ impl ScenarioEngine {
         let frame = Arc::new(d.frame);
         for (scenario, camera, zone, f) in fired {
             telemetry::event(scenario.id);
-            let back = Duration::from_secs_f64((t - f.episode_start_seconds).max(0.0));
+            // Stream times come from the pipeline: a difference that is not a finite number of
+            // seconds dates the episode from this frame rather than panicking.
+            let back = Duration::try_from_secs_f64((t - f.episode_start_seconds).max(0.0))
+                .unwrap_or(Duration::ZERO);
             emit(Event {
                 scenario,
                 camera,

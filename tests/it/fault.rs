@@ -151,7 +151,10 @@ fn receiver_outage_then_up() {
     receiver.kill().unwrap();
     receiver.wait().unwrap();
     let down_at = committed(&dir.path("outbox.sqlite")).len();
-    std::thread::sleep(Duration::from_secs_f64(outage));
+    std::thread::sleep(
+        Duration::try_from_secs_f64(outage)
+            .unwrap_or_else(|e| panic!("GRIDWATCH_FAULT_OUTAGE_SECONDS = {outage}: {e}")),
+    );
     let during = committed(&dir.path("outbox.sqlite"));
     let mut receiver = spawn_receiver(port, &db, &dir.0);
     // Let the backlog drain and new cases flow, then stop gridwatch the way an operator would.
