@@ -4,6 +4,7 @@
 mod bench;
 mod check;
 mod cluster;
+mod config_values;
 mod decoder;
 mod decoders_cards;
 mod decoders_ssd;
