@@ -18,9 +18,6 @@ pub mod infer;
 pub mod ingest;
 pub mod reload;
 pub mod review;
-// run.rs's one `Duration::from_secs_f64` takes a constant (DEFAULT_DRAIN_TIMEOUT_SECONDS, 30 s).
-// The file is being rewired elsewhere: this allow goes once it uses `Duration::from_secs`.
-#[allow(clippy::disallowed_methods)]
 pub mod run;
 pub mod scenarios;
 pub mod sqlite;

@@ -98,6 +98,11 @@ enum Command {
 enum OutboxAction {
     /// Depth, oldest undelivered age, retries and dead letters (JSON).
     Status,
+    /// Events whose case could not be rendered, newest first, with the reason (JSON).
+    Unrendered {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Cases in the outbox, oldest first, with each target's delivery state.
     List {
         #[arg(long, value_enum, default_value_t = OutboxState::Dead)]
@@ -264,6 +269,12 @@ fn outbox_command(config: Option<&PathBuf>, action: OutboxAction) -> anyhow::Res
     match action {
         OutboxAction::Status => {
             println!("{}", serde_json::to_string_pretty(&outbox.stats()?)?);
+        }
+        OutboxAction::Unrendered { limit } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&outbox.unrendered(limit)?)?
+            );
         }
         OutboxAction::List {
             state,

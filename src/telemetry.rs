@@ -43,6 +43,8 @@ pub const CASES_STORED: &str = "gridwatch_cases_stored_total";
 pub const DELIVERIES: &str = "gridwatch_deliveries_total";
 /// Cases stored that no dispatch target's routes take (kept in the outbox as `unrouted`).
 pub const CASES_UNROUTED: &str = "gridwatch_cases_unrouted_total";
+/// Events whose case could not be rendered (kept in the outbox's `unrendered` table).
+pub const CASES_UNRENDERED: &str = "gridwatch_cases_unrendered_total";
 pub const DELIVERY_RETRIES: &str = "gridwatch_delivery_retries_total";
 pub const DELIVERY_SECONDS: &str = "gridwatch_delivery_request_seconds";
 pub const OUTBOX_PENDING: &str = "gridwatch_outbox_pending";
@@ -187,6 +189,10 @@ pub const FAMILIES: &[Family] = &[
     Family::counter(
         DELIVERIES,
         "Delivery attempts, by target and outcome (delivered, dead_letter, retry).",
+    ),
+    Family::counter(
+        CASES_UNRENDERED,
+        "Events whose case could not be rendered (evidence or JSON failed), kept with the reason in the outbox's unrendered table, by scenario.",
     ),
     Family::counter(
         CASES_UNROUTED,
@@ -435,6 +441,11 @@ pub fn breaker_opened(target: &str) {
 /// A case stored that no dispatch target takes (a gap in the routing rules).
 pub fn case_unrouted(scenario: &str) {
     counter!(CASES_UNROUTED, "scenario" => scenario.to_owned()).increment(1);
+}
+
+/// An event kept without its case because rendering it failed.
+pub fn case_unrendered(scenario: &str) {
+    counter!(CASES_UNRENDERED, "scenario" => scenario.to_owned()).increment(1);
 }
 
 pub fn review_queue_depth(depth: u64) {

@@ -14,6 +14,15 @@ const OBJECT_COLOUR: (f64, f64, f64) = (230.0, 30.0, 30.0);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceError {
+    #[error(
+        "the frame's pixels ({have} bytes) do not fill its {width}x{height} size at a row stride of {stride}"
+    )]
+    Frame {
+        have: usize,
+        width: u32,
+        height: u32,
+        stride: usize,
+    },
     #[error("drawing the snapshot failed: {0}")]
     Draw(#[from] opencv::Error),
     #[error("encoding the snapshot failed: {0}")]
@@ -66,6 +75,26 @@ pub fn annotate(
     Ok(render_with(frame, zones, objects, max_width, false)?.snapshot)
 }
 
+/// A frame whose buffer is shorter than its size says (a caps or stride mismatch) is an error,
+/// not a panic in the copy below.
+fn check_frame(frame: &Frame) -> Result<(), EvidenceError> {
+    let (width, height, stride) = (frame.width, frame.height, frame.row_stride);
+    let need = (height as usize)
+        .checked_sub(1)
+        .and_then(|rows| rows.checked_mul(stride))
+        .and_then(|n| n.checked_add(width as usize * 3));
+    let have = frame.rgb().len();
+    match need {
+        Some(need) if width > 0 && stride >= width as usize * 3 && have >= need => Ok(()),
+        _ => Err(EvidenceError::Frame {
+            have,
+            width,
+            height,
+            stride,
+        }),
+    }
+}
+
 fn render_with(
     frame: &Frame,
     zones: &[&[[f64; 2]]],
@@ -73,6 +102,7 @@ fn render_with(
     max_width: u32,
     with_crop: bool,
 ) -> Result<Evidence, EvidenceError> {
+    check_frame(frame)?;
     let (w, h) = (frame.width as i32, frame.height as i32);
     let mut src = Mat::new_rows_cols_with_default(h, w, CV_8UC3, Scalar::all(0.0))?;
     {

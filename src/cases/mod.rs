@@ -15,6 +15,7 @@ use base64::Engine as _;
 use crossbeam_channel::Receiver;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::scenarios::{Event, HandlingLevel};
@@ -195,6 +196,60 @@ fn datetime(t: SystemTime) -> OffsetDateTime {
     OffsetDateTime::from(t)
 }
 
+/// A case ready to store: the case, its snapshot, its JSON body, and the clean frame a case
+/// held for review keeps.
+struct Rendered {
+    case: Case,
+    jpeg: Vec<u8>,
+    body: String,
+    clean: Option<Vec<u8>>,
+}
+
+fn render(
+    event: &Event,
+    tier: Tier,
+    snapshot_max_width_pixels: u32,
+) -> Result<Rendered, CaseError> {
+    let (case, jpeg) = build(event, snapshot_max_width_pixels)?;
+    let body = serde_json::to_string(&case)?;
+    let clean = match tier {
+        Tier::Review => {
+            Some(evidence::annotate(&event.frame, &[], &[], snapshot_max_width_pixels)?.jpeg)
+        }
+        _ => None,
+    };
+    Ok(Rendered {
+        case,
+        jpeg,
+        body,
+        clean,
+    })
+}
+
+/// Keeps an event whose case could not be rendered in the outbox's `unrendered` table, with
+/// the reason; counted and logged. Only a failure to store it is an error.
+fn keep_unrendered(outbox: &Outbox, event: &Event, error: &CaseError) -> Result<(), CaseError> {
+    let cam = &event.area.cameras[event.camera];
+    let zone = &cam.zones[event.zone];
+    let facts = serde_json::json!({
+        "unit": cam.unit,
+        "group": cam.group,
+        "first_seen_at": datetime(event.first_seen_at).format(&Rfc3339).ok(),
+        "confirmed_at": datetime(event.confirmed_at).format(&Rfc3339).ok(),
+        "confirmed_stream_seconds": event.confirmed_stream_seconds,
+        "confidence": event.confidence,
+        "frame": {"seq": event.frame.seq, "width": event.frame.width, "height": event.frame.height},
+        "objects": event.objects.iter().map(|o| serde_json::json!({
+            "label": &*o.label, "score": o.score, "bbox": o.bbox,
+        })).collect::<Vec<_>>(),
+    });
+    let reason = error.to_string();
+    let id = outbox.keep_unrendered(event.scenario.id, &cam.id, &zone.id, &reason, &facts)?;
+    telemetry::case_unrendered(event.scenario.id);
+    tracing::error!(unrendered = id, scenario = event.scenario.id, camera = %cam.id, zone = %zone.id, %reason, "case could not be rendered; the event is kept in the outbox's unrendered table and the pipeline goes on");
+    Ok(())
+}
+
 /// Builds the case for an event, evidence included.
 pub fn build(event: &Event, snapshot_max_width_pixels: u32) -> Result<(Case, Vec<u8>), CaseError> {
     let area = &event.area;
@@ -310,15 +365,22 @@ pub fn run_triaged(
             tracing::info!(scenario = event.scenario.id, camera = %cam.id, confidence = event.confidence, "event below the review score: counted only");
             continue;
         }
-        let (case, jpeg) = build(&event, triage.snapshot_max_width_pixels)?;
-        let body = serde_json::to_string(&case)?;
-        let (state, clean) = match tier {
-            Tier::Review => {
-                let clean =
-                    evidence::annotate(&event.frame, &[], &[], triage.snapshot_max_width_pixels)?;
-                (outbox::InitialState::AwaitingReview, Some(clean.jpeg))
+        let Rendered {
+            case,
+            jpeg,
+            body,
+            clean,
+        } = match render(&event, tier, triage.snapshot_max_width_pixels) {
+            Ok(r) => r,
+            Err(e) => {
+                // One bad frame or value must not stop discovery: keep the event and go on.
+                keep_unrendered(&outbox, &event, &e)?;
+                continue;
             }
-            _ => (outbox::InitialState::Pending, None),
+        };
+        let state = match clean {
+            Some(_) => outbox::InitialState::AwaitingReview,
+            None => outbox::InitialState::Pending,
         };
         // Routed once, under the rules in force now, and stored with its deliveries in the
         // same transaction.

@@ -93,6 +93,9 @@ pub struct OutboxStats {
     /// Cases no dispatch target takes (a routing gap in the configuration): stored, never sent.
     #[serde(default)]
     pub unrouted: u64,
+    /// Events kept without a case because rendering it failed (`gridwatch outbox unrendered`).
+    #[serde(default)]
+    pub unrendered: u64,
     /// The same numbers per delivery target, keyed by target id.
     #[serde(default)]
     pub targets: BTreeMap<String, TargetStats>,
@@ -339,6 +342,34 @@ CREATE INDEX review_decisions_decided ON review_decisions(decided_at, case_id);
 CREATE INDEX review_suppressions_until ON review_suppressions(until_ms);
 ";
 
+/// Events the case stage could not turn into a case (evidence or JSON failed): the event's
+/// facts and the reason, so that nothing the rules found is lost without a trace.
+const UNRENDERED: &str = "
+CREATE TABLE unrendered (
+    id INTEGER PRIMARY KEY,
+    kept_at TEXT NOT NULL,
+    scenario TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    zone TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    event TEXT NOT NULL
+);
+CREATE INDEX unrendered_kept ON unrendered(kept_at);
+";
+
+/// An event kept without its case: see [`Outbox::keep_unrendered`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Unrendered {
+    pub id: i64,
+    pub kept_at: String,
+    pub scenario: String,
+    pub camera: String,
+    pub zone: String,
+    pub reason: String,
+    /// The event's facts as JSON (times, confidence, objects).
+    pub event: serde_json::Value,
+}
+
 /// The outbox database's schema, one step per change: `PRAGMA user_version` is the number of
 /// steps applied. Never edit a shipped step; add one.
 pub const MIGRATIONS: &[Step] = &[
@@ -348,6 +379,8 @@ pub const MIGRATIONS: &[Step] = &[
     Step::sql(REVIEW_TABLES),
     // 3: snapshot once, indexes.
     Step::sql(STORAGE),
+    // 4: events whose case could not be rendered, kept with the reason.
+    Step::sql(UNRENDERED),
 ];
 
 /// The schema version this binary writes (`PRAGMA user_version` of an up-to-date outbox).
@@ -861,6 +894,12 @@ impl Outbox {
             awaiting_review: c.awaiting_review,
             rejected: c.rejected,
             unrouted: c.unrouted,
+            unrendered: self
+                .conn
+                .query_row("SELECT COUNT(*) FROM unrendered", [], |r| {
+                    r.get::<_, i64>(0)
+                })?
+                .max(0) as u64,
             targets,
         })
     }
@@ -984,9 +1023,52 @@ impl Outbox {
         for id in &ids {
             delete_case(&tx, id)?;
         }
+        // Unrendered events age out with the cases (`kept_at` is RFC 3339 UTC, as `created_at`).
+        tx.execute("DELETE FROM unrendered WHERE kept_at < ?1", params![cutoff])?;
         tx.commit()?;
         Ok(ids.len())
     }
+    /// Keeps an event whose case could not be rendered, with the reason (one statement).
+    pub fn keep_unrendered(
+        &self,
+        scenario: &str,
+        camera: &str,
+        zone: &str,
+        reason: &str,
+        event: &serde_json::Value,
+    ) -> Result<i64, OutboxError> {
+        let kept_at = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        self.conn.execute(
+            "INSERT INTO unrendered (kept_at, scenario, camera, zone, reason, event)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![kept_at, scenario, camera, zone, reason, event.to_string()],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Events kept without a case, newest first.
+    pub fn unrendered(&self, limit: usize) -> Result<Vec<Unrendered>, OutboxError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, kept_at, scenario, camera, zone, reason, event FROM unrendered
+             ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], |r| {
+            let event: String = r.get(6)?;
+            Ok(Unrendered {
+                id: r.get(0)?,
+                kept_at: r.get(1)?,
+                scenario: r.get(2)?,
+                camera: r.get(3)?,
+                zone: r.get(4)?,
+                reason: r.get(5)?,
+                event: serde_json::from_str(&event).unwrap_or(serde_json::Value::String(event)),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Cases in `state` (`None`: every state), oldest first, each with its deliveries.
     pub fn list(&self, state: Option<&str>, limit: usize) -> Result<Vec<OutboxEntry>, OutboxError> {
         let mut stmt = self.conn.prepare(

@@ -82,7 +82,9 @@ pub struct RunOptions {
 impl Default for RunOptions {
     fn default() -> Self {
         Self {
-            drain_timeout: Duration::from_secs_f64(DEFAULT_DRAIN_TIMEOUT_SECONDS),
+            // A constant in range: the conversion cannot fail.
+            drain_timeout: Duration::try_from_secs_f64(DEFAULT_DRAIN_TIMEOUT_SECONDS)
+                .unwrap_or(Duration::from_secs(30)),
             cameras: CameraRegistry::default(),
             readiness: crate::status::Readiness::default(),
             frame_observer: None,

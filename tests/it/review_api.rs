@@ -177,23 +177,49 @@ impl Console {
             .into_iter()
             .map(|e| e.id)
             .collect();
-        let (tx, rx) = crossbeam_channel::unbounded();
-        for (n, (camera, confidence)) in events.iter().enumerate() {
-            let cam = &self.config.area.cameras[*camera];
-            tx.send(Event {
-                scenario: self.config.catalog.info("crowd_gathering").unwrap(),
-                camera: *camera,
-                zone: 0,
-                first_seen_at: SystemTime::now() - Duration::from_secs(5),
-                confirmed_at: SystemTime::now(),
-                first_seen_stream_seconds: 1.0,
-                confirmed_stream_seconds: 6.0,
-                objects: persons(),
-                confidence: *confidence,
-                frame: Arc::new(frame(*camera, &cam.id, n as u64)),
-                area: self.config.area.clone(),
+        let events = events
+            .iter()
+            .enumerate()
+            .map(|(n, &(camera, confidence))| {
+                self.event(
+                    camera,
+                    confidence,
+                    frame(camera, &self.config.area.cameras[camera].id, n as u64),
+                )
             })
-            .unwrap();
+            .collect();
+        self.run_case_stage(events).unwrap();
+        Outbox::open(&outbox_path)
+            .unwrap()
+            .list(None, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .filter(|id| !before.contains(id))
+            .collect()
+    }
+
+    fn event(&self, camera: usize, confidence: f32, frame: Frame) -> Event {
+        Event {
+            scenario: self.config.catalog.info("crowd_gathering").unwrap(),
+            camera,
+            zone: 0,
+            first_seen_at: SystemTime::now() - Duration::from_secs(5),
+            confirmed_at: SystemTime::now(),
+            first_seen_stream_seconds: 1.0,
+            confirmed_stream_seconds: 6.0,
+            objects: persons(),
+            confidence,
+            frame: Arc::new(frame),
+            area: self.config.area.clone(),
+        }
+    }
+
+    /// The real case stage over `events`: the number of cases stored.
+    fn run_case_stage(&self, events: Vec<Event>) -> Result<u64, gridwatch::cases::CaseError> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for e in events {
+            tx.send(e).unwrap();
         }
         drop(tx);
         let triage = Triage {
@@ -207,21 +233,12 @@ impl Console {
         };
         let hub = self.state.hub.clone();
         gridwatch::cases::run_triaged(
-            Outbox::open(&outbox_path).unwrap(),
+            Outbox::open(&self.config.resolve(&self.config.cases.outbox)).unwrap(),
             rx,
             &triage,
             || {},
             || hub.notify("held"),
         )
-        .unwrap();
-        Outbox::open(&outbox_path)
-            .unwrap()
-            .list(None, 1000)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.id)
-            .filter(|id| !before.contains(id))
-            .collect()
     }
 
     fn state_of(&self, id: &str) -> String {
@@ -1300,4 +1317,34 @@ fn a_busy_database_does_not_stall_the_async_runtime_while_requests_wait_for_it()
         assert_eq!(c.state_of(&ids[0]), "pending");
         assert_eq!(c.state_of(&ids[1]), "rejected");
     });
+}
+
+/// A case whose evidence cannot be rendered (here a frame whose buffer is shorter than its
+/// size says) is kept with its reason, and the case stage goes on to the next event.
+#[test]
+fn a_case_that_cannot_be_rendered_is_kept_with_its_reason_and_the_stage_goes_on() {
+    let c = Console::new();
+    let cam = &c.config.area.cameras[0];
+    let mut broken = frame(0, &cam.id, 1);
+    broken.height += 8; // the caps say more rows than the buffer holds
+    let good = frame(0, &cam.id, 2);
+    let stored = c
+        .run_case_stage(vec![c.event(0, 0.95, broken), c.event(0, 0.95, good)])
+        .expect("the stage goes on past the broken event");
+    assert_eq!(
+        stored, 1,
+        "the good event after the broken one became a case"
+    );
+
+    let outbox = Outbox::open(&c.config.resolve(&c.config.cases.outbox)).unwrap();
+    let kept = outbox.unrendered(10).unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let k = &kept[0];
+    assert_eq!(k.scenario, "crowd_gathering");
+    assert_eq!(k.camera, cam.id);
+    assert_eq!(k.zone, cam.zones[0].id);
+    assert!(k.reason.contains("do not fill"), "{}", k.reason);
+    assert_eq!(k.event["frame"]["seq"], 1);
+    assert_eq!(k.event["objects"].as_array().map(Vec::len), Some(3));
+    assert_eq!(outbox.stats().unwrap().unrendered, 1);
 }
