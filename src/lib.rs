@@ -8,7 +8,6 @@
 //! [`run`] wires them together; [`config`] describes the key area; [`telemetry`] names every metric.
 
 pub mod area;
-pub mod bench;
 pub mod cases;
 pub mod cluster;
 pub mod config;
@@ -20,7 +19,7 @@ pub mod reload;
 pub mod review;
 pub mod run;
 pub mod scenarios;
-pub mod sqlite;
+pub use gridwatch_sqlite as sqlite;
 pub mod status;
 pub mod telemetry;
 pub mod track;

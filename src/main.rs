@@ -74,11 +74,6 @@ enum Command {
         #[command(subcommand)]
         action: ReviewAction,
     },
-    /// Measure; see BENCHMARKS.md.
-    Bench {
-        #[command(subcommand)]
-        what: BenchCommand,
-    },
     /// Run the reference dispatch receiver.
     DispatchServer {
         #[arg(long, default_value = "127.0.0.1:8765")]
@@ -365,50 +360,8 @@ fn outbox_command(config: Option<&PathBuf>, action: OutboxAction) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum BenchPace {
-    Fast,
-    Realtime,
-}
-
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// The real pipeline on recorded streams as N cameras, side by side with its limits, the
-    /// Python peer and a scaling sweep; writes report.json and report.html.
-    Run(BenchRunArgs),
-    /// The inference pool against the bare model, and its latency at 50 % and 200 % load.
-    Model {
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/models/nanodet-g-416-coco.toml"))]
-        card: PathBuf,
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-streams/vtest.mp4"))]
-        clip: PathBuf,
-        /// Worker threads (each with its own session); 0 = one per core.
-        #[arg(long, default_value_t = 0)]
-        workers: usize,
-        #[arg(long, default_value_t = 1)]
-        intra_op_threads: usize,
-        #[arg(long, default_value_t = 10.0, value_parser = seconds_in(MAX_BENCH_SECONDS))]
-        seconds: f64,
-        #[arg(long, default_value_t = 8)]
-        cameras: usize,
-    },
-    /// CPU per camera of the ingest pipeline, full vs keyframes-only decoding.
-    Decode {
-        /// An H.264/H.265 file (scripts/make-bench-clips makes a 1080p one).
-        #[arg(long)]
-        clip: PathBuf,
-        #[arg(long, default_value_t = 2.0, value_parser = fps_arg)]
-        analysis_fps: f64,
-        #[arg(long, default_value_t = 3)]
-        repeats: usize,
-    },
-}
-
 /// `--drain-timeout-seconds` is added to the clock at shutdown: at most a day.
 const MAX_DRAIN_TIMEOUT_SECONDS: f64 = 86_400.0;
-/// A benchmark's durations: at most a day.
-const MAX_BENCH_SECONDS: f64 = 86_400.0;
-
 /// A command-line number of seconds in [0, `max`]: `inf`, `nan` or a negative value is refused
 /// by the parser, before anything turns it into a `Duration`.
 fn seconds_in(max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
@@ -422,12 +375,6 @@ fn seconds_in(max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone + Send +
             ))
         }
     }
-}
-
-/// A command-line analysis rate, in the range the configuration allows.
-fn fps_arg(s: &str) -> Result<f64, String> {
-    let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
-    gridwatch::area::profile::check_analysis_fps(v).map(|()| v)
 }
 
 fn load(config: Option<&PathBuf>) -> Result<Config, ConfigError> {
@@ -447,157 +394,6 @@ fn default_sample_streams() -> anyhow::Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
-}
-
-#[derive(clap::Args)]
-struct BenchRunArgs {
-    /// Cameras (camera i replays stream i modulo the number of streams); default: one per stream.
-    #[arg(long)]
-    cameras: Option<usize>,
-    #[arg(long, value_enum, default_value_t = BenchPace::Fast)]
-    pace: BenchPace,
-    /// A folder (its .mp4 files) or files; default: sample-streams/.
-    #[arg(long, num_args = 1..)]
-    streams: Vec<PathBuf>,
-    /// Analysed frames per second and camera (default: the ground truth's, else 2).
-    #[arg(long, value_parser = fps_arg)]
-    analysis_fps: Option<f64>,
-    /// Stop after this many seconds, looping the files (default: play each file once).
-    #[arg(long, value_parser = seconds_in(MAX_BENCH_SECONDS))]
-    duration_seconds: Option<f64>,
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
-    #[arg(long, default_value_t = 1)]
-    intra_op_threads: usize,
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/models/nanodet-g-416-coco.toml"))]
-    card: PathBuf,
-    /// By-eye ground truth; `none` to skip the accuracy section.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-streams/ground-truth.toml"))]
-    ground_truth: PathBuf,
-    /// Also run the Python peer (benches/baseline/peer.py) on the same streams.
-    #[arg(long)]
-    baseline: bool,
-    /// Skip the decode-only and bare-model limits.
-    #[arg(long)]
-    no_limits: bool,
-    /// Scaling sweep: camera counts, e.g. 1,2,4,8,16,32 (1 analysed frame/s each, real time).
-    #[arg(long, value_delimiter = ',')]
-    scaling: Vec<usize>,
-    /// Seconds per scaling step.
-    #[arg(long, default_value_t = gridwatch::bench::suite::DEFAULT_SCALING_STEP_SECONDS, value_parser = seconds_in(MAX_BENCH_SECONDS))]
-    scaling_step_seconds: f64,
-    /// Python with opencv-python-headless and onnxruntime (scripts/setup makes .venv).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"))]
-    python: PathBuf,
-    /// Output folder, e.g. benches/runs/2026-11-28-tag/.
-    #[arg(long)]
-    out: PathBuf,
-}
-
-fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
-    use gridwatch::bench::{replay, suite};
-    let mut streams = Vec::new();
-    let given = if a.streams.is_empty() {
-        vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sample-streams")]
-    } else {
-        a.streams
-    };
-    for s in given {
-        if s.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&s)
-                .with_context(|| format!("reading {}", s.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "mp4"))
-                .collect();
-            files.sort();
-            streams.extend(files);
-        } else {
-            streams.push(s);
-        }
-    }
-    let streams: Vec<PathBuf> = streams
-        .into_iter()
-        .map(|p| std::path::absolute(&p).unwrap_or(p))
-        .collect();
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let options = suite::SuiteOptions {
-        replay: replay::ReplayOptions {
-            cameras: a.cameras.unwrap_or(streams.len()),
-            streams,
-            pace: match a.pace {
-                BenchPace::Fast => gridwatch::ingest::settings::Pace::Fast,
-                BenchPace::Realtime => gridwatch::ingest::settings::Pace::Realtime,
-            },
-            analysis_fps: a.analysis_fps,
-            workers: a.workers.max(1),
-            intra_op_threads: a.intra_op_threads.max(1),
-            card: a.card,
-            duration_seconds: a.duration_seconds,
-            ground_truth: (a.ground_truth.as_os_str() != "none").then_some(a.ground_truth),
-            work_dir: std::env::temp_dir(),
-            id_prefix: String::new(),
-            progress: true,
-        },
-        limits: !a.no_limits,
-        baseline: a.baseline,
-        scaling: a.scaling,
-        scaling_step_seconds: a.scaling_step_seconds,
-        out_dir: a.out.clone(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        python: a.python,
-        peer_script: gridwatch::bench::baseline::default_paths(&repo).1,
-    };
-    let r = suite::run(&options)?;
-    let g = &r.gridwatch;
-    eprintln!(
-        "gridwatch: {} cameras, {} frames analysed, {:.2}/s ({:.2} per CPU-s), latency p50 {:.0} ms p95 {:.0} ms p99 {:.0} ms, CPU {:.1} s, peak RSS {:.0} MiB, dropped {:?}",
-        g.cameras,
-        g.frames_analysed,
-        g.analysed_fps,
-        g.analysed_per_cpu_second,
-        g.latency.p50_ms,
-        g.latency.p95_ms,
-        g.latency.p99_ms,
-        g.cpu_seconds,
-        g.peak_rss_mib,
-        g.frames_dropped
-    );
-    if let Some(l) = &r.limits {
-        eprintln!(
-            "limits: decode only {:.1} fps (gridwatch {:.0} %), bare model {:.2} fps (gridwatch {:.0} %)",
-            l.decode_fps,
-            l.decode_efficiency * 100.0,
-            l.model_fps,
-            l.model_efficiency * 100.0
-        );
-    }
-    if let Some(b) = &r.baseline {
-        eprintln!(
-            "python peer: {:.2} analysed/s, p50 {:.0} ms p99 {:.0} ms; gridwatch/peer throughput {:.2}, latency p50 {:.2}; detections matched {:.1} % on {} frames",
-            b.analysed_fps,
-            b.latency.p50_ms,
-            b.latency.p99_ms,
-            b.throughput_ratio,
-            b.latency_p50_ratio,
-            b.agreement.matched_fraction * 100.0,
-            b.agreement.frames_compared
-        );
-    }
-    if let Some(s) = &r.scaling {
-        eprintln!("scaling: largest sustained {} cameras", s.largest_sustained);
-    }
-    for a in &g.accuracy {
-        eprintln!(
-            "accuracy {}: {} episodes, {} found, {} missed, {} false; precision {:.2} recall {:.2}",
-            a.scenario, a.episodes, a.found, a.missed, a.false_cases, a.precision, a.recall
-        );
-    }
-    eprintln!(
-        "report: {} and {}",
-        a.out.join("report.json").display(),
-        a.out.join("report.html").display()
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -723,79 +519,6 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench {
-            what:
-                BenchCommand::Model {
-                    card,
-                    clip,
-                    workers,
-                    intra_op_threads,
-                    seconds,
-                    cameras,
-                },
-        } => {
-            let workers = if workers == 0 {
-                std::thread::available_parallelism().map_or(1, |n| n.get())
-            } else {
-                workers
-            };
-            let options = gridwatch::bench::model::ModelBenchOptions {
-                card,
-                clip,
-                workers,
-                intra_op_threads,
-                seconds,
-                cameras,
-            };
-            let report = gridwatch::bench::model::run(&options)?;
-            eprintln!(
-                "bare model {:.1} fps, pool {:.1} fps, efficiency {:.1} %",
-                report.bare_fps,
-                report.pool_fps,
-                report.efficiency * 100.0
-            );
-            for l in &report.loads {
-                eprintln!(
-                    "load {:>4.0} %: offered {:.1} fps, analysed {:.1} fps, latency p50 {:.0} ms p99 {:.0} ms max {:.0} ms, dropped superseded {} other {}",
-                    l.load * 100.0,
-                    l.offered_fps,
-                    l.analysed_fps,
-                    l.latency_p50_ms,
-                    l.latency_p99_ms,
-                    l.latency_max_ms,
-                    l.dropped_superseded,
-                    l.dropped_other
-                );
-            }
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Bench {
-            what: BenchCommand::Run(args),
-        } => bench_run(args),
-        Command::Bench {
-            what:
-                BenchCommand::Decode {
-                    clip,
-                    analysis_fps,
-                    repeats,
-                },
-        } => {
-            let report = gridwatch::bench::decode::run(&clip, analysis_fps, repeats)?;
-            for r in &report.runs {
-                eprintln!(
-                    "{:<15} frames {:>5}  video {:>6.1} s  cpu {:>6.2} s  wall {:>6.2} s  cpu/video-s {:.3}",
-                    r.mode,
-                    r.frames_out,
-                    r.video_seconds,
-                    r.cpu_seconds,
-                    r.wall_seconds,
-                    r.cpu_per_video_second
-                );
-            }
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(ExitCode::SUCCESS)
-        }
         Command::ServeRtsp {
             address,
             port,
@@ -826,17 +549,14 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             openapi,
         } => {
             if openapi {
-                println!(
-                    "{}",
-                    gridwatch::dispatch::server::openapi().to_pretty_json()?
-                );
+                println!("{}", gridwatch_dispatch_ref::openapi().to_pretty_json()?);
                 return Ok(ExitCode::SUCCESS);
             }
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(async {
-                let receiver = gridwatch::dispatch::server::Receiver::bind(&listen, &database, token).await?;
+                let receiver = gridwatch_dispatch_ref::Receiver::bind(&listen, &database, token).await?;
                 let addr = receiver.local_addr();
-                tracing::info!(url = %format!("http://{addr}/"), api = %format!("http://{addr}{}", gridwatch::dispatch::server::CASES_PATH), "dispatch receiver listening");
+                tracing::info!(url = %format!("http://{addr}/"), api = %format!("http://{addr}{}", gridwatch_dispatch_ref::CASES_PATH), "dispatch receiver listening");
                 receiver
                     .serve(async {
                         // Ctrl-C or SIGTERM: finish the requests in flight, then exit.

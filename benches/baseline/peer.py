@@ -2,7 +2,7 @@
 """The program a user would write instead of gridwatch: a straightforward Python loop over the
 recorded streams with OpenCV's VideoCapture (FFmpeg) and onnxruntime, the same NanoDet model and
 the same pre/post-processing (imported from scripts/reference_detections.py, the independent numpy
-decoder the Rust decoder is tested against). Run by `gridwatch bench run --baseline`.
+decoder the Rust decoder is tested against). Run by `gridwatch-bench run --baseline`.
 
 Per camera (clips one after another, as a simple script would): grab every frame, keep the first
 frame at or after each analysis slot (n / fps seconds; the frame GStreamer's

@@ -27,7 +27,7 @@ use base64::Engine as _;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::routing::PRIMARY_TARGET_ID;
-use crate::sqlite::Step;
+use gridwatch_sqlite::Step;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -651,9 +651,11 @@ impl Outbox {
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)
             .map_err(open_err)?;
         let mut conn = conn;
-        crate::sqlite::migrate(&mut conn, MIGRATIONS).map_err(|source| OutboxError::Migrate {
-            path: path.display().to_string(),
-            source,
+        gridwatch_sqlite::migrate(&mut conn, MIGRATIONS).map_err(|source| {
+            OutboxError::Migrate {
+                path: path.display().to_string(),
+                source,
+            }
         })?;
         Ok(Self { conn })
     }

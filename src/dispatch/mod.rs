@@ -3,9 +3,9 @@
 //! 400/413/422 dead letter with the reason; 409, 408, 429, other 4xx, 5xx, timeouts and refused
 //! connections retried with exponential backoff and full jitter), and a circuit breaker backs off
 //! the whole endpoint after consecutive failures. Cases are taken oldest-due first, so none
-//! starves. Also the reference receiver ([`server`]) and the outbox status route.
+//! starves. Also the outbox status route. The reference receiver is its own crate
+//! (`gridwatch-dispatch-ref`, crates/dispatch-ref).
 
-pub mod server;
 pub mod settings;
 
 use std::collections::BTreeMap;

@@ -284,7 +284,7 @@ impl Detector {
 
     /// RGB bytes → normalised floats in the card's layout and colour order, into the reused buffer.
     /// The bare model: one `Session::run` on the current input buffer, outputs discarded. For
-    /// measuring what pre/post-processing and the pool add on top (`gridwatch bench model`).
+    /// measuring what pre/post-processing and the pool add on top (`gridwatch-bench model`).
     pub fn run_model_only(&mut self) -> Result<(), InferError> {
         let model = self.card.id.clone();
         let tensor =

@@ -26,7 +26,7 @@ pub struct Detections {
     pub probe: Option<DoneProbe>,
 }
 
-/// What one analysed frame went through, for `gridwatch bench`: when it arrived from its
+/// What one analysed frame went through, for `gridwatch-bench`: when it arrived from its
 /// pipeline, how long each stage took, and when the scenario stage was done with it.
 #[derive(Debug, Clone)]
 pub struct FrameRecord {

@@ -593,7 +593,7 @@ impl Liveness {
 }
 
 /// Drops every non-keyframe before a video decoder, so only keyframes are decoded.
-pub(crate) fn keyframes_only_probe(element: &gst::Element) {
+pub fn keyframes_only_probe(element: &gst::Element) {
     let is_video_decoder = element
         .factory()
         .is_some_and(|f| f.klass().contains("Decoder") && f.klass().contains("Video"));

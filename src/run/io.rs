@@ -14,9 +14,9 @@ use crate::cases::outbox::{Outbox, OutboxCounts};
 use crate::cases::tiers::Suppressions;
 use crate::cluster::Ownership;
 use crate::config::Config;
-use crate::dispatch::server::{CASES_PATH, Receiver};
 use crate::dispatch::{Delivery, DispatchError, Phase};
 use crate::review::{LatestFrames, ReviewHub, SharedConsoleConfig};
+use gridwatch_dispatch_ref::{CASES_PATH, Receiver};
 
 /// How long a stopped run keeps retrying deliveries at most (a failure or a signal: the
 /// operator wants the process back; what is left stays in the outbox).

@@ -15,11 +15,11 @@ use crate::cases::CaseError;
 use crate::cases::outbox::{Outbox, OutboxCounts, OutboxError};
 use crate::config::Config;
 use crate::dispatch::DispatchError;
-use crate::dispatch::server::ReceiverError;
 use crate::infer::card::ModelCard;
 use crate::infer::{self, InferError, Thresholds, pool};
 use crate::ingest::status::CameraRegistry;
 use crate::ingest::{self, CameraPlan, IngestError};
+use gridwatch_dispatch_ref::ReceiverError;
 use io::Io;
 use pipeline::{Model, Pipeline};
 

@@ -30,6 +30,7 @@ use crate::track::{Tracker, TrackerSettings};
 use catalog::{Catalog, RuleKind, RuleThresholds};
 use crowd::CrowdRule;
 use fire::FireBaselineSettings;
+pub use gridwatch_case::HandlingLevel;
 use rules::{Firing, Moment, ObjectFilter, RuleParams, Schedule, TrackDwellRule, ZoneCountRule};
 use settings::ScenarioSettings;
 
@@ -50,28 +51,6 @@ pub struct ScenarioInfo {
     pub workstation: &'static str,
     /// Sets the 103060 deadline.
     pub level: HandlingLevel,
-}
-
-/// Handling level of a case; the "103060" rule gives simple cases 10 minutes, general 30 and
-/// difficult 60, counted from confirmation.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum HandlingLevel {
-    Simple,
-    General,
-    Difficult,
-}
-
-impl HandlingLevel {
-    pub fn deadline_minutes(self) -> u32 {
-        match self {
-            HandlingLevel::Simple => 10,
-            HandlingLevel::General => 30,
-            HandlingLevel::Difficult => 60,
-        }
-    }
 }
 
 /// The shipped catalog (`config/scenarios.toml`), parsed once.

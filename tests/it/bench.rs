@@ -1,14 +1,14 @@
-//! `gridwatch bench run` and the operation endpoints: the report of a real replay (bikes.mp4, fast
+//! `gridwatch-bench run` and the operation endpoints: the report of a real replay (bikes.mp4, fast
 //! pace) agrees with what the pipeline did, scores the ground truth's episodes, compares with the
 //! Python peer and draws its plots; `/readyz` turns ready; `--log-format json` writes JSON lines.
 //! Speed is measured, never asserted.
 
 use std::io::BufRead;
 
-use gridwatch::bench::accuracy::GroundTruth;
-use gridwatch::bench::report::{BenchReport, Percentiles};
-use gridwatch::bench::{replay, suite};
 use gridwatch::ingest::settings::Pace;
+use gridwatch_bench::accuracy::GroundTruth;
+use gridwatch_bench::report::{BenchReport, Percentiles};
+use gridwatch_bench::{replay, suite};
 
 use crate::support::{TempDir, repo};
 

@@ -11,8 +11,8 @@ use gridwatch::cases::{
     CASE_SCHEMA, CASE_SOURCE, Case, CaseCamera, CaseEpisode, CaseObject, CaseScenario,
     CaseSnapshot, CaseZone, Named,
 };
-use gridwatch::dispatch::server::Receiver;
 use gridwatch::scenarios::CROWD_GATHERING;
+use gridwatch_dispatch_ref::Receiver;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -145,7 +145,7 @@ impl TestReceiver {
     }
 
     pub fn cases_url(&self) -> String {
-        format!("{}{}", self.base, gridwatch::dispatch::server::CASES_PATH)
+        format!("{}{}", self.base, gridwatch_dispatch_ref::CASES_PATH)
     }
 }
 

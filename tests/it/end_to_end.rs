@@ -6,8 +6,8 @@
 use gridwatch::cases::Case;
 use gridwatch::cases::outbox::Outbox;
 use gridwatch::config::Config;
-use gridwatch::dispatch::server::{CASES_PATH, Receiver, StoredCase};
 use gridwatch::run::{RunOptions, StopHandle};
+use gridwatch_dispatch_ref::{CASES_PATH, Receiver, StoredCase};
 use serde::Deserialize;
 
 use crate::support::{TempDir, repo};

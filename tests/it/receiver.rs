@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use gridwatch::dispatch::server::{CaseStatus, IntakeResponse, MAX_BODY_BYTES, StoredCase};
+use gridwatch_dispatch_ref::{CaseStatus, IntakeResponse, MAX_BODY_BYTES, StoredCase};
 use serde_json::Value;
 
 use crate::dispatch_support::{TOKEN, TestReceiver, case};

@@ -15,10 +15,10 @@ use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::{Client, ClientBuilder, Locator};
 use gridwatch::cases::outbox::Outbox;
 use gridwatch::config::Config;
-use gridwatch::dispatch::server::{CASES_PATH, Receiver};
 use gridwatch::review::auth::Role;
 use gridwatch::review::store::ReviewStore;
 use gridwatch::run::{RunOptions, StopHandle};
+use gridwatch_dispatch_ref::{CASES_PATH, Receiver};
 
 use crate::dispatch_support::free_port;
 use crate::support::{TempDir, repo};

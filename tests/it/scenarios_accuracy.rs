@@ -5,12 +5,12 @@
 //! (same scenario and zone, confirmed while the object is in place, an object overlapping the
 //! annotated box), at most one case per episode.
 
-use gridwatch::bench::accuracy::{self, Clip, GroundTruth, Tally};
 use gridwatch::cases::Case;
 use gridwatch::config::Config;
-use gridwatch::dispatch::server::{CASES_PATH, Receiver};
 use gridwatch::run::{RunOptions, StopHandle};
 use gridwatch::track::iou;
+use gridwatch_bench::accuracy::{self, Clip, GroundTruth, Tally};
+use gridwatch_dispatch_ref::{CASES_PATH, Receiver};
 
 use crate::support::{TempDir, repo};
 
@@ -127,7 +127,7 @@ bearer_token = "t0ken"
         .collect()
 }
 
-/// Scores with the library's matching (`gridwatch::bench::accuracy`), shared with `gridwatch bench`.
+/// Scores with the library's matching (`gridwatch_bench::accuracy`), shared with `gridwatch-bench`.
 fn score(gt: &GroundTruth, clip: &Clip, cases: &[Case], tally: &mut Tally) {
     for line in accuracy::score(
         &clip.episodes,

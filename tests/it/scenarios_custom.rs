@@ -8,9 +8,9 @@
 
 use gridwatch::cases::Case;
 use gridwatch::config::Config;
-use gridwatch::dispatch::server::{CASES_PATH, Receiver};
 use gridwatch::infer::kinds::ObjectKind;
 use gridwatch::run::{RunOptions, StopHandle};
+use gridwatch_dispatch_ref::{CASES_PATH, Receiver};
 
 use crate::support::{TempDir, exclusive, repo};
 

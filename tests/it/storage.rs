@@ -10,9 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use gridwatch::cases::outbox::{InitialState, NewCase, Outbox, SCHEMA_VERSION, Selection};
 use gridwatch::cases::routing::PRIMARY_TARGET_ID;
-use gridwatch::dispatch::server::{CaseStatus, StoredCase};
 use gridwatch::review::auth::{Role, User};
 use gridwatch::review::store::ReviewStore;
+use gridwatch_dispatch_ref::{CaseStatus, StoredCase};
 use rusqlite::{Connection, ErrorCode, params};
 
 use crate::dispatch_support::{TOKEN, TestReceiver, case};
@@ -475,12 +475,9 @@ fn intake(rx: &TestReceiver) -> u16 {
 fn dispatch_service_databases_of_every_release_upgrade_with_their_cases() {
     let dir = TempDir::new("schema-receiver");
     let fresh_path = dir.path("fresh-receiver.sqlite");
-    drop(gridwatch::dispatch::server::router(&fresh_path, None).unwrap());
+    drop(gridwatch_dispatch_ref::router(&fresh_path, None).unwrap());
     let fresh = schema(&fresh_path);
-    assert_eq!(
-        fresh.0,
-        gridwatch::dispatch::server::MIGRATIONS.len() as i64
-    );
+    assert_eq!(fresh.0, gridwatch_dispatch_ref::MIGRATIONS.len() as i64);
     assert!(
         fresh
             .1
@@ -507,7 +504,7 @@ fn dispatch_service_databases_of_every_release_upgrade_with_their_cases() {
                 .unwrap();
             }
         });
-        a_missing_step_shows(&path, gridwatch::dispatch::server::MIGRATIONS, &fresh);
+        a_missing_step_shows(&path, gridwatch_dispatch_ref::MIGRATIONS, &fresh);
         let rx = TestReceiver::start(&path, "127.0.0.1:0");
         assert_same_schema(&path, &fresh, release);
         let old = get_case(&rx, "old-1");

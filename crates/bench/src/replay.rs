@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use super::accuracy::{self, CrowdGroundTruth, Episode, GroundTruth, Tally};
 use super::report::{self, CameraStream, Percentiles, PipelineResult};
-use crate::cases::Case;
-use crate::config::Config;
-use crate::infer::pool::FrameRecord;
-use crate::ingest::settings::Pace;
-use crate::run::{RunOptions, StopHandle};
+use gridwatch::cases::Case;
+use gridwatch::config::Config;
+use gridwatch::infer::pool::FrameRecord;
+use gridwatch::ingest::settings::Pace;
+use gridwatch::run::{RunOptions, StopHandle};
 
 /// Analysis rate of a stream the ground truth does not name.
 pub const DEFAULT_BENCH_ANALYSIS_FPS: f64 = 2.0;
@@ -32,7 +32,7 @@ pub enum ReplayError {
     #[error("bench configuration: {0}")]
     Config(String),
     #[error(transparent)]
-    Run(#[from] crate::run::RunError),
+    Run(#[from] gridwatch::run::RunError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -156,7 +156,7 @@ fn bench_catalog(gt_catalog: &Path, with_crowd: bool) -> Result<String, ReplayEr
     let mut table: toml::Table =
         toml::from_str(&text).map_err(|e| ReplayError::Config(e.to_string()))?;
     if with_crowd {
-        let shipped: toml::Table = toml::from_str(include_str!("../../config/scenarios.toml"))
+        let shipped: toml::Table = toml::from_str(include_str!("../../../config/scenarios.toml"))
             .map_err(|e| ReplayError::Config(e.to_string()))?;
         let crowd = shipped
             .get("scenarios")
@@ -389,7 +389,7 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
         })
     };
 
-    let handle = crate::telemetry::prometheus();
+    let handle = gridwatch::telemetry::prometheus();
     let ids: Vec<String> = specs.iter().map(|s| s.id.clone()).collect();
     let stop = StopHandle::default();
     let timer = duration.map(|d| {
@@ -414,7 +414,7 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
     reset_peak_rss();
     let cpu0 = super::process_cpu_seconds();
     let wall0 = Instant::now();
-    let run_result = crate::run::run(config, options, stop.clone());
+    let run_result = gridwatch::run::run(config, options, stop.clone());
     let wall_seconds = wall0.elapsed().as_secs_f64();
     let cpu_seconds = super::process_cpu_seconds() - cpu0;
     let peak_rss = peak_rss_mib();
@@ -427,10 +427,16 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
     run_result?;
 
     let metrics = handle.map(|h| h.render()).unwrap_or_default();
-    let frames_dropped = counter_by(&metrics, crate::telemetry::FRAMES_DROPPED, "reason", &ids);
-    let frames_analysed_metric = counter_by(&metrics, crate::telemetry::FRAMES_ANALYSED, "", &ids)
-        .values()
-        .sum();
+    let frames_dropped = counter_by(
+        &metrics,
+        gridwatch::telemetry::FRAMES_DROPPED,
+        "reason",
+        &ids,
+    );
+    let frames_analysed_metric =
+        counter_by(&metrics, gridwatch::telemetry::FRAMES_ANALYSED, "", &ids)
+            .values()
+            .sum();
     let statuses = registry.snapshot();
     let frames_decoded = statuses.iter().map(|c| c.frames).sum();
     let frames_skipped_no_motion = statuses.iter().map(|c| c.skipped_no_motion).sum();

@@ -1,8 +1,8 @@
 //! What the SQLite databases share: versioned schema migrations ([`rusqlite_migration`], the
 //! version kept in `PRAGMA user_version`). Two migration lists use it: the outbox database's
-//! (cases, deliveries and the review console's tables: `cases::outbox::MIGRATIONS`) and the
-//! reference dispatch service's (`dispatch::server::MIGRATIONS`). It sits below both and names
-//! neither.
+//! (cases, deliveries and the review console's tables: `gridwatch::cases::outbox::MIGRATIONS`)
+//! and the reference dispatch service's (`gridwatch_dispatch_ref::MIGRATIONS`). A crate of its
+//! own so that it sits below both and names neither.
 //!
 //! Rules of a migration list: a shipped step is never edited (a change is a new step at the
 //! end), and step 1 of each list brings every schema shipped before versioning (user_version 0,
@@ -11,6 +11,9 @@
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use rusqlite_migration::{HookError, HookResult, M, Migrations};
+
+/// What a failed migration reports.
+pub use rusqlite_migration::Error;
 
 /// One schema change; a database that has applied it has `user_version` ≥ its position (from 1).
 #[derive(Clone, Copy)]

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::report::{self, Agreement, Baseline, Percentiles, PipelineResult};
-use crate::infer::pool::FrameRecord;
-use crate::track::iou;
+use gridwatch::infer::pool::FrameRecord;
+use gridwatch::track::iou;
 
 /// Two detections are the same object when they have the same class and overlap this much.
 pub const AGREEMENT_IOU: f32 = 0.5;

@@ -1,5 +1,8 @@
-//! The reference dispatch service (`gridwatch dispatch-server`, also embedded in `run`): an axum
-//! service over SQLite for towns whose platform has no intake yet, and for tests.
+//! The reference dispatch service (`gridwatch dispatch-server`, also embedded in `gridwatch run`
+//! for a first run): an axum service over SQLite for towns whose platform has no intake yet,
+//! and for tests. A crate apart from the pipeline: it shares only the case's wire format
+//! (`gridwatch-case`) and the migration helper (`gridwatch-sqlite`), and builds without
+//! GStreamer, OpenCV or onnxruntime.
 //!
 //! Intake (`POST /api/v1/cases`) is idempotent by `Idempotency-Key`: the same key with the same
 //! payload answers the stored case with its current status; the same key with another payload is
@@ -40,8 +43,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::OpenApi;
 
-use crate::cases::{CASE_SCHEMA, Case};
-use crate::scenarios::HandlingLevel;
+use gridwatch_case::{CASE_SCHEMA, Case, CaseSnapshot, HandlingLevel, deadline};
 
 pub const CASES_PATH: &str = "/api/v1/cases";
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
@@ -73,7 +75,7 @@ pub enum ReceiverError {
     Migrate {
         path: String,
         #[source]
-        source: rusqlite_migration::Error,
+        source: gridwatch_sqlite::Error,
     },
     #[error("receiver: cannot create folder {path}: {source}")]
     Folder {
@@ -278,13 +280,13 @@ const COLUMNS: &[(&str, &str)] = &[
 ];
 
 /// The reference dispatch service's schema, one step per change (`PRAGMA user_version` = steps
-/// applied; see [`crate::sqlite`]). Never edit a shipped step; add one.
-pub const MIGRATIONS: &[crate::sqlite::Step] = &[
+/// applied; see [`gridwatch_sqlite`]). Never edit a shipped step; add one.
+pub const MIGRATIONS: &[gridwatch_sqlite::Step] = &[
     // 1: the handling schema (357c287), from an empty file, from the first release's `received`
     // (b7384ed) or from an unversioned database of the handling schema.
-    crate::sqlite::Step::hook(unversioned_to_handling),
+    gridwatch_sqlite::Step::hook(unversioned_to_handling),
     // 2: the board and the case lists read the newest cases first.
-    crate::sqlite::Step::sql("CREATE INDEX received_recent ON received(received_at, id);"),
+    gridwatch_sqlite::Step::sql("CREATE INDEX received_recent ON received(received_at, id);"),
 ];
 
 /// Step 1: what `open` did before the schema was versioned, frozen.
@@ -342,7 +344,7 @@ fn open(path: &Path) -> Result<Connection, ReceiverError> {
         .map_err(err)?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(err)?;
-    crate::sqlite::migrate(&mut conn, MIGRATIONS).map_err(|source| ReceiverError::Migrate {
+    gridwatch_sqlite::migrate(&mut conn, MIGRATIONS).map_err(|source| ReceiverError::Migrate {
         path: path.display().to_string(),
         source,
     })?;
@@ -679,16 +681,15 @@ fn validate(
             "body `id` must equal the Idempotency-Key".into(),
         ));
     }
-    let jpeg =
-        |field: &str, s: &crate::cases::CaseSnapshot| -> Result<Vec<u8>, (StatusCode, String)> {
-            let bytes = s
-                .jpeg()
-                .ok_or_else(|| unprocessable(format!("`{field}.data_base64` is not base64")))?;
-            if !bytes.starts_with(&[0xff, 0xd8, 0xff]) {
-                return Err(unprocessable(format!("`{field}` is not a JPEG")));
-            }
-            Ok(bytes)
-        };
+    let jpeg = |field: &str, s: &CaseSnapshot| -> Result<Vec<u8>, (StatusCode, String)> {
+        let bytes = s
+            .jpeg()
+            .ok_or_else(|| unprocessable(format!("`{field}.data_base64` is not base64")))?;
+        if !bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+            return Err(unprocessable(format!("`{field}` is not a JPEG")));
+        }
+        Ok(bytes)
+    };
     let snapshot = jpeg("snapshot", &case.snapshot)?;
     let crop = case.crop.as_ref().map(|c| jpeg("crop", c)).transpose()?;
     let canonical = canonical(&value).to_string();
@@ -894,7 +895,7 @@ fn store(db: &Mutex<Connection>, key: &str, i: Intake) -> rusqlite::Result<Store
                     level_str(c.handling_level),
                     fmt(c.confirmed_at),
                     // The deadline follows the level, whatever the sender computed.
-                    fmt(crate::cases::deadline(c.confirmed_at, c.handling_level)),
+                    fmt(deadline(c.confirmed_at, c.handling_level)),
                     i.crop,
                 ],
             )?;

@@ -12,18 +12,18 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use serde::Serialize;
 
-use crate::infer::card::ModelCard;
-use crate::infer::pool::{self, Mailboxes, PutOutcome};
-use crate::infer::{self, Thresholds};
-use crate::ingest::Frame;
-use crate::ingest::settings::Pace;
+use gridwatch::infer::card::ModelCard;
+use gridwatch::infer::pool::{self, Mailboxes, PutOutcome};
+use gridwatch::infer::{self, Thresholds};
+use gridwatch::ingest::Frame;
+use gridwatch::ingest::settings::Pace;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelBenchError {
     #[error(transparent)]
-    Infer(#[from] crate::infer::InferError),
+    Infer(#[from] gridwatch::infer::InferError),
     #[error(transparent)]
-    Card(#[from] crate::infer::card::CardError),
+    Card(#[from] gridwatch::infer::card::CardError),
     #[error("model bench: {0}")]
     Frames(String),
     #[error("model bench: {0}")]
@@ -170,8 +170,8 @@ pub fn run(o: &ModelBenchOptions) -> Result<ModelBenchReport, ModelBenchError> {
     let (w, h) = card.input_size();
     let frames = Arc::new(load_frames(&o.clip, w, h, 64)?);
     let thresholds = Thresholds {
-        score: crate::infer::settings::DEFAULT_SCORE_THRESHOLD,
-        nms_iou: crate::infer::settings::DEFAULT_NMS_IOU,
+        score: gridwatch::infer::settings::DEFAULT_SCORE_THRESHOLD,
+        nms_iou: gridwatch::infer::settings::DEFAULT_NMS_IOU,
     };
     let duration = Duration::try_from_secs_f64(o.seconds.max(1.0))
         .map_err(|e| ModelBenchError::Options(format!("seconds = {}: {e}", o.seconds)))?;
@@ -254,7 +254,7 @@ fn drive_pool(
     let mailboxes = Mailboxes::new(
         ids.clone(),
         pace,
-        Duration::from_millis(crate::infer::settings::DEFAULT_MAX_FRAME_AGE_MS),
+        Duration::from_millis(gridwatch::infer::settings::DEFAULT_MAX_FRAME_AGE_MS),
     );
     let detectors = pool::build_detectors(
         env,

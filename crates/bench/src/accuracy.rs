@@ -1,6 +1,6 @@
 //! Episode precision and recall against ground truth annotated by eye
 //! (`sample-streams/ground-truth.toml`) and the independently computed crowd episodes
-//! (`sample-streams/*.crowd-ground-truth.toml`): shared by `gridwatch bench run` and the accuracy
+//! (`sample-streams/*.crowd-ground-truth.toml`): shared by `gridwatch-bench run` and the accuracy
 //! tests, so both score cases the same way.
 
 use std::collections::BTreeMap;
@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cases::Case;
-use crate::track::iou;
+use gridwatch::cases::Case;
+use gridwatch::track::iou;
 
 /// The crowd ground truth is computed, not annotated: detections near the threshold differ a
 /// little between the Python reference and the pipeline, so its episodes end a few seconds later.

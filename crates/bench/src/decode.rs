@@ -11,7 +11,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use serde::Serialize;
 
-use crate::ingest::{DecoderChoice, PipelineTemplate, TemplateValues};
+use gridwatch::ingest::{DecoderChoice, PipelineTemplate, TemplateValues};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeBenchError {
@@ -50,7 +50,7 @@ pub(crate) fn run_once(
     analysis_fps: f64,
     keyframes_only: bool,
 ) -> Result<DecodeRun, DecodeBenchError> {
-    let template = PipelineTemplate::parse(include_str!("../../pipelines/file.pipeline"))
+    let template = PipelineTemplate::parse(include_str!("../../../pipelines/file.pipeline"))
         .map_err(|e| DecodeBenchError::Gst(e.to_string()))?;
     let description = template
         .render(&TemplateValues {
@@ -68,7 +68,7 @@ pub(crate) fn run_once(
         .downcast::<gst::Pipeline>()
         .map_err(|_| DecodeBenchError::Gst("not a pipeline".into()))?;
     if keyframes_only {
-        pipeline.connect_deep_element_added(|_, _, e| crate::ingest::keyframes_only_probe(e));
+        pipeline.connect_deep_element_added(|_, _, e| gridwatch::ingest::keyframes_only_probe(e));
     }
     let sink = pipeline
         .by_name("frames")

@@ -1,4 +1,4 @@
-//! `gridwatch bench run`: the pipeline on replayed streams, side by side in the same run with
+//! `gridwatch-bench run`: the pipeline on replayed streams, side by side in the same run with
 //! its limits (decode only, bare model), the Python peer, and the scaling sweep; writes
 //! `report.json` and `report.html`.
 
@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use super::report::{BenchReport, Limits, Machine, REPORT_SCHEMA, Scaling, ScalingStep};
 use super::{baseline, decode, replay};
-use crate::infer::card::ModelCard;
-use crate::ingest::settings::Pace;
+use gridwatch::infer::card::ModelCard;
+use gridwatch::ingest::settings::Pace;
 
 /// Scaling: analysed frames per second and camera, and the latency bound a step must meet.
 pub const SCALING_ANALYSIS_FPS: f64 = 1.0;
@@ -28,9 +28,9 @@ pub enum SuiteError {
     #[error(transparent)]
     Model(#[from] super::model::ModelBenchError),
     #[error(transparent)]
-    Card(#[from] crate::infer::card::CardError),
+    Card(#[from] gridwatch::infer::card::CardError),
     #[error(transparent)]
-    Infer(#[from] crate::infer::InferError),
+    Infer(#[from] gridwatch::infer::InferError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -136,7 +136,7 @@ fn run_in(
             .map(|s| (PathBuf::from(&s.clip), s.analysis_fps))
             .collect();
         let (decode_fps, decode_cpu_seconds, decode_frames) = decode_limit(&streams)?;
-        let env = crate::infer::environment(&crate::infer::runtime_library(None))?;
+        let env = gridwatch::infer::environment(&gridwatch::infer::runtime_library(None))?;
         let card = std::sync::Arc::new(card.clone());
         let (w, h) = card.input_size();
         let frame = super::model::load_frames(&streams[0].0, w, h, 1)?;
@@ -147,9 +147,9 @@ fn run_in(
             &card,
             gridwatch.workers.max(1),
             gridwatch.intra_op_threads.max(1),
-            crate::infer::Thresholds {
-                score: crate::infer::settings::DEFAULT_SCORE_THRESHOLD,
-                nms_iou: crate::infer::settings::DEFAULT_NMS_IOU,
+            gridwatch::infer::Thresholds {
+                score: gridwatch::infer::settings::DEFAULT_SCORE_THRESHOLD,
+                nms_iou: gridwatch::infer::settings::DEFAULT_NMS_IOU,
             },
             &frame[0],
             model_limit,

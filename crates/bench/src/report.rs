@@ -1,4 +1,4 @@
-//! The report of `gridwatch bench run` (written as `report.json`, read back by the HTML report
+//! The report of `gridwatch-bench run` (written as `report.json`, read back by the HTML report
 //! and the tests), and the statistics it is made of: percentiles and a latency histogram.
 
 use std::collections::BTreeMap;

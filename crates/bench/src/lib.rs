@@ -1,4 +1,4 @@
-//! Benchmarks run by `gridwatch bench`: measured, never asserted. Each compares variants side by
+//! Benchmarks run by `gridwatch-bench`: measured, never asserted. Each compares variants side by
 //! side in one run (interleaved repeats, medians, ratios), because these machines are noisy.
 
 pub mod accuracy;
