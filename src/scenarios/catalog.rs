@@ -167,9 +167,14 @@ pub struct ScenarioEntry {
     pub thresholds: RuleThresholds,
 }
 
+/// The plan's two kinds of station a case is dispatched through.
+pub const WORKSTATIONS: [&str; 2] = ["联勤联动工作站", "村居工作站"];
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
+    #[serde(default)]
+    departments: Vec<String>,
     codes: BTreeMap<String, CategoryCode>,
     scenarios: Vec<ScenarioEntry>,
 }
@@ -177,6 +182,8 @@ struct CatalogFile {
 /// The loaded catalog.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
+    /// The departments a scenario may name (empty: not checked).
+    pub departments: Vec<String>,
     pub codes: BTreeMap<String, CategoryCode>,
     pub scenarios: Vec<ScenarioEntry>,
     infos: Vec<ScenarioInfo>,
@@ -230,6 +237,22 @@ impl Catalog {
             if let Err(e) = validate_thresholds(&s.thresholds) {
                 return Err(invalid(format!("scenario `{}`: {e}", s.id)));
             }
+            if !WORKSTATIONS.contains(&s.workstation.as_str()) {
+                return Err(invalid(format!(
+                    "scenario `{}`: workstation `{}` is not one of {}",
+                    s.id,
+                    s.workstation,
+                    WORKSTATIONS.join(", ")
+                )));
+            }
+            if !file.departments.is_empty() && !file.departments.contains(&s.department) {
+                return Err(invalid(format!(
+                    "scenario `{}`: department `{}` is not in `departments` ({})",
+                    s.id,
+                    s.department,
+                    file.departments.join(", ")
+                )));
+            }
         }
         let infos = file
             .scenarios
@@ -256,6 +279,7 @@ impl Catalog {
             })
             .collect();
         Ok(Catalog {
+            departments: file.departments,
             codes: file.codes,
             scenarios: file.scenarios,
             infos,
@@ -431,13 +455,53 @@ mod tests {
             (code.major.as_str(), code.minor.as_str()),
             ("街面秩序", "机动车乱停放")
         );
+        // The plan (shared/plan/FACTS.md): e-bike charging is a key item of the joint-duty
+        // station, straw burning of the village stations; the night shift is 20:00-08:00.
+        assert_eq!(
+            c.info("ebike_charging").unwrap().workstation,
+            "联勤联动工作站"
+        );
+        assert_eq!(c.info("straw_burning").unwrap().workstation, "村居工作站");
+        assert_eq!(
+            c.entry("ebike_charging")
+                .unwrap()
+                .thresholds
+                .night_hours
+                .as_deref(),
+            Some("20:00-08:00")
+        );
+        assert_eq!(
+            c.departments,
+            [
+                "公安",
+                "城管",
+                "市场",
+                "城运中心（安管）",
+                "水务",
+                "规保办",
+                "人口办",
+                "城建中心",
+                "社保大队"
+            ]
+        );
         for s in &c.scenarios {
-            assert!(
-                ["联勤联动工作站", "村居工作站"].contains(&s.workstation.as_str()),
-                "{}",
-                s.id
-            );
+            assert!(c.departments.contains(&s.department), "{}", s.id);
         }
+    }
+
+    #[test]
+    fn a_department_or_workstation_outside_the_plan_is_refused() {
+        let text =
+            EMBEDDED_CATALOG.replacen("department = \"市场\"", "department = \"市场监管\"", 1);
+        let e = Catalog::parse(&text, "town.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("department `市场监管` is not in `departments`"),
+            "{e}"
+        );
+        let text =
+            EMBEDDED_CATALOG.replacen("workstation = \"村居工作站\"", "workstation = \"总站\"", 1);
+        let e = Catalog::parse(&text, "town.toml").unwrap_err().to_string();
+        assert!(e.contains("workstation `总站` is not one of"), "{e}");
     }
 
     #[test]

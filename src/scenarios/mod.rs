@@ -56,10 +56,6 @@ pub struct ScenarioInfo {
 /// The shipped catalog (`config/scenarios.toml`), parsed once.
 pub static EMBEDDED: LazyLock<Catalog> = LazyLock::new(Catalog::embedded);
 
-/// Crowd gathering as the shipped catalog describes it.
-pub static CROWD_GATHERING: LazyLock<ScenarioInfo> =
-    LazyLock::new(|| info("crowd_gathering").expect("the shipped catalog has crowd_gathering"));
-
 /// A scenario of the shipped catalog (a configuration's own catalog: `config.catalog.info`).
 pub fn info(id: &str) -> Option<ScenarioInfo> {
     EMBEDDED.info(id)
@@ -141,7 +137,8 @@ struct ZoneRules {
     camera: usize,
     zone: usize,
     shape: ZoneShape,
-    crowd: Option<CrowdRule>,
+    /// The crowd rule with its scenario as the configured catalog names it.
+    crowd: Option<(ScenarioInfo, CrowdRule)>,
     /// Catalog scenarios evaluated on the camera's tracks.
     tracked: Vec<(ScenarioInfo, TrackRule)>,
 }
@@ -219,7 +216,7 @@ fn camera_rules(setup: &ScenarioSetup, ci: usize, inactive: &[String]) -> Vec<Zo
                 };
                 match entry.rule {
                     RuleKind::Crowd => match setup.overrides().crowd_settings(ci, None) {
-                        Ok(settings) => crowd = Some(CrowdRule::new(settings)),
+                        Ok(settings) => crowd = Some((info, CrowdRule::new(settings))),
                         Err(e) => {
                             tracing::error!(camera = %cam.id, error = %e, "crowd settings invalid; rule skipped")
                         }
@@ -380,7 +377,7 @@ impl ScenarioEngine {
         tracing::info!(camera = %area.cameras[camera].id, phase = ?profile.phase, "scenario thresholds follow the phase");
         for z in &mut self.by_camera[camera] {
             let zone = &area.cameras[camera].zones[z.zone];
-            if let Some(rule) = z.crowd.as_mut()
+            if let Some((_, rule)) = z.crowd.as_mut()
                 && let Ok(s) = overrides.crowd_settings(camera, phase)
             {
                 rule.set_settings(s);
@@ -446,7 +443,7 @@ impl ScenarioEngine {
         }
         let mut fired: Vec<(ScenarioInfo, usize, usize, Firing)> = Vec::new();
         for z in zones.iter_mut() {
-            if let Some(rule) = z.crowd.as_mut() {
+            if let Some((info, rule)) = z.crowd.as_mut() {
                 // Counted without allocating; the persons are collected only when it fires.
                 let count = rule.persons_in(&z.shape, &d.objects).count();
                 if let Some(f) = rule.observe(t, count) {
@@ -455,7 +452,7 @@ impl ScenarioEngine {
                     let confidence =
                         persons.iter().map(|p| p.score).sum::<f32>() / persons.len().max(1) as f32;
                     fired.push((
-                        *CROWD_GATHERING,
+                        *info,
                         z.camera,
                         z.zone,
                         Firing {

@@ -11,7 +11,6 @@ use gridwatch::cases::{
     CASE_SCHEMA, CASE_SOURCE, Case, CaseCamera, CaseEpisode, CaseObject, CaseScenario,
     CaseSnapshot, CaseZone, Named,
 };
-use gridwatch::scenarios::CROWD_GATHERING;
 use gridwatch_dispatch_ref::Receiver;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -44,21 +43,23 @@ fn image(bytes: &[u8], w: u32, h: u32) -> CaseSnapshot {
 /// A valid v1 case confirmed `minutes_ago` minutes ago, in `unit`.
 pub fn case(minutes_ago: i64, unit: &str) -> Case {
     let confirmed_at = OffsetDateTime::now_utc() - time::Duration::minutes(minutes_ago);
-    let level = CROWD_GATHERING.level;
+    // The shipped catalog's crowd scenario (a fixture: the receiver's tests use it).
+    let crowd = gridwatch::scenarios::info("crowd_gathering").expect("shipped");
+    let level = crowd.level;
     Case {
         schema: CASE_SCHEMA.into(),
         id: Uuid::now_v7(),
         source: CASE_SOURCE.into(),
         scenario: CaseScenario {
-            id: CROWD_GATHERING.id.into(),
-            name_zh: CROWD_GATHERING.name_zh.into(),
-            name_en: CROWD_GATHERING.name_en.into(),
-            category_code: CROWD_GATHERING.category_code.into(),
-            category_major: CROWD_GATHERING.category_major.into(),
-            category_minor: CROWD_GATHERING.category_minor.into(),
+            id: crowd.id.into(),
+            name_zh: crowd.name_zh.into(),
+            name_en: crowd.name_en.into(),
+            category_code: crowd.category_code.into(),
+            category_major: crowd.category_major.into(),
+            category_minor: crowd.category_minor.into(),
         },
-        department: CROWD_GATHERING.department.into(),
-        workstation: CROWD_GATHERING.workstation.into(),
+        department: crowd.department.into(),
+        workstation: crowd.workstation.into(),
         handling_level: level,
         deadline_minutes: level.deadline_minutes(),
         deadline_at: gridwatch::cases::deadline(confirmed_at, level),

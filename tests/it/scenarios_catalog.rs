@@ -142,3 +142,89 @@ fn a_town_catalog_replaces_the_shipped_one() {
         "{e}"
     );
 }
+
+/// A town catalog's own crowd entry: name, code, department, workstation and level.
+const TOWN_CROWD: &str = r#"
+[[scenarios]]
+id = "crowd_gathering"
+name_zh = "人员聚集"
+name_en = "People gathering"
+category_code = "B-02"
+department = "城运中心（安管）"
+workstation = "村居工作站"
+level = "simple"
+rule = "crowd"
+kinds = ["person"]
+"#;
+
+/// Crowd cases carry the configured catalog's entry, not the shipped one's (they always
+/// carried 人群聚集 / 公安 / general, whatever the town's catalog said).
+#[test]
+fn a_town_catalogs_crowd_entry_names_its_crowd_cases() {
+    use std::sync::Arc;
+
+    use gridwatch::infer::Detection;
+    use gridwatch::infer::kinds::ObjectKind;
+    use gridwatch::infer::pool::Detections;
+    use gridwatch::ingest::Frame;
+
+    let dir = TempDir::new("catalog-crowd");
+    let catalog = TOWN_CATALOG.replace(
+        "[codes]\n",
+        "[codes]\n\"B-02\" = { major = \"公共安全\", minor = \"人员聚集\" }\n",
+    ) + TOWN_CROWD;
+    std::fs::write(dir.path("town.toml"), catalog).unwrap();
+    let text = config_text("town.toml", "crowd_gathering")
+        + "[scenarios.crowd_gathering]\nmin_persons = 3\nmin_duration_seconds = 1.0\n";
+    let c = Config::from_text(&text, "t.toml", &dir.0).unwrap_or_else(|e| panic!("{e}"));
+    let mut engine = gridwatch::scenarios::ScenarioEngine::new(c.scenario_setup());
+    let id: Arc<str> = Arc::from("cam");
+    // Five persons whose feet are inside the zone (the triangle above the diagonal).
+    let persons: Vec<Detection> = (0..5)
+        .map(|k| Detection {
+            class_id: 0,
+            label: Arc::from("person"),
+            kind: ObjectKind::Person,
+            score: 0.8,
+            bbox: [0.6 + 0.06 * k as f32, 0.05, 0.64 + 0.06 * k as f32, 0.3],
+        })
+        .collect();
+    let mut events = Vec::new();
+    for seq in 0..8u64 {
+        let (w, h) = (64u32, 48u32);
+        let frame = Frame::from_rgb(
+            0,
+            id.clone(),
+            seq,
+            seq as f64 * 0.5,
+            w,
+            h,
+            vec![90; (w * h * 3) as usize],
+        )
+        .expect("gstreamer initialises");
+        let d = Detections {
+            frame,
+            objects: persons.clone(),
+            queue_seconds: 0.0,
+            times: Default::default(),
+            probe: None,
+        };
+        engine.evaluate(d, |e| events.push(e));
+    }
+    assert_eq!(events.len(), 1, "one crowd episode");
+    let s = &events[0].scenario;
+    assert_eq!(
+        (
+            s.name_zh,
+            s.department,
+            s.workstation,
+            s.level.deadline_minutes()
+        ),
+        ("人员聚集", "城运中心（安管）", "村居工作站", 10)
+    );
+    let (case, _) = gridwatch::cases::build(&events[0], 640).unwrap();
+    assert_eq!(case.department, "城运中心（安管）");
+    assert_eq!(case.deadline_minutes, 10);
+    assert_eq!(case.scenario.category_code, "B-02");
+    assert_eq!(case.scenario.category_minor, "人员聚集");
+}
