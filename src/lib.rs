@@ -5,12 +5,13 @@
 //! → [`cases`] (evidence + SQLite outbox) → [`dispatch`] (HTTP delivery; reference receiver).
 //! [`review`] is the console where staff confirm or reject held cases.
 //! [`cluster`] divides camera groups among several nodes (etcd leases) and fences each one.
-//! [`run`] wires them together; [`config`] describes the key area; [`telemetry`] names every metric.
+//! [`run`] wires them together; [`detect`] runs the configured model on stills and clips; [`config`] describes the key area; [`telemetry`] names every metric.
 
 pub mod area;
 pub mod cases;
 pub mod cluster;
 pub mod config;
+pub mod detect;
 pub mod dispatch;
 pub mod gate;
 pub mod infer;

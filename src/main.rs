@@ -49,6 +49,27 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Run the configured model on still images or clips: one JSON object per analysed frame on
+    /// stdout (detections with boxes normalised to 0..1), annotated JPEGs with --out.
+    Detect {
+        /// Images (.jpg, .jpeg, .png, .bmp) or clips (anything GStreamer decodes).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Folder for the annotated JPEGs (created).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Frames per second analysed from a clip.
+        #[arg(long, default_value_t = 1.0, value_parser = fps_arg)]
+        fps: f64,
+        /// At most this many frames per clip.
+        #[arg(long, default_value_t = 100)]
+        max_frames: usize,
+        /// Draw this camera's zones and say which of them each detection stands in.
+        #[arg(long)]
+        camera: Option<String>,
+    },
     /// Serve recorded files as looped live RTSP cameras (default: the sample streams).
     ServeRtsp {
         #[arg(long, default_value = "127.0.0.1")]
@@ -377,6 +398,12 @@ fn seconds_in(max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone + Send +
     }
 }
 
+/// A command-line analysis rate, in the range the configuration allows.
+fn fps_arg(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    gridwatch::area::profile::check_analysis_fps(v).map(|()| v)
+}
+
 fn load(config: Option<&PathBuf>) -> Result<Config, ConfigError> {
     match config {
         Some(path) => Config::load(path),
@@ -517,6 +544,36 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 summary.outbox.dead,
                 summary.outbox.awaiting_review
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Detect {
+            inputs,
+            config,
+            out,
+            fps,
+            max_frames,
+            camera,
+        } => {
+            let config = load(config.as_ref())?;
+            let options = gridwatch::detect::DetectOptions {
+                inputs,
+                out_dir: out,
+                fps,
+                max_frames,
+                camera,
+            };
+            let mut failed = None;
+            let n = gridwatch::detect::run(&config, &options, |r| {
+                if failed.is_none() {
+                    failed = serde_json::to_string(r)
+                        .map(|line| println!("{line}"))
+                        .err();
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            eprintln!("{n} frame(s) analysed");
             Ok(ExitCode::SUCCESS)
         }
         Command::ServeRtsp {

@@ -2,6 +2,7 @@
 //! in `pipelines/`, decoding at the camera's analysis rate and scaling to the model's input size
 //! inside GStreamer; each frame goes to the camera's mailbox of the inference pool.
 
+pub mod replay;
 pub mod rtsp_server;
 pub mod settings;
 pub mod status;

@@ -258,8 +258,18 @@ fn camera_plans(
 /// The checks of `gridwatch check` that need the runtime: onnxruntime loads, and the model's
 /// input and output names match its card.
 pub fn check_runtime(config: &Config) -> Result<(), RunError> {
+    detector(config, 1).map(drop)
+}
+
+/// One detector of the configured model with its thresholds, outside the pool (`gridwatch
+/// detect`, `check`).
+pub fn detector(config: &Config, intra_op_threads: usize) -> Result<infer::Detector, RunError> {
     let env = runtime_environment(config)?;
     let card = Arc::new(ModelCard::load(&config.resolve(&config.model.card))?);
-    infer::Detector::new(env, card, 1, thresholds(config))?;
-    Ok(())
+    Ok(infer::Detector::new(
+        env,
+        card,
+        intra_op_threads,
+        thresholds(config),
+    )?)
 }

@@ -10,6 +10,7 @@ mod decoders_cards;
 mod decoders_ssd;
 mod decoders_yolo;
 mod delivery;
+mod detect;
 mod dispatch_support;
 mod end_to_end;
 mod fault;
