@@ -43,6 +43,8 @@ pub const CASES_STORED: &str = "gridwatch_cases_stored_total";
 pub const DELIVERIES: &str = "gridwatch_deliveries_total";
 /// Cases stored that no dispatch target's routes take (kept in the outbox as `unrouted`).
 pub const CASES_UNROUTED: &str = "gridwatch_cases_unrouted_total";
+/// Object suppressions learned from repeated rejections of one object at one place.
+pub const OBJECT_SUPPRESSIONS_LEARNED: &str = "gridwatch_review_object_suppressions_learned_total";
 /// Events whose case could not be rendered (kept in the outbox's `unrendered` table).
 pub const CASES_UNRENDERED: &str = "gridwatch_cases_unrendered_total";
 pub const DELIVERY_RETRIES: &str = "gridwatch_delivery_retries_total";
@@ -189,6 +191,10 @@ pub const FAMILIES: &[Family] = &[
     Family::counter(
         DELIVERIES,
         "Delivery attempts, by target and outcome (delivered, dead_letter, retry).",
+    ),
+    Family::counter(
+        OBJECT_SUPPRESSIONS_LEARNED,
+        "Objects suppressed at their place after repeated rejections there ([review] object_suppression_after_rejections), by scenario.",
     ),
     Family::counter(
         CASES_UNRENDERED,
@@ -441,6 +447,11 @@ pub fn breaker_opened(target: &str) {
 /// A case stored that no dispatch target takes (a gap in the routing rules).
 pub fn case_unrouted(scenario: &str) {
     counter!(CASES_UNROUTED, "scenario" => scenario.to_owned()).increment(1);
+}
+
+/// An object suppressed at its place, learned from repeated rejections.
+pub fn object_suppression_learned(scenario: &str) {
+    counter!(OBJECT_SUPPRESSIONS_LEARNED, "scenario" => scenario.to_owned()).increment(1);
 }
 
 /// An event kept without its case because rendering it failed.

@@ -194,10 +194,14 @@ pub fn run_triaged(
         let cam = &area.cameras[event.camera];
         let zone = &cam.zones[event.zone];
         // Checked before rendering: a suppressed event costs nothing.
-        if triage
-            .suppressions
-            .active(&cam.id, &zone.id, event.scenario.id, SystemTime::now())
-        {
+        let boxes: Vec<[f32; 4]> = event.objects.iter().map(|o| o.bbox).collect();
+        if triage.suppressions.active(
+            &cam.id,
+            &zone.id,
+            event.scenario.id,
+            &boxes,
+            SystemTime::now(),
+        ) {
             telemetry::event_suppressed(event.scenario.id);
             tracing::info!(scenario = event.scenario.id, camera = %cam.id, zone = %zone.id, "event suppressed by a reviewer's rejection");
             continue;

@@ -381,6 +381,8 @@ pub const MIGRATIONS: &[Step] = &[
     Step::sql(STORAGE),
     // 4: events whose case could not be rendered, kept with the reason.
     Step::sql(UNRENDERED),
+    // 5: suppressions of one object (learned from repeated rejections).
+    Step::sql("ALTER TABLE review_suppressions ADD COLUMN object TEXT;"),
 ];
 
 /// The schema version this binary writes (`PRAGMA user_version` of an up-to-date outbox).

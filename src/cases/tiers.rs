@@ -91,13 +91,20 @@ impl Tiers {
     }
 }
 
-/// One "do not raise this again for a while" from a reviewer's rejection.
+/// Boxes overlapping at least this much (IoU) are one object at one place: a fixed bench seen
+/// again, not a new problem.
+pub const OBJECT_MATCH_IOU: f32 = 0.5;
+
+/// One "do not raise this again for a while" from a reviewer's rejection: a whole camera + zone
+/// + scenario, or (learned from repeated rejections) one object there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Suppression {
     pub camera: String,
     pub zone: String,
     pub scenario: String,
     pub until: SystemTime,
+    /// The object's box (normalised x1, y1, x2, y2); `None`: the whole zone.
+    pub object: Option<[f32; 4]>,
 }
 
 /// The active suppressions, shared between the console (writer) and the case stage (reader).
@@ -111,14 +118,31 @@ impl Suppressions {
         v.push(s);
     }
 
-    /// Whether an event of `scenario` in `camera`'s `zone` is suppressed at `now`.
-    pub fn active(&self, camera: &str, zone: &str, scenario: &str, now: SystemTime) -> bool {
-        self.0
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+    /// Whether an event of `scenario` in `camera`'s `zone` whose objects have `boxes` is
+    /// suppressed at `now`: the zone is, or every object matches a suppressed object there.
+    pub fn active(
+        &self,
+        camera: &str,
+        zone: &str,
+        scenario: &str,
+        boxes: &[[f32; 4]],
+        now: SystemTime,
+    ) -> bool {
+        let all = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let here: Vec<&Suppression> = all
             .iter()
-            .any(|s| {
+            .filter(|s| {
                 s.camera == camera && s.zone == zone && s.scenario == scenario && s.until > now
+            })
+            .collect();
+        if here.iter().any(|s| s.object.is_none()) {
+            return true;
+        }
+        !boxes.is_empty()
+            && boxes.iter().all(|b| {
+                here.iter()
+                    .filter_map(|s| s.object.as_ref())
+                    .any(|o| crate::track::iou(o, b) >= OBJECT_MATCH_IOU)
             })
     }
 
@@ -183,10 +207,44 @@ mod tests {
             zone: "z".into(),
             scenario: "s".into(),
             until: now + Duration::from_secs(60),
+            object: None,
         });
-        assert!(s.active("c", "z", "s", now));
-        assert!(!s.active("c", "other", "s", now));
-        assert!(!s.active("c", "z", "other", now));
-        assert!(!s.active("c", "z", "s", now + Duration::from_secs(61)));
+        let b = [[0.1, 0.1, 0.2, 0.2]];
+        assert!(s.active("c", "z", "s", &b, now));
+        assert!(!s.active("c", "other", "s", &b, now));
+        assert!(!s.active("c", "z", "other", &b, now));
+        assert!(!s.active("c", "z", "s", &b, now + Duration::from_secs(61)));
+    }
+
+    #[test]
+    fn an_object_suppression_covers_that_object_only() {
+        let s = Suppressions::default();
+        let now = SystemTime::now();
+        s.add(Suppression {
+            camera: "c".into(),
+            zone: "z".into(),
+            scenario: "s".into(),
+            until: now + Duration::from_secs(60),
+            object: Some([0.10, 0.10, 0.30, 0.30]),
+        });
+        let bench = [0.11, 0.10, 0.31, 0.30];
+        let table = [0.60, 0.60, 0.80, 0.80];
+        assert!(
+            s.active("c", "z", "s", &[bench], now),
+            "the same object, moved a little"
+        );
+        assert!(
+            !s.active("c", "z", "s", &[table], now),
+            "another object in the zone"
+        );
+        assert!(
+            !s.active("c", "z", "s", &[bench, table], now),
+            "not every object is suppressed"
+        );
+        assert!(
+            !s.active("c", "z", "s", &[], now),
+            "no object: nothing to match"
+        );
+        assert!(!s.active("c", "z", "s", &[bench], now + Duration::from_secs(61)));
     }
 }

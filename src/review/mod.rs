@@ -975,17 +975,30 @@ async fn reject(
     }
     let store = s.store.clone();
     let user = c.user.clone();
+    let learning = s.settings().object_learning();
     let decision = {
         let id = id.clone();
         blocking
-            .store(move || store.reject(&id, &user, remark.as_deref(), req.suppress_minutes))
+            .store(move || {
+                store.reject(
+                    &id,
+                    &user,
+                    remark.as_deref(),
+                    req.suppress_minutes,
+                    learning,
+                )
+            })
             .await
     };
     match decision {
-        Ok((d, suppression)) => {
+        Ok((d, suppressions)) => {
             telemetry::review_decision("rejected");
-            tracing::info!(case = %id, reviewer = %c.user.name, suppressed = suppression.is_some(), "case rejected by a reviewer (false positive)");
-            if let Some(sup) = suppression {
+            tracing::info!(case = %id, reviewer = %c.user.name, suppressions = suppressions.len(), "case rejected by a reviewer (false positive)");
+            for sup in suppressions {
+                if let Some(object) = sup.object {
+                    telemetry::object_suppression_learned(&sup.scenario);
+                    tracing::info!(case = %id, camera = %sup.camera, zone = %sup.zone, scenario = %sup.scenario, ?object, "object suppressed there: rejected again at the same place");
+                }
                 s.suppressions.add(sup);
             }
             s.hub.notify("rejected");
@@ -1202,6 +1215,8 @@ async fn suppressions(State(s): State<ReviewState>, _caller: Caller) -> Response
                 "zone": sup.zone,
                 "scenario": sup.scenario,
                 "until": time::OffsetDateTime::from(sup.until).format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                // Learned from repeated rejections: only this object there (box 0..1).
+                "object": sup.object,
             })
         })
         .collect();

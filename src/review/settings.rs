@@ -30,6 +30,17 @@ pub const MAX_ROTATION_SECONDS: u32 = 3600;
 /// larger value overflows the release time's milliseconds.
 pub const MAX_REVIEW_TIMEOUT_MINUTES: f64 = 7.0 * 24.0 * 60.0;
 
+/// After this many rejections of one object at one place (the same camera, zone and scenario,
+/// boxes overlapping by [`crate::cases::tiers::OBJECT_MATCH_IOU`]), that object is suppressed
+/// there: a public bench is not shopfront business however often the rule sees it.
+pub const DEFAULT_OBJECT_SUPPRESSION_AFTER_REJECTIONS: u32 = 2;
+/// At most this many rejections may be asked for; more is a typo.
+pub const MAX_OBJECT_SUPPRESSION_AFTER_REJECTIONS: u32 = 100;
+/// How long a learned object suppression lasts, and how far back rejections are counted.
+pub const DEFAULT_OBJECT_SUPPRESSION_DAYS: f64 = 7.0;
+/// Learned suppressions expire within a quarter: a place changes.
+pub const MAX_OBJECT_SUPPRESSION_DAYS: f64 = 90.0;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewSettings {
@@ -55,6 +66,36 @@ pub struct ReviewSettings {
     /// Held cases nobody confirmed or rejected within this time go out unreviewed (audited).
     #[serde(default = "default_review_timeout_minutes")]
     pub review_timeout_minutes: f64,
+    /// Rejections of one object at one place that suppress it there (0: never learned).
+    #[serde(default = "default_object_suppression_after_rejections")]
+    pub object_suppression_after_rejections: u32,
+    /// How long a learned object suppression lasts (and the window its rejections count in).
+    #[serde(default = "default_object_suppression_days")]
+    pub object_suppression_days: f64,
+}
+
+fn default_object_suppression_after_rejections() -> u32 {
+    DEFAULT_OBJECT_SUPPRESSION_AFTER_REJECTIONS
+}
+
+fn default_object_suppression_days() -> f64 {
+    DEFAULT_OBJECT_SUPPRESSION_DAYS
+}
+
+/// What a rejection may teach: see [`ReviewSettings::object_suppression_after_rejections`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ObjectLearning {
+    /// 0: off.
+    pub after_rejections: u32,
+    pub lasts: Duration,
+}
+
+impl ObjectLearning {
+    /// Nothing is learned from rejections.
+    pub const OFF: ObjectLearning = ObjectLearning {
+        after_rejections: 0,
+        lasts: Duration::ZERO,
+    };
 }
 
 impl Default for ReviewSettings {
@@ -68,6 +109,8 @@ impl Default for ReviewSettings {
             session_hours: DEFAULT_SESSION_HOURS,
             admin_password_env: default_admin_password_env(),
             review_timeout_minutes: DEFAULT_REVIEW_TIMEOUT_MINUTES,
+            object_suppression_after_rejections: DEFAULT_OBJECT_SUPPRESSION_AFTER_REJECTIONS,
+            object_suppression_days: DEFAULT_OBJECT_SUPPRESSION_DAYS,
         }
     }
 }
@@ -104,6 +147,24 @@ impl ReviewSettings {
         };
         Duration::try_from_secs_f64(m.clamp(0.0, MAX_REVIEW_TIMEOUT_MINUTES) * 60.0)
             .unwrap_or(Duration::from_secs(600))
+    }
+
+    /// Object suppressions learned from rejections, bounded whatever is configured.
+    pub fn object_learning(&self) -> ObjectLearning {
+        let d = if self.object_suppression_days.is_nan() {
+            DEFAULT_OBJECT_SUPPRESSION_DAYS
+        } else {
+            self.object_suppression_days
+        };
+        ObjectLearning {
+            after_rejections: self
+                .object_suppression_after_rejections
+                .min(MAX_OBJECT_SUPPRESSION_AFTER_REJECTIONS),
+            lasts: Duration::try_from_secs_f64(
+                d.clamp(0.0, MAX_OBJECT_SUPPRESSION_DAYS) * 86_400.0,
+            )
+            .unwrap_or(Duration::from_secs(86_400)),
+        }
     }
 
     /// (field path below `review`, message) pairs.
@@ -169,6 +230,22 @@ impl ReviewSettings {
                 format!(
                     "must be a number of minutes in (0, {MAX_REVIEW_TIMEOUT_MINUTES}], got {m}"
                 ),
+            ));
+        }
+        let n = self.object_suppression_after_rejections;
+        if n > MAX_OBJECT_SUPPRESSION_AFTER_REJECTIONS {
+            out.push((
+                "object_suppression_after_rejections".into(),
+                format!(
+                    "must be in [0 (never), {MAX_OBJECT_SUPPRESSION_AFTER_REJECTIONS}], got {n}"
+                ),
+            ));
+        }
+        let d = self.object_suppression_days;
+        if !(d > 0.0 && d <= MAX_OBJECT_SUPPRESSION_DAYS) {
+            out.push((
+                "object_suppression_days".into(),
+                format!("must be a number of days in (0, {MAX_OBJECT_SUPPRESSION_DAYS}], got {d}"),
             ));
         }
         out

@@ -16,8 +16,9 @@ use time::format_description::well_known::Rfc3339;
 
 use super::ReviewError;
 use super::auth::{self, Role, User};
+use super::settings::ObjectLearning;
 use crate::cases::outbox::Outbox;
-use crate::cases::tiers::Suppression;
+use crate::cases::tiers::{OBJECT_MATCH_IOU, Suppression};
 use crate::scenarios::ScenarioInfo;
 
 /// A case in the review queue (or one looked up by id), without its images.
@@ -107,6 +108,91 @@ pub const MAX_PASSWORD_BYTES: usize = 256;
 /// (the answer time does not tell which names exist).
 static DUMMY_HASH: std::sync::LazyLock<Option<String>> =
     std::sync::LazyLock::new(|| auth::hash_password("gridwatch-dummy-password").ok());
+
+/// The boxes of a stored case's objects (normalised x1, y1, x2, y2).
+fn object_boxes(objects_json: Option<String>) -> Vec<[f32; 4]> {
+    #[derive(serde::Deserialize)]
+    struct Object {
+        bbox: [f32; 4],
+    }
+    objects_json
+        .and_then(|j| serde_json::from_str::<Vec<Object>>(&j).ok())
+        .map(|v| v.into_iter().map(|o| o.bbox).collect())
+        .unwrap_or_default()
+}
+
+/// In the rejection's transaction: each object of case `id` that was also in at least
+/// `after_rejections - 1` other cases rejected at the same camera, zone and scenario within
+/// `lasts` becomes a suppression of that object there for `lasts` (stored, audited).
+fn learn_objects(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    (camera, zone, scenario): (&str, &str, &str),
+    learning: ObjectLearning,
+) -> Result<Vec<Suppression>, ReviewError> {
+    if learning.after_rejections == 0 {
+        return Ok(Vec::new());
+    }
+    let ours = object_boxes(tx.query_row(
+        "SELECT json_extract(body, '$.objects') FROM cases WHERE id = ?1",
+        params![id],
+        |r| r.get(0),
+    )?);
+    let since = OffsetDateTime::from(SystemTime::now() - learning.lasts)
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    let earlier: Vec<Vec<[f32; 4]>> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT json_extract(c.body, '$.objects') FROM review_decisions d JOIN cases c ON c.id = d.case_id
+             WHERE d.decision = 'rejected' AND c.camera = ?1 AND c.scenario = ?2
+               AND json_extract(c.body, '$.zone.id') = ?3 AND c.id != ?4 AND d.decided_at >= ?5",
+        )?;
+        let rows = stmt.query_map(params![camera, scenario, zone, id, since], |r| r.get(0))?;
+        rows.map(|r| r.map(object_boxes))
+            .collect::<Result<_, _>>()?
+    };
+    let until = SystemTime::now() + learning.lasts;
+    let until_ms = until
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut learned = Vec::new();
+    for b in ours {
+        let seen_before = earlier
+            .iter()
+            .filter(|boxes| {
+                boxes
+                    .iter()
+                    .any(|o| crate::track::iou(o, &b) >= OBJECT_MATCH_IOU)
+            })
+            .count();
+        if seen_before + 1 < learning.after_rejections as usize {
+            continue;
+        }
+        let object = serde_json::to_string(&b).unwrap_or_default();
+        tx.execute(
+            "INSERT INTO review_suppressions (camera, zone, scenario, until_ms, created_by, case_id, object) VALUES (?1, ?2, ?3, ?4, 'learned', ?5, ?6)",
+            params![camera, zone, scenario, until_ms, id, object],
+        )?;
+        audit(
+            tx,
+            "learned",
+            "suppress_object",
+            Some(id),
+            Some(&format!(
+                "{camera}/{zone}/{scenario} object {object} after {} rejections",
+                seen_before + 1
+            )),
+        )?;
+        learned.push(Suppression {
+            camera: camera.to_owned(),
+            zone: zone.to_owned(),
+            scenario: scenario.to_owned(),
+            until,
+            object: Some(b),
+        });
+    }
+    Ok(learned)
+}
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -612,14 +698,16 @@ impl ReviewStore {
     }
 
     /// Rejects a case (a false positive; never delivered), optionally suppressing its camera +
-    /// zone + scenario for `suppress_minutes`.
+    /// zone + scenario for `suppress_minutes`; an object rejected there often enough before is
+    /// suppressed by itself (`learning`). Returns the suppressions made.
     pub fn reject(
         &self,
         id: &str,
         user: &User,
         remark: Option<&str>,
         suppress_minutes: Option<u32>,
-    ) -> Result<(Decision, Option<Suppression>), ReviewError> {
+        learning: ObjectLearning,
+    ) -> Result<(Decision, Vec<Suppression>), ReviewError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx.execute(
@@ -647,6 +735,7 @@ impl ReviewStore {
             zone: zone.clone(),
             scenario: scenario.clone(),
             until: SystemTime::now() + Duration::from_secs(u64::from(m) * 60),
+            object: None,
         });
         let until_ms = suppression.as_ref().map(|s| {
             s.until
@@ -673,6 +762,7 @@ impl ReviewStore {
                 Some(&format!("{camera}/{zone}/{scenario} for {m} min")),
             )?;
         }
+        let learned = learn_objects(&tx, id, (&camera, &zone, &scenario), learning)?;
         tx.commit()?;
         let suppressed_until = suppression.as_ref().map(|s| {
             OffsetDateTime::from(s.until)
@@ -688,7 +778,7 @@ impl ReviewStore {
                 scenario,
                 suppressed_until,
             },
-            suppression,
+            suppression.into_iter().chain(learned).collect(),
         ))
     }
 
@@ -696,7 +786,7 @@ impl ReviewStore {
     pub fn active_suppressions(&self) -> Result<Vec<Suppression>, ReviewError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
-            "SELECT camera, zone, scenario, until_ms FROM review_suppressions WHERE until_ms > ?1",
+            "SELECT camera, zone, scenario, until_ms, object FROM review_suppressions WHERE until_ms > ?1",
         )?;
         let rows = stmt.query_map(params![now_ms()], |r| {
             Ok(Suppression {
@@ -704,6 +794,11 @@ impl ReviewStore {
                 zone: r.get(1)?,
                 scenario: r.get(2)?,
                 until: UNIX_EPOCH + Duration::from_millis(r.get::<_, i64>(3)?.max(0) as u64),
+                // A box that does not parse suppresses nothing rather than the whole zone.
+                object: match r.get::<_, Option<String>>(4)? {
+                    None => None,
+                    Some(text) => Some(serde_json::from_str(&text).unwrap_or([0.0; 4])),
+                },
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -173,6 +173,8 @@ const FIELDS: &[(&str, &str, Kind)] = &[
     ("review", "rotation_seconds", Kind::Int),
     ("review", "session_hours", Kind::Float),
     ("review", "review_timeout_minutes", Kind::Float),
+    ("review", "object_suppression_after_rejections", Kind::Int),
+    ("review", "object_suppression_days", Kind::Float),
     (
         "review.scenarios.illegal_parking",
         "auto_dispatch_score",
@@ -487,6 +489,14 @@ fn start_up(config: &Config, outbox: &Path) {
         let _ = SystemTime::now() + ttl;
         let _ = i64::try_from(ttl.as_millis()).expect("session in milliseconds");
         let timeout_ms = i64::try_from(r.review_timeout().as_millis()).expect("timeout in ms");
+        // A learned suppression's expiry is added to the clock at each rejection.
+        let learning = r.object_learning();
+        assert!(
+            std::time::SystemTime::now()
+                .checked_add(learning.lasts)
+                .is_some(),
+            "learned suppression expiry overflows"
+        );
         let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
         assert!(
             (now_ms as i64).checked_sub(timeout_ms).is_some(),

@@ -161,7 +161,15 @@ fn outbox_soak() {
             if *kind < 92 {
                 store.confirm(id, &reviewer, None, None, &keep).unwrap();
             } else {
-                store.reject(id, &reviewer, None, None).unwrap();
+                store
+                    .reject(
+                        id,
+                        &reviewer,
+                        None,
+                        None,
+                        gridwatch::review::settings::ObjectLearning::OFF,
+                    )
+                    .unwrap();
             }
         }
         // Delivery to each target, through `due` (the stored JSON put back together).

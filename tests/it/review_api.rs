@@ -1348,3 +1348,71 @@ fn a_case_that_cannot_be_rendered_is_kept_with_its_reason_and_the_stage_goes_on(
     assert_eq!(k.event["objects"].as_array().map(Vec::len), Some(3));
     assert_eq!(outbox.stats().unwrap().unrendered, 1);
 }
+
+/// A reviewer rejecting the same objects at the same place twice (`[review]
+/// object_suppression_after_rejections`, default 2) suppresses those objects there, listed
+/// with their boxes; other objects in the zone still make cases.
+#[tokio::test]
+async fn objects_rejected_twice_at_one_place_are_suppressed_there_and_only_they() {
+    let c = Console::new();
+    let s = c.login("alice").await;
+    let first = c.events(&[(0, 0.7)]);
+    let r = c.post(&s, &item_path(&first[0], "reject"), json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let list = c.get(&s, "/api/v1/review/suppressions").await.json();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        0,
+        "one rejection teaches nothing: {list}"
+    );
+
+    let second = c.events(&[(0, 0.7)]);
+    let r = c
+        .post(&s, &item_path(&second[0], "reject"), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let list = c.get(&s, "/api/v1/review/suppressions").await.json();
+    let list = list.as_array().unwrap();
+    assert_eq!(
+        list.len(),
+        persons().len(),
+        "one per rejected object: {list:?}"
+    );
+    for (sup, p) in list.iter().zip(persons()) {
+        assert_eq!(
+            (sup["camera"].as_str(), sup["zone"].as_str()),
+            (Some("cam-a"), Some("plaza"))
+        );
+        let b: Vec<f32> = serde_json::from_value(sup["object"].clone()).unwrap();
+        assert_eq!(b, p.bbox, "{sup}");
+    }
+
+    // The same objects there again: dropped. The same objects at another camera, or other
+    // objects in the zone: cases.
+    assert!(
+        c.events(&[(0, 0.7)]).is_empty(),
+        "the suppressed objects make no case"
+    );
+    assert_eq!(
+        c.events(&[(1, 0.7)]).len(),
+        1,
+        "another camera is not suppressed"
+    );
+    let mut elsewhere = c.event(0, 0.7, frame(0, &c.config.area.cameras[0].id, 99));
+    for o in &mut elsewhere.objects {
+        o.bbox[1] = 0.82;
+        o.bbox[3] = 0.98;
+    }
+    assert_eq!(
+        c.run_case_stage(vec![elsewhere]).unwrap(),
+        1,
+        "other objects in the zone"
+    );
+
+    // Learned from the store at the next start too.
+    let active = c.state.store.active_suppressions().unwrap();
+    assert_eq!(
+        active.iter().filter(|s| s.object.is_some()).count(),
+        persons().len()
+    );
+}

@@ -656,7 +656,15 @@ fn read_then_write_transactions_wait_for_a_concurrent_writer() {
             .unwrap()
     });
     waits_for_the_writer(&path, "reject", || {
-        store.reject("r1", &reviewer(), None, Some(10)).unwrap()
+        store
+            .reject(
+                "r1",
+                &reviewer(),
+                None,
+                Some(10),
+                gridwatch::review::settings::ObjectLearning::OFF,
+            )
+            .unwrap()
     });
 
     // The dispatch service's intake.
