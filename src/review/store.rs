@@ -795,10 +795,9 @@ impl ReviewStore {
                 scenario: r.get(2)?,
                 until: UNIX_EPOCH + Duration::from_millis(r.get::<_, i64>(3)?.max(0) as u64),
                 // A box that does not parse suppresses nothing rather than the whole zone.
-                object: match r.get::<_, Option<String>>(4)? {
-                    None => None,
-                    Some(text) => Some(serde_json::from_str(&text).unwrap_or([0.0; 4])),
-                },
+                object: r
+                    .get::<_, Option<String>>(4)?
+                    .map(|text| serde_json::from_str(&text).unwrap_or([0.0; 4])),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
