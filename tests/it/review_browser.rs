@@ -320,6 +320,11 @@ fn a_reviewer_confirms_and_rejects_flagged_frames_in_a_real_browser() {
             selected_id(&client).await.filter(|id| *id != first)
         })
         .await;
+        // With a suppression of that camera + zone + scenario for 30 minutes.
+        client
+            .execute("document.getElementById('detail-suppress').value = '30'", vec![])
+            .await
+            .unwrap();
         press(&client, 'x').await;
         wait_for("the rejection to be recorded", Duration::from_secs(10), || async {
             (outbox_state(&outbox_path, &second).as_deref() == Some("rejected")).then_some(())
@@ -327,6 +332,15 @@ fn a_reviewer_confirms_and_rejects_flagged_frames_in_a_real_browser() {
         .await;
         let msg = client.find(Locator::Css("#detail-msg")).await.unwrap().text().await.unwrap();
         assert!(!msg.is_empty(), "the reviewer sees what happened");
+
+        // The history view lists the suppression in force.
+        press(&client, '3').await;
+        let row = wait_for("the suppression listed", Duration::from_secs(10), || async {
+            let row = client.find(Locator::Css("#suppressions-body tr.zone")).await.ok()?;
+            row.text().await.ok()
+        })
+        .await;
+        assert!(row.contains("vtest"), "{row}");
 
         // The patrol wall: the camera's latest analysed frame and its health.
         press(&client, '2').await;

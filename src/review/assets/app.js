@@ -12,6 +12,8 @@ const I18N = {
     reject: "误报驳回 (X)", keys: "J/K 或 ←/→ 上一条/下一条 · C 或 Enter 确认 · X 或 R 驳回 · S 场景 · M 备注 · / 筛选 · 1-4 切换页面",
     rotate: "轮巡", time: "时间", camera: "摄像头", state: "状态", reviewer: "审核人", time_left: "103060 剩余",
     attempts: "投递次数", export: "导出训练数据 (YOLO)", audit: "审计日志", user: "用户", action: "操作",
+    suppressions: "屏蔽中", suppressed_what: "屏蔽对象", until: "截止", whole_zone: "整个区域（审核人设置）",
+    learned_object: "单个目标（多次驳回学得）",
     case: "案件", detail: "说明", zone: "区域", confidence: "置信度", waiting: "等待", objects: "目标数",
     items: "条待审核", confirmed_ok: "已确认，案件已派发", rejected_ok: "已驳回（误报）",
     handled_by: "已被 {by} 处理（{decision}）", live: "实时", offline: "离线", no_frame: "暂无画面",
@@ -29,6 +31,8 @@ const I18N = {
     reject: "Reject (X)", keys: "J/K or ←/→ previous/next · C or Enter confirm · X or R reject · S scenario · M remark · / filter · 1-4 views",
     rotate: "Rotate", time: "Time", camera: "Camera", state: "State", reviewer: "Reviewer", time_left: "103060 left",
     attempts: "Attempts", export: "Export training data (YOLO)", audit: "Audit log", user: "User", action: "Action",
+    suppressions: "Active suppressions", suppressed_what: "Suppressed", until: "Until", whole_zone: "Whole zone (set by a reviewer)",
+    learned_object: "One object (learned from repeated rejections)",
     case: "Case", detail: "Detail", zone: "Zone", confidence: "Confidence", waiting: "Waiting", objects: "Objects",
     items: "waiting", confirmed_ok: "Confirmed: the case is dispatched", rejected_ok: "Rejected (false positive)",
     handled_by: "Already handled by {by} ({decision})", live: "live", offline: "offline", no_frame: "no frame yet",
@@ -280,6 +284,16 @@ async function loadHistory() {
   }));
 }
 
+async function loadSuppressions() {
+  const r = await api("/api/v1/review/suppressions");
+  if (!r.ok) return;
+  $("suppressions-body").replaceChildren(...r.data.map((x) => {
+    const what = x.object ? t("learned_object") + " [" + x.object.map((v) => v.toFixed(2)).join(", ") + "]" : t("whole_zone");
+    return el("tr", { class: x.object ? "object" : "zone" }, el("td", {}, x.camera), el("td", {}, x.zone),
+      el("td", {}, scenarioName(x.scenario)), el("td", {}, what), el("td", {}, fmtTime(x.until)));
+  }));
+}
+
 async function loadAudit() {
   const r = await api("/api/v1/review/audit?limit=200");
   if (!r.ok) return;
@@ -293,7 +307,7 @@ function show(view) {
     $("tab-" + v).classList.toggle("active", v === view);
   }
   if (view === "wall") { S.wallTurned = Date.now(); loadWall(); }
-  if (view === "history") loadHistory();
+  if (view === "history") { loadHistory(); loadSuppressions(); }
   if (view === "admin") loadAudit();
 }
 
