@@ -22,7 +22,7 @@ use crate::ingest::Frame;
 use crate::ingest::replay::FileFrames;
 
 /// File extensions read as still images; anything else is opened as a clip.
-pub const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "bmp"];
+pub const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 /// The width of the annotated JPEGs.
 pub const ANNOTATED_MAX_WIDTH_PIXELS: u32 = 1280;
 

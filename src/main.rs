@@ -52,7 +52,7 @@ enum Command {
     /// Run the configured model on still images or clips: one JSON object per analysed frame on
     /// stdout (detections with boxes normalised to 0..1), annotated JPEGs with --out.
     Detect {
-        /// Images (.jpg, .jpeg, .png, .bmp) or clips (anything GStreamer decodes).
+        /// Images (.jpg, .jpeg, .png) or clips (anything GStreamer decodes).
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
         #[arg(long, short)]
