@@ -37,7 +37,7 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// Seconds to keep delivering after the sources end.
-        #[arg(long, default_value_t = gridwatch::run::DEFAULT_DRAIN_TIMEOUT_SECONDS, value_parser = seconds_in(MAX_DRAIN_TIMEOUT_SECONDS))]
+        #[arg(long, default_value_t = gridwatch::run::DEFAULT_DRAIN_TIMEOUT_SECONDS, value_parser = gridwatch::config::seconds_in(MAX_DRAIN_TIMEOUT_SECONDS))]
         drain_timeout_seconds: f64,
         /// Cluster mode (`[cluster]`): this node's name (else GRIDWATCH_NODE_ID, the config's
         /// `node_id`, the host name).
@@ -61,7 +61,7 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Frames per second analysed from a clip.
-        #[arg(long, default_value_t = 1.0, value_parser = fps_arg)]
+        #[arg(long, default_value_t = 1.0, value_parser = gridwatch::area::profile::parse_analysis_fps)]
         fps: f64,
         /// At most this many frames per clip.
         #[arg(long, default_value_t = 100)]
@@ -383,27 +383,6 @@ fn outbox_command(config: Option<&PathBuf>, action: OutboxAction) -> anyhow::Res
 
 /// `--drain-timeout-seconds` is added to the clock at shutdown: at most a day.
 const MAX_DRAIN_TIMEOUT_SECONDS: f64 = 86_400.0;
-/// A command-line number of seconds in [0, `max`]: `inf`, `nan` or a negative value is refused
-/// by the parser, before anything turns it into a `Duration`.
-fn seconds_in(max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
-    move |s: &str| {
-        let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
-        if (0.0..=max).contains(&v) {
-            Ok(v)
-        } else {
-            Err(format!(
-                "must be a number of seconds in [0, {max}], got {v}"
-            ))
-        }
-    }
-}
-
-/// A command-line analysis rate, in the range the configuration allows.
-fn fps_arg(s: &str) -> Result<f64, String> {
-    let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
-    gridwatch::area::profile::check_analysis_fps(v).map(|()| v)
-}
-
 fn load(config: Option<&PathBuf>) -> Result<Config, ConfigError> {
     match config {
         Some(path) => Config::load(path),

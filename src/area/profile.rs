@@ -86,6 +86,12 @@ pub fn check_analysis_fps(fps: f64) -> Result<(), String> {
     }
 }
 
+/// An analysis rate given as text (a command-line flag), checked as the configuration checks it.
+pub fn parse_analysis_fps(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    check_analysis_fps(v).map(|()| v)
+}
+
 pub fn validate_phase(p: &GroupPhase) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     let from = to_date(&p.from);

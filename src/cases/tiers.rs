@@ -129,18 +129,17 @@ impl Suppressions {
         now: SystemTime,
     ) -> bool {
         let all = self.0.read().unwrap_or_else(|p| p.into_inner());
-        let here: Vec<&Suppression> = all
-            .iter()
-            .filter(|s| {
+        let here = || {
+            all.iter().filter(|s| {
                 s.camera == camera && s.zone == zone && s.scenario == scenario && s.until > now
             })
-            .collect();
-        if here.iter().any(|s| s.object.is_none()) {
+        };
+        if here().any(|s| s.object.is_none()) {
             return true;
         }
         !boxes.is_empty()
             && boxes.iter().all(|b| {
-                here.iter()
+                here()
                     .filter_map(|s| s.object.as_ref())
                     .any(|o| crate::track::iou(o, b) >= OBJECT_MATCH_IOU)
             })

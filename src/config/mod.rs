@@ -581,3 +581,20 @@ fn comment_out(text: &str, span: std::ops::Range<usize>) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// A parser of a number of seconds in [0, `max`] given as text (a command-line flag): `inf`,
+/// `nan` or a negative value is refused before anything turns it into a `Duration`.
+pub fn seconds_in(
+    max: f64,
+) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+        if (0.0..=max).contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!(
+                "must be a number of seconds in [0, {max}], got {v}"
+            ))
+        }
+    }
+}

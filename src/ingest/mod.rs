@@ -44,6 +44,33 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// A frame of a decoded sample whose caps are `vi`; the display aspect from its pixel aspect
+    /// ratio (the pipeline stretched the picture to the model's size).
+    pub(crate) fn from_mapped(
+        camera: usize,
+        camera_id: Arc<str>,
+        seq: u64,
+        stream_seconds: f64,
+        vi: &gst_video::VideoInfo,
+        buffer: gst::MappedBuffer<gst::buffer::Readable>,
+    ) -> Frame {
+        let par = vi.par();
+        Frame {
+            camera,
+            camera_id,
+            seq,
+            stream_seconds,
+            captured_at: SystemTime::now(),
+            received: Instant::now(),
+            width: vi.width(),
+            height: vi.height(),
+            row_stride: vi.stride()[0] as usize,
+            display_aspect: (vi.width() as f64 * par.numer() as f64)
+                / (vi.height() as f64 * par.denom().max(1) as f64),
+            buffer,
+        }
+    }
+
     pub fn rgb(&self) -> &[u8] {
         self.buffer.as_slice()
     }
@@ -672,9 +699,6 @@ fn run_pipeline_once(
                     let mapped = buffer
                         .into_mapped_buffer_readable()
                         .map_err(|_| gst::FlowError::Error)?;
-                    let par = vi.par();
-                    let display_aspect = (vi.width() as f64 * par.numer() as f64)
-                        / (vi.height() as f64 * par.denom().max(1) as f64);
                     let (stream_seconds, seq) = {
                         let mut c = shared_clock.lock().unwrap_or_else(|p| p.into_inner());
                         c.seq += 1;
@@ -686,19 +710,14 @@ fn run_pipeline_once(
                         streaming = true;
                         registry.set_state(camera, CameraState::Streaming, None);
                     }
-                    let frame = Frame {
+                    let frame = Frame::from_mapped(
                         camera,
-                        camera_id: camera_id.clone(),
+                        camera_id.clone(),
                         seq,
                         stream_seconds,
-                        captured_at: SystemTime::now(),
-                        received: Instant::now(),
-                        width: vi.width(),
-                        height: vi.height(),
-                        row_stride: vi.stride()[0] as usize,
-                        display_aspect,
-                        buffer: mapped,
-                    };
+                        vi,
+                        mapped,
+                    );
                     liveness.waiting_downstream.store(true, Ordering::Relaxed);
                     let outcome = frame_sink
                         .lock()

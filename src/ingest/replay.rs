@@ -79,23 +79,9 @@ impl FileFrames {
         let vi = gst_video::VideoInfo::from_caps(sample.caps()?).ok()?;
         let buffer = sample.buffer_owned()?;
         let pts = buffer.pts().map_or(0.0, |t| t.nseconds() as f64 / 1e9);
-        let par = vi.par();
-        let display_aspect = (vi.width() as f64 * par.numer() as f64)
-            / (vi.height() as f64 * par.denom().max(1) as f64);
         self.seq += 1;
-        let frame = Frame {
-            camera: 0,
-            camera_id: self.camera_id.clone(),
-            seq: self.seq,
-            stream_seconds: pts,
-            captured_at: std::time::SystemTime::now(),
-            received: std::time::Instant::now(),
-            width: vi.width(),
-            height: vi.height(),
-            row_stride: vi.stride()[0] as usize,
-            display_aspect,
-            buffer: buffer.into_mapped_buffer_readable().ok()?,
-        };
+        let mapped = buffer.into_mapped_buffer_readable().ok()?;
+        let frame = Frame::from_mapped(0, self.camera_id.clone(), self.seq, pts, &vi, mapped);
         Some((pts, frame))
     }
 }

@@ -2,15 +2,7 @@
 
 use std::process::Command;
 
-use crate::support::repo;
-
-/// 1-based line of the first line of `text` containing `marker`.
-fn line_of(text: &str, marker: &str) -> usize {
-    text.lines()
-        .position(|l| l.contains(marker))
-        .unwrap_or_else(|| panic!("fixture lacks {marker}"))
-        + 1
-}
+use crate::support::{line_of, repo};
 
 #[test]
 fn check_reports_every_problem_with_its_line() {

@@ -19,7 +19,7 @@ use gridwatch::ingest::Frame;
 use proptest::prelude::*;
 use toml_edit::{DocumentMut, Item, Table};
 
-use crate::support::{TempDir, repo};
+use crate::support::{TempDir, line_of, repo};
 
 /// What a field holds in the file.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -638,13 +638,6 @@ fn with(path: &str, key: &str, v: Num) -> String {
         .position(|(p, k, _)| *p == path && *k == key)
         .unwrap_or_else(|| panic!("{path}.{key} is not in FIELDS"));
     edited(&[(i, v)], false)
-}
-
-fn line_of(text: &str, needle: &str) -> usize {
-    text.lines()
-        .position(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("no `{needle}`"))
-        + 1
 }
 
 #[test]

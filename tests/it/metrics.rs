@@ -13,9 +13,9 @@ use std::time::Duration;
 use gridwatch::telemetry::{self, FAMILIES, Kind};
 
 use crate::dispatch_support::{
-    TOKEN, TestReceiver, free_port, received, spawn_run, terminate, wait_running, wait_until,
+    TestReceiver, free_port, received, spawn_run, terminate, wait_running, wait_until,
 };
-use crate::support::{TempDir, exclusive, repo};
+use crate::support::{TempDir, exclusive};
 
 /// The names of the `pub const NAME: &str = "gridwatch_…";` declarations in src/telemetry.rs, read
 /// from the source so that a name declared without a [`FAMILIES`] entry is noticed.
@@ -53,56 +53,15 @@ fn every_declared_metric_family_has_help_text() {
     }
 }
 
+/// The clip in a loop as fast as it goes, with a crowd case every second or so
+/// (dispatch_support's run configuration), plus the status endpoint.
 fn config(dir: &Path, cases_url: &str, status_port: u16) -> std::path::PathBuf {
-    // The clip in a loop as fast as it goes, with thresholds that give a crowd case every second
-    // or so (the same as dispatch_support::write_run_config), plus the status endpoint.
-    let text = format!(
-        r#"
-[centre]
-name = "metrics test"
-[[units]]
-id = "cbd"
-name = "商业商务区"
-[[groups]]
-id = "g"
-name = "巡查编组"
-unit = "cbd"
-analysis_fps = 2.0
-[[cameras]]
-id = "vtest"
-name = "vtest"
-unit = "cbd"
-group = "g"
-uri = "{clip}"
-loop = true
-[[cameras.zones]]
-id = "all"
-polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
-scenarios = ["crowd_gathering"]
-[model]
-card = "{card}"
-[inference]
-workers = 1
-[ingest]
-pace = "fast"
-[scenarios.crowd_gathering]
-min_persons = 7
-min_duration_seconds = 0.5
-clear_seconds = 0.5
-[cases]
-outbox = "outbox.sqlite"
-[dispatch]
-url = "{cases_url}"
-bearer_token = "{TOKEN}"
-[telemetry]
-metrics_listen = "127.0.0.1:{status_port}"
-"#,
-        clip = repo("sample-streams/vtest.mp4").display(),
-        card = repo("models/nanodet-g-416-coco.toml").display(),
-    );
-    let path = dir.join("run.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    crate::dispatch_support::write_run_config(
+        dir,
+        cases_url,
+        true,
+        &format!("\n[telemetry]\nmetrics_listen = \"127.0.0.1:{status_port}\""),
+    )
 }
 
 /// The metric name of a sample line (`name{labels} value` or `name value`), `None` for comments.

@@ -9,7 +9,7 @@ use crate::dispatch_support::{
     TOKEN, TestReceiver, free_port, received, spawn_run, terminate, terminate_after_exit,
     wait_running, wait_until,
 };
-use crate::support::{TempDir, repo};
+use crate::support::{TempDir, line_of, repo};
 
 /// Fast retries so a recovered target is retried within a second or two.
 const FAST_RETRY: &str = "timeout_seconds = 5.0\nretry_initial_seconds = 0.2\nretry_max_seconds = 1.5\nbreaker_failure_threshold = 3\nbreaker_open_seconds = 1.0";
@@ -471,7 +471,7 @@ zone_tags = []
     let err = result.unwrap_err();
     let problems = err.problems();
     // The last line with `needle` (`id = "town"` is also the [dispatch] id above).
-    let line_of = |needle: &str| {
+    let last_line_of = |needle: &str| {
         text.lines()
             .collect::<Vec<_>>()
             .iter()
@@ -487,13 +487,13 @@ zone_tags = []
     };
     let dup = find("dispatch.targets[0].id");
     assert!(dup.message.contains("duplicate target id `town`"), "{dup}");
-    assert_eq!(dup.line, line_of(r#"id = "town""#));
+    assert_eq!(dup.line, last_line_of(r#"id = "town""#));
     let unit = find("dispatch.targets[1].routes[0].units[0]");
     assert!(
         unit.message.contains("unknown management unit `nope`"),
         "{unit}"
     );
-    assert_eq!(unit.line, line_of(r#"units = ["nope"]"#));
+    assert_eq!(unit.line, last_line_of(r#"units = ["nope"]"#));
     let scenario = find("dispatch.targets[1].routes[1].scenarios[0]");
     assert!(scenario.message.contains("unknown scenario"), "{scenario}");
     let never = find("dispatch.targets[1].routes[2]");
@@ -514,7 +514,7 @@ retries = 3
     let err = result.unwrap_err();
     let p = &err.problems()[0];
     assert!(p.message.contains("unknown field `retries`"), "{p}");
-    assert_eq!(p.line, line_of_in(&text, "retries = 3"));
+    assert_eq!(p.line, line_of(&text, "retries = 3"));
 
     // The town only takes border zones and 徐泾 only the res unit: cbd-cam's right half goes
     // nowhere. Valid, with a warning per gap.
@@ -597,10 +597,6 @@ fn plain(text: &str) -> String {
         }
     }
     out
-}
-
-fn line_of_in(text: &str, needle: &str) -> usize {
-    text.lines().position(|l| l.trim() == needle).unwrap() + 1
 }
 
 /// A reviewer's scenario correction picks the held case's targets again (rules may name

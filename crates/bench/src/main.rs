@@ -48,7 +48,7 @@ enum BenchCommand {
         workers: usize,
         #[arg(long, default_value_t = 1)]
         intra_op_threads: usize,
-        #[arg(long, default_value_t = 10.0, value_parser = seconds_in(MAX_BENCH_SECONDS))]
+        #[arg(long, default_value_t = 10.0, value_parser = gridwatch::config::seconds_in(MAX_BENCH_SECONDS))]
         seconds: f64,
         #[arg(long, default_value_t = 8)]
         cameras: usize,
@@ -58,7 +58,7 @@ enum BenchCommand {
         /// An H.264/H.265 file (scripts/make-bench-clips makes a 1080p one).
         #[arg(long)]
         clip: PathBuf,
-        #[arg(long, default_value_t = 2.0, value_parser = fps_arg)]
+        #[arg(long, default_value_t = 2.0, value_parser = gridwatch::area::profile::parse_analysis_fps)]
         analysis_fps: f64,
         #[arg(long, default_value_t = 3)]
         repeats: usize,
@@ -67,27 +67,6 @@ enum BenchCommand {
 
 /// A benchmark's durations: at most a day.
 const MAX_BENCH_SECONDS: f64 = 86_400.0;
-
-/// A command-line number of seconds in [0, `max`]: `inf`, `nan` or a negative value is refused
-/// by the parser, before anything turns it into a `Duration`.
-fn seconds_in(max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
-    move |s: &str| {
-        let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
-        if (0.0..=max).contains(&v) {
-            Ok(v)
-        } else {
-            Err(format!(
-                "must be a number of seconds in [0, {max}], got {v}"
-            ))
-        }
-    }
-}
-
-/// A command-line analysis rate, in the range the configuration allows.
-fn fps_arg(s: &str) -> Result<f64, String> {
-    let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
-    gridwatch::area::profile::check_analysis_fps(v).map(|()| v)
-}
 
 #[derive(clap::Args)]
 struct BenchRunArgs {
@@ -100,10 +79,10 @@ struct BenchRunArgs {
     #[arg(long, num_args = 1..)]
     streams: Vec<PathBuf>,
     /// Analysed frames per second and camera (default: the ground truth's, else 2).
-    #[arg(long, value_parser = fps_arg)]
+    #[arg(long, value_parser = gridwatch::area::profile::parse_analysis_fps)]
     analysis_fps: Option<f64>,
     /// Stop after this many seconds, looping the files (default: play each file once).
-    #[arg(long, value_parser = seconds_in(MAX_BENCH_SECONDS))]
+    #[arg(long, value_parser = gridwatch::config::seconds_in(MAX_BENCH_SECONDS))]
     duration_seconds: Option<f64>,
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -124,7 +103,7 @@ struct BenchRunArgs {
     #[arg(long, value_delimiter = ',')]
     scaling: Vec<usize>,
     /// Seconds per scaling step.
-    #[arg(long, default_value_t = gridwatch_bench::suite::DEFAULT_SCALING_STEP_SECONDS, value_parser = seconds_in(MAX_BENCH_SECONDS))]
+    #[arg(long, default_value_t = gridwatch_bench::suite::DEFAULT_SCALING_STEP_SECONDS, value_parser = gridwatch::config::seconds_in(MAX_BENCH_SECONDS))]
     scaling_step_seconds: f64,
     /// Python with opencv-python-headless and onnxruntime (scripts/setup makes .venv).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/python"))]
