@@ -1,9 +1,10 @@
-//! `gridwatch detect`: the configured model on still images and clips, the way a user first
+//! `gridwatch detect`: the configured models on still images and clips, the way a user first
 //! tries a model (and the way a held-out check looks at frames): detections as JSON, one object
-//! per analysed frame, and an annotated JPEG of each. The frame reaches the model exactly as in
-//! the pipeline: stretched to the model's input size (a clip through the file camera's own
-//! GStreamer template; a still with OpenCV's bilinear resize), then the card's normalisation,
-//! decoder and thresholds from the configuration. With `--camera`, that camera's zones are drawn
+//! per analysed frame, and an annotated JPEG of each. The frame reaches the models exactly as in
+//! the pipeline: stretched to the largest model input (a clip through the file camera's own
+//! GStreamer template; a still with OpenCV's bilinear resize), area-resized for a smaller model,
+//! then each card's normalisation, decoder and thresholds, and the merge across models. Every
+//! model runs, keeping every kind; with `--camera`, the models that camera runs, its zones drawn,
 //! and each detection says which of them its foot point falls in.
 
 use std::path::{Path, PathBuf};
@@ -17,7 +18,8 @@ use crate::area::Camera;
 use crate::area::geometry;
 use crate::cases::evidence;
 use crate::config::Config;
-use crate::infer::{Detection, Detector};
+use crate::infer::Detection;
+use crate::infer::models::{CameraModels, ModelSet};
 use crate::ingest::Frame;
 use crate::ingest::replay::FileFrames;
 
@@ -80,6 +82,8 @@ pub struct FrameResult {
 /// One detection, its box normalised to the frame (x1, y1, x2, y2 in 0..1).
 #[derive(Debug, Clone, Serialize)]
 pub struct Found {
+    /// The id of the model that found it.
+    pub model: String,
     pub label: String,
     pub kind: &'static str,
     pub class_id: u16,
@@ -90,7 +94,7 @@ pub struct Found {
     pub zones: Vec<String>,
 }
 
-/// Runs the configured model over every input; `emit` gets each frame's result as it is made.
+/// Runs the configured models over every input; `emit` gets each frame's result as it is made.
 /// Returns the number of frames analysed.
 pub fn run(
     config: &Config,
@@ -114,14 +118,38 @@ pub fn run(
             source,
         })?;
     }
-    let mut detector = crate::run::detector(config, 1)?;
+    let detectors = crate::run::detectors(config, 1)?;
+    let (w, h) = detectors.iter().fold((0, 0), |(w, h), d| {
+        let (dw, dh) = d.card().input_size();
+        (w.max(dw), h.max(dh))
+    });
+    let ids = config.model_ids();
+    let plan = match camera {
+        Some(c) => {
+            let kinds = config
+                .models_kinds()
+                .map_err(|message| DetectError::Input {
+                    path: config.source_name.clone().into(),
+                    message,
+                })?;
+            let i = config.area.cameras.iter().position(|x| x.id == c.id);
+            let selections = config.camera_models(&kinds);
+            i.and_then(|i| selections.into_iter().nth(i))
+                .map_or_else(|| CameraModels::all(&ids), |s| s.plan)
+        }
+        None => CameraModels::all(&ids),
+    };
+    let mut models = Models {
+        set: ModelSet::new(detectors, config.inference.cross_model_iou),
+        plan,
+        ids,
+    };
     let mut found = Vec::new();
     let mut analysed = 0;
-    let (w, h) = detector.card().input_size();
     for input in &options.inputs {
         let mut look = |n: u64, pts: Option<f64>, frame: &Frame| -> Result<(), DetectError> {
             let result = look_at(
-                &mut detector,
+                &mut models,
                 input,
                 n,
                 pts,
@@ -207,9 +235,16 @@ fn still(path: &Path, (width, height): (usize, usize)) -> Result<Frame, DetectEr
     Ok(frame)
 }
 
+/// The models `detect` runs on each frame.
+struct Models {
+    set: ModelSet,
+    plan: CameraModels,
+    ids: Vec<std::sync::Arc<str>>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn look_at(
-    detector: &mut Detector,
+    models: &mut Models,
     input: &Path,
     n: u64,
     pts: Option<f64>,
@@ -218,13 +253,7 @@ fn look_at(
     options: &DetectOptions,
     found: &mut Vec<Detection>,
 ) -> Result<FrameResult, DetectError> {
-    let times = detector.detect(
-        frame.rgb(),
-        frame.width,
-        frame.height,
-        frame.row_stride,
-        found,
-    )?;
+    let times = models.set.analyse(frame, &models.plan, found)?;
     let zones: Vec<(&str, &[[f64; 2]])> = camera
         .map(|c| {
             c.zones
@@ -254,14 +283,16 @@ fn look_at(
         input: input.display().to_string(),
         frame: n,
         pts_seconds: pts,
-        model: detector.card().id.clone(),
+        model: models.plan.label(),
         inference_ms: (times.preprocess_seconds
             + times.inference_seconds
             + times.postprocess_seconds)
             * 1e3,
         detections: found
             .iter()
-            .map(|d| Found {
+            .zip(models.set.origins())
+            .map(|(d, &m)| Found {
+                model: models.ids.get(usize::from(m)).map_or("", |i| i).to_owned(),
                 label: d.label.to_string(),
                 kind: d.kind.as_str(),
                 class_id: d.class_id,

@@ -419,53 +419,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Check { config } => match load(config.as_ref()) {
             Ok(c) => {
                 gridwatch::run::check_runtime(&c).context("model check")?;
-                // Scenarios the model cannot serve: warnings, not errors.
-                if let Ok(kinds) = c.provided_kinds() {
-                    let enabled = |id: &str| {
-                        c.area
-                            .cameras
-                            .iter()
-                            .flat_map(|cam| &cam.zones)
-                            .any(|z| z.scenarios.iter().any(|s| s == id))
-                    };
-                    for i in c.catalog.inactive(&kinds) {
-                        let zones = if enabled(&i.id) {
-                            " (enabled in a zone: it will not run)"
-                        } else {
-                            ""
-                        };
-                        println!("warning: scenario `{}` inactive{zones}: {}", i.id, i.reason);
-                    }
-                }
-                // Cases no dispatch target takes are stored but never sent.
-                for gap in c.unrouted() {
-                    println!("warning: {gap}");
-                }
-                if let Ok(model) = c.model_kinds()
-                    && gridwatch::scenarios::fire_baseline_in_use(
-                        &c.scenarios.fire_baseline,
-                        &model,
-                    )
-                {
-                    use gridwatch::infer::kinds::ObjectKind;
-                    for s in c.catalog.scenarios.iter().filter(|s| {
-                        s.kinds
-                            .iter()
-                            .any(|k| matches!(k, ObjectKind::Fire | ObjectKind::Smoke))
-                    }) {
-                        println!(
-                            "note: scenario `{}` uses the classical OpenCV fire/smoke baseline: the model has no fire or smoke class ([scenarios.fire_baseline])",
-                            s.id
-                        );
-                    }
-                }
-                if let Some(cluster) = &c.cluster {
-                    println!(
-                        "note: cluster mode: the {} camera groups are divided among the nodes through etcd at {} (lease {} s; a lost node's groups move after it); each node needs its own --node-id",
-                        c.area.groups.len(),
-                        cluster.etcd_endpoints.join(", "),
-                        cluster.lease_ttl_seconds
-                    );
+                for line in c.check_report() {
+                    println!("{line}");
                 }
                 println!(
                     "{}: ok ({} units, {} groups, {} cameras)",

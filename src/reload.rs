@@ -1,7 +1,7 @@
 //! Configuration reload (SIGHUP): re-reads the configuration file and works out what can change
 //! while the pipeline runs — cameras added, removed or edited (only those restart), zones,
 //! threshold overrides, groups and units, crowd and fire-baseline thresholds — keeping every
-//! running camera's index. Any other change (model, inference, ingest, gate, tracker, cases,
+//! running camera's index. Any other change (models, inference, ingest, gate, tracker, cases,
 //! dispatch, telemetry, review, the catalog) needs a restart, and such a reload is refused whole:
 //! half-applied settings would be worse than none.
 
@@ -79,7 +79,7 @@ pub fn arrange(current: &Config, mut new: Config) -> Result<(Config, ReloadPlan)
             current.cluster.is_none() || group_ids(current) == group_ids(&new),
         ),
         ("centre", same(&current.area.centre, &new.area.centre)),
-        ("model", same(&current.model, &new.model)),
+        ("models", same(&current.models, &new.models)),
         ("inference", same(&current.inference, &new.inference)),
         ("ingest", same(&current.ingest, &new.ingest)),
         ("gate", same(&current.gate, &new.gate)),
@@ -262,12 +262,12 @@ url = "http://127.0.0.1:1/"
     fn a_change_that_needs_a_restart_is_refused_whole() {
         let current = area(&cam("a", "test:", ""), "5");
         let mut new = current.clone();
-        new.model.score_threshold = 0.5;
+        new.models[0].score_threshold = 0.5;
         let cameras = &mut Arc::make_mut(&mut new.area).cameras;
         cameras.push(current.area.cameras[0].clone());
         cameras[1].id = "b".into();
         let err = arrange(&current, new).unwrap_err();
-        assert!(err.to_string().contains("[model]"), "{err}");
+        assert!(err.to_string().contains("[models]"), "{err}");
     }
 
     #[test]

@@ -31,6 +31,8 @@ impl TelemetrySettings {
 pub const FRAMES_ANALYSED: &str = "gridwatch_frames_analysed_total";
 pub const FRAMES_DROPPED: &str = "gridwatch_frames_dropped_total";
 pub const INFERENCE_SECONDS: &str = "gridwatch_inference_seconds";
+pub const MODEL_FRAMES: &str = "gridwatch_model_frames_total";
+pub const MODEL_INFERENCE_SECONDS: &str = "gridwatch_model_inference_seconds";
 pub const CAMERA_RESTARTS: &str = "gridwatch_camera_restarts_total";
 pub const CAMERA_STATE: &str = "gridwatch_camera_state";
 pub const CAMERA_STATE_CHANGES: &str = "gridwatch_camera_state_changes_total";
@@ -154,7 +156,15 @@ pub const FAMILIES: &[Family] = &[
     ),
     Family::histogram(
         INFERENCE_SECONDS,
-        "Model inference time per analysed frame.",
+        "Model inference time per analysed frame (every model the camera runs).",
+    ),
+    Family::counter(
+        MODEL_FRAMES,
+        "Frames per model a camera runs, by camera, model and outcome (analysed, superseded, stale, inference_error).",
+    ),
+    Family::histogram(
+        MODEL_INFERENCE_SECONDS,
+        "Inference time of one model on one frame, by model.",
     ),
     Family::counter(
         CAMERA_RESTARTS,
@@ -331,7 +341,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             DropReason::Superseded => "superseded",
             DropReason::Stale => "stale",
@@ -344,6 +354,21 @@ impl DropReason {
 pub fn frame_analysed(camera: &str, inference_seconds: f64) {
     counter!(FRAMES_ANALYSED, "camera" => camera.to_owned()).increment(1);
     histogram!(INFERENCE_SECONDS).record(inference_seconds);
+}
+
+/// One model's part in a frame: `outcome` is `analysed` (with its inference time) or a
+/// [`DropReason`]'s name. A frame dropped before analysis counts once per model it would have run.
+pub fn model_frame(
+    camera: &str,
+    model: &str,
+    outcome: &'static str,
+    inference_seconds: Option<f64>,
+) {
+    counter!(MODEL_FRAMES, "camera" => camera.to_owned(), "model" => model.to_owned(), "outcome" => outcome)
+        .increment(1);
+    if let Some(s) = inference_seconds {
+        histogram!(MODEL_INFERENCE_SECONDS, "model" => model.to_owned()).record(s);
+    }
 }
 
 pub fn frame_dropped(camera: &str, reason: DropReason) {

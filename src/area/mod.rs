@@ -237,6 +237,10 @@ pub struct Zone {
     /// with the neighbouring town); see `[[dispatch.targets.routes]] zone_tags`.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Model ids (`[[models]] id`) this zone's scenarios use; empty: `[scenarios.models]`,
+    /// else the first model providing each kind a scenario needs.
+    #[serde(default)]
+    pub models: Vec<String>,
 }
 
 fn default_min_overlap_ratio() -> f64 {

@@ -5,6 +5,8 @@
 //! with file, line and field. It sits above every stage and no stage imports it.
 
 mod locate;
+pub mod models;
+mod report;
 mod routing;
 
 use std::collections::{HashMap, HashSet};
@@ -20,7 +22,6 @@ use crate::cases::settings::CaseSettings;
 use crate::cluster::settings::ClusterSettings;
 use crate::dispatch::settings::DispatchSettings;
 use crate::gate::GateSettings;
-use crate::infer::card::ModelCard;
 use crate::infer::settings::{InferenceSettings, ModelSettings};
 use crate::ingest::settings::IngestSettings;
 use crate::review::ConsoleConfig;
@@ -54,7 +55,11 @@ struct ConfigFile {
     groups: Vec<Group>,
     #[serde(default)]
     cameras: Vec<Camera>,
-    model: ModelSettings,
+    /// One model: the short form of `[[models]]`.
+    #[serde(default)]
+    model: Option<ModelSettings>,
+    #[serde(default)]
+    models: Vec<ModelSettings>,
     #[serde(default)]
     inference: InferenceSettings,
     #[serde(default)]
@@ -80,7 +85,10 @@ struct ConfigFile {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub area: Arc<Area>,
-    pub model: ModelSettings,
+    /// The models, in the order of the file (`[model]` is the one model of its own form).
+    pub models: Vec<ModelSettings>,
+    /// Written as `[model]`: errors name `model.*` instead of `models[0].*`.
+    pub legacy_model: bool,
     pub inference: InferenceSettings,
     pub ingest: IngestSettings,
     pub gate: GateSettings,
@@ -111,7 +119,8 @@ impl ConfigFile {
                 cameras: self.cameras,
                 base_dir: base_dir.to_path_buf(),
             }),
-            model: self.model,
+            legacy_model: self.model.is_some(),
+            models: self.model.into_iter().chain(self.models).collect(),
             inference: self.inference,
             ingest: self.ingest,
             gate: self.gate,
@@ -224,10 +233,10 @@ impl Config {
         self.area.resolve(p)
     }
 
-    /// The object kinds the configured model's classes map to, or why they are unknown.
+    /// The object kinds the configured models' classes map to (all models together), or why
+    /// they are unknown.
     pub fn model_kinds(&self) -> Result<Vec<ObjectKind>, String> {
-        let card = ModelCard::load(&self.resolve(&self.model.card)).map_err(|e| e.to_string())?;
-        let mut kinds = card.class_kinds.clone();
+        let mut kinds: Vec<ObjectKind> = self.models_kinds()?.concat();
         kinds.sort_unstable();
         kinds.dedup();
         Ok(kinds)
@@ -415,15 +424,7 @@ impl Config {
             }
         }
 
-        let card_path = self.resolve(&self.model.card);
-        if !card_path.is_file() {
-            err(
-                "model.card".into(),
-                format!("model card not found: {}", card_path.display()),
-            );
-        } else if let Err(e) = ModelCard::load(&card_path) {
-            err("model.card".into(), e.to_string());
-        }
+        self.validate_models(&mut err);
         if profile::parse_utc_offset(&self.area.centre.utc_offset).is_none() {
             err(
                 "centre.utc_offset".into(),
@@ -434,8 +435,7 @@ impl Config {
             );
         }
         // Each stage checks its own section; the configuration only names where.
-        let sections: [(&str, Vec<(String, String)>); 9] = [
-            ("model", self.model.validate()),
+        let sections: [(&str, Vec<(String, String)>); 8] = [
             ("inference", self.inference.validate()),
             ("ingest", self.ingest.validate()),
             ("gate", self.gate.validate()),

@@ -4,6 +4,7 @@
 pub mod card;
 pub mod decode;
 pub mod kinds;
+pub mod models;
 pub mod nanodet;
 pub mod nms;
 pub mod pool;
@@ -143,6 +144,15 @@ pub struct StageTimes {
     pub preprocess_seconds: f64,
     pub inference_seconds: f64,
     pub postprocess_seconds: f64,
+}
+
+impl StageTimes {
+    /// Adds another model's times on the same frame.
+    pub fn add(&mut self, other: &StageTimes) {
+        self.preprocess_seconds += other.preprocess_seconds;
+        self.inference_seconds += other.inference_seconds;
+        self.postprocess_seconds += other.postprocess_seconds;
+    }
 }
 
 /// Thresholds applied after the model.

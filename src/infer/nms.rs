@@ -63,6 +63,29 @@ pub fn per_class_nms(candidates: &mut [Detection], iou_threshold: f32, out: &mut
     }
 }
 
+/// Merges the detections of several models of one camera: of two boxes of the same kind from
+/// different models (`models[i]` tells which model found `objects[i]`) overlapping at least
+/// `iou_threshold`, the lower-scoring one goes. Boxes of one model were already through its
+/// own NMS and are left alone. Keeps the order of the survivors; allocation-free.
+pub fn merge_across_models(objects: &mut Vec<Detection>, models: &mut Vec<u8>, iou_threshold: f32) {
+    let mut i = 0;
+    while i < objects.len() {
+        let duplicate_of_better = (0..objects.len()).any(|j| {
+            j != i
+                && models[j] != models[i]
+                && objects[j].kind == objects[i].kind
+                && (objects[j].score, j) > (objects[i].score, i)
+                && iou(&objects[j].bbox, &objects[i].bbox) >= iou_threshold
+        });
+        if duplicate_of_better {
+            objects.remove(i);
+            models.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +112,39 @@ mod tests {
         per_class_nms(&mut c, 0.5, &mut out);
         let scores: Vec<f32> = out.iter().map(|d| d.score).collect();
         assert_eq!(scores, vec![0.9, 0.8, 0.7]);
+    }
+
+    #[test]
+    fn one_object_from_two_models_is_kept_once_with_the_better_score() {
+        use crate::infer::kinds::ObjectKind::{Bicycle, Person};
+        let with_kind = |kind, score, bbox| Detection {
+            kind,
+            ..det(0, score, bbox)
+        };
+        let mut objects = vec![
+            with_kind(Bicycle, 0.4, [0.0, 0.0, 0.5, 0.5]),
+            with_kind(Person, 0.6, [0.0, 0.0, 0.5, 0.5]),
+            with_kind(Bicycle, 0.7, [0.02, 0.0, 0.5, 0.52]),
+            with_kind(Bicycle, 0.3, [0.6, 0.6, 0.9, 0.9]),
+        ];
+        let mut models = vec![0, 0, 1, 1];
+        merge_across_models(&mut objects, &mut models, 0.5);
+        let kept: Vec<(f32, u8)> = objects
+            .iter()
+            .zip(&models)
+            .map(|(d, m)| (d.score, *m))
+            .collect();
+        // The first model's bicycle gives way to the second's; the person (another kind) and
+        // the far bicycle stay.
+        assert_eq!(kept, vec![(0.6, 0), (0.7, 1), (0.3, 1)]);
+        // Overlaps within one model are that model's NMS's business.
+        let mut same = vec![
+            with_kind(Bicycle, 0.4, [0.0, 0.0, 0.5, 0.5]),
+            with_kind(Bicycle, 0.7, [0.0, 0.0, 0.5, 0.5]),
+        ];
+        let mut models = vec![0, 0];
+        merge_across_models(&mut same, &mut models, 0.5);
+        assert_eq!(same.len(), 2);
     }
 
     #[test]

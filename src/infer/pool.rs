@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
+use super::models::{CameraModels, ModelSet};
 use super::{Detection, Detector, InferError, StageTimes};
 use crate::ingest::Frame;
 use crate::ingest::settings::Pace;
@@ -77,6 +78,8 @@ struct Slot {
     /// A worker holds the camera's [`Turn`]: its frame is being analysed or handed downstream.
     busy: bool,
     open: bool,
+    /// The models the camera's frames go through.
+    plan: Arc<CameraModels>,
 }
 
 impl Slot {
@@ -85,6 +88,19 @@ impl Slot {
             waiting: None,
             busy: false,
             open: true,
+            plan: Arc::default(),
+        }
+    }
+
+    /// Counts a frame dropped before analysis, and once for each model it would have run.
+    fn count_drop(&self, camera: &str, reason: telemetry::DropReason) {
+        Self::count_drop_of(&self.plan, camera, reason);
+    }
+
+    fn count_drop_of(plan: &CameraModels, camera: &str, reason: telemetry::DropReason) {
+        telemetry::frame_dropped(camera, reason);
+        for m in &plan.0 {
+            telemetry::model_frame(camera, &m.id, reason.as_str(), None);
         }
     }
 }
@@ -168,6 +184,13 @@ impl Mailboxes {
         st.slots.len() - 1
     }
 
+    /// The models a camera's next frames go through (set at start and by reloads).
+    pub fn set_plan(&self, camera: usize, plan: Arc<CameraModels>) {
+        if let Some(s) = self.lock().slots.get_mut(camera) {
+            s.plan = plan;
+        }
+    }
+
     /// Opens a camera's slot again (a reload restarted it).
     pub fn reopen(&self, camera: usize) {
         if let Some(s) = self.lock().slots.get_mut(camera) {
@@ -219,15 +242,16 @@ impl Mailboxes {
                 None
             }
         };
+        let Some(older) = replaced else {
+            drop(st);
+            self.work.notify_one();
+            return PutOutcome::Queued;
+        };
+        let plan = st.slots[cam].plan.clone();
         drop(st);
         self.work.notify_one();
-        match replaced {
-            Some(older) => {
-                telemetry::frame_dropped(&older.camera_id, telemetry::DropReason::Superseded);
-                PutOutcome::ReplacedOlder
-            }
-            None => PutOutcome::Queued,
-        }
+        Slot::count_drop_of(&plan, &older.camera_id, telemetry::DropReason::Superseded);
+        PutOutcome::ReplacedOlder
     }
 
     /// The camera will send no more frames (its source ended).
@@ -248,7 +272,7 @@ impl Mailboxes {
     /// The waiting frame of the camera that has waited longest among those with no frame in
     /// flight, with that camera's turn; `None` when stopping or when every camera is closed and
     /// drained. At realtime pace a frame older than `max_frame_age` is dropped (`stale`) instead.
-    fn take(&self) -> Option<(Frame, Turn<'_>)> {
+    fn take(&self) -> Option<(Frame, Arc<CameraModels>, Turn<'_>)> {
         let mut st = self.lock();
         loop {
             if st.stopping {
@@ -266,15 +290,18 @@ impl Mailboxes {
                 let cam = frame.camera;
                 if self.pace == Pace::Realtime && frame.received.elapsed() > self.max_frame_age {
                     // Older than the latency bound: analysing it would only delay the next one.
-                    telemetry::frame_dropped(&st.camera_ids[cam], telemetry::DropReason::Stale);
+                    let id = st.camera_ids[cam].clone();
+                    st.slots[cam].count_drop(&id, telemetry::DropReason::Stale);
                     self.space.notify_all();
                     continue;
                 }
                 st.slots[cam].busy = true;
+                let plan = st.slots[cam].plan.clone();
                 drop(st);
                 self.space.notify_all();
                 return Some((
                     frame,
+                    plan,
                     Turn {
                         mailboxes: self,
                         camera: cam,
@@ -302,21 +329,35 @@ impl Mailboxes {
     }
 }
 
-/// What a worker does with a frame: [`Detector`] runs the model. The seam lets the pool's tests
-/// drive the real workers and mailboxes with a cheap stand-in.
+/// What a worker does with a frame: [`ModelSet`] runs the camera's models, a bare [`Detector`]
+/// its one model. The seam lets the pool's tests drive the real workers and mailboxes with a
+/// cheap stand-in.
 pub trait Analyse: Send + 'static {
-    /// Fills `objects` (cleared first) with what the frame shows.
+    /// Fills `objects` (cleared first) with what the frame shows to the models of `plan`.
     fn analyse(
         &mut self,
         frame: &Frame,
+        plan: &CameraModels,
         objects: &mut Vec<Detection>,
     ) -> Result<StageTimes, InferError>;
+}
+
+impl Analyse for ModelSet {
+    fn analyse(
+        &mut self,
+        frame: &Frame,
+        plan: &CameraModels,
+        objects: &mut Vec<Detection>,
+    ) -> Result<StageTimes, InferError> {
+        ModelSet::analyse(self, frame, plan, objects)
+    }
 }
 
 impl Analyse for Detector {
     fn analyse(
         &mut self,
         frame: &Frame,
+        _plan: &CameraModels,
         objects: &mut Vec<Detection>,
     ) -> Result<StageTimes, InferError> {
         self.detect(
@@ -377,9 +418,9 @@ fn work<A: Analyse>(
     // Reused across frames; handed downstream only by value of a fresh Vec with the same
     // capacity, so steady state allocates one small Vec per frame.
     let mut objects = Vec::with_capacity(64);
-    while let Some((frame, turn)) = mailboxes.take() {
+    while let Some((frame, plan, turn)) = mailboxes.take() {
         let queue_seconds = frame.received.elapsed().as_secs_f64();
-        let times = match detector.analyse(&frame, &mut objects) {
+        let times = match detector.analyse(&frame, &plan, &mut objects) {
             Ok(times) => times,
             Err(e) => {
                 telemetry::frame_dropped(&frame.camera_id, telemetry::DropReason::InferenceError);
@@ -428,6 +469,25 @@ fn work<A: Analyse>(
             break;
         }
     }
+}
+
+/// Builds `count` model sets (one session per model each): every worker runs every model.
+pub fn build_model_sets(
+    env: &ort::environment::Environment,
+    models: &[(Arc<super::card::ModelCard>, super::Thresholds)],
+    count: usize,
+    intra_op_threads: usize,
+    merge_iou: f32,
+) -> Result<Vec<ModelSet>, InferError> {
+    (0..count)
+        .map(|_| {
+            let detectors = models
+                .iter()
+                .map(|(card, t)| Detector::new(env, card.clone(), intra_op_threads, *t))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(ModelSet::new(detectors, merge_iou))
+        })
+        .collect()
 }
 
 /// Builds `count` detectors (one session each) from the same card.
@@ -534,17 +594,20 @@ mod tests {
             key: &metrics::Key,
             _: &metrics::Metadata<'_>,
         ) -> metrics::Counter {
-            if key.name() != telemetry::FRAMES_DROPPED {
-                return metrics::Counter::noop();
-            }
             let label = |name: &str| {
                 key.labels()
                     .find(|l| l.key() == name)
                     .map(|l| l.value().to_owned())
                     .unwrap_or_default()
             };
+            // Per frame: (camera, reason); per model: (camera, "model:outcome").
+            let reason = match key.name() {
+                telemetry::FRAMES_DROPPED => label("reason"),
+                telemetry::MODEL_FRAMES => format!("{}:{}", label("model"), label("outcome")),
+                _ => return metrics::Counter::noop(),
+            };
             metrics::Counter::from_arc(Arc::new(DropCounter {
-                key: (label("camera"), label("reason")),
+                key: (label("camera"), reason),
                 counts: self.0.clone(),
             }))
         }
@@ -577,15 +640,21 @@ mod tests {
     struct StandIn {
         analysing: Arc<Vec<AtomicBool>>,
         overlaps: Arc<AtomicU64>,
+        /// Frames that came with another camera's plan.
+        wrong_plans: Arc<AtomicU64>,
     }
 
     impl Analyse for StandIn {
         fn analyse(
             &mut self,
             frame: &Frame,
+            plan: &CameraModels,
             objects: &mut Vec<Detection>,
         ) -> Result<StageTimes, InferError> {
             objects.clear();
+            if *plan != plan_of(frame.camera) {
+                self.wrong_plans.fetch_add(1, Ordering::SeqCst);
+            }
             let flag = &self.analysing[frame.camera];
             if flag.swap(true, Ordering::SeqCst) {
                 self.overlaps.fetch_add(1, Ordering::SeqCst);
@@ -608,11 +677,21 @@ mod tests {
         seq % 7 == 3
     }
 
+    /// Even cameras run two models, odd ones one.
+    fn plan_of(camera: usize) -> CameraModels {
+        let ids: Vec<Arc<str>> = ["a", "b"][..2 - camera % 2]
+            .iter()
+            .map(|&m| Arc::from(m))
+            .collect();
+        CameraModels::all(&ids)
+    }
+
     struct PoolRun {
         /// Sequence numbers of each camera's detections, in the order they arrived.
         arrived: Vec<Vec<u64>>,
         superseded: u64,
         overlaps: u64,
+        wrong_plans: u64,
     }
 
     /// `frames` frames of each of `cameras` cameras (one producer thread each) through
@@ -623,10 +702,15 @@ mod tests {
         let analysing: Arc<Vec<AtomicBool>> =
             Arc::new((0..cameras).map(|_| AtomicBool::new(false)).collect());
         let overlaps = Arc::new(AtomicU64::new(0));
+        let wrong_plans = Arc::new(AtomicU64::new(0));
+        for cam in 0..cameras {
+            mailboxes.set_plan(cam, Arc::new(plan_of(cam)));
+        }
         let stand_ins = (0..workers)
             .map(|_| StandIn {
                 analysing: analysing.clone(),
                 overlaps: overlaps.clone(),
+                wrong_plans: wrong_plans.clone(),
             })
             .collect();
         let (tx, rx) = crossbeam_channel::bounded(1);
@@ -674,6 +758,7 @@ mod tests {
             arrived,
             superseded,
             overlaps: overlaps.load(Ordering::SeqCst),
+            wrong_plans: wrong_plans.load(Ordering::SeqCst),
         }
     }
 
@@ -688,6 +773,10 @@ mod tests {
         assert_eq!(
             run.overlaps, 0,
             "a camera was analysed by two workers at once"
+        );
+        assert_eq!(
+            run.wrong_plans, 0,
+            "a frame went through another camera's models"
         );
     }
 
@@ -705,6 +794,10 @@ mod tests {
             assert_eq!(seqs.last(), Some(&(frames - 1)), "camera {cam}");
             delivered += seqs.len() as u64;
         }
+        assert_eq!(
+            run.wrong_plans, 0,
+            "a frame went through another camera's models"
+        );
         // Every frame was delivered, superseded, or failed in the stand-in.
         let total = cameras as u64 * frames;
         let may_fail = cameras as u64 * (0..frames).filter(|&s| fails(s)).count() as u64;
@@ -720,6 +813,46 @@ mod tests {
     }
 
     #[test]
+    fn drops_are_counted_per_model_of_the_cameras_plan() {
+        let drops = Drops::default();
+        metrics::with_local_recorder(&drops, || {
+            let mb = Mailboxes::new(ids(2), Pace::Realtime, secs(5));
+            for cam in 0..2 {
+                mb.set_plan(cam, Arc::new(plan_of(cam)));
+            }
+            let t = Instant::now();
+            mb.put(frame(0, 0, t));
+            mb.put(frame(0, 1, t));
+            mb.put(frame(0, 2, t));
+            mb.put(frame(1, 0, t));
+            mb.put(frame(1, 1, t));
+            let (f, plan, turn) = mb.take().unwrap();
+            assert_eq!((f.camera, &*plan), (0, &plan_of(0)));
+            drop(turn);
+            let (f, plan, turn) = mb.take().unwrap();
+            assert_eq!((f.camera, &*plan), (1, &plan_of(1)));
+            drop(turn);
+            // Too old when a worker gets to it.
+            mb.put(frame(0, 3, ago(10)));
+            mb.close(0);
+            mb.close(1);
+            assert!(mb.take().is_none());
+        });
+        assert_eq!(drops.of("cam-0", "superseded"), 2);
+        assert_eq!(drops.of("cam-0", "a:superseded"), 2);
+        assert_eq!(drops.of("cam-0", "b:superseded"), 2);
+        assert_eq!(drops.of("cam-1", "a:superseded"), 1);
+        assert_eq!(
+            drops.of("cam-1", "b:superseded"),
+            0,
+            "camera 1 does not run b"
+        );
+        assert_eq!(drops.of("cam-0", "stale"), 1);
+        assert_eq!(drops.of("cam-0", "a:stale"), 1);
+        assert_eq!(drops.of("cam-0", "b:stale"), 1);
+    }
+
+    #[test]
     fn a_newer_frame_supersedes_the_waiting_one_and_is_counted() {
         let drops = Drops::default();
         metrics::with_local_recorder(&drops, || {
@@ -728,12 +861,12 @@ mod tests {
             assert_eq!(mb.put(frame(0, 0, t)), PutOutcome::Queued);
             assert_eq!(mb.put(frame(0, 1, t + secs(1))), PutOutcome::ReplacedOlder);
             assert_eq!(mb.put(frame(0, 2, t + secs(2))), PutOutcome::ReplacedOlder);
-            let (f, turn) = mb.take().unwrap();
+            let (f, _, turn) = mb.take().unwrap();
             assert_eq!(f.seq, 2, "the newest frame is analysed");
             // One frame may wait while another of the camera is in flight: it replaces nothing.
             assert_eq!(mb.put(frame(0, 3, t + secs(3))), PutOutcome::Queued);
             drop(turn);
-            assert_eq!(mb.take().map(|(f, _)| f.seq), Some(3));
+            assert_eq!(mb.take().map(|(f, _, _)| f.seq), Some(3));
         });
         assert_eq!(drops.of("cam-0", "superseded"), 2);
         assert_eq!(drops.of("cam-0", "stale"), 0);
@@ -746,7 +879,7 @@ mod tests {
             let mb = Mailboxes::new(ids(2), Pace::Realtime, secs(60));
             mb.put(frame(0, 7, ago(120)));
             mb.put(frame(1, 3, Instant::now()));
-            let (f, turn) = mb.take().unwrap();
+            let (f, _, turn) = mb.take().unwrap();
             assert_eq!((f.camera, f.seq), (1, 3), "the stale frame is skipped");
             mb.close(0);
             mb.close(1);
@@ -767,7 +900,7 @@ mod tests {
         metrics::with_local_recorder(&drops, || {
             let mb = Mailboxes::new(ids(1), Pace::Fast, secs(60));
             mb.put(frame(0, 7, ago(120)));
-            assert_eq!(mb.take().map(|(f, _)| f.seq), Some(7));
+            assert_eq!(mb.take().map(|(f, _, _)| f.seq), Some(7));
         });
         assert_eq!(drops.of("cam-0", "stale"), 0);
     }
@@ -782,7 +915,7 @@ mod tests {
         // Camera 1 has been waiting since t + 1 s; a newer frame does not send it to the back.
         mb.put(frame(1, 1, t + secs(4)));
         let served: Vec<(usize, u64)> = (0..3)
-            .map(|_| mb.take().map(|(f, _turn)| (f.camera, f.seq)).unwrap())
+            .map(|_| mb.take().map(|(f, _, _turn)| (f.camera, f.seq)).unwrap())
             .collect();
         assert_eq!(served, vec![(1, 1), (0, 0), (2, 0)]);
     }
@@ -802,7 +935,7 @@ mod tests {
                     t + secs(step) + Duration::from_millis(cam as u64),
                 ));
             }
-            let (f, _turn) = mb.take().unwrap();
+            let (f, _, _turn) = mb.take().unwrap();
             served.push(f.camera);
         }
         for round in served.chunks(4) {
@@ -817,15 +950,15 @@ mod tests {
         let mb = Mailboxes::new(ids(2), Pace::Realtime, secs(3600));
         let t = ago(100);
         mb.put(frame(0, 0, t));
-        let (first, turn) = mb.take().unwrap();
+        let (first, _, turn) = mb.take().unwrap();
         assert_eq!((first.camera, first.seq), (0, 0));
         // Camera 0's next frame waits longer than camera 1's, but camera 0 is still in flight.
         mb.put(frame(0, 1, t + secs(1)));
         mb.put(frame(1, 0, t + secs(2)));
-        let (other, other_turn) = mb.take().unwrap();
+        let (other, _, other_turn) = mb.take().unwrap();
         assert_eq!((other.camera, other.seq), (1, 0));
         drop(turn);
-        let (next, _turn) = mb.take().unwrap();
+        let (next, _, _turn) = mb.take().unwrap();
         assert_eq!((next.camera, next.seq), (0, 1));
         drop(other_turn);
     }

@@ -1,5 +1,6 @@
-//! The `[model]` and `[inference]` sections: which model card, its score and NMS thresholds, and
-//! the worker pool (workers, onnxruntime threads, frame age bound, execution provider).
+//! The `[[models]]` (or single `[model]`) and `[inference]` sections: which model cards, their
+//! score and NMS thresholds, how detections of several models are merged, and the worker pool
+//! (workers, onnxruntime threads, frame age bound, execution provider).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,6 +12,8 @@ pub const DEFAULT_NMS_IOU: f32 = 0.6;
 pub const DEFAULT_MAX_FRAME_AGE_MS: u64 = 1000;
 pub const DEFAULT_DETECTIONS_QUEUE_CAPACITY: usize = 16;
 pub const DEFAULT_INTRA_OP_THREADS: usize = 1;
+/// Two models' boxes of one kind overlapping this much are one object (the higher score kept).
+pub const DEFAULT_CROSS_MODEL_IOU: f32 = 0.5;
 /// More workers or threads than this is a typo on any machine we serve.
 pub const MAX_THREADS: usize = 1024;
 /// A frame older than an hour is never worth analysing.
@@ -21,6 +24,9 @@ pub const MAX_QUEUE_CAPACITY: usize = 65_536;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSettings {
+    /// The name zones and `[scenarios.models]` use; default: the card's file stem.
+    #[serde(default)]
+    pub id: Option<String>,
     /// Path of the model card (TOML).
     pub card: PathBuf,
     #[serde(default = "default_score_threshold")]
@@ -38,6 +44,16 @@ fn default_nms_iou() -> f32 {
 }
 
 impl ModelSettings {
+    /// The configured id, else the card's file stem (known without reading the card).
+    pub fn resolved_id(&self) -> String {
+        self.id.clone().unwrap_or_else(|| {
+            self.card
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+    }
+
     /// Range checks: (field below `model`, message) pairs. The card file itself is checked by
     /// loading it.
     pub fn validate(&self) -> Vec<(String, String)> {
@@ -52,6 +68,13 @@ impl ModelSettings {
             out.push((
                 "nms_iou".into(),
                 format!("must be in [0, 1], got {}", self.nms_iou),
+            ));
+        }
+        let id = self.resolved_id();
+        if id.is_empty() || id.chars().any(|c| c.is_whitespace() || c == '+') {
+            out.push((
+                if self.id.is_some() { "id" } else { "card" }.into(),
+                format!("a model id must be a non-empty word without spaces or `+`, got `{id}`"),
             ));
         }
         out
@@ -82,6 +105,9 @@ pub struct InferenceSettings {
     /// A frame older than this when a worker picks it is dropped (`stale`): bounded latency.
     pub max_frame_age_ms: u64,
     pub execution_provider: ExecutionProvider,
+    /// A camera running several models: boxes of one kind from different models overlapping
+    /// at least this much (IoU) are merged into the one with the higher score.
+    pub cross_model_iou: f32,
 }
 
 impl Default for InferenceSettings {
@@ -93,6 +119,7 @@ impl Default for InferenceSettings {
             onnxruntime_library: None,
             max_frame_age_ms: DEFAULT_MAX_FRAME_AGE_MS,
             execution_provider: ExecutionProvider::Cpu,
+            cross_model_iou: DEFAULT_CROSS_MODEL_IOU,
         }
     }
 }
@@ -141,6 +168,12 @@ impl InferenceSettings {
                     "must be a number of milliseconds in [1, {MAX_FRAME_AGE_MS}], got {}",
                     self.max_frame_age_ms
                 ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.cross_model_iou) {
+            out.push((
+                "cross_model_iou".into(),
+                format!("must be in [0, 1], got {}", self.cross_model_iou),
             ));
         }
         out

@@ -1,4 +1,4 @@
-//! The `gridwatch run` job: loads the model, starts the I/O side ([`io`]: servers, delivery,
+//! The `gridwatch run` job: loads the models, starts the I/O side ([`io`]: servers, delivery,
 //! signals), then the frame path as supervised stages ([`pipeline`]), and reads as that
 //! sequence. Whatever ends the run (sources ended, a stop, a failed stage), every stage ends in
 //! order and the outbox drains under the deadline.
@@ -140,8 +140,8 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     ingest::init()?;
     let ownership = cluster_ownership(&config, &options)?;
     // Inference first: a missing runtime or a wrong model should fail before any camera starts.
-    let model = load_model(&config)?;
-    let plans = camera_plans(&config, &options, model.card.input_size())?;
+    let model = load_models(&config)?;
+    let plans = camera_plans(&config, &options, model.frame_size)?;
     options.readiness.model_loaded();
     if let Some(o) = &ownership {
         options.readiness.set_cluster(o.clone());
@@ -197,22 +197,58 @@ fn cluster_ownership(
     )))
 }
 
-/// onnxruntime, the model card, and one detector per inference worker.
-fn load_model(config: &Config) -> Result<Model, RunError> {
+/// onnxruntime, the model cards, and one set of detectors (a session per model) per
+/// inference worker. Cameras are decoded at the largest input of the models (per axis), so no
+/// model ever gets an upscaled frame.
+fn load_models(config: &Config) -> Result<Model, RunError> {
     let env = runtime_environment(config)?;
-    let card = Arc::new(ModelCard::load(&config.resolve(&config.model.card))?);
+    let cards = model_cards(config)?;
     let workers = match config.inference.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let detectors = pool::build_detectors(
+    let sets = pool::build_model_sets(
         env,
-        card.clone(),
+        &cards,
         workers,
         config.inference.intra_op_threads,
-        thresholds(config),
+        config.inference.cross_model_iou,
     )?;
-    Ok(Model { card, detectors })
+    let frame_size = cards.iter().fold((0, 0), |(w, h), (card, _)| {
+        let (cw, ch) = card.input_size();
+        (w.max(cw), h.max(ch))
+    });
+    let kinds = cards
+        .iter()
+        .map(|(card, _)| {
+            let mut k = card.class_kinds.clone();
+            k.sort_unstable();
+            k.dedup();
+            k
+        })
+        .collect();
+    Ok(Model {
+        ids: config.model_ids(),
+        kinds,
+        frame_size,
+        sets,
+    })
+}
+
+/// Every configured model's card with its thresholds, in the configuration's order.
+fn model_cards(config: &Config) -> Result<Vec<(Arc<ModelCard>, Thresholds)>, RunError> {
+    config
+        .models
+        .iter()
+        .map(|m| {
+            let card = Arc::new(ModelCard::load(&config.resolve(&m.card))?);
+            let thresholds = Thresholds {
+                score: m.score_threshold,
+                nms_iou: m.nms_iou,
+            };
+            Ok((card, thresholds))
+        })
+        .collect()
 }
 
 fn runtime_environment(
@@ -232,13 +268,6 @@ fn runtime_environment(
     )?)
 }
 
-fn thresholds(config: &Config) -> Thresholds {
-    Thresholds {
-        score: config.model.score_threshold,
-        nms_iou: config.model.nms_iou,
-    }
-}
-
 /// Every camera's plan (its pipeline template rendered once, so a bad one fails now), and
 /// its entry in the camera registry.
 fn camera_plans(
@@ -255,21 +284,21 @@ fn camera_plans(
     Ok(plans)
 }
 
-/// The checks of `gridwatch check` that need the runtime: onnxruntime loads, and the model's
+/// The checks of `gridwatch check` that need the runtime: onnxruntime loads, and each model's
 /// input and output names match its card.
 pub fn check_runtime(config: &Config) -> Result<(), RunError> {
-    detector(config, 1).map(drop)
+    detectors(config, 1).map(drop)
 }
 
-/// One detector of the configured model with its thresholds, outside the pool (`gridwatch
-/// detect`, `check`).
-pub fn detector(config: &Config, intra_op_threads: usize) -> Result<infer::Detector, RunError> {
+/// One detector of each configured model with its thresholds, outside the pool (`gridwatch
+/// detect`, `check`), in the configuration's order.
+pub fn detectors(
+    config: &Config,
+    intra_op_threads: usize,
+) -> Result<Vec<infer::Detector>, RunError> {
     let env = runtime_environment(config)?;
-    let card = Arc::new(ModelCard::load(&config.resolve(&config.model.card))?);
-    Ok(infer::Detector::new(
-        env,
-        card,
-        intra_op_threads,
-        thresholds(config),
-    )?)
+    model_cards(config)?
+        .into_iter()
+        .map(|(card, t)| Ok(infer::Detector::new(env, card, intra_op_threads, t)?))
+        .collect()
 }

@@ -15,14 +15,15 @@ use tokio::sync::watch;
 use super::cameras::CameraThreads;
 use super::io::Io;
 use super::{RunError, RunOptions, StopHandle};
+use crate::area::kinds::ObjectKind;
 use crate::cases::outbox::{Outbox, Purger};
 use crate::cases::routing::Routing;
 use crate::cases::tiers::{Tiers, Triage};
 use crate::cases::{self, CaseError};
 use crate::cluster::Ownership;
 use crate::config::Config;
-use crate::infer::card::ModelCard;
-use crate::infer::{Detector, pool};
+use crate::infer::models::ModelSet;
+use crate::infer::pool;
 use crate::ingest::{self, CameraPlan};
 use crate::scenarios::{self, ScenarioEngine};
 use crate::telemetry;
@@ -34,10 +35,14 @@ const HELD_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a clean shutdown waits for the cluster controller to revoke its lease.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The loaded model: one detector (onnxruntime session) per inference worker.
+/// The loaded models: per inference worker a set of detectors (a session per model).
 pub(super) struct Model {
-    pub card: Arc<ModelCard>,
-    pub detectors: Vec<Detector>,
+    pub ids: Vec<Arc<str>>,
+    /// Each model's object kinds, for choosing the models of each camera.
+    pub kinds: Vec<Vec<ObjectKind>>,
+    /// The size cameras are decoded at: the largest model input, per axis.
+    pub frame_size: (usize, usize),
+    pub sets: Vec<ModelSet>,
 }
 
 type ClusterTask = tokio::task::JoinHandle<()>;
@@ -59,6 +64,8 @@ pub(super) struct Pipeline {
     controller: Option<(watch::Sender<bool>, ClusterTask)>,
     /// The first failure seen while supervising.
     failure: Option<RunError>,
+    /// Each model's object kinds (to choose the models of cameras a reload changes).
+    model_kinds: Vec<Vec<ObjectKind>>,
 }
 
 impl Pipeline {
@@ -83,7 +90,7 @@ impl Pipeline {
         let cameras = CameraThreads::new(
             options.cameras.clone(),
             mailboxes.clone(),
-            model.card.input_size(),
+            model.frame_size,
             ownership.clone(),
         );
         Self {
@@ -98,6 +105,7 @@ impl Pipeline {
             ownership,
             controller: None,
             failure: None,
+            model_kinds: Vec::new(),
         }
     }
 
@@ -134,15 +142,18 @@ impl Pipeline {
         self.scenarios = Some(spawn_stage("scenarios", move || {
             scenarios::run(engine, det_rx, event_tx, &latest, reload_rx)
         })?);
-        let workers = model.detectors.len();
+        let workers = model.sets.len();
+        let models = model.ids.iter().map(|i| &**i).collect::<Vec<_>>().join("+");
+        self.model_kinds = model.kinds;
+        self.set_plans(config);
         self.workers = pool::spawn_workers_observed(
             self.mailboxes.clone(),
-            model.detectors,
+            model.sets,
             det_tx,
             options.frame_observer.clone(),
         );
         self.start_cameras(config, options, plans, sinks, io);
-        tracing::info!(cameras = self.cameras.count(), workers, model = %model.card.id, "pipeline running");
+        tracing::info!(cameras = self.cameras.count(), workers, models = %models, "pipeline running");
         Ok(())
     }
 
@@ -265,10 +276,14 @@ impl Pipeline {
             match crate::reload::load(current, options.config_path.as_deref()) {
                 Ok((next, plan)) => {
                     let next = Arc::new(next);
+                    // Before (cameras kept) and after (cameras added) the cameras restart; a
+                    // change of `[scenarios.models]` alone restarts nothing.
+                    self.set_plans(&next);
                     if !plan.is_empty() {
                         self.cameras.apply_reload(&next, &plan, &reloads)?;
+                        self.set_plans(&next);
                     } else {
-                        tracing::info!("reload: nothing changed");
+                        tracing::info!("reload: no camera or rule changed");
                     }
                     self.routing.store(Arc::new(next.dispatch.routing()));
                     *current = next;
@@ -280,6 +295,17 @@ impl Pipeline {
             }
         }
         self.cameras.follow_ownership(current, &reloads)
+    }
+
+    /// Each camera's models, from what its zones' scenarios need, to its mailbox.
+    fn set_plans(&self, config: &Config) {
+        for (i, selection) in config
+            .camera_models(&self.model_kinds)
+            .into_iter()
+            .enumerate()
+        {
+            self.mailboxes.set_plan(i, Arc::new(selection.plan));
+        }
     }
 
     fn fail(&mut self, e: RunError) {

@@ -1,6 +1,7 @@
 //! The `[scenarios]` section: crowd gathering's thresholds, the classical fire/smoke baseline,
 //! and an optional catalog file replacing the shipped one.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,9 @@ pub struct ScenarioSettings {
     pub fire_baseline: FireBaselineSettings,
     /// A scenario catalog replacing the shipped `config/scenarios.toml`.
     pub catalog: Option<PathBuf>,
+    /// Scenario id → the model ids (`[[models]] id`) that serve it, where the default (the
+    /// first model providing each kind the scenario needs) is not wanted.
+    pub models: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

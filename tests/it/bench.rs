@@ -38,7 +38,7 @@ fn bench_run_reports_what_the_pipeline_did_side_by_side_with_the_python_peer() {
             analysis_fps: None,
             workers: 2,
             intra_op_threads: 1,
-            card: repo("models/nanodet-g-416-coco.toml"),
+            cards: vec![repo("models/nanodet-g-416-coco.toml")],
             duration_seconds: None,
             ground_truth: Some(repo("sample-streams/ground-truth.toml")),
             work_dir: out.path("work"),

@@ -111,6 +111,7 @@ const FIELDS: &[(&str, &str, Kind)] = &[
     ("inference", "intra_op_threads", Kind::Int),
     ("inference", "detections_queue_capacity", Kind::Int),
     ("inference", "max_frame_age_ms", Kind::Int),
+    ("inference", "cross_model_iou", Kind::Float),
     ("ingest", "stall_timeout_seconds", Kind::Float),
     ("ingest", "reconnect_initial_seconds", Kind::Float),
     ("ingest", "reconnect_max_seconds", Kind::Float),

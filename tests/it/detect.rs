@@ -79,8 +79,8 @@ fn detect_on_stills_agrees_with_the_python_reference_and_writes_annotated_frames
         )
         .unwrap();
         // The reference was made with the shipped configuration's thresholds.
-        assert_eq!(reference.score_threshold, config.model.score_threshold);
-        assert_eq!(reference.nms_iou, config.model.nms_iou);
+        assert_eq!(reference.score_threshold, config.models[0].score_threshold);
+        assert_eq!(reference.nms_iou, config.models[0].nms_iou);
         let ours: Vec<(String, f32, [f32; 4])> = r["detections"]
             .as_array()
             .unwrap()

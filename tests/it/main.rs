@@ -18,6 +18,7 @@ mod first_run;
 mod gate;
 mod ingest;
 mod metrics;
+mod multi_model;
 mod outbox_soak;
 mod receiver;
 mod receiver_fuzz;

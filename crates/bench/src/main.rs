@@ -88,8 +88,9 @@ struct BenchRunArgs {
     workers: usize,
     #[arg(long, default_value_t = 1)]
     intra_op_threads: usize,
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/nanodet-g-416-coco.toml"))]
-    card: PathBuf,
+    /// A model card; repeat for several models on every camera (e.g. NanoDet and SSD).
+    #[arg(long = "card", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/nanodet-g-416-coco.toml"))]
+    cards: Vec<PathBuf>,
     /// By-eye ground truth; `none` to skip the accuracy section.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sample-streams/ground-truth.toml"))]
     ground_truth: PathBuf,
@@ -150,7 +151,11 @@ fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
             workers: a.workers.max(1),
             intra_op_threads: a.intra_op_threads.max(1),
             // Relative to where the command was given, not to the bench's work folder.
-            card: std::path::absolute(&a.card).unwrap_or(a.card),
+            cards: a
+                .cards
+                .into_iter()
+                .map(|c| std::path::absolute(&c).unwrap_or(c))
+                .collect(),
             duration_seconds: a.duration_seconds,
             ground_truth: (a.ground_truth.as_os_str() != "none")
                 .then(|| std::path::absolute(&a.ground_truth).unwrap_or(a.ground_truth)),

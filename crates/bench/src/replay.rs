@@ -53,7 +53,8 @@ pub struct ReplayOptions {
     pub analysis_fps: Option<f64>,
     pub workers: usize,
     pub intra_op_threads: usize,
-    pub card: PathBuf,
+    /// The model cards: one, or several (every ground-truth zone then names all of them).
+    pub cards: Vec<PathBuf>,
     /// Stop after this long (files then loop); `None`: until every file ended once.
     pub duration_seconds: Option<f64>,
     /// `ground-truth.toml`; zones and episodes of its clips (and `<stem>.crowd-ground-truth.toml`
@@ -295,12 +296,21 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
                 z.polygon,
                 z.scenarios
             );
+            if o.cards.len() > 1 {
+                let _ = writeln!(text, "models = {:?}", model_ids(&o.cards));
+            }
         }
+    }
+    for card in &o.cards {
+        let _ = writeln!(
+            text,
+            "[[models]]\ncard = {}",
+            toml_str(&card.display().to_string())
+        );
     }
     let _ = write!(
         text,
-        "[model]\ncard = {}\n[inference]\nworkers = {}\nintra_op_threads = {}\n[ingest]\npace = \"{}\"\n",
-        toml_str(&o.card.display().to_string()),
+        "[inference]\nworkers = {}\nintra_op_threads = {}\n[ingest]\npace = \"{}\"\n",
         o.workers,
         o.intra_op_threads,
         match o.pace {
@@ -557,4 +567,16 @@ fn received_cases(db: &Path) -> Result<Vec<Case>, ReplayError> {
         cases.push(serde_json::from_str(&b).map_err(|e| ReplayError::Receiver(e.to_string()))?);
     }
     Ok(cases)
+}
+
+/// The ids the configuration gives the cards (their file stems).
+pub fn model_ids(cards: &[PathBuf]) -> Vec<String> {
+    cards
+        .iter()
+        .map(|c| {
+            c.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect()
 }

@@ -29,6 +29,10 @@ pub enum SuiteError {
     Model(#[from] super::model::ModelBenchError),
     #[error(transparent)]
     Card(#[from] gridwatch::infer::card::CardError),
+    #[error("no model card given")]
+    NoCard,
+    #[error("the Python peer runs one model: --baseline takes one --card")]
+    PeerWithSeveralModels,
     #[error(transparent)]
     Infer(#[from] gridwatch::infer::InferError),
     #[error("{what}: {source}")]
@@ -116,7 +120,12 @@ fn run_in(
     started_at: String,
     machine: Machine,
 ) -> Result<BenchReport, SuiteError> {
-    let card = ModelCard::load(&o.replay.card)?;
+    // The limits and the peer measure the first model alone.
+    let first = o.replay.cards.first().ok_or(SuiteError::NoCard)?;
+    let card = ModelCard::load(first)?;
+    if o.baseline && o.replay.cards.len() > 1 {
+        return Err(SuiteError::PeerWithSeveralModels);
+    }
     let mut main = o.replay.clone();
     main.work_dir = work.join("main");
 
@@ -239,7 +248,7 @@ fn run_in(
         started_at,
         command: o.command.clone(),
         machine,
-        model: card.id.clone(),
+        model: crate::replay::model_ids(&o.replay.cards).join("+"),
         gridwatch,
         limits,
         baseline,

@@ -1,0 +1,226 @@
+//! The deployment's models: `[[models]]` (or the single `[model]`), their ids, and which of them
+//! each camera runs. A zone's `models`, else `[scenarios.models]`, else the first model that
+//! provides each kind a scenario needs, decides; a camera runs the union over its zones. The
+//! first model a camera runs keeps every kind it finds (what the wall shows); any other keeps
+//! only the kinds of the scenarios that chose it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::Config;
+use crate::area::Camera;
+use crate::area::kinds::ObjectKind;
+use crate::infer::card::ModelCard;
+use crate::infer::kinds::KindSet;
+use crate::infer::models::{CameraModels, ModelUse};
+use crate::scenarios::catalog::Catalog;
+
+/// What a camera runs, with what `gridwatch check` should say about its zones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraSelection {
+    pub plan: CameraModels,
+    /// Scenarios in a zone whose models provide none of the kinds they need.
+    pub unserved: Vec<String>,
+}
+
+impl Config {
+    /// Where model `i` is written: `model` for the single-model form, else `models[i]`.
+    pub fn model_field(&self, i: usize) -> String {
+        if self.legacy_model {
+            "model".into()
+        } else {
+            format!("models[{i}]")
+        }
+    }
+
+    /// The models' ids, in the configuration's order.
+    pub fn model_ids(&self) -> Vec<Arc<str>> {
+        self.models
+            .iter()
+            .map(|m| Arc::from(m.resolved_id()))
+            .collect()
+    }
+
+    /// Each model's object kinds (from its card's `[kinds]`), sorted, or why a card is unreadable.
+    pub fn models_kinds(&self) -> Result<Vec<Vec<ObjectKind>>, String> {
+        self.models
+            .iter()
+            .map(|m| {
+                let card = ModelCard::load(&self.resolve(&m.card))
+                    .map_err(|e| format!("model {}: {e}", m.resolved_id()))?;
+                let mut kinds = card.class_kinds.clone();
+                kinds.sort_unstable();
+                kinds.dedup();
+                Ok(kinds)
+            })
+            .collect()
+    }
+
+    /// Every camera's models, given each model's kinds ([`Config::models_kinds`]).
+    pub fn camera_models(&self, kinds: &[Vec<ObjectKind>]) -> Vec<CameraSelection> {
+        let ids = self.model_ids();
+        self.area
+            .cameras
+            .iter()
+            .map(|c| select(c, &self.catalog, &self.scenarios.models, &ids, kinds))
+            .collect()
+    }
+
+    /// One form of the section, each card readable, each model's numbers in range, the names.
+    pub(super) fn validate_models(&self, err: &mut impl FnMut(String, String)) {
+        if self.models.is_empty() {
+            err(
+                "model".into(),
+                "no model configured: add `[[models]]` with a `card` (or `[model]`)".into(),
+            );
+            return;
+        }
+        if self.legacy_model && self.models.len() > 1 {
+            err(
+                "models".into(),
+                "`[model]` and `[[models]]` together: write every model as `[[models]]`".into(),
+            );
+            return;
+        }
+        for (i, m) in self.models.iter().enumerate() {
+            let at = self.model_field(i);
+            let card_path = self.resolve(&m.card);
+            if !card_path.is_file() {
+                err(
+                    format!("{at}.card"),
+                    format!("model card not found: {}", card_path.display()),
+                );
+            } else if let Err(e) = ModelCard::load(&card_path) {
+                err(format!("{at}.card"), e.to_string());
+            }
+            for (field, msg) in m.validate() {
+                err(format!("{at}.{field}"), msg);
+            }
+        }
+        self.validate_model_names(err);
+    }
+
+    /// Model ids: unique, and every id a zone or `[scenarios.models]` names is configured.
+    fn validate_model_names(&self, err: &mut impl FnMut(String, String)) {
+        let ids = self.model_ids();
+        for (i, id) in ids.iter().enumerate() {
+            if ids[..i].contains(id) {
+                let m = &self.models[i];
+                let field = if m.id.is_some() { "id" } else { "card" };
+                err(
+                    format!("{}.{field}", self.model_field(i)),
+                    format!("model id `{id}` is used twice (give one of them an `id`)"),
+                );
+            }
+        }
+        let known = || ids.iter().map(|i| &**i).collect::<Vec<_>>().join(", ");
+        for (i, c) in self.area.cameras.iter().enumerate() {
+            for (j, z) in c.zones.iter().enumerate() {
+                for (k, m) in z.models.iter().enumerate() {
+                    if !ids.iter().any(|id| **id == **m) {
+                        err(
+                            format!("cameras[{i}].zones[{j}].models[{k}]"),
+                            format!("unknown model `{m}` (configured: {})", known()),
+                        );
+                    }
+                }
+            }
+        }
+        for (scenario, models) in &self.scenarios.models {
+            if !self.catalog.scenarios.is_empty() && self.catalog.entry(scenario).is_none() {
+                err(
+                    format!("scenarios.models.{scenario}"),
+                    format!("unknown scenario `{scenario}`"),
+                );
+            }
+            for (k, m) in models.iter().enumerate() {
+                if !ids.iter().any(|id| **id == **m) {
+                    err(
+                        format!("scenarios.models.{scenario}[{k}]"),
+                        format!("unknown model `{m}` (configured: {})", known()),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// One camera's models: for each scenario of each zone, the models named for it (zone, then
+/// `[scenarios.models]`) or the first model providing each of its kinds.
+pub fn select(
+    camera: &Camera,
+    catalog: &Catalog,
+    named: &BTreeMap<String, Vec<String>>,
+    ids: &[Arc<str>],
+    kinds: &[Vec<ObjectKind>],
+) -> CameraSelection {
+    let mut masks = vec![KindSet::EMPTY; ids.len()];
+    let mut chosen = vec![false; ids.len()];
+    let mut unserved = Vec::new();
+    let index_of = |id: &str| ids.iter().position(|i| &**i == id);
+    for z in &camera.zones {
+        for s in &z.scenarios {
+            let Some(entry) = catalog.entry(s) else {
+                continue;
+            };
+            // The zone may narrow the scenario's kinds (only cars for parking, say).
+            let needed: Vec<ObjectKind> = entry
+                .kinds
+                .iter()
+                .filter(|k| z.kinds.as_ref().is_none_or(|only| only.contains(k)))
+                .chain(&entry.companion_kinds)
+                .copied()
+                .collect();
+            let names = Some(&z.models)
+                .filter(|m| !m.is_empty())
+                .or_else(|| named.get(s));
+            let models: Vec<usize> = match names {
+                Some(names) => names.iter().filter_map(|n| index_of(n)).collect(),
+                None => needed
+                    .iter()
+                    .filter_map(|k| kinds.iter().position(|m| m.contains(k)))
+                    .collect(),
+            };
+            let mut served = false;
+            for m in models {
+                chosen[m] = true;
+                for k in needed.iter().filter(|k| kinds[m].contains(k)) {
+                    masks[m].insert(*k);
+                    served = true;
+                }
+            }
+            if !served && names.is_some() {
+                unserved.push(format!(
+                    "scenario {s} in zone {}: models {} provide none of its kinds",
+                    z.id,
+                    names.map(|n| n.join(", ")).unwrap_or_default()
+                ));
+            }
+        }
+    }
+    let plan = plan_of(ids, &chosen, &masks);
+    CameraSelection { plan, unserved }
+}
+
+/// The chosen models in order; the first keeps every kind. None chosen: the first model.
+fn plan_of(ids: &[Arc<str>], chosen: &[bool], masks: &[KindSet]) -> CameraModels {
+    let mut uses: Vec<ModelUse> = (0..ids.len())
+        .filter(|&m| chosen[m])
+        .map(|m| ModelUse {
+            index: m,
+            id: ids[m].clone(),
+            kinds: masks[m],
+        })
+        .collect();
+    if uses.is_empty() && !ids.is_empty() {
+        uses.push(ModelUse {
+            index: 0,
+            id: ids[0].clone(),
+            kinds: KindSet::ALL,
+        });
+    }
+    if let Some(first) = uses.first_mut() {
+        first.kinds = KindSet::ALL;
+    }
+    CameraModels(uses)
+}

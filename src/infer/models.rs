@@ -1,0 +1,180 @@
+//! Several models per deployment: which models a camera runs (its plan, chosen by the
+//! configuration from what its zones' scenarios need) and the worker's set of detectors that
+//! runs a plan on one decoded frame. Each camera is decoded once, at the largest input size of
+//! the models; a smaller model gets an area-resized copy in a buffer reused frame after frame.
+//! The models' detections are filtered to the kinds the camera asked of each model, then
+//! merged across models (one object seen by two models is kept once).
+
+use std::sync::Arc;
+
+use opencv::core::Mat;
+use opencv::prelude::*;
+
+use super::kinds::KindSet;
+use super::{Detection, Detector, InferError, StageTimes, nms};
+use crate::ingest::Frame;
+use crate::telemetry;
+
+/// One model of a camera's plan: its index among the deployment's models, its id (metric
+/// label) and the kinds of its detections the camera keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelUse {
+    pub index: usize,
+    pub id: Arc<str>,
+    pub kinds: KindSet,
+}
+
+/// The models a camera runs on each analysed frame, in the deployment's order. Empty: the
+/// first model, keeping every kind (a camera the configuration has not planned yet).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CameraModels(pub Vec<ModelUse>);
+
+impl CameraModels {
+    /// Every model of the deployment, keeping every kind (`gridwatch detect`).
+    pub fn all(ids: &[Arc<str>]) -> Self {
+        CameraModels(
+            ids.iter()
+                .enumerate()
+                .map(|(index, id)| ModelUse {
+                    index,
+                    id: id.clone(),
+                    kinds: KindSet::ALL,
+                })
+                .collect(),
+        )
+    }
+
+    /// The ids of the models, joined by `+` (reports, detect's JSON).
+    pub fn label(&self) -> String {
+        self.0.iter().map(|m| &*m.id).collect::<Vec<_>>().join("+")
+    }
+}
+
+/// A worker's detectors, one onnxruntime session per model, with the buffers to feed and merge
+/// them.
+pub struct ModelSet {
+    detectors: Vec<Detector>,
+    /// Per model: the frame resized to its input, when the frame is larger.
+    resized: Vec<Mat>,
+    /// One model's detections before its kinds are filtered.
+    found: Vec<Detection>,
+    /// Which model found each detection of the frame (for the merge).
+    origins: Vec<u8>,
+    merge_iou: f32,
+}
+
+impl ModelSet {
+    /// `detectors` in the deployment's order (the plan's indices point into it).
+    pub fn new(detectors: Vec<Detector>, merge_iou: f32) -> Self {
+        let n = detectors.len();
+        Self {
+            detectors,
+            resized: (0..n).map(|_| Mat::default()).collect(),
+            found: Vec::with_capacity(64),
+            origins: Vec::with_capacity(64),
+            merge_iou,
+        }
+    }
+
+    pub fn detectors(&self) -> &[Detector] {
+        &self.detectors
+    }
+
+    /// For each detection of the last [`ModelSet::analyse`], the index of the model that found it.
+    pub fn origins(&self) -> &[u8] {
+        &self.origins
+    }
+
+    /// Runs the plan's models on `frame`; their detections, filtered and merged, go to `out`
+    /// (cleared first). A failing model is counted and skipped; the frame fails only when
+    /// every model failed.
+    pub fn analyse(
+        &mut self,
+        frame: &Frame,
+        plan: &CameraModels,
+        out: &mut Vec<Detection>,
+    ) -> Result<StageTimes, InferError> {
+        out.clear();
+        self.origins.clear();
+        let first = [ModelUse {
+            index: 0,
+            id: Arc::from(""),
+            kinds: KindSet::ALL,
+        }];
+        let uses = if plan.0.is_empty() {
+            &first[..]
+        } else {
+            &plan.0
+        };
+        let mut total = StageTimes::default();
+        let mut failures = 0;
+        let mut last_error = None;
+        for u in uses {
+            match self.run_one(frame, u.index) {
+                Ok(times) => {
+                    if !u.id.is_empty() {
+                        telemetry::model_frame(
+                            &frame.camera_id,
+                            &u.id,
+                            "analysed",
+                            Some(times.inference_seconds),
+                        );
+                    }
+                    total.add(&times);
+                    for d in self.found.drain(..).filter(|d| u.kinds.contains(d.kind)) {
+                        out.push(d);
+                        self.origins.push(u.index as u8);
+                    }
+                }
+                Err(e) => {
+                    telemetry::model_frame(&frame.camera_id, &u.id, "inference_error", None);
+                    tracing::warn!(camera = %frame.camera_id, model = %u.id, error = %e, "model failed on a frame; its detections are missing");
+                    failures += 1;
+                    last_error = Some(e);
+                }
+            }
+        }
+        if let Some(e) = last_error.filter(|_| failures == uses.len()) {
+            return Err(e);
+        }
+        if uses.len() > 1 {
+            nms::merge_across_models(out, &mut self.origins, self.merge_iou);
+        }
+        Ok(total)
+    }
+
+    /// One model on the frame, resized to its input when the sizes differ; into `found`.
+    fn run_one(&mut self, frame: &Frame, index: usize) -> Result<StageTimes, InferError> {
+        let detector = self
+            .detectors
+            .get_mut(index)
+            .ok_or_else(|| InferError::Run {
+                model: format!("#{index}"),
+                message: "no such model in this deployment".into(),
+            })?;
+        let (w, h) = detector.card().input_size();
+        if (frame.width as usize, frame.height as usize) == (w, h) {
+            return detector.detect(
+                frame.rgb(),
+                frame.width,
+                frame.height,
+                frame.row_stride,
+                &mut self.found,
+            );
+        }
+        let started = std::time::Instant::now();
+        let mat = &mut self.resized[index];
+        let resize_err = |e: opencv::Error| InferError::Run {
+            model: detector.card().id.clone(),
+            message: format!("resizing the frame to {w}x{h}: {e}"),
+        };
+        frame
+            .resize_into(mat, w as i32, h as i32)
+            .map_err(resize_err)?;
+        let bytes = mat.data_bytes().map_err(resize_err)?;
+        let resize_seconds = started.elapsed().as_secs_f64();
+        let mut times = detector.detect(bytes, w as u32, h as u32, w * 3, &mut self.found)?;
+        times.preprocess_seconds += resize_seconds;
+        Ok(times)
+    }
+}
