@@ -325,13 +325,13 @@ fn inactive_reason(s: &ScenarioEntry, provided: &[ObjectKind]) -> Option<String>
     }
     if !s.kinds.iter().any(|k| provided.contains(k)) {
         return Some(format!(
-            "the model provides none of the kinds {}{needs}",
+            "no configured model provides any of the kinds {}{needs}",
             names(&s.kinds)
         ));
     }
     if !s.companion_kinds.is_empty() && !s.companion_kinds.iter().any(|k| provided.contains(k)) {
         return Some(format!(
-            "the model provides none of the companion kinds {}{needs}",
+            "no configured model provides any of the companion kinds {}{needs}",
             names(&s.companion_kinds)
         ));
     }

@@ -334,3 +334,26 @@ fn an_object_both_models_see_comes_out_once() {
         assert!(each[usize::from(*m)].contains(d), "{d:?} from model {m}");
     }
 }
+
+#[test]
+fn the_shipped_two_model_configuration_passes_check_and_says_what_each_camera_runs() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gridwatch"))
+        .args(["check", "--config"])
+        .arg(repo("config/nanodet-ssd.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("note: camera cbd-plaza-01 runs nanodet\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("note: camera sjt-street-01 runs nanodet+ssd\n"),
+        "{stdout}"
+    );
+}

@@ -35,7 +35,7 @@ fn check_reports_the_scenarios_the_model_cannot_serve_as_inactive() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("none of the kinds laundry"),
+        stdout.contains("no configured model provides any of the kinds laundry"),
         "the reason is given: {stdout}"
     );
     assert!(
