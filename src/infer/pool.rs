@@ -262,6 +262,17 @@ impl Mailboxes {
         self.work.notify_all();
     }
 
+    /// Every camera has closed its slot and no frame waits or is in flight: the workers end
+    /// (or have ended) because there is no more work, not because they failed.
+    pub fn drained(&self) -> bool {
+        let st = self.lock();
+        st.held == 0
+            && st
+                .slots
+                .iter()
+                .all(|s| !s.open && s.waiting.is_none() && !s.busy)
+    }
+
     /// Stops the pool: producers return at once, workers exit after their current frame.
     pub fn stop(&self) {
         self.lock().stopping = true;

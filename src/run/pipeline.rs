@@ -316,7 +316,11 @@ impl Pipeline {
     /// A stage thread that ended while cameras still run (a panic; stages end only when their
     /// input closes).
     fn died(&self) -> Option<&'static str> {
-        if self.cameras.all_finished() && self.ownership.is_none() {
+        // Once every camera has closed its mailbox (its source ended), the workers, then the
+        // scenario and case stages, end by themselves, which can come a moment before the
+        // camera threads are seen to finish.
+        let sources_ended = self.cameras.all_finished() || self.mailboxes.drained();
+        if sources_ended && self.ownership.is_none() {
             return None;
         }
         let ended = |t: Option<bool>| t.unwrap_or(false);
