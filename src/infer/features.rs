@@ -1,6 +1,6 @@
 //! The intermediate feature map a model card's `[features]` names: copied out of each run into a
 //! buffer the detector owns (HWC, allocated once), and lent out as a [`FeatureMap`] for zone
-//! states (`crate::states`) to pool. One model run gives both detections and features.
+//! states to pool. One model run gives both detections and features.
 
 use super::card::{FeatureSpec, Layout};
 
