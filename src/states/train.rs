@@ -1,6 +1,6 @@
 //! Training a zone classifier from labelled frames: the labels are ordered by time, the earliest
 //! part trains (standardisation, linfa-logistic's L2-regularised logistic regression, the
-//! threshold), the latest part is held out and gives precision and recall. A classifier below
+//! threshold, chosen on out-of-fold probabilities), the latest part is held out and gives precision and recall. A classifier below
 //! the [`QualityBar`] is refused with the numbers; too few labels are refused before training.
 
 use linfa::prelude::*;
@@ -27,6 +27,9 @@ pub const DEFAULT_MIN_HELD_OUT_PER_CLASS: usize = 3;
 pub const DEFAULT_L2_ALPHA: f64 = 1.0;
 /// Iterations of linfa-logistic's L-BFGS solver.
 pub const SOLVER_MAX_ITERATIONS: u64 = 300;
+/// Folds (runs of consecutive training labels) for the out-of-fold probabilities the
+/// threshold is chosen on.
+pub const THRESHOLD_FOLDS: usize = 5;
 /// A feature whose spread over the training part is below this is left unscaled.
 const MIN_FEATURE_STD: f64 = 1e-6;
 
@@ -174,7 +177,8 @@ pub fn fit(
         bias,
         threshold: 0.5,
     };
-    linear.threshold = choose_threshold(&linear, train_part);
+    let scored = out_of_fold(&identity.state, train_part, &linear, options.l2_alpha)?;
+    linear.threshold = choose_threshold(&scored);
     let train = confusion(&linear, train_part);
     let held_out = confusion(&linear, held_part);
     let split_at_seconds = train_part.last().map_or(0.0, |s| s.at_seconds);
@@ -292,15 +296,53 @@ fn training_error(state: &str, message: String) -> StatesError {
     }
 }
 
-/// The threshold with the best F1 on the training part: midpoints between consecutive
-/// training probabilities and 0.5; on ties, the one nearest 0.5.
-fn choose_threshold(linear: &Linear, train: &[&Sample]) -> f32 {
-    let mut probs: Vec<f32> = train.iter().map(|s| probability(linear, &s.features)).collect();
+/// Each training sample's probability from a model that did not see it: the training part cut
+/// into `THRESHOLD_FOLDS` runs of consecutive labels, each scored by a model fitted on the
+/// others (standardised like the final one). A fold whose complement lacks a class keeps the
+/// final model's probability. In-sample probabilities of a separable training part say nothing
+/// about where the threshold should be; these do.
+fn out_of_fold(
+    state: &str,
+    train: &[&Sample],
+    linear: &Linear,
+    alpha: f64,
+) -> Result<Vec<(f32, bool)>, StatesError> {
+    let mean: Vec<f64> = linear.mean.iter().map(|&v| f64::from(v)).collect();
+    let std: Vec<f64> = linear.std.iter().map(|&v| f64::from(v)).collect();
+    let n = train.len();
+    let mut scored: Vec<(f32, bool)> =
+        train.iter().map(|s| (probability(linear, &s.features), s.present)).collect();
+    for fold in 0..THRESHOLD_FOLDS {
+        let range = fold * n / THRESHOLD_FOLDS..(fold + 1) * n / THRESHOLD_FOLDS;
+        let rest: Vec<&Sample> = train
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !range.contains(i))
+            .map(|(_, s)| *s)
+            .collect();
+        if range.is_empty() || !rest.iter().any(|s| s.present) || rest.iter().all(|s| s.present) {
+            continue;
+        }
+        let (weights, bias) = logistic(state, &rest, &mean, &std, alpha)?;
+        let model = Linear { weights, bias, ..linear.clone() };
+        for i in range {
+            scored[i].0 = probability(&model, &train[i].features);
+        }
+    }
+    Ok(scored)
+}
+
+/// The threshold with the best F1 over (probability, present) pairs: midpoints between
+/// consecutive probabilities and 0.5; on ties, the one nearest 0.5.
+fn choose_threshold(scored: &[(f32, bool)]) -> f32 {
+    let mut probs: Vec<f32> = scored.iter().map(|s| s.0).collect();
     probs.sort_by(f32::total_cmp);
     let candidates = probs.windows(2).map(|w| (w[0] + w[1]) / 2.0).chain([0.5]);
     let f1 = |t: f32| {
-        let c = confusion(&Linear { threshold: t, ..linear.clone() }, train);
-        let (p, r) = (c.precision(), c.recall());
+        let tp = scored.iter().filter(|(p, y)| *p >= t && *y).count();
+        let called = scored.iter().filter(|(p, _)| *p >= t).count();
+        let present = scored.iter().filter(|(_, y)| *y).count();
+        let (p, r) = (ratio(tp, called), ratio(tp, present));
         if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
     };
     candidates
