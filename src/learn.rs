@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::config::Config;
 use crate::infer::Detector;
-use crate::infer::card::{Layout, ModelCard};
+use crate::infer::card::ModelCard;
 use crate::ingest::replay::FileFrames;
 use crate::states::card::FeatureSource;
 use crate::states::train::{self, Identity, Sample, TrainOptions, Trained};
@@ -19,6 +19,8 @@ use crate::states::{Pooling, StatesError, ZoneMask};
 
 /// Frames per second decoded from the clip to find the labelled times.
 pub const DEFAULT_DECODE_FPS: f64 = 2.0;
+/// Rounding slack when matching a label's time to a frame's presentation time.
+const LABEL_TIME_SLACK_SECONDS: f64 = 1e-6;
 
 /// A labels file: one clip, one zone, one state, labelled times.
 #[derive(Debug, Clone, Deserialize)]
@@ -87,21 +89,37 @@ impl LabelsFile {
             message,
         };
         let mut file: LabelsFile = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map_or(1, |s| text[..s.start].matches('\n').count() + 1);
+            let line = e
+                .span()
+                .map_or(1, |s| text[..s.start].matches('\n').count() + 1);
             at_line(line, e.message().to_owned())
         })?;
-        let line_of = |key: &str| text.lines().position(|l| l.trim_start().starts_with(key)).map_or(1, |i| i + 1);
+        let line_of = |key: &str| {
+            text.lines()
+                .position(|l| l.trim_start().starts_with(key))
+                .map_or(1, |i| i + 1)
+        };
         crate::area::geometry::validate_polygon(&file.polygon)
             .map_err(|m| at_line(line_of("polygon"), format!("polygon: {m}")))?;
-        if let Some(bad) = file.labels.iter().find(|l| !l.at_seconds.is_finite() || l.at_seconds < 0.0) {
-            return Err(at_line(line_of("[[labels]]"), format!("at_seconds = {} must be finite and >= 0", bad.at_seconds)));
+        if let Some(bad) = file
+            .labels
+            .iter()
+            .find(|l| !l.at_seconds.is_finite() || l.at_seconds < 0.0)
+        {
+            return Err(at_line(
+                line_of("[[labels]]"),
+                format!("at_seconds = {} must be finite and >= 0", bad.at_seconds),
+            ));
         }
         file.path = path.to_owned();
         Ok(file)
     }
 
     pub fn clip_path(&self) -> PathBuf {
-        self.path.parent().unwrap_or(Path::new(".")).join(&self.clip)
+        self.path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&self.clip)
     }
 
     /// What the classifier is for, given the model and pooling.
@@ -123,11 +141,7 @@ pub fn feature_source(model: &ModelCard) -> Result<FeatureSource, LearnError> {
         .features
         .as_ref()
         .ok_or_else(|| LearnError::NoFeatures(model.path.clone()))?;
-    let shape = spec.shape(model.input_size());
-    let (grid_width, grid_height) = match spec.layout {
-        Layout::Nchw => (shape[3], shape[2]),
-        Layout::Nhwc => (shape[2], shape[1]),
-    };
+    let (grid_width, grid_height) = spec.grid(model.input_size());
     Ok(FeatureSource {
         model: model.id.clone(),
         sha256: model.sha256.trim().to_owned(),
@@ -155,18 +169,54 @@ pub fn extract(
     let clip = labels.clip_path();
     let (w, h) = detector.card().input_size();
     let mut frames = FileFrames::open(&clip, decode_fps, w, h)?;
+    let found = pool_labelled_frames(detector, labels, &masks, &mut frames, decode_fps)?;
+    let missing: Vec<String> = (0..found.len())
+        .filter(|&i| found[i].is_none())
+        .map(|i| format!("{} s", labels.labels[i].at_seconds))
+        .collect();
+    if !missing.is_empty() {
+        let why = frames
+            .error()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        return Err(LearnError::Clip {
+            path: clip,
+            message: format!(
+                "no frame decoded for the labels at {}{why}",
+                missing.join(", ")
+            ),
+        });
+    }
+    let pooled = found.into_iter().flatten().collect();
+    Ok(samples_per_pooling(labels, pooled, poolings.len()))
+}
+
+/// Per label, the pooled vectors (one per mask) of the decoded frame nearest its time, if one
+/// lies within half a frame interval. The detector runs only on frames a label wants.
+fn pool_labelled_frames(
+    detector: &mut Detector,
+    labels: &LabelsFile,
+    masks: &[ZoneMask],
+    frames: &mut FileFrames,
+    decode_fps: f64,
+) -> Result<Vec<Option<Vec<Vec<f32>>>>, LearnError> {
     let mut found: Vec<Option<Vec<Vec<f32>>>> = vec![None; labels.labels.len()];
-    let tolerance = 0.5 / decode_fps + 1e-6;
+    let tolerance = 0.5 / decode_fps + LABEL_TIME_SLACK_SECONDS;
     let mut detections = Vec::new();
     for (pts, frame) in frames.by_ref() {
         let wanted: Vec<usize> = (0..labels.labels.len())
-            .filter(|&i| found[i].is_none() && (labels.labels[i].at_seconds - pts).abs() <= tolerance)
+            .filter(|&i| {
+                found[i].is_none() && (labels.labels[i].at_seconds - pts).abs() <= tolerance
+            })
             .collect();
         if wanted.is_empty() {
             continue;
         }
-        detector.detect(frame.rgb(), frame.width, frame.height, frame.row_stride, &mut detections)?;
-        let map = detector.features().ok_or_else(|| LearnError::NoFeatures(detector.card().path.clone()))?;
+        let (w, h, stride) = (frame.width, frame.height, frame.row_stride);
+        detector.detect(frame.rgb(), w, h, stride, &mut detections)?;
+        let map = detector
+            .features()
+            .ok_or_else(|| LearnError::NoFeatures(detector.card().path.clone()))?;
         let pooled: Vec<Vec<f32>> = masks
             .iter()
             .map(|m| {
@@ -175,23 +225,18 @@ pub fn extract(
                 v
             })
             .collect();
-        wanted.into_iter().for_each(|i| found[i] = Some(pooled.clone()));
+        wanted
+            .into_iter()
+            .for_each(|i| found[i] = Some(pooled.clone()));
     }
-    let missing: Vec<String> = (0..found.len())
-        .filter(|&i| found[i].is_none())
-        .map(|i| format!("{} s", labels.labels[i].at_seconds))
-        .collect();
-    if !missing.is_empty() {
-        let why = frames.error().map(|e| format!(" ({e})")).unwrap_or_default();
-        return Err(LearnError::Clip {
-            path: clip,
-            message: format!("no frame decoded for the labels at {}{why}", missing.join(", ")),
-        });
-    }
-    Ok(samples_per_pooling(labels, found.into_iter().flatten().collect(), poolings.len()))
+    Ok(found)
 }
 
-fn samples_per_pooling(labels: &LabelsFile, pooled: Vec<Vec<Vec<f32>>>, n: usize) -> Vec<Vec<Sample>> {
+fn samples_per_pooling(
+    labels: &LabelsFile,
+    pooled: Vec<Vec<Vec<f32>>>,
+    n: usize,
+) -> Vec<Vec<Sample>> {
     (0..n)
         .map(|p| {
             labels
@@ -237,8 +282,15 @@ pub fn run(config: &Config, options: &LearnOptions) -> Result<Learned, LearnErro
         .zip(&samples)
         .map(|(&p, s)| Ok((p, train::fit(labels.identity(model, p)?, s, &options.train))))
         .collect::<Result<_, LearnError>>()?;
-    let chosen = Pooling::ALL.iter().position(|&p| p == options.pooling).unwrap_or(0);
-    let trained = train::train(labels.identity(model, options.pooling)?, &samples[chosen], &options.train)?;
+    let chosen = Pooling::ALL
+        .iter()
+        .position(|&p| p == options.pooling)
+        .unwrap_or(0);
+    let trained = train::train(
+        labels.identity(model, options.pooling)?,
+        &samples[chosen],
+        &options.train,
+    )?;
     let card_path = trained.card.save(&options.out_dir)?;
     Ok(Learned {
         card_path,
@@ -255,7 +307,11 @@ pub fn report(learned: &Learned) -> Vec<String> {
         format!("card: {}", learned.card_path.display()),
         format!(
             "labels: train {} present / {} absent (up to {} s), held out {} present / {} absent",
-            l.train_positive, l.train_negative, t.split_at_seconds, l.held_out_positive, l.held_out_negative
+            l.train_positive,
+            l.train_negative,
+            t.split_at_seconds,
+            l.held_out_positive,
+            l.held_out_negative
         ),
     ];
     for (pooling, result) in &learned.comparison {
@@ -274,6 +330,50 @@ pub fn report(learned: &Learned) -> Vec<String> {
             Err(e) => format!("{:<15} {e}", pooling.name()),
         });
     }
-    lines.push(format!("chosen: {} (passes the quality bar)", t.card.pooling.name()));
+    lines.push(format!(
+        "chosen: {} (passes the quality bar)",
+        t.card.pooling.name()
+    ));
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(name: &str, text: &str) -> Result<LabelsFile, LearnError> {
+        let path = std::env::temp_dir().join(format!(
+            "gridwatch-labels-{}-{name}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&path, text).unwrap();
+        let loaded = LabelsFile::load(&path);
+        std::fs::remove_file(&path).ok();
+        loaded
+    }
+
+    const HEAD: &str = "clip = \"c.mp4\"\ncamera = \"c\"\nzone = \"z\"\nstate = \"s\"\npolygon = [[0.1, 0.1], [0.9, 0.1], [0.5, 0.9]]\n";
+
+    #[test]
+    fn a_malformed_label_is_reported_with_its_line() {
+        let text = format!(
+            "{HEAD}[[labels]]\nat_seconds = 1.0\npresent = true\n\n[[labels]]\nat_seconds = 2.0\npresent = \"yes\"\n"
+        );
+        let err = load_text("bad", &text).unwrap_err().to_string();
+        assert!(err.contains(".toml:12:"), "{err}");
+        let ok = load_text(
+            "good",
+            &format!("{HEAD}[[labels]]\nat_seconds = 1.0\npresent = true\n"),
+        )
+        .unwrap();
+        assert_eq!(ok.labels.len(), 1);
+        assert!(ok.clip_path().ends_with("c.mp4"));
+    }
+
+    #[test]
+    fn a_degenerate_polygon_is_refused_at_its_line() {
+        let text = HEAD.replace("[0.5, 0.9]", "[0.5, 0.1]");
+        let err = load_text("flat", &text).unwrap_err().to_string();
+        assert!(err.contains(".toml:5: polygon"), "{err}");
+    }
 }

@@ -74,10 +74,22 @@ pub const MAX_FEATURE_CHANNELS: usize = 4096;
 impl FeatureSpec {
     /// The output's shape as the ONNX file must have it, for a model input of (width, height).
     pub fn shape(&self, (width, height): (usize, usize)) -> [usize; 4] {
-        let (w, h) = (width / self.stride_pixels.max(1), height / self.stride_pixels.max(1));
+        let (w, h) = (
+            width / self.stride_pixels.max(1),
+            height / self.stride_pixels.max(1),
+        );
         match self.layout {
             Layout::Nchw => [1, self.channels, h, w],
             Layout::Nhwc => [1, h, w, self.channels],
+        }
+    }
+
+    /// The map's (width, height) in cells, for a model input of (width, height).
+    pub fn grid(&self, input: (usize, usize)) -> (usize, usize) {
+        let shape = self.shape(input);
+        match self.layout {
+            Layout::Nchw => (shape[3], shape[2]),
+            Layout::Nhwc => (shape[2], shape[1]),
         }
     }
 

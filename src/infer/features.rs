@@ -49,10 +49,7 @@ impl FeatureBuffer {
     /// A zeroed buffer for the spec's map at a model input of (width, height).
     pub fn new(spec: FeatureSpec, input: (usize, usize)) -> Self {
         let shape = spec.shape(input);
-        let (height, width) = match spec.layout {
-            Layout::Nchw => (shape[2], shape[3]),
-            Layout::Nhwc => (shape[1], shape[2]),
-        };
+        let (width, height) = spec.grid(input);
         let data = vec![0.0; width * height * spec.channels];
         Self {
             spec,
@@ -113,12 +110,18 @@ mod tests {
         // Input 6x4 → grid 3 wide, 2 high; channel 0 = cell index, channel 1 = 100 + index.
         let mut buffer = FeatureBuffer::new(spec, (6, 4));
         assert!(buffer.map().is_none());
-        let values: Vec<f32> = (0..6).map(|i| i as f32).chain((0..6).map(|i| 100.0 + i as f32)).collect();
+        let values: Vec<f32> = (0..6)
+            .map(|i| i as f32)
+            .chain((0..6).map(|i| 100.0 + i as f32))
+            .collect();
         assert!(buffer.fill(&[1, 2, 2, 3], &values));
         let map = buffer.map().unwrap();
         assert_eq!((map.width, map.height, map.channels), (3, 2, 2));
         assert_eq!(map.cell(2, 1), &[5.0, 105.0]);
-        assert!(!buffer.fill(&[1, 2, 3, 2], &values), "a transposed shape is refused");
+        assert!(
+            !buffer.fill(&[1, 2, 3, 2], &values),
+            "a transposed shape is refused"
+        );
         assert!(buffer.map().is_none());
     }
 }

@@ -22,8 +22,8 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
 use card::{CardError, ModelCard};
-pub use features::FeatureMap;
 use features::FeatureBuffer;
+pub use features::FeatureMap;
 use settings::ExecutionProvider;
 
 /// Where the setup script puts the onnxruntime library taken from the PyPI wheel.
@@ -208,7 +208,12 @@ impl Detector {
             .map(|o| o.name().to_owned())
             .collect();
         let feature_output = card.features.as_ref().map(|f| f.output.as_str());
-        for name in card.decoder.output_names().into_iter().chain(feature_output) {
+        for name in card
+            .decoder
+            .output_names()
+            .into_iter()
+            .chain(feature_output)
+        {
             if !outputs.iter().any(|o| o == name) {
                 return Err(InferError::NameMismatch {
                     model,

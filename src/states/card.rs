@@ -118,7 +118,11 @@ impl ClassifierCard {
     }
 
     fn check_model(&self, path: &Path, model: &ModelCard) -> Result<(), StatesError> {
-        if !self.features.sha256.eq_ignore_ascii_case(model.sha256.trim()) {
+        if !self
+            .features
+            .sha256
+            .eq_ignore_ascii_case(model.sha256.trim())
+        {
             return Err(StatesError::ModelMismatch {
                 card: path.to_owned(),
                 card_sha256: self.features.sha256.clone(),
@@ -136,16 +140,22 @@ impl ClassifierCard {
                 model.path.display()
             )));
         };
-        let shape = spec.shape(model.input_size());
-        let grid = match spec.layout {
-            crate::infer::card::Layout::Nchw => (shape[3], shape[2]),
-            crate::infer::card::Layout::Nhwc => (shape[2], shape[1]),
-        };
+        let grid = spec.grid(model.input_size());
         let f = &self.features;
-        if f.output != spec.output || (f.grid_width, f.grid_height) != grid || f.channels != spec.channels {
+        if f.output != spec.output
+            || (f.grid_width, f.grid_height) != grid
+            || f.channels != spec.channels
+        {
             return Err(invalid(format!(
                 "trained on `{}` {}x{}x{}, the model card's [features] is `{}` {}x{}x{}",
-                f.output, f.grid_width, f.grid_height, f.channels, spec.output, grid.0, grid.1, spec.channels
+                f.output,
+                f.grid_width,
+                f.grid_height,
+                f.channels,
+                spec.output,
+                grid.0,
+                grid.1,
+                spec.channels
             )));
         }
         Ok(())
@@ -153,7 +163,8 @@ impl ClassifierCard {
 
     /// Lengths agree with the pooling, values are finite, std is positive, the polygon is valid.
     pub fn validate(&self) -> Result<(), String> {
-        crate::area::geometry::validate_polygon(&self.polygon).map_err(|e| format!("polygon: {e}"))?;
+        crate::area::geometry::validate_polygon(&self.polygon)
+            .map_err(|e| format!("polygon: {e}"))?;
         let dims = self.pooling.dims(self.features.channels);
         let l = &self.linear;
         for (name, v) in [("mean", &l.mean), ("std", &l.std), ("weights", &l.weights)] {
@@ -210,17 +221,22 @@ mod tests {
             .map(|i| Sample {
                 at_seconds: f64::from(i),
                 present: i % 3 == 0,
-                features: (0..128).map(|k| ((i * 7 + k) % 11) as f32 + if i % 3 == 0 { 5.0 } else { 0.0 }).collect(),
+                features: (0..128)
+                    .map(|k| ((i * 7 + k) % 11) as f32 + if i % 3 == 0 { 5.0 } else { 0.0 })
+                    .collect(),
             })
             .collect();
-        fit(identity, &samples, &TrainOptions::default()).unwrap().card
+        fit(identity, &samples, &TrainOptions::default())
+            .unwrap()
+            .card
     }
 
     #[test]
     fn a_card_round_trips_through_toml() {
         let model = nanodet();
         let card = trained_card(&model);
-        let dir = std::env::temp_dir().join(format!("gridwatch-states-card-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("gridwatch-states-card-{}", std::process::id()));
         let path = card.save(&dir).unwrap();
         assert!(path.ends_with("cam.plaza.crowd_gathering.toml"));
         let back = ClassifierCard::load(&path, &model).unwrap();

@@ -48,7 +48,9 @@ pub enum StatesError {
     },
     #[error("classifier card {card}: {message}")]
     Invalid { card: PathBuf, message: String },
-    #[error("feature map is {got_w}x{got_h}x{got_c}, the classifier was built for {want_w}x{want_h}x{want_c}")]
+    #[error(
+        "feature map is {got_w}x{got_h}x{got_c}, the classifier was built for {want_w}x{want_h}x{want_c}"
+    )]
     MapSize {
         got_w: usize,
         got_h: usize,

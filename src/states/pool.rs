@@ -55,15 +55,25 @@ pub struct ZoneMask {
 impl ZoneMask {
     /// The mask of `polygon` (normalised 0..1 coordinates) on a `grid_width` × `grid_height` map.
     /// A zone smaller than a cell still gets the cell under its first vertex, so no part is empty.
-    pub fn new(polygon: &[[f64; 2]], pooling: Pooling, grid_width: usize, grid_height: usize) -> Self {
+    pub fn new(
+        polygon: &[[f64; 2]],
+        pooling: Pooling,
+        grid_width: usize,
+        grid_height: usize,
+    ) -> Self {
         let centre = |i: usize| {
             let (x, y) = (i % grid_width, i / grid_width);
-            [(x as f64 + 0.5) / grid_width as f64, (y as f64 + 0.5) / grid_height as f64]
+            [
+                (x as f64 + 0.5) / grid_width as f64,
+                (y as f64 + 0.5) / grid_height as f64,
+            ]
         };
         let cells = grid_width * grid_height;
         let mut zone: Vec<usize> = match pooling {
             Pooling::FrameMean => (0..cells).collect(),
-            _ => (0..cells).filter(|&i| geometry::contains(polygon, centre(i))).collect(),
+            _ => (0..cells)
+                .filter(|&i| geometry::contains(polygon, centre(i)))
+                .collect(),
         };
         if zone.is_empty() && cells > 0 {
             let [x, y] = polygon.first().copied().unwrap_or([0.5, 0.5]);
@@ -95,7 +105,11 @@ impl ZoneMask {
         out.clear();
         out.resize(self.parts.len() * c, 0.0);
         for (part, cells) in self.parts.iter().enumerate() {
-            let cells = if cells.is_empty() { &self.parts[0] } else { cells };
+            let cells = if cells.is_empty() {
+                &self.parts[0]
+            } else {
+                cells
+            };
             let sum = &mut out[part * c..(part + 1) * c];
             for &cell in cells {
                 for (s, v) in sum.iter_mut().zip(&map.data[cell * c..(cell + 1) * c]) {
@@ -196,6 +210,10 @@ mod tests {
         assert_eq!(out, vec![3.0, 2.0]);
         let wide = [[0.5, 0.55], [1.0, 1.0], [0.5, 1.0]];
         ZoneMask::new(&wide, Pooling::ZoneCells2x2, 4, 4).pool(&map, &mut out);
-        assert_eq!(&out[..2], &out[4..6], "the empty top-right part repeats the zone mean");
+        assert_eq!(
+            &out[..2],
+            &out[4..6],
+            "the empty top-right part repeats the zone mean"
+        );
     }
 }

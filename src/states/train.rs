@@ -162,23 +162,8 @@ pub fn fit(
     let labels = count_labels(train_part, held_part);
     check_counts(&identity.state, &labels, &options.bar)?;
     let dims = identity.pooling.dims(identity.features.channels);
-    if let Some(bad) = samples.iter().find(|s| s.features.len() != dims) {
-        return Err(training_error(
-            &identity.state,
-            format!("a sample at {} s has {} features, expected {dims}", bad.at_seconds, bad.features.len()),
-        ));
-    }
-    let (mean, std) = standardisation(train_part, dims);
-    let (weights, bias) = logistic(&identity.state, train_part, &mean, &std, options.l2_alpha)?;
-    let mut linear = Linear {
-        mean: mean.iter().map(|&v| v as f32).collect(),
-        std: std.iter().map(|&v| v as f32).collect(),
-        weights,
-        bias,
-        threshold: 0.5,
-    };
-    let scored = out_of_fold(&identity.state, train_part, &linear, options.l2_alpha)?;
-    linear.threshold = choose_threshold(&scored);
+    check_dims(&identity.state, samples, dims)?;
+    let linear = fit_linear(&identity.state, train_part, dims, options.l2_alpha)?;
     let train = confusion(&linear, train_part);
     let held_out = confusion(&linear, held_part);
     let split_at_seconds = train_part.last().map_or(0.0, |s| s.at_seconds);
@@ -187,7 +172,9 @@ pub fn fit(
         zone: identity.zone,
         state: identity.state,
         polygon: identity.polygon,
-        trained_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        trained_at: OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
         features: identity.features,
         pooling: identity.pooling,
         linear,
@@ -205,10 +192,48 @@ pub fn fit(
     })
 }
 
+/// Every sample has the pooling's number of features.
+fn check_dims(state: &str, samples: &[Sample], dims: usize) -> Result<(), StatesError> {
+    match samples.iter().find(|s| s.features.len() != dims) {
+        Some(bad) => Err(training_error(
+            state,
+            format!(
+                "a sample at {} s has {} features, expected {dims}",
+                bad.at_seconds,
+                bad.features.len()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Standardisation, the logistic model and its threshold, all from the training part.
+fn fit_linear(
+    state: &str,
+    train_part: &[&Sample],
+    dims: usize,
+    alpha: f64,
+) -> Result<Linear, StatesError> {
+    let (mean, std) = standardisation(train_part, dims);
+    let (weights, bias) = logistic(state, train_part, &mean, &std, alpha)?;
+    let mut linear = Linear {
+        mean: mean.iter().map(|&v| v as f32).collect(),
+        std: std.iter().map(|&v| v as f32).collect(),
+        weights,
+        bias,
+        threshold: 0.5,
+    };
+    let scored = out_of_fold(state, train_part, &linear, alpha)?;
+    linear.threshold = choose_threshold(&scored);
+    Ok(linear)
+}
+
 /// How many of the time-ordered labels train.
 fn split_index(n: usize, options: &TrainOptions) -> usize {
     let by_fraction = (n as f64 * options.train_fraction.clamp(0.0, 1.0)).round() as usize;
-    by_fraction.min(options.max_train_labels.unwrap_or(usize::MAX)).min(n)
+    by_fraction
+        .min(options.max_train_labels.unwrap_or(usize::MAX))
+        .min(n)
 }
 
 fn count_labels(train: &[&Sample], held: &[&Sample]) -> LabelCounts {
@@ -225,10 +250,26 @@ fn count_labels(train: &[&Sample], held: &[&Sample]) -> LabelCounts {
 fn check_counts(state: &str, labels: &LabelCounts, bar: &QualityBar) -> Result<(), StatesError> {
     let (min, min_held) = (bar.min_labels_per_class, bar.min_held_out_per_class);
     let missing: Vec<String> = [
-        (labels.train_positive, min, "present labels in the training part"),
-        (labels.train_negative, min, "absent labels in the training part"),
-        (labels.held_out_positive, min_held, "present labels in the held-out part"),
-        (labels.held_out_negative, min_held, "absent labels in the held-out part"),
+        (
+            labels.train_positive,
+            min,
+            "present labels in the training part",
+        ),
+        (
+            labels.train_negative,
+            min,
+            "absent labels in the training part",
+        ),
+        (
+            labels.held_out_positive,
+            min_held,
+            "present labels in the held-out part",
+        ),
+        (
+            labels.held_out_negative,
+            min_held,
+            "absent labels in the held-out part",
+        ),
     ]
     .iter()
     .filter(|(have, need, _)| have < need)
@@ -251,7 +292,9 @@ fn standardisation(train: &[&Sample], dims: usize) -> (Vec<f64>, Vec<f64>) {
     let n = train.len().max(1) as f64;
     let mut mean = vec![0.0; dims];
     for s in train {
-        mean.iter_mut().zip(&s.features).for_each(|(m, &x)| *m += f64::from(x) / n);
+        mean.iter_mut()
+            .zip(&s.features)
+            .for_each(|(m, &x)| *m += f64::from(x) / n);
     }
     let mut var = vec![0.0; dims];
     for s in train {
@@ -259,7 +302,10 @@ fn standardisation(train: &[&Sample], dims: usize) -> (Vec<f64>, Vec<f64>) {
             *v += (f64::from(x) - m).powi(2) / n;
         }
     }
-    let std = var.into_iter().map(|v| v.sqrt().max(MIN_FEATURE_STD)).collect();
+    let std = var
+        .into_iter()
+        .map(|v| v.sqrt().max(MIN_FEATURE_STD))
+        .collect();
     (mean, std)
 }
 
@@ -310,8 +356,10 @@ fn out_of_fold(
     let mean: Vec<f64> = linear.mean.iter().map(|&v| f64::from(v)).collect();
     let std: Vec<f64> = linear.std.iter().map(|&v| f64::from(v)).collect();
     let n = train.len();
-    let mut scored: Vec<(f32, bool)> =
-        train.iter().map(|s| (probability(linear, &s.features), s.present)).collect();
+    let mut scored: Vec<(f32, bool)> = train
+        .iter()
+        .map(|s| (probability(linear, &s.features), s.present))
+        .collect();
     for fold in 0..THRESHOLD_FOLDS {
         let range = fold * n / THRESHOLD_FOLDS..(fold + 1) * n / THRESHOLD_FOLDS;
         let rest: Vec<&Sample> = train
@@ -324,7 +372,11 @@ fn out_of_fold(
             continue;
         }
         let (weights, bias) = logistic(state, &rest, &mean, &std, alpha)?;
-        let model = Linear { weights, bias, ..linear.clone() };
+        let model = Linear {
+            weights,
+            bias,
+            ..linear.clone()
+        };
         for i in range {
             scored[i].0 = probability(&model, &train[i].features);
         }
@@ -343,13 +395,21 @@ fn choose_threshold(scored: &[(f32, bool)]) -> f32 {
         let called = scored.iter().filter(|(p, _)| *p >= t).count();
         let present = scored.iter().filter(|(_, y)| *y).count();
         let (p, r) = (ratio(tp, called), ratio(tp, present));
-        if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
+        if p + r == 0.0 {
+            0.0
+        } else {
+            2.0 * p * r / (p + r)
+        }
     };
     candidates
         .map(|t| (f1(t), t))
         .fold((f64::MIN, 0.5_f32), |best, (score, t)| {
             let nearer = (t - 0.5).abs() < (best.1 - 0.5).abs();
-            if score > best.0 || (score == best.0 && nearer) { (score, t) } else { best }
+            if score > best.0 || (score == best.0 && nearer) {
+                (score, t)
+            } else {
+                best
+            }
         })
         .1
 }
@@ -397,7 +457,9 @@ mod tests {
             .map(|i| {
                 let present = rng.bool();
                 let signal = if informative && present { 2.0 } else { 0.0 };
-                let features = (0..4).map(|k| rng.f32() + if k == 0 { signal } else { 0.0 }).collect();
+                let features = (0..4)
+                    .map(|k| rng.f32() + if k == 0 { signal } else { 0.0 })
+                    .collect();
                 Sample {
                     at_seconds: i as f64,
                     present,
@@ -413,17 +475,32 @@ mod tests {
         assert_eq!(trained.card.held_out.precision, 1.0);
         assert_eq!(trained.card.held_out.recall, 1.0);
         let l = trained.card.labels;
-        assert_eq!(l.train_positive + l.train_negative, 42, "70 % of 60, the earliest");
+        assert_eq!(
+            l.train_positive + l.train_negative,
+            42,
+            "70 % of 60, the earliest"
+        );
         assert!(trained.split_at_seconds < 42.0);
-        assert!(trained.card.linear.weights[0] > 0.0, "present has the positive weight");
+        assert!(
+            trained.card.linear.weights[0] > 0.0,
+            "present has the positive weight"
+        );
     }
 
     #[test]
     fn labels_unrelated_to_the_features_are_refused_with_the_numbers() {
-        let err = train(identity(4), &samples(80, false, 11), &TrainOptions::default()).unwrap_err();
+        let err = train(
+            identity(4),
+            &samples(80, false, 11),
+            &TrainOptions::default(),
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, StatesError::BelowBar { .. }), "{text}");
-        assert!(text.contains("precision") && text.contains("bar 0.80"), "{text}");
+        assert!(
+            text.contains("precision") && text.contains("bar 0.80"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -431,8 +508,16 @@ mod tests {
         let mut few = samples(20, true, 3);
         few.iter_mut().for_each(|s| s.present = false);
         few[0].present = true;
-        let err = train(identity(4), &few, &TrainOptions::default()).unwrap_err().to_string();
-        assert!(err.contains("4 more present labels in the training part (have 1)"), "{err}");
-        assert!(err.contains("3 more present labels in the held-out part (have 0)"), "{err}");
+        let err = train(identity(4), &few, &TrainOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("4 more present labels in the training part (have 1)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("3 more present labels in the held-out part (have 0)"),
+            "{err}"
+        );
     }
 }
