@@ -372,7 +372,8 @@ mod tests {
 
     #[test]
     fn a_degenerate_polygon_is_refused_at_its_line() {
-        let text = HEAD.replace("[0.5, 0.9]", "[0.5, 0.1]");
+        let text = format!("{HEAD}[[labels]]\nat_seconds = 1.0\npresent = true\n")
+            .replace("[0.5, 0.9]", "[0.5, 0.1]");
         let err = load_text("flat", &text).unwrap_err().to_string();
         assert!(err.contains(".toml:5: polygon"), "{err}");
     }

@@ -19,6 +19,7 @@ pub enum Pooling {
     ZoneMean,
     /// The zone mean, then the zone's bounding box split 2×2, each part the mean of its
     /// in-polygon cells (the zone mean when a part has none): 5 × channels values.
+    #[serde(rename = "zone_cells_2x2")]
     ZoneCells2x2,
 }
 
@@ -168,6 +169,14 @@ mod tests {
     }
 
     const SQUARE: [[f64; 2]; 4] = [[0.5, 0.5], [1.0, 0.5], [1.0, 1.0], [0.5, 1.0]];
+
+    #[test]
+    fn card_names_are_the_cli_names() {
+        for p in Pooling::ALL {
+            let text = toml::to_string(&std::collections::BTreeMap::from([("p", p)])).unwrap();
+            assert_eq!(text.trim(), format!("p = \"{}\"", p.name()));
+        }
+    }
 
     #[test]
     fn zone_mean_averages_only_cells_inside() {
