@@ -70,6 +70,27 @@ enum Command {
         #[arg(long)]
         camera: Option<String>,
     },
+    /// Train a zone-state classifier from a labels file (clip, zone polygon, state, labelled
+    /// times): the detector's feature map pooled over the zone, logistic regression, evaluated
+    /// on the latest labels; the card goes to --out. Prints the numbers of every pooling.
+    Learn {
+        #[arg(long)]
+        labels: PathBuf,
+        /// Folder for the classifier card (created).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// frame_mean, zone_mean or zone_cells_2x2.
+        #[arg(long, default_value = "zone_cells_2x2", value_parser = parse_pooling)]
+        pooling: gridwatch::states::Pooling,
+        /// Share of the labels, earliest first, that trains; the rest is held out.
+        #[arg(long, default_value_t = gridwatch::states::train::DEFAULT_TRAIN_FRACTION)]
+        train_fraction: f64,
+        /// At most this many of the earliest labels train.
+        #[arg(long)]
+        max_train_labels: Option<usize>,
+    },
     /// Serve recorded files as looped live RTSP cameras (default: the sample streams).
     ServeRtsp {
         #[arg(long, default_value = "127.0.0.1")]
@@ -383,6 +404,13 @@ fn outbox_command(config: Option<&PathBuf>, action: OutboxAction) -> anyhow::Res
 
 /// `--drain-timeout-seconds` is added to the clock at shutdown: at most a day.
 const MAX_DRAIN_TIMEOUT_SECONDS: f64 = 86_400.0;
+fn parse_pooling(s: &str) -> Result<gridwatch::states::Pooling, String> {
+    gridwatch::states::Pooling::ALL
+        .into_iter()
+        .find(|p| p.name() == s)
+        .ok_or_else(|| format!("unknown pooling `{s}`: frame_mean, zone_mean or zone_cells_2x2"))
+}
+
 fn load(config: Option<&PathBuf>) -> Result<Config, ConfigError> {
     match config {
         Some(path) => Config::load(path),
@@ -508,6 +536,32 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 return Err(e.into());
             }
             eprintln!("{n} frame(s) analysed");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Learn {
+            labels,
+            out,
+            config,
+            pooling,
+            train_fraction,
+            max_train_labels,
+        } => {
+            let config = load(config.as_ref())?;
+            let options = gridwatch::learn::LearnOptions {
+                labels,
+                out_dir: out,
+                pooling,
+                train: gridwatch::states::TrainOptions {
+                    train_fraction,
+                    max_train_labels,
+                    ..Default::default()
+                },
+                decode_fps: gridwatch::learn::DEFAULT_DECODE_FPS,
+            };
+            let learned = gridwatch::learn::run(&config, &options)?;
+            for line in gridwatch::learn::report(&learned) {
+                println!("{line}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::ServeRtsp {

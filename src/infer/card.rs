@@ -25,6 +25,9 @@ pub struct ModelCard {
     pub provenance: String,
     pub input: InputSpec,
     pub decoder: DecoderSpec,
+    /// An intermediate feature map the ONNX file also outputs (zone states pool it); optional.
+    #[serde(default)]
+    pub features: Option<FeatureSpec>,
     /// Label → object kind (`"dining table" = "table"`); labels not named here are `other`.
     pub kinds: BTreeMap<String, ObjectKind>,
     #[serde(skip)]
@@ -49,6 +52,66 @@ pub struct InputSpec {
     /// Per channel, in `colour_order`: value = (pixel - mean) / std.
     pub mean: [f32; 3],
     pub std: [f32; 3],
+}
+
+/// `[features]`: an extra output of the model holding an intermediate feature map, read from the
+/// same run as the detections. Its grid is the input size divided by `stride_pixels`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSpec {
+    /// The ONNX output name.
+    pub output: String,
+    /// [batch, channels, height, width] for NCHW; [batch, height, width, channels] for NHWC.
+    pub layout: Layout,
+    /// Input pixels per feature cell along each side.
+    pub stride_pixels: usize,
+    pub channels: usize,
+}
+
+/// Most channels a feature map may have: bounds the buffer a card can ask for.
+pub const MAX_FEATURE_CHANNELS: usize = 4096;
+
+impl FeatureSpec {
+    /// The output's shape as the ONNX file must have it, for a model input of (width, height).
+    pub fn shape(&self, (width, height): (usize, usize)) -> [usize; 4] {
+        let (w, h) = (
+            width / self.stride_pixels.max(1),
+            height / self.stride_pixels.max(1),
+        );
+        match self.layout {
+            Layout::Nchw => [1, self.channels, h, w],
+            Layout::Nhwc => [1, h, w, self.channels],
+        }
+    }
+
+    /// The map's (width, height) in cells, for a model input of (width, height).
+    pub fn grid(&self, input: (usize, usize)) -> (usize, usize) {
+        let shape = self.shape(input);
+        match self.layout {
+            Layout::Nchw => (shape[3], shape[2]),
+            Layout::Nhwc => (shape[2], shape[1]),
+        }
+    }
+
+    /// The grid is whole cells of the input, the channel count non-zero and bounded.
+    fn validate(&self, (width, height): (usize, usize)) -> Result<(), String> {
+        let s = self.stride_pixels;
+        if s == 0 || width % s != 0 || height % s != 0 {
+            return Err(format!(
+                "features.stride_pixels = {s} must divide the input size {width}x{height}"
+            ));
+        }
+        if self.channels == 0 || self.channels > MAX_FEATURE_CHANNELS {
+            return Err(format!(
+                "features.channels = {} must be within 1..={MAX_FEATURE_CHANNELS}",
+                self.channels
+            ));
+        }
+        if self.output.trim().is_empty() {
+            return Err("features.output must name an ONNX output".into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -311,6 +374,9 @@ impl ModelCard {
             return Err(invalid("input.shape must not contain 0".into()));
         }
         card.decoder.validate(card.input_size()).map_err(invalid)?;
+        if let Some(features) = &card.features {
+            features.validate(card.input_size()).map_err(invalid)?;
+        }
         let labels = card.load_labels()?;
         if labels.is_empty() {
             return Err(invalid(format!(

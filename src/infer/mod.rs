@@ -3,6 +3,7 @@
 
 pub mod card;
 pub mod decode;
+pub mod features;
 pub mod kinds;
 pub mod models;
 pub mod nanodet;
@@ -22,6 +23,8 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
 use card::{CardError, ModelCard};
+use features::FeatureBuffer;
+pub use features::FeatureMap;
 use settings::ExecutionProvider;
 
 /// Where the setup script puts the onnxruntime library taken from the PyPI wheel.
@@ -170,6 +173,8 @@ pub struct Detector {
     thresholds: Thresholds,
     input: Vec<f32>,
     decoder: Box<dyn decode::OutputDecoder>,
+    /// The card's `[features]` output, copied out of each run (absent without the table).
+    features: Option<FeatureBuffer>,
 }
 
 impl Detector {
@@ -212,7 +217,13 @@ impl Detector {
             .iter()
             .map(|o| o.name().to_owned())
             .collect();
-        for name in card.decoder.output_names() {
+        let feature_output = card.features.as_ref().map(|f| f.output.as_str());
+        for name in card
+            .decoder
+            .output_names()
+            .into_iter()
+            .chain(feature_output)
+        {
             if !outputs.iter().any(|o| o == name) {
                 return Err(InferError::NameMismatch {
                     model,
@@ -224,6 +235,10 @@ impl Detector {
         }
         let labels = card.load_labels()?;
         let input = vec![0.0; card.input.shape.iter().product()];
+        let features = card
+            .features
+            .clone()
+            .map(|spec| FeatureBuffer::new(spec, card.input_size()));
         Ok(Self {
             session,
             card,
@@ -231,11 +246,18 @@ impl Detector {
             thresholds,
             input,
             decoder,
+            features,
         })
     }
 
     pub fn card(&self) -> &ModelCard {
         &self.card
+    }
+
+    /// The feature map of the last successful [`Detector::detect`], when the card has a
+    /// `[features]` table; the detector's own buffer, overwritten by the next run.
+    pub fn features(&self) -> Option<FeatureMap<'_>> {
+        self.features.as_ref().and_then(FeatureBuffer::map)
     }
 
     /// Runs the model on one packed-row RGB frame of exactly the model's input size; detections
@@ -284,6 +306,7 @@ impl Detector {
         };
         let inferred = std::time::Instant::now();
         self.decoder.decode(&outputs, &ctx, out)?;
+        copy_features(self.features.as_mut(), &outputs, &ctx)?;
         let decoded = std::time::Instant::now();
         Ok(StageTimes {
             preprocess_seconds: (preprocessed - started).as_secs_f64(),
@@ -316,5 +339,28 @@ impl Detector {
     fn preprocess(&mut self, rgb: &[u8], row_stride: usize) {
         let (w, h) = self.card.input_size();
         preprocess::normalise(&self.card.input, w, h, rgb, row_stride, &mut self.input);
+    }
+}
+
+/// Copies the `[features]` output of one run into the detector's buffer (HWC).
+fn copy_features(
+    buffer: Option<&mut FeatureBuffer>,
+    outputs: &ort::session::SessionOutputs<'_>,
+    ctx: &decode::DecodeContext<'_>,
+) -> Result<(), InferError> {
+    let Some(buffer) = buffer else {
+        return Ok(());
+    };
+    let (shape, values) = ctx.tensor_with_shape(outputs, &buffer.spec.output)?;
+    if buffer.fill(shape, values) {
+        Ok(())
+    } else {
+        Err(ctx.error(
+            &buffer.spec.output,
+            &format!(
+                "shape {shape:?}, the card's [features] implies {:?}",
+                buffer.shape
+            ),
+        ))
     }
 }

@@ -163,7 +163,7 @@ fn a_model_file_that_does_not_match_its_card_is_refused() {
     // Same card, but pointing at the other model file: the checksum no longer matches.
     std::fs::copy(
         repo("models/ssd_mobilenetv2_oidv4_300.onnx"),
-        dir.path("nanodet-g-416_coco.onnx"),
+        dir.path("nanodet-g-416_coco-features.onnx"),
     )
     .unwrap();
     std::fs::copy(
@@ -179,8 +179,8 @@ fn a_model_file_that_does_not_match_its_card_is_refused() {
 
     // Right checksum, wrong input name: the session check refuses it.
     std::fs::copy(
-        repo("models/nanodet-g-416_coco.onnx"),
-        dir.path("nanodet-g-416_coco.onnx"),
+        repo("models/nanodet-g-416_coco-features.onnx"),
+        dir.path("nanodet-g-416_coco-features.onnx"),
     )
     .unwrap();
     std::fs::write(
@@ -202,4 +202,39 @@ fn a_model_file_that_does_not_match_its_card_is_refused() {
     .unwrap()
     .to_string();
     assert!(err.contains("images") && err.contains("input_1:0"), "{err}");
+}
+
+#[test]
+fn nanodet_feature_map_has_the_card_dims_and_varies_over_a_real_frame() {
+    let card = Arc::new(ModelCard::load(&repo("models/nanodet-g-416-coco.toml")).unwrap());
+    let mut detector = Detector::new(
+        ort_env(),
+        card,
+        1,
+        Thresholds {
+            score: 0.35,
+            nms_iou: 0.6,
+        },
+    )
+    .unwrap();
+    assert!(detector.features().is_none(), "no map before the first run");
+    let img = image::open(repo("tests/data/frames/vtest-416-a.png"))
+        .unwrap()
+        .to_rgb8();
+    let mut found = Vec::new();
+    detector
+        .detect(img.as_raw(), 416, 416, 416 * 3, &mut found)
+        .unwrap();
+    let map = detector.features().expect("the card has [features]");
+    assert_eq!((map.width, map.height, map.channels), (26, 26, 128));
+    assert_eq!(map.data.len(), 26 * 26 * 128);
+    // Not constant, over cells (channel 0) and over channels (cell 0).
+    let column: Vec<f32> = (0..26 * 26).map(|i| map.data[i * 128]).collect();
+    let spread = |v: &[f32]| {
+        let (lo, hi) = v.iter().fold((f32::MAX, f32::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+        hi - lo
+    };
+    assert!(spread(&column) > 0.01, "channel 0 is constant over the cells");
+    assert!(spread(map.cell(0, 0)) > 0.01, "cell 0 is constant over the channels");
+    assert!(map.data.iter().all(|v| v.is_finite()));
 }

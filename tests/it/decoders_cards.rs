@@ -91,3 +91,17 @@ fn nanodet_strides_without_matching_outputs_are_refused() {
     .unwrap_err();
     assert!(err.contains("4 strides"), "{err}");
 }
+
+#[test]
+fn a_features_table_with_a_stride_that_does_not_divide_the_input_is_refused() {
+    let err = load_edited("models/nanodet-g-416-coco.toml", |t| {
+        t.replace("stride_pixels = 16", "stride_pixels = 15")
+    })
+    .unwrap_err();
+    assert!(err.contains("features.stride_pixels = 15"), "{err}");
+    let err = load_edited("models/nanodet-g-416-coco.toml", |t| {
+        t.replace("channels = 128", "channels = 128\ncolour = 1")
+    })
+    .unwrap_err();
+    assert!(err.contains("colour"), "{err}");
+}

@@ -17,6 +17,7 @@ mod fault;
 mod first_run;
 mod gate;
 mod ingest;
+mod learn_states;
 mod metrics;
 mod multi_model;
 mod outbox_soak;
