@@ -231,10 +231,18 @@ fn nanodet_feature_map_has_the_card_dims_and_varies_over_a_real_frame() {
     // Not constant, over cells (channel 0) and over channels (cell 0).
     let column: Vec<f32> = (0..26 * 26).map(|i| map.data[i * 128]).collect();
     let spread = |v: &[f32]| {
-        let (lo, hi) = v.iter().fold((f32::MAX, f32::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+        let (lo, hi) = v
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(l, h), &x| (l.min(x), h.max(x)));
         hi - lo
     };
-    assert!(spread(&column) > 0.01, "channel 0 is constant over the cells");
-    assert!(spread(map.cell(0, 0)) > 0.01, "cell 0 is constant over the channels");
+    assert!(
+        spread(&column) > 0.01,
+        "channel 0 is constant over the cells"
+    );
+    assert!(
+        spread(map.cell(0, 0)) > 0.01,
+        "cell 0 is constant over the channels"
+    );
     assert!(map.data.iter().all(|v| v.is_finite()));
 }

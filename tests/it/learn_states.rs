@@ -39,8 +39,18 @@ fn vtest_path_occupancy_is_learned_from_30_labels_and_bad_labels_are_refused() {
     let mut detector = Detector::new(ort_env(), card.clone(), 2, thresholds).unwrap();
     let labels = LabelsFile::load(&repo("sample-streams/vtest.states.toml")).unwrap();
     let started = std::time::Instant::now();
-    let samples = learn::extract(&mut detector, &labels, &Pooling::ALL, learn::DEFAULT_DECODE_FPS).unwrap();
-    eprintln!("{} labelled frames extracted in {:.1} s", labels.labels.len(), started.elapsed().as_secs_f64());
+    let samples = learn::extract(
+        &mut detector,
+        &labels,
+        &Pooling::ALL,
+        learn::DEFAULT_DECODE_FPS,
+    )
+    .unwrap();
+    eprintln!(
+        "{} labelled frames extracted in {:.1} s",
+        labels.labels.len(),
+        started.elapsed().as_secs_f64()
+    );
 
     for (pooling, s) in Pooling::ALL.iter().zip(&samples) {
         let r = train::fit(labels.identity(&card, *pooling).unwrap(), s, &options()).unwrap();
@@ -54,11 +64,24 @@ fn vtest_path_occupancy_is_learned_from_30_labels_and_bad_labels_are_refused() {
         );
     }
     let chosen = &samples[2];
-    let trained = train::train(labels.identity(&card, Pooling::ZoneCells2x2).unwrap(), chosen, &options()).unwrap();
+    let trained = train::train(
+        labels.identity(&card, Pooling::ZoneCells2x2).unwrap(),
+        chosen,
+        &options(),
+    )
+    .unwrap();
     let l = trained.card.labels;
     assert_eq!(l.train_positive + l.train_negative, TRAIN_LABELS);
-    assert!(trained.card.held_out.precision >= MIN_PRECISION, "{:?}", trained.card.held_out);
-    assert!(trained.card.held_out.recall >= MIN_RECALL, "{:?}", trained.card.held_out);
+    assert!(
+        trained.card.held_out.precision >= MIN_PRECISION,
+        "{:?}",
+        trained.card.held_out
+    );
+    assert!(
+        trained.card.held_out.recall >= MIN_RECALL,
+        "{:?}",
+        trained.card.held_out
+    );
 
     // The saved card loads against the model and scores a frame like training did.
     let dir = TempDir::new("learn-states");
@@ -74,7 +97,8 @@ fn vtest_path_occupancy_is_learned_from_30_labels_and_bad_labels_are_refused() {
     }
     eprintln!(
         "ZoneClassifier::score ({} zone cells, zone_cells_2x2): {:.2} µs per frame",
-        gridwatch::states::ZoneMask::new(&labels.polygon, Pooling::ZoneCells2x2, 26, 26).zone_cells(),
+        gridwatch::states::ZoneMask::new(&labels.polygon, Pooling::ZoneCells2x2, 26, 26)
+            .zone_cells(),
         timed.elapsed().as_secs_f64() * 1e6 / f64::from(SCORES)
     );
 
@@ -98,7 +122,10 @@ fn shuffled(samples: &[Sample]) -> Vec<Sample> {
     samples
         .iter()
         .zip(present)
-        .map(|(s, present)| Sample { present, ..s.clone() })
+        .map(|(s, present)| Sample {
+            present,
+            ..s.clone()
+        })
         .collect()
 }
 
@@ -108,7 +135,11 @@ fn inverted_training(samples: &[Sample]) -> Vec<Sample> {
         .iter()
         .enumerate()
         .map(|(i, s)| Sample {
-            present: if i < TRAIN_LABELS { !s.present } else { s.present },
+            present: if i < TRAIN_LABELS {
+                !s.present
+            } else {
+                s.present
+            },
             ..s.clone()
         })
         .collect()
@@ -126,12 +157,25 @@ fn synthetic_fire_that_never_stops_cannot_be_held_out_by_time() {
     };
     let mut detector = Detector::new(ort_env(), card.clone(), 2, thresholds).unwrap();
     let labels = LabelsFile::load(&repo("tests/data/clips/synthetic-fire.states.toml")).unwrap();
-    let samples = learn::extract(&mut detector, &labels, &Pooling::ALL, learn::DEFAULT_DECODE_FPS).unwrap();
+    let samples = learn::extract(
+        &mut detector,
+        &labels,
+        &Pooling::ALL,
+        learn::DEFAULT_DECODE_FPS,
+    )
+    .unwrap();
     let identity = |p| labels.identity(&card, p).unwrap();
-    let err = train::train(identity(Pooling::ZoneCells2x2), &samples[2], &TrainOptions::default())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("absent labels in the held-out part (have 0)"), "{err}");
+    let err = train::train(
+        identity(Pooling::ZoneCells2x2),
+        &samples[2],
+        &TrainOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("absent labels in the held-out part (have 0)"),
+        "{err}"
+    );
     let mut lenient = TrainOptions::default();
     lenient.bar.min_held_out_per_class = 0;
     for (pooling, s) in Pooling::ALL.iter().zip(&samples) {
