@@ -274,7 +274,13 @@ pub struct Learned {
 /// Extracts, trains with `options.pooling`, applies the bar, saves the card.
 pub fn run(config: &Config, options: &LearnOptions) -> Result<Learned, LearnError> {
     let labels = LabelsFile::load(&options.labels)?;
-    let mut detector = crate::run::detector(config, 1)?;
+    // The first configured model whose card exposes a feature map.
+    let detectors = crate::run::detectors(config, 1)?;
+    let first_card = config.models.first().map(|m| config.resolve(&m.card));
+    let mut detector = detectors
+        .into_iter()
+        .find(|d| d.card().features.is_some())
+        .ok_or_else(|| LearnError::NoFeatures(first_card.unwrap_or_default()))?;
     let samples = extract(&mut detector, &labels, &Pooling::ALL, options.decode_fps)?;
     let model = detector.card();
     let comparison: Vec<(Pooling, Result<Trained, StatesError>)> = Pooling::ALL
