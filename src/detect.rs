@@ -292,7 +292,11 @@ fn look_at(
             .iter()
             .zip(models.set.origins())
             .map(|(d, &m)| Found {
-                model: models.ids.get(usize::from(m)).map_or("", |i| i).to_owned(),
+                model: models
+                    .ids
+                    .get(usize::from(m))
+                    .map_or("zone-state", |i| i)
+                    .to_owned(),
                 label: d.label.to_string(),
                 kind: d.kind.as_str(),
                 class_id: d.class_id,

@@ -76,9 +76,10 @@ enum Command {
     Learn {
         #[arg(long)]
         labels: PathBuf,
-        /// Folder for the classifier card (created).
+        /// Folder for the classifier card (created); default: the configuration's
+        /// `[states] cards_dir`, where `run` reads cards at start and on SIGHUP.
         #[arg(long)]
-        out: PathBuf,
+        out: Option<PathBuf>,
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// frame_mean, zone_mean or zone_cells_2x2.
@@ -547,9 +548,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             max_train_labels,
         } => {
             let config = load(config.as_ref())?;
+            let out_dir = out.or_else(|| config.states_dir()).context(
+                "no --out and no [states] cards_dir in the configuration: where should the card go?",
+            )?;
             let options = gridwatch::learn::LearnOptions {
                 labels,
-                out_dir: out,
+                out_dir,
                 pooling,
                 train: gridwatch::states::TrainOptions {
                     train_fraction,

@@ -131,8 +131,16 @@ pub fn arrange(current: &Config, mut new: Config) -> Result<(Config, ReloadPlan)
                 if source(old) != source(&cam) || group_changed {
                     plan.restart.push(i);
                 }
+                let states = |c: &Config| {
+                    c.state_zones
+                        .iter()
+                        .filter(|(camera, _, _)| *camera == old.id)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                };
                 if group_changed
                     || thresholds_changed
+                    || states(current) != states(&new)
                     || !same(&old.zones, &cam.zones)
                     || !same(&old.scenario_overrides, &cam.scenario_overrides)
                     || plan.restart.last() == Some(&i)

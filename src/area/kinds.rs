@@ -137,6 +137,15 @@ impl fmt::Display for ObjectKind {
     }
 }
 
+/// The label prefix of a learned zone state's detections (`state:waterlogging`): the scenario
+/// rules of a zone served by a state count only these.
+pub const STATE_LABEL_PREFIX: &str = "state:";
+
+/// The label a learned zone state's detections carry.
+pub fn state_label(scenario: &str) -> String {
+    format!("{STATE_LABEL_PREFIX}{scenario}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

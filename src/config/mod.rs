@@ -30,6 +30,7 @@ use crate::scenarios::ScenarioSetup;
 use crate::scenarios::catalog::Catalog;
 use crate::scenarios::overrides::Overrides;
 use crate::scenarios::settings::ScenarioSettings;
+use crate::states::StatesSettings;
 use crate::telemetry::TelemetrySettings;
 use crate::track::TrackerSettings;
 use locate::SourceMap;
@@ -71,6 +72,8 @@ struct ConfigFile {
     #[serde(default)]
     tracker: TrackerSettings,
     #[serde(default)]
+    states: StatesSettings,
+    #[serde(default)]
     cases: CaseSettings,
     dispatch: DispatchSettings,
     #[serde(default)]
@@ -95,6 +98,8 @@ pub struct Config {
     pub scenarios: ScenarioSettings,
     /// The per-camera multi-object tracker the dwell rules use.
     pub tracker: TrackerSettings,
+    /// Learned zone states: where their classifier cards are.
+    pub states: StatesSettings,
     pub cases: CaseSettings,
     pub dispatch: DispatchSettings,
     pub telemetry: TelemetrySettings,
@@ -107,6 +112,9 @@ pub struct Config {
     pub source_name: String,
     /// The scenario catalog: `scenarios.catalog`, or the shipped one.
     pub catalog: Arc<Catalog>,
+    /// The learned zone states whose cards were in `[states] cards_dir` when this
+    /// configuration was read: (camera, zone, scenario).
+    pub state_zones: Vec<(String, String, String)>,
 }
 
 impl ConfigFile {
@@ -126,6 +134,7 @@ impl ConfigFile {
             gate: self.gate,
             scenarios: self.scenarios,
             tracker: self.tracker,
+            states: self.states,
             cases: self.cases,
             dispatch: self.dispatch,
             telemetry: self.telemetry,
@@ -133,6 +142,7 @@ impl ConfigFile {
             cluster: self.cluster,
             source_name: source_name.to_owned(),
             catalog: Arc::default(),
+            state_zones: Vec::new(),
         }
     }
 }
@@ -217,6 +227,10 @@ impl Config {
                     e.to_string(),
                 )),
             }
+            config.state_zones = config
+                .states_dir()
+                .map(|d| crate::states::scorer::card_identities(&d))
+                .unwrap_or_default();
             for (field, message) in config.validate() {
                 problems.push(problem_at_field(name, &map, &field, message));
             }
@@ -269,6 +283,7 @@ impl Config {
             tracker: self.tracker,
             periodic_inference_seconds: self.gate.periodic_inference_seconds,
             model_kinds: self.model_kinds(),
+            states: self.state_zones.clone(),
         })
     }
 

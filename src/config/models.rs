@@ -12,8 +12,9 @@ use crate::area::Camera;
 use crate::area::kinds::ObjectKind;
 use crate::infer::card::ModelCard;
 use crate::infer::kinds::KindSet;
-use crate::infer::models::{CameraModels, ModelUse};
+use crate::infer::models::{CameraModels, ModelUse, ZoneScorer};
 use crate::scenarios::catalog::Catalog;
+use crate::states::{LoadedCard, StateScorer};
 
 /// What a camera runs, with what `gridwatch check` should say about its zones.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +64,61 @@ impl Config {
             .cameras
             .iter()
             .map(|c| select(c, &self.catalog, &self.scenarios.models, &ids, kinds))
+            .collect()
+    }
+
+    /// The folder of the learned zone states' classifier cards, if configured.
+    pub fn states_dir(&self) -> Option<std::path::PathBuf> {
+        self.states.cards_dir.as_ref().map(|d| self.resolve(d))
+    }
+
+    /// Each camera's learned zone states: the cards of that camera whose zone has the card's
+    /// state among its scenarios; a card for a zone or scenario the configuration lacks is
+    /// left out (and reported by [`Config::state_mismatches`]).
+    pub fn camera_states(&self, cards: &[LoadedCard]) -> Vec<Vec<Arc<dyn ZoneScorer>>> {
+        self.area
+            .cameras
+            .iter()
+            .map(|c| {
+                cards
+                    .iter()
+                    .filter(|l| l.card.camera == c.id)
+                    .filter(|l| {
+                        c.zones
+                            .iter()
+                            .any(|z| z.id == l.card.zone && z.scenarios.contains(&l.card.state))
+                    })
+                    .filter_map(|l| {
+                        let entry = self.catalog.entry(&l.card.state)?;
+                        let kind = crate::scenarios::state_kind(entry);
+                        Some(Arc::new(StateScorer::new(l, kind)) as Arc<dyn ZoneScorer>)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Cards whose camera, zone or scenario the configuration does not have, in words.
+    pub fn state_mismatches(&self, cards: &[LoadedCard]) -> Vec<String> {
+        cards
+            .iter()
+            .filter(|l| {
+                !self.area.cameras.iter().any(|c| {
+                    c.id == l.card.camera
+                        && c.zones
+                            .iter()
+                            .any(|z| z.id == l.card.zone && z.scenarios.contains(&l.card.state))
+                })
+            })
+            .map(|l| {
+                format!(
+                    "classifier card {} is for camera {} zone {} state `{}`, which no zone of the configuration has: it is not used",
+                    l.path.display(),
+                    l.card.camera,
+                    l.card.zone,
+                    l.card.state
+                )
+            })
             .collect()
     }
 
@@ -222,5 +278,5 @@ fn plan_of(ids: &[Arc<str>], chosen: &[bool], masks: &[KindSet]) -> CameraModels
     if let Some(first) = uses.first_mut() {
         first.kinds = KindSet::ALL;
     }
-    CameraModels(uses)
+    CameraModels::of(uses)
 }

@@ -78,7 +78,7 @@ impl Config {
         for (i, id) in ids.iter().enumerate().filter(|_| ids.len() > 1) {
             if !selections
                 .iter()
-                .any(|s| s.plan.0.iter().any(|u| u.index == i))
+                .any(|s| s.plan.models.iter().any(|u| u.index == i))
             {
                 out.push(format!(
                     "warning: model `{id}` is configured but no camera runs it (no zone's scenario needs it or names it)"

@@ -11,7 +11,7 @@ use opencv::core::Mat;
 use opencv::prelude::*;
 
 use super::kinds::KindSet;
-use super::{Detection, Detector, InferError, StageTimes, nms};
+use super::{Detection, Detector, FeatureMap, InferError, StageTimes, nms};
 use crate::ingest::Frame;
 use crate::telemetry;
 
@@ -24,15 +24,48 @@ pub struct ModelUse {
     pub kinds: KindSet,
 }
 
-/// The models a camera runs on each analysed frame, in the deployment's order. Empty: the
-/// first model, keeping every kind (a camera the configuration has not planned yet).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct CameraModels(pub Vec<ModelUse>);
+/// A learned zone state that reads a model's feature map and reports the state, when it holds,
+/// as a detection (its zone's box, the state's kind and label). Implemented by the zone-states
+/// stage; the worker only calls it after the model it reads has run on the frame.
+pub trait ZoneScorer: Send + Sync + std::fmt::Debug {
+    /// The index of the model (in the deployment's order) whose feature map it reads.
+    fn model(&self) -> usize;
+    /// Scores the frame's feature map; appends a detection when the state holds.
+    fn score_into(&self, map: &FeatureMap<'_>, out: &mut Vec<Detection>);
+}
+
+/// The models a camera runs on each analysed frame, in the deployment's order, and its learned
+/// zone states. No models: the first model, keeping every kind (a camera the configuration has
+/// not planned yet).
+#[derive(Debug, Clone, Default)]
+pub struct CameraModels {
+    pub models: Vec<ModelUse>,
+    pub states: Vec<Arc<dyn ZoneScorer>>,
+}
+
+impl PartialEq for CameraModels {
+    fn eq(&self, other: &Self) -> bool {
+        self.models == other.models
+            && self.states.len() == other.states.len()
+            && self
+                .states
+                .iter()
+                .zip(&other.states)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+}
 
 impl CameraModels {
+    pub fn of(models: Vec<ModelUse>) -> Self {
+        Self {
+            models,
+            states: Vec::new(),
+        }
+    }
+
     /// Every model of the deployment, keeping every kind (`gridwatch detect`).
     pub fn all(ids: &[Arc<str>]) -> Self {
-        CameraModels(
+        Self::of(
             ids.iter()
                 .enumerate()
                 .map(|(index, id)| ModelUse {
@@ -46,7 +79,11 @@ impl CameraModels {
 
     /// The ids of the models, joined by `+` (reports, detect's JSON).
     pub fn label(&self) -> String {
-        self.0.iter().map(|m| &*m.id).collect::<Vec<_>>().join("+")
+        self.models
+            .iter()
+            .map(|m| &*m.id)
+            .collect::<Vec<_>>()
+            .join("+")
     }
 }
 
@@ -58,8 +95,11 @@ pub struct ModelSet {
     resized: Vec<Mat>,
     /// One model's detections before its kinds are filtered.
     found: Vec<Detection>,
-    /// Which model found each detection of the frame (for the merge).
+    /// Which model found each detection of the frame (for the merge); `u8::MAX` for a zone
+    /// state.
     origins: Vec<u8>,
+    /// The zone states that hold in this frame.
+    states_found: Vec<Detection>,
     merge_iou: f32,
 }
 
@@ -72,6 +112,7 @@ impl ModelSet {
             resized: (0..n).map(|_| Mat::default()).collect(),
             found: Vec::with_capacity(64),
             origins: Vec::with_capacity(64),
+            states_found: Vec::new(),
             merge_iou,
         }
     }
@@ -96,15 +137,16 @@ impl ModelSet {
     ) -> Result<StageTimes, InferError> {
         out.clear();
         self.origins.clear();
+        self.states_found.clear();
         let first = [ModelUse {
             index: 0,
             id: Arc::from(""),
             kinds: KindSet::ALL,
         }];
-        let uses = if plan.0.is_empty() {
+        let uses = if plan.models.is_empty() {
             &first[..]
         } else {
-            &plan.0
+            &plan.models
         };
         let mut total = StageTimes::default();
         let mut failures = 0;
@@ -112,6 +154,7 @@ impl ModelSet {
         for u in uses {
             match self.run_one(frame, u.index) {
                 Ok(times) => {
+                    self.score_states(plan, u.index);
                     if !u.id.is_empty() {
                         telemetry::model_frame(
                             &frame.camera_id,
@@ -140,7 +183,22 @@ impl ModelSet {
         if uses.len() > 1 {
             nms::merge_across_models(out, &mut self.origins, self.merge_iou);
         }
+        // Zone states are one per zone and state: nothing to merge.
+        for d in self.states_found.drain(..) {
+            out.push(d);
+            self.origins.push(u8::MAX);
+        }
         Ok(total)
+    }
+
+    /// The camera's zone states that read model `index`'s feature map, just computed.
+    fn score_states(&mut self, plan: &CameraModels, index: usize) {
+        let Some(map) = self.detectors.get(index).and_then(Detector::features) else {
+            return;
+        };
+        for state in plan.states.iter().filter(|s| s.model() == index) {
+            state.score_into(&map, &mut self.states_found);
+        }
     }
 
     /// One model on the frame, resized to its input when the sizes differ; into `found`.

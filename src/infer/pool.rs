@@ -99,7 +99,7 @@ impl Slot {
 
     fn count_drop_of(plan: &CameraModels, camera: &str, reason: telemetry::DropReason) {
         telemetry::frame_dropped(camera, reason);
-        for m in &plan.0 {
+        for m in &plan.models {
             telemetry::model_frame(camera, &m.id, reason.as_str(), None);
         }
     }

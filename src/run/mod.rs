@@ -229,6 +229,7 @@ fn load_models(config: &Config) -> Result<Model, RunError> {
         .collect();
     Ok(Model {
         ids: config.model_ids(),
+        cards: cards.iter().map(|(c, _)| c.clone()).collect(),
         kinds,
         frame_size,
         sets,

@@ -22,7 +22,9 @@ use crate::cases::tiers::{Tiers, Triage};
 use crate::cases::{self, CaseError};
 use crate::cluster::Ownership;
 use crate::config::Config;
-use crate::infer::models::ModelSet;
+use crate::infer::card::ModelCard;
+use crate::infer::kinds::KindSet;
+use crate::infer::models::{CameraModels, ModelSet, ModelUse};
 use crate::infer::pool;
 use crate::ingest::{self, CameraPlan};
 use crate::scenarios::{self, ScenarioEngine};
@@ -38,6 +40,8 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The loaded models: per inference worker a set of detectors (a session per model).
 pub(super) struct Model {
     pub ids: Vec<Arc<str>>,
+    /// The cards, for checking the learned zone states' classifier cards against.
+    pub cards: Vec<Arc<ModelCard>>,
     /// Each model's object kinds, for choosing the models of each camera.
     pub kinds: Vec<Vec<ObjectKind>>,
     /// The size cameras are decoded at: the largest model input, per axis.
@@ -66,6 +70,8 @@ pub(super) struct Pipeline {
     failure: Option<RunError>,
     /// Each model's object kinds (to choose the models of cameras a reload changes).
     model_kinds: Vec<Vec<ObjectKind>>,
+    model_cards: Vec<Arc<ModelCard>>,
+    model_ids: Vec<Arc<str>>,
 }
 
 impl Pipeline {
@@ -106,6 +112,8 @@ impl Pipeline {
             controller: None,
             failure: None,
             model_kinds: Vec::new(),
+            model_cards: Vec::new(),
+            model_ids: Vec::new(),
         }
     }
 
@@ -145,7 +153,9 @@ impl Pipeline {
         let workers = model.sets.len();
         let models = model.ids.iter().map(|i| &**i).collect::<Vec<_>>().join("+");
         self.model_kinds = model.kinds;
-        self.set_plans(config);
+        self.model_cards = model.cards;
+        self.model_ids = model.ids.clone();
+        self.set_plans(&self.plans(config));
         self.workers = pool::spawn_workers_observed(
             self.mailboxes.clone(),
             model.sets,
@@ -277,11 +287,13 @@ impl Pipeline {
                 Ok((next, plan)) => {
                     let next = Arc::new(next);
                     // Before (cameras kept) and after (cameras added) the cameras restart; a
-                    // change of `[scenarios.models]` alone restarts nothing.
-                    self.set_plans(&next);
+                    // change of `[scenarios.models]` or of the zone states' cards alone
+                    // restarts nothing.
+                    let plans = self.plans(&next);
+                    self.set_plans(&plans);
                     if !plan.is_empty() {
                         self.cameras.apply_reload(&next, &plan, &reloads)?;
-                        self.set_plans(&next);
+                        self.set_plans(&plans);
                     } else {
                         tracing::info!("reload: no camera or rule changed");
                     }
@@ -297,15 +309,55 @@ impl Pipeline {
         self.cameras.follow_ownership(current, &reloads)
     }
 
-    /// Each camera's models, from what its zones' scenarios need, to its mailbox.
-    fn set_plans(&self, config: &Config) {
-        for (i, selection) in config
+    /// Each camera's models, from what its zones' scenarios need, and its learned zone states
+    /// (the cards read now from `[states] cards_dir`), to its mailbox.
+    fn set_plans(&self, plans: &[Arc<CameraModels>]) {
+        for (i, plan) in plans.iter().enumerate() {
+            self.mailboxes.set_plan(i, plan.clone());
+        }
+    }
+
+    fn plans(&self, config: &Config) -> Vec<Arc<CameraModels>> {
+        let cards = match config.states_dir() {
+            Some(dir) => {
+                let (loaded, refused) = crate::states::scorer::load_cards(&dir, &self.model_cards);
+                for e in refused {
+                    tracing::error!(error = %e, "classifier card refused; its zone state stays off");
+                }
+                for m in config.state_mismatches(&loaded) {
+                    tracing::warn!("{m}");
+                }
+                loaded
+            }
+            None => Vec::new(),
+        };
+        let states = config.camera_states(&cards);
+        config
             .camera_models(&self.model_kinds)
             .into_iter()
-            .enumerate()
-        {
-            self.mailboxes.set_plan(i, Arc::new(selection.plan));
-        }
+            .zip(states)
+            .map(|(selection, states)| {
+                let mut plan = selection.plan;
+                for s in &states {
+                    // A state reads its model's features: that model runs on the camera, if
+                    // only for them.
+                    if !plan.models.iter().any(|u| u.index == s.model()) {
+                        plan.models.push(ModelUse {
+                            index: s.model(),
+                            id: self
+                                .model_ids
+                                .get(s.model())
+                                .cloned()
+                                .unwrap_or_else(|| "".into()),
+                            kinds: KindSet::EMPTY,
+                        });
+                        plan.models.sort_by_key(|u| u.index);
+                    }
+                }
+                plan.states = states;
+                Arc::new(plan)
+            })
+            .collect()
     }
 
     fn fail(&mut self, e: RunError) {

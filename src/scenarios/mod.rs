@@ -91,6 +91,23 @@ pub struct ScenarioSetup {
     pub periodic_inference_seconds: f64,
     /// The object kinds the configured model's classes map to, or why they are unknown.
     pub model_kinds: Result<Vec<ObjectKind>, String>,
+    /// Learned zone states: (camera id, zone id, scenario id) served by a classifier card,
+    /// whatever kinds the models provide.
+    pub states: Vec<(String, String, String)>,
+}
+
+impl ScenarioSetup {
+    fn state_served(&self, camera: &str, zone: &str, scenario: &str) -> bool {
+        self.states
+            .iter()
+            .any(|(c, z, s)| c == camera && z == zone && s == scenario)
+    }
+}
+
+/// The object kind a learned zone state's detections carry: the scenario's first kind (water
+/// for waterlogging, garbage for exposed garbage), `other` when it names none.
+pub fn state_kind(entry: &catalog::ScenarioEntry) -> ObjectKind {
+    entry.kinds.first().copied().unwrap_or(ObjectKind::Other)
 }
 
 impl ScenarioSetup {
@@ -187,6 +204,7 @@ fn rule_params(
     Some(RuleParams {
         filter: ObjectFilter {
             kinds,
+            label: None,
             min_score: zone
                 .min_score
                 .unwrap_or(th.score_threshold)
@@ -210,7 +228,11 @@ fn camera_rules(setup: &ScenarioSetup, ci: usize, inactive: &[String]) -> Vec<Zo
         .map(|(zi, z)| {
             let mut crowd = None;
             let mut tracked = Vec::new();
-            for id in z.scenarios.iter().filter(|id| !inactive.contains(id)) {
+            for id in z.scenarios.iter() {
+                let state = setup.state_served(&cam.id, &z.id, id);
+                if inactive.contains(id) && !state {
+                    continue;
+                }
                 let (Some(entry), Some(info)) = (catalog.entry(id), catalog.info(id)) else {
                     continue;
                 };
@@ -230,7 +252,12 @@ fn camera_rules(setup: &ScenarioSetup, ci: usize, inactive: &[String]) -> Vec<Zo
                             .map_err(|e| tracing::error!(scenario = %id, camera = %cam.id, error = %e, "thresholds invalid; rule skipped"))
                             .ok()
                             .and_then(|th| rule_params(entry, z, th, setup.tracker.min_hits));
-                        let Some(params) = params else { continue };
+                        let Some(mut params) = params else { continue };
+                        if state {
+                            // Served by the zone's learned state: only its detections count.
+                            params.filter.kinds = vec![state_kind(entry)];
+                            params.filter.label = Some(crate::area::kinds::state_label(id).into());
+                        }
                         let rule = if entry.rule == RuleKind::TrackDwell {
                             TrackRule::Dwell(TrackDwellRule::new(params))
                         } else {

@@ -71,6 +71,8 @@ impl Schedule {
 #[derive(Debug, Clone)]
 pub struct ObjectFilter {
     pub kinds: Vec<ObjectKind>,
+    /// Only detections with this label (a learned zone state's), when set.
+    pub label: Option<std::sync::Arc<str>>,
     pub min_score: f32,
     pub companions: Vec<ObjectKind>,
     pub companion_distance_ratio: f64,
@@ -81,6 +83,10 @@ pub struct ObjectFilter {
 impl ObjectFilter {
     fn subject(&self, tr: &Track, zone: &ZoneShape) -> bool {
         self.kinds.contains(&tr.kind)
+            && self
+                .label
+                .as_ref()
+                .is_none_or(|l| *tr.detection.label == **l)
             && tr.mean_score() >= self.min_score
             && zone.covers(&tr.detection.bbox)
     }
@@ -378,6 +384,7 @@ mod tests {
         RuleParams {
             filter: ObjectFilter {
                 kinds: kinds.to_vec(),
+                label: None,
                 min_score: th.score_threshold,
                 companions: Vec::new(),
                 companion_distance_ratio: th.companion_distance_ratio,

@@ -14,6 +14,7 @@
 pub mod card;
 pub mod classifier;
 pub mod pool;
+pub mod scorer;
 pub mod train;
 
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use std::path::PathBuf;
 pub use card::ClassifierCard;
 pub use classifier::ZoneClassifier;
 pub use pool::{Pooling, ZoneMask};
+pub use scorer::{LoadedCard, StateScorer, StatesSettings};
 pub use train::{QualityBar, Sample, TrainOptions, Trained};
 
 #[derive(Debug, thiserror::Error)]

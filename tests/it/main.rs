@@ -33,3 +33,4 @@ mod scenarios_custom;
 mod storage;
 mod supervisor;
 mod support;
+mod zone_states;

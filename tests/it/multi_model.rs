@@ -148,7 +148,7 @@ fn the_single_model_form_is_one_model_named_by_its_card() {
     for s in c.camera_models(&kinds) {
         assert_eq!(s.plan.label(), "nanodet-g-416-coco");
         assert_eq!(
-            s.plan.0[0].kinds,
+            s.plan.models[0].kinds,
             KindSet::ALL,
             "one model keeps every kind"
         );
@@ -177,11 +177,11 @@ fn cameras_run_the_first_model_of_each_kind_unless_a_zone_or_scenario_names_othe
     let sel = c.camera_models(&kinds);
     assert_eq!(sel[0].plan.label(), "nanodet-g-416-coco+ssd");
     assert_eq!(sel[1].plan.label(), "nanodet-g-416-coco");
-    let ssd = &sel[0].plan.0[1];
+    let ssd = &sel[0].plan.models[1];
     assert!(ssd.kinds.contains(ObjectKind::Bicycle));
     assert!(!ssd.kinds.contains(ObjectKind::Person) && !ssd.kinds.contains(ObjectKind::Car));
     assert_eq!(
-        sel[0].plan.0[0].kinds,
+        sel[0].plan.models[0].kinds,
         KindSet::ALL,
         "the first model keeps all"
     );
@@ -190,7 +190,7 @@ fn cameras_run_the_first_model_of_each_kind_unless_a_zone_or_scenario_names_othe
     let c = load(&config_text(&named, "models = [\"ssd\"]")).unwrap();
     let sel = c.camera_models(&kinds);
     assert_eq!(sel[0].plan.label(), "ssd");
-    assert_eq!(sel[0].plan.0[0].kinds, KindSet::ALL);
+    assert_eq!(sel[0].plan.models[0].kinds, KindSet::ALL);
 }
 
 #[test]
@@ -234,8 +234,8 @@ fn ids() -> Vec<Arc<str>> {
 }
 
 fn only(plan: &CameraModels, index: usize) -> CameraModels {
-    CameraModels(
-        plan.0
+    CameraModels::of(
+        plan.models
             .iter()
             .filter(|u| u.index == index)
             .cloned()

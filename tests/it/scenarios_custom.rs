@@ -17,7 +17,7 @@ use crate::support::{TempDir, exclusive, repo};
 /// Runs `gridwatch run` on the configuration `body` (cameras, model, extra sections; the
 /// centre, unit, group, ingest and dispatch sections are added) and returns the cases the
 /// receiver got.
-fn run_cases(body: &str, dir: &TempDir) -> Vec<Case> {
+pub(crate) fn run_cases(body: &str, dir: &TempDir) -> Vec<Case> {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let db = dir.path("receiver.sqlite");
     let receiver = runtime
