@@ -267,6 +267,19 @@ url = "http://127.0.0.1:1/"
     }
 
     #[test]
+    fn a_new_classifier_card_rebuilds_only_its_cameras_rules() {
+        let current = area(
+            &[cam("a", "test:", ""), cam("b", "test:", "")].concat(),
+            "5",
+        );
+        let mut new = current.clone();
+        new.state_zones = vec![("b".into(), "z".into(), "waterlogging".into())];
+        let (_, plan) = arrange(&current, new).unwrap();
+        assert_eq!(plan.rules_changed, [1]);
+        assert!(plan.restart.is_empty(), "{plan:?}");
+    }
+
+    #[test]
     fn a_change_that_needs_a_restart_is_refused_whole() {
         let current = area(&cam("a", "test:", ""), "5");
         let mut new = current.clone();

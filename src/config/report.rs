@@ -29,30 +29,87 @@ impl Config {
         out
     }
 
-    /// Scenarios no configured model (nor the fire baseline) can serve: warnings, not errors.
+    /// Scenarios no configured model (nor the fire baseline) can serve: warnings, not errors;
+    /// for each zone that enables one, whether a learned zone state serves it there or what it
+    /// waits for.
     fn report_inactive(&self, out: &mut Vec<String>) {
         let Ok(kinds) = self.provided_kinds() else {
             return;
         };
         for i in self.catalog.inactive(&kinds) {
-            let zones = if self.scenario_enabled(&i.id) {
-                " (enabled in a zone: it will not run)"
-            } else {
-                ""
-            };
             out.push(format!(
-                "warning: scenario `{}` inactive{zones}: {}",
+                "warning: scenario `{}` inactive: {}",
                 i.id, i.reason
             ));
+            for (camera, zone) in self.zones_with(&i.id) {
+                let served = self
+                    .state_zones
+                    .iter()
+                    .any(|(c, z, s)| *c == camera && *z == zone && *s == i.id);
+                out.push(if served {
+                    format!(
+                        "note: scenario `{}` runs in camera {camera} zone {zone} on its learned zone state ([states] cards_dir)",
+                        i.id
+                    )
+                } else {
+                    format!(
+                        "warning: scenario `{}` in camera {camera} zone {zone} waits for a model with its kinds, or for a learned zone state: at least {} present and {} absent labelled frames of that zone (and {} of each among the latest), then `gridwatch learn`",
+                        i.id,
+                        crate::states::train::DEFAULT_MIN_LABELS_PER_CLASS,
+                        crate::states::train::DEFAULT_MIN_LABELS_PER_CLASS,
+                        crate::states::train::DEFAULT_MIN_HELD_OUT_PER_CLASS,
+                    )
+                });
+            }
         }
+        self.report_cards(out);
     }
 
-    fn scenario_enabled(&self, id: &str) -> bool {
+    /// (camera, zone) of every zone that enables `scenario`.
+    fn zones_with(&self, scenario: &str) -> Vec<(String, String)> {
         self.area
             .cameras
             .iter()
-            .flat_map(|cam| &cam.zones)
-            .any(|z| z.scenarios.iter().any(|s| s == id))
+            .flat_map(|c| {
+                c.zones
+                    .iter()
+                    .filter(|z| z.scenarios.iter().any(|s| s == scenario))
+                    .map(|z| (c.id.clone(), z.id.clone()))
+            })
+            .collect()
+    }
+
+    /// Classifier cards that will not load against the models, or serve no zone.
+    fn report_cards(&self, out: &mut Vec<String>) {
+        let Some(dir) = self.states_dir() else {
+            return;
+        };
+        let models: Vec<_> = self
+            .models
+            .iter()
+            .filter_map(|m| crate::infer::card::ModelCard::load(&self.resolve(&m.card)).ok())
+            .map(std::sync::Arc::new)
+            .collect();
+        let (loaded, refused) = crate::states::scorer::load_cards(&dir, &models);
+        for e in refused {
+            out.push(format!("warning: {e}"));
+        }
+        for m in self.state_mismatches(&loaded) {
+            out.push(format!("warning: {m}"));
+        }
+        for l in &loaded {
+            out.push(format!(
+                "note: learned zone state `{}` of camera {} zone {}: held-out precision {:.2}, recall {:.2} ({} present / {} absent labels), trained {}",
+                l.card.state,
+                l.card.camera,
+                l.card.zone,
+                l.card.held_out.precision,
+                l.card.held_out.recall,
+                l.card.labels.train_positive + l.card.labels.held_out_positive,
+                l.card.labels.train_negative + l.card.labels.held_out_negative,
+                l.card.trained_at.date()
+            ));
+        }
     }
 
     /// With several models: what each camera runs, zones whose named models serve nothing,

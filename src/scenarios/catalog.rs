@@ -321,7 +321,9 @@ fn inactive_reason(s: &ScenarioEntry, provided: &[ObjectKind]) -> Option<String>
         .map(|n| format!(" ({n})"))
         .unwrap_or_default();
     if s.kinds.is_empty() {
-        return Some(format!("no object kind can express it yet{needs}"));
+        return Some(format!(
+            "no object kind expresses it: only a learned zone state can serve it{needs}"
+        ));
     }
     if !s.kinds.iter().any(|k| provided.contains(k)) {
         return Some(format!(

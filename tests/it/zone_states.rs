@@ -25,7 +25,7 @@ department = "城管"
 workstation = "村居工作站"
 level = "simple"
 rule = "zone_count"
-kinds = ["other"]
+kinds = []
 thresholds = { dwell_seconds = 3.0, clear_seconds = 4.0, cooldown_seconds = 0.0 }
 "#;
 
@@ -65,12 +65,16 @@ fn a_state_learned_from_30_labels_raises_its_cases_and_without_its_card_nothing_
     let cases = run_cases(&body, &dir);
     assert!(cases.is_empty(), "no card, no case: {}", cases.len());
 
-    let config = Config::from_text(
-        &format!("[centre]\nname = \"c\"\n[[units]]\nid = \"jj\"\nname = \"j\"\n[[groups]]\nid = \"patrol\"\nname = \"p\"\nunit = \"jj\"\n[dispatch]\nurl = \"http://127.0.0.1:9/\"\n{body}"),
-        "learn.toml",
-        &dir.0,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let text = format!(
+        "[centre]\nname = \"c\"\n[[units]]\nid = \"jj\"\nname = \"j\"\n[[groups]]\nid = \"patrol\"\nname = \"p\"\nunit = \"jj\"\n[dispatch]\nurl = \"http://127.0.0.1:9/\"\n{body}"
+    );
+    std::fs::write(dir.path("learn.toml"), &text).unwrap();
+    let waits = check(&dir);
+    assert!(
+        waits.contains("warning: scenario `path_occupied` in camera vtest zone left-path waits for a model with its kinds, or for a learned zone state: at least 5 present and 5 absent labelled frames"),
+        "{waits}"
+    );
+    let config = Config::from_text(&text, "learn.toml", &dir.0).unwrap_or_else(|e| panic!("{e}"));
     let learned = learn::run(
         &config,
         &LearnOptions {
@@ -86,6 +90,15 @@ fn a_state_learned_from_30_labels_raises_its_cases_and_without_its_card_nothing_
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(learned.card_path.starts_with(dir.path("cards")));
+    let served = check(&dir);
+    assert!(
+        served.contains("note: scenario `path_occupied` runs in camera vtest zone left-path on its learned zone state"),
+        "{served}"
+    );
+    assert!(
+        served.contains("note: learned zone state `path_occupied` of camera vtest zone left-path: held-out precision"),
+        "{served}"
+    );
 
     std::fs::remove_file(dir.path("outbox.sqlite")).ok();
     std::fs::remove_file(dir.path("receiver.sqlite")).ok();
@@ -125,4 +138,20 @@ fn a_state_learned_from_30_labels_raises_its_cases_and_without_its_card_nothing_
             "a case confirmed at {t} s, with nobody on the path by the labels"
         );
     }
+}
+
+/// `gridwatch check` on the test's configuration: what it prints.
+fn check(dir: &TempDir) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gridwatch"))
+        .args(["check", "--config"])
+        .arg(dir.path("learn.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
