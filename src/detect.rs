@@ -125,18 +125,7 @@ pub fn run(
     });
     let ids = config.model_ids();
     let plan = match camera {
-        Some(c) => {
-            let kinds = config
-                .models_kinds()
-                .map_err(|message| DetectError::Input {
-                    path: config.source_name.clone().into(),
-                    message,
-                })?;
-            let i = config.area.cameras.iter().position(|x| x.id == c.id);
-            let selections = config.camera_models(&kinds);
-            i.and_then(|i| selections.into_iter().nth(i))
-                .map_or_else(|| CameraModels::all(&ids), |s| s.plan)
-        }
+        Some(c) => camera_plan(config, c, &detectors)?,
         None => CameraModels::all(&ids),
     };
     let mut models = Models {
@@ -187,6 +176,30 @@ pub fn run(
         }
     }
     Ok(analysed)
+}
+
+/// What `--camera` runs in the pipeline: its models and its learned zone states.
+fn camera_plan(
+    config: &Config,
+    camera: &Camera,
+    detectors: &[crate::infer::Detector],
+) -> Result<CameraModels, DetectError> {
+    let kinds = config
+        .models_kinds()
+        .map_err(|message| DetectError::Input {
+            path: config.source_name.clone().into(),
+            message,
+        })?;
+    let cards: Vec<_> = detectors
+        .iter()
+        .map(|d| std::sync::Arc::new(d.card().clone()))
+        .collect();
+    let (plans, problems) = config.camera_plans(&kinds, &cards);
+    for p in problems {
+        eprintln!("warning: {p}");
+    }
+    let i = config.area.cameras.iter().position(|x| x.id == camera.id);
+    Ok(i.and_then(|i| plans.into_iter().nth(i)).unwrap_or_default())
 }
 
 fn is_image(path: &Path) -> bool {

@@ -98,6 +98,45 @@ impl Config {
             .collect()
     }
 
+    /// Every camera's plan: its models ([`Config::camera_models`]) and its learned zone states
+    /// (the cards in `[states] cards_dir`, read now and checked against `cards`, the models'
+    /// cards in order), with the cards refused or unused, in words. A state's model runs on
+    /// its camera, if only for its features.
+    pub fn camera_plans(
+        &self,
+        kinds: &[Vec<ObjectKind>],
+        cards: &[Arc<ModelCard>],
+    ) -> (Vec<CameraModels>, Vec<String>) {
+        let (loaded, refused) = match self.states_dir() {
+            Some(dir) => crate::states::scorer::load_cards(&dir, cards),
+            None => Default::default(),
+        };
+        let mut problems: Vec<String> = refused.iter().map(ToString::to_string).collect();
+        problems.extend(self.state_mismatches(&loaded));
+        let ids = self.model_ids();
+        let plans = self
+            .camera_models(kinds)
+            .into_iter()
+            .zip(self.camera_states(&loaded))
+            .map(|(selection, states)| {
+                let mut plan = selection.plan;
+                for s in &states {
+                    if !plan.models.iter().any(|u| u.index == s.model()) {
+                        plan.models.push(ModelUse {
+                            index: s.model(),
+                            id: ids.get(s.model()).cloned().unwrap_or_else(|| "".into()),
+                            kinds: KindSet::EMPTY,
+                        });
+                        plan.models.sort_by_key(|u| u.index);
+                    }
+                }
+                plan.states = states;
+                plan
+            })
+            .collect();
+        (plans, problems)
+    }
+
     /// Cards whose camera, zone or scenario the configuration does not have, in words.
     pub fn state_mismatches(&self, cards: &[LoadedCard]) -> Vec<String> {
         cards

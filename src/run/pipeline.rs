@@ -23,8 +23,7 @@ use crate::cases::{self, CaseError};
 use crate::cluster::Ownership;
 use crate::config::Config;
 use crate::infer::card::ModelCard;
-use crate::infer::kinds::KindSet;
-use crate::infer::models::{CameraModels, ModelSet, ModelUse};
+use crate::infer::models::{CameraModels, ModelSet};
 use crate::infer::pool;
 use crate::ingest::{self, CameraPlan};
 use crate::scenarios::{self, ScenarioEngine};
@@ -71,7 +70,6 @@ pub(super) struct Pipeline {
     /// Each model's object kinds (to choose the models of cameras a reload changes).
     model_kinds: Vec<Vec<ObjectKind>>,
     model_cards: Vec<Arc<ModelCard>>,
-    model_ids: Vec<Arc<str>>,
 }
 
 impl Pipeline {
@@ -113,7 +111,6 @@ impl Pipeline {
             failure: None,
             model_kinds: Vec::new(),
             model_cards: Vec::new(),
-            model_ids: Vec::new(),
         }
     }
 
@@ -154,7 +151,6 @@ impl Pipeline {
         let models = model.ids.iter().map(|i| &**i).collect::<Vec<_>>().join("+");
         self.model_kinds = model.kinds;
         self.model_cards = model.cards;
-        self.model_ids = model.ids.clone();
         self.set_plans(&self.plans(config));
         self.workers = pool::spawn_workers_observed(
             self.mailboxes.clone(),
@@ -318,46 +314,11 @@ impl Pipeline {
     }
 
     fn plans(&self, config: &Config) -> Vec<Arc<CameraModels>> {
-        let cards = match config.states_dir() {
-            Some(dir) => {
-                let (loaded, refused) = crate::states::scorer::load_cards(&dir, &self.model_cards);
-                for e in refused {
-                    tracing::error!(error = %e, "classifier card refused; its zone state stays off");
-                }
-                for m in config.state_mismatches(&loaded) {
-                    tracing::warn!("{m}");
-                }
-                loaded
-            }
-            None => Vec::new(),
-        };
-        let states = config.camera_states(&cards);
-        config
-            .camera_models(&self.model_kinds)
-            .into_iter()
-            .zip(states)
-            .map(|(selection, states)| {
-                let mut plan = selection.plan;
-                for s in &states {
-                    // A state reads its model's features: that model runs on the camera, if
-                    // only for them.
-                    if !plan.models.iter().any(|u| u.index == s.model()) {
-                        plan.models.push(ModelUse {
-                            index: s.model(),
-                            id: self
-                                .model_ids
-                                .get(s.model())
-                                .cloned()
-                                .unwrap_or_else(|| "".into()),
-                            kinds: KindSet::EMPTY,
-                        });
-                        plan.models.sort_by_key(|u| u.index);
-                    }
-                }
-                plan.states = states;
-                Arc::new(plan)
-            })
-            .collect()
+        let (plans, problems) = config.camera_plans(&self.model_kinds, &self.model_cards);
+        for p in problems {
+            tracing::error!("{p}; that zone state stays off");
+        }
+        plans.into_iter().map(Arc::new).collect()
     }
 
     fn fail(&mut self, e: RunError) {

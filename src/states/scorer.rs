@@ -155,26 +155,6 @@ pub fn anchored_box(polygon: &[[f64; 2]]) -> [f32; 4] {
     [x1 as f32, y1 as f32, x2 as f32, bottom as f32]
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_box_stands_inside_its_zone_and_confidence_is_half_at_the_threshold() {
-        let slanted = [[0.0, 0.31], [0.42, 0.30], [0.42, 0.53], [0.0, 0.47]];
-        let b = anchored_box(&slanted);
-        let foot = [f64::from(b[0] + b[2]) / 2.0, f64::from(b[3])];
-        assert!(geometry::contains(&slanted, foot), "{b:?}");
-        assert!(
-            b[3] > 0.45,
-            "the box reaches down to the zone's bottom: {b:?}"
-        );
-        assert!((confidence(0.3, 0.3) - 0.5).abs() < 1e-6);
-        assert!((confidence(1.0, 0.3) - 1.0).abs() < 1e-6);
-        assert!(confidence(0.9, 0.3) > confidence(0.5, 0.3));
-    }
-}
-
 /// (camera, zone, state) of every card in `dir`, read without the model check (which
 /// [`load_cards`] does): what the scenario stage and `check` need to know.
 pub fn card_identities(dir: &Path) -> Vec<(String, String, String)> {
@@ -196,4 +176,24 @@ pub fn card_identities(dir: &Path) -> Vec<(String, String, String)> {
         .collect();
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_box_stands_inside_its_zone_and_confidence_is_half_at_the_threshold() {
+        let slanted = [[0.0, 0.31], [0.42, 0.30], [0.42, 0.53], [0.0, 0.47]];
+        let b = anchored_box(&slanted);
+        let foot = [f64::from(b[0] + b[2]) / 2.0, f64::from(b[3])];
+        assert!(geometry::contains(&slanted, foot), "{b:?}");
+        assert!(
+            b[3] > 0.45,
+            "the box reaches down to the zone's bottom: {b:?}"
+        );
+        assert!((confidence(0.3, 0.3) - 0.5).abs() < 1e-6);
+        assert!((confidence(1.0, 0.3) - 1.0).abs() < 1e-6);
+        assert!(confidence(0.9, 0.3) > confidence(0.5, 0.3));
+    }
 }

@@ -100,6 +100,11 @@ fn a_state_learned_from_30_labels_raises_its_cases_and_without_its_card_nothing_
         "{served}"
     );
 
+    // `detect --camera` runs the camera's zone states too: the state shows on a second where
+    // the labels say someone is on the path (20 s), not where nobody is (12 s).
+    let found = detect_states(&dir, &[12.0, 20.0]);
+    assert_eq!(found, [false, true], "state detections at 12 s and 20 s");
+
     std::fs::remove_file(dir.path("outbox.sqlite")).ok();
     std::fs::remove_file(dir.path("receiver.sqlite")).ok();
     let cases = run_cases(&body, &dir);
@@ -154,4 +159,47 @@ fn check(dir: &TempDir) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// Whether `gridwatch detect --camera vtest` reports the state at each of `seconds` of the clip
+/// (analysed at 1 fps).
+fn detect_states(dir: &TempDir, seconds: &[f64]) -> Vec<bool> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gridwatch"))
+        .args([
+            "detect",
+            "--camera",
+            "vtest",
+            "--fps",
+            "1",
+            "--max-frames",
+            "25",
+            "--config",
+        ])
+        .arg(dir.path("learn.toml"))
+        .arg(repo("sample-streams/vtest.mp4"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frames: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    seconds
+        .iter()
+        .map(|t| {
+            let frame = frames
+                .iter()
+                .find(|f| (f["pts_seconds"].as_f64().unwrap() - t).abs() < 0.01)
+                .unwrap_or_else(|| panic!("no frame at {t} s"));
+            frame["detections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["label"] == "state:path_occupied" && d["model"] == "zone-state")
+        })
+        .collect()
 }
