@@ -16,6 +16,9 @@ use crate::infer::models::{CameraModels, ModelUse, ZoneScorer};
 use crate::scenarios::catalog::Catalog;
 use crate::states::{LoadedCard, StateScorer};
 
+/// More models than this in one deployment is a typo (and every worker holds a session of each).
+pub const MAX_MODELS: usize = 16;
+
 /// What a camera runs, with what `gridwatch check` should say about its zones.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CameraSelection {
@@ -167,6 +170,16 @@ impl Config {
             err(
                 "model".into(),
                 "no model configured: add `[[models]]` with a `card` (or `[model]`)".into(),
+            );
+            return;
+        }
+        if self.models.len() > MAX_MODELS {
+            err(
+                "models".into(),
+                format!(
+                    "{} models configured: at most {MAX_MODELS} (each costs a session per worker)",
+                    self.models.len()
+                ),
             );
             return;
         }

@@ -37,11 +37,17 @@ impl Config {
             return;
         };
         for i in self.catalog.inactive(&kinds) {
+            let zones = self.zones_with(&i.id);
+            let teach = if zones.is_empty() {
+                "; or enable it in a zone and teach that zone's state (`gridwatch learn`)"
+            } else {
+                ""
+            };
             out.push(format!(
-                "warning: scenario `{}` inactive: {}",
+                "warning: scenario `{}` inactive: {}{teach}",
                 i.id, i.reason
             ));
-            for (camera, zone) in self.zones_with(&i.id) {
+            for (camera, zone) in zones {
                 let served = self
                     .state_zones
                     .iter()

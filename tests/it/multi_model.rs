@@ -357,3 +357,20 @@ fn the_shipped_two_model_configuration_passes_check_and_says_what_each_camera_ru
         "{stdout}"
     );
 }
+
+#[test]
+fn more_models_than_the_bound_are_refused() {
+    let many: String = (0..=gridwatch::config::models::MAX_MODELS)
+        .map(|i| {
+            format!(
+                "[[models]]\nid = \"m{i}\"\ncard = \"{}\"\n",
+                repo(NANODET).display()
+            )
+        })
+        .collect();
+    let err = load(&config_text(&many, "")).unwrap_err();
+    assert!(
+        err.contains("`models`") && err.contains("at most 16"),
+        "{err}"
+    );
+}
