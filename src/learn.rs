@@ -3,7 +3,8 @@
 //! way `gridwatch detect` decodes clips (the file camera's GStreamer template, stretched to the
 //! model's input), the configured detector runs once, its feature map is pooled over the zone,
 //! and [`crate::states::train`] fits, evaluates by time and checks the quality bar. The card goes
-//! to the output folder.
+//! to the output folder. The labels may instead be those staff set on the console's wall
+//! ([`LabelSource::Console`]): each kept with the analysed frame it was set on.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,7 @@ use crate::config::Config;
 use crate::infer::Detector;
 use crate::infer::card::ModelCard;
 use crate::ingest::replay::FileFrames;
+use crate::review::store::ReviewStore;
 use crate::states::card::FeatureSource;
 use crate::states::train::{self, Identity, Sample, TrainOptions, Trained};
 use crate::states::{Pooling, StatesError, ZoneMask};
@@ -74,6 +76,8 @@ pub enum LearnError {
     Ingest(#[from] crate::ingest::IngestError),
     #[error(transparent)]
     States(#[from] StatesError),
+    #[error("console labels: {0}")]
+    Console(String),
 }
 
 impl LabelsFile {
@@ -253,10 +257,24 @@ fn samples_per_pooling(
         .collect()
 }
 
+/// Where the labels come from.
+#[derive(Debug, Clone)]
+pub enum LabelSource {
+    /// A labels file: a clip and labelled times.
+    File(PathBuf),
+    /// The labels staff set on the console's wall ("this zone shows X" / "clear"), stored with
+    /// their frames in the outbox database.
+    Console {
+        camera: String,
+        zone: String,
+        state: String,
+    },
+}
+
 /// What `gridwatch learn` does.
 #[derive(Debug, Clone)]
 pub struct LearnOptions {
-    pub labels: PathBuf,
+    pub source: LabelSource,
     pub out_dir: PathBuf,
     pub pooling: Pooling,
     pub train: TrainOptions,
@@ -271,9 +289,30 @@ pub struct Learned {
     pub comparison: Vec<(Pooling, Result<Trained, StatesError>)>,
 }
 
+/// A labelled zone: what the card is for, and one sample list per pooling of [`Pooling::ALL`].
+struct Labelled {
+    camera: String,
+    zone: String,
+    state: String,
+    polygon: Vec<[f64; 2]>,
+    samples: Vec<Vec<Sample>>,
+}
+
+impl Labelled {
+    fn identity(&self, model: &ModelCard, pooling: Pooling) -> Result<Identity, LearnError> {
+        Ok(Identity {
+            camera: self.camera.clone(),
+            zone: self.zone.clone(),
+            state: self.state.clone(),
+            polygon: self.polygon.clone(),
+            pooling,
+            features: feature_source(model)?,
+        })
+    }
+}
+
 /// Extracts, trains with `options.pooling`, applies the bar, saves the card.
 pub fn run(config: &Config, options: &LearnOptions) -> Result<Learned, LearnError> {
-    let labels = LabelsFile::load(&options.labels)?;
     // The first configured model whose card exposes a feature map.
     let detectors = crate::run::detectors(config, 1)?;
     let first_card = config.models.first().map(|m| config.resolve(&m.card));
@@ -281,20 +320,32 @@ pub fn run(config: &Config, options: &LearnOptions) -> Result<Learned, LearnErro
         .into_iter()
         .find(|d| d.card().features.is_some())
         .ok_or_else(|| LearnError::NoFeatures(first_card.unwrap_or_default()))?;
-    let samples = extract(&mut detector, &labels, &Pooling::ALL, options.decode_fps)?;
+    let labelled = match &options.source {
+        LabelSource::File(path) => from_file(&mut detector, path, options.decode_fps)?,
+        LabelSource::Console {
+            camera,
+            zone,
+            state,
+        } => from_console(config, &mut detector, camera, zone, state)?,
+    };
     let model = detector.card();
     let comparison: Vec<(Pooling, Result<Trained, StatesError>)> = Pooling::ALL
         .iter()
-        .zip(&samples)
-        .map(|(&p, s)| Ok((p, train::fit(labels.identity(model, p)?, s, &options.train))))
+        .zip(&labelled.samples)
+        .map(|(&p, s)| {
+            Ok((
+                p,
+                train::fit(labelled.identity(model, p)?, s, &options.train),
+            ))
+        })
         .collect::<Result<_, LearnError>>()?;
     let chosen = Pooling::ALL
         .iter()
         .position(|&p| p == options.pooling)
         .unwrap_or(0);
     let trained = train::train(
-        labels.identity(model, options.pooling)?,
-        &samples[chosen],
+        labelled.identity(model, options.pooling)?,
+        &labelled.samples[chosen],
         &options.train,
     )?;
     let card_path = trained.card.save(&options.out_dir)?;
@@ -303,6 +354,97 @@ pub fn run(config: &Config, options: &LearnOptions) -> Result<Learned, LearnErro
         trained,
         comparison,
     })
+}
+
+fn from_file(
+    detector: &mut Detector,
+    path: &Path,
+    decode_fps: f64,
+) -> Result<Labelled, LearnError> {
+    let labels = LabelsFile::load(path)?;
+    let samples = extract(detector, &labels, &Pooling::ALL, decode_fps)?;
+    Ok(Labelled {
+        camera: labels.camera,
+        zone: labels.zone,
+        state: labels.state,
+        polygon: labels.polygon,
+        samples,
+    })
+}
+
+/// The console's labels of one zone and state, oldest first; each stored frame through the
+/// detector, its feature map pooled over the configured zone. Label times count from the first.
+fn from_console(
+    config: &Config,
+    detector: &mut Detector,
+    camera: &str,
+    zone: &str,
+    state: &str,
+) -> Result<Labelled, LearnError> {
+    let console = |m: String| LearnError::Console(m);
+    let polygon = config
+        .area
+        .cameras
+        .iter()
+        .find(|c| c.id == camera)
+        .and_then(|c| c.zones.iter().find(|z| z.id == zone))
+        .map(|z| z.polygon.clone())
+        .ok_or_else(|| {
+            console(format!(
+                "no zone {zone} of camera {camera} in the configuration"
+            ))
+        })?;
+    let store = ReviewStore::open(&config.resolve(&config.cases.outbox))
+        .map_err(|e| console(e.to_string()))?;
+    let labels = store
+        .zone_labels(camera, zone, state)
+        .map_err(|e| console(e.to_string()))?;
+    let source = feature_source(detector.card())?;
+    let masks: Vec<ZoneMask> = Pooling::ALL
+        .iter()
+        .map(|&p| ZoneMask::new(&polygon, p, source.grid_width, source.grid_height))
+        .collect();
+    let (w, h) = detector.card().input_size();
+    let t0 = labels.first().map_or(0, |l| l.labelled_at_ms);
+    let mut samples = vec![Vec::with_capacity(labels.len()); masks.len()];
+    let mut detections = Vec::new();
+    for l in &labels {
+        let rgb = stored_frame(&l.frame_png, w, h)
+            .map_err(|e| console(format!("the frame of label {}: {e}", l.id)))?;
+        detector.detect(&rgb, w as u32, h as u32, w * 3, &mut detections)?;
+        let map = detector
+            .features()
+            .ok_or_else(|| LearnError::NoFeatures(detector.card().path.clone()))?;
+        for (mask, out) in masks.iter().zip(&mut samples) {
+            let mut features = Vec::new();
+            mask.pool(&map, &mut features);
+            out.push(Sample {
+                at_seconds: (l.labelled_at_ms - t0) as f64 / 1000.0,
+                present: l.present,
+                features,
+            });
+        }
+    }
+    Ok(Labelled {
+        camera: camera.to_owned(),
+        zone: zone.to_owned(),
+        state: state.to_owned(),
+        polygon,
+        samples,
+    })
+}
+
+/// A label's stored PNG as packed RGB at the model's input size (stretched if the camera was
+/// decoded larger, as for a smaller model in a set).
+fn stored_frame(png: &[u8], w: usize, h: usize) -> Result<Vec<u8>, image::ImageError> {
+    let img = image::load_from_memory_with_format(png, image::ImageFormat::Png)?.to_rgb8();
+    let (w, h) = (w as u32, h as u32);
+    let img = if img.dimensions() == (w, h) {
+        img
+    } else {
+        image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle)
+    };
+    Ok(img.into_raw())
 }
 
 /// The lines `gridwatch learn` prints: the card, its numbers, then every pooling's.

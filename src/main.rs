@@ -74,8 +74,17 @@ enum Command {
     /// times): the detector's feature map pooled over the zone, logistic regression, evaluated
     /// on the latest labels; the card goes to --out. Prints the numbers of every pooling.
     Learn {
+        /// A labels file (clip, zone, state, labelled times).
+        #[arg(long, conflicts_with = "camera")]
+        labels: Option<PathBuf>,
+        /// Instead of a file: the labels staff set on the console's wall for this camera's
+        /// `--zone` and `--state`.
+        #[arg(long, requires_all = ["zone", "state"])]
+        camera: Option<String>,
         #[arg(long)]
-        labels: PathBuf,
+        zone: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
         /// Folder for the classifier card (created); default: the configuration's
         /// `[states] cards_dir`, where `run` reads cards at start and on SIGHUP.
         #[arg(long)]
@@ -541,6 +550,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Learn {
             labels,
+            camera,
+            zone,
+            state,
             out,
             config,
             pooling,
@@ -551,8 +563,21 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let out_dir = out.or_else(|| config.states_dir()).context(
                 "no --out and no [states] cards_dir in the configuration: where should the card go?",
             )?;
+            let source = match (labels, camera, zone, state) {
+                (Some(file), ..) => gridwatch::learn::LabelSource::File(file),
+                (None, Some(camera), Some(zone), Some(state)) => {
+                    gridwatch::learn::LabelSource::Console {
+                        camera,
+                        zone,
+                        state,
+                    }
+                }
+                _ => anyhow::bail!(
+                    "give --labels FILE, or --camera, --zone and --state for the labels set on the console"
+                ),
+            };
             let options = gridwatch::learn::LearnOptions {
-                labels,
+                source,
                 out_dir,
                 pooling,
                 train: gridwatch::states::TrainOptions {

@@ -383,7 +383,23 @@ pub const MIGRATIONS: &[Step] = &[
     Step::sql(UNRENDERED),
     // 5: suppressions of one object (learned from repeated rejections).
     Step::sql("ALTER TABLE review_suppressions ADD COLUMN object TEXT;"),
+    // 6: zone-state labels set by patrol staff on the wall (the analysed frame, lossless).
+    Step::sql(ZONE_LABELS),
 ];
+
+const ZONE_LABELS: &str = "
+CREATE TABLE IF NOT EXISTS review_zone_labels (
+    id INTEGER PRIMARY KEY,
+    camera TEXT NOT NULL,
+    zone TEXT NOT NULL,
+    state TEXT NOT NULL,
+    present INTEGER NOT NULL,
+    labelled_at_ms INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    frame_png BLOB NOT NULL
+);
+CREATE INDEX review_zone_labels_zone ON review_zone_labels(camera, zone, state, labelled_at_ms);
+";
 
 /// The schema version this binary writes (`PRAGMA user_version` of an up-to-date outbox).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

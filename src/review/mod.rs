@@ -328,6 +328,10 @@ pub fn router(state: ReviewState) -> Router {
         .route("/api/v1/review/items/{id}/remark", post(remark))
         .route("/api/v1/review/wall", get(wall_groups))
         .route("/api/v1/review/wall/{camera}/frame.jpg", get(wall_frame))
+        .route(
+            "/api/v1/review/wall/{camera}/zones/{zone}/labels",
+            post(label_zone),
+        )
         .route("/api/v1/review/cases", get(history))
         .route("/api/v1/review/suppressions", get(suppressions))
         .route("/api/v1/review/audit", get(audit_log))
@@ -1181,6 +1185,82 @@ async fn wall_frame(
     match frame {
         Ok(Some(bytes)) => jpeg(bytes),
         Ok(None) => problem(StatusCode::NOT_FOUND, "no analysed frame yet"),
+        Err(r) => r,
+    }
+}
+
+// An empty body is the default request, whose empty state no zone has.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ZoneLabelRequest {
+    /// The scenario the zone's state stands for; one of the zone's scenarios.
+    state: String,
+    /// The state shows (`true`) or the zone is clear of it (`false`).
+    present: bool,
+}
+
+/// "This zone shows X" / "clear" on the wall: a zone-state label on the camera's latest
+/// analysed frame, kept losslessly for `gridwatch learn`.
+async fn label_zone(
+    State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
+    c: Caller,
+    UrlPath((camera, zone)): UrlPath<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let req = match json_body::<ZoneLabelRequest>(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    // Camera, zone and state are looked up among the configured ones.
+    let config = s.config.load_full();
+    let Some(index) = config.area.cameras.iter().position(|x| x.id == camera) else {
+        return problem(StatusCode::NOT_FOUND, "no such camera");
+    };
+    let cam = &config.area.cameras[index];
+    let Some(z) = cam.zones.iter().find(|z| z.id == zone) else {
+        return problem(StatusCode::NOT_FOUND, "no such zone");
+    };
+    if !z.scenarios.contains(&req.state) {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the state must be one of the zone's scenarios",
+        );
+    }
+    let latest = s.latest.clone();
+    let png = blocking
+        .encoding(move || {
+            latest
+                .png(index)
+                .map_err(|e| ReviewError::Io(std::io::Error::other(e)))
+        })
+        .await;
+    let png = match png {
+        Ok(Some(p)) => p,
+        Ok(None) => return problem(StatusCode::CONFLICT, "no analysed frame of this camera yet"),
+        Err(r) => return r,
+    };
+    let store = s.store.clone();
+    let (camera, state, present) = (cam.id.clone(), req.state, req.present);
+    let zone = z.id.clone();
+    let stored = blocking
+        .store(move || {
+            let label = store::NewZoneLabel {
+                camera: &camera,
+                zone: &zone,
+                state: &state,
+                present,
+                frame_png: &png,
+            };
+            store.add_zone_label(&label, &c.user)
+        })
+        .await;
+    match stored {
+        Ok(id) => (
+            StatusCode::CREATED,
+            axum::Json(serde_json::json!({ "id": id })),
+        )
+            .into_response(),
         Err(r) => r,
     }
 }

@@ -21,6 +21,28 @@ use crate::cases::outbox::Outbox;
 use crate::cases::tiers::{OBJECT_MATCH_IOU, Suppression};
 use crate::scenarios::ScenarioInfo;
 
+/// A zone-state label as staff set it on the wall.
+#[derive(Debug, Clone)]
+pub struct NewZoneLabel<'a> {
+    pub camera: &'a str,
+    pub zone: &'a str,
+    /// The scenario the state stands for.
+    pub state: &'a str,
+    pub present: bool,
+    /// The analysed frame, PNG.
+    pub frame_png: &'a [u8],
+}
+
+/// A stored zone-state label.
+#[derive(Debug, Clone)]
+pub struct ZoneLabel {
+    pub id: i64,
+    pub present: bool,
+    pub labelled_at_ms: i64,
+    pub user: String,
+    pub frame_png: Vec<u8>,
+}
+
 /// A case in the review queue (or one looked up by id), without its images.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct ReviewItem {
@@ -637,6 +659,68 @@ impl ReviewStore {
         }
         audit(&conn, &user.name, "remark", Some(id), Some(text))?;
         Ok(())
+    }
+
+    // ----- zone-state labels -----
+
+    /// Stores a label staff set on the wall: whether `state` shows in the camera's zone on
+    /// the analysed frame `frame_png` (lossless, at the analysed size); audited. Returns its id.
+    pub fn add_zone_label(
+        &self,
+        label: &NewZoneLabel<'_>,
+        user: &User,
+    ) -> Result<i64, ReviewError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO review_zone_labels (camera, zone, state, present, labelled_at_ms, user, frame_png)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                label.camera,
+                label.zone,
+                label.state,
+                label.present,
+                now_ms(),
+                user.name,
+                label.frame_png
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        let detail = format!(
+            "{} {} {} {}",
+            label.camera,
+            label.zone,
+            label.state,
+            if label.present { "present" } else { "clear" }
+        );
+        audit(&tx, &user.name, "label_zone", None, Some(&detail))?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// The labels of one camera's zone and state, oldest first (what `gridwatch learn` trains
+    /// on, split by time).
+    pub fn zone_labels(
+        &self,
+        camera: &str,
+        zone: &str,
+        state: &str,
+    ) -> Result<Vec<ZoneLabel>, ReviewError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id, present, labelled_at_ms, user, frame_png FROM review_zone_labels
+             WHERE camera = ?1 AND zone = ?2 AND state = ?3 ORDER BY labelled_at_ms, id",
+        )?;
+        let rows = stmt.query_map(params![camera, zone, state], |r| {
+            Ok(ZoneLabel {
+                id: r.get(0)?,
+                present: r.get(1)?,
+                labelled_at_ms: r.get(2)?,
+                user: r.get(3)?,
+                frame_png: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Confirms a case: it becomes `pending` (due now) for delivery. Only the first decision

@@ -105,6 +105,24 @@ impl LatestFrames {
         }
     }
 
+    /// The camera's latest analysed frame, unannotated and lossless (PNG, at the size the
+    /// models saw it): what a zone-state label keeps to train on. Blocking (encoding).
+    pub fn png(&self, camera: usize) -> Result<Option<Vec<u8>>, image::ImageError> {
+        let (w, h, rgb) = {
+            let v = self.lock();
+            let Some(Some(l)) = v.get(camera) else {
+                return Ok(None);
+            };
+            (l.width, l.height, l.rgb.clone())
+        };
+        let Some(img) = image::RgbImage::from_raw(w, h, rgb) else {
+            return Ok(None);
+        };
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png)?;
+        Ok(Some(out.into_inner()))
+    }
+
     /// The camera's latest frame as JPEG with `zones` and its detections drawn; encoded once
     /// per copied frame. Blocking (drawing and encoding take milliseconds of a core): the console
     /// calls it on the blocking pool.

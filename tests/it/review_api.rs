@@ -134,10 +134,13 @@ impl Reply {
 
 impl Console {
     fn new() -> Self {
+        Self::with_text(&config_text())
+    }
+
+    fn with_text(text: &str) -> Self {
         let dir = TempDir::new("review-api");
         let config = Arc::new(
-            Config::from_text(&config_text(), "review.toml", &dir.0)
-                .unwrap_or_else(|e| panic!("{e}")),
+            Config::from_text(text, "review.toml", &dir.0).unwrap_or_else(|e| panic!("{e}")),
         );
         let store = Arc::new(ReviewStore::open(&config.resolve(&config.cases.outbox)).unwrap());
         store.set_user("alice", Role::Reviewer, PASSWORD).unwrap();
@@ -1414,5 +1417,145 @@ async fn objects_rejected_twice_at_one_place_are_suppressed_there_and_only_they(
     assert_eq!(
         active.iter().filter(|s| s.object.is_some()).count(),
         persons().len()
+    );
+}
+
+/// The vtest path's by-eye labels (sample-streams/vtest.states.toml) at these seconds: 5 clear,
+/// 5 occupied, the last three held out by time.
+const LABELLED_SECONDS: [f64; 10] = [2.0, 4.0, 7.0, 8.0, 10.0, 12.0, 16.0, 20.0, 45.0, 50.0];
+
+#[tokio::test]
+async fn labels_set_on_the_wall_keep_their_frame_and_train_a_zone_state() {
+    use gridwatch::learn::{self, LabelSource, LabelsFile, LearnOptions};
+    use gridwatch::states::{Pooling, QualityBar, TrainOptions};
+    // cam-a's zone is the vtest path; the state it is labelled with is one of its scenarios.
+    let path_polygon = "polygon = [[0.0, 0.31], [0.42, 0.30], [0.42, 0.53], [0.0, 0.47]]";
+    let text = config_text().replacen(
+        "polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]",
+        path_polygon,
+        1,
+    );
+    let c = Console::with_text(&text);
+    let s = c.login("alice").await;
+    let url = "/api/v1/review/wall/cam-a/zones/plaza/labels";
+    let label = |present: bool| json!({"state": "crowd_gathering", "present": present});
+    assert_eq!(
+        c.post(&s, url, label(true)).await.status,
+        StatusCode::CONFLICT,
+        "no frame yet"
+    );
+    let bad_state = json!({"state": "waterlogging", "present": true});
+    assert_eq!(
+        c.post(&s, url, bad_state).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let no_zone = "/api/v1/review/wall/cam-a/zones/nowhere/labels";
+    assert_eq!(
+        c.post(&s, no_zone, label(true)).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // The wall shows vtest's frames as the pipeline analysed them; alice labels some.
+    let by_eye = LabelsFile::load(&repo("sample-streams/vtest.states.toml")).unwrap();
+    let present_at = |t: f64| {
+        by_eye
+            .labels
+            .iter()
+            .find(|l| l.at_seconds == t)
+            .unwrap()
+            .present
+    };
+    let clip = repo("sample-streams/vtest.mp4");
+    let frames = gridwatch::ingest::replay::FileFrames::open(&clip, 1.0, 416, 416).unwrap();
+    let mut offered = Vec::new();
+    for (pts, frame) in frames.take(51) {
+        if !LABELLED_SECONDS.contains(&pts.round()) {
+            continue;
+        }
+        c.state.latest.offer(&frame, &[]);
+        offered.push(frame.rgb()[..416 * 416 * 3].to_vec());
+        let r = c.post(&s, url, label(present_at(pts.round()))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        // The wall copies a camera's frame at most once per interval.
+        tokio::time::sleep(gridwatch::review::wall::COPY_INTERVAL + Duration::from_millis(20))
+            .await;
+    }
+    assert_eq!(offered.len(), LABELLED_SECONDS.len());
+
+    // Kept losslessly, in order, with who set them; audited.
+    let stored = c
+        .state
+        .store
+        .zone_labels("cam-a", "plaza", "crowd_gathering")
+        .unwrap();
+    assert_eq!(stored.len(), LABELLED_SECONDS.len());
+    for ((l, rgb), t) in stored.iter().zip(&offered).zip(LABELLED_SECONDS) {
+        assert_eq!((l.present, l.user.as_str()), (present_at(t), "alice"));
+        let png = image::load_from_memory(&l.frame_png).unwrap().to_rgb8();
+        assert!(
+            png.as_raw() == rgb,
+            "the frame of {t} s is kept as analysed"
+        );
+    }
+    let audit = c.get(&s, "/api/v1/review/audit").await;
+    let root = c.login("root").await;
+    let audit = if audit.status == StatusCode::OK {
+        audit
+    } else {
+        c.get(&root, "/api/v1/review/audit").await
+    };
+    assert!(String::from_utf8_lossy(&audit.body).contains("label_zone"));
+
+    // `gridwatch learn --camera cam-a --zone plaza --state crowd_gathering` trains on them (the
+    // bar lowered: ten labels prove the path, not the accuracy, measured on the file's labels).
+    let config = c.config.clone();
+    let out_dir = config.resolve(std::path::Path::new("cards"));
+    let learned = tokio::task::spawn_blocking(move || {
+        learn::run(
+            &config,
+            &LearnOptions {
+                source: LabelSource::Console {
+                    camera: "cam-a".into(),
+                    zone: "plaza".into(),
+                    state: "crowd_gathering".into(),
+                },
+                out_dir,
+                pooling: Pooling::ZoneCells2x2,
+                train: TrainOptions {
+                    bar: QualityBar {
+                        min_precision: 0.0,
+                        min_recall: 0.0,
+                        min_labels_per_class: 2,
+                        min_held_out_per_class: 1,
+                    },
+                    ..Default::default()
+                },
+                decode_fps: learn::DEFAULT_DECODE_FPS,
+            },
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let card = &learned.trained.card;
+    assert_eq!(
+        (card.camera.as_str(), card.zone.as_str()),
+        ("cam-a", "plaza")
+    );
+    assert_eq!(
+        card.polygon,
+        vec![[0.0, 0.31], [0.42, 0.30], [0.42, 0.53], [0.0, 0.47]]
+    );
+    let present = LABELLED_SECONDS.iter().filter(|&&t| present_at(t)).count();
+    let l = card.labels;
+    assert_eq!(l.train_positive + l.held_out_positive, present);
+    assert_eq!(
+        l.train_negative + l.held_out_negative,
+        LABELLED_SECONDS.len() - present
+    );
+    assert_eq!(
+        l.held_out_positive + l.held_out_negative,
+        3,
+        "the latest three are held out"
     );
 }

@@ -6,7 +6,7 @@
 //! nothing is raised. A card trained for another model file is refused at start.
 
 use gridwatch::config::Config;
-use gridwatch::learn::{self, LearnOptions};
+use gridwatch::learn::{self, LabelSource, LearnOptions};
 use gridwatch::states::{Pooling, TrainOptions};
 
 use crate::scenarios_custom::run_cases;
@@ -78,7 +78,7 @@ fn a_state_learned_from_30_labels_raises_its_cases_and_without_its_card_nothing_
     let learned = learn::run(
         &config,
         &LearnOptions {
-            labels: repo("sample-streams/vtest.states.toml"),
+            source: LabelSource::File(repo("sample-streams/vtest.states.toml")),
             out_dir: dir.path("cards"),
             pooling: Pooling::ZoneCells2x2,
             train: TrainOptions {
