@@ -1139,6 +1139,12 @@ async fn wall_groups(State(s): State<ReviewState>, _caller: Caller) -> Response 
                         "last_frame_at": st.and_then(|st| st.last_frame_at).and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
                         "reconnects": st.map(|st| st.reconnects),
                         "frame_url": format!("/api/v1/review/wall/{}/frame.jpg", c.id),
+                        // For "this zone shows X / clear" (zone-state labels).
+                        "zones": c.zones.iter().map(|z| json!({
+                            "id": z.id,
+                            "name": z.name,
+                            "scenarios": z.scenarios,
+                        })).collect::<Vec<_>>(),
                     })
                 })
                 .collect();

@@ -357,6 +357,33 @@ fn a_reviewer_confirms_and_rejects_flagged_frames_in_a_real_browser() {
         .await;
         let health = client.find(Locator::Css("#wall-grid .health")).await.unwrap().text().await.unwrap();
         assert!(!health.is_empty());
+        // "This zone shows it": a zone-state label on the frame the wall shows.
+        client
+            .find(Locator::Css("#wall-grid .labeller[data-zone='square'] .label-present"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let said = wait_for("the label acknowledged", Duration::from_secs(10), || async {
+            let t = client
+                .find(Locator::Css("#wall-grid .labeller[data-zone='square'] .label-said"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (!t.is_empty()).then_some(t)
+        })
+        .await;
+        assert_eq!(said, "已标注：有");
+        let labels = ReviewStore::open(&outbox_path)
+            .unwrap()
+            .zone_labels("vtest", "square", "crowd_gathering")
+            .unwrap();
+        assert_eq!(labels.len(), 1);
+        assert!(labels[0].present && labels[0].user == "patrol");
+        assert!(image::load_from_memory(&labels[0].frame_png).is_ok(), "the frame is kept");
         let shot = client.screenshot().await.unwrap();
         std::fs::write(artifacts().join("review-wall.png"), shot).unwrap();
 
