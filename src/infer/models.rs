@@ -100,6 +100,8 @@ pub struct ModelSet {
     origins: Vec<u8>,
     /// The zone states that hold in this frame.
     states_found: Vec<Detection>,
+    /// The plan of a camera not planned yet: the first model, every kind (built once).
+    fallback: Vec<ModelUse>,
     merge_iou: f32,
 }
 
@@ -113,6 +115,11 @@ impl ModelSet {
             found: Vec::with_capacity(64),
             origins: Vec::with_capacity(64),
             states_found: Vec::new(),
+            fallback: vec![ModelUse {
+                index: 0,
+                id: Arc::from(""),
+                kinds: KindSet::ALL,
+            }],
             merge_iou,
         }
     }
@@ -138,13 +145,9 @@ impl ModelSet {
         out.clear();
         self.origins.clear();
         self.states_found.clear();
-        let first = [ModelUse {
-            index: 0,
-            id: Arc::from(""),
-            kinds: KindSet::ALL,
-        }];
+        let fallback = std::mem::take(&mut self.fallback);
         let uses = if plan.models.is_empty() {
-            &first[..]
+            &fallback[..]
         } else {
             &plan.models
         };
@@ -177,10 +180,12 @@ impl ModelSet {
                 }
             }
         }
-        if let Some(e) = last_error.filter(|_| failures == uses.len()) {
+        let (all_failed, several) = (failures == uses.len(), uses.len() > 1);
+        self.fallback = fallback;
+        if let Some(e) = last_error.filter(|_| all_failed) {
             return Err(e);
         }
-        if uses.len() > 1 {
+        if several {
             nms::merge_across_models(out, &mut self.origins, self.merge_iou);
         }
         // Zone states are one per zone and state: nothing to merge.
