@@ -81,8 +81,12 @@ pub struct ObjectFilter {
 }
 
 impl ObjectFilter {
-    fn subject(&self, tr: &Track, zone: &ZoneShape) -> bool {
+    /// A learned zone state counts only on frames where its classifier says so: the tracker's
+    /// memory of unseen objects (for occlusions) would make a state outlast itself by the
+    /// tracker's maximum gap.
+    fn subject(&self, tr: &Track, zone: &ZoneShape, t: f64) -> bool {
         self.kinds.contains(&tr.kind)
+            && (self.label.is_none() || tr.seen_at(t))
             && self
                 .label
                 .as_ref()
@@ -208,7 +212,7 @@ impl TrackDwellRule {
         let dwell = p.schedule.dwell_seconds(m.minute_of_day, th.dwell_seconds);
         if allowed {
             for tr in tracks {
-                if !p.filter.subject(tr, zone) || !p.filter.has_companion(tr, tracks) {
+                if !p.filter.subject(tr, zone, m.t) || !p.filter.has_companion(tr, tracks) {
                     continue;
                 }
                 let ep = match self.episodes.iter_mut().position(|e| e.track == tr.id) {
@@ -276,6 +280,9 @@ pub struct ZoneCountRule {
     params: RuleParams,
     phase: ZonePhase,
     cooldown_until: f64,
+    /// A learned state: since when it holds, and since when it has been absent.
+    state_since: Option<f64>,
+    state_absent_since: Option<f64>,
 }
 
 impl ZoneCountRule {
@@ -284,6 +291,8 @@ impl ZoneCountRule {
             params,
             phase: ZonePhase::Idle,
             cooldown_until: f64::NEG_INFINITY,
+            state_since: None,
+            state_absent_since: None,
         }
     }
 
@@ -303,11 +312,33 @@ impl ZoneCountRule {
             .schedule
             .dwell_seconds(m.minute_of_day, p.thresholds.dwell_seconds);
         tracks.iter().filter(move |tr| {
-            p.filter.subject(tr, zone)
+            let since = self.state_since.unwrap_or(tr.first_seen_seconds);
+            p.filter.subject(tr, zone, m.t)
                 && p.filter.has_companion(tr, tracks)
                 && p.mature(tr)
-                && m.t - p.dwell_start(tr, tr.first_seen_seconds) >= dwell
+                && m.t - p.dwell_start(tr, since) >= dwell
         })
+    }
+
+    /// A learned state's dwell counts from when it last appeared after an absence of at least
+    /// `clear_seconds` (its track survives such gaps, so its first sighting may be an earlier
+    /// episode's). Objects keep their track's own dwell.
+    fn follow_state(&mut self, m: Moment, zone: &ZoneShape, tracks: &[Track]) {
+        if self.params.filter.label.is_none() {
+            return;
+        }
+        let present = tracks
+            .iter()
+            .any(|tr| self.params.filter.subject(tr, zone, m.t));
+        if present {
+            self.state_absent_since = None;
+            self.state_since.get_or_insert(m.t);
+        } else {
+            let absent = *self.state_absent_since.get_or_insert(m.t);
+            if m.t - absent >= self.params.thresholds.clear_seconds {
+                self.state_since = None;
+            }
+        }
     }
 
     pub fn observe(
@@ -317,6 +348,7 @@ impl ZoneCountRule {
         tracks: &[Track],
         out: &mut Vec<Firing>,
     ) {
+        self.follow_state(m, zone, tracks);
         let th = &self.params.thresholds;
         let ok = self.params.schedule.allows(m.minute_of_day)
             && self.dwelling(m, zone, tracks).count() >= th.min_count;
@@ -567,5 +599,30 @@ mod tests {
         let zone = whole();
         let fired = script(|m, tr, out| rule.observe(m, &zone, tr, out), frames);
         assert_eq!(fired, vec![15.0]);
+    }
+
+    #[test]
+    fn a_learned_state_ends_when_its_classifier_says_so_and_the_next_one_dwells_afresh() {
+        let mut p = params(&[ObjectKind::Other], th(3.0, 2.5, 1.0));
+        p.filter.label = Some("state:path_occupied".into());
+        let mut rule = ZoneCountRule::new(p);
+        let state = Detection {
+            label: "state:path_occupied".into(),
+            ..det(ObjectKind::Other, [0.0, 0.3, 0.4, 0.5])
+        };
+        // Present 0-9 s, absent 10-14.5 s (5 s, longer than clear), present again from 15 s.
+        // The tracker keeps the state's track through the gap (max gap 25 s); the rule must not.
+        let frames = (0..60).map(|i| {
+            let t = i as f64 * 0.5;
+            let on = t < 10.0 || t >= 15.0;
+            (t, NOON, if on { vec![state.clone()] } else { Vec::new() })
+        });
+        let zone = whole();
+        let fired = script(|m, tr, out| rule.observe(m, &zone, tr, out), frames);
+        assert_eq!(
+            fired,
+            vec![3.0, 18.0],
+            "dwell 3 s from 0 s and again from 15 s"
+        );
     }
 }

@@ -10,7 +10,7 @@ use crate::infer::FeatureMap;
 pub const CELLS_PER_SIDE: usize = 2;
 
 /// How a zone's feature vector is made from the map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pooling {
     /// The mean over every cell of the frame (ignores the polygon; a baseline).
@@ -18,7 +18,9 @@ pub enum Pooling {
     /// The mean over the cells whose centres are inside the polygon.
     ZoneMean,
     /// The zone mean, then the zone's bounding box split 2×2, each part the mean of its
-    /// in-polygon cells (the zone mean when a part has none): 5 × channels values.
+    /// in-polygon cells (the zone mean when a part has none): 5 × channels values. The
+    /// default: the best held-out precision in BENCHMARKS.md ("Zone states").
+    #[default]
     #[serde(rename = "zone_cells_2x2")]
     ZoneCells2x2,
 }

@@ -1,6 +1,7 @@
 //! `gridwatch-bench run` and the operation endpoints: the report of a real replay (bikes.mp4, fast
 //! pace) agrees with what the pipeline did, scores the ground truth's episodes, compares with the
-//! Python peer and draws its plots; `/readyz` turns ready; `--log-format json` writes JSON lines.
+//! Python peer and draws its plots; a learned zone state is trained and scored on held-out time;
+//! `/readyz` turns ready; `--log-format json` writes JSON lines.
 //! Speed is measured, never asserted.
 
 use std::io::BufRead;
@@ -295,4 +296,104 @@ fn log_format_json_writes_one_json_object_per_line() {
     let _ = child.wait();
     let v = listening.expect("the service logs where it listens");
     assert_eq!(v["level"], "INFO");
+}
+
+/// A learned zone state in the bench: the classifier is trained from the labels file's earliest
+/// labels, loaded like a deployment's cards, and its cases are scored only after those labels.
+#[test]
+fn bench_trains_a_zone_state_from_its_labels_and_scores_it_on_the_held_out_time() {
+    let _exclusive = crate::support::exclusive();
+    let out = TempDir::new("bench-states");
+    let replay = replay::run(&replay::ReplayOptions {
+        streams: vec![repo("sample-streams/vtest.mp4")],
+        cameras: 1,
+        pace: Pace::Fast,
+        analysis_fps: None,
+        workers: 2,
+        intra_op_threads: 1,
+        cards: vec![repo("models/nanodet-g-416-coco.toml")],
+        duration_seconds: None,
+        ground_truth: Some(repo("sample-streams/ground-truth.toml")),
+        work_dir: out.path("work"),
+        id_prefix: "s-".into(),
+        progress: false,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // The episodes, counted here from the labels directly: runs of `present` after the 30
+    // training labels that last the evaluation catalog's dwell (3 s) and are separated by at
+    // least its clear time (2.5 s) of absence.
+    let labels = gridwatch::learn::LabelsFile::load(&repo("sample-streams/vtest.states.toml"))
+        .expect("labels");
+    let mut marks: Vec<(f64, bool)> = labels
+        .labels
+        .iter()
+        .map(|l| (l.at_seconds, l.present))
+        .collect();
+    marks.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let from = marks[30].0;
+    let mut runs: Vec<(f64, f64)> = Vec::new();
+    let mut last_present = f64::NEG_INFINITY;
+    let mut first_absent = f64::NAN;
+    for &(t, present) in &marks {
+        if !present {
+            if first_absent.is_nan() {
+                first_absent = t;
+            }
+            continue;
+        }
+        let joined = !runs.is_empty() && (first_absent.is_nan() || t - first_absent < 2.5);
+        if joined {
+            runs.last_mut().unwrap().1 = t;
+        } else {
+            runs.push((t, t));
+        }
+        last_present = t;
+        first_absent = f64::NAN;
+    }
+    assert!(last_present > from);
+    let expected = runs
+        .iter()
+        .filter(|(a, b)| *a >= from && b - a >= 3.0)
+        .count();
+    assert!(expected >= 1, "the labels hold a held-out episode");
+
+    let a = replay
+        .result
+        .accuracy
+        .iter()
+        .find(|a| a.scenario == "path_occupied")
+        .unwrap_or_else(|| panic!("no path_occupied line: {:?}", replay.result.accuracy));
+    assert_eq!(a.episodes, expected, "{:?}", replay.result.accuracy_details);
+    assert!(
+        a.found >= 1,
+        "the learned state finds a held-out episode: {:?}",
+        replay.result.accuracy_details
+    );
+    assert!(
+        replay
+            .result
+            .accuracy_details
+            .iter()
+            .any(|l| l.contains(&format!("path_occupied scored from {from:.1} s"))),
+        "{:?}",
+        replay.result.accuracy_details
+    );
+    // The objects' scenarios of the same clip are still scored, without the state's cases.
+    let parking = replay
+        .result
+        .accuracy
+        .iter()
+        .find(|a| a.scenario == "illegal_parking")
+        .expect("illegal_parking scored");
+    let gt = GroundTruth::load(&repo("sample-streams/ground-truth.toml")).unwrap();
+    let vtest = gt.clips.iter().find(|c| c.clip == "vtest.mp4").unwrap();
+    assert_eq!(
+        parking.episodes,
+        vtest
+            .episodes
+            .iter()
+            .filter(|e| e.scenario == "illegal_parking")
+            .count()
+    );
 }

@@ -54,6 +54,9 @@ pub struct Clip {
     pub analysis_fps: f64,
     pub zones: Vec<Zone>,
     pub episodes: Vec<Episode>,
+    /// Learned zone states of the clip, trained and scored by the bench.
+    #[serde(default)]
+    pub states: Vec<StateTruth>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,4 +218,118 @@ pub fn summarize(tally: &Tally) -> Vec<ScenarioAccuracy> {
             },
         )
         .collect()
+}
+
+/// A learned zone state scored on a clip: `labels` (a `gridwatch learn` labels file next to the
+/// ground truth) trains the zone's classifier on its earliest `train_labels` labels; the rest
+/// are the ground truth, scored only after the last training label (held out by time).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateTruth {
+    pub labels: String,
+    /// The catalog scenario the state raises (the labels file's `state`).
+    pub scenario: String,
+    pub train_labels: usize,
+}
+
+/// The episodes of a zone state in labels set at regular times: maximal runs of `present`
+/// labels, a run closed by an absence of at least `clear_seconds` (first absent label to the
+/// next present one), kept when it lasts at least `dwell_seconds` (first to last present label).
+/// The rule needs exactly that much presence and absence to raise and close a case.
+pub fn state_episodes(
+    labels: &[(f64, bool)],
+    scenario: &str,
+    zone: &str,
+    dwell_seconds: f64,
+    clear_seconds: f64,
+) -> Vec<Episode> {
+    let mut sorted = labels.to_vec();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut runs: Vec<(f64, f64)> = Vec::new();
+    let mut absent_since: Option<f64> = None;
+    for &(t, present) in &sorted {
+        if !present {
+            absent_since.get_or_insert(t);
+            continue;
+        }
+        match (runs.last_mut(), absent_since.take()) {
+            (Some(run), None) => run.1 = t,
+            (Some(run), Some(a)) if t - a < clear_seconds => run.1 = t,
+            _ => runs.push((t, t)),
+        }
+    }
+    runs.into_iter()
+        .filter(|(start, end)| end - start >= dwell_seconds)
+        .map(|(start, end)| Episode {
+            scenario: scenario.into(),
+            zone: zone.into(),
+            what: format!("{scenario} {start:.1}-{end:.1} s"),
+            bbox: None,
+            start_seconds: start,
+            end_seconds: end,
+        })
+        .collect()
+}
+
+/// What is scored in a held-out window starting at `from_seconds`: the episodes that start in
+/// it, and the cases confirmed in it except those that belong to an episode already running
+/// when it began (neither right nor wrong: that episode started while the classifier trained).
+pub fn held_out(
+    episodes: &[Episode],
+    cases: &[Case],
+    from_seconds: f64,
+    tolerance_seconds: f64,
+) -> (Vec<Episode>, Vec<Case>) {
+    let (scored, running): (Vec<Episode>, Vec<Episode>) = episodes
+        .iter()
+        .filter(|e| e.end_seconds >= from_seconds)
+        .cloned()
+        .partition(|e| e.start_seconds >= from_seconds);
+    let cases = cases
+        .iter()
+        .filter(|c| {
+            let t = c.episode.confirmed_media_seconds;
+            t >= from_seconds
+                && !running.iter().any(|e| {
+                    e.scenario == c.scenario.id
+                        && e.zone == c.zone.id
+                        && t <= e.end_seconds + tolerance_seconds
+                })
+        })
+        .cloned()
+        .collect();
+    (scored, cases)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spans(e: &[Episode]) -> Vec<(f64, f64)> {
+        e.iter().map(|e| (e.start_seconds, e.end_seconds)).collect()
+    }
+
+    #[test]
+    fn state_episodes_follow_dwell_and_clear() {
+        // present 2-4, absent 5-6 (2 s), present 7-12, absent 13-17, present 18-19 (too short).
+        let labels: Vec<(f64, bool)> = (0..20)
+            .map(|t| {
+                let t = t as f64;
+                (
+                    t,
+                    (2.0..=4.0).contains(&t) || (7.0..=12.0).contains(&t) || t >= 18.0,
+                )
+            })
+            .collect();
+        let e = state_episodes(&labels, "s", "z", 2.0, 3.0);
+        assert_eq!(
+            spans(&e),
+            vec![(2.0, 12.0)],
+            "a 2 s absence under clear 3 s joins"
+        );
+        let e = state_episodes(&labels, "s", "z", 2.0, 2.0);
+        assert_eq!(spans(&e), vec![(2.0, 4.0), (7.0, 12.0)]);
+        let e = state_episodes(&labels, "s", "z", 0.5, 2.0);
+        assert_eq!(spans(&e).last(), Some(&(18.0, 19.0)));
+    }
 }

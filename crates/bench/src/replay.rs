@@ -8,12 +8,13 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::accuracy::{self, CrowdGroundTruth, Episode, GroundTruth, Tally};
+use super::accuracy::{self, CrowdGroundTruth, Episode, GroundTruth, StateTruth, Tally};
 use super::report::{self, CameraStream, Percentiles, PipelineResult};
 use gridwatch::cases::Case;
 use gridwatch::config::Config;
 use gridwatch::infer::pool::FrameRecord;
 use gridwatch::ingest::settings::Pace;
+use gridwatch::learn::LabelsFile;
 use gridwatch::run::{RunOptions, StopHandle};
 
 /// Analysis rate of a stream the ground truth does not name.
@@ -40,6 +41,14 @@ pub enum ReplayError {
     },
     #[error("receiver database: {0}")]
     Receiver(String),
+    #[error(transparent)]
+    Learn(#[from] gridwatch::learn::LearnError),
+    #[error("{labels}: the labels are of {labelled}, not of the clip {clip}")]
+    LabelsClip {
+        labels: PathBuf,
+        labelled: String,
+        clip: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +88,13 @@ struct CameraSpec {
     fps: f64,
     zones: Vec<accuracy::Zone>,
     episodes: Vec<Episode>,
+    states: Vec<StateSpec>,
+}
+
+/// A learned zone state of a camera: what the ground truth says and the labels it names.
+struct StateSpec {
+    truth: StateTruth,
+    labels: LabelsFile,
 }
 
 /// The media duration of a file (GStreamer, prerolled), for the progress bar.
@@ -260,12 +276,17 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
             episodes.extend(c.episodes_in("crowd"));
             crowd.get_or_insert(c);
         }
+        let states = annotated
+            .map(|c| state_specs(c, &gt_dir, &name, &mut zones))
+            .transpose()?
+            .unwrap_or_default();
         specs.push(CameraSpec {
             id: format!("{}{stem}-{i}", o.id_prefix),
             clip,
             fps,
             zones,
             episodes,
+            states,
         });
     }
 
@@ -352,8 +373,24 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
     );
     let config_path = o.work_dir.join("bench-config.toml");
     let _ = std::fs::write(&config_path, &text);
-    let config = Config::from_text(&text, &config_path.display().to_string(), &o.work_dir)
-        .map_err(|e| ReplayError::Config(e.to_string()))?;
+    let load = |text: &str| {
+        Config::from_text(text, &config_path.display().to_string(), &o.work_dir)
+            .map_err(|e| ReplayError::Config(e.to_string()))
+    };
+    let mut config = load(&text)?;
+    if specs.iter().any(|s| !s.states.is_empty()) {
+        // Trained with the configuration's model, then loaded as a deployment loads its cards.
+        let cards_dir = o.work_dir.join(format!("zone-states-{tag}"));
+        train_states(&config, &specs, &o.work_dir, &cards_dir)?;
+        let _ = write!(
+            text,
+            "[states]\ncards_dir = {}\n",
+            toml_str(&cards_dir.display().to_string())
+        );
+        let _ = std::fs::write(&config_path, &text);
+        config = load(&text)?;
+    }
+    let catalog = config.catalog.clone();
 
     // Observation: every analysed frame, and a progress bar in stream seconds.
     let durations: HashMap<PathBuf, f64> = specs
@@ -491,10 +528,22 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
     let mut tally = Tally::new();
     let mut details = Vec::new();
     if let Some(g) = &gt {
+        for s in &specs {
+            details.extend(score_states(
+                &catalog,
+                s,
+                &cases,
+                g.tolerance_seconds,
+                &mut tally,
+            ));
+        }
         for s in specs.iter().filter(|s| !s.episodes.is_empty()) {
             let mine: Vec<Case> = cases
                 .iter()
-                .filter(|c| c.camera.id == s.id)
+                .filter(|c| {
+                    c.camera.id == s.id
+                        && !s.states.iter().any(|st| st.truth.scenario == c.scenario.id)
+                })
                 .cloned()
                 .collect();
             details.extend(accuracy::score(
@@ -548,6 +597,139 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
         accuracy_details: details,
     };
     Ok(Replay { result, records })
+}
+
+/// The learned zone states of an annotated clip, each with its zone added to `zones`.
+fn state_specs(
+    clip: &accuracy::Clip,
+    gt_dir: &Path,
+    clip_name: &str,
+    zones: &mut Vec<accuracy::Zone>,
+) -> Result<Vec<StateSpec>, ReplayError> {
+    clip.states
+        .iter()
+        .map(|truth| {
+            let path = gt_dir.join(&truth.labels);
+            let labels = LabelsFile::load(&path)?;
+            if labels.clip.file_name() != Some(std::ffi::OsStr::new(clip_name)) {
+                return Err(ReplayError::LabelsClip {
+                    labels: path,
+                    labelled: labels.clip.display().to_string(),
+                    clip: clip_name.into(),
+                });
+            }
+            zones.push(accuracy::Zone {
+                id: labels.zone.clone(),
+                name: format!("{} ({})", labels.zone, truth.labels),
+                polygon: labels.polygon.clone(),
+                scenarios: vec![truth.scenario.clone()],
+            });
+            Ok(StateSpec {
+                truth: truth.clone(),
+                labels,
+            })
+        })
+        .collect()
+}
+
+/// Trains every camera's zone states into `cards_dir` with `gridwatch learn`, each on its
+/// earliest labels, as that camera (the labels file copied with the bench's camera id).
+fn train_states(
+    config: &Config,
+    specs: &[CameraSpec],
+    work_dir: &Path,
+    cards_dir: &Path,
+) -> Result<(), ReplayError> {
+    for spec in specs {
+        for st in &spec.states {
+            let copy = work_dir.join(format!("{}-{}.labels.toml", spec.id, st.labels.zone));
+            let text =
+                std::fs::read_to_string(&st.labels.path).map_err(|source| ReplayError::Io {
+                    what: st.labels.path.display().to_string(),
+                    source,
+                })?;
+            let mut table: toml::Table =
+                toml::from_str(&text).map_err(|e| ReplayError::Config(e.to_string()))?;
+            table.insert("camera".into(), spec.id.clone().into());
+            table.insert("clip".into(), spec.clip.display().to_string().into());
+            let text = toml::to_string(&table).map_err(|e| ReplayError::Config(e.to_string()))?;
+            std::fs::write(&copy, text).map_err(|source| ReplayError::Io {
+                what: copy.display().to_string(),
+                source,
+            })?;
+            let options = gridwatch::learn::LearnOptions {
+                source: gridwatch::learn::LabelSource::File(copy),
+                out_dir: cards_dir.to_owned(),
+                pooling: gridwatch::states::Pooling::default(),
+                train: gridwatch::states::TrainOptions {
+                    max_train_labels: Some(st.truth.train_labels),
+                    ..Default::default()
+                },
+                decode_fps: gridwatch::learn::DEFAULT_DECODE_FPS,
+            };
+            gridwatch::learn::run(config, &options)?;
+        }
+    }
+    Ok(())
+}
+
+/// Scores the camera's zone states on the labels after their training part: the episodes the
+/// labels make under the scenario's dwell and clear times, against the state's cases.
+fn score_states(
+    catalog: &gridwatch::scenarios::catalog::Catalog,
+    spec: &CameraSpec,
+    cases: &[Case],
+    tolerance_seconds: f64,
+    tally: &mut Tally,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for st in &spec.states {
+        let Some(entry) = catalog.entry(&st.truth.scenario) else {
+            continue;
+        };
+        let mut labels: Vec<(f64, bool)> = st
+            .labels
+            .labels
+            .iter()
+            .map(|l| (l.at_seconds, l.present))
+            .collect();
+        labels.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let Some(&(from_seconds, _)) = labels.get(st.truth.train_labels) else {
+            continue;
+        };
+        let th = &entry.thresholds;
+        let episodes = accuracy::state_episodes(
+            &labels,
+            &st.truth.scenario,
+            &st.labels.zone,
+            th.dwell_seconds,
+            th.clear_seconds,
+        );
+        let mine: Vec<Case> = cases
+            .iter()
+            .filter(|c| {
+                c.camera.id == spec.id
+                    && c.scenario.id == st.truth.scenario
+                    && c.zone.id == st.labels.zone
+            })
+            .cloned()
+            .collect();
+        let (episodes, mine) =
+            accuracy::held_out(&episodes, &mine, from_seconds, tolerance_seconds);
+        lines.push(format!(
+            "{}: {} scored from {from_seconds:.1} s (the earlier labels trained its classifier)",
+            spec.id, st.truth.scenario
+        ));
+        lines.extend(accuracy::score(
+            &episodes,
+            &spec.id,
+            1.0,
+            tolerance_seconds,
+            &mine,
+            tally,
+        ));
+    }
+    lines
 }
 
 fn received_cases(db: &Path) -> Result<Vec<Case>, ReplayError> {
