@@ -409,7 +409,7 @@ fn from_console(
     let mut samples = vec![Vec::with_capacity(labels.len()); masks.len()];
     let mut detections = Vec::new();
     for l in &labels {
-        let rgb = stored_frame(&l.frame_png, w, h)
+        let rgb = stored_frame(&l.frame, w, h)
             .map_err(|e| console(format!("the frame of label {}: {e}", l.id)))?;
         detector.detect(&rgb, w as u32, h as u32, w * 3, &mut detections)?;
         let map = detector
@@ -434,10 +434,10 @@ fn from_console(
     })
 }
 
-/// A label's stored PNG as packed RGB at the model's input size (stretched if the camera was
-/// decoded larger, as for a smaller model in a set).
-fn stored_frame(png: &[u8], w: usize, h: usize) -> Result<Vec<u8>, image::ImageError> {
-    let img = image::load_from_memory_with_format(png, image::ImageFormat::Png)?.to_rgb8();
+/// A label's stored frame (PNG from the wall, JPEG from a reviewed case) as packed RGB at the
+/// model's input size (stretched if the frame was kept at another size).
+fn stored_frame(frame: &[u8], w: usize, h: usize) -> Result<Vec<u8>, image::ImageError> {
+    let img = image::load_from_memory(frame)?.to_rgb8();
     let (w, h) = (w as u32, h as u32);
     let img = if img.dimensions() == (w, h) {
         img

@@ -385,6 +385,11 @@ pub const MIGRATIONS: &[Step] = &[
     Step::sql("ALTER TABLE review_suppressions ADD COLUMN object TEXT;"),
     // 6: zone-state labels set by patrol staff on the wall (the analysed frame, lossless).
     Step::sql(ZONE_LABELS),
+    // 7: labels also come from reviews of a state's held cases (their clean JPEG frame).
+    Step::sql(
+        "ALTER TABLE review_zone_labels RENAME COLUMN frame_png TO frame;
+         ALTER TABLE review_zone_labels ADD COLUMN case_id TEXT;",
+    ),
 ];
 
 const ZONE_LABELS: &str = "

@@ -40,7 +40,11 @@ pub struct ZoneLabel {
     pub present: bool,
     pub labelled_at_ms: i64,
     pub user: String,
-    pub frame_png: Vec<u8>,
+    /// The analysed frame: PNG when set on the wall, the case's clean JPEG when it came from a
+    /// review (see `case_id`).
+    pub frame: Vec<u8>,
+    /// The held case whose confirmation or rejection made this label; `None`: the wall.
+    pub case_id: Option<String>,
 }
 
 /// A case in the review queue (or one looked up by id), without its images.
@@ -673,7 +677,7 @@ impl ReviewStore {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
-            "INSERT INTO review_zone_labels (camera, zone, state, present, labelled_at_ms, user, frame_png)
+            "INSERT INTO review_zone_labels (camera, zone, state, present, labelled_at_ms, user, frame)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 label.camera,
@@ -708,7 +712,7 @@ impl ReviewStore {
     ) -> Result<Vec<ZoneLabel>, ReviewError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
-            "SELECT id, present, labelled_at_ms, user, frame_png FROM review_zone_labels
+            "SELECT id, present, labelled_at_ms, user, frame, case_id FROM review_zone_labels
              WHERE camera = ?1 AND zone = ?2 AND state = ?3 ORDER BY labelled_at_ms, id",
         )?;
         let rows = stmt.query_map(params![camera, zone, state], |r| {
@@ -717,7 +721,8 @@ impl ReviewStore {
                 present: r.get(1)?,
                 labelled_at_ms: r.get(2)?,
                 user: r.get(3)?,
-                frame_png: r.get(4)?,
+                frame: r.get(4)?,
+                case_id: r.get(5)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -770,6 +775,7 @@ impl ReviewStore {
             params![id],
             |r| r.get(0),
         )?;
+        label_from_review(&tx, id, &user.name, Some(&scenario))?;
         tx.commit()?;
         Ok(Decision {
             id: id.to_owned(),
@@ -847,6 +853,7 @@ impl ReviewStore {
             )?;
         }
         let learned = learn_objects(&tx, id, (&camera, &zone, &scenario), learning)?;
+        label_from_review(&tx, id, &user.name, None)?;
         tx.commit()?;
         let suppressed_until = suppression.as_ref().map(|s| {
             OffsetDateTime::from(s.until)
@@ -913,6 +920,51 @@ impl ReviewStore {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// A held case of a learned zone state, reviewed: its clean frame becomes a label of that
+/// state in its zone, present when the case was confirmed as that scenario (`confirmed_as`),
+/// clear when rejected or confirmed as another scenario (the state was not what it showed).
+/// Cases of objects, and cases kept without a clean frame, make no label.
+fn label_from_review(
+    tx: &Connection,
+    id: &str,
+    user: &str,
+    confirmed_as: Option<&str>,
+) -> Result<(), ReviewError> {
+    let row: Option<(String, String, String, Vec<u8>)> = tx
+        .query_row(
+            "SELECT c.camera, json_extract(c.body, '$.zone.id'),
+                    json_extract(c.body, '$.objects[0].label'), f.jpeg
+             FROM cases c JOIN review_frames f ON f.case_id = c.id WHERE c.id = ?1",
+            params![id],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    r.get(3)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((camera, zone, label, frame)) = row else {
+        return Ok(());
+    };
+    let Some(state) = label.strip_prefix(crate::area::kinds::STATE_LABEL_PREFIX) else {
+        return Ok(());
+    };
+    let present = confirmed_as == Some(state);
+    tx.execute(
+        "INSERT INTO review_zone_labels (camera, zone, state, present, labelled_at_ms, user, frame, case_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![camera, zone, state, present, now_ms(), user, frame, id],
+    )?;
+    let detail = format!(
+        "{camera} {zone} {state} {} (from the review)",
+        if present { "present" } else { "clear" }
+    );
+    Ok(audit(tx, user, "label_zone", Some(id), Some(&detail))?)
 }
 
 fn audit(

@@ -1491,7 +1491,7 @@ async fn labels_set_on_the_wall_keep_their_frame_and_train_a_zone_state() {
     assert_eq!(stored.len(), LABELLED_SECONDS.len());
     for ((l, rgb), t) in stored.iter().zip(&offered).zip(LABELLED_SECONDS) {
         assert_eq!((l.present, l.user.as_str()), (present_at(t), "alice"));
-        let png = image::load_from_memory(&l.frame_png).unwrap().to_rgb8();
+        let png = image::load_from_memory(&l.frame).unwrap().to_rgb8();
         assert!(
             png.as_raw() == rgb,
             "the frame of {t} s is kept as analysed"
@@ -1558,4 +1558,70 @@ async fn labels_set_on_the_wall_keep_their_frame_and_train_a_zone_state() {
         3,
         "the latest three are held out"
     );
+}
+
+/// A held case of a learned zone state, reviewed, labels its frame for that state: confirmed →
+/// present, rejected or confirmed as another scenario → clear. Cases of objects make no label.
+#[tokio::test]
+async fn reviews_of_a_zone_states_held_cases_become_labels_of_their_frames() {
+    let c = Console::new();
+    let state = Detection {
+        class_id: gridwatch::states::scorer::STATE_CLASS_ID,
+        label: Arc::from(gridwatch::area::kinds::state_label("crowd_gathering")),
+        kind: ObjectKind::Person,
+        score: 0.7,
+        bbox: [0.0, 0.0, 1.0, 1.0],
+    };
+    let events: Vec<Event> = (0..4)
+        .map(|n| {
+            let mut e = c.event(0, 0.7, frame(0, "cam-a", n));
+            if n < 3 {
+                e.objects = vec![state.clone()];
+            }
+            e
+        })
+        .collect();
+    c.run_case_stage(events).unwrap();
+    let held: Vec<String> = c
+        .state
+        .store
+        .queue(&Default::default())
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(held.len(), 4, "all four held for review");
+    let s = c.login("alice").await;
+    let ok = |r: Reply| assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    ok(c.post(&s, &item_path(&held[0], "confirm"), json!({})).await);
+    ok(c.post(&s, &item_path(&held[1], "reject"), json!({})).await);
+    let other = json!({ "scenario": "illegal_parking" });
+    ok(c.post(&s, &item_path(&held[2], "confirm"), other).await);
+    ok(c.post(&s, &item_path(&held[3], "reject"), json!({})).await);
+
+    let labels = c
+        .state
+        .store
+        .zone_labels("cam-a", "plaza", "crowd_gathering")
+        .unwrap();
+    let got: Vec<(Option<&str>, bool)> = labels
+        .iter()
+        .map(|l| (l.case_id.as_deref(), l.present))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some(held[0].as_str()), true),
+            (Some(held[1].as_str()), false),
+            (Some(held[2].as_str()), false),
+        ],
+        "the object case made no label"
+    );
+    for l in &labels {
+        assert_eq!(l.user, "alice");
+        let img = image::load_from_memory(&l.frame).expect("the clean frame decodes");
+        assert!(img.width() > 0);
+    }
+    let audit = c.state.store.audit_log(50).unwrap();
+    assert_eq!(audit.iter().filter(|a| a.action == "label_zone").count(), 3);
 }

@@ -383,7 +383,7 @@ fn a_reviewer_confirms_and_rejects_flagged_frames_in_a_real_browser() {
             .unwrap();
         assert_eq!(labels.len(), 1);
         assert!(labels[0].present && labels[0].user == "patrol");
-        assert!(image::load_from_memory(&labels[0].frame_png).is_ok(), "the frame is kept");
+        assert!(image::load_from_memory(&labels[0].frame).is_ok(), "the frame is kept");
         let shot = client.screenshot().await.unwrap();
         std::fs::write(artifacts().join("review-wall.png"), shot).unwrap();
 
