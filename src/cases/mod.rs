@@ -60,11 +60,16 @@ fn render(
 ) -> Result<Rendered, CaseError> {
     let (case, jpeg) = build(event, snapshot_max_width_pixels)?;
     let body = serde_json::to_string(&case)?;
-    let clean = match tier {
-        Tier::Review => {
-            Some(evidence::annotate(&event.frame, &[], &[], snapshot_max_width_pixels)?.jpeg)
-        }
-        _ => None,
+    // A held case keeps its frame for the reviewer's training data; a learned zone state's
+    // case keeps it too, so that staff can label it from the history.
+    let state = event
+        .objects
+        .iter()
+        .any(|o| o.label.starts_with(crate::area::kinds::STATE_LABEL_PREFIX));
+    let clean = if tier == Tier::Review || state {
+        Some(evidence::annotate(&event.frame, &[], &[], snapshot_max_width_pixels)?.jpeg)
+    } else {
+        None
     };
     Ok(Rendered {
         case,

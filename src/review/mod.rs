@@ -326,6 +326,7 @@ pub fn router(state: ReviewState) -> Router {
         .route("/api/v1/review/items/{id}/reject", post(reject))
         .route("/api/v1/review/items/{id}/scenario", post(change_scenario))
         .route("/api/v1/review/items/{id}/remark", post(remark))
+        .route("/api/v1/review/items/{id}/labels", post(label_case))
         .route("/api/v1/review/wall", get(wall_groups))
         .route("/api/v1/review/wall/{camera}/frame.jpg", get(wall_frame))
         .route(
@@ -1267,6 +1268,54 @@ async fn label_zone(
             axum::Json(serde_json::json!({ "id": id })),
         )
             .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// "This zone shows X" / "clear" on a case of the history: a zone-state label on the clean
+/// frame the case kept, for `gridwatch learn --camera --zone --state`.
+async fn label_case(
+    State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
+    c: Caller,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    let req = match json_body::<ZoneLabelRequest>(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let store = s.store.clone();
+    let item = match blocking.store(move || store.item(&id)).await {
+        Ok(Some(item)) => item,
+        Ok(None) => return problem(StatusCode::NOT_FOUND, "no such case"),
+        Err(r) => return r,
+    };
+    // The state must be one of the zone's scenarios in the configuration in force.
+    let config = s.config.load_full();
+    let zone = config
+        .area
+        .cameras
+        .iter()
+        .find(|x| x.id == item.camera)
+        .and_then(|cam| cam.zones.iter().find(|z| z.id == item.zone));
+    if !zone.is_some_and(|z| z.scenarios.contains(&req.state)) {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the state must be one of the case's zone's scenarios",
+        );
+    }
+    let store = s.store.clone();
+    let stored = blocking
+        .store(move || store.label_case_frame(&item.id, &req.state, req.present, &c.user))
+        .await;
+    match stored {
+        Ok(Some(id)) => (
+            StatusCode::CREATED,
+            axum::Json(serde_json::json!({ "id": id })),
+        )
+            .into_response(),
+        Ok(None) => problem(StatusCode::CONFLICT, "this case kept no clean frame"),
         Err(r) => r,
     }
 }

@@ -85,6 +85,9 @@ pub struct HistoryItem {
     pub delivered_at: Option<String>,
     /// Seconds until the 103060 deadline (negative: overdue).
     pub time_left_seconds: i64,
+    /// The case kept its clean frame (held for review, or a learned zone state's): it can be
+    /// labelled from the history.
+    pub frame_kept: bool,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
@@ -263,7 +266,8 @@ const ITEM_FROM: &str = "FROM outbox o JOIN cases c ON c.id = o.case_id
 /// decision and latest remark by key (no scan, however many cases the outbox keeps).
 fn history_sql() -> String {
     format!(
-        "SELECT {ITEM_COLUMNS}, o.attempts, o.last_error, o.delivered_at {ITEM_FROM}
+        "SELECT {ITEM_COLUMNS}, o.attempts, o.last_error, o.delivered_at,
+                EXISTS (SELECT 1 FROM review_frames f WHERE f.case_id = c.id) {ITEM_FROM}
          ORDER BY c.created_at DESC, c.id DESC LIMIT ?1"
     )
 }
@@ -591,6 +595,7 @@ impl ReviewStore {
                 attempts: r.get(21)?,
                 last_error: r.get(22)?,
                 delivered_at: r.get(23)?,
+                frame_kept: r.get(24)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -700,6 +705,51 @@ impl ReviewStore {
         audit(&tx, &user.name, "label_zone", None, Some(&detail))?;
         tx.commit()?;
         Ok(id)
+    }
+
+    /// "This zone shows X" / "clear" on a case from the history: a label of `state` in the
+    /// case's zone on the clean frame the case kept; audited. `Ok(None)`: the case kept no
+    /// frame; [`ReviewError::NotFound`]: no such case.
+    pub fn label_case_frame(
+        &self,
+        id: &str,
+        state: &str,
+        present: bool,
+        user: &User,
+    ) -> Result<Option<i64>, ReviewError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row: Option<(String, String, Option<Vec<u8>>)> = tx
+            .query_row(
+                "SELECT c.camera, json_extract(c.body, '$.zone.id'), f.jpeg
+                 FROM cases c LEFT JOIN review_frames f ON f.case_id = c.id WHERE c.id = ?1",
+                params![id],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        r.get(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let (camera, zone, frame) = row.ok_or(ReviewError::NotFound)?;
+        let Some(frame) = frame else {
+            return Ok(None);
+        };
+        tx.execute(
+            "INSERT INTO review_zone_labels (camera, zone, state, present, labelled_at_ms, user, frame, case_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![camera, zone, state, present, now_ms(), user.name, frame, id],
+        )?;
+        let label = tx.last_insert_rowid();
+        let detail = format!(
+            "{camera} {zone} {state} {} (from the history)",
+            if present { "present" } else { "clear" }
+        );
+        audit(&tx, &user.name, "label_zone", Some(id), Some(&detail))?;
+        tx.commit()?;
+        Ok(Some(label))
     }
 
     /// The labels of one camera's zone and state, oldest first (what `gridwatch learn` trains

@@ -1561,7 +1561,8 @@ async fn labels_set_on_the_wall_keep_their_frame_and_train_a_zone_state() {
 }
 
 /// A held case of a learned zone state, reviewed, labels its frame for that state: confirmed →
-/// present, rejected or confirmed as another scenario → clear. Cases of objects make no label.
+/// present, rejected or confirmed as another scenario → clear. Cases of objects make no label
+/// by review, but any case that kept its frame can be labelled from the history.
 #[tokio::test]
 async fn reviews_of_a_zone_states_held_cases_become_labels_of_their_frames() {
     let c = Console::new();
@@ -1599,6 +1600,37 @@ async fn reviews_of_a_zone_states_held_cases_become_labels_of_their_frames() {
     ok(c.post(&s, &item_path(&held[2], "confirm"), other).await);
     ok(c.post(&s, &item_path(&held[3], "reject"), json!({})).await);
 
+    // From the history: the object case kept its frame (it was held), so it can be labelled;
+    // an automatically dispatched object case kept none.
+    let auto = c.events(&[(0, 0.95)]);
+    let history = c.get(&s, "/api/v1/review/cases").await.json();
+    let kept = |id: &str| {
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["id"] == id)
+            .map(|h| h["frame_kept"].clone())
+    };
+    assert_eq!(kept(&held[3]), Some(json!(true)));
+    assert_eq!(kept(&auto[0]), Some(json!(false)));
+    let label = |present: bool| json!({"state": "crowd_gathering", "present": present});
+    let r = c
+        .post(&s, &item_path(&held[3], "labels"), label(true))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = c
+        .post(&s, &item_path(&auto[0], "labels"), label(true))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "no frame kept");
+    let r = c
+        .post(&s, &item_path("no-such-case", "labels"), label(true))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let not_there = json!({"state": "waterlogging", "present": true});
+    let r = c.post(&s, &item_path(&held[3], "labels"), not_there).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+
     let labels = c
         .state
         .store
@@ -1614,8 +1646,9 @@ async fn reviews_of_a_zone_states_held_cases_become_labels_of_their_frames() {
             (Some(held[0].as_str()), true),
             (Some(held[1].as_str()), false),
             (Some(held[2].as_str()), false),
+            (Some(held[3].as_str()), true),
         ],
-        "the object case made no label"
+        "the object case's review made no label; its history label did"
     );
     for l in &labels {
         assert_eq!(l.user, "alice");
@@ -1623,5 +1656,8 @@ async fn reviews_of_a_zone_states_held_cases_become_labels_of_their_frames() {
         assert!(img.width() > 0);
     }
     let audit = c.state.store.audit_log(50).unwrap();
-    assert_eq!(audit.iter().filter(|a| a.action == "label_zone").count(), 3);
+    assert_eq!(
+        audit.iter().filter(|a| a.action == "label_zone").count(),
+        labels.len()
+    );
 }

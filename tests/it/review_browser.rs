@@ -341,6 +341,24 @@ fn a_reviewer_confirms_and_rejects_flagged_frames_in_a_real_browser() {
         })
         .await;
         assert!(row.contains("vtest"), "{row}");
+        // "Clear" on the rejected case's kept frame, from the history. The table is redrawn
+        // when cases change, so the button is found and clicked in one script, until it is.
+        let click = format!(
+            "const b = document.querySelector(\"#history-body tr[data-id='{second}'] .labeller .label-clear\"); if (b) b.click(); return !!b"
+        );
+        wait_for("the history's label button", Duration::from_secs(10), || async {
+            client.execute(&click, vec![]).await.ok()?.as_bool().filter(|b| *b)
+        })
+        .await;
+        let store = ReviewStore::open(&outbox_path).unwrap();
+        wait_for("the history label stored", Duration::from_secs(10), || async {
+            ["square", "plaza"]
+                .iter()
+                .flat_map(|z| store.zone_labels("vtest", z, "crowd_gathering").unwrap())
+                .any(|l| l.case_id.as_deref() == Some(second.as_str()))
+                .then_some(())
+        })
+        .await;
 
         // The patrol wall: the camera's latest analysed frame and its health.
         press(&client, '2').await;
@@ -377,13 +395,20 @@ fn a_reviewer_confirms_and_rejects_flagged_frames_in_a_real_browser() {
         })
         .await;
         assert_eq!(said, "已标注：有");
-        let labels = ReviewStore::open(&outbox_path)
-            .unwrap()
-            .zone_labels("vtest", "square", "crowd_gathering")
-            .unwrap();
-        assert_eq!(labels.len(), 1);
-        assert!(labels[0].present && labels[0].user == "patrol");
-        assert!(image::load_from_memory(&labels[0].frame).is_ok(), "the frame is kept");
+        // The wall's label is of `square`; the rejected case's may be of either zone.
+        let labels: Vec<_> = ["square", "plaza"]
+            .iter()
+            .flat_map(|z| store.zone_labels("vtest", z, "crowd_gathering").unwrap())
+            .collect();
+        let (from_wall, from_history): (Vec<_>, Vec<_>) =
+            labels.iter().partition(|l| l.case_id.is_none());
+        assert_eq!(from_wall.len(), 1);
+        assert!(from_wall[0].present && from_wall[0].user == "patrol");
+        assert!(image::load_from_memory(&from_wall[0].frame).is_ok(), "the frame is kept");
+        assert_eq!(from_history.len(), 1);
+        assert_eq!(from_history[0].case_id.as_deref(), Some(second.as_str()));
+        assert!(!from_history[0].present);
+        assert!(image::load_from_memory(&from_history[0].frame).is_ok());
         let shot = client.screenshot().await.unwrap();
         std::fs::write(artifacts().join("review-wall.png"), shot).unwrap();
 

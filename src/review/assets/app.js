@@ -17,7 +17,7 @@ const I18N = {
     case: "案件", detail: "说明", zone: "区域", confidence: "置信度", waiting: "等待", objects: "目标数",
     items: "条待审核", confirmed_ok: "已确认，案件已派发", rejected_ok: "已驳回（误报）",
     handled_by: "已被 {by} 处理（{decision}）", live: "实时", offline: "离线", no_frame: "暂无画面",
-    label_present: "有此情况", label_clear: "无", labelled_present: "已标注：有", labelled_clear: "已标注：无", label_failed: "标注失败（{status}）",
+    label_present: "有此情况", label_col: "区域状态标注", label_clear: "无", labelled_present: "已标注：有", labelled_clear: "已标注：无", label_failed: "标注失败（{status}）",
     deadline: "处置时限", every: "每 {n} 秒", overdue: "已超时",
     st_awaiting_review: "待审核", st_pending: "待投递", st_delivered: "已派发", st_dead: "投递失败",
     st_rejected: "已驳回", st_confirmed: "已确认",
@@ -37,7 +37,7 @@ const I18N = {
     case: "Case", detail: "Detail", zone: "Zone", confidence: "Confidence", waiting: "Waiting", objects: "Objects",
     items: "waiting", confirmed_ok: "Confirmed: the case is dispatched", rejected_ok: "Rejected (false positive)",
     handled_by: "Already handled by {by} ({decision})", live: "live", offline: "offline", no_frame: "no frame yet",
-    label_present: "shows it", label_clear: "clear", labelled_present: "labelled: shows it", labelled_clear: "labelled: clear", label_failed: "label failed ({status})",
+    label_present: "shows it", label_col: "Zone-state label", label_clear: "clear", labelled_present: "labelled: shows it", labelled_clear: "labelled: clear", label_failed: "label failed ({status})",
     deadline: "Deadline", every: "every {n} s", overdue: "overdue",
     st_awaiting_review: "awaiting review", st_pending: "pending delivery", st_delivered: "dispatched", st_dead: "dead letter",
     st_rejected: "rejected", st_confirmed: "confirmed",
@@ -299,8 +299,22 @@ async function loadHistory() {
   $("history-body").replaceChildren(...r.data.map((h) => {
     const left = el("td", { class: h.time_left_seconds < 0 ? "overdue" : "" }, h.time_left_seconds < 0 ? t("overdue") + " " + fmtDur(h.time_left_seconds) : fmtDur(h.time_left_seconds));
     return el("tr", { "data-id": h.id }, el("td", {}, fmtTime(h.created_at)), el("td", {}, scenarioName(h.scenario, h.scenario_name_zh, h.scenario_name_en)),
-      el("td", {}, h.camera_name), el("td", {}, h.unit_name), el("td", {}, t("st_" + h.state)), el("td", {}, h.reviewer || "—"), left, el("td", {}, String(h.attempts)));
+      el("td", {}, h.camera_name), el("td", {}, h.unit_name), el("td", {}, t("st_" + h.state)), el("td", {}, h.reviewer || "—"), left, el("td", {}, String(h.attempts)),
+      el("td", {}, h.frame_kept ? caseLabeller(h) : "—"));
   }));
+}
+
+// "This zone shows X" / "clear" on the clean frame a case kept (a held case's, a learned
+// zone state's): a label of the case's scenario in its zone, for `gridwatch learn`.
+function caseLabeller(h) {
+  const said = el("span", { class: "label-said" });
+  const send = async (present) => {
+    const r = await api("/api/v1/review/items/" + encodeURIComponent(h.id) + "/labels", { method: "POST", body: { state: h.scenario, present } });
+    said.textContent = r.status === 201 ? t(present ? "labelled_present" : "labelled_clear") : t("label_failed", { status: r.status });
+  };
+  return el("span", { class: "labeller" },
+    el("button", { class: "label-present", onclick: () => send(true) }, t("label_present")),
+    el("button", { class: "label-clear", onclick: () => send(false) }, t("label_clear")), said);
 }
 
 async function loadSuppressions() {
