@@ -482,14 +482,20 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let config_path = config.clone();
             let config = load(config.as_ref())?;
             gridwatch::telemetry::prometheus();
-            let options = RunOptions {
+            let mut options = RunOptions {
                 // Range-checked by the parser; converted without a panic all the same.
                 drain_timeout: std::time::Duration::try_from_secs_f64(drain_timeout_seconds)
                     .with_context(|| format!("--drain-timeout-seconds {drain_timeout_seconds}"))?,
-                config_path,
+                config_path: config_path.clone(),
                 node_id,
                 ..RunOptions::default()
             };
+            options.trainer = Some(std::sync::Arc::new(gridwatch::learn::ConsoleTrainer {
+                config: std::sync::Arc::new(config.clone()),
+                config_path,
+                reload: options.reload.clone(),
+                train: gridwatch::states::TrainOptions::default(),
+            }));
             let cameras = options.cameras.clone();
             let summary = gridwatch::run::run(config, options, StopHandle::default())?;
             for c in cameras.snapshot() {

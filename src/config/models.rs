@@ -144,24 +144,40 @@ impl Config {
     pub fn state_mismatches(&self, cards: &[LoadedCard]) -> Vec<String> {
         cards
             .iter()
-            .filter(|l| {
-                !self.area.cameras.iter().any(|c| {
-                    c.id == l.card.camera
-                        && c.zones
-                            .iter()
-                            .any(|z| z.id == l.card.zone && z.scenarios.contains(&l.card.state))
-                })
-            })
-            .map(|l| {
-                format!(
-                    "classifier card {} is for camera {} zone {} state `{}`, which no zone of the configuration has: it is not used",
-                    l.path.display(),
-                    l.card.camera,
-                    l.card.zone,
-                    l.card.state
-                )
-            })
+            .filter_map(|l| self.state_mismatch(l))
             .collect()
+    }
+
+    /// Why a classifier card would not serve its zone as trained, if it would not.
+    fn state_mismatch(&self, l: &LoadedCard) -> Option<String> {
+        let (card, path) = (&l.card, l.path.display());
+        let zone = self
+            .area
+            .cameras
+            .iter()
+            .filter(|c| c.id == card.camera)
+            .flat_map(|c| c.zones.iter())
+            .find(|z| z.id == card.zone && z.scenarios.contains(&card.state));
+        let Some(zone) = zone else {
+            return Some(format!(
+                "classifier card {path} is for camera {} zone {} state `{}`, which no zone of the configuration has: it is not used",
+                card.camera, card.zone, card.state
+            ));
+        };
+        let rule = self.catalog.entry(&card.state).map(|e| e.rule);
+        if rule == Some(crate::scenarios::catalog::RuleKind::Crowd) {
+            return Some(format!(
+                "classifier card {path}: `{}` counts persons (rule crowd); a learned state serves zone_count and track_dwell scenarios, so this card is not used",
+                card.state
+            ));
+        }
+        // The card pools the polygon it was trained on: a zone drawn again needs new training.
+        (zone.polygon != card.polygon).then(|| {
+            format!(
+                "classifier card {path}: camera {} zone {} was redrawn since the card was trained ({:?} then, {:?} now); it still scores the old outline: label and `gridwatch learn` again",
+                card.camera, card.zone, card.polygon, zone.polygon
+            )
+        })
     }
 
     /// One form of the section, each card readable, each model's numbers in range, the names.

@@ -149,6 +149,20 @@ pub struct ConsoleConfig {
 /// The console's configuration in force now; the run swaps it on reload.
 pub type SharedConsoleConfig = Arc<arc_swap::ArcSwap<ConsoleConfig>>;
 
+/// Trains a zone state's classifier on the labels staff set (the admin's "train" button). The
+/// console owns no model: the binary wires in `gridwatch learn`'s trainer. Blocking.
+pub trait ZoneTrainer: Send + Sync {
+    /// Trains, saves the card and has the pipeline load it; the lines say what came out.
+    /// `Err`: why not, for a person (too few labels, below the quality bar with the numbers).
+    fn train(&self, camera: &str, zone: &str, state: &str) -> Result<Vec<String>, String>;
+}
+
+impl std::fmt::Debug for dyn ZoneTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ZoneTrainer")
+    }
+}
+
 /// Everything the console's routes share.
 #[derive(Clone)]
 pub struct ReviewState {
@@ -163,6 +177,8 @@ pub struct ReviewState {
     pub wake: Option<Arc<Notify>>,
     /// Cluster mode: which node owns each camera group (the wall shows it).
     pub cluster: Option<crate::cluster::Ownership>,
+    /// Trains zone states from the console (absent: the button answers 503).
+    pub trainer: Option<Arc<dyn ZoneTrainer>>,
 }
 
 impl ReviewState {
@@ -225,6 +241,7 @@ struct Blocking {
     hashing: Arc<Semaphore>,
     encoding: Arc<Semaphore>,
     exports: Arc<Semaphore>,
+    training: Arc<Semaphore>,
 }
 
 impl Blocking {
@@ -234,6 +251,7 @@ impl Blocking {
             hashing: Arc::new(Semaphore::new(MAX_PASSWORD_HASHES)),
             encoding: Arc::new(Semaphore::new(MAX_WALL_ENCODERS)),
             exports: Arc::new(Semaphore::new(MAX_EXPORTS)),
+            training: Arc::new(Semaphore::new(1)),
         }
     }
 
@@ -270,6 +288,21 @@ impl Blocking {
             return Err(problem(
                 StatusCode::TOO_MANY_REQUESTS,
                 "an export is running; try again when it has finished",
+            ));
+        };
+        off_runtime(permit, f).await
+    }
+
+    /// Runs a training (a detector pass per label: seconds to minutes), one at a time; 429
+    /// while another one runs.
+    async fn training<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, ReviewError> + Send + 'static,
+    ) -> Result<T, Response> {
+        let Ok(permit) = self.training.clone().try_acquire_owned() else {
+            return Err(problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "a training is running; try again when it has finished",
             ));
         };
         off_runtime(permit, f).await
@@ -337,6 +370,7 @@ pub fn router(state: ReviewState) -> Router {
         .route("/api/v1/review/suppressions", get(suppressions))
         .route("/api/v1/review/audit", get(audit_log))
         .route("/api/v1/review/export", get(export_dataset))
+        .route("/api/v1/review/admin/train", post(train_zone_state))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(Console {
             state,
@@ -1316,6 +1350,79 @@ async fn label_case(
         )
             .into_response(),
         Ok(None) => problem(StatusCode::CONFLICT, "this case kept no clean frame"),
+        Err(r) => r,
+    }
+}
+
+// An empty body is the default request, whose empty camera is no camera.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TrainRequest {
+    camera: String,
+    zone: String,
+    /// The scenario the state stands for; one of the zone's scenarios.
+    state: String,
+}
+
+/// The admin's "train": `gridwatch learn --camera --zone --state` on the console's labels;
+/// the card is saved and the pipeline reloads it. Refusals (too few labels, below the bar)
+/// come back as 422 with the numbers; every attempt is audited.
+async fn train_zone_state(
+    State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
+    Admin(c): Admin,
+    body: Bytes,
+) -> Response {
+    let req = match json_body::<TrainRequest>(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let Some(trainer) = s.trainer.clone() else {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this process does not train (run `gridwatch learn`)",
+        );
+    };
+    let config = s.config.load_full();
+    let zone = config
+        .area
+        .cameras
+        .iter()
+        .find(|x| x.id == req.camera)
+        .and_then(|cam| cam.zones.iter().find(|z| z.id == req.zone));
+    match zone {
+        None => return problem(StatusCode::NOT_FOUND, "no such camera or zone"),
+        Some(z) if !z.scenarios.contains(&req.state) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the state must be one of the zone's scenarios",
+            );
+        }
+        Some(_) => {}
+    }
+    let store = s.store.clone();
+    let outcome = blocking
+        .training(move || {
+            let outcome = trainer.train(&req.camera, &req.zone, &req.state);
+            let detail = format!(
+                "{} {} {}: {}",
+                req.camera,
+                req.zone,
+                req.state,
+                match &outcome {
+                    Ok(lines) => lines.first().cloned().unwrap_or_default(),
+                    Err(why) => format!("refused: {why}"),
+                }
+            );
+            store.audit(&c.user.name, "train_zone_state", None, Some(&detail))?;
+            Ok(outcome)
+        })
+        .await;
+    match outcome {
+        Ok(Ok(lines)) => {
+            (StatusCode::CREATED, axum::Json(json!({ "lines": lines }))).into_response()
+        }
+        Ok(Err(why)) => problem(StatusCode::UNPROCESSABLE_ENTITY, why),
         Err(r) => r,
     }
 }

@@ -212,6 +212,7 @@ impl Io {
             hub: self.console.hub.clone(),
             wake: Some(self.wake.clone()),
             cluster: ownership.clone(),
+            trainer: options.trainer.clone(),
         };
         let server = self
             .runtime

@@ -77,6 +77,8 @@ pub struct RunOptions {
     pub reload: ReloadHandle,
     /// Cluster mode: this node's name (`--node-id`).
     pub node_id: Option<String>,
+    /// The console's "train" button (the binary wires in `learn::ConsoleTrainer`).
+    pub trainer: Option<Arc<dyn crate::review::ZoneTrainer>>,
 }
 
 impl Default for RunOptions {
@@ -91,6 +93,7 @@ impl Default for RunOptions {
             config_path: None,
             reload: ReloadHandle::default(),
             node_id: None,
+            trainer: None,
         }
     }
 }
@@ -114,6 +117,10 @@ pub struct ReloadHandle(Arc<AtomicBool>);
 impl ReloadHandle {
     pub fn request(&self) {
         self.0.store(true, Ordering::SeqCst);
+    }
+    /// A reload was asked for and not yet taken.
+    pub fn is_requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
     }
     fn take(&self) -> bool {
         self.0.swap(false, Ordering::SeqCst)

@@ -60,7 +60,9 @@ impl CrowdRule {
         objects: &'a [Detection],
     ) -> impl Iterator<Item = &'a Detection> + 'a {
         objects.iter().filter(move |d| {
+            // A learned zone state's detection stands for the zone, not for one more person.
             d.kind == ObjectKind::Person
+                && !d.label.starts_with(crate::area::kinds::STATE_LABEL_PREFIX)
                 && d.score >= self.settings.score_threshold
                 && zone.covers(&d.bbox)
         })
@@ -155,5 +157,23 @@ mod tests {
     fn too_short_a_gathering_is_no_event() {
         let mut r = rule();
         assert!(feed(&mut r, &[3, 3, 3, 0, 0, 0, 0, 3, 3, 0, 0, 0, 0]).is_empty());
+    }
+
+    #[test]
+    fn a_learned_states_detection_is_not_one_more_person() {
+        let person = |label: &str| Detection {
+            class_id: 0,
+            label: label.into(),
+            kind: ObjectKind::Person,
+            score: 0.9,
+            bbox: [0.1, 0.1, 0.3, 0.6],
+        };
+        let objects = [
+            person("person"),
+            person("person"),
+            person(&crate::area::kinds::state_label("crowd_gathering")),
+        ];
+        let zone = ZoneShape::polygon(vec![[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]);
+        assert_eq!(rule().persons_in(&zone, &objects).count(), 2);
     }
 }

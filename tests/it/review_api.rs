@@ -160,6 +160,7 @@ impl Console {
             hub: ReviewHub::default(),
             wake: Some(wake.clone()),
             cluster: None,
+            trainer: None,
         };
         Self {
             _dir: dir,
@@ -242,6 +243,12 @@ impl Console {
             || {},
             || hub.notify("held"),
         )
+    }
+
+    /// The console with the admin's "train" button wired to `trainer`.
+    fn set_trainer(&mut self, trainer: Arc<dyn gridwatch::review::ZoneTrainer>) {
+        self.state.trainer = Some(trainer);
+        self.router = gridwatch::review::router(self.state.clone());
     }
 
     fn state_of(&self, id: &str) -> String {
@@ -1434,8 +1441,8 @@ async fn labels_set_on_the_wall_keep_their_frame_and_train_a_zone_state() {
         "polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]",
         path_polygon,
         1,
-    );
-    let c = Console::with_text(&text);
+    ) + "[states]\ncards_dir = \"cards\"\n";
+    let mut c = Console::with_text(&text);
     let s = c.login("alice").await;
     let url = "/api/v1/review/wall/cam-a/zones/plaza/labels";
     let label = |present: bool| json!({"state": "crowd_gathering", "present": present});
@@ -1557,6 +1564,75 @@ async fn labels_set_on_the_wall_keep_their_frame_and_train_a_zone_state() {
         l.held_out_positive + l.held_out_negative,
         3,
         "the latest three are held out"
+    );
+
+    // The admin's "train" button does the same from the console: unavailable where nothing
+    // trains, for admins only, refused with the numbers under the default bar (ten labels are
+    // too few), saved and reloaded under a bar the ten labels pass.
+    let train_url = "/api/v1/review/admin/train";
+    let what = json!({"camera": "cam-a", "zone": "plaza", "state": "crowd_gathering"});
+    let r = c.post(&root, train_url, what.clone()).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    let reload = gridwatch::run::ReloadHandle::default();
+    let config = c.config.clone();
+    let trainer = |train: TrainOptions| {
+        Arc::new(learn::ConsoleTrainer {
+            config: config.clone(),
+            config_path: None,
+            reload: reload.clone(),
+            train,
+        })
+    };
+    let strict = trainer(TrainOptions::default());
+    c.set_trainer(strict);
+    let root = c.login("root").await;
+    let s = c.login("alice").await;
+    let r = c.post(&s, train_url, what.clone()).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "reviewers do not train");
+    let wrong = json!({"camera": "cam-a", "zone": "plaza", "state": "waterlogging"});
+    let r = c.post(&root, train_url, wrong).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = c.post(&root, train_url, what.clone()).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    let why = r.json()["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        why.contains("label"),
+        "the refusal says what is missing: {why}"
+    );
+    assert!(!reload.is_requested());
+    let lowered = TrainOptions {
+        bar: QualityBar {
+            min_precision: 0.0,
+            min_recall: 0.0,
+            min_labels_per_class: 2,
+            min_held_out_per_class: 1,
+        },
+        ..Default::default()
+    };
+    c.set_trainer(trainer(lowered));
+    // The direct run above saved its card there: gone, so the button must write its own.
+    std::fs::remove_dir_all(c.config.resolve(std::path::Path::new("cards"))).unwrap();
+    let r = c.post(&root, train_url, what).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert!(!r.json()["lines"].as_array().unwrap().is_empty());
+    assert!(
+        reload.is_requested(),
+        "the pipeline is asked to load the card"
+    );
+    let cards = gridwatch::states::scorer::card_identities(
+        &c.config.resolve(std::path::Path::new("cards")),
+    );
+    assert!(
+        cards.contains(&("cam-a".into(), "plaza".into(), "crowd_gathering".into())),
+        "{cards:?}"
+    );
+    let audit = c.get(&root, "/api/v1/review/audit").await;
+    assert_eq!(
+        String::from_utf8_lossy(&audit.body)
+            .matches("train_zone_state")
+            .count(),
+        2,
+        "both attempts audited"
     );
 }
 

@@ -162,6 +162,8 @@ listen = "127.0.0.1:{review_port}"
 auto_dispatch_score = 1.0
 review_score = 0.0
 rotation_seconds = 5
+[states]
+cards_dir = "cards"
 "#,
         clip = repo("sample-streams/vtest.mp4").display(),
         card = repo("models/nanodet-g-416-coco.toml").display(),
@@ -199,23 +201,26 @@ fn a_reviewer_confirms_and_rejects_flagged_frames_in_a_real_browser() {
     let text = config_text(&dir.0, &format!("{receiver_base}{CASES_PATH}"), review_port);
     let config = Config::from_text(&text, "browser.toml", &dir.0).unwrap_or_else(|e| panic!("{e}"));
     let outbox_path = config.resolve(&config.cases.outbox);
-    ReviewStore::open(&outbox_path)
-        .unwrap()
+    let accounts = ReviewStore::open(&outbox_path).unwrap();
+    accounts
         .set_user("patrol", Role::Reviewer, PASSWORD)
         .unwrap();
+    accounts.set_user("chief", Role::Admin, PASSWORD).unwrap();
     let stop = StopHandle::default();
     let run_thread = {
         let stop = stop.clone();
-        std::thread::spawn(move || {
-            gridwatch::run::run(
-                config,
-                RunOptions {
-                    drain_timeout: Duration::from_secs(10),
-                    ..RunOptions::default()
-                },
-                stop,
-            )
-        })
+        let mut options = RunOptions {
+            drain_timeout: Duration::from_secs(10),
+            ..RunOptions::default()
+        };
+        // The admin's "train" button, wired as the binary wires it.
+        options.trainer = Some(std::sync::Arc::new(gridwatch::learn::ConsoleTrainer {
+            config: std::sync::Arc::new(config.clone()),
+            config_path: None,
+            reload: options.reload.clone(),
+            train: gridwatch::states::TrainOptions::default(),
+        }));
+        std::thread::spawn(move || gridwatch::run::run(config, options, stop))
     };
     // Whatever happens below, the run stops.
     struct StopOnDrop(StopHandle);
@@ -411,6 +416,45 @@ fn a_reviewer_confirms_and_rejects_flagged_frames_in_a_real_browser() {
         assert!(image::load_from_memory(&from_history[0].frame).is_ok());
         let shot = client.screenshot().await.unwrap();
         std::fs::write(artifacts().join("review-wall.png"), shot).unwrap();
+
+        // The admin trains the zone state from the console: one wall label is too few, and
+        // the page says so with what is missing.
+        client.find(Locator::Css("#logout")).await.unwrap().click().await.unwrap();
+        for (field, value) in [("#login-name", "chief"), ("#login-password", PASSWORD)] {
+            let input = wait_for("the sign-in form", Duration::from_secs(10), || async {
+                let input = client.find(Locator::Css(field)).await.ok()?;
+                input.is_displayed().await.ok()?.then_some(input)
+            })
+            .await;
+            input.clear().await.unwrap();
+            input.send_keys(value).await.unwrap();
+        }
+        client.find(Locator::Css("#login-submit")).await.unwrap().click().await.unwrap();
+        wait_for("the admin tab", Duration::from_secs(10), || async {
+            let tab = client.find(Locator::Css("#tab-admin")).await.ok()?;
+            tab.is_displayed().await.ok()?.then_some(())
+        })
+        .await;
+        press(&client, '4').await;
+        wait_for("the trainer's zones", Duration::from_secs(10), || async {
+            let v = client
+                .execute("return document.querySelectorAll('#train-zone option').length", vec![])
+                .await
+                .ok()?;
+            (v.as_u64()? > 0).then_some(())
+        })
+        .await;
+        client
+            .execute("document.getElementById('train-zone').value = 'square'; document.getElementById('train-zone').onchange();", vec![])
+            .await
+            .unwrap();
+        client.find(Locator::Css("#train-go")).await.unwrap().click().await.unwrap();
+        let said = wait_for("the trainer's answer", Duration::from_secs(60), || async {
+            let t = client.find(Locator::Css("#train-out")).await.ok()?.text().await.ok()?;
+            t.starts_with("未训练").then_some(t)
+        })
+        .await;
+        assert!(said.contains("422") && said.contains("label"), "{said}");
 
         // Simplified Chinese by default; English on request.
         let tab = client.find(Locator::Css("#tab-queue")).await.unwrap();

@@ -99,6 +99,19 @@ fn a_state_learned_from_30_labels_raises_its_cases_and_without_its_card_nothing_
         served.contains("note: learned zone state `path_occupied` of camera vtest zone left-path: held-out precision"),
         "{served}"
     );
+    // The zone drawn again: the card still pools the old outline, and `check` says so.
+    let redrawn = text.replace(
+        "polygon = [[0.0, 0.31], [0.42, 0.30], [0.42, 0.53], [0.0, 0.47]]",
+        "polygon = [[0.0, 0.31], [0.5, 0.30], [0.5, 0.53], [0.0, 0.47]]",
+    );
+    assert_ne!(redrawn, text);
+    std::fs::write(dir.path("learn.toml"), &redrawn).unwrap();
+    let stale = check(&dir);
+    assert!(
+        stale.contains("zone left-path was redrawn since the card was trained"),
+        "{stale}"
+    );
+    std::fs::write(dir.path("learn.toml"), &text).unwrap();
 
     // `detect --camera` runs the camera's zone states too: the state shows on a second where
     // the labels say someone is on the path (20 s), not where nobody is (12 s).

@@ -11,7 +11,7 @@ const I18N = {
     queue_empty: "暂无待审核画面", remark: "备注", suppress: "屏蔽（分钟）", confirm: "确认派发 (C)",
     reject: "误报驳回 (X)", keys: "J/K 或 ←/→ 上一条/下一条 · C 或 Enter 确认 · X 或 R 驳回 · S 场景 · M 备注 · / 筛选 · 1-4 切换页面",
     rotate: "轮巡", time: "时间", camera: "摄像头", state: "状态", reviewer: "审核人", time_left: "103060 剩余",
-    attempts: "投递次数", export: "导出训练数据 (YOLO)", audit: "审计日志", user: "用户", action: "操作",
+    attempts: "投递次数", export: "导出训练数据 (YOLO)", train_title: "区域状态训练", train: "训练", training: "训练中…", trained: "已训练并加载", train_refused: "未训练", audit: "审计日志", user: "用户", action: "操作",
     suppressions: "屏蔽中", suppressed_what: "屏蔽对象", until: "截止", whole_zone: "整个区域（审核人设置）",
     learned_object: "单个目标（多次驳回学得）",
     case: "案件", detail: "说明", zone: "区域", confidence: "置信度", waiting: "等待", objects: "目标数",
@@ -31,7 +31,7 @@ const I18N = {
     queue_empty: "Nothing waiting for review", remark: "Remark", suppress: "Suppress (minutes)", confirm: "Confirm (C)",
     reject: "Reject (X)", keys: "J/K or ←/→ previous/next · C or Enter confirm · X or R reject · S scenario · M remark · / filter · 1-4 views",
     rotate: "Rotate", time: "Time", camera: "Camera", state: "State", reviewer: "Reviewer", time_left: "103060 left",
-    attempts: "Attempts", export: "Export training data (YOLO)", audit: "Audit log", user: "User", action: "Action",
+    attempts: "Attempts", export: "Export training data (YOLO)", train_title: "Train a zone state", train: "Train", training: "training…", trained: "trained and loaded", train_refused: "not trained", audit: "Audit log", user: "User", action: "Action",
     suppressions: "Active suppressions", suppressed_what: "Suppressed", until: "Until", whole_zone: "Whole zone (set by a reviewer)",
     learned_object: "One object (learned from repeated rejections)",
     case: "Case", detail: "Detail", zone: "Zone", confidence: "Confidence", waiting: "Waiting", objects: "Objects",
@@ -341,7 +341,7 @@ function show(view) {
   }
   if (view === "wall") { S.wallTurned = Date.now(); loadWall(); }
   if (view === "history") { loadHistory(); loadSuppressions(); }
-  if (view === "admin") loadAudit();
+  if (view === "admin") { loadAudit(); loadTrainer(); }
 }
 
 // ----- wiring -----
@@ -398,3 +398,34 @@ document.addEventListener("DOMContentLoaded", async () => {
   const me = await api("/api/v1/auth/me");
   if (me.ok) start(me.data); else showLogin();
 });
+
+// The admin's "train": `gridwatch learn` on the labels staff set for a camera's zone and
+// state; the card is loaded at once. Refusals say what is missing.
+async function loadTrainer() {
+  const r = await api("/api/v1/review/wall");
+  if (!r.ok) return;
+  const cameras = r.data.groups.flatMap((g) => g.cameras).filter((c) => (c.zones || []).length);
+  const cam = $("train-camera"), zone = $("train-zone"), state = $("train-state");
+  const fillStates = () => {
+    const z = (cameras.find((c) => c.id === cam.value) || { zones: [] }).zones.find((z) => z.id === zone.value);
+    state.replaceChildren(...(z ? z.scenarios : []).map((s) => el("option", { value: s }, scenarioName(s))));
+  };
+  const fillZones = () => {
+    const c = cameras.find((c) => c.id === cam.value);
+    zone.replaceChildren(...(c ? c.zones : []).map((z) => el("option", { value: z.id }, z.name || z.id)));
+    fillStates();
+  };
+  cam.replaceChildren(...cameras.map((c) => el("option", { value: c.id }, c.name)));
+  cam.onchange = fillZones;
+  zone.onchange = fillStates;
+  fillZones();
+  $("train-go").onclick = async () => {
+    const out = $("train-out");
+    out.textContent = t("training");
+    const res = await api("/api/v1/review/admin/train", { method: "POST", body: { camera: cam.value, zone: zone.value, state: state.value } });
+    out.textContent = res.status === 201 ? t("trained") + "\n" + res.data.lines.join("\n")
+      : t("train_refused") + " (" + res.status + "): " + ((res.data && res.data.error) || "");
+    out.className = res.status === 201 ? "ok" : "refused";
+    loadAudit();
+  };
+}
