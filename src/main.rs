@@ -91,7 +91,7 @@ enum Command {
         out: Option<PathBuf>,
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// frame_mean, zone_mean or zone_cells_2x2.
+        /// frame_mean, zone_mean, zone_cells_2x2 or zone_mean_max.
         #[arg(long, default_value = "zone_cells_2x2", value_parser = parse_pooling)]
         pooling: gridwatch::states::Pooling,
         /// Share of the labels, earliest first, that trains; the rest is held out.
@@ -418,7 +418,9 @@ fn parse_pooling(s: &str) -> Result<gridwatch::states::Pooling, String> {
     gridwatch::states::Pooling::ALL
         .into_iter()
         .find(|p| p.name() == s)
-        .ok_or_else(|| format!("unknown pooling `{s}`: frame_mean, zone_mean or zone_cells_2x2"))
+        .ok_or_else(|| {
+            format!("unknown pooling `{s}`: frame_mean, zone_mean, zone_cells_2x2 or zone_mean_max")
+        })
 }
 
 fn load(config: Option<&PathBuf>) -> Result<Config, ConfigError> {

@@ -23,16 +23,26 @@ pub enum Pooling {
     #[default]
     #[serde(rename = "zone_cells_2x2")]
     ZoneCells2x2,
+    /// The zone mean, then the per-channel maximum over the zone's cells: 2 × channels values.
+    /// A small object (one person on a long path) is a peak the mean dilutes. Better per frame
+    /// on one vtest split, worse per episode in the bench (BENCHMARKS.md): not the default.
+    ZoneMeanMax,
 }
 
 impl Pooling {
-    pub const ALL: [Pooling; 3] = [Pooling::FrameMean, Pooling::ZoneMean, Pooling::ZoneCells2x2];
+    pub const ALL: [Pooling; 4] = [
+        Pooling::FrameMean,
+        Pooling::ZoneMean,
+        Pooling::ZoneCells2x2,
+        Pooling::ZoneMeanMax,
+    ];
 
     /// Length of the pooled vector for a map of `channels`.
     pub fn dims(self, channels: usize) -> usize {
         match self {
             Pooling::FrameMean | Pooling::ZoneMean => channels,
             Pooling::ZoneCells2x2 => (1 + CELLS_PER_SIDE * CELLS_PER_SIDE) * channels,
+            Pooling::ZoneMeanMax => 2 * channels,
         }
     }
 
@@ -41,6 +51,7 @@ impl Pooling {
             Pooling::FrameMean => "frame_mean",
             Pooling::ZoneMean => "zone_mean",
             Pooling::ZoneCells2x2 => "zone_cells_2x2",
+            Pooling::ZoneMeanMax => "zone_mean_max",
         }
     }
 }
@@ -106,7 +117,7 @@ impl ZoneMask {
     pub fn pool(&self, map: &FeatureMap<'_>, out: &mut Vec<f32>) {
         let c = map.channels;
         out.clear();
-        out.resize(self.parts.len() * c, 0.0);
+        out.resize(self.pooling.dims(c), 0.0);
         for (part, cells) in self.parts.iter().enumerate() {
             let cells = if cells.is_empty() {
                 &self.parts[0]
@@ -121,6 +132,15 @@ impl ZoneMask {
             }
             let n = cells.len().max(1) as f32;
             sum.iter_mut().for_each(|s| *s /= n);
+        }
+        if self.pooling == Pooling::ZoneMeanMax {
+            let max = &mut out[c..2 * c];
+            max.fill(f32::MIN);
+            for &cell in &self.parts[0] {
+                for (m, v) in max.iter_mut().zip(&map.data[cell * c..(cell + 1) * c]) {
+                    *m = m.max(*v);
+                }
+            }
         }
     }
 }
@@ -189,6 +209,8 @@ mod tests {
         assert_eq!(out, vec![3.5, 2.0]);
         ZoneMask::new(&SQUARE, Pooling::FrameMean, 4, 4).pool(&map, &mut out);
         assert_eq!(out, vec![14.0 / 16.0, 0.5]);
+        ZoneMask::new(&SQUARE, Pooling::ZoneMeanMax, 4, 4).pool(&map, &mut out);
+        assert_eq!(out, vec![3.5, 2.0, 4.0, 2.0], "mean, then the maximum");
         let outside = [[0.0, 0.0], [0.5, 0.0], [0.5, 0.5], [0.0, 0.5]];
         ZoneMask::new(&outside, Pooling::ZoneMean, 4, 4).pool(&map, &mut out);
         assert_eq!(out, vec![0.0, 0.0]);
