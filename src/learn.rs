@@ -485,6 +485,43 @@ pub fn report(learned: &Learned) -> Vec<String> {
     lines
 }
 
+/// The console's "train" button: [`run`] on the console's labels of a zone, the card saved to
+/// `[states] cards_dir`, then a reload so the running pipeline scores with it. Re-reads the
+/// configuration file (zones may have changed since the start) where there is one.
+pub struct ConsoleTrainer {
+    pub config: std::sync::Arc<Config>,
+    pub config_path: Option<PathBuf>,
+    pub reload: crate::run::ReloadHandle,
+    pub train: TrainOptions,
+}
+
+impl crate::review::ZoneTrainer for ConsoleTrainer {
+    fn train(&self, camera: &str, zone: &str, state: &str) -> Result<Vec<String>, String> {
+        let config = match &self.config_path {
+            Some(path) => std::sync::Arc::new(Config::load(path).map_err(|e| e.to_string())?),
+            None => self.config.clone(),
+        };
+        let cards_dir = config.states.cards_dir.as_ref().ok_or_else(|| {
+            "no `[states] cards_dir` in the configuration: a card would not be loaded".to_owned()
+        })?;
+        let options = LearnOptions {
+            source: LabelSource::Console {
+                camera: camera.to_owned(),
+                zone: zone.to_owned(),
+                state: state.to_owned(),
+            },
+            out_dir: config.resolve(cards_dir),
+            pooling: Pooling::default(),
+            train: self.train,
+            decode_fps: DEFAULT_DECODE_FPS,
+        };
+        let learned = run(&config, &options).map_err(|e| e.to_string())?;
+        tracing::info!(camera, zone, state, card = %learned.card_path.display(), "zone state trained from the console; reloading");
+        self.reload.request();
+        Ok(report(&learned))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,42 +561,5 @@ mod tests {
             .replace("[0.5, 0.9]", "[0.5, 0.1]");
         let err = load_text("flat", &text).unwrap_err().to_string();
         assert!(err.contains(".toml:5: polygon"), "{err}");
-    }
-}
-
-/// The console's "train" button: [`run`] on the console's labels of a zone, the card saved to
-/// `[states] cards_dir`, then a reload so the running pipeline scores with it. Re-reads the
-/// configuration file (zones may have changed since the start) where there is one.
-pub struct ConsoleTrainer {
-    pub config: std::sync::Arc<Config>,
-    pub config_path: Option<PathBuf>,
-    pub reload: crate::run::ReloadHandle,
-    pub train: TrainOptions,
-}
-
-impl crate::review::ZoneTrainer for ConsoleTrainer {
-    fn train(&self, camera: &str, zone: &str, state: &str) -> Result<Vec<String>, String> {
-        let config = match &self.config_path {
-            Some(path) => std::sync::Arc::new(Config::load(path).map_err(|e| e.to_string())?),
-            None => self.config.clone(),
-        };
-        let cards_dir = config.states.cards_dir.as_ref().ok_or_else(|| {
-            "no `[states] cards_dir` in the configuration: a card would not be loaded".to_owned()
-        })?;
-        let options = LearnOptions {
-            source: LabelSource::Console {
-                camera: camera.to_owned(),
-                zone: zone.to_owned(),
-                state: state.to_owned(),
-            },
-            out_dir: config.resolve(cards_dir),
-            pooling: Pooling::default(),
-            train: self.train,
-            decode_fps: DEFAULT_DECODE_FPS,
-        };
-        let learned = run(&config, &options).map_err(|e| e.to_string())?;
-        tracing::info!(camera, zone, state, card = %learned.card_path.display(), "zone state trained from the console; reloading");
-        self.reload.request();
-        Ok(report(&learned))
     }
 }

@@ -614,7 +614,7 @@ mod tests {
         // The tracker keeps the state's track through the gap (max gap 25 s); the rule must not.
         let frames = (0..60).map(|i| {
             let t = i as f64 * 0.5;
-            let on = t < 10.0 || t >= 15.0;
+            let on = !(10.0..15.0).contains(&t);
             (t, NOON, if on { vec![state.clone()] } else { Vec::new() })
         });
         let zone = whole();

@@ -42,7 +42,7 @@ pub enum ReplayError {
     #[error("receiver database: {0}")]
     Receiver(String),
     #[error(transparent)]
-    Learn(#[from] gridwatch::learn::LearnError),
+    Learn(Box<gridwatch::learn::LearnError>),
     #[error("{labels}: the labels are of {labelled}, not of the clip {clip}")]
     LabelsClip {
         labels: PathBuf,
@@ -89,6 +89,13 @@ struct CameraSpec {
     zones: Vec<accuracy::Zone>,
     episodes: Vec<Episode>,
     states: Vec<StateSpec>,
+}
+
+// Boxed: the learn error is large, and every replay result would carry its size.
+impl From<gridwatch::learn::LearnError> for ReplayError {
+    fn from(e: gridwatch::learn::LearnError) -> Self {
+        Self::Learn(Box::new(e))
+    }
 }
 
 /// A learned zone state of a camera: what the ground truth says and the labels it names.
