@@ -230,9 +230,11 @@ pub fn run_triaged(
                 continue;
             }
         };
-        let state = match clean {
-            Some(_) => outbox::InitialState::AwaitingReview,
-            None => outbox::InitialState::Pending,
+        let held = tier == Tier::Review;
+        let state = if held {
+            outbox::InitialState::AwaitingReview
+        } else {
+            outbox::InitialState::Pending
         };
         // Routed once, under the rules in force now, and stored with its deliveries in the
         // same transaction.
@@ -267,14 +269,14 @@ pub fn run_triaged(
             continue;
         }
         telemetry::case_stored(&case.scenario.id);
-        tracing::info!(case = %case.id, scenario = %case.scenario.id, camera = %case.camera.id, unit = %case.unit.name, zone = %case.zone.id, targets = ?targets, objects = case.objects.len(), confidence = case.confidence, held_for_review = clean.is_some(), "case stored in outbox");
+        tracing::info!(case = %case.id, scenario = %case.scenario.id, camera = %case.camera.id, unit = %case.unit.name, zone = %case.zone.id, targets = ?targets, objects = case.objects.len(), confidence = case.confidence, held_for_review = held, "case stored in outbox");
         if targets.is_empty() {
             // Kept, never silently lost: the operator sees the gap in the metric and the log.
             telemetry::case_unrouted(&case.scenario.id);
             tracing::warn!(case = %case.id, scenario = %case.scenario.id, camera = %case.camera.id, unit = %cam.unit, zone = %zone.id, "no dispatch target takes this case (check the [dispatch] routes); it stays in the outbox as unrouted");
         }
         stored += 1;
-        if clean.is_some() {
+        if held {
             on_held();
         } else {
             on_stored();

@@ -1679,6 +1679,23 @@ async fn reviews_of_a_zone_states_held_cases_become_labels_of_their_frames() {
     // From the history: the object case kept its frame (it was held), so it can be labelled;
     // an automatically dispatched object case kept none.
     let auto = c.events(&[(0, 0.95)]);
+    // A confident state case goes out at once and still keeps its frame.
+    let mut sure = c.event(0, 0.95, frame(0, "cam-a", 9));
+    sure.objects = vec![state.clone()];
+    c.run_case_stage(vec![sure]).unwrap();
+    let sure_id = c
+        .state
+        .store
+        .history(1)
+        .unwrap()
+        .pop()
+        .map(|h| h.item.id)
+        .unwrap();
+    assert_eq!(
+        c.state_of(&sure_id),
+        "pending",
+        "not held: it was confident"
+    );
     let history = c.get(&s, "/api/v1/review/cases").await.json();
     let kept = |id: &str| {
         history
@@ -1690,6 +1707,7 @@ async fn reviews_of_a_zone_states_held_cases_become_labels_of_their_frames() {
     };
     assert_eq!(kept(&held[3]), Some(json!(true)));
     assert_eq!(kept(&auto[0]), Some(json!(false)));
+    assert_eq!(kept(&sure_id), Some(json!(true)));
     let label = |present: bool| json!({"state": "crowd_gathering", "present": present});
     let r = c
         .post(&s, &item_path(&held[3], "labels"), label(true))
