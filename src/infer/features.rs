@@ -84,6 +84,11 @@ impl FeatureBuffer {
         true
     }
 
+    /// The last run did not copy its map: none is offered until one does.
+    pub fn forget(&mut self) {
+        self.filled = false;
+    }
+
     /// The last run's map, once there has been one.
     pub fn map(&self) -> Option<FeatureMap<'_>> {
         self.filled.then_some(FeatureMap {

@@ -175,6 +175,8 @@ pub struct Detector {
     decoder: Box<dyn decode::OutputDecoder>,
     /// The card's `[features]` output, copied out of each run (absent without the table).
     features: Option<FeatureBuffer>,
+    /// Copy the feature map out of each run (a camera without learned states skips the copy).
+    keep_features: bool,
 }
 
 impl Detector {
@@ -247,7 +249,15 @@ impl Detector {
             input,
             decoder,
             features,
+            keep_features: true,
         })
+    }
+
+    /// Whether the next runs copy their feature map out (the default). Without the copy,
+    /// [`Detector::features`] offers none: a frame of a camera with no learned state pays for no
+    /// transposition of a map nobody reads.
+    pub fn keep_features(&mut self, keep: bool) {
+        self.keep_features = keep;
     }
 
     pub fn card(&self) -> &ModelCard {
@@ -306,7 +316,11 @@ impl Detector {
         };
         let inferred = std::time::Instant::now();
         self.decoder.decode(&outputs, &ctx, out)?;
-        copy_features(self.features.as_mut(), &outputs, &ctx)?;
+        if self.keep_features {
+            copy_features(self.features.as_mut(), &outputs, &ctx)?;
+        } else if let Some(buffer) = self.features.as_mut() {
+            buffer.forget();
+        }
         let decoded = std::time::Instant::now();
         Ok(StageTimes {
             preprocess_seconds: (preprocessed - started).as_secs_f64(),

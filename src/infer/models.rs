@@ -155,6 +155,10 @@ impl ModelSet {
         let mut failures = 0;
         let mut last_error = None;
         for u in uses {
+            let read = plan.states.iter().any(|s| s.model() == u.index);
+            if let Some(d) = self.detectors.get_mut(u.index) {
+                d.keep_features(read);
+            }
             match self.run_one(frame, u.index) {
                 Ok(times) => {
                     self.score_states(plan, u.index);

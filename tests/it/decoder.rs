@@ -245,4 +245,16 @@ fn nanodet_feature_map_has_the_card_dims_and_varies_over_a_real_frame() {
         "cell 0 is constant over the channels"
     );
     assert!(map.data.iter().all(|v| v.is_finite()));
+
+    // A camera without learned states skips the copy: no stale map is offered.
+    detector.keep_features(false);
+    detector
+        .detect(img.as_raw(), 416, 416, 416 * 3, &mut found)
+        .unwrap();
+    assert!(detector.features().is_none(), "not copied, not offered");
+    detector.keep_features(true);
+    detector
+        .detect(img.as_raw(), 416, 416, 416 * 3, &mut found)
+        .unwrap();
+    assert!(detector.features().is_some());
 }
