@@ -157,6 +157,7 @@ pub struct GatedSink {
     camera: usize,
     camera_id: Arc<str>,
     gate: Option<MotionGate>,
+    gated: telemetry::GateMetrics,
     mailboxes: Arc<Mailboxes>,
     /// Cluster mode: the ownership and the camera's group index; frames pass only while this
     /// node may analyse the group, so analysis stops at the next frame, not the next
@@ -179,6 +180,7 @@ impl GatedSink {
         };
         Ok(Self {
             camera,
+            gated: telemetry::GateMetrics::new(&camera_id),
             camera_id,
             gate,
             mailboxes,
@@ -207,11 +209,11 @@ impl FrameSink for GatedSink {
         if let Some(gate) = self.gate.as_mut() {
             match gate.decide(&frame) {
                 Ok(Decision::Skip(_)) => {
-                    telemetry::frame_gated(&self.camera_id, "skipped_no_motion");
+                    self.gated.skipped();
                     return Pushed::Skipped;
                 }
-                Ok(Decision::Motion(_)) => telemetry::frame_gated(&self.camera_id, "motion"),
-                Ok(Decision::Periodic(_)) => telemetry::frame_gated(&self.camera_id, "periodic"),
+                Ok(Decision::Motion(_)) => self.gated.motion(),
+                Ok(Decision::Periodic(_)) => self.gated.periodic(),
                 // A gate failure must not hide the camera: analyse the frame.
                 Err(e) => {
                     tracing::warn!(camera = %self.camera_id, error = %e, "motion gate failed; frame passed")

@@ -351,9 +351,78 @@ impl DropReason {
     }
 }
 
-pub fn frame_analysed(camera: &str, inference_seconds: f64) {
-    counter!(FRAMES_ANALYSED, "camera" => camera.to_owned()).increment(1);
-    histogram!(INFERENCE_SECONDS).record(inference_seconds);
+/// A camera's analysed-frame counter, registered once: the hot path then only increments
+/// (building the label strings per frame would allocate on every analysed frame).
+#[derive(Clone)]
+pub struct CameraFrameMetrics {
+    analysed: metrics::Counter,
+    inference: metrics::Histogram,
+}
+
+impl CameraFrameMetrics {
+    pub fn new(camera: &str) -> Self {
+        Self {
+            analysed: counter!(FRAMES_ANALYSED, "camera" => camera.to_owned()),
+            inference: histogram!(INFERENCE_SECONDS),
+        }
+    }
+
+    pub fn analysed(&self, inference_seconds: f64) {
+        self.analysed.increment(1);
+        self.inference.record(inference_seconds);
+    }
+}
+
+/// One model's analysed frames on one camera, registered once (see [`CameraFrameMetrics`]).
+#[derive(Clone)]
+pub struct ModelFrameMetrics {
+    analysed: metrics::Counter,
+    inference: metrics::Histogram,
+}
+
+impl ModelFrameMetrics {
+    pub fn new(camera: &str, model: &str) -> Self {
+        Self {
+            analysed: counter!(MODEL_FRAMES, "camera" => camera.to_owned(), "model" => model.to_owned(), "outcome" => "analysed"),
+            inference: histogram!(MODEL_INFERENCE_SECONDS, "model" => model.to_owned()),
+        }
+    }
+
+    pub fn analysed(&self, inference_seconds: f64) {
+        self.analysed.increment(1);
+        self.inference.record(inference_seconds);
+    }
+}
+
+/// The motion gate's decisions on one camera, registered once (see [`CameraFrameMetrics`]).
+#[derive(Clone)]
+pub struct GateMetrics {
+    motion: metrics::Counter,
+    periodic: metrics::Counter,
+    skipped: metrics::Counter,
+}
+
+impl GateMetrics {
+    pub fn new(camera: &str) -> Self {
+        let decision = |d: &'static str| counter!(FRAMES_GATED, "camera" => camera.to_owned(), "decision" => d);
+        Self {
+            motion: decision("motion"),
+            periodic: decision("periodic"),
+            skipped: decision("skipped_no_motion"),
+        }
+    }
+
+    pub fn motion(&self) {
+        self.motion.increment(1);
+    }
+
+    pub fn periodic(&self) {
+        self.periodic.increment(1);
+    }
+
+    pub fn skipped(&self) {
+        self.skipped.increment(1);
+    }
 }
 
 /// One model's part in a frame: `outcome` is `analysed` (with its inference time) or a
@@ -376,11 +445,6 @@ pub fn frame_dropped(camera: &str, reason: DropReason) {
         .increment(1);
 }
 
-/// The motion gate's decision per frame: `motion`, `periodic` or `skipped_no_motion`.
-pub fn frame_gated(camera: &str, decision: &'static str) {
-    counter!(FRAMES_GATED, "camera" => camera.to_owned(), "decision" => decision).increment(1);
-}
-
 /// Capture (appsink hand-over) to decision (rules evaluated) of one analysed frame.
 pub fn frame_decided(seconds: f64) {
     histogram!(FRAME_LATENCY_SECONDS).record(seconds);
@@ -396,6 +460,36 @@ pub fn outbox_cases(scenario: &str, state: &str, count: u64) {
 /// (hand-over to the scenario thread → rules evaluated).
 pub fn stage_seconds(stage: &'static str, seconds: f64) {
     histogram!(STAGE_SECONDS, "stage" => stage).record(seconds);
+}
+
+/// The worker's per-frame stages, registered once (see [`CameraFrameMetrics`]).
+#[derive(Clone)]
+pub struct WorkerStageMetrics {
+    queue: metrics::Histogram,
+    preprocess: metrics::Histogram,
+    inference: metrics::Histogram,
+    postprocess: metrics::Histogram,
+}
+
+impl Default for WorkerStageMetrics {
+    fn default() -> Self {
+        let stage = |s: &'static str| histogram!(STAGE_SECONDS, "stage" => s);
+        Self {
+            queue: stage("queue"),
+            preprocess: stage("preprocess"),
+            inference: stage("inference"),
+            postprocess: stage("postprocess"),
+        }
+    }
+}
+
+impl WorkerStageMetrics {
+    pub fn record(&self, queue: f64, preprocess: f64, inference: f64, postprocess: f64) {
+        self.queue.record(queue);
+        self.preprocess.record(preprocess);
+        self.inference.record(inference);
+        self.postprocess.record(postprocess);
+    }
 }
 
 pub fn camera_restart(camera: &str, cause: &'static str) {

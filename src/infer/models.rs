@@ -5,6 +5,7 @@
 //! The models' detections are filtered to the kinds the camera asked of each model, then
 //! merged across models (one object seen by two models is kept once).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use opencv::core::Mat;
@@ -103,6 +104,8 @@ pub struct ModelSet {
     /// The plan of a camera not planned yet: the first model, every kind (built once).
     fallback: Vec<ModelUse>,
     merge_iou: f32,
+    /// (camera, model) → its counters, registered on the camera's first frame here.
+    metrics: HashMap<(Arc<str>, Arc<str>), telemetry::ModelFrameMetrics>,
 }
 
 impl ModelSet {
@@ -121,6 +124,7 @@ impl ModelSet {
                 kinds: KindSet::ALL,
             }],
             merge_iou,
+            metrics: HashMap::new(),
         }
     }
 
@@ -163,12 +167,12 @@ impl ModelSet {
                 Ok(times) => {
                     self.score_states(plan, u.index);
                     if !u.id.is_empty() {
-                        telemetry::model_frame(
-                            &frame.camera_id,
-                            &u.id,
-                            "analysed",
-                            Some(times.inference_seconds),
-                        );
+                        self.metrics
+                            .entry((frame.camera_id.clone(), u.id.clone()))
+                            .or_insert_with(|| {
+                                telemetry::ModelFrameMetrics::new(&frame.camera_id, &u.id)
+                            })
+                            .analysed(times.inference_seconds);
                     }
                     total.add(&times);
                     for d in self.found.drain(..).filter(|d| u.kinds.contains(d.kind)) {

@@ -429,6 +429,10 @@ fn work<A: Analyse>(
     // Reused across frames; handed downstream only by value of a fresh Vec with the same
     // capacity, so steady state allocates one small Vec per frame.
     let mut objects = Vec::with_capacity(64);
+    // Each camera's counters, registered on its first frame at this worker.
+    let mut counters: std::collections::HashMap<Arc<str>, telemetry::CameraFrameMetrics> =
+        std::collections::HashMap::new();
+    let stages = telemetry::WorkerStageMetrics::default();
     while let Some((frame, plan, turn)) = mailboxes.take() {
         let queue_seconds = frame.received.elapsed().as_secs_f64();
         let times = match detector.analyse(&frame, &plan, &mut objects) {
@@ -439,11 +443,16 @@ fn work<A: Analyse>(
                 continue;
             }
         };
-        telemetry::frame_analysed(&frame.camera_id, times.inference_seconds);
-        telemetry::stage_seconds("queue", queue_seconds);
-        telemetry::stage_seconds("preprocess", times.preprocess_seconds);
-        telemetry::stage_seconds("inference", times.inference_seconds);
-        telemetry::stage_seconds("postprocess", times.postprocess_seconds);
+        counters
+            .entry(frame.camera_id.clone())
+            .or_insert_with(|| telemetry::CameraFrameMetrics::new(&frame.camera_id))
+            .analysed(times.inference_seconds);
+        stages.record(
+            queue_seconds,
+            times.preprocess_seconds,
+            times.inference_seconds,
+            times.postprocess_seconds,
+        );
         let objects = std::mem::replace(&mut objects, Vec::with_capacity(64));
         let now = Instant::now();
         let probe = Some(DoneProbe {
