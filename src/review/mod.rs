@@ -1230,6 +1230,34 @@ async fn wall_frame(
     }
 }
 
+/// Where a zone-state label or a training goes: the camera (its index) and zone, looked up
+/// among the configured ones (names never reach a path), with `state` one of the zone's
+/// scenarios; otherwise the answer to give (404, or 422 for a state the zone lacks).
+fn state_zone<'a>(
+    config: &'a ConsoleConfig,
+    camera: &str,
+    zone: &str,
+    state: &str,
+) -> Result<(usize, &'a crate::area::Zone), Response> {
+    let Some(index) = config.area.cameras.iter().position(|c| c.id == camera) else {
+        return Err(problem(StatusCode::NOT_FOUND, "no such camera"));
+    };
+    let Some(z) = config.area.cameras[index]
+        .zones
+        .iter()
+        .find(|z| z.id == zone)
+    else {
+        return Err(problem(StatusCode::NOT_FOUND, "no such zone"));
+    };
+    if !z.scenarios.iter().any(|s| s == state) {
+        return Err(problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the state must be one of the zone's scenarios",
+        ));
+    }
+    Ok((index, z))
+}
+
 // An empty body is the default request, whose empty state no zone has.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -1253,21 +1281,12 @@ async fn label_zone(
         Ok(r) => r,
         Err(r) => return r,
     };
-    // Camera, zone and state are looked up among the configured ones.
     let config = s.config.load_full();
-    let Some(index) = config.area.cameras.iter().position(|x| x.id == camera) else {
-        return problem(StatusCode::NOT_FOUND, "no such camera");
+    let (index, z) = match state_zone(&config, &camera, &zone, &req.state) {
+        Ok(found) => found,
+        Err(r) => return r,
     };
     let cam = &config.area.cameras[index];
-    let Some(z) = cam.zones.iter().find(|z| z.id == zone) else {
-        return problem(StatusCode::NOT_FOUND, "no such zone");
-    };
-    if !z.scenarios.contains(&req.state) {
-        return problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "the state must be one of the zone's scenarios",
-        );
-    }
     let latest = s.latest.clone();
     let png = blocking
         .encoding(move || {
@@ -1325,19 +1344,10 @@ async fn label_case(
         Ok(None) => return problem(StatusCode::NOT_FOUND, "no such case"),
         Err(r) => return r,
     };
-    // The state must be one of the zone's scenarios in the configuration in force.
+    // The case's zone as configured now.
     let config = s.config.load_full();
-    let zone = config
-        .area
-        .cameras
-        .iter()
-        .find(|x| x.id == item.camera)
-        .and_then(|cam| cam.zones.iter().find(|z| z.id == item.zone));
-    if !zone.is_some_and(|z| z.scenarios.contains(&req.state)) {
-        return problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "the state must be one of the case's zone's scenarios",
-        );
+    if let Err(r) = state_zone(&config, &item.camera, &item.zone, &req.state) {
+        return r;
     }
     let store = s.store.clone();
     let stored = blocking
@@ -1384,21 +1394,8 @@ async fn train_zone_state(
         );
     };
     let config = s.config.load_full();
-    let zone = config
-        .area
-        .cameras
-        .iter()
-        .find(|x| x.id == req.camera)
-        .and_then(|cam| cam.zones.iter().find(|z| z.id == req.zone));
-    match zone {
-        None => return problem(StatusCode::NOT_FOUND, "no such camera or zone"),
-        Some(z) if !z.scenarios.contains(&req.state) => {
-            return problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "the state must be one of the zone's scenarios",
-            );
-        }
-        Some(_) => {}
+    if let Err(r) = state_zone(&config, &req.camera, &req.zone, &req.state) {
+        return r;
     }
     let store = s.store.clone();
     let outcome = blocking
