@@ -146,6 +146,12 @@ pub fn state_label(scenario: &str) -> String {
     format!("{STATE_LABEL_PREFIX}{scenario}")
 }
 
+/// A learned zone state's detection: it stands for its zone, never for one more object of its
+/// kind (a crowd's person count, another rule's cars, a companion).
+pub fn is_state_label(label: &str) -> bool {
+    label.starts_with(STATE_LABEL_PREFIX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

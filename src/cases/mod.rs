@@ -65,7 +65,7 @@ fn render(
     let state = event
         .objects
         .iter()
-        .any(|o| o.label.starts_with(crate::area::kinds::STATE_LABEL_PREFIX));
+        .any(|o| crate::area::kinds::is_state_label(&o.label));
     let clean = if tier == Tier::Review || state {
         Some(evidence::annotate(&event.frame, &[], &[], snapshot_max_width_pixels)?.jpeg)
     } else {

@@ -60,9 +60,8 @@ impl CrowdRule {
         objects: &'a [Detection],
     ) -> impl Iterator<Item = &'a Detection> + 'a {
         objects.iter().filter(move |d| {
-            // A learned zone state's detection stands for the zone, not for one more person.
             d.kind == ObjectKind::Person
-                && !d.label.starts_with(crate::area::kinds::STATE_LABEL_PREFIX)
+                && !crate::area::kinds::is_state_label(&d.label)
                 && d.score >= self.settings.score_threshold
                 && zone.covers(&d.bbox)
         })

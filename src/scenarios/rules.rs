@@ -17,6 +17,7 @@
 //! Confidence of an event: the mean, over the event's objects, of each object's mean detection
 //! score over its track so far.
 
+use crate::area::kinds::is_state_label;
 use crate::area::profile::HoursWindow;
 use crate::infer::Detection;
 use crate::infer::kinds::ObjectKind;
@@ -81,16 +82,17 @@ pub struct ObjectFilter {
 }
 
 impl ObjectFilter {
-    /// A learned zone state counts only on frames where its classifier says so: the tracker's
-    /// memory of unseen objects (for occlusions) would make a state outlast itself by the
-    /// tracker's maximum gap.
+    /// A rule served by a learned zone state counts only that state's detections, and only on
+    /// frames where its classifier says so (the tracker's memory of unseen objects, for
+    /// occlusions, would make a state outlast itself by the tracker's maximum gap). Any other
+    /// rule counts objects, never a state's detection.
     fn subject(&self, tr: &Track, zone: &ZoneShape, t: f64) -> bool {
-        self.kinds.contains(&tr.kind)
-            && (self.label.is_none() || tr.seen_at(t))
-            && self
-                .label
-                .as_ref()
-                .is_none_or(|l| *tr.detection.label == **l)
+        let wanted = match &self.label {
+            Some(l) => *tr.detection.label == **l && tr.seen_at(t),
+            None => !is_state_label(&tr.detection.label),
+        };
+        wanted
+            && self.kinds.contains(&tr.kind)
             && tr.mean_score() >= self.min_score
             && zone.covers(&tr.detection.bbox)
     }
@@ -107,6 +109,7 @@ impl ObjectFilter {
         tracks.iter().any(|o| {
             o.id != subject.id
                 && self.companions.contains(&o.kind)
+                && !is_state_label(&o.detection.label)
                 && o.mean_score() >= self.min_score
                 && {
                     let oc = centre(&o.detection.bbox);
@@ -624,5 +627,11 @@ mod tests {
             vec![3.0, 18.0],
             "dwell 3 s from 0 s and again from 15 s"
         );
+
+        // A rule of objects of the same kind in the same zone never counts the state.
+        let mut objects = ZoneCountRule::new(params(&[ObjectKind::Other], th(3.0, 2.5, 1.0)));
+        let frames = (0..20).map(|i| (i as f64 * 0.5, NOON, vec![state.clone()]));
+        let fired = script(|m, tr, out| objects.observe(m, &zone, tr, out), frames);
+        assert!(fired.is_empty(), "{fired:?}");
     }
 }
