@@ -67,6 +67,9 @@ const MAX_WALL_ENCODERS: usize = 2;
 /// Exports at once; another one asked for meanwhile gets 429 (each holds the whole dataset in
 /// memory).
 const MAX_EXPORTS: usize = 1;
+/// Trainings at once: each runs the detector over every label of a zone (seconds to minutes of
+/// CPU beside the pipeline).
+const MAX_TRAININGS: usize = 1;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -251,7 +254,7 @@ impl Blocking {
             hashing: Arc::new(Semaphore::new(MAX_PASSWORD_HASHES)),
             encoding: Arc::new(Semaphore::new(MAX_WALL_ENCODERS)),
             exports: Arc::new(Semaphore::new(MAX_EXPORTS)),
-            training: Arc::new(Semaphore::new(1)),
+            training: Arc::new(Semaphore::new(MAX_TRAININGS)),
         }
     }
 
