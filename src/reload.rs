@@ -36,16 +36,23 @@ impl ReloadPlan {
 pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("the embedded default configuration cannot be reloaded; run with --config FILE")]
-    NoFile,
     #[error("reload refused: [{0}] changed, which needs a restart; nothing was applied")]
     NeedsRestart(String),
 }
 
 /// Loads `path` and arranges it against the running configuration.
 pub fn load(current: &Config, path: Option<&Path>) -> Result<(Config, ReloadPlan), ReloadError> {
-    let path = path.ok_or(ReloadError::NoFile)?;
-    arrange(current, Config::load(path)?)
+    let new = match path {
+        Some(path) => Config::load(path)?,
+        // No file to re-read (the embedded default, or a configuration given as text): what
+        // can still change is the zone-state cards, e.g. one the console just trained.
+        None => {
+            let mut same = current.clone();
+            same.read_state_zones();
+            same
+        }
+    };
+    arrange(current, new)
 }
 
 /// Settings compared by their debug form: the config types are plain data, so equal text
@@ -277,6 +284,34 @@ url = "http://127.0.0.1:1/"
         let (_, plan) = arrange(&current, new).unwrap();
         assert_eq!(plan.rules_changed, [1]);
         assert!(plan.restart.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn without_a_file_a_reload_picks_up_new_cards() {
+        let mut current = area(
+            &[cam("a", "test:", ""), cam("b", "test:", "")].concat(),
+            "5",
+        );
+        let dir =
+            std::env::temp_dir().join(format!("gridwatch-reload-cards-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        current.states.cards_dir = Some(dir.clone());
+        let (_, plan) = load(&current, None).unwrap();
+        assert!(plan.is_empty(), "no card yet: {plan:?}");
+        std::fs::write(
+            dir.join("b.z.crowd_gathering.toml"),
+            "camera = \"b\"\nzone = \"z\"\nstate = \"crowd_gathering\"\n",
+        )
+        .unwrap();
+        let (next, plan) = load(&current, None).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(plan.rules_changed, [1]);
+        assert_eq!(next.state_zones.len(), 1);
+        assert_eq!(
+            next.area.cameras.len(),
+            2,
+            "the configuration itself is kept"
+        );
     }
 
     #[test]

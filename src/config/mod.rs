@@ -227,10 +227,7 @@ impl Config {
                     e.to_string(),
                 )),
             }
-            config.state_zones = config
-                .states_dir()
-                .map(|d| crate::states::scorer::card_identities(&d))
-                .unwrap_or_default();
+            config.read_state_zones();
             for (field, message) in config.validate() {
                 problems.push(problem_at_field(name, &map, &field, message));
             }
@@ -240,6 +237,15 @@ impl Config {
         }
         problems.sort_by_key(|p| (p.line, p.column));
         Err(ConfigError::Invalid(problems))
+    }
+
+    /// Reads which zones the cards in `[states] cards_dir` serve now (at load, and on a reload
+    /// without a file to re-read).
+    pub fn read_state_zones(&mut self) {
+        self.state_zones = self
+            .states_dir()
+            .map(|d| crate::states::scorer::card_identities(&d))
+            .unwrap_or_default();
     }
 
     /// Resolves a path from this file against its folder.
