@@ -1,9 +1,14 @@
-//! Gate stage: between a camera and the inference pool, skips frames in which nothing moves
-//! (OpenCV MOG2 on a small grey copy of the frame, one background model per camera), but always
-//! lets a frame through every `periodic_inference_seconds`, so stationary scenarios (parked
-//! vehicles, piled goods, garbage) are still evaluated.
+//! Gate stage: between a camera and the inference pool, decides which decoded frames are worth
+//! a model pass (OpenCV MOG2 on a small grey copy of the frame, one background model per
+//! camera). A camera with zones is decoded at the highest rate its zones need; each zone is due
+//! at its own rate (its scenarios' need, or the camera's rate when a group or phase overrides
+//! it), and a due zone is analysed only if something moved in it since its last pass, or its
+//! periodic pass (`periodic_inference_seconds`) is due, so stationary scenarios (parked
+//! vehicles, piled goods, garbage) are still evaluated. A frame passes when some zone is
+//! analysed. A camera without zones: motion anywhere, or the periodic pass.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use opencv::core::{Mat, Ptr};
 use opencv::imgproc;
@@ -21,7 +26,10 @@ pub enum Decision {
     Motion(f64),
     /// Nothing moved, but the periodic inference is due.
     Periodic(f64),
+    /// A zone was due, but nothing moved in it and its periodic pass was not due.
     Skip(f64),
+    /// No zone was due at this frame (the camera is decoded for a faster zone).
+    NotDue,
 }
 
 pub const DEFAULT_MIN_FOREGROUND_RATIO: f64 = 0.002;
@@ -88,6 +96,51 @@ impl GateSettings {
     }
 }
 
+/// A zone as the gate schedules it: its box (normalised, the polygon's bounds: an object
+/// standing in the zone overhangs its ground polygon) and the rate it is due at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ZoneSchedule {
+    pub bbox: [f64; 4],
+    pub fps: f64,
+}
+
+impl ZoneSchedule {
+    /// The schedules of camera `camera`'s zones under `profile`.
+    pub fn of_camera(
+        area: &crate::area::Area,
+        camera: usize,
+        profile: &crate::area::profile::Profile,
+    ) -> Vec<ZoneSchedule> {
+        area.cameras[camera]
+            .zones
+            .iter()
+            .zip(area.zone_fps(camera, profile))
+            .map(|(z, fps)| {
+                let (xs, ys) = (
+                    z.polygon.iter().map(|p| p[0]),
+                    z.polygon.iter().map(|p| p[1]),
+                );
+                let bbox = [
+                    xs.clone().fold(f64::INFINITY, f64::min),
+                    ys.clone().fold(f64::INFINITY, f64::min),
+                    xs.fold(f64::NEG_INFINITY, f64::max),
+                    ys.fold(f64::NEG_INFINITY, f64::max),
+                ];
+                ZoneSchedule { bbox, fps }
+            })
+            .collect()
+    }
+}
+
+/// A zone's state in the gate.
+#[derive(Debug, Clone)]
+struct ZoneWatch {
+    schedule: ZoneSchedule,
+    last_analysed_seconds: Option<f64>,
+    /// Something moved in the zone since its last pass.
+    moved: bool,
+}
+
 /// One camera's background model and reused buffers: no allocation per frame.
 pub struct MotionGate {
     settings: GateSettings,
@@ -96,6 +149,8 @@ pub struct MotionGate {
     grey: Mat,
     mask: Mat,
     last_passed_seconds: Option<f64>,
+    zones: Vec<ZoneWatch>,
+    previous_seconds: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,13 +169,128 @@ impl MotionGate {
             grey: Mat::default(),
             mask: Mat::default(),
             last_passed_seconds: None,
+            zones: Vec::new(),
+            previous_seconds: None,
         })
+    }
+
+    /// A gate that schedules `zones` (see the module doc); none: the whole-frame gate.
+    pub fn with_zones(settings: GateSettings, zones: &[ZoneSchedule]) -> Result<Self, GateError> {
+        let mut gate = Self::new(settings)?;
+        gate.set_zones(zones);
+        Ok(gate)
+    }
+
+    /// New rates (a phase began, say); zones keep when they were last analysed.
+    pub fn set_zones(&mut self, zones: &[ZoneSchedule]) {
+        if zones.len() == self.zones.len() {
+            for (w, z) in self.zones.iter_mut().zip(zones) {
+                w.schedule = *z;
+            }
+            return;
+        }
+        self.zones = zones
+            .iter()
+            .map(|&schedule| ZoneWatch {
+                schedule,
+                last_analysed_seconds: None,
+                moved: false,
+            })
+            .collect();
+    }
+
+    /// Stream time at which zone `zone` was last analysed (`None`: not yet, or no such zone).
+    pub fn zone_last_analysed(&self, zone: usize) -> Option<f64> {
+        self.zones.get(zone).and_then(|z| z.last_analysed_seconds)
     }
 
     /// Decides for one frame; the background model learns from every frame, passed or not.
     pub fn decide(&mut self, frame: &Frame) -> Result<Decision, GateError> {
         let ratio = self.foreground_ratio(frame)?;
+        if self.zones.is_empty() {
+            return Ok(self.decide_frame(frame.stream_seconds, ratio));
+        }
         let t = frame.stream_seconds;
+        // Half the gap between decoded frames: a zone due every 1 s on a camera decoded at
+        // 1 fps is due at each frame even when stream times jitter.
+        let slack = self
+            .previous_seconds
+            .map_or(0.0, |p| ((t - p) * 0.5).max(0.0));
+        self.previous_seconds = Some(t);
+        Ok(self.decide_zones(t, slack))
+    }
+
+    /// Each due zone: analysed when it moved since its last pass or its periodic pass is due.
+    fn decide_zones(&mut self, t: f64, slack: f64) -> Decision {
+        let (min_ratio, periodic) = (
+            self.settings.min_foreground_ratio,
+            self.settings.periodic_inference_seconds,
+        );
+        let (mut motion, mut periodic_pass, mut due_ratio): (Option<f64>, bool, Option<f64>) =
+            (None, false, None);
+        for i in 0..self.zones.len() {
+            let r = self.zone_ratio(&self.zones[i].schedule.bbox);
+            let z = &mut self.zones[i];
+            z.moved |= r >= min_ratio;
+            let since = z.last_analysed_seconds.map(|last| t - last);
+            let interval = 1.0 / z.schedule.fps.max(crate::area::MIN_ANALYSIS_FPS);
+            if since.is_some_and(|s| s < interval - slack) {
+                continue;
+            }
+            due_ratio = Some(due_ratio.map_or(r, |d: f64| d.max(r)));
+            if z.moved {
+                motion = Some(motion.map_or(r, |m: f64| m.max(r)));
+            } else if since.is_none_or(|s| s >= periodic) {
+                periodic_pass = true;
+            } else {
+                continue;
+            }
+            z.last_analysed_seconds = Some(t);
+            z.moved = false;
+        }
+        match (motion, periodic_pass, due_ratio) {
+            (Some(r), _, _) => Decision::Motion(r),
+            (None, true, r) => Decision::Periodic(r.unwrap_or(0.0)),
+            (None, false, Some(r)) => Decision::Skip(r),
+            (None, false, None) => Decision::NotDue,
+        }
+    }
+
+    /// Share of the zone's box, on the last mask, that is foreground: counted over the mask's
+    /// rows in place (no region-of-interest header per zone and frame).
+    fn zone_ratio(&self, bbox: &[f64; 4]) -> f64 {
+        let (w, h) = (
+            self.mask.cols().max(0) as usize,
+            self.mask.rows().max(0) as usize,
+        );
+        let Ok(bytes) = self.mask.data_bytes() else {
+            return 0.0;
+        };
+        let px = |v: f64, n: usize| ((v.clamp(0.0, 1.0) * n as f64) as usize).min(n);
+        let (x0, x1) = (
+            px(bbox[0], w),
+            px(bbox[2], w).max(px(bbox[0], w) + 1).min(w),
+        );
+        let (y0, y1) = (
+            px(bbox[1], h),
+            px(bbox[3], h).max(px(bbox[1], h) + 1).min(h),
+        );
+        if x0 >= x1 || y0 >= y1 || bytes.len() < w * h {
+            return 0.0;
+        }
+        let moving: usize = (y0..y1)
+            .map(|y| {
+                bytes[y * w + x0..y * w + x1]
+                    .iter()
+                    .filter(|&&b| b != 0)
+                    .count()
+            })
+            .sum();
+        moving as f64 / ((x1 - x0) * (y1 - y0)) as f64
+    }
+
+    /// A camera without zones: motion anywhere in the frame, or the periodic pass.
+    fn decide_frame(&mut self, t: f64, ratio: f64) -> Decision {
         let due = self
             .last_passed_seconds
             .is_none_or(|last| t - last >= self.settings.periodic_inference_seconds);
@@ -134,7 +304,7 @@ impl MotionGate {
         if !matches!(decision, Decision::Skip(_)) {
             self.last_passed_seconds = Some(t);
         }
-        Ok(decision)
+        decision
     }
 
     fn foreground_ratio(&mut self, frame: &Frame) -> Result<f64, GateError> {
@@ -152,11 +322,16 @@ impl MotionGate {
     }
 }
 
+/// How often a camera's gate looks at its profile again (a phase may change its zones' rates).
+const PROFILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A camera's way into the inference pool: through its motion gate (when enabled) into its mailbox.
 pub struct GatedSink {
     camera: usize,
     camera_id: Arc<str>,
     gate: Option<MotionGate>,
+    area: Arc<crate::area::Area>,
+    next_profile_check: Instant,
     gated: telemetry::GateMetrics,
     mailboxes: Arc<Mailboxes>,
     /// Cluster mode: the ownership and the camera's group index; frames pass only while this
@@ -167,22 +342,28 @@ pub struct GatedSink {
 }
 
 impl GatedSink {
+    /// Camera `camera` of `area`, its zones scheduled at their rates.
     pub fn new(
+        area: &Arc<crate::area::Area>,
         camera: usize,
-        camera_id: Arc<str>,
         settings: &GateSettings,
         mailboxes: Arc<Mailboxes>,
     ) -> Result<Self, GateError> {
         let gate = if settings.enabled {
-            Some(MotionGate::new(settings.clone())?)
+            let profile = area.profile_at(camera, time::OffsetDateTime::now_utc());
+            let zones = ZoneSchedule::of_camera(area, camera, &profile);
+            Some(MotionGate::with_zones(settings.clone(), &zones)?)
         } else {
             None
         };
+        let camera_id: Arc<str> = Arc::from(area.cameras[camera].id.as_str());
         Ok(Self {
             camera,
             gated: telemetry::GateMetrics::new(&camera_id),
             camera_id,
             gate,
+            area: area.clone(),
+            next_profile_check: Instant::now() + PROFILE_CHECK_INTERVAL,
             mailboxes,
             fence: None,
         })
@@ -207,10 +388,21 @@ impl FrameSink for GatedSink {
             return Pushed::Fenced;
         }
         if let Some(gate) = self.gate.as_mut() {
+            if Instant::now() >= self.next_profile_check {
+                self.next_profile_check = Instant::now() + PROFILE_CHECK_INTERVAL;
+                let profile = self
+                    .area
+                    .profile_at(self.camera, time::OffsetDateTime::now_utc());
+                gate.set_zones(&ZoneSchedule::of_camera(&self.area, self.camera, &profile));
+            }
             match gate.decide(&frame) {
                 Ok(Decision::Skip(_)) => {
                     self.gated.skipped();
                     return Pushed::Skipped;
+                }
+                Ok(Decision::NotDue) => {
+                    self.gated.not_due();
+                    return Pushed::NotDue;
                 }
                 Ok(Decision::Motion(_)) => self.gated.motion(),
                 Ok(Decision::Periodic(_)) => self.gated.periodic(),

@@ -186,7 +186,7 @@ pub const FAMILIES: &[Family] = &[
     ),
     Family::counter(
         FRAMES_GATED,
-        "Motion gate decisions, by camera and decision (motion, periodic, skipped_no_motion).",
+        "Motion gate decisions, by camera and decision (motion, periodic, skipped_no_motion, not_due: no zone due at this frame).",
     ),
     Family::histogram(
         STAGE_SECONDS,
@@ -400,6 +400,7 @@ pub struct GateMetrics {
     motion: metrics::Counter,
     periodic: metrics::Counter,
     skipped: metrics::Counter,
+    not_due: metrics::Counter,
 }
 
 impl GateMetrics {
@@ -409,6 +410,7 @@ impl GateMetrics {
             motion: decision("motion"),
             periodic: decision("periodic"),
             skipped: decision("skipped_no_motion"),
+            not_due: decision("not_due"),
         }
     }
 
@@ -422,6 +424,10 @@ impl GateMetrics {
 
     pub fn skipped(&self) {
         self.skipped.increment(1);
+    }
+
+    pub fn not_due(&self) {
+        self.not_due.increment(1);
     }
 }
 

@@ -14,7 +14,8 @@ use serde::Deserialize;
 
 use kinds::ObjectKind;
 
-/// Frames analysed per second when a camera's group sets no rate.
+/// Frames analysed per second of a camera whose rate nothing decides: no zone (it only feeds the
+/// wall), and no group or phase rate.
 pub const DEFAULT_ANALYSIS_FPS: f64 = 2.0;
 /// The slowest analysis rate: a frame every 100 s (the watchdog and the pipeline's frame-rate
 /// fraction assume no slower).
@@ -100,12 +101,14 @@ pub struct Group {
     pub id: String,
     pub name: String,
     pub unit: String,
-    /// Frames analysed per second for every camera of the group.
-    #[serde(default = "default_analysis_fps")]
-    pub analysis_fps: f64,
-    /// Decode keyframes only (decoder skips the rest): for slow scenarios, far cheaper.
+    /// Frames analysed per second for every camera of the group, overriding what the zones'
+    /// scenarios need; absent: each camera runs at the highest need of its zones.
     #[serde(default)]
-    pub keyframes_only: bool,
+    pub analysis_fps: Option<f64>,
+    /// Decode keyframes only (decoder skips the rest): for slow scenarios, far cheaper.
+    /// Absent: chosen per camera from the stream, when its rate is at or below the keyframe rate.
+    #[serde(default)]
+    pub keyframes_only: Option<bool>,
     /// Local-time windows when the group is analysed, e.g. ["08:00-20:00"] (day shift) or
     /// ["20:00-08:00"] (night shift); empty = always.
     #[serde(default)]
@@ -241,13 +244,17 @@ pub struct Zone {
     /// else the first model providing each kind a scenario needs.
     #[serde(default)]
     pub models: Vec<String>,
+    /// Frames per second this zone is analysed at; absent: the highest need of its scenarios.
+    #[serde(default)]
+    pub analysis_fps: Option<f64>,
+    /// What the zone's scenarios need (the catalog's rates), set by the configuration once the
+    /// catalog is read; 0 until then.
+    #[serde(skip)]
+    pub scenario_fps: f64,
 }
 
 fn default_min_overlap_ratio() -> f64 {
     geometry::DEFAULT_MIN_OVERLAP_RATIO
-}
-fn default_analysis_fps() -> f64 {
-    DEFAULT_ANALYSIS_FPS
 }
 fn default_utc_offset() -> String {
     DEFAULT_UTC_OFFSET.to_owned()
@@ -257,6 +264,12 @@ fn default_decoder() -> String {
 }
 
 impl Zone {
+    /// Frames per second the zone needs: its own rate, else its scenarios' (`None`: unknown).
+    pub fn needed_fps(&self) -> Option<f64> {
+        self.analysis_fps
+            .or((self.scenario_fps > 0.0).then_some(self.scenario_fps))
+    }
+
     /// The zone as the rules test boxes against it.
     pub fn shape(&self) -> geometry::ZoneShape {
         geometry::ZoneShape {

@@ -9,11 +9,26 @@ use super::{Area, GroupPhase, MAX_ANALYSIS_FPS, MIN_ANALYSIS_FPS};
 /// What a camera should be doing now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
+    /// The camera's decoding rate: a phase's or group's rate, else the highest need of its zones.
     pub analysis_fps: f64,
-    pub keyframes_only: bool,
+    /// Where the rate comes from: the zones (each due at its own rate) or an override (every
+    /// zone due at the camera's rate).
+    pub rate: RateSource,
+    /// Keyframes-only decoding as configured (camera, phase, group); `None`: ingest chooses it
+    /// from the stream (on when the rate is at or below the stream's keyframe rate).
+    pub keyframes_only: Option<bool>,
     /// Inside the active hours (or no hours set).
     pub active: bool,
     pub phase: Option<String>,
+}
+
+/// What decided a camera's analysis rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateSource {
+    /// The highest need of its zones' scenarios; each zone is due at its own rate.
+    Zones,
+    /// A phase's or a group's `analysis_fps` (or the default of a camera without zones).
+    Override,
 }
 
 /// A local-time window "HH:MM-HH:MM"; wraps past midnight when the end is not after the start.
@@ -151,18 +166,42 @@ impl Area {
                 .iter()
                 .filter_map(|w| HoursWindow::parse(w).ok())
                 .any(|w| w.contains(minute));
+        let set = phase
+            .and_then(|p| p.analysis_fps)
+            .or(group.and_then(|g| g.analysis_fps));
+        let zones = cam
+            .zones
+            .iter()
+            .filter_map(super::Zone::needed_fps)
+            .reduce(f64::max);
+        let (analysis_fps, rate) = match (set, zones) {
+            (Some(fps), _) => (fps, RateSource::Override),
+            (None, Some(fps)) => (fps, RateSource::Zones),
+            (None, None) => (super::DEFAULT_ANALYSIS_FPS, RateSource::Override),
+        };
         Profile {
-            analysis_fps: phase
-                .and_then(|p| p.analysis_fps)
-                .or(group.map(|g| g.analysis_fps))
-                .unwrap_or(super::DEFAULT_ANALYSIS_FPS),
+            analysis_fps,
+            rate,
             keyframes_only: cam
                 .keyframes_only
                 .or(phase.and_then(|p| p.keyframes_only))
-                .unwrap_or(group.is_some_and(|g| g.keyframes_only)),
+                .or(group.and_then(|g| g.keyframes_only)),
             active,
             phase: phase.map(|p| p.name.clone()),
         }
+    }
+
+    /// Frames per second each zone of camera `camera` is due at under `profile`: its own need
+    /// when the zones set the rate, the camera's rate when a phase or group overrides it.
+    pub fn zone_fps(&self, camera: usize, profile: &Profile) -> Vec<f64> {
+        self.cameras[camera]
+            .zones
+            .iter()
+            .map(|z| match profile.rate {
+                RateSource::Zones => z.needed_fps().unwrap_or(profile.analysis_fps),
+                RateSource::Override => profile.analysis_fps,
+            })
+            .collect()
     }
 }
 
@@ -238,5 +277,32 @@ url = "http://127.0.0.1:1/"
             (p.phase.as_deref(), p.analysis_fps, p.active),
             (Some("long_term"), 1.0, true)
         );
+    }
+
+    #[test]
+    fn a_camera_runs_at_its_zones_highest_need_unless_a_phase_or_group_sets_a_rate() {
+        let text = AREA.replace("analysis_fps = 1.0\n", "").replace(
+            "uri = \"test:\"\n",
+            "uri = \"test:\"\n[[cameras.zones]]\nid = \"plaza\"\npolygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 0.5]]\nscenarios = [\"crowd_gathering\"]\n[[cameras.zones]]\nid = \"kerb\"\npolygon = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0]]\nscenarios = [\"illegal_parking\"]\n[[cameras.zones]]\nid = \"bins\"\npolygon = [[0.0, 0.5], [1.0, 0.5], [0.0, 1.0]]\nscenarios = [\"illegal_parking\"]\nanalysis_fps = 0.5\n",
+        );
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let c = Config::from_text(&text, "t.toml", &dir).unwrap_or_else(|e| panic!("{e}"));
+        let need = |id: &str| c.catalog.entry(id).unwrap().analysis_fps;
+        // Outside any phase: the zones decide, each at its own need (the kerb's parking rate, the
+        // bins' own rate).
+        let p = c.area.profile_at(0, datetime!(2026-10-30 01:00 UTC));
+        assert_eq!(p.rate, RateSource::Zones);
+        assert_eq!(p.analysis_fps, need("crowd_gathering"));
+        assert_eq!(
+            c.area.zone_fps(0, &p),
+            vec![need("crowd_gathering"), need("illegal_parking"), 0.5]
+        );
+        assert!(need("illegal_parking") < need("crowd_gathering"));
+        // The intensive phase sets 4 frames/s: every zone at it.
+        let p = c.area.profile_at(0, datetime!(2026-11-10 01:00 UTC));
+        assert_eq!((p.rate, p.analysis_fps), (RateSource::Override, 4.0));
+        assert_eq!(c.area.zone_fps(0, &p), vec![4.0; 3]);
+        // Keyframes-only is left to ingest unless configured.
+        assert_eq!(p.keyframes_only, None);
     }
 }

@@ -228,6 +228,7 @@ impl Config {
                 )),
             }
             config.read_state_zones();
+            config.set_zone_needs();
             for (field, message) in config.validate() {
                 problems.push(problem_at_field(name, &map, &field, message));
             }
@@ -246,6 +247,18 @@ impl Config {
             .states_dir()
             .map(|d| crate::states::scorer::card_identities(&d))
             .unwrap_or_default();
+    }
+
+    /// Writes into each zone what its scenarios need (the catalog's rates), which the cameras'
+    /// profiles read.
+    fn set_zone_needs(&mut self) {
+        let catalog = self.catalog.clone();
+        let area = Arc::make_mut(&mut self.area);
+        for zone in area.cameras.iter_mut().flat_map(|c| c.zones.iter_mut()) {
+            zone.scenario_fps = catalog
+                .needed_fps(zone.scenarios.iter().map(String::as_str))
+                .unwrap_or(0.0);
+        }
     }
 
     /// Resolves a path from this file against its folder.
@@ -330,7 +343,9 @@ impl Config {
                     format!("unknown management unit `{}`", g.unit),
                 );
             }
-            if let Err(e) = profile::check_analysis_fps(g.analysis_fps) {
+            if let Some(fps) = g.analysis_fps
+                && let Err(e) = profile::check_analysis_fps(fps)
+            {
                 err(format!("groups[{i}].analysis_fps"), e);
             }
             for (k, w) in g.active_hours.iter().enumerate() {
@@ -424,6 +439,11 @@ impl Config {
                     if let Err(e) = crate::area::geometry::validate_polygon(mask) {
                         err(format!("cameras[{i}].zones[{j}].exclude[{k}]"), e);
                     }
+                }
+                if let Some(fps) = z.analysis_fps
+                    && let Err(e) = profile::check_analysis_fps(fps)
+                {
+                    err(format!("cameras[{i}].zones[{j}].analysis_fps"), e);
                 }
                 if !(z.min_overlap_ratio > 0.0 && z.min_overlap_ratio <= 1.0) {
                     err(

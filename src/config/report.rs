@@ -17,6 +17,7 @@ impl Config {
                 .map(|gap| format!("warning: {gap}")),
         );
         self.report_models(&mut out);
+        self.report_rates(&mut out);
         self.report_fire_baseline(&mut out);
         if let Some(cluster) = &self.cluster {
             out.push(format!(
@@ -114,6 +115,43 @@ impl Config {
                 l.card.labels.train_positive + l.card.labels.held_out_positive,
                 l.card.labels.train_negative + l.card.labels.held_out_negative,
                 l.card.trained_at.date()
+            ));
+        }
+    }
+
+    /// Each camera's analysis rate now and what sets it: its zones' needs (each zone due at its
+    /// own rate) or its group's or phase's rate.
+    fn report_rates(&self, out: &mut Vec<String>) {
+        use crate::area::profile::RateSource;
+        let now = time::OffsetDateTime::now_utc();
+        for (i, camera) in self.area.cameras.iter().enumerate() {
+            let profile = self.area.profile_at(i, now);
+            let why = match profile.rate {
+                RateSource::Zones => {
+                    let zones: Vec<String> = camera
+                        .zones
+                        .iter()
+                        .zip(self.area.zone_fps(i, &profile))
+                        .map(|(z, fps)| format!("{} {fps}", z.id))
+                        .collect();
+                    format!("the highest need of its zones ({})", zones.join(", "))
+                }
+                RateSource::Override if camera.zones.is_empty() => {
+                    "no zone (the wall's rate unless its group or phase sets one)".to_owned()
+                }
+                RateSource::Override => match &profile.phase {
+                    Some(p) => format!("set by its group or phase {p}, every zone at it"),
+                    None => "set by its group, every zone at it".to_owned(),
+                },
+            };
+            let keyframes = match profile.keyframes_only {
+                Some(true) => "keyframes only",
+                Some(false) => "every frame decoded",
+                None => "keyframes only once the stream's keyframe rate is measured to suffice",
+            };
+            out.push(format!(
+                "note: camera {} is analysed at {} fps, {why}; {keyframes}",
+                camera.id, profile.analysis_fps
             ));
         }
     }

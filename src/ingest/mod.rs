@@ -2,6 +2,7 @@
 //! in `pipelines/`, decoding at the camera's analysis rate and scaling to the model's input size
 //! inside GStreamer; each frame goes to the camera's mailbox of the inference pool.
 
+pub mod keyframes;
 pub mod replay;
 pub mod rtsp_server;
 pub mod settings;
@@ -21,6 +22,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
 use crate::area::{Area, Camera};
+pub use keyframes::{KeyframeClock, keyframes_only_probe};
 use settings::{IngestSettings, Pace};
 use status::{CameraRegistry, CameraState, CameraStatus};
 pub use template::{PipelineTemplate, TemplateError, TemplateValues};
@@ -170,6 +172,8 @@ pub enum Pushed {
     ReplacedOlder,
     /// Not analysed (e.g. nothing moved).
     Skipped,
+    /// Not analysed: no zone was due at this frame (decoded for a faster zone of the camera).
+    NotDue,
     /// The pipeline is stopping.
     Stopped,
     /// Cluster mode: the camera's group is no longer this node's (or its lease is uncertain);
@@ -405,12 +409,14 @@ impl CameraPlan {
         out
     }
 
-    /// The watchdog never fires faster than three analysis intervals.
-    fn stall_timeout_at(&self, fps: f64, keyframes_only: bool) -> Duration {
-        let interval = if keyframes_only {
-            10.0
+    /// The watchdog never fires faster than three analysis intervals (keyframes-only: three
+    /// keyframe intervals, 10 s each until one is measured).
+    fn stall_timeout_at(&self, fps: f64, keyframes: &KeyframeClock) -> Duration {
+        let analysis = 1.0 / fps.max(0.01);
+        let interval = if keyframes.is_only() {
+            analysis.max(keyframes.interval_seconds().unwrap_or(10.0).min(100.0))
         } else {
-            1.0 / fps.max(0.01)
+            analysis
         };
         // `interval` is at most 100 s (rates below 0.01 fps count as 0.01; NaN too).
         self.stall_timeout
@@ -438,7 +444,9 @@ pub fn initial_status(area: &Area, index: usize) -> CameraStatus {
         last_error: None,
         frame_size: None,
         analysis_fps: 0.0,
+        analysis_rate_from: "override",
         keyframes_only: false,
+        keyframe_interval_seconds: None,
         phase: None,
     }
 }
@@ -483,6 +491,7 @@ pub fn spawn_camera(
 fn camera_loop(plan: &CameraPlan, sink: &SharedSink, registry: &CameraRegistry, stop: &AtomicBool) {
     let cam = plan.index;
     let mut clock = StreamClock::default();
+    let keyframes = KeyframeClock::default();
     let mut failures: u32 = 0;
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -490,12 +499,8 @@ fn camera_loop(plan: &CameraPlan, sink: &SharedSink, registry: &CameraRegistry, 
             return;
         }
         let profile = plan.area.profile_at(cam, time::OffsetDateTime::now_utc());
-        registry.set_profile(
-            cam,
-            profile.analysis_fps,
-            profile.keyframes_only,
-            profile.phase.as_deref(),
-        );
+        keyframes.set_only(keyframes.choose(&profile));
+        registry.set_profile(cam, &profile, &keyframes);
         if !profile.active {
             // Outside active hours: no pipeline, no decoding; look again in a second (the loop
             // head handles a stop).
@@ -515,7 +520,7 @@ fn camera_loop(plan: &CameraPlan, sink: &SharedSink, registry: &CameraRegistry, 
         let end = run_pipeline_once(
             plan,
             &description,
-            &profile,
+            (&profile, &keyframes),
             sink,
             registry,
             stop,
@@ -620,33 +625,10 @@ impl Liveness {
     }
 }
 
-/// Drops every non-keyframe before a video decoder, so only keyframes are decoded.
-pub fn keyframes_only_probe(element: &gst::Element) {
-    let is_video_decoder = element
-        .factory()
-        .is_some_and(|f| f.klass().contains("Decoder") && f.klass().contains("Video"));
-    if !is_video_decoder {
-        return;
-    }
-    if let Some(pad) = element.static_pad("sink") {
-        pad.add_probe(gst::PadProbeType::BUFFER, |_, info| {
-            if !info
-                .buffer()
-                .is_some_and(|b| b.flags().contains(gst::BufferFlags::DELTA_UNIT))
-            {
-                return gst::PadProbeReturn::Ok;
-            }
-            // Take the buffer and report it handled: `Drop` here makes GStreamer unref it twice.
-            drop(info.data.take());
-            gst::PadProbeReturn::Handled
-        });
-    }
-}
-
 fn run_pipeline_once(
     plan: &CameraPlan,
     description: &str,
-    profile: &crate::area::profile::Profile,
+    (profile, keyframes): (&crate::area::profile::Profile, &KeyframeClock),
     frame_sink: &SharedSink,
     registry: &CameraRegistry,
     stop: &AtomicBool,
@@ -665,8 +647,9 @@ fn run_pipeline_once(
     else {
         return RunEnd::Failed("the pipeline template has no `appsink name=frames`".into());
     };
-    if profile.keyframes_only {
-        pipeline.connect_deep_element_added(|_, _, element| keyframes_only_probe(element));
+    {
+        let keyframes = keyframes.clone();
+        pipeline.connect_deep_element_added(move |_, _, element| keyframes.watch(element));
     }
     let liveness = Arc::new(Liveness {
         last_frame: Mutex::new(Instant::now()),
@@ -735,6 +718,7 @@ fn run_pipeline_once(
                             registry.skipped(camera);
                             Ok(gst::FlowSuccess::Ok)
                         }
+                        Pushed::NotDue => Ok(gst::FlowSuccess::Ok),
                         Pushed::Fenced => {
                             registry.dropped(camera);
                             Ok(gst::FlowSuccess::Ok)
@@ -746,18 +730,25 @@ fn run_pipeline_once(
         );
     }
 
-    let end = drive(plan, &pipeline, profile, stop, &liveness);
+    let end = drive(
+        plan,
+        &pipeline,
+        (profile, keyframes),
+        (registry, stop),
+        &liveness,
+    );
     let _ = pipeline.set_state(gst::State::Null);
     *clock = std::mem::take(&mut *shared_clock.lock().unwrap_or_else(|p| p.into_inner()));
     end
 }
 
-/// Watches the bus (end of stream, errors), the stall watchdog, the profile and the stop flag.
+/// Watches the bus (end of stream, errors), the stall watchdog, the profile (and the
+/// keyframes-only mode it chooses) and the stop flag.
 fn drive(
     plan: &CameraPlan,
     pipeline: &gst::Pipeline,
-    profile: &crate::area::profile::Profile,
-    stop: &AtomicBool,
+    (profile, keyframes): (&crate::area::profile::Profile, &KeyframeClock),
+    (registry, stop): (&CameraRegistry, &AtomicBool),
     liveness: &Liveness,
 ) -> RunEnd {
     if let Err(e) = pipeline.set_state(gst::State::Playing) {
@@ -778,7 +769,7 @@ fn drive(
     let Some(bus) = pipeline.bus() else {
         return RunEnd::Failed("pipeline has no bus".into());
     };
-    let stall_timeout = plan.stall_timeout_at(profile.analysis_fps, profile.keyframes_only);
+    let mut stall_timeout = plan.stall_timeout_at(profile.analysis_fps, keyframes);
     let mut next_profile_check = Instant::now() + Duration::from_secs(1);
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -793,13 +784,18 @@ fn drive(
             let now = plan
                 .area
                 .profile_at(plan.index, time::OffsetDateTime::now_utc());
-            if now.analysis_fps != profile.analysis_fps
-                || now.keyframes_only != profile.keyframes_only
-                || !now.active
-            {
-                tracing::info!(camera = %plan.id, phase = ?now.phase, analysis_fps = now.analysis_fps, keyframes_only = now.keyframes_only, active = now.active, "camera profile changed; rebuilding its pipeline");
+            if now.analysis_fps != profile.analysis_fps || !now.active {
+                tracing::info!(camera = %plan.id, phase = ?now.phase, analysis_fps = now.analysis_fps, active = now.active, "camera profile changed; rebuilding its pipeline");
                 return RunEnd::Reconfigure;
             }
+            let only = keyframes.choose(&now);
+            if only != keyframes.is_only() {
+                // No rebuild: the decoder probe drops (or again passes) the delta units.
+                tracing::info!(camera = %plan.id, keyframes_only = only, keyframe_interval_seconds = keyframes.interval_seconds(), analysis_fps = now.analysis_fps, "keyframes-only decoding switched");
+                keyframes.set_only(only);
+                stall_timeout = plan.stall_timeout_at(now.analysis_fps, keyframes);
+            }
+            registry.set_profile(plan.index, &now, keyframes);
         }
         let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
             continue;

@@ -82,7 +82,12 @@ pub struct CameraStatus {
     /// Width × height of the analysed frames.
     pub frame_size: Option<(u32, u32)>,
     pub analysis_fps: f64,
+    /// `zones` (the highest need of the camera's zones) or `override` (a group's or phase's rate).
+    pub analysis_rate_from: &'static str,
+    /// Decoding keyframes only now (configured, or chosen from the stream's keyframe rate).
     pub keyframes_only: bool,
+    /// The largest recent gap between the stream's keyframes, once measured.
+    pub keyframe_interval_seconds: Option<f64>,
     pub phase: Option<String>,
 }
 
@@ -176,15 +181,19 @@ impl CameraRegistry {
     pub fn set_profile(
         &self,
         camera: usize,
-        analysis_fps: f64,
-        keyframes_only: bool,
-        phase: Option<&str>,
+        profile: &crate::area::profile::Profile,
+        keyframes: &super::KeyframeClock,
     ) {
         let mut v = self.lock();
         if let Some(e) = v.get_mut(camera) {
-            e.status.analysis_fps = analysis_fps;
-            e.status.keyframes_only = keyframes_only;
-            e.status.phase = phase.map(str::to_owned);
+            e.status.analysis_fps = profile.analysis_fps;
+            e.status.analysis_rate_from = match profile.rate {
+                crate::area::profile::RateSource::Zones => "zones",
+                crate::area::profile::RateSource::Override => "override",
+            };
+            e.status.keyframes_only = keyframes.is_only();
+            e.status.keyframe_interval_seconds = keyframes.interval_seconds();
+            e.status.phase = profile.phase.clone();
         }
     }
 

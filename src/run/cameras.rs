@@ -79,7 +79,7 @@ impl CameraThreads {
         let (w, h) = self.model_size;
         let plan = CameraPlan::new(&config.area, &config.ingest, i, w, h)?;
         let mut sink =
-            crate::gate::GatedSink::new(i, plan.id.clone(), &config.gate, self.mailboxes.clone())?;
+            crate::gate::GatedSink::new(&config.area, i, &config.gate, self.mailboxes.clone())?;
         if let Some(o) = &self.cluster {
             sink = sink.fenced(o.clone(), &config.area.cameras[i].group);
         }

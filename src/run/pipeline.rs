@@ -129,8 +129,8 @@ impl Pipeline {
             .iter()
             .map(|p| {
                 crate::gate::GatedSink::new(
+                    &config.area,
                     p.index,
-                    p.id.clone(),
                     &config.gate,
                     self.mailboxes.clone(),
                 )

@@ -30,6 +30,9 @@ pub const DEFAULT_STATIONARY_TOLERANCE_RATIO: f64 = 0.25;
 pub const DEFAULT_MIN_PERSISTENCE_RATIO: f64 = 0.5;
 /// Co-occurrence: companions within this many subject-box heights of the subject.
 pub const DEFAULT_COMPANION_DISTANCE_RATIO: f64 = 1.5;
+/// Frames per second a scenario needs when its catalog entry does not say: the rate of the
+/// fastest shipped scenarios (crowds, fire), so a town catalog without rates loses nothing.
+pub const DEFAULT_SCENARIO_ANALYSIS_FPS: f64 = 1.0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -163,8 +166,16 @@ pub struct ScenarioEntry {
     /// What model the scenario needs when the shipped kinds cannot express it.
     #[serde(default)]
     pub needs: Option<String>,
+    /// Frames per second the scenario needs analysed (crowds and fire about 1, a parked car or
+    /// piled garbage a frame every few seconds); a camera runs at the highest need of its zones.
+    #[serde(default = "default_scenario_fps")]
+    pub analysis_fps: f64,
     #[serde(default)]
     pub thresholds: RuleThresholds,
+}
+
+fn default_scenario_fps() -> f64 {
+    DEFAULT_SCENARIO_ANALYSIS_FPS
 }
 
 /// The plan's two kinds of station a case is dispatched through.
@@ -237,6 +248,9 @@ impl Catalog {
             if let Err(e) = validate_thresholds(&s.thresholds) {
                 return Err(invalid(format!("scenario `{}`: {e}", s.id)));
             }
+            if let Err(e) = crate::area::profile::check_analysis_fps(s.analysis_fps) {
+                return Err(invalid(format!("scenario `{}`: analysis_fps {e}", s.id)));
+            }
             if !WORKSTATIONS.contains(&s.workstation.as_str()) {
                 return Err(invalid(format!(
                     "scenario `{}`: workstation `{}` is not one of {}",
@@ -296,6 +310,16 @@ impl Catalog {
 
     pub fn entry(&self, id: &str) -> Option<&ScenarioEntry> {
         self.scenarios.iter().find(|s| s.id == id)
+    }
+
+    /// The analysis rate `scenarios` need together: the highest of their rates (`None` when
+    /// none of them is in the catalog).
+    pub fn needed_fps<'a>(&self, scenarios: impl IntoIterator<Item = &'a str>) -> Option<f64> {
+        scenarios
+            .into_iter()
+            .filter_map(|id| self.entry(id))
+            .map(|e| e.analysis_fps)
+            .reduce(f64::max)
     }
 
     /// Scenarios the model cannot serve, given the kinds its classes map to, with the reason.

@@ -409,7 +409,7 @@ fn start_up(config: &Config, outbox: &Path) {
         let _ = gate.decide(&frame(0, &ids[0], seq as u64, t));
     }
     let _ =
-        gridwatch::gate::GatedSink::new(0, ids[0].clone(), &config.gate, mailboxes).expect("sink");
+        gridwatch::gate::GatedSink::new(&config.area, 0, &config.gate, mailboxes).expect("sink");
     let mut fire =
         gridwatch::scenarios::fire::FireBaseline::new(config.scenarios.fire_baseline.clone())
             .expect("fire baseline");

@@ -15,6 +15,16 @@ use crate::support::{TempDir, repo};
 
 /// A key area with the given `[[cameras]]` blocks (all in one unit and group).
 fn config(dir: &TempDir, analysis_fps: f64, cameras: &str, pace: &str) -> Config {
+    config_with_rate(
+        dir,
+        &format!("analysis_fps = {analysis_fps}"),
+        cameras,
+        pace,
+    )
+}
+
+/// As [`config`], the group's rate line given (empty: the zones decide).
+fn config_with_rate(dir: &TempDir, rate_line: &str, cameras: &str, pace: &str) -> Config {
     let text = format!(
         r#"
 [centre]
@@ -26,7 +36,7 @@ name = "unit"
 id = "g"
 name = "group"
 unit = "u"
-analysis_fps = {analysis_fps}
+{rate_line}
 {cameras}
 [model]
 card = "{card}"
@@ -441,6 +451,61 @@ fn keyframes_only_mode_analyses_only_keyframes() {
     assert!(
         all >= 3 * kf,
         "full decoding analyses frames between keyframes: {all} vs {kf}"
+    );
+    run.finish();
+}
+
+/// No rate and no keyframes-only set: a camera whose zones need less than the stream's keyframe
+/// rate (parking, a frame every 5 s; vtest has a keyframe every 2 s) switches to keyframes-only
+/// decoding by itself once it has measured the keyframe interval, and is analysed at its zone's
+/// rate; a crowd camera (1 frame/s, faster than the keyframes) keeps decoding every frame.
+#[test]
+fn a_slow_zone_decodes_keyframes_only_by_itself_and_a_fast_one_does_not() {
+    let _exclusive = crate::support::exclusive();
+    let dir = TempDir::new("keyframes-auto");
+    let clip = repo("sample-streams/vtest.mp4").display().to_string();
+    let zone = |scenario: &str| {
+        format!(
+            "loop = true\n[[cameras.zones]]\nid = \"z\"\npolygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]\nscenarios = [\"{scenario}\"]\n"
+        )
+    };
+    let cams = camera("slow", &clip, &zone("illegal_parking"))
+        + &camera("fast", &clip, &zone("crowd_gathering"));
+    let config = config_with_rate(&dir, "", &cams, "realtime");
+    let parking = config
+        .catalog
+        .entry("illegal_parking")
+        .unwrap()
+        .analysis_fps;
+    let run = Running::start(config);
+    let waited = run.wait_for("slow", Duration::from_secs(30), "keyframes-only", |c| {
+        c.keyframes_only
+    });
+    let slow = run.cam("slow");
+    assert_eq!(
+        (slow.analysis_fps, slow.analysis_rate_from),
+        (parking, "zones")
+    );
+    let gap = slow.keyframe_interval_seconds.expect("measured");
+    assert!(
+        (gap - 2.0).abs() < 0.05,
+        "vtest's keyframes are 2 s apart: {gap}"
+    );
+    // It goes on streaming after the switch, at its zone's rate.
+    let before = slow.frames;
+    std::thread::sleep(Duration::from_secs(12));
+    let slow = run.cam("slow");
+    assert_eq!(slow.state, CameraState::Streaming, "{slow:?}");
+    let new = slow.frames - before;
+    assert!(
+        (1..=4).contains(&new),
+        "about one frame per {} s in 12 s after the switch ({waited:?}): {new}",
+        1.0 / parking
+    );
+    let fast = run.cam("fast");
+    assert!(
+        !fast.keyframes_only && fast.keyframe_interval_seconds.is_some(),
+        "1 frame/s needs the frames between keyframes: {fast:?}"
     );
     run.finish();
 }
