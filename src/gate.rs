@@ -422,4 +422,9 @@ impl FrameSink for GatedSink {
     fn close(&mut self) {
         self.mailboxes.close(self.camera);
     }
+
+    fn busy_check(&self) -> Option<crate::ingest::BusyCheck> {
+        let (mailboxes, camera) = (self.mailboxes.clone(), self.camera);
+        Some(Arc::new(move || mailboxes.drop_if_waiting(camera)))
+    }
 }

@@ -315,7 +315,10 @@ impl Labelled {
 pub fn run(config: &Config, options: &LearnOptions) -> Result<Learned, LearnError> {
     // The first configured model whose card exposes a feature map.
     let detectors = crate::run::detectors(config, 1)?;
-    let first_card = config.models.first().map(|m| config.resolve(&m.card));
+    let first_card = config
+        .models
+        .first()
+        .map(|m| config.resolve(m.chosen_card()));
     let mut detector = detectors
         .into_iter()
         .find(|d| d.card().features.is_some())

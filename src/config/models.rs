@@ -50,7 +50,7 @@ impl Config {
         self.models
             .iter()
             .map(|m| {
-                let card = ModelCard::load(&self.resolve(&m.card))
+                let card = ModelCard::load(&self.resolve(m.chosen_card()))
                     .map_err(|e| format!("model {}: {e}", m.resolved_id()))?;
                 let mut kinds = card.class_kinds.clone();
                 kinds.sort_unstable();
@@ -208,14 +208,31 @@ impl Config {
         }
         for (i, m) in self.models.iter().enumerate() {
             let at = self.model_field(i);
-            let card_path = self.resolve(&m.card);
-            if !card_path.is_file() {
+            let cards = std::iter::once(("card", &m.card))
+                .chain(m.int8_card.as_ref().map(|c| ("int8_card", c)));
+            for (field, card) in cards {
+                let card_path = self.resolve(card);
+                if !card_path.is_file() {
+                    err(
+                        format!("{at}.{field}"),
+                        format!("model card not found: {}", card_path.display()),
+                    );
+                } else if let Err(e) = ModelCard::load(&card_path) {
+                    err(format!("{at}.{field}"), e.to_string());
+                }
+            }
+            if let Some(int8) = &m.int8_card
+                && let (Ok(a), Ok(b)) = (
+                    ModelCard::load(&self.resolve(&m.card)),
+                    ModelCard::load(&self.resolve(int8)),
+                )
+                && a.class_kinds != b.class_kinds
+            {
                 err(
-                    format!("{at}.card"),
-                    format!("model card not found: {}", card_path.display()),
+                    format!("{at}.int8_card"),
+                    "must be the same model quantised: its classes map to other kinds than `card`'s"
+                        .into(),
                 );
-            } else if let Err(e) = ModelCard::load(&card_path) {
-                err(format!("{at}.card"), e.to_string());
             }
             for (field, msg) in m.validate() {
                 err(format!("{at}.{field}"), msg);

@@ -18,6 +18,7 @@ impl Config {
         );
         self.report_models(&mut out);
         self.report_rates(&mut out);
+        self.report_int8(&mut out);
         self.report_fire_baseline(&mut out);
         if let Some(cluster) = &self.cluster {
             out.push(format!(
@@ -94,7 +95,9 @@ impl Config {
         let models: Vec<_> = self
             .models
             .iter()
-            .filter_map(|m| crate::infer::card::ModelCard::load(&self.resolve(&m.card)).ok())
+            .filter_map(|m| {
+                crate::infer::card::ModelCard::load(&self.resolve(m.chosen_card())).ok()
+            })
             .map(std::sync::Arc::new)
             .collect();
         let (loaded, refused) = crate::states::scorer::load_cards(&dir, &models);
@@ -115,6 +118,26 @@ impl Config {
                 l.card.labels.train_positive + l.card.labels.held_out_positive,
                 l.card.labels.train_negative + l.card.labels.held_out_negative,
                 l.card.trained_at.date()
+            ));
+        }
+    }
+
+    /// Which card each model with an INT8 variant runs on this machine, and why.
+    fn report_int8(&self, out: &mut Vec<String>) {
+        use crate::infer::settings::{Int8Choice, cpu_has_int8_dot_product};
+        for m in self.models.iter().filter(|m| m.int8_card.is_some()) {
+            let why = match (m.int8, cpu_has_int8_dot_product()) {
+                (Int8Choice::Always, _) => "int8 = \"always\"",
+                (Int8Choice::Never, _) => "int8 = \"never\"",
+                (Int8Choice::Auto, true) => "this CPU has int8 dot-product instructions (VNNI)",
+                (Int8Choice::Auto, false) => {
+                    "this CPU lacks int8 dot-product instructions (VNNI), where INT8 may lose accuracy"
+                }
+            };
+            out.push(format!(
+                "note: model {} runs {} ({why})",
+                m.resolved_id(),
+                m.chosen_card().display()
             ));
         }
     }

@@ -254,6 +254,30 @@ impl Mailboxes {
         PutOutcome::ReplacedOlder
     }
 
+    /// Realtime pace: whether camera `camera`'s next frame would only replace its frame still
+    /// waiting for a worker, while that one is younger than half of `max_frame_age` (an older
+    /// one is better replaced, so latency stays bounded). Counted as a `superseded` drop for
+    /// each model of the plan, so ingest may drop the frame before scaling and converting it,
+    /// or before decoding it.
+    pub fn drop_if_waiting(&self, camera: usize) -> bool {
+        if self.pace == Pace::Fast {
+            return false;
+        }
+        let st = self.lock();
+        let young = st
+            .slots
+            .get(camera)
+            .and_then(|s| s.waiting.as_ref())
+            .is_some_and(|(waiting, _)| waiting.received.elapsed() < self.max_frame_age / 2);
+        if !young {
+            return false;
+        }
+        let (plan, id) = (st.slots[camera].plan.clone(), st.camera_ids[camera].clone());
+        drop(st);
+        Slot::count_drop_of(&plan, &id, telemetry::DropReason::Superseded);
+        true
+    }
+
     /// The camera will send no more frames (its source ended).
     pub fn close(&self, camera: usize) {
         if let Some(s) = self.lock().slots.get_mut(camera) {
@@ -890,6 +914,39 @@ mod tests {
         });
         assert_eq!(drops.of("cam-0", "superseded"), 2);
         assert_eq!(drops.of("cam-0", "stale"), 0);
+    }
+
+    #[test]
+    fn a_frame_that_would_replace_a_young_waiting_one_is_dropped_early_and_counted() {
+        let drops = Drops::default();
+        metrics::with_local_recorder(&drops, || {
+            let mb = Mailboxes::new(ids(2), Pace::Realtime, secs(10));
+            for cam in 0..2 {
+                mb.set_plan(cam, Arc::new(plan_of(cam)));
+            }
+            assert!(!mb.drop_if_waiting(0), "nothing waits");
+            mb.put(frame(0, 0, Instant::now()));
+            assert!(
+                mb.drop_if_waiting(0),
+                "a young frame waits: drop the next one"
+            );
+            assert!(!mb.drop_if_waiting(1), "another camera's slot is its own");
+            let (f, _, turn) = mb.take().unwrap();
+            assert_eq!(f.seq, 0);
+            assert!(!mb.drop_if_waiting(0), "in flight, none waiting");
+            drop(turn);
+            // A waiting frame older than half the bound is better replaced by a fresh one.
+            mb.put(frame(0, 1, ago(6)));
+            assert!(!mb.drop_if_waiting(0));
+        });
+        assert_eq!(drops.of("cam-0", "superseded"), 1);
+        assert_eq!(drops.of("cam-0", "a:superseded"), 1);
+        assert_eq!(drops.of("cam-0", "b:superseded"), 1);
+        assert_eq!(drops.of("cam-1", "superseded"), 0);
+        // Replays lose nothing.
+        let mb = Mailboxes::new(ids(1), Pace::Fast, secs(10));
+        mb.put(frame(0, 0, Instant::now()));
+        assert!(!mb.drop_if_waiting(0));
     }
 
     #[test]

@@ -33,6 +33,44 @@ pub struct ModelSettings {
     pub score_threshold: f32,
     #[serde(default = "default_nms_iou")]
     pub nms_iou: f32,
+    /// An INT8 card of the same model (same classes and outputs), used instead of `card` where
+    /// [`ModelSettings::int8`] says.
+    #[serde(default)]
+    pub int8_card: Option<PathBuf>,
+    /// When `int8_card` is used: `auto` on CPUs with int8 dot-product instructions (x86 VNNI,
+    /// Arm dotprod), where onnxruntime's INT8 kernels keep accuracy and gain most; `always`;
+    /// `never`.
+    #[serde(default)]
+    pub int8: Int8Choice,
+}
+
+/// When a model's INT8 card is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Int8Choice {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// Whether this CPU has int8 dot-product instructions (AVX512-VNNI or AVX-VNNI on x86-64,
+/// dotprod on aarch64). Without them onnxruntime's u8s8 kernels may saturate (its
+/// quantization documentation) and gain less.
+pub fn cpu_has_int8_dot_product() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512vnni")
+            || std::arch::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("dotprod")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
 }
 
 // The card has no default, so `[model]` cannot default as a whole: two field defaults remain.
@@ -44,6 +82,15 @@ fn default_nms_iou() -> f32 {
 }
 
 impl ModelSettings {
+    /// The card this machine runs: `int8_card` when [`Int8Choice`] picks it, else `card`.
+    pub fn chosen_card(&self) -> &std::path::Path {
+        match (&self.int8_card, self.int8) {
+            (Some(int8), Int8Choice::Always) => int8,
+            (Some(int8), Int8Choice::Auto) if cpu_has_int8_dot_product() => int8,
+            _ => &self.card,
+        }
+    }
+
     /// The configured id, else the card's file stem (known without reading the card).
     pub fn resolved_id(&self) -> String {
         self.id.clone().unwrap_or_else(|| {

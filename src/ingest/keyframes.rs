@@ -1,9 +1,10 @@
 //! Keyframes-only decoding, on request or chosen by itself: a probe in front of each video
 //! decoder measures the stream's keyframe interval and, while the mode is on, drops every delta
-//! unit so only keyframes are decoded. A camera whose analysis rate is at or below its stream's
-//! keyframe rate switches to it without a rebuild (the decoder simply stops receiving deltas);
-//! switching back waits for the next keyframe, so the decoder never gets a delta whose
-//! reference it did not see.
+//! unit, and every keyframe the analysis rate does not need (or that would only replace a frame
+//! still waiting for the model), so only the keyframes that will be analysed are decoded. A
+//! camera whose analysis rate is at or below its stream's keyframe rate switches to it without a
+//! rebuild (the decoder simply stops receiving deltas); switching back waits for the next
+//! keyframe, so the decoder never gets a delta whose reference it did not see.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
+use super::BusyCheck;
 use crate::area::profile::Profile;
 
 /// The keyframe gaps kept: the largest of the recent ones decides (a stream whose GOP varies,
@@ -35,6 +37,8 @@ struct Gaps {
 pub struct KeyframeClock {
     gaps: Arc<Mutex<Gaps>>,
     only: Arc<AtomicBool>,
+    /// The analysis rate (f64 bits; 0: every keyframe), for keyframes-only decoding.
+    fps_bits: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl KeyframeClock {
@@ -61,6 +65,15 @@ impl KeyframeClock {
         })
     }
 
+    /// The rate keyframes are decoded at in keyframes-only mode.
+    pub fn set_fps(&self, fps: f64) {
+        self.fps_bits.store(fps.to_bits(), Ordering::Relaxed);
+    }
+
+    fn fps(&self) -> f64 {
+        f64::from_bits(self.fps_bits.load(Ordering::Relaxed))
+    }
+
     pub fn is_only(&self) -> bool {
         self.only.load(Ordering::Relaxed)
     }
@@ -68,6 +81,27 @@ impl KeyframeClock {
     /// Sets the mode; takes effect at the next buffer (switching off: at the next keyframe).
     pub fn set_only(&self, on: bool) {
         self.only.store(on, Ordering::Relaxed);
+    }
+
+    /// Keyframes-only: whether the keyframe at `pts` serves the next analysis slot (within half
+    /// a keyframe interval of it); advances the slot when it does.
+    fn due(&self, pts: Option<f64>, next_due: &Mutex<Option<f64>>) -> bool {
+        let fps = self.fps();
+        let (Some(t), true) = (pts, fps > 0.0) else {
+            return true;
+        };
+        let step = 1.0 / fps;
+        let half_gap = self.interval_seconds().unwrap_or(0.0) * 0.5;
+        let mut next = next_due.lock().unwrap_or_else(|p| p.into_inner());
+        if next.is_some_and(|n| t < n - half_gap) {
+            return false;
+        }
+        // The next slot follows this one; after a jump (loop, reconnect) it starts over here.
+        *next = Some(match *next {
+            Some(n) if (t - n).abs() < step => n + step,
+            _ => t + step,
+        });
+        true
     }
 
     fn keyframe(&self, pts_seconds: Option<f64>) {
@@ -85,8 +119,9 @@ impl KeyframeClock {
         g.last_pts = Some(t);
     }
 
-    /// Installs the probe on `element` if it is a video decoder.
-    pub fn watch(&self, element: &gst::Element) {
+    /// Installs the probe on `element` if it is a video decoder; `busy` says a frame of the
+    /// camera still waits for the model (a keyframe decoded now would only replace it).
+    pub fn watch(&self, element: &gst::Element, busy: Option<BusyCheck>) {
         let is_video_decoder = element
             .factory()
             .is_some_and(|f| f.klass().contains("Decoder") && f.klass().contains("Video"));
@@ -99,14 +134,22 @@ impl KeyframeClock {
         let clock = self.clone();
         // Dropping since the last keyframe: a delta is dropped when its keyframe was.
         let dropping = AtomicBool::new(false);
+        let next_due = Mutex::new(None::<f64>);
         pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
             let Some(buffer) = info.buffer() else {
                 return gst::PadProbeReturn::Ok;
             };
             if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
-                clock.keyframe(buffer.pts().map(|t| t.nseconds() as f64 / 1e9));
-                dropping.store(false, Ordering::Relaxed);
-                return gst::PadProbeReturn::Ok;
+                let pts = buffer.pts().map(|t| t.nseconds() as f64 / 1e9);
+                clock.keyframe(pts);
+                let wanted = !clock.is_only()
+                    || (clock.due(pts, &next_due) && !busy.as_ref().is_some_and(|b| b()));
+                dropping.store(!wanted, Ordering::Relaxed);
+                if wanted {
+                    return gst::PadProbeReturn::Ok;
+                }
+                drop(info.data.take());
+                return gst::PadProbeReturn::Handled;
             }
             if clock.is_only() {
                 dropping.store(true, Ordering::Relaxed);
@@ -123,5 +166,5 @@ impl KeyframeClock {
 
 /// Drops every non-keyframe before a video decoder, so only keyframes are decoded.
 pub fn keyframes_only_probe(element: &gst::Element) {
-    KeyframeClock::only().watch(element);
+    KeyframeClock::only().watch(element, None);
 }

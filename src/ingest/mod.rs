@@ -156,12 +156,21 @@ impl Frame {
     }
 }
 
+/// Asked before a decoded frame is scaled and converted (and, decoding keyframes only, before a
+/// keyframe is decoded): `true` when the frame would only replace one of the camera's frames
+/// still waiting for the model, so it is dropped before it costs anything.
+pub type BusyCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// Where a camera's frames go: the next stage (the motion gate in front of the inference pool)
 /// implements it; ingest knows nothing of what is downstream.
 pub trait FrameSink: Send + 'static {
     fn push(&mut self, frame: Frame) -> Pushed;
     /// The camera will send no more frames.
     fn close(&mut self);
+    /// Whether frames may be dropped early (see [`BusyCheck`]); `None`: never.
+    fn busy_check(&self) -> Option<BusyCheck> {
+        None
+    }
 }
 
 /// What happened to a pushed frame.
@@ -500,6 +509,7 @@ fn camera_loop(plan: &CameraPlan, sink: &SharedSink, registry: &CameraRegistry, 
         }
         let profile = plan.area.profile_at(cam, time::OffsetDateTime::now_utc());
         keyframes.set_only(keyframes.choose(&profile));
+        keyframes.set_fps(profile.analysis_fps);
         registry.set_profile(cam, &profile, &keyframes);
         if !profile.active {
             // Outside active hours: no pipeline, no decoding; look again in a second (the loop
@@ -625,6 +635,37 @@ impl Liveness {
     }
 }
 
+/// The first scaler or colour converter after the decoder (the built-in templates: videoscale).
+fn is_converter(element: &gst::Element) -> bool {
+    element.factory().is_some_and(|f| {
+        matches!(
+            f.name().as_str(),
+            "videoscale" | "videoconvert" | "videoconvertscale"
+        )
+    })
+}
+
+/// Drops a decoded frame before it is scaled and converted while the camera's previous frame
+/// still waits for the model (counted as dropped).
+fn drop_when_busy(
+    element: &gst::Element,
+    busy: BusyCheck,
+    registry: CameraRegistry,
+    camera: usize,
+) {
+    let Some(pad) = element.static_pad("sink") else {
+        return;
+    };
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if !busy() {
+            return gst::PadProbeReturn::Ok;
+        }
+        registry.dropped(camera);
+        drop(info.data.take());
+        gst::PadProbeReturn::Handled
+    });
+}
+
 fn run_pipeline_once(
     plan: &CameraPlan,
     description: &str,
@@ -649,7 +690,21 @@ fn run_pipeline_once(
     };
     {
         let keyframes = keyframes.clone();
-        pipeline.connect_deep_element_added(move |_, _, element| keyframes.watch(element));
+        let busy = frame_sink
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .busy_check();
+        let (registry, camera) = (registry.clone(), plan.index);
+        let converter_watched = AtomicBool::new(false);
+        pipeline.connect_deep_element_added(move |_, _, element| {
+            keyframes.watch(element, busy.clone());
+            if let Some(busy) = &busy
+                && is_converter(element)
+                && !converter_watched.swap(true, Ordering::Relaxed)
+            {
+                drop_when_busy(element, busy.clone(), registry.clone(), camera);
+            }
+        });
     }
     let liveness = Arc::new(Liveness {
         last_frame: Mutex::new(Instant::now()),

@@ -249,7 +249,7 @@ fn model_cards(config: &Config) -> Result<Vec<(Arc<ModelCard>, Thresholds)>, Run
         .models
         .iter()
         .map(|m| {
-            let card = Arc::new(ModelCard::load(&config.resolve(&m.card))?);
+            let card = Arc::new(ModelCard::load(&config.resolve(m.chosen_card()))?);
             let thresholds = Thresholds {
                 score: m.score_threshold,
                 nms_iou: m.nms_iou,

@@ -45,6 +45,8 @@ fn bench_run_reports_what_the_pipeline_did_side_by_side_with_the_python_peer() {
             work_dir: out.path("work"),
             id_prefix: "t-".into(),
             progress: false,
+            schedule: replay::Schedule::Fixed,
+            key_area: false,
         },
         limits: false,
         baseline: true,
@@ -317,6 +319,8 @@ fn bench_trains_a_zone_state_from_its_labels_and_scores_it_on_the_held_out_time(
         work_dir: out.path("work"),
         id_prefix: "s-".into(),
         progress: false,
+        schedule: replay::Schedule::Fixed,
+        key_area: false,
     })
     .unwrap_or_else(|e| panic!("{e}"));
 
@@ -396,4 +400,101 @@ fn bench_trains_a_zone_state_from_its_labels_and_scores_it_on_the_held_out_time(
             .filter(|e| e.scenario == "illegal_parking")
             .count()
     );
+}
+
+/// The key-area workload, small: a plaza and a street camera on vtest.mp4 at real-time pace,
+/// each at what its zones need, against the naive loop (every camera at the highest rate, one
+/// thread) and the naive schedule's episodes under the same rules. Numbers are reported, not
+/// judged; the test checks the layout, the rates and that every part ran.
+#[test]
+fn bench_key_area_runs_each_camera_at_its_zones_need_beside_the_naive_loop() {
+    let _exclusive = crate::support::exclusive();
+    let out = TempDir::new("bench-key-area");
+    let gt_path = repo("sample-streams/ground-truth.toml");
+    let options = suite::SuiteOptions {
+        replay: replay::ReplayOptions {
+            streams: vec![repo("sample-streams/vtest.mp4")],
+            cameras: 2,
+            pace: Pace::Realtime,
+            analysis_fps: None,
+            workers: 2,
+            intra_op_threads: 1,
+            cards: vec![repo("models/nanodet-g-416-coco.toml")],
+            duration_seconds: Some(6.0),
+            ground_truth: Some(gt_path.clone()),
+            work_dir: out.path("work"),
+            id_prefix: "k-".into(),
+            progress: false,
+            schedule: replay::Schedule::Zones,
+            key_area: true,
+        },
+        limits: false,
+        baseline: false,
+        scaling: Vec::new(),
+        scaling_step_seconds: 3.0,
+        out_dir: out.path("run"),
+        command: "test".into(),
+        python: repo(".venv/bin/python"),
+        peer_script: repo("benches/baseline/peer.py"),
+    };
+    let report = suite::run(&options).unwrap_or_else(|e| panic!("{e}"));
+    let k = report.key_area.as_ref().expect("key-area section");
+    assert_eq!((k.cameras, k.plaza_cameras, k.street_cameras), (2, 1, 1));
+
+    // The rates come from the catalogs: the plaza needs the crowd rule's, the street the
+    // evaluation catalog's parking rate.
+    let rate = |catalog: &str, id: &str| -> f64 {
+        let table: toml::Table =
+            toml::from_str(&std::fs::read_to_string(repo(catalog)).unwrap()).unwrap();
+        table["scenarios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"].as_str() == Some(id))
+            .and_then(|s| s.get("analysis_fps"))
+            .and_then(|v| v.as_float())
+            .unwrap_or_else(|| panic!("{id} has an analysis_fps in {catalog}"))
+    };
+    let crowd = rate("config/scenarios.toml", "crowd_gathering");
+    let parking = rate(
+        "sample-streams/ground-truth.scenarios.toml",
+        "illegal_parking",
+    );
+    let rates: Vec<f64> = report
+        .gridwatch
+        .streams
+        .iter()
+        .map(|s| s.analysis_fps)
+        .collect();
+    assert_eq!(rates, vec![crowd.max(parking), parking]);
+    assert_eq!(k.naive_analysis_fps, crowd.max(parking));
+
+    // Both sides measured; latency per scenario of the cameras that have it.
+    assert_eq!(k.peer_cameras, 2);
+    assert!(
+        k.gridwatch_cpu_seconds_per_camera_hour > 0.0 && k.peer_cpu_seconds_per_camera_hour > 0.0
+    );
+    for s in ["crowd_gathering", "illegal_parking"] {
+        ordered(s, &k.decision_latency_by_scenario[s]);
+    }
+    // The naive schedule played the whole clip on both cameras: every annotated parking episode
+    // of vtest, on each camera, was there to find.
+    let gt = GroundTruth::load(&gt_path).unwrap();
+    let annotated = gt
+        .clips
+        .iter()
+        .find(|c| c.clip == "vtest.mp4")
+        .unwrap()
+        .episodes
+        .iter()
+        .filter(|e| e.scenario == "illegal_parking")
+        .count();
+    let naive_parking = k
+        .naive_schedule_accuracy
+        .iter()
+        .find(|a| a.scenario == "illegal_parking")
+        .expect("the naive schedule scored parking");
+    assert_eq!(naive_parking.episodes, 2 * annotated);
+    let html = std::fs::read_to_string(out.path("run/report.html")).unwrap();
+    assert!(html.contains("Key-area workload"));
 }

@@ -144,25 +144,33 @@ pub fn default_paths(repo: &Path) -> (PathBuf, PathBuf) {
     )
 }
 
-/// Runs the peer on the cameras of `ours` (same clips, same rates, same number of threads)
-/// and compares. `max_seconds`: media time per clip (for looped, time-limited replays).
+/// onnxruntime intra-op threads of the peer: one, as a fair peer runs (a second thread mostly
+/// spins: it costs CPU the comparison would charge to the peer's decoding).
+pub const PEER_INTRA_OP_THREADS: usize = 1;
+
+/// Runs the peer on `clips` (clip, analysis rate; by default the cameras of `ours`, same clips,
+/// same rates) with [`PEER_INTRA_OP_THREADS`] and compares. `max_seconds`: media time per clip
+/// (for looped, time-limited replays).
 pub fn run(
     python: &Path,
     script: &Path,
-    ours: &PipelineResult,
+    (ours, clips): (&PipelineResult, Option<&[(String, f64)]>),
     records: &[FrameRecord],
     work_dir: &Path,
     max_seconds: Option<f64>,
 ) -> Result<Baseline, BaselineError> {
     let out = work_dir.join("baseline.json");
-    let threads = (ours.workers * ours.intra_op_threads).max(1);
     let mut cmd = std::process::Command::new(python);
     cmd.arg(script);
-    for s in &ours.streams {
-        cmd.arg("--clip")
-            .arg(format!("{}:{}", s.clip, s.analysis_fps));
+    let same: Vec<(String, f64)> = ours
+        .streams
+        .iter()
+        .map(|s| (s.clip.clone(), s.analysis_fps))
+        .collect();
+    for (clip, fps) in clips.unwrap_or(&same) {
+        cmd.arg("--clip").arg(format!("{clip}:{fps}"));
     }
-    cmd.arg("--threads").arg(threads.to_string());
+    cmd.arg("--threads").arg(PEER_INTRA_OP_THREADS.to_string());
     if let Some(m) = max_seconds {
         cmd.arg("--max-seconds").arg(m.to_string());
     }

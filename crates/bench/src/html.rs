@@ -132,11 +132,12 @@ pub fn render(r: &BenchReport) -> String {
     );
     let _ = write!(
         h,
-        "<h1>gridwatch bench</h1><p>{} · model {} · {} CPUs ({}) · {:.0} GiB · load average at start {:.2}</p><p><code>{}</code></p>",
+        "<h1>gridwatch bench</h1><p>{} · model {} · {} CPUs ({}; flags {}) · {:.0} GiB · load average at start {:.2}</p><p><code>{}</code></p>",
         esc(&r.started_at),
         esc(&r.model),
         r.machine.cpus,
         esc(&r.machine.cpu_model),
+        esc(&r.machine.cpu_flags.join(" ")),
         r.machine.memory_gib,
         r.machine.load_average_at_start,
         esc(&r.command)
@@ -333,6 +334,10 @@ pub fn render(r: &BenchReport) -> String {
         h.push_str("</table>");
     }
 
+    if let Some(k) = &r.key_area {
+        key_area(&mut h, k);
+    }
+
     h.push_str("<h2>Accuracy against the ground truth</h2>");
     if g.accuracy.is_empty() {
         h.push_str("<p>Not scored: no ground truth for these streams (or <code>--ground-truth none</code>).</p></body></html>\n");
@@ -358,4 +363,57 @@ pub fn render(r: &BenchReport) -> String {
     }
     h.push_str("</ul></body></html>\n");
     h
+}
+
+/// The key-area workload against the loop a user would write.
+fn key_area(h: &mut String, k: &super::report::KeyArea) {
+    let _ = write!(
+        h,
+        "<h2>Key-area workload</h2><p>{} cameras in {} units ({} plaza, {} street), {:.0} s of video each. \
+         The naive loop: every camera at {} frame/s, every frame decoded, 1 onnxruntime thread \
+         (measured on {} cameras: its cost per camera does not depend on the zones).</p>\
+         <table><tr><th></th><th>CPU-s per camera-hour</th></tr>\
+         <tr><td>gridwatch</td><td>{:.0}</td></tr><tr><td>naive loop</td><td>{:.0}</td></tr>\
+         <tr><td>ratio</td><td>{:.2}</td></tr></table>",
+        k.cameras,
+        k.units,
+        k.plaza_cameras,
+        k.street_cameras,
+        k.media_seconds_per_camera,
+        k.naive_analysis_fps,
+        k.peer_cameras,
+        k.gridwatch_cpu_seconds_per_camera_hour,
+        k.peer_cpu_seconds_per_camera_hour,
+        k.cpu_ratio
+    );
+    h.push_str(
+        "<table><tr><th>scenario</th><th>decision p50 ms</th><th>p95 ms</th><th>p99 ms</th></tr>",
+    );
+    for (s, p) in &k.decision_latency_by_scenario {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}</td></tr>",
+            esc(s),
+            p.p50_ms,
+            p.p95_ms,
+            p.p99_ms
+        );
+    }
+    let _ = write!(
+        h,
+        "</table><p>What the naive loop's frames find (the same rules on its schedule, {} cameras):</p>\
+         <table><tr><th>scenario</th><th>episodes</th><th>found</th><th>false cases</th></tr>",
+        k.naive_schedule_cameras
+    );
+    for a in &k.naive_schedule_accuracy {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&a.scenario),
+            a.episodes,
+            a.found,
+            a.false_cases
+        );
+    }
+    h.push_str("</table>");
 }

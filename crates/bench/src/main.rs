@@ -97,6 +97,12 @@ struct BenchRunArgs {
     /// Also run the Python peer (benches/baseline/peer.py) on the same streams.
     #[arg(long)]
     baseline: bool,
+    /// The key-area workload: 9 units × 4 cameras (--cameras, default 36) replaying the 1080p
+    /// clips of scripts/make-bench-clips (default --streams) at real-time pace, each camera at
+    /// its zones' needs, against the loop a user would write (every camera at the highest
+    /// scenario rate, every frame decoded, 1 onnxruntime thread) and what its frames find.
+    #[arg(long)]
+    key_area: bool,
     /// Skip the decode-only and bare-model limits.
     #[arg(long)]
     no_limits: bool,
@@ -116,10 +122,18 @@ struct BenchRunArgs {
 
 fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
     let mut streams = Vec::new();
-    let given = if a.streams.is_empty() {
-        vec![repo().join("sample-streams")]
-    } else {
-        a.streams
+    let given = match (a.streams.is_empty(), a.key_area) {
+        (false, _) => a.streams,
+        (true, false) => vec![repo().join("sample-streams")],
+        (true, true) => {
+            let clip = repo().join("target/bench-clips/vtest-1080p.mp4");
+            anyhow::ensure!(
+                clip.is_file(),
+                "{} is missing: run scripts/make-bench-clips",
+                clip.display()
+            );
+            vec![clip]
+        }
     };
     for s in given {
         if s.is_dir() {
@@ -141,12 +155,24 @@ fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
     let repo = repo();
     let options = suite::SuiteOptions {
         replay: replay::ReplayOptions {
-            cameras: a.cameras.unwrap_or(streams.len()),
+            cameras: a.cameras.unwrap_or(if a.key_area {
+                gridwatch_bench::replay::KEY_AREA_UNITS
+                    * gridwatch_bench::replay::KEY_AREA_CAMERAS_PER_UNIT
+            } else {
+                streams.len()
+            }),
             streams,
-            pace: match a.pace {
-                BenchPace::Fast => gridwatch::ingest::settings::Pace::Fast,
-                BenchPace::Realtime => gridwatch::ingest::settings::Pace::Realtime,
+            // The key area is measured as it runs: sources at their own pace.
+            pace: match (a.pace, a.key_area) {
+                (_, true) | (BenchPace::Realtime, _) => gridwatch::ingest::settings::Pace::Realtime,
+                (BenchPace::Fast, false) => gridwatch::ingest::settings::Pace::Fast,
             },
+            schedule: if a.key_area {
+                gridwatch_bench::replay::Schedule::Zones
+            } else {
+                gridwatch_bench::replay::Schedule::Fixed
+            },
+            key_area: a.key_area,
             analysis_fps: a.analysis_fps,
             workers: a.workers.max(1),
             intra_op_threads: a.intra_op_threads.max(1),
@@ -216,6 +242,31 @@ fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
             "accuracy {}: {} episodes, {} found, {} missed, {} false; precision {:.2} recall {:.2}",
             a.scenario, a.episodes, a.found, a.missed, a.false_cases, a.precision, a.recall
         );
+    }
+    if let Some(k) = &r.key_area {
+        eprintln!(
+            "key area: {} cameras ({} plaza, {} street); CPU-s per camera-hour: gridwatch {:.0}, naive loop {:.0} at {} fps ({} cameras, 1 thread): ratio {:.2}",
+            k.cameras,
+            k.plaza_cameras,
+            k.street_cameras,
+            k.gridwatch_cpu_seconds_per_camera_hour,
+            k.peer_cpu_seconds_per_camera_hour,
+            k.naive_analysis_fps,
+            k.peer_cameras,
+            k.cpu_ratio
+        );
+        for (s, p) in &k.decision_latency_by_scenario {
+            eprintln!(
+                "key area: {s} decision latency p50 {:.0} ms p95 {:.0} ms p99 {:.0} ms",
+                p.p50_ms, p.p95_ms, p.p99_ms
+            );
+        }
+        for a in &k.naive_schedule_accuracy {
+            eprintln!(
+                "key area: the naive schedule ({} cameras) {}: {} of {} episodes, {} false",
+                k.naive_schedule_cameras, a.scenario, a.found, a.episodes, a.false_cases
+            );
+        }
     }
     eprintln!(
         "report: {} and {}",

@@ -51,6 +51,27 @@ pub enum ReplayError {
     },
 }
 
+/// How the cameras' analysis rates are set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Schedule {
+    /// Each camera's group sets its rate: `analysis_fps`, else the ground truth's for its clip.
+    #[default]
+    Fixed,
+    /// As gridwatch ships: no group rate, each camera at the highest need of its zones (the
+    /// catalog's `analysis_fps`), each zone due at its own rate, the motion gate, keyframes-only
+    /// decoding chosen from the stream.
+    Zones,
+    /// What the loop a user would write analyses: every camera at `analysis_fps` (the highest
+    /// rate any scenario needs), every frame decoded, no motion gate.
+    Naive,
+}
+
+/// The key-area workload's cameras: 9 units of 4; the first camera of each unit watches a
+/// plaza (every zone of its clip's ground truth: crowd and parking), the other three a street
+/// (its parking zones only).
+pub const KEY_AREA_UNITS: usize = 9;
+pub const KEY_AREA_CAMERAS_PER_UNIT: usize = 4;
+
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
     /// Files, replayed as cameras in turn (camera i plays `streams[i % len]`).
@@ -74,16 +95,24 @@ pub struct ReplayOptions {
     /// Prefix of the camera ids, so that metrics of several runs in one process stay apart.
     pub id_prefix: String,
     pub progress: bool,
+    pub schedule: Schedule,
+    /// Lay the cameras out as the key-area workload ([`KEY_AREA_UNITS`] units; plaza and street
+    /// cameras; no learned zone states).
+    pub key_area: bool,
 }
 
 /// A replay's result and the raw per-frame observations (for the detection comparison).
 pub struct Replay {
     pub result: PipelineResult,
     pub records: Vec<FrameRecord>,
+    /// Per camera, the scenarios of its zones.
+    pub camera_scenarios: Vec<Vec<String>>,
 }
 
 struct CameraSpec {
     id: String,
+    /// Index of its unit (and group).
+    unit: usize,
     clip: PathBuf,
     fps: f64,
     zones: Vec<accuracy::Zone>,
@@ -261,9 +290,15 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
             .file_stem()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let annotated = gt
-            .as_ref()
-            .and_then(|g| g.clips.iter().find(|c| c.clip == name));
+        // A clip made from an annotated one (`scripts/make-bench-clips`: `<stem>-1080p.mp4`)
+        // has its annotations: same pictures, same times.
+        let source_stem = stem.strip_suffix("-1080p").unwrap_or(&stem).to_owned();
+        let source_name = name.replacen(&stem, &source_stem, 1);
+        let annotated = gt.as_ref().and_then(|g| {
+            g.clips
+                .iter()
+                .find(|c| c.clip == name || c.clip == source_name)
+        });
         let (mut zones, mut episodes) = annotated
             .map(|c| (c.zones.clone(), c.episodes.clone()))
             .unwrap_or_default();
@@ -271,8 +306,14 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
             .analysis_fps
             .or(annotated.map(|c| c.analysis_fps))
             .unwrap_or(DEFAULT_BENCH_ANALYSIS_FPS);
-        let crowd_file = clip.with_file_name(format!("{stem}.crowd-ground-truth.toml"));
-        if gt.is_some() && crowd_file.is_file() {
+        let crowd_file = [
+            clip.with_file_name(format!("{stem}.crowd-ground-truth.toml")),
+            gt_dir.join(format!("{source_stem}.crowd-ground-truth.toml")),
+        ]
+        .into_iter()
+        .find(|p| p.is_file());
+        let street = o.key_area && i % KEY_AREA_CAMERAS_PER_UNIT != 0;
+        if let (true, Some(crowd_file), false) = (gt.is_some(), crowd_file, street) {
             let c = CrowdGroundTruth::load(&crowd_file)?;
             zones.push(accuracy::Zone {
                 id: "crowd".into(),
@@ -283,12 +324,22 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
             episodes.extend(c.episodes_in("crowd"));
             crowd.get_or_insert(c);
         }
-        let states = annotated
-            .map(|c| state_specs(c, &gt_dir, &name, &mut zones))
-            .transpose()?
-            .unwrap_or_default();
+        let states = match annotated {
+            Some(c) if !o.key_area => state_specs(c, &gt_dir, &name, &mut zones)?,
+            _ => Vec::new(),
+        };
+        if street {
+            zones.retain(|z| !z.scenarios.iter().any(|s| s == "crowd_gathering"));
+            episodes.retain(|e| zones.iter().any(|z| z.id == e.zone));
+        }
+        let unit = if o.key_area {
+            (i / KEY_AREA_CAMERAS_PER_UNIT) % KEY_AREA_UNITS
+        } else {
+            i
+        };
         specs.push(CameraSpec {
             id: format!("{}{stem}-{i}", o.id_prefix),
+            unit,
             clip,
             fps,
             zones,
@@ -300,17 +351,12 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
     // The configuration, as a person would write it.
     let mut text =
         String::from("[centre]\nname = \"bench\"\n[[units]]\nid = \"bench\"\nname = \"bench\"\n");
-    for (i, s) in specs.iter().enumerate() {
+    write_groups(&mut text, &specs, o);
+    for s in &specs {
         let _ = write!(
             text,
-            "[[groups]]\nid = \"g{i}\"\nname = \"g{i}\"\nunit = \"bench\"\nanalysis_fps = {}\n",
-            s.fps
-        );
-    }
-    for (i, s) in specs.iter().enumerate() {
-        let _ = write!(
-            text,
-            "[[cameras]]\nid = {id}\nname = {id}\nunit = \"bench\"\ngroup = \"g{i}\"\nuri = {uri}\nloop = {looped}\n",
+            "[[cameras]]\nid = {id}\nname = {id}\nunit = \"bench\"\ngroup = \"g{unit}\"\nuri = {uri}\nloop = {looped}\n",
+            unit = s.unit,
             id = toml_str(&s.id),
             uri = toml_str(&s.clip.display().to_string()),
             looped = o.duration_seconds.is_some(),
@@ -359,6 +405,9 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
             toml_str(&path.display().to_string())
         );
     }
+    if o.schedule == Schedule::Naive {
+        text.push_str("[gate]\nenabled = false\n");
+    }
     if let Some(c) = &crowd {
         let _ = write!(
             text,
@@ -398,6 +447,13 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
         config = load(&text)?;
     }
     let catalog = config.catalog.clone();
+    if o.schedule == Schedule::Zones {
+        // The rate each camera runs at now (what its zones need), for the report.
+        let now = time::OffsetDateTime::now_utc();
+        for (i, s) in specs.iter_mut().enumerate() {
+            s.fps = config.area.profile_at(i, now).analysis_fps;
+        }
+    }
 
     // Observation: every analysed frame, and a progress bar in stream seconds.
     let durations: HashMap<PathBuf, f64> = specs
@@ -603,7 +659,45 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
         accuracy: accuracy::summarize(&tally),
         accuracy_details: details,
     };
-    Ok(Replay { result, records })
+    let camera_scenarios = specs
+        .iter()
+        .map(|s| {
+            let mut v: Vec<String> = s.zones.iter().flat_map(|z| z.scenarios.clone()).collect();
+            v.sort();
+            v.dedup();
+            v
+        })
+        .collect();
+    Ok(Replay {
+        result,
+        records,
+        camera_scenarios,
+    })
+}
+
+/// The camera groups: one per camera (its rate), or in the key-area workload one per unit; the
+/// schedule decides the rate lines.
+fn write_groups(text: &mut String, specs: &[CameraSpec], o: &ReplayOptions) {
+    let mut written = std::collections::BTreeSet::new();
+    for s in specs {
+        if !written.insert(s.unit) {
+            continue;
+        }
+        let _ = write!(
+            text,
+            "[[groups]]\nid = \"g{u}\"\nname = \"g{u}\"\nunit = \"bench\"\n",
+            u = s.unit
+        );
+        match o.schedule {
+            Schedule::Fixed => {
+                let _ = writeln!(text, "analysis_fps = {}", s.fps);
+            }
+            Schedule::Zones => {}
+            Schedule::Naive => {
+                let _ = writeln!(text, "analysis_fps = {}\nkeyframes_only = false", s.fps);
+            }
+        }
+    }
 }
 
 /// The learned zone states of an annotated clip, each with its zone added to `zones`.

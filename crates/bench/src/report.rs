@@ -219,6 +219,38 @@ pub struct BenchReport {
     pub limits: Option<Limits>,
     pub baseline: Option<Baseline>,
     pub scaling: Option<Scaling>,
+    /// `--key-area`: the key-area workload against the loop a user would write.
+    #[serde(default)]
+    pub key_area: Option<KeyArea>,
+}
+
+/// The key-area workload (`gridwatch-bench run --key-area`): gridwatch as shipped (each camera
+/// at its zones' needs) against the loop a user would write (every camera at the highest rate
+/// any scenario needs, every frame decoded, one onnxruntime thread).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyArea {
+    pub cameras: usize,
+    pub units: usize,
+    /// Plaza cameras (crowd and parking zones) and street cameras (parking zones).
+    pub plaza_cameras: usize,
+    pub street_cameras: usize,
+    /// Media seconds each camera played.
+    pub media_seconds_per_camera: f64,
+    /// Process CPU-seconds of gridwatch per camera and hour of video.
+    pub gridwatch_cpu_seconds_per_camera_hour: f64,
+    /// The naive loop's one rate (the highest `analysis_fps` of the workload's scenarios).
+    pub naive_analysis_fps: f64,
+    /// Cameras the Python peer played (its cost per camera does not depend on the zones).
+    pub peer_cameras: usize,
+    pub peer_cpu_seconds_per_camera_hour: f64,
+    /// gridwatch / peer CPU-seconds per camera-hour.
+    pub cpu_ratio: f64,
+    /// Frame hand-over → decision, over the frames of the cameras with each scenario.
+    pub decision_latency_by_scenario: BTreeMap<String, Percentiles>,
+    /// What the naive loop's frames find: the same rules on every camera at the naive rate,
+    /// every frame decoded, no motion gate (gridwatch run with that schedule on the first unit).
+    pub naive_schedule_cameras: usize,
+    pub naive_schedule_accuracy: Vec<ScenarioAccuracy>,
 }
 
 pub const REPORT_SCHEMA: &str = "gridwatch.bench.v1";
@@ -231,6 +263,9 @@ pub struct Machine {
     pub os: String,
     /// 1-minute load average when the run started (other work on the machine).
     pub load_average_at_start: f64,
+    /// The CPU's vector and int8 dot-product flags (what onnxruntime's kernels pick from).
+    #[serde(default)]
+    pub cpu_flags: Vec<String>,
 }
 
 impl Machine {
@@ -258,12 +293,33 @@ impl Machine {
             .next()
             .and_then(|s| s.parse().ok())
             .unwrap_or(0.0);
+        const FLAGS: [&str; 8] = [
+            "avx",
+            "avx2",
+            "fma",
+            "f16c",
+            "avx512f",
+            "avx512_vnni",
+            "avx_vnni",
+            "amx_int8",
+        ];
+        let present: Vec<&str> = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("flags"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|l| l.split_whitespace().collect())
+            .unwrap_or_default();
         Self {
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpu_model,
             memory_gib,
             os,
             load_average_at_start,
+            cpu_flags: FLAGS
+                .iter()
+                .filter(|f| present.contains(f))
+                .map(|f| (*f).to_owned())
+                .collect(),
         }
     }
 }

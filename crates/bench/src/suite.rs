@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::report::{BenchReport, Limits, Machine, REPORT_SCHEMA, Scaling, ScalingStep};
+use super::report::{
+    BenchReport, KeyArea, Limits, Machine, Percentiles, REPORT_SCHEMA, Scaling, ScalingStep,
+};
 use super::{baseline, decode, replay};
 use gridwatch::infer::card::ModelCard;
 use gridwatch::ingest::settings::Pace;
@@ -135,7 +137,7 @@ fn run_in(
         "bench: gridwatch on the replayed streams"
     );
     let replay = replay::run(&main)?;
-    let gridwatch = replay.result;
+    let gridwatch = replay.result.clone();
 
     let limits = if o.limits {
         tracing::info!("bench: limits (decode only, bare model)");
@@ -182,7 +184,7 @@ fn run_in(
         Some(baseline::run(
             &o.python,
             &o.peer_script,
-            &gridwatch,
+            (&gridwatch, None),
             &replay.records,
             &dir,
             main.duration_seconds,
@@ -201,14 +203,21 @@ fn run_in(
                 seconds = o.scaling_step_seconds,
                 "bench: scaling step"
             );
+            // The key-area workload scales as itself (zones from the ground truth, each camera
+            // at its zones' needs); otherwise every camera at one rate, without zones.
             let step = replay::ReplayOptions {
                 cameras: n,
                 pace: Pace::Realtime,
                 analysis_fps: Some(SCALING_ANALYSIS_FPS),
                 duration_seconds: Some(o.scaling_step_seconds),
-                ground_truth: None,
+                ground_truth: if o.replay.key_area {
+                    o.replay.ground_truth.clone()
+                } else {
+                    None
+                },
                 work_dir: work.join(format!("scaling-{n}")),
                 id_prefix: format!("s{n}-"),
+                progress: false,
                 ..o.replay.clone()
             };
             let r = replay::run(&step)?.result;
@@ -236,11 +245,22 @@ fn run_in(
             .last()
             .map_or(0, |s| s.cameras);
         Some(Scaling {
-            analysis_fps: SCALING_ANALYSIS_FPS,
+            // Key area: the mean of the cameras' rates (what each step offers per camera).
+            analysis_fps: if o.replay.key_area {
+                mean_rate(&gridwatch)
+            } else {
+                SCALING_ANALYSIS_FPS
+            },
             p99_bound_ms: SCALING_P99_BOUND_MS,
             steps,
             largest_sustained,
         })
+    };
+
+    let key_area = if o.replay.key_area {
+        Some(key_area(o, work, &replay)?)
+    } else {
+        None
     };
 
     Ok(BenchReport {
@@ -253,5 +273,114 @@ fn run_in(
         limits,
         baseline,
         scaling,
+        key_area,
+    })
+}
+
+fn mean_rate(r: &super::report::PipelineResult) -> f64 {
+    let n = r.streams.len().max(1) as f64;
+    r.streams.iter().map(|s| s.analysis_fps).sum::<f64>() / n
+}
+
+/// The key-area comparison: gridwatch's run (`main`) against the loop a user would write on the
+/// first unit's cameras (their cost per camera does not depend on the zones: every camera at
+/// one rate, every frame decoded), and what that loop's frames find under the same rules.
+fn key_area(
+    o: &SuiteOptions,
+    work: &std::path::Path,
+    main: &replay::Replay,
+) -> Result<KeyArea, SuiteError> {
+    let g = &main.result;
+    let first = g
+        .streams
+        .first()
+        .map(|s| PathBuf::from(&s.clip))
+        .unwrap_or_default();
+    let media = o
+        .replay
+        .duration_seconds
+        .or_else(|| replay::clip_seconds(&first))
+        .unwrap_or(0.0)
+        .max(1e-9);
+    let per_camera_hour = |cpu: f64, cameras: usize| cpu / (cameras.max(1) as f64 * media) * 3600.0;
+    let naive_fps = g.streams.iter().map(|s| s.analysis_fps).fold(0.0, f64::max);
+    let unit = g.cameras.min(replay::KEY_AREA_CAMERAS_PER_UNIT);
+
+    tracing::info!(
+        cameras = unit,
+        fps = naive_fps,
+        "bench: the naive schedule's episodes"
+    );
+    let naive = replay::run(&replay::ReplayOptions {
+        cameras: unit,
+        pace: Pace::Fast,
+        analysis_fps: Some(naive_fps),
+        schedule: replay::Schedule::Naive,
+        // Every episode of the clip is within reach: played once, whatever the main run did.
+        duration_seconds: None,
+        work_dir: work.join("naive"),
+        id_prefix: "naive-".into(),
+        ..o.replay.clone()
+    })?;
+
+    tracing::info!(
+        cameras = unit,
+        "bench: the Python peer (1 thread, every frame decoded)"
+    );
+    let dir = work.join("key-area-peer");
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let clips: Vec<(String, f64)> = g.streams[..unit]
+        .iter()
+        .map(|s| (s.clip.clone(), naive_fps))
+        .collect();
+    let peer = baseline::run(
+        &o.python,
+        &o.peer_script,
+        (g, Some(&clips)),
+        &[],
+        &dir,
+        o.replay.duration_seconds,
+    )?;
+
+    let mut by_scenario: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for r in &main.records {
+        for s in main.camera_scenarios.get(r.camera).into_iter().flatten() {
+            by_scenario
+                .entry(s.clone())
+                .or_default()
+                .push(r.done_at.duration_since(r.received).as_secs_f64());
+        }
+    }
+    let plaza = main
+        .camera_scenarios
+        .iter()
+        .filter(|s| s.iter().any(|x| x == "crowd_gathering"))
+        .count();
+    let gridwatch_cost = per_camera_hour(g.cpu_seconds, g.cameras);
+    let peer_cost = per_camera_hour(peer.cpu_seconds, unit);
+    Ok(KeyArea {
+        cameras: g.cameras,
+        units: g
+            .cameras
+            .div_ceil(replay::KEY_AREA_CAMERAS_PER_UNIT)
+            .min(replay::KEY_AREA_UNITS),
+        plaza_cameras: plaza,
+        street_cameras: g.cameras - plaza,
+        media_seconds_per_camera: media,
+        gridwatch_cpu_seconds_per_camera_hour: gridwatch_cost,
+        naive_analysis_fps: naive_fps,
+        peer_cameras: unit,
+        peer_cpu_seconds_per_camera_hour: peer_cost,
+        cpu_ratio: if peer_cost > 0.0 {
+            gridwatch_cost / peer_cost
+        } else {
+            0.0
+        },
+        decision_latency_by_scenario: by_scenario
+            .into_iter()
+            .map(|(k, v)| (k, Percentiles::of_seconds(&v)))
+            .collect(),
+        naive_schedule_cameras: unit,
+        naive_schedule_accuracy: naive.result.accuracy,
     })
 }
