@@ -226,3 +226,48 @@ impl InferenceSettings {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(int8: Option<&str>, choice: Int8Choice) -> ModelSettings {
+        ModelSettings {
+            id: None,
+            card: PathBuf::from("fp32.toml"),
+            score_threshold: DEFAULT_SCORE_THRESHOLD,
+            nms_iou: DEFAULT_NMS_IOU,
+            int8_card: int8.map(PathBuf::from),
+            int8: choice,
+        }
+    }
+
+    #[test]
+    fn the_int8_card_is_chosen_by_the_setting_and_on_auto_by_the_cpu() {
+        let fp32 = std::path::Path::new("fp32.toml");
+        let int8 = std::path::Path::new("int8.toml");
+        assert_eq!(model(None, Int8Choice::Always).chosen_card(), fp32);
+        assert_eq!(
+            model(Some("int8.toml"), Int8Choice::Always).chosen_card(),
+            int8
+        );
+        assert_eq!(
+            model(Some("int8.toml"), Int8Choice::Never).chosen_card(),
+            fp32
+        );
+        let auto = if cpu_has_int8_dot_product() {
+            int8
+        } else {
+            fp32
+        };
+        assert_eq!(
+            model(Some("int8.toml"), Int8Choice::Auto).chosen_card(),
+            auto
+        );
+        // The id stays the fp32 card's whichever runs: metrics and zones do not change.
+        assert_eq!(
+            model(Some("int8.toml"), Int8Choice::Always).resolved_id(),
+            "fp32"
+        );
+    }
+}

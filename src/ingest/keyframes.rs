@@ -120,8 +120,9 @@ impl KeyframeClock {
     }
 
     /// Installs the probe on `element` if it is a video decoder; `busy` says a frame of the
-    /// camera still waits for the model (a keyframe decoded now would only replace it).
-    pub fn watch(&self, element: &gst::Element, busy: Option<BusyCheck>) {
+    /// camera still waits for the model (a keyframe decoded now would only replace it); `paced`:
+    /// a replay at the camera's own pace, where a keyframe dropped for that still takes its time.
+    pub fn watch(&self, element: &gst::Element, busy: Option<BusyCheck>, paced: bool) {
         let is_video_decoder = element
             .factory()
             .is_some_and(|f| f.klass().contains("Decoder") && f.klass().contains("Video"));
@@ -135,18 +136,22 @@ impl KeyframeClock {
         // Dropping since the last keyframe: a delta is dropped when its keyframe was.
         let dropping = AtomicBool::new(false);
         let next_due = Mutex::new(None::<f64>);
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
             let Some(buffer) = info.buffer() else {
                 return gst::PadProbeReturn::Ok;
             };
             if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
                 let pts = buffer.pts().map(|t| t.nseconds() as f64 / 1e9);
                 clock.keyframe(pts);
-                let wanted = !clock.is_only()
-                    || (clock.due(pts, &next_due) && !busy.as_ref().is_some_and(|b| b()));
+                let due = !clock.is_only() || clock.due(pts, &next_due);
+                let superseding = due && clock.is_only() && busy.as_ref().is_some_and(|b| b());
+                let wanted = due && !superseding;
                 dropping.store(!wanted, Ordering::Relaxed);
                 if wanted {
                     return gst::PadProbeReturn::Ok;
+                }
+                if superseding && paced {
+                    super::wait_for_running_time(pad, buffer);
                 }
                 drop(info.data.take());
                 return gst::PadProbeReturn::Handled;
@@ -166,5 +171,5 @@ impl KeyframeClock {
 
 /// Drops every non-keyframe before a video decoder, so only keyframes are decoded.
 pub fn keyframes_only_probe(element: &gst::Element) {
-    KeyframeClock::only().watch(element, None);
+    KeyframeClock::only().watch(element, None, false);
 }

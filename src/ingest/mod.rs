@@ -418,18 +418,20 @@ impl CameraPlan {
         out
     }
 
-    /// The watchdog never fires faster than three analysis intervals (keyframes-only: three
-    /// keyframe intervals, 10 s each until one is measured).
+    /// The watchdog never fires faster than three analysis intervals. Keyframes only: five
+    /// intervals of the slower of the analysis rate and the keyframes (10 s until measured),
+    /// because the decoder's frame threads and `videorate` each hold one frame until the next
+    /// one arrives, so a frame leaves the pipeline up to two intervals after it entered.
     fn stall_timeout_at(&self, fps: f64, keyframes: &KeyframeClock) -> Duration {
         let analysis = 1.0 / fps.max(0.01);
-        let interval = if keyframes.is_only() {
-            analysis.max(keyframes.interval_seconds().unwrap_or(10.0).min(100.0))
+        let intervals = if keyframes.is_only() {
+            5.0 * analysis.max(keyframes.interval_seconds().unwrap_or(10.0).min(100.0))
         } else {
-            analysis
+            3.0 * analysis
         };
-        // `interval` is at most 100 s (rates below 0.01 fps count as 0.01; NaN too).
+        // At most 500 s (rates below 0.01 fps count as 0.01; NaN too).
         self.stall_timeout
-            .max(Duration::try_from_secs_f64(3.0 * interval).unwrap_or(self.stall_timeout))
+            .max(Duration::try_from_secs_f64(intervals).unwrap_or(self.stall_timeout))
     }
 }
 
@@ -646,24 +648,51 @@ fn is_converter(element: &gst::Element) -> bool {
 }
 
 /// Drops a decoded frame before it is scaled and converted while the camera's previous frame
-/// still waits for the model (counted as dropped).
+/// still waits for the model (counted as dropped). `paced`: a replay at the camera's own pace,
+/// where the dropped frame still takes its time.
 fn drop_when_busy(
     element: &gst::Element,
     busy: BusyCheck,
-    registry: CameraRegistry,
-    camera: usize,
+    (registry, camera): (CameraRegistry, usize),
+    paced: bool,
 ) {
     let Some(pad) = element.static_pad("sink") else {
         return;
     };
-    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
         if !busy() {
             return gst::PadProbeReturn::Ok;
         }
         registry.dropped(camera);
+        if paced && let Some(buffer) = info.buffer() {
+            wait_for_running_time(pad, buffer);
+        }
         drop(info.data.take());
         gst::PadProbeReturn::Handled
     });
+}
+
+/// Waits until `buffer`'s time on the pipeline clock, as a synchronising sink would. A replay
+/// paced by its sink (`sync=true`) must pace the frames dropped before the sink too: without
+/// it the file races ahead while its frames are dropped, and the next ones find the camera
+/// busy again.
+pub(crate) fn wait_for_running_time(pad: &gst::Pad, buffer: &gst::BufferRef) {
+    let Some(pts) = buffer.pts() else { return };
+    let Some(element) = pad.parent_element() else {
+        return;
+    };
+    let (Some(clock), Some(base)) = (element.clock(), element.base_time()) else {
+        return;
+    };
+    let Some(segment) = pad.sticky_event::<gst::event::Segment>(0) else {
+        return;
+    };
+    let Some(segment) = segment.segment().downcast_ref::<gst::ClockTime>() else {
+        return;
+    };
+    if let Some(running) = segment.to_running_time(pts) {
+        let _ = clock.new_single_shot_id(base + running).wait();
+    }
 }
 
 fn run_pipeline_once(
@@ -694,15 +723,15 @@ fn run_pipeline_once(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .busy_check();
-        let (registry, camera) = (registry.clone(), plan.index);
+        let (registry, camera, paced) = (registry.clone(), plan.index, plan.sync);
         let converter_watched = AtomicBool::new(false);
         pipeline.connect_deep_element_added(move |_, _, element| {
-            keyframes.watch(element, busy.clone());
+            keyframes.watch(element, busy.clone(), paced);
             if let Some(busy) = &busy
                 && is_converter(element)
                 && !converter_watched.swap(true, Ordering::Relaxed)
             {
-                drop_when_busy(element, busy.clone(), registry.clone(), camera);
+                drop_when_busy(element, busy.clone(), (registry.clone(), camera), paced);
             }
         });
     }
