@@ -1,7 +1,7 @@
 //! Keyframes-only decoding, on request or chosen by itself: a probe in front of each video
 //! decoder measures the stream's keyframe interval and, while the mode is on, drops every delta
-//! unit, and every keyframe the analysis rate does not need (or that would only replace a frame
-//! still waiting for the model), so only the keyframes that will be analysed are decoded. A
+//! unit and every keyframe the analysis rate does not need, so only the keyframes that will be
+//! analysed are decoded. A
 //! camera whose analysis rate is at or below its stream's keyframe rate switches to it without a
 //! rebuild (the decoder simply stops receiving deltas); switching back waits for the next
 //! keyframe, so the decoder never gets a delta whose reference it did not see.
@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use super::BusyCheck;
 use crate::area::profile::Profile;
 
 /// The keyframe gaps kept: the largest of the recent ones decides (a stream whose GOP varies,
@@ -119,10 +118,8 @@ impl KeyframeClock {
         g.last_pts = Some(t);
     }
 
-    /// Installs the probe on `element` if it is a video decoder; `busy` says a frame of the
-    /// camera still waits for the model (a keyframe decoded now would only replace it); `paced`:
-    /// a replay at the camera's own pace, where a keyframe dropped for that still takes its time.
-    pub fn watch(&self, element: &gst::Element, busy: Option<BusyCheck>, paced: bool) {
+    /// Installs the probe on `element` if it is a video decoder.
+    pub fn watch(&self, element: &gst::Element) {
         let is_video_decoder = element
             .factory()
             .is_some_and(|f| f.klass().contains("Decoder") && f.klass().contains("Video"));
@@ -136,22 +133,17 @@ impl KeyframeClock {
         // Dropping since the last keyframe: a delta is dropped when its keyframe was.
         let dropping = AtomicBool::new(false);
         let next_due = Mutex::new(None::<f64>);
-        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
             let Some(buffer) = info.buffer() else {
                 return gst::PadProbeReturn::Ok;
             };
             if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
                 let pts = buffer.pts().map(|t| t.nseconds() as f64 / 1e9);
                 clock.keyframe(pts);
-                let due = !clock.is_only() || clock.due(pts, &next_due);
-                let superseding = due && clock.is_only() && busy.as_ref().is_some_and(|b| b());
-                let wanted = due && !superseding;
+                let wanted = !clock.is_only() || clock.due(pts, &next_due);
                 dropping.store(!wanted, Ordering::Relaxed);
                 if wanted {
                     return gst::PadProbeReturn::Ok;
-                }
-                if superseding && paced {
-                    super::wait_for_running_time(pad, buffer);
                 }
                 drop(info.data.take());
                 return gst::PadProbeReturn::Handled;
@@ -171,5 +163,5 @@ impl KeyframeClock {
 
 /// Drops every non-keyframe before a video decoder, so only keyframes are decoded.
 pub fn keyframes_only_probe(element: &gst::Element) {
-    KeyframeClock::only().watch(element, None, false);
+    KeyframeClock::only().watch(element);
 }

@@ -156,9 +156,9 @@ impl Frame {
     }
 }
 
-/// Asked before a decoded frame is scaled and converted (and, decoding keyframes only, before a
-/// keyframe is decoded): `true` when the frame would only replace one of the camera's frames
-/// still waiting for the model, so it is dropped before it costs anything.
+/// Asked before a decoded frame is scaled and converted: `true` when the frame would only
+/// replace one of the camera's frames still waiting for the model, so it is dropped before it
+/// costs more.
 pub type BusyCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Where a camera's frames go: the next stage (the motion gate in front of the inference pool)
@@ -676,7 +676,7 @@ fn drop_when_busy(
 /// paced by its sink (`sync=true`) must pace the frames dropped before the sink too: without
 /// it the file races ahead while its frames are dropped, and the next ones find the camera
 /// busy again.
-pub(crate) fn wait_for_running_time(pad: &gst::Pad, buffer: &gst::BufferRef) {
+fn wait_for_running_time(pad: &gst::Pad, buffer: &gst::BufferRef) {
     let Some(pts) = buffer.pts() else { return };
     let Some(element) = pad.parent_element() else {
         return;
@@ -726,7 +726,7 @@ fn run_pipeline_once(
         let (registry, camera, paced) = (registry.clone(), plan.index, plan.sync);
         let converter_watched = AtomicBool::new(false);
         pipeline.connect_deep_element_added(move |_, _, element| {
-            keyframes.watch(element, busy.clone(), paced);
+            keyframes.watch(element);
             if let Some(busy) = &busy
                 && is_converter(element)
                 && !converter_watched.swap(true, Ordering::Relaxed)
