@@ -47,6 +47,7 @@ fn bench_run_reports_what_the_pipeline_did_side_by_side_with_the_python_peer() {
             progress: false,
             schedule: replay::Schedule::Fixed,
             key_area: false,
+            warmup_seconds: 0.0,
         },
         limits: false,
         baseline: true,
@@ -321,6 +322,7 @@ fn bench_trains_a_zone_state_from_its_labels_and_scores_it_on_the_held_out_time(
         progress: false,
         schedule: replay::Schedule::Fixed,
         key_area: false,
+        warmup_seconds: 0.0,
     })
     .unwrap_or_else(|e| panic!("{e}"));
 
@@ -427,6 +429,7 @@ fn bench_key_area_runs_each_camera_at_its_zones_need_beside_the_naive_loop() {
             progress: false,
             schedule: replay::Schedule::Zones,
             key_area: true,
+            warmup_seconds: 0.0,
         },
         limits: false,
         baseline: false,

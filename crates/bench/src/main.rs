@@ -173,6 +173,12 @@ fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
                 gridwatch_bench::replay::Schedule::Fixed
             },
             key_area: a.key_area,
+            // The key area is judged in its steady state (see BENCHMARKS.md).
+            warmup_seconds: if a.key_area {
+                gridwatch_bench::suite::WARMUP_SECONDS
+            } else {
+                0.0
+            },
             analysis_fps: a.analysis_fps,
             workers: a.workers.max(1),
             intra_op_threads: a.intra_op_threads.max(1),

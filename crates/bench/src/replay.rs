@@ -96,6 +96,9 @@ pub struct ReplayOptions {
     pub id_prefix: String,
     pub progress: bool,
     pub schedule: Schedule,
+    /// Seconds at the start left out of the steady-state latency and drop counts
+    /// (`PipelineResult::steady`): every camera's first frame arrives at once; 0: none.
+    pub warmup_seconds: f64,
     /// Lay the cameras out as the key-area workload ([`KEY_AREA_UNITS`] units; plaza and street
     /// cameras; no learned zone states).
     pub key_area: bool,
@@ -325,7 +328,7 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
             crowd.get_or_insert(c);
         }
         let states = match annotated {
-            Some(c) if !o.key_area => state_specs(c, &gt_dir, &name, &mut zones)?,
+            Some(c) if !o.key_area => state_specs(c, &gt_dir, &source_name, &mut zones)?,
             _ => Vec::new(),
         };
         if street {
@@ -524,6 +527,18 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
     reset_peak_rss();
     let cpu0 = super::process_cpu_seconds();
     let wall0 = Instant::now();
+    // The metrics as they stand when the warm-up ends, to count the steady state's drops.
+    let at_warmup = (o.warmup_seconds > 0.0).then(|| {
+        let (handle, stop) = (handle.clone(), stop.clone());
+        let warmup = Duration::try_from_secs_f64(o.warmup_seconds).unwrap_or_default();
+        std::thread::spawn(move || {
+            let end = Instant::now() + warmup;
+            while Instant::now() < end && !stop.is_stopped() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            handle.map(|h| h.render()).unwrap_or_default()
+        })
+    });
     let run_result = gridwatch::run::run(config, options, stop.clone());
     let wall_seconds = wall0.elapsed().as_secs_f64();
     let cpu_seconds = super::process_cpu_seconds() - cpu0;
@@ -533,6 +548,7 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
         let _ = t.join();
     }
     let records = collector.join().unwrap_or_default();
+    let at_warmup = at_warmup.and_then(|t| t.join().ok());
     bar.finish_and_clear();
     run_result?;
 
@@ -556,6 +572,34 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
         .iter()
         .map(|r| r.done_at.duration_since(r.received).as_secs_f64())
         .collect();
+    let steady = at_warmup.map(|before| {
+        let warmed = wall0 + Duration::try_from_secs_f64(o.warmup_seconds).unwrap_or_default();
+        let after: Vec<f64> = records
+            .iter()
+            .filter(|r| r.received >= warmed)
+            .map(|r| r.done_at.duration_since(r.received).as_secs_f64())
+            .collect();
+        let before = counter_by(
+            &before,
+            gridwatch::telemetry::FRAMES_DROPPED,
+            "reason",
+            &ids,
+        );
+        let since = |reason: &str| {
+            frames_dropped.get(reason).copied().unwrap_or(0)
+                - before
+                    .get(reason)
+                    .copied()
+                    .unwrap_or(0)
+                    .min(frames_dropped.get(reason).copied().unwrap_or(0))
+        };
+        report::Steady {
+            warmup_seconds: o.warmup_seconds,
+            latency: Percentiles::of_seconds(&after),
+            stale_drops: since("stale"),
+            superseded_drops: since("superseded"),
+        }
+    });
     let mut stages = BTreeMap::new();
     let stage = |f: &dyn Fn(&FrameRecord) -> f64| {
         Percentiles::of_seconds(&records.iter().map(f).collect::<Vec<_>>())
@@ -658,6 +702,7 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
         cases: cases.len(),
         accuracy: accuracy::summarize(&tally),
         accuracy_details: details,
+        steady,
     };
     let camera_scenarios = specs
         .iter()

@@ -121,6 +121,18 @@ pub struct PipelineResult {
     pub accuracy: Vec<ScenarioAccuracy>,
     /// One line per case and per missed episode.
     pub accuracy_details: Vec<String>,
+    /// After the warm-up (`ReplayOptions::warmup_seconds`), when one was set.
+    #[serde(default)]
+    pub steady: Option<Steady>,
+}
+
+/// A run after its warm-up: the start-up burst (every camera's first frame at once) left out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Steady {
+    pub warmup_seconds: f64,
+    pub latency: Percentiles,
+    pub stale_drops: u64,
+    pub superseded_drops: u64,
 }
 
 /// Decode-only and bare-model throughput of the same streams on the same threads.
@@ -194,8 +206,10 @@ pub struct ScalingStep {
     pub cpu_seconds: f64,
     pub cpu_share_of_machine: f64,
     pub peak_rss_mib: f64,
-    /// No stale drops and p99 latency under the bound.
+    /// No stale drops and p99 latency under the bound (after the warm-up, when one was set).
     pub sustained: bool,
+    #[serde(default)]
+    pub steady: Option<Steady>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -16,6 +16,9 @@ use gridwatch::ingest::settings::Pace;
 pub const SCALING_ANALYSIS_FPS: f64 = 1.0;
 pub const SCALING_P99_BOUND_MS: f64 = 1000.0;
 pub const DEFAULT_SCALING_STEP_SECONDS: f64 = 30.0;
+/// The start of a scaling step (or a key-area run) left out of "sustained": every camera's first
+/// frame arrives at once and every session's first run allocates; a quarter of the step at most.
+pub const WARMUP_SECONDS: f64 = 15.0;
 /// How long each bare-model measurement runs.
 pub const MODEL_LIMIT_SECONDS: f64 = 5.0;
 
@@ -218,11 +221,16 @@ fn run_in(
                 work_dir: work.join(format!("scaling-{n}")),
                 id_prefix: format!("s{n}-"),
                 progress: false,
+                warmup_seconds: WARMUP_SECONDS.min(o.scaling_step_seconds / 4.0),
                 ..o.replay.clone()
             };
             let r = replay::run(&step)?.result;
             let stale = r.frames_dropped.get("stale").copied().unwrap_or(0);
             let superseded = r.frames_dropped.get("superseded").copied().unwrap_or(0);
+            let (steady_stale, steady_p99) =
+                r.steady.as_ref().map_or((stale, r.latency.p99_ms), |s| {
+                    (s.stale_drops, s.latency.p99_ms)
+                });
             steps.push(ScalingStep {
                 cameras: n,
                 duration_seconds: r.wall_seconds,
@@ -230,7 +238,8 @@ fn run_in(
                 analysed_fps: r.analysed_fps,
                 stale_drops: stale,
                 superseded_drops: superseded,
-                sustained: stale == 0 && r.latency.p99_ms < SCALING_P99_BOUND_MS,
+                sustained: steady_stale == 0 && steady_p99 < SCALING_P99_BOUND_MS,
+                steady: r.steady.clone(),
                 latency: r.latency,
                 cpu_seconds: r.cpu_seconds,
                 cpu_share_of_machine: r.cpu_seconds / (r.wall_seconds * machine.cpus as f64),
@@ -342,8 +351,16 @@ fn key_area(
         o.replay.duration_seconds,
     )?;
 
+    // Decision latency in the steady state, as "sustained" is judged.
+    let warmed = main.records.iter().map(|r| r.received).min().map(|start| {
+        start + std::time::Duration::try_from_secs_f64(o.replay.warmup_seconds).unwrap_or_default()
+    });
     let mut by_scenario: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
-    for r in &main.records {
+    for r in main
+        .records
+        .iter()
+        .filter(|r| warmed.is_none_or(|w| r.received >= w))
+    {
         for s in main.camera_scenarios.get(r.camera).into_iter().flatten() {
             by_scenario
                 .entry(s.clone())
