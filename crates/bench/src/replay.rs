@@ -529,7 +529,7 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
     let wall0 = Instant::now();
     // The metrics as they stand when the warm-up ends, to count the steady state's drops.
     let at_warmup = (o.warmup_seconds > 0.0).then(|| {
-        let (handle, stop) = (handle.clone(), stop.clone());
+        let (handle, stop) = (handle, stop.clone());
         let warmup = Duration::try_from_secs_f64(o.warmup_seconds).unwrap_or_default();
         std::thread::spawn(move || {
             let end = Instant::now() + warmup;
