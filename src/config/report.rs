@@ -168,9 +168,12 @@ impl Config {
                 },
             };
             let keyframes = match profile.keyframes_only {
-                Some(true) => "keyframes only",
-                Some(false) => "every frame decoded",
-                None => "keyframes only once the stream's keyframe rate is measured to suffice",
+                Some(true) => "keyframes only".to_owned(),
+                Some(false) => "every frame decoded".to_owned(),
+                None => format!(
+                    "keyframes only if its stream has a keyframe at least every {:.1} s (measured while it runs)",
+                    1.0 / profile.analysis_fps.max(crate::area::MIN_ANALYSIS_FPS)
+                ),
             };
             out.push(format!(
                 "note: camera {} is analysed at {} fps, {why}; {keyframes}",
