@@ -257,8 +257,7 @@ impl Mailboxes {
     /// Realtime pace: whether camera `camera`'s next frame would only replace its frame still
     /// waiting for a worker, while that one is younger than half of `max_frame_age` (an older
     /// one is better replaced, so latency stays bounded). Counted as a `superseded` drop for
-    /// each model of the plan, so ingest may drop the frame before scaling and converting it,
-    /// or before decoding it.
+    /// each model of the plan, so ingest may drop the frame before scaling and converting it.
     pub fn drop_if_waiting(&self, camera: usize) -> bool {
         if self.pace == Pace::Fast {
             return false;

@@ -1,14 +1,13 @@
 //! Keyframes-only decoding, on request or chosen by itself: a probe in front of each video
 //! decoder measures the stream's keyframe interval and, while the mode is on, drops every delta
 //! unit and every keyframe the analysis rate does not need, so only the keyframes that will be
-//! analysed are decoded. A
-//! camera whose analysis rate is at or below its stream's keyframe rate switches to it without a
-//! rebuild (the decoder simply stops receiving deltas); switching back waits for the next
-//! keyframe, so the decoder never gets a delta whose reference it did not see.
+//! analysed are decoded. A camera whose analysis rate is at or below its stream's keyframe rate
+//! switches to it without a rebuild (the decoder simply stops receiving deltas); switching back
+//! waits for the next keyframe, so the decoder never gets a delta whose reference it did not see.
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -37,7 +36,7 @@ pub struct KeyframeClock {
     gaps: Arc<Mutex<Gaps>>,
     only: Arc<AtomicBool>,
     /// The analysis rate (f64 bits; 0: every keyframe), for keyframes-only decoding.
-    fps_bits: Arc<std::sync::atomic::AtomicU64>,
+    fps_bits: Arc<AtomicU64>,
 }
 
 impl KeyframeClock {

@@ -637,33 +637,62 @@ impl Liveness {
     }
 }
 
-/// The first scaler or colour converter after the decoder (the built-in templates: videoscale).
-fn is_converter(element: &gst::Element) -> bool {
-    element.factory().is_some_and(|f| {
-        matches!(
-            f.name().as_str(),
-            "videoscale" | "videoconvert" | "videoconvertscale"
-        )
-    })
+/// The most upstream of the scalers and colour converters that lead to the appsink (through
+/// caps filters only): the built-in templates' `videoscale`. `None` when the template has none.
+fn first_converter(appsink: &gst::Element) -> Option<gst::Element> {
+    let named = |e: &gst::Element, names: &[&str]| {
+        e.factory()
+            .is_some_and(|f| names.contains(&f.name().as_str()))
+    };
+    let mut found = None;
+    let mut element = appsink.clone();
+    // A template with more than a few elements between rate and sink is not one of ours.
+    for _ in 0..16 {
+        let Some(upstream) = element
+            .static_pad("sink")
+            .and_then(|p| p.peer())
+            .and_then(|p| p.parent_element())
+        else {
+            break;
+        };
+        if named(
+            &upstream,
+            &["videoscale", "videoconvert", "videoconvertscale"],
+        ) {
+            found = Some(upstream.clone());
+        } else if !named(&upstream, &["capsfilter"]) {
+            break;
+        }
+        element = upstream;
+    }
+    found
 }
 
 /// Drops a decoded frame before it is scaled and converted while the camera's previous frame
-/// still waits for the model (counted as dropped). `paced`: a replay at the camera's own pace,
-/// where the dropped frame still takes its time.
+/// still waits for the model (counted as dropped; the camera is alive, so the watchdog is
+/// told). `paced`: a replay at the camera's own pace, where the dropped frame still takes its
+/// time.
 fn drop_when_busy(
     element: &gst::Element,
     busy: BusyCheck,
-    (registry, camera): (CameraRegistry, usize),
+    (registry, camera, liveness): (CameraRegistry, usize, Arc<Liveness>),
     paced: bool,
 ) {
     let Some(pad) = element.static_pad("sink") else {
         return;
     };
+    let converter = element.downgrade();
     pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-        if !busy() {
+        // Until the pipeline plays, a frame is its preroll: the sink needs it to start the clock
+        // (`busy` counts a drop, so it is asked only when the frame may go).
+        let playing = converter
+            .upgrade()
+            .is_some_and(|e| e.current_state() == gst::State::Playing);
+        if !playing || !busy() {
             return gst::PadProbeReturn::Ok;
         }
         registry.dropped(camera);
+        liveness.touch();
         if paced && let Some(buffer) = info.buffer() {
             wait_for_running_time(pad, buffer);
         }
@@ -690,8 +719,12 @@ fn wait_for_running_time(pad: &gst::Pad, buffer: &gst::BufferRef) {
     let Some(segment) = segment.segment().downcast_ref::<gst::ClockTime>() else {
         return;
     };
-    if let Some(running) = segment.to_running_time(pts) {
-        let _ = clock.new_single_shot_id(base + running).wait();
+    // A timestamp from the stream near the end of the clock's range must not overflow.
+    if let Some(at) = segment
+        .to_running_time(pts)
+        .and_then(|running| base.checked_add(running))
+    {
+        let _ = clock.new_single_shot_id(at).wait();
     }
 }
 
@@ -717,28 +750,28 @@ fn run_pipeline_once(
     else {
         return RunEnd::Failed("the pipeline template has no `appsink name=frames`".into());
     };
+    let liveness = Arc::new(Liveness {
+        last_frame: Mutex::new(Instant::now()),
+        waiting_downstream: AtomicBool::new(false),
+    });
     {
         let keyframes = keyframes.clone();
         let busy = frame_sink
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .busy_check();
-        let (registry, camera, paced) = (registry.clone(), plan.index, plan.sync);
-        let converter_watched = AtomicBool::new(false);
-        pipeline.connect_deep_element_added(move |_, _, element| {
-            keyframes.watch(element);
-            if let Some(busy) = &busy
-                && is_converter(element)
-                && !converter_watched.swap(true, Ordering::Relaxed)
-            {
-                drop_when_busy(element, busy.clone(), (registry.clone(), camera), paced);
-            }
-        });
+        if let Some(busy) = busy
+            && let Some(converter) = first_converter(sink.upcast_ref())
+        {
+            let alive = (registry.clone(), plan.index, liveness.clone());
+            drop_when_busy(&converter, busy, alive, plan.sync);
+        }
+        // Decoders written in the template exist already; decodebin adds its own later.
+        for element in pipeline.iterate_recurse().into_iter().flatten() {
+            keyframes.watch(&element);
+        }
+        pipeline.connect_deep_element_added(move |_, _, element| keyframes.watch(element));
     }
-    let liveness = Arc::new(Liveness {
-        last_frame: Mutex::new(Instant::now()),
-        waiting_downstream: AtomicBool::new(false),
-    });
     let shared_clock = Arc::new(Mutex::new(std::mem::take(clock)));
     {
         let frame_sink = frame_sink.clone();

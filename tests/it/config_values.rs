@@ -43,6 +43,7 @@ const FIELDS: &[(&str, &str, Kind)] = &[
     ("cameras[0]", "lon", Kind::Float),
     ("cameras[0].zones[0]", "min_score", Kind::Float),
     ("cameras[0].zones[1]", "min_overlap_ratio", Kind::Float),
+    ("cameras[0].zones[0]", "analysis_fps", Kind::Float),
     // Catalog thresholds, through camera and phase overrides.
     (
         "cameras[0].scenario_overrides.illegal_parking",

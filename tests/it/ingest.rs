@@ -561,3 +561,73 @@ fn a_resolution_change_mid_stream_keeps_frames_flowing() {
     assert!(c.frames >= 35, "{c:?}");
     run.finish();
 }
+
+/// A sink whose camera always has a frame waiting for the model: it counts what reaches it.
+struct AlwaysBusy(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl gridwatch::ingest::FrameSink for AlwaysBusy {
+    fn push(&mut self, _frame: gridwatch::ingest::Frame) -> gridwatch::ingest::Pushed {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        gridwatch::ingest::Pushed::Accepted
+    }
+    fn close(&mut self) {}
+    fn busy_check(&self) -> Option<gridwatch::ingest::BusyCheck> {
+        Some(std::sync::Arc::new(|| true))
+    }
+}
+
+/// While the camera's previous frame still waits for the model, a decoded frame is dropped
+/// before it is scaled and converted (counted as dropped, never pushed; the first frame passes,
+/// as the sink's preroll), a real-time replay keeps its pace while it drops (bikes.mp4, 10 s,
+/// still streams after 4 s and takes its 10 s), and the stall watchdog (3 s here) does not
+/// take dropping for a dead camera.
+#[test]
+fn a_frame_that_would_supersede_a_waiting_one_is_dropped_before_conversion_at_the_cameras_pace() {
+    let _exclusive = crate::support::exclusive();
+    let dir = TempDir::new("busy-drop");
+    gridwatch::ingest::init().expect("GStreamer");
+    let clip = repo("sample-streams/bikes.mp4").display().to_string();
+    let config = config(&dir, 4.0, &camera("busy", &clip, ""), "realtime");
+    let registry = CameraRegistry::default();
+    let index = registry.add(gridwatch::ingest::initial_status(&config.area, 0));
+    let plan = gridwatch::ingest::CameraPlan::new(&config.area, &config.ingest, index, 416, 416)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pushed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Instant::now();
+    let thread = gridwatch::ingest::spawn_camera(
+        plan,
+        Box::new(AlwaysBusy(pushed.clone())),
+        registry.clone(),
+        stop.clone(),
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let status = registry.snapshot().remove(0);
+    assert_eq!(
+        status.state,
+        CameraState::Streaming,
+        "paced, not raced to the end: {status:?}"
+    );
+    assert!(
+        status.dropped >= 8,
+        "4 frames/s for 4 s dropped: {status:?}"
+    );
+    thread.join().unwrap();
+    let status = registry.snapshot().remove(0);
+    assert_eq!(status.state, CameraState::Ended, "{status:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "the 10 s clip took its time: {:?}",
+        started.elapsed()
+    );
+    // Only the preroll frame, which the sink needs before the pipeline plays.
+    assert_eq!(
+        pushed.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "nothing but the first frame reached the sink"
+    );
+    assert!(
+        status.dropped >= 35,
+        "about 40 frames at 4/s, all dropped: {status:?}"
+    );
+}
