@@ -339,9 +339,18 @@ pub struct GatedSink {
     /// supervisor tick.
     /// `None` as the index: a group outside the ownership table, never this node's.
     fence: Option<(crate::cluster::Ownership, Option<usize>)>,
+    /// Camera re-checks (视频核查): while one of this camera's is due, frames pass whatever
+    /// the zones' schedule and motion say.
+    rechecks: Option<crate::recheck::Rechecks>,
 }
 
 impl GatedSink {
+    /// Frames pass while a re-check of this camera is due.
+    pub fn with_rechecks(mut self, rechecks: crate::recheck::Rechecks) -> Self {
+        self.rechecks = Some(rechecks);
+        self
+    }
+
     /// Camera `camera` of `area`, its zones scheduled at their rates.
     pub fn new(
         area: &Arc<crate::area::Area>,
@@ -366,6 +375,7 @@ impl GatedSink {
             next_profile_check: Instant::now() + PROFILE_CHECK_INTERVAL,
             mailboxes,
             fence: None,
+            rechecks: None,
         })
     }
 }
@@ -395,7 +405,13 @@ impl FrameSink for GatedSink {
                     .profile_at(self.camera, time::OffsetDateTime::now_utc());
                 gate.set_zones(&ZoneSchedule::of_camera(&self.area, self.camera, &profile));
             }
+            let recheck = self
+                .rechecks
+                .as_ref()
+                .is_some_and(|r| r.due(&self.camera_id));
             match gate.decide(&frame) {
+                // The background model learned from the frame; a due re-check still needs it.
+                Ok(Decision::Skip(_) | Decision::NotDue) if recheck => self.gated.periodic(),
                 Ok(Decision::Skip(_)) => {
                     self.gated.skipped();
                     return Pushed::Skipped;

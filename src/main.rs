@@ -138,6 +138,13 @@ enum Command {
         /// Print the OpenAPI description of the API (and of the case) and exit.
         #[arg(long)]
         openapi: bool,
+        /// Push every status change to this URL (gridwatch's
+        /// `/api/v1/platform/<target>/status`), signed with `--webhook-secret`.
+        #[arg(long, requires = "webhook_secret")]
+        webhook_url: Option<String>,
+        /// The shared secret of the webhook's HMAC-SHA256 signature.
+        #[arg(long, env = "GRIDWATCH_WEBHOOK_SECRET", requires = "webhook_url")]
+        webhook_secret: Option<String>,
     },
 }
 
@@ -629,6 +636,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             database,
             token,
             openapi,
+            webhook_url,
+            webhook_secret,
         } => {
             if openapi {
                 println!("{}", gridwatch_dispatch_ref::openapi().to_pretty_json()?);
@@ -636,7 +645,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(async {
-                let receiver = gridwatch_dispatch_ref::Receiver::bind(&listen, &database, token).await?;
+                let webhook = webhook_url
+                    .zip(webhook_secret)
+                    .map(|(url, secret)| gridwatch_dispatch_ref::Webhook { url, secret });
+                let receiver =
+                    gridwatch_dispatch_ref::Receiver::bind_with(&listen, &database, token, webhook).await?;
                 let addr = receiver.local_addr();
                 tracing::info!(url = %format!("http://{addr}/"), api = %format!("http://{addr}{}", gridwatch_dispatch_ref::CASES_PATH), "dispatch receiver listening");
                 receiver

@@ -43,6 +43,15 @@ pub const EVENTS: &str = "gridwatch_events_total";
 pub const FIRE_BASELINE_ERRORS: &str = "gridwatch_fire_baseline_errors_total";
 pub const CASES_STORED: &str = "gridwatch_cases_stored_total";
 pub const DELIVERIES: &str = "gridwatch_deliveries_total";
+/// Case statuses the platforms reported back (first receipt of each event).
+pub const PLATFORM_STATUSES: &str = "gridwatch_platform_statuses_total";
+/// Status polls and webhook calls that failed or were refused.
+pub const PLATFORM_STATUS_ERRORS: &str = "gridwatch_platform_status_errors_total";
+/// Update deliveries (verified, reopened, reminder, …) by target, kind and outcome.
+pub const UPDATE_DELIVERIES: &str = "gridwatch_update_deliveries_total";
+/// Camera re-checks decided (passed, failed) and updates queued by the 103060 clock.
+pub const VERIFICATIONS: &str = "gridwatch_verifications_total";
+pub const DEADLINE_UPDATES: &str = "gridwatch_deadline_updates_total";
 /// Cases stored that no dispatch target's routes take (kept in the outbox as `unrouted`).
 pub const CASES_UNROUTED: &str = "gridwatch_cases_unrouted_total";
 /// Object suppressions learned from repeated rejections of one object at one place.
@@ -201,6 +210,26 @@ pub const FAMILIES: &[Family] = &[
     Family::counter(
         DELIVERIES,
         "Delivery attempts, by target and outcome (delivered, dead_letter, retry).",
+    ),
+    Family::counter(
+        PLATFORM_STATUSES,
+        "Case statuses reported back by a platform (each event once), by target and status.",
+    ),
+    Family::counter(
+        PLATFORM_STATUS_ERRORS,
+        "Status polls that failed and webhook calls refused (bad signature, stale, malformed), by target and reason.",
+    ),
+    Family::counter(
+        UPDATE_DELIVERIES,
+        "Case update delivery attempts, by target, kind and outcome (delivered, dead_letter, retry).",
+    ),
+    Family::counter(
+        VERIFICATIONS,
+        "Camera re-checks after the platform reported a case handled, by outcome (passed, failed).",
+    ),
+    Family::counter(
+        DEADLINE_UPDATES,
+        "103060 reminders and escalations queued, by kind.",
     ),
     Family::counter(
         OBJECT_SUPPRESSIONS_LEARNED,
@@ -533,6 +562,28 @@ pub fn case_stored(scenario: &str) {
 /// One delivery attempt to `target` and how it ended: `delivered`, `dead_letter`, `retry`.
 pub fn delivery(target: &str, outcome: &'static str) {
     counter!(DELIVERIES, "target" => target.to_owned(), "outcome" => outcome).increment(1);
+}
+
+pub fn platform_status(target: &str, status: &'static str) {
+    counter!(PLATFORM_STATUSES, "target" => target.to_owned(), "status" => status).increment(1);
+}
+
+pub fn platform_status_error(target: &str, reason: &'static str) {
+    counter!(PLATFORM_STATUS_ERRORS, "target" => target.to_owned(), "reason" => reason)
+        .increment(1);
+}
+
+pub fn update_delivery(target: &str, kind: &str, outcome: &'static str) {
+    counter!(UPDATE_DELIVERIES, "target" => target.to_owned(), "kind" => kind.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+pub fn verification(outcome: &'static str) {
+    counter!(VERIFICATIONS, "outcome" => outcome).increment(1);
+}
+
+pub fn deadline_updates(kind: &'static str, n: usize) {
+    counter!(DEADLINE_UPDATES, "kind" => kind).increment(n as u64);
 }
 
 pub fn delivery_retry(target: &str) {

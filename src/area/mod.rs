@@ -5,6 +5,7 @@
 
 pub mod geometry;
 pub mod kinds;
+pub mod organisation;
 pub mod profile;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,11 @@ pub struct Area {
     pub units: Vec<Unit>,
     pub groups: Vec<Group>,
     pub cameras: Vec<Camera>,
+    /// The plan's phases (实战启动, 实战攻坚, 长效管理), in order.
+    pub phases: Vec<organisation::PlanPhase>,
+    pub stations: Vec<organisation::Station>,
+    pub departments: Vec<organisation::Department>,
+    pub mobile_team: Option<organisation::MobileTeam>,
     /// Folder the relative paths of the configuration resolve against (camera files,
     /// pipeline templates).
     pub base_dir: PathBuf,
@@ -122,9 +128,10 @@ pub struct Group {
 #[serde(deny_unknown_fields)]
 pub struct GroupPhase {
     pub name: String,
-    /// First day of the phase (local date).
+    /// Start of the phase: a local date (from its midnight) or date and time (2026-11-01T08:00:00).
     pub from: toml::value::Datetime,
-    /// Last day of the phase, inclusive; open-ended when absent.
+    /// End: a date is the last day (inclusive), a date and time the first moment after it;
+    /// open-ended when absent.
     #[serde(default)]
     pub to: Option<toml::value::Datetime>,
     #[serde(default)]
@@ -277,6 +284,34 @@ impl Zone {
             exclude: self.exclude.clone(),
             anchor: self.anchor,
             min_overlap_ratio: self.min_overlap_ratio,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// An area with only a centre (Shanghai time) and the given `[[phases]]`.
+    pub fn area_with_phases(toml_text: &str) -> Area {
+        #[derive(Deserialize)]
+        struct Phases {
+            phases: Vec<organisation::PlanPhase>,
+        }
+        let p: Phases = toml::from_str(toml_text).expect("phases");
+        Area {
+            centre: CommandCentre {
+                name: "c".into(),
+                utc_offset: DEFAULT_UTC_OFFSET.into(),
+            },
+            units: Vec::new(),
+            groups: Vec::new(),
+            cameras: Vec::new(),
+            phases: p.phases,
+            stations: Vec::new(),
+            departments: Vec::new(),
+            mobile_team: None,
+            base_dir: PathBuf::new(),
         }
     }
 }

@@ -2,8 +2,9 @@
 //! (day/night shifts) and the phase in force (launch, intensive, long-term), which may override
 //! rates and scenario thresholds. Evaluated continuously, so a phase change needs no restart.
 
-use time::{Date, Month, OffsetDateTime, UtcOffset};
+use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
+use super::organisation::local_datetime;
 use super::{Area, GroupPhase, MAX_ANALYSIS_FPS, MIN_ANALYSIS_FPS};
 
 /// What a camera should be doing now.
@@ -80,14 +81,15 @@ pub fn parse_utc_offset(s: &str) -> Option<UtcOffset> {
     UtcOffset::from_hms(sign * h, sign * m, 0).ok()
 }
 
-fn to_date(d: &toml::value::Datetime) -> Option<Date> {
-    let date = d.date?;
-    Date::from_calendar_date(
-        i32::from(date.year),
-        Month::try_from(date.month).ok()?,
-        date.day,
-    )
-    .ok()
+/// The first local moment after a phase: a date's next midnight (the day is included), a
+/// date and time itself.
+fn phase_end(d: &toml::value::Datetime) -> Option<PrimitiveDateTime> {
+    let at = local_datetime(d)?;
+    if d.time.is_some() {
+        Some(at)
+    } else {
+        Some(PrimitiveDateTime::new(at.date().next_day()?, at.time()))
+    }
 }
 
 /// An analysis rate (a group's or a phase's) within [`MIN_ANALYSIS_FPS`, `MAX_ANALYSIS_FPS`].
@@ -109,17 +111,23 @@ pub fn parse_analysis_fps(s: &str) -> Result<f64, String> {
 
 pub fn validate_phase(p: &GroupPhase) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
-    let from = to_date(&p.from);
-    if from.is_none() || p.from.time.is_some() {
+    let from = local_datetime(&p.from);
+    if from.is_none() {
         out.push((
             "from",
-            format!("expected a date like 2026-11-01, got `{}`", p.from),
+            format!(
+                "expected a local date or date and time like 2026-11-01 or 2026-11-01T08:00:00, got `{}`",
+                p.from
+            ),
         ));
     }
     if let Some(to) = &p.to {
-        match (from, to_date(to)) {
-            (_, None) => out.push(("to", format!("expected a date like 2026-12-31, got `{to}`"))),
-            (Some(f), Some(t)) if t < f => out.push(("to", "ends before it starts".into())),
+        match (from, phase_end(to)) {
+            (_, None) => out.push((
+                "to",
+                format!("expected a local date or date and time like 2026-12-31 or 2026-11-11T08:00:00, got `{to}`"),
+            )),
+            (Some(f), Some(t)) if t <= f => out.push(("to", "ends before it starts".into())),
             _ => {}
         }
     }
@@ -148,11 +156,12 @@ impl Area {
         let local = now.to_offset(self.utc_offset());
         let cam = &self.cameras[camera];
         let group = self.camera_group(cam);
+        let moment = PrimitiveDateTime::new(local.date(), local.time());
         let phase = group.and_then(|g| {
             g.phases.iter().find(|p| {
-                let from = to_date(&p.from);
-                let to = p.to.as_ref().and_then(to_date);
-                from.is_some_and(|f| local.date() >= f) && to.is_none_or(|t| local.date() <= t)
+                let from = local_datetime(&p.from);
+                let to = p.to.as_ref().and_then(phase_end);
+                from.is_some_and(|f| moment >= f) && to.is_none_or(|t| moment < t)
             })
         });
         let hours: &[String] = match (phase.and_then(|p| p.active_hours.as_deref()), group) {

@@ -6,6 +6,7 @@
 
 pub mod evidence;
 pub mod outbox;
+pub mod platform;
 pub mod routing;
 pub mod settings;
 pub mod tiers;
@@ -17,7 +18,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::scenarios::Event;
+use crate::scenarios::{Event, Output};
 use crate::telemetry;
 pub use gridwatch_case::{
     CASE_FIELDS, CASE_SCHEMA, CASE_SOURCE, Case, CaseCamera, CaseEpisode, CaseObject, CaseScenario,
@@ -53,12 +54,13 @@ struct Rendered {
     clean: Option<Vec<u8>>,
 }
 
-fn render(
-    event: &Event,
-    tier: Tier,
-    snapshot_max_width_pixels: u32,
-) -> Result<Rendered, CaseError> {
-    let (case, jpeg) = build(event, snapshot_max_width_pixels)?;
+fn render(event: &Event, tier: Tier, triage: &Triage) -> Result<Rendered, CaseError> {
+    let snapshot_max_width_pixels = triage.snapshot_max_width_pixels;
+    let (mut case, jpeg) = build(event, snapshot_max_width_pixels)?;
+    // The configured limits (the plan's 10/30/60 minutes unless a town sets others).
+    let limit_ms = triage.deadlines.limit_ms(case.handling_level);
+    case.deadline_minutes = u32::try_from((limit_ms + 59_999) / 60_000).unwrap_or(u32::MAX);
+    case.deadline_at = case.confirmed_at + time::Duration::milliseconds(limit_ms);
     let body = serde_json::to_string(&case)?;
     // A held case keeps its frame for the reviewer's training data; a learned zone state's
     // case keeps it too, so that staff can label it from the history.
@@ -181,106 +183,302 @@ pub fn build(event: &Event, snapshot_max_width_pixels: u32) -> Result<(Case, Vec
     Ok((case, evidence.snapshot.jpeg))
 }
 
+/// How often the case thread looks at the 103060 clocks.
+const DEADLINE_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The case thread with the review console's tiers: an event matching an active suppression is
 /// dropped (counted); below the scenario's `review_score` it is only counted; below its
 /// `auto_dispatch_score` the case is stored as `awaiting_review` with its clean frame and
 /// `on_held` tells the console; otherwise it is stored `pending` and `on_stored` wakes delivery.
+/// It also turns ended episodes and decided re-checks into updates of their cases, and every
+/// second queues the 103060 reminders and escalations that are due.
 pub fn run_triaged(
     mut outbox: Outbox,
-    input: Receiver<Event>,
+    input: Receiver<Output>,
     triage: &Triage,
     on_stored: impl Fn(),
     on_held: impl Fn(),
 ) -> Result<u64, CaseError> {
     let mut stored = 0;
-    for event in input {
-        // The key area the event was decided under (a reload may have changed it since).
-        let area = event.area.clone();
-        let cam = &area.cameras[event.camera];
-        let zone = &cam.zones[event.zone];
-        // Checked before rendering: a suppressed event costs nothing.
-        let boxes: Vec<[f32; 4]> = event.objects.iter().map(|o| o.bbox).collect();
-        if triage.suppressions.active(
-            &cam.id,
-            &zone.id,
-            event.scenario.id,
-            &boxes,
-            SystemTime::now(),
-        ) {
-            telemetry::event_suppressed(event.scenario.id);
-            tracing::info!(scenario = event.scenario.id, camera = %cam.id, zone = %zone.id, "event suppressed by a reviewer's rejection");
-            continue;
-        }
-        let tier = triage.tiers.decide(event.scenario.id, event.confidence);
-        if tier == Tier::CountOnly {
-            telemetry::review_below_threshold(event.scenario.id);
-            tracing::info!(scenario = event.scenario.id, camera = %cam.id, confidence = event.confidence, "event below the review score: counted only");
-            continue;
-        }
-        let Rendered {
-            case,
-            jpeg,
-            body,
-            clean,
-        } = match render(&event, tier, triage.snapshot_max_width_pixels) {
-            Ok(r) => r,
-            Err(e) => {
-                // One bad frame or value must not stop discovery: keep the event and go on.
-                keep_unrendered(&outbox, &event, &e)?;
-                continue;
+    let mut episodes = Episodes::default();
+    let mut ticked = std::time::Instant::now();
+    loop {
+        let output = match input.recv_timeout(DEADLINE_TICK) {
+            Ok(o) => Some(o),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
+        if ticked.elapsed() >= DEADLINE_TICK {
+            ticked = std::time::Instant::now();
+            if tick_deadlines(&mut outbox, triage)? {
+                on_stored();
             }
-        };
-        let held = tier == Tier::Review;
-        let state = if held {
-            outbox::InitialState::AwaitingReview
-        } else {
-            outbox::InitialState::Pending
-        };
-        // Routed once, under the rules in force now, and stored with its deliveries in the
-        // same transaction.
-        let targets = triage
-            .routing
-            .load()
-            .route(&cam.unit, &zone.tags, event.scenario.id);
-        // The fence, as late as possible (inside the write transaction): after a hand-over or
-        // a lost lease the group's new owner analyses it, and this node must not add a case.
-        let fence = || {
-            triage
-                .fence
-                .as_ref()
-                .is_none_or(|f| f.may_analyse(&cam.group))
-        };
-        let stored_here = outbox.store_if(
-            &outbox::NewCase {
-                id: &case.id.to_string(),
-                scenario: &case.scenario.id,
-                camera: &case.camera.id,
-                body: &body,
-                snapshot: &jpeg,
-                state,
-                clean_frame: clean.as_deref(),
-                targets: &targets,
-            },
-            fence,
-        )?;
-        if !stored_here {
-            telemetry::cluster_fenced_event(&case.scenario.id);
-            tracing::warn!(case = %case.id, scenario = %case.scenario.id, camera = %cam.id, group = %cam.group, "case not committed: this node no longer owns the camera's group");
-            continue;
         }
-        telemetry::case_stored(&case.scenario.id);
-        tracing::info!(case = %case.id, scenario = %case.scenario.id, camera = %case.camera.id, unit = %case.unit.name, zone = %case.zone.id, targets = ?targets, objects = case.objects.len(), confidence = case.confidence, held_for_review = held, "case stored in outbox");
-        if targets.is_empty() {
-            // Kept, never silently lost: the operator sees the gap in the metric and the log.
-            telemetry::case_unrouted(&case.scenario.id);
-            tracing::warn!(case = %case.id, scenario = %case.scenario.id, camera = %case.camera.id, unit = %cam.unit, zone = %zone.id, "no dispatch target takes this case (check the [dispatch] routes); it stays in the outbox as unrouted");
-        }
-        stored += 1;
-        if held {
-            on_held();
-        } else {
-            on_stored();
+        match output {
+            None => {}
+            Some(Output::Event(event)) => {
+                let key = episodes.key(&event.scenario, event.camera, event.zone, event.episode);
+                let Some((id, held)) = store_event(&mut outbox, event, triage)? else {
+                    continue;
+                };
+                episodes.open.insert(key, id);
+                stored += 1;
+                if held {
+                    on_held();
+                } else {
+                    on_stored();
+                }
+            }
+            Some(Output::Ended(end)) => {
+                let key = episodes.key(&end.scenario, end.camera, end.zone, end.episode);
+                if let Some(id) = episodes.open.remove(&key)
+                    && triage.report_self_resolved
+                    && self_resolved(&mut outbox, &id, &end, triage)?
+                {
+                    on_stored();
+                }
+            }
+            Some(Output::Checked(c)) => {
+                if verified(&mut outbox, &c, triage)? {
+                    on_stored();
+                }
+            }
         }
     }
     Ok(stored)
+}
+
+/// The case each episode in progress made, by (scenario, camera, zone, episode key): an
+/// episode's end finds its case. Bounded by the episodes in progress.
+#[derive(Default)]
+struct Episodes {
+    open: std::collections::HashMap<(&'static str, usize, usize, u64), String>,
+}
+
+impl Episodes {
+    fn key(
+        &self,
+        s: &crate::scenarios::ScenarioInfo,
+        camera: usize,
+        zone: usize,
+        episode: u64,
+    ) -> (&'static str, usize, usize, u64) {
+        (s.id, camera, zone, episode)
+    }
+}
+
+/// Reminders and escalations due now; whether any was queued.
+fn tick_deadlines(outbox: &mut Outbox, triage: &Triage) -> Result<bool, CaseError> {
+    let (reminders, escalations) =
+        outbox.tick_deadlines(&triage.deadlines, triage.escalation_station.as_ref())?;
+    if reminders + escalations > 0 {
+        telemetry::deadline_updates("reminder", reminders);
+        telemetry::deadline_updates("escalated", escalations);
+        tracing::info!(
+            reminders,
+            escalations,
+            "103060: reminders and escalations queued for the platform"
+        );
+    }
+    Ok(reminders + escalations > 0)
+}
+
+/// The zone's picture now, for an update: the frame with the zone drawn, no objects.
+fn zone_snapshot(
+    frame: &crate::ingest::Frame,
+    area: &crate::area::Area,
+    camera: usize,
+    zone: Option<usize>,
+    max_width: u32,
+) -> Option<(Vec<u8>, u32, u32)> {
+    let polygon = zone
+        .and_then(|z| area.cameras.get(camera)?.zones.get(z))
+        .map(|z| z.polygon.clone())
+        .unwrap_or_default();
+    match evidence::render(frame, &polygon, &[], max_width) {
+        Ok(e) => Some((e.snapshot.jpeg, e.snapshot.width, e.snapshot.height)),
+        Err(e) => {
+            tracing::warn!(error = %e, "update snapshot could not be rendered; the update goes without it");
+            None
+        }
+    }
+}
+
+/// An episode ended: its case resolved itself if nobody acted yet (自行消除).
+fn self_resolved(
+    outbox: &mut Outbox,
+    case_id: &str,
+    end: &crate::scenarios::EpisodeEnd,
+    triage: &Triage,
+) -> Result<bool, CaseError> {
+    let facts = platform::UpdateFacts {
+        note: Some("事件已自行消除 (episode ended before handling)".into()),
+        snapshot: zone_snapshot(
+            &end.frame,
+            &end.area,
+            end.camera,
+            Some(end.zone),
+            triage.snapshot_max_width_pixels,
+        ),
+        ..platform::UpdateFacts::default()
+    };
+    let queued = outbox.self_resolved(case_id, &facts)?;
+    if queued {
+        tracing::info!(case = %case_id, scenario = end.scenario.id, "episode ended before anyone acted: self-resolved update queued");
+    }
+    Ok(queued)
+}
+
+/// A re-check was decided: 核查通过 or 核查不通过 (reopened), with the frame that decided it.
+fn verified(
+    outbox: &mut Outbox,
+    c: &crate::scenarios::Checked,
+    triage: &Triage,
+) -> Result<bool, CaseError> {
+    let r = &c.outcome.request;
+    let note = if c.outcome.passed {
+        "核查通过: 摄像头复核问题已消除"
+    } else {
+        "核查不通过: 摄像头复核问题仍在, 案件重新打开"
+    };
+    let facts = platform::UpdateFacts {
+        note: Some(note.into()),
+        snapshot: zone_snapshot(
+            &c.frame,
+            &c.area,
+            c.camera,
+            c.zone,
+            triage.snapshot_max_width_pixels,
+        ),
+        ..platform::UpdateFacts::default()
+    };
+    let decided = outbox.finish_verification(&r.case_id, r.round, c.outcome.passed, &facts)?;
+    if decided {
+        telemetry::verification(if c.outcome.passed { "passed" } else { "failed" });
+        tracing::info!(case = %r.case_id, round = r.round, passed = c.outcome.passed, camera = %r.camera, zone = %r.zone, "camera re-check decided");
+    }
+    Ok(decided)
+}
+
+/// The event's tier, or `None` (counted and logged) when a reviewer's suppression covers it
+/// or it is below the review score. Checked before rendering: a dropped event costs nothing.
+fn tier_of(event: &Event, triage: &Triage) -> Option<Tier> {
+    let cam = &event.area.cameras[event.camera];
+    let zone = &cam.zones[event.zone];
+    let boxes: Vec<[f32; 4]> = event.objects.iter().map(|o| o.bbox).collect();
+    if triage.suppressions.active(
+        &cam.id,
+        &zone.id,
+        event.scenario.id,
+        &boxes,
+        SystemTime::now(),
+    ) {
+        telemetry::event_suppressed(event.scenario.id);
+        tracing::info!(scenario = event.scenario.id, camera = %cam.id, zone = %zone.id, "event suppressed by a reviewer's rejection");
+        return None;
+    }
+    let tier = triage.tiers.decide(event.scenario.id, event.confidence);
+    if tier == Tier::CountOnly {
+        telemetry::review_below_threshold(event.scenario.id);
+        tracing::info!(scenario = event.scenario.id, camera = %cam.id, confidence = event.confidence, "event below the review score: counted only");
+        return None;
+    }
+    Some(tier)
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    (datetime(t).unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// When a case was confirmed, as routes see it: local time of day and the plan's phase.
+pub fn route_moment(area: &crate::area::Area, at: SystemTime) -> routing::RouteMoment {
+    let at = datetime(at);
+    let local = at.to_offset(area.utc_offset());
+    routing::RouteMoment {
+        minute_of_day: u16::from(local.hour()) * 60 + u16::from(local.minute()),
+        phase: area.plan_phase_at(at).map(|p| p.id.clone()),
+    }
+}
+
+/// Triage, render, route and store one event's case; its id and whether it is held, or
+/// `None` when it was suppressed, counted only, kept unrendered or fenced.
+fn store_event(
+    outbox: &mut Outbox,
+    event: Event,
+    triage: &Triage,
+) -> Result<Option<(String, bool)>, CaseError> {
+    // The key area the event was decided under (a reload may have changed it since).
+    let area = event.area.clone();
+    let cam = &area.cameras[event.camera];
+    let zone = &cam.zones[event.zone];
+    let Some(tier) = tier_of(&event, triage) else {
+        return Ok(None);
+    };
+    let Rendered {
+        case,
+        jpeg,
+        body,
+        clean,
+    } = match render(&event, tier, triage) {
+        Ok(r) => r,
+        Err(e) => {
+            // One bad frame or value must not stop discovery: keep the event and go on.
+            keep_unrendered(&outbox, &event, &e)?;
+            return Ok(None);
+        }
+    };
+    let held = tier == Tier::Review;
+    let state = if held {
+        outbox::InitialState::AwaitingReview
+    } else {
+        outbox::InitialState::Pending
+    };
+    // Routed once, under the rules in force now, and stored with its deliveries in the
+    // same transaction.
+    let when = route_moment(&area, event.confirmed_at);
+    let targets =
+        triage
+            .routing
+            .load()
+            .route(&cam.unit, &zone.tags, event.scenario.id, Some(&when));
+    // The fence, as late as possible (inside the write transaction): after a hand-over or
+    // a lost lease the group's new owner analyses it, and this node must not add a case.
+    let fence = || {
+        triage
+            .fence
+            .as_ref()
+            .is_none_or(|f| f.may_analyse(&cam.group))
+    };
+    let clock = (
+        case.handling_level,
+        triage.deadlines.counted_from,
+        unix_ms(event.confirmed_at),
+    );
+    let stored_here = outbox.store_with_clock(
+        &outbox::NewCase {
+            id: &case.id.to_string(),
+            scenario: &case.scenario.id,
+            camera: &case.camera.id,
+            body: &body,
+            snapshot: &jpeg,
+            state,
+            clean_frame: clean.as_deref(),
+            targets: &targets,
+        },
+        Some(clock),
+        fence,
+    )?;
+    if !stored_here {
+        telemetry::cluster_fenced_event(&case.scenario.id);
+        tracing::warn!(case = %case.id, scenario = %case.scenario.id, camera = %cam.id, group = %cam.group, "case not committed: this node no longer owns the camera's group");
+        return Ok(None);
+    }
+    telemetry::case_stored(&case.scenario.id);
+    tracing::info!(case = %case.id, scenario = %case.scenario.id, camera = %case.camera.id, unit = %case.unit.name, zone = %case.zone.id, targets = ?targets, objects = case.objects.len(), confidence = case.confidence, held_for_review = held, "case stored in outbox");
+    if targets.is_empty() {
+        // Kept, never silently lost: the operator sees the gap in the metric and the log.
+        telemetry::case_unrouted(&case.scenario.id);
+        tracing::warn!(case = %case.id, scenario = %case.scenario.id, camera = %case.camera.id, unit = %cam.unit, zone = %zone.id, "no dispatch target takes this case (check the [dispatch] routes); it stays in the outbox as unrouted");
+    }
+    Ok(Some((case.id.to_string(), held)))
 }

@@ -57,6 +57,8 @@ pub enum OutboxError {
     Io(#[source] rusqlite::Error),
     #[error("outbox: {0}")]
     Sql(#[source] rusqlite::Error),
+    #[error("outbox: {0}")]
+    Invalid(String),
 }
 
 impl From<rusqlite::Error> for OutboxError {
@@ -161,10 +163,13 @@ pub enum Selection {
 /// A case waiting for delivery to one target.
 #[derive(Debug, Clone)]
 pub struct PendingCase {
+    /// The case's id, or an update's (both are idempotency keys).
     pub id: String,
     pub body: String,
     /// Attempts to this target so far.
     pub attempts: u32,
+    /// `Some(case id)`: this is an update of that case (`platform::Outbox::due_updates`).
+    pub update_of: Option<String>,
 }
 
 /// Case counts for reports and the exit summary.
@@ -206,7 +211,7 @@ pub struct NewCase<'a> {
 }
 
 pub struct Outbox {
-    conn: Connection,
+    pub(super) conn: Connection,
 }
 
 /// The case-level columns of `outbox` recomputed from the case's deliveries (`outbox.case_id`
@@ -390,6 +395,8 @@ pub const MIGRATIONS: &[Step] = &[
         "ALTER TABLE review_zone_labels RENAME COLUMN frame_png TO frame;
          ALTER TABLE review_zone_labels ADD COLUMN case_id TEXT;",
     ),
+    // 8: the platform loop: statuses back, verification rounds, 103060 clocks, updates.
+    Step::sql(super::platform::SCHEMA),
 ];
 
 const ZONE_LABELS: &str = "
@@ -605,6 +612,8 @@ pub fn release_case(conn: &Connection, id: &str) -> Result<usize, OutboxError> {
             "UPDATE deliveries SET state = 'pending', next_attempt_at_ms = ?2 WHERE case_id = ?1 AND state = 'held'",
             params![id, now],
         )?;
+        // Confirmed, or released unreviewed: a clock counted from review starts now.
+        super::platform::clock_moment(conn, id, super::settings::ClockStart::Review)?;
     }
     Ok(n)
 }
@@ -742,6 +751,17 @@ impl Outbox {
         case: &NewCase<'_>,
         allowed: impl Fn() -> bool,
     ) -> Result<bool, OutboxError> {
+        self.store_with_clock(case, None, allowed)
+    }
+
+    /// [`Outbox::store_if`], starting the case's 103060 clock (level, counted from, detection
+    /// time in Unix ms) in the same transaction.
+    pub fn store_with_clock(
+        &mut self,
+        case: &NewCase<'_>,
+        clock: Option<(super::HandlingLevel, super::settings::ClockStart, i64)>,
+        allowed: impl Fn() -> bool,
+    ) -> Result<bool, OutboxError> {
         let (case_state, delivery_state) = match (case.state, case.targets.is_empty()) {
             (InitialState::AwaitingReview, _) => ("awaiting_review", "held"),
             (InitialState::Pending, true) => ("unrouted", "pending"),
@@ -775,6 +795,10 @@ impl Outbox {
                 "INSERT INTO review_frames (case_id, jpeg) VALUES (?1, ?2)",
                 params![case.id, jpeg],
             )?;
+        }
+        if let Some((level, from, detected_ms)) = clock {
+            let held = case.state == InitialState::AwaitingReview;
+            super::platform::start_clock(&tx, case.id, level, from, detected_ms, held)?;
         }
         tx.commit()?;
         Ok(true)
@@ -825,6 +849,7 @@ impl Outbox {
                 body: join_snapshot(&id, r.get(1)?, r.get(3)?, jpeg.as_deref()),
                 id,
                 attempts: r.get(2)?,
+                update_of: None,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -860,6 +885,8 @@ impl Outbox {
              WHERE case_id = ?1 AND target = ?2",
             params![id, target, now_ms()],
         )?;
+        // A 103060 clock counted from dispatch starts with the first delivery.
+        super::platform::clock_moment(&self.conn, id, super::settings::ClockStart::Dispatch)?;
         Ok(())
     }
 
@@ -1301,7 +1328,10 @@ fn delete_case(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<()> {
         "DELETE FROM review_frames WHERE case_id = ?1",
         "DELETE FROM review_decisions WHERE case_id = ?1",
         "DELETE FROM cases WHERE id = ?1",
-    ] {
+    ]
+    .iter()
+    .chain(super::platform::CASE_TABLES)
+    {
         tx.prepare_cached(sql)?.execute(params![id])?;
     }
     Ok(())

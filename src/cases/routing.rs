@@ -4,6 +4,8 @@
 
 use serde::Deserialize;
 
+use crate::area::profile::HoursWindow;
+
 /// The id of the `[dispatch]` endpoint when `[dispatch] id` is not set. Outboxes from before
 /// routing existed are migrated to deliveries to this target.
 pub const PRIMARY_TARGET_ID: &str = "primary";
@@ -19,9 +21,53 @@ pub struct Route {
     pub zone_tags: Option<Vec<String>>,
     #[serde(default)]
     pub scenarios: Option<Vec<String>>,
+    /// Local-time windows ("20:00-08:00": the night shift's cases) of the case's confirmation.
+    #[serde(default)]
+    pub hours: Option<Vec<String>>,
+    /// Ids of the key area's `[[phases]]` in force at the case's confirmation.
+    #[serde(default)]
+    pub phases: Option<Vec<String>>,
+}
+
+/// When a case was confirmed, as routes see it: local minute of day and the plan's phase.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteMoment {
+    pub minute_of_day: u16,
+    pub phase: Option<String>,
 }
 
 impl Route {
+    /// Checks of the rule itself (hour windows parse); ids are checked against the key area by
+    /// the configuration.
+    pub fn validate(&self, at: &str, err: &mut impl FnMut(String, String)) {
+        for (k, h) in self.hours.iter().flatten().enumerate() {
+            if let Err(e) = HoursWindow::parse(h) {
+                err(format!("{at}.hours[{k}]"), e);
+            }
+        }
+    }
+
+    /// Whether the rule matches at `when`; `None`: at some time (hours and phases ignored).
+    pub fn matches_at(
+        &self,
+        unit: &str,
+        zone_tags: &[String],
+        scenario: &str,
+        when: Option<&RouteMoment>,
+    ) -> bool {
+        self.matches(unit, zone_tags, scenario)
+            && when.is_none_or(|w| {
+                self.hours.as_ref().is_none_or(|hs| {
+                    hs.iter()
+                        .filter_map(|h| HoursWindow::parse(h).ok())
+                        .any(|h| h.contains(w.minute_of_day))
+                }) && self
+                    .phases
+                    .as_ref()
+                    .is_none_or(|ps| w.phase.as_ref().is_some_and(|p| ps.contains(p)))
+            })
+    }
+
     pub fn matches(&self, unit: &str, zone_tags: &[String], scenario: &str) -> bool {
         self.units
             .as_ref()
@@ -38,8 +84,15 @@ impl Route {
 }
 
 /// A target takes a case when any of its routes matches, or always when it has none.
-fn takes(routes: &[Route], unit: &str, zone_tags: &[String], scenario: &str) -> bool {
-    routes.is_empty() || routes.iter().any(|r| r.matches(unit, zone_tags, scenario))
+fn takes(
+    routes: &[Route],
+    (unit, zone_tags, scenario): (&str, &[String], &str),
+    when: Option<&RouteMoment>,
+) -> bool {
+    routes.is_empty()
+        || routes
+            .iter()
+            .any(|r| r.matches_at(unit, zone_tags, scenario, when))
 }
 
 /// Every target's id with its rules, primary first, in configuration order.
@@ -49,11 +102,18 @@ pub struct Routing {
 }
 
 impl Routing {
-    /// The ids of the targets a case goes to, primary first, in configuration order.
-    pub fn route(&self, unit: &str, zone_tags: &[String], scenario: &str) -> Vec<String> {
+    /// The ids of the targets a case confirmed at `when` goes to (`None`: at some time),
+    /// primary first, in configuration order.
+    pub fn route(
+        &self,
+        unit: &str,
+        zone_tags: &[String],
+        scenario: &str,
+        when: Option<&RouteMoment>,
+    ) -> Vec<String> {
         self.targets
             .iter()
-            .filter(|(_, routes)| takes(routes, unit, zone_tags, scenario))
+            .filter(|(_, routes)| takes(routes, (unit, zone_tags, scenario), when))
             .map(|(id, _)| id.clone())
             .collect()
     }
@@ -74,6 +134,7 @@ mod tests {
             units: list(&["cbd"]),
             zone_tags: list(&["border"]),
             scenarios: list(&["crowd_gathering", "straw_burning"]),
+            ..Route::default()
         };
         assert!(rule.matches("cbd", &border, "straw_burning"));
         assert!(!rule.matches("res", &border, "straw_burning"), "unit");
@@ -88,11 +149,58 @@ mod tests {
             ..Route::default()
         };
         let routes = [rule, fires];
-        assert!(takes(&routes, "res", &[], "straw_burning"));
-        assert!(!takes(&routes, "res", &[], "crowd_gathering"));
+        assert!(takes(&routes, ("res", &[], "straw_burning"), None));
+        assert!(!takes(&routes, ("res", &[], "crowd_gathering"), None));
         assert!(
-            takes(&[], "res", &[], "crowd_gathering"),
+            takes(&[], ("res", &[], "crowd_gathering"), None),
             "no routes: every case"
         );
+    }
+
+    #[test]
+    fn night_and_phase_rules_follow_the_confirmation_time() {
+        let night = Route {
+            hours: list(&["20:00-08:00"]),
+            phases: list(&["intensive"]),
+            ..Route::default()
+        };
+        let at = |h: u16, phase: Option<&str>| RouteMoment {
+            minute_of_day: h * 60,
+            phase: phase.map(str::to_owned),
+        };
+        assert!(night.matches_at("u", &[], "s", Some(&at(23, Some("intensive")))));
+        assert!(night.matches_at("u", &[], "s", Some(&at(7, Some("intensive")))));
+        assert!(
+            !night.matches_at("u", &[], "s", Some(&at(8, Some("intensive")))),
+            "day"
+        );
+        assert!(
+            !night.matches_at("u", &[], "s", Some(&at(23, Some("launch")))),
+            "phase"
+        );
+        assert!(
+            !night.matches_at("u", &[], "s", Some(&at(23, None))),
+            "no phase"
+        );
+        assert!(night.matches_at("u", &[], "s", None), "some time");
+        let routing = Routing {
+            targets: vec![("primary".into(), vec![]), ("night".into(), vec![night])],
+        };
+        assert_eq!(
+            routing.route("u", &[], "s", Some(&at(2, Some("intensive")))),
+            ["primary", "night"]
+        );
+        assert_eq!(
+            routing.route("u", &[], "s", Some(&at(12, Some("intensive")))),
+            ["primary"]
+        );
+        let mut errs = Vec::new();
+        Route {
+            hours: list(&["25:00-08:00"]),
+            ..Route::default()
+        }
+        .validate("routes[0]", &mut |f, m| errs.push((f, m)));
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].0, "routes[0].hours[0]");
     }
 }

@@ -168,6 +168,12 @@ pub struct Triage {
     /// Which dispatch targets each case goes to; a reload swaps it whole.
     pub routing: Arc<arc_swap::ArcSwap<super::routing::Routing>>,
     pub snapshot_max_width_pixels: u32,
+    /// 103060: limits, the moment the clock starts, reminders and escalation.
+    pub deadlines: super::settings::DeadlineSettings,
+    /// Whether ended episodes are reported to the platform (自行消除).
+    pub report_self_resolved: bool,
+    /// Where overdue cases are escalated (督办).
+    pub escalation_station: Option<super::platform::Station>,
 }
 
 #[cfg(test)]

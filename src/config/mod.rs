@@ -56,6 +56,14 @@ struct ConfigFile {
     groups: Vec<Group>,
     #[serde(default)]
     cameras: Vec<Camera>,
+    #[serde(default)]
+    phases: Vec<crate::area::organisation::PlanPhase>,
+    #[serde(default)]
+    stations: Vec<crate::area::organisation::Station>,
+    #[serde(default)]
+    departments: Vec<crate::area::organisation::Department>,
+    #[serde(default)]
+    mobile_team: Option<crate::area::organisation::MobileTeam>,
     /// One model: the short form of `[[models]]`.
     #[serde(default)]
     model: Option<ModelSettings>,
@@ -125,6 +133,10 @@ impl ConfigFile {
                 units: self.units,
                 groups: self.groups,
                 cameras: self.cameras,
+                phases: self.phases,
+                stations: self.stations,
+                departments: self.departments,
+                mobile_team: self.mobile_team,
                 base_dir: base_dir.to_path_buf(),
             }),
             legacy_model: self.model.is_some(),
@@ -306,6 +318,32 @@ impl Config {
         })
     }
 
+    /// What the case stage decides with: tiers, 103060 clock, escalation station; the shared
+    /// handles (suppressions, cluster fence, routing) come from the run.
+    pub fn triage(
+        &self,
+        suppressions: crate::cases::tiers::Suppressions,
+        fence: Option<crate::cluster::Ownership>,
+        routing: Arc<arc_swap::ArcSwap<crate::cases::routing::Routing>>,
+    ) -> crate::cases::tiers::Triage {
+        let v = &self.cases.verification;
+        crate::cases::tiers::Triage {
+            tiers: crate::cases::tiers::Tiers::new(self.review.as_ref().map(|r| r.tiers())),
+            suppressions,
+            fence,
+            routing,
+            snapshot_max_width_pixels: self.cases.snapshot_max_width_pixels,
+            deadlines: self.cases.deadlines.clone(),
+            report_self_resolved: v.enabled && v.report_self_resolved,
+            escalation_station: self.area.escalation_station().map(|s| {
+                crate::cases::platform::Station {
+                    id: s.id.clone(),
+                    name: s.name.clone(),
+                }
+            }),
+        }
+    }
+
     /// What the review console reads (absent `[review]`: its defaults).
     pub fn console_config(&self) -> ConsoleConfig {
         ConsoleConfig {
@@ -313,6 +351,7 @@ impl Config {
             catalog: self.catalog.clone(),
             settings: self.review.clone().unwrap_or_default(),
             routing: self.dispatch.routing(),
+            deadlines: self.cases.deadlines.clone(),
         }
     }
 
@@ -511,6 +550,28 @@ impl Config {
             err(field, msg);
         }
         for (field, msg) in self.validate_routes() {
+            err(field, msg);
+        }
+        let area = &self.area;
+        unique_ids(
+            area.phases.iter().map(|p| p.id.as_str()),
+            "phases",
+            &mut err,
+        );
+        unique_ids(
+            area.stations.iter().map(|p| p.id.as_str()),
+            "stations",
+            &mut err,
+        );
+        unique_ids(
+            area.departments.iter().map(|p| p.id.as_str()),
+            "departments",
+            &mut err,
+        );
+        let targets: Vec<&str> = std::iter::once(self.dispatch.primary_id())
+            .chain(self.dispatch.targets.iter().map(|t| t.id.as_str()))
+            .collect();
+        for (field, msg) in area.validate_organisation(&targets) {
             err(field, msg);
         }
         out

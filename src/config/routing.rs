@@ -48,6 +48,35 @@ impl Config {
                     known = false;
                 }
             }
+            if r.hours.as_ref().is_some_and(|l| l.is_empty())
+                || r.phases.as_ref().is_some_and(|l| l.is_empty())
+            {
+                let field = if r.hours.as_ref().is_some_and(|l| l.is_empty()) {
+                    "hours"
+                } else {
+                    "phases"
+                };
+                err(
+                    format!("{at}.{field}"),
+                    "an empty list matches nothing; leave the field out to match any".into(),
+                );
+            }
+            for (k, p) in r.phases.iter().flatten().enumerate() {
+                if self.area.plan_phase(p).is_none() {
+                    err(
+                        format!("{at}.phases[{k}]"),
+                        format!(
+                            "unknown phase `{p}` (the key area's [[phases]]: {})",
+                            self.area
+                                .phases
+                                .iter()
+                                .map(|p| p.id.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                }
+            }
             for (k, s) in r.scenarios.iter().flatten().enumerate() {
                 if !self.catalog.scenarios.is_empty() && self.catalog.entry(s).is_none() {
                     err(
@@ -89,7 +118,7 @@ impl Config {
         for c in &self.area.cameras {
             for z in &c.zones {
                 for s in &z.scenarios {
-                    if routing.route(&c.unit, &z.tags, s).is_empty() {
+                    if routing.route(&c.unit, &z.tags, s, None).is_empty() {
                         out.push(format!(
                             "camera `{}` zone `{}` scenario `{s}`: no dispatch target takes these cases (they stay in the outbox as `unrouted`)",
                             c.id, z.id

@@ -7,6 +7,7 @@
 //! (`gridwatch-dispatch-ref`, crates/dispatch-ref).
 
 pub mod settings;
+pub mod status_back;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::cases::CASE_FIELDS;
 use crate::cases::outbox::{Outbox, OutboxCounts, OutboxError, PendingCase};
+use crate::cases::platform::UpdateOutcome;
 use crate::telemetry;
 use settings::{DispatchSettings, ImageUpload};
 
@@ -279,9 +281,35 @@ impl Delivery {
         Ok(())
     }
 
+    /// Cases and updates still owed to this target (the drain waits for both).
     async fn pending(&self) -> Result<u64, DispatchError> {
         let target = self.target.clone();
-        self.with_outbox(move |o| o.pending_for(&target)).await
+        self.with_outbox(move |o| Ok(o.pending_for(&target)? + o.pending_updates_for(&target)?))
+            .await
+    }
+
+    /// Records how an attempt went, for a case or an update.
+    async fn record(&self, item: &PendingCase, outcome: Recorded) -> Result<(), DispatchError> {
+        let id = item.id.clone();
+        let target = self.target.clone();
+        let update = item.update_of.is_some();
+        self.with_outbox(move |o| match (update, outcome) {
+            (false, Recorded::Delivered) => o.mark_delivered(&id, &target),
+            (false, Recorded::Retry(delay, reason)) => o.mark_retry(&id, &target, delay, &reason),
+            (false, Recorded::Dead(reason)) => o.mark_dead(&id, &target, &reason),
+            (true, Recorded::Delivered) => o.mark_update(&id, UpdateOutcome::Delivered),
+            (true, Recorded::Retry(delay_ms, error)) => o.mark_update(
+                &id,
+                UpdateOutcome::Retry {
+                    delay_ms,
+                    error: &error,
+                },
+            ),
+            (true, Recorded::Dead(error)) => {
+                o.mark_update(&id, UpdateOutcome::Dead { error: &error })
+            }
+        })
+        .await
     }
 
     /// Delivers to this target until told to stop, or until its deliveries are drained;
@@ -324,7 +352,16 @@ impl Delivery {
                 continue;
             }
             let target = self.target.clone();
-            let due = self.with_outbox(move |o| o.due(&target, BATCH)).await?;
+            let due = self
+                .with_outbox(move |o| {
+                    // Cases first: an update waits for its case anyway.
+                    let mut due = o.due(&target, BATCH)?;
+                    if due.len() < BATCH {
+                        due.extend(o.due_updates(&target, BATCH - due.len())?);
+                    }
+                    Ok(due)
+                })
+                .await?;
             if due.is_empty() {
                 if deadline.is_some() && self.pending().await? == 0 {
                     break;
@@ -372,21 +409,30 @@ impl Delivery {
         };
         telemetry::delivery_seconds(&self.target, started.elapsed().as_secs_f64());
         let id = case.id.clone();
-        let target = self.target.clone();
+        let kind = case.update_of.as_ref().map(|_| update_kind(&case.body));
+        let count = |outcome: &'static str| match &kind {
+            Some(k) => telemetry::update_delivery(&self.target, k, outcome),
+            None => telemetry::delivery(&self.target, outcome),
+        };
         match attempt {
             Attempt::Delivered(status) => {
                 breaker.success();
-                telemetry::delivery(&self.target, "delivered");
-                tracing::info!(case = %id, target = %self.target, status, attempts = case.attempts + 1, url = %self.url, "case delivered");
-                self.with_outbox(move |o| o.mark_delivered(&id, &target))
-                    .await?;
+                count("delivered");
+                match (&kind, &case.update_of) {
+                    (Some(k), Some(of)) => {
+                        tracing::info!(update = %id, case = %of, kind = %k, target = %self.target, status, "case update delivered")
+                    }
+                    _ => {
+                        tracing::info!(case = %id, target = %self.target, status, attempts = case.attempts + 1, url = %self.url, "case delivered")
+                    }
+                }
+                self.record(&case, Recorded::Delivered).await?;
             }
             Attempt::Refused(reason) => {
                 breaker.success();
-                telemetry::delivery(&self.target, "dead_letter");
-                tracing::error!(case = %id, target = %self.target, reason = %reason, "dispatch API refused the case; kept as a dead letter (see `gridwatch outbox list`)");
-                self.with_outbox(move |o| o.mark_dead(&id, &target, &reason))
-                    .await?;
+                count("dead_letter");
+                tracing::error!(id = %id, update_of = ?case.update_of, target = %self.target, reason = %reason, "dispatch API refused it; kept as a dead letter (see `gridwatch outbox list`)");
+                self.record(&case, Recorded::Dead(reason)).await?;
             }
             Attempt::Retry {
                 reason,
@@ -398,7 +444,7 @@ impl Delivery {
                 } else {
                     breaker.failure(Instant::now());
                 }
-                telemetry::delivery(&self.target, "retry");
+                count("retry");
                 telemetry::delivery_retry(&self.target);
                 let mut delay = backoff_ms(
                     case.attempts,
@@ -411,24 +457,30 @@ impl Delivery {
                     let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
                     delay = delay.max(after_ms.min(cap));
                 }
-                tracing::warn!(case = %id, target = %self.target, reason = %reason, attempts = case.attempts + 1, retry_in_ms = delay, "delivery failed; will retry");
-                self.with_outbox(move |o| o.mark_retry(&id, &target, delay, &reason))
-                    .await?;
+                tracing::warn!(id = %id, update_of = ?case.update_of, target = %self.target, reason = %reason, attempts = case.attempts + 1, retry_in_ms = delay, "delivery failed; will retry");
+                self.record(&case, Recorded::Retry(delay, reason)).await?;
             }
         }
         Ok(true)
     }
 
-    /// The request for a case: field names mapped, images inline or as multipart parts.
+    /// The request for a case: field names mapped, images inline or as multipart parts. An
+    /// update goes as it is, to `<url>/<case id>/updates`.
     fn request(&self, case: &PendingCase) -> Result<reqwest::RequestBuilder, String> {
-        let req = self
-            .client
-            .post(&self.url)
-            .header("Idempotency-Key", &case.id);
+        let url = match &case.update_of {
+            Some(of) => format!("{}/{of}/updates", self.url.trim_end_matches('/')),
+            None => self.url.clone(),
+        };
+        let req = self.client.post(url).header("Idempotency-Key", &case.id);
         let req = match &self.settings.bearer_token {
             Some(token) => req.bearer_auth(token),
             None => req,
         };
+        if case.update_of.is_some() {
+            return Ok(req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(case.body.clone()));
+        }
         if self.settings.image_upload == ImageUpload::Inline && self.field_map.is_empty() {
             // The stored body as is: no parse on the common path.
             return Ok(req
@@ -488,6 +540,21 @@ impl Delivery {
             },
         }
     }
+}
+
+/// How an attempt is recorded.
+enum Recorded {
+    Delivered,
+    Retry(i64, String),
+    Dead(String),
+}
+
+/// An update's kind, read from its stored JSON (for metrics and logs).
+fn update_kind(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("kind")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Runs `request` unless the drain deadline passes first (`None` then). A `Running → Drain`

@@ -65,6 +65,62 @@ pub struct DispatchSettings {
     /// More endpoints (another town's command centre), each with its own routes.
     #[serde(default)]
     pub targets: Vec<DispatchTarget>,
+    /// How this platform reports case status back (polled feed and/or signed webhook).
+    #[serde(default)]
+    pub status: Option<StatusBack>,
+}
+
+/// Status back from a platform (`[dispatch.status]`, `[dispatch.targets.status]`): statuses
+/// (立案 … 结案, 退回) are polled from `feed_url` every `poll_seconds`, and/or accepted from the
+/// platform's webhook at `/api/v1/platform/<target id>/status` on the status endpoint when
+/// signed with `webhook_secret` (HMAC-SHA256, `X-Gridwatch-Signature`). Each event is stored
+/// once, whichever way it came.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusBack {
+    /// The platform's status feed (`GET ?after=<event id>`); absent for the embedded receiver:
+    /// its own feed. Absent otherwise: no polling.
+    #[serde(default)]
+    pub feed_url: Option<String>,
+    #[serde(default = "default_poll_seconds")]
+    pub poll_seconds: f64,
+    /// The shared secret of the platform's webhook; absent: no webhook for this target.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+}
+
+/// How often a status feed is polled when `poll_seconds` is absent.
+pub const DEFAULT_STATUS_POLL_SECONDS: f64 = 5.0;
+/// A webhook secret shorter than this is guessable.
+pub const MIN_WEBHOOK_SECRET_CHARS: usize = 16;
+
+fn default_poll_seconds() -> f64 {
+    DEFAULT_STATUS_POLL_SECONDS
+}
+
+impl StatusBack {
+    fn validate(&self, at: &str, err: &mut impl FnMut(String, String)) {
+        if let Some(url) = &self.feed_url
+            && let Err(e) = reqwest::Url::parse(url)
+        {
+            err(format!("{at}.feed_url"), format!("not a URL: {e}"));
+        }
+        if let Some(msg) = out_of_bounds_seconds(self.poll_seconds) {
+            err(format!("{at}.poll_seconds"), msg);
+        }
+        if let Some(s) = &self.webhook_secret
+            && s.chars().count() < MIN_WEBHOOK_SECRET_CHARS
+        {
+            err(
+                format!("{at}.webhook_secret"),
+                format!("must be at least {MIN_WEBHOOK_SECRET_CHARS} characters"),
+            );
+        }
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        bounded_seconds(self.poll_seconds, 0.1, DEFAULT_STATUS_POLL_SECONDS)
+    }
 }
 
 /// How case images travel to the dispatch API.
@@ -116,6 +172,9 @@ pub struct DispatchTarget {
     /// Which cases this target takes; none: every case.
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// How this platform reports case status back; none: it does not.
+    #[serde(default)]
+    pub status: Option<StatusBack>,
 }
 
 impl DispatchSettings {
@@ -164,6 +223,7 @@ impl DispatchSettings {
                 field_map: t.field_map.clone(),
                 routes: t.routes.clone(),
                 targets: Vec::new(),
+                status: t.status.clone(),
             });
         }
         out
@@ -236,6 +296,12 @@ impl DispatchSettings {
                 err(field.to_owned(), msg);
             }
         }
+        if let Some(s) = &self.status {
+            s.validate("status", &mut err);
+        }
+        for r in &self.routes {
+            r.validate("routes", &mut err);
+        }
         self.validate_targets(&mut err);
         out
     }
@@ -306,6 +372,12 @@ impl DispatchSettings {
             }
             if let Err(e) = FieldMap::new(&t.field_map) {
                 err(format!("{at}.field_map"), e.to_string());
+            }
+            if let Some(s) = &t.status {
+                s.validate(&format!("{at}.status"), err);
+            }
+            for r in &t.routes {
+                r.validate(&format!("{at}.routes"), err);
             }
         }
     }

@@ -147,6 +147,8 @@ pub struct ConsoleConfig {
     pub catalog: Arc<Catalog>,
     pub settings: ReviewSettings,
     pub routing: Routing,
+    /// 103060 limits, for the deadlines the console shows and a reviewer's level change.
+    pub deadlines: crate::cases::settings::DeadlineSettings,
 }
 
 /// The console's configuration in force now; the run swaps it on reload.
@@ -363,6 +365,8 @@ pub fn router(state: ReviewState) -> Router {
         .route("/api/v1/review/items/{id}/scenario", post(change_scenario))
         .route("/api/v1/review/items/{id}/remark", post(remark))
         .route("/api/v1/review/items/{id}/labels", post(label_case))
+        .route("/api/v1/review/items/{id}/platform", get(platform_of))
+        .route("/api/v1/review/items/{id}/level", post(set_level))
         .route("/api/v1/review/wall", get(wall_groups))
         .route("/api/v1/review/wall/{camera}/frame.jpg", get(wall_frame))
         .route(
@@ -1128,6 +1132,71 @@ async fn remark(
     }
 }
 
+/// A case's life on the platform: statuses, verification rounds, 103060 clock, updates.
+async fn platform_of(
+    State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
+    _caller: Caller,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    let id = match case_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let store = s.store.clone();
+    let deadlines = s.config.load().deadlines.clone();
+    match blocking
+        .store(move || store.platform(&id, &deadlines))
+        .await
+    {
+        Ok(Some(view)) => axum::Json(view).into_response(),
+        Ok(None) => problem(StatusCode::NOT_FOUND, "no such case"),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LevelRequest {
+    /// `simple`, `general` or `difficult`.
+    level: String,
+}
+
+/// A reviewer sets a case's 103060 level: its deadline follows and the platform is told.
+async fn set_level(
+    State(s): State<ReviewState>,
+    State(blocking): State<Blocking>,
+    c: Caller,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    let (id, req) = match case_id(&id).and_then(|id| Ok((id, json_body::<LevelRequest>(&body)?))) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(level) = crate::cases::platform::parse_level(&req.level) else {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "level must be simple, general or difficult",
+        );
+    };
+    let store = s.store.clone();
+    let deadlines = s.config.load().deadlines.clone();
+    match blocking
+        .store(move || store.set_level(&id, level, &c.user, &deadlines))
+        .await
+    {
+        Ok(changed) => {
+            if changed && let Some(w) = &s.wake {
+                w.notify_one();
+            }
+            s.hub.notify("level");
+            axum::Json(json!({ "changed": changed })).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
 /// A held case's dispatch targets under a corrected scenario, by the current rules; `None`
 /// (keep its targets) when a reload removed its camera or zone.
 fn reroute(
@@ -1141,7 +1210,13 @@ fn reroute(
         .iter()
         .find(|cam| cam.id == case.camera.id)?;
     let zone = cam.zones.iter().find(|z| z.id == case.zone.id)?;
-    Some(config.routing.route(&case.unit.id, &zone.tags, scenario))
+    // Routed as at its confirmation, like the case stage routes.
+    let when = crate::cases::route_moment(&config.area, case.confirmed_at.into());
+    Some(
+        config
+            .routing
+            .route(&case.unit.id, &zone.tags, scenario, Some(&when)),
+    )
 }
 
 // ----- wall, history, suppressions, audit, export -----
@@ -1440,7 +1515,11 @@ async fn history(
 ) -> Response {
     let limit = limit.limit.unwrap_or(DEFAULT_HISTORY).clamp(1, MAX_HISTORY);
     let store = s.store.clone();
-    match blocking.store(move || store.history(limit)).await {
+    let deadlines = s.config.load().deadlines.clone();
+    match blocking
+        .store(move || store.history(limit, Some(&deadlines)))
+        .await
+    {
         Ok(items) => axum::Json(items).into_response(),
         Err(r) => r,
     }

@@ -88,6 +88,9 @@ pub struct HistoryItem {
     /// The case kept its clean frame (held for review, or a learned zone state's): it can be
     /// labelled from the history.
     pub frame_kept: bool,
+    /// Its latest platform status, verification and 103060 clock.
+    #[serde(default)]
+    pub platform: crate::cases::platform::PlatformSummary,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
@@ -584,7 +587,11 @@ impl ReviewStore {
     }
 
     /// The most recent cases, newest first.
-    pub fn history(&self, limit: u32) -> Result<Vec<HistoryItem>, ReviewError> {
+    pub fn history(
+        &self,
+        limit: u32,
+        deadlines: Option<&crate::cases::settings::DeadlineSettings>,
+    ) -> Result<Vec<HistoryItem>, ReviewError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(&history_sql())?;
         let rows = stmt.query_map(params![limit], |r| {
@@ -596,9 +603,60 @@ impl ReviewStore {
                 last_error: r.get(22)?,
                 delivered_at: r.get(23)?,
                 frame_kept: r.get(24)?,
+                platform: Default::default(),
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut items: Vec<HistoryItem> = rows.collect::<Result<_, _>>()?;
+        for h in &mut items {
+            h.platform = crate::cases::platform::platform_summary(&conn, &h.item.id, deadlines)?;
+        }
+        Ok(items)
+    }
+
+    /// A case's platform life (statuses, verification rounds, clock, updates).
+    pub fn platform(
+        &self,
+        id: &str,
+        deadlines: &crate::cases::settings::DeadlineSettings,
+    ) -> Result<Option<crate::cases::platform::PlatformView>, ReviewError> {
+        let conn = self.lock();
+        if conn
+            .query_row("SELECT 1 FROM cases WHERE id = ?1", params![id], |_| Ok(()))
+            .optional()?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let mut view = crate::cases::platform::platform_view(&conn, id)?;
+        if let Some(c) = view.clock.as_mut() {
+            c.deadline_ms = c
+                .start_ms
+                .zip(crate::cases::platform::parse_level(&c.level))
+                .map(|(s, l)| s + deadlines.limit_ms(l));
+        }
+        Ok(Some(view))
+    }
+
+    /// A reviewer changes a case's handling level (audited); the platform is told by an update.
+    pub fn set_level(
+        &self,
+        id: &str,
+        level: crate::cases::HandlingLevel,
+        user: &User,
+        deadlines: &crate::cases::settings::DeadlineSettings,
+    ) -> Result<bool, ReviewError> {
+        let mut conn = self.lock();
+        let note = format!(
+            "{} 调整处置等级为 {}",
+            user.name,
+            crate::cases::platform::level_str(level)
+        );
+        let changed =
+            crate::cases::platform::set_level(&mut conn, id, level, deadlines, Some(note.clone()))?;
+        if changed {
+            audit(&conn, &user.name, "level_changed", Some(id), Some(&note))?;
+        }
+        Ok(changed)
     }
 
     // ----- decisions -----

@@ -27,6 +27,8 @@ pub(super) struct CameraThreads {
     cluster: Option<crate::cluster::Ownership>,
     /// Cameras a reload removed (their slots stay, never restarted).
     retired: std::collections::HashSet<usize>,
+    /// Every camera's gate lets frames through while one of its re-checks is due.
+    rechecks: crate::recheck::Rechecks,
 }
 
 impl CameraThreads {
@@ -35,6 +37,7 @@ impl CameraThreads {
         mailboxes: Arc<pool::Mailboxes>,
         model_size: (usize, usize),
         cluster: Option<crate::cluster::Ownership>,
+        rechecks: crate::recheck::Rechecks,
     ) -> Self {
         Self {
             running: Vec::new(),
@@ -43,6 +46,7 @@ impl CameraThreads {
             model_size,
             cluster,
             retired: Default::default(),
+            rechecks,
         }
     }
 
@@ -53,6 +57,7 @@ impl CameraThreads {
 
     pub(super) fn start(&mut self, plan: CameraPlan, sink: crate::gate::GatedSink) {
         let index = plan.index;
+        let sink = sink.with_rechecks(self.rechecks.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let thread =
             ingest::spawn_camera(plan, Box::new(sink), self.registry.clone(), stop.clone());

@@ -14,7 +14,9 @@ use crate::cases::outbox::{Outbox, OutboxCounts};
 use crate::cases::tiers::Suppressions;
 use crate::cluster::Ownership;
 use crate::config::Config;
+use crate::dispatch::status_back::{self, StatusPoller, StatusSink};
 use crate::dispatch::{Delivery, DispatchError, Phase};
+use crate::recheck::Rechecks;
 use crate::review::{LatestFrames, ReviewHub, SharedConsoleConfig};
 use gridwatch_dispatch_ref::{CASES_PATH, Receiver};
 
@@ -62,6 +64,7 @@ impl Io {
         outbox: &Path,
         ownership: &Option<Ownership>,
         stop: &StopHandle,
+        rechecks: &Rechecks,
     ) -> Result<Self, RunError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -91,7 +94,13 @@ impl Io {
             console_url: None,
         };
         let primary_url = io.start_receiver(config)?;
-        io.start_status(config, options, outbox, ownership)?;
+        let sink = StatusSink::new(
+            Outbox::open(outbox)?,
+            rechecks.clone(),
+            config.cases.verification.enabled,
+        );
+        io.start_status(config, options, outbox, ownership, &sink)?;
+        io.start_status_polls(config, &sink, phase_rx.clone(), stop);
         io.deliveries = io.start_deliveries(config, outbox, primary_url, phase_rx, stop)?;
         io.start_console(config, options, outbox, ownership)?;
         io.start_signals(stop, &options.reload);
@@ -139,8 +148,15 @@ impl Io {
         options: &RunOptions,
         outbox: &Path,
         ownership: &Option<Ownership>,
+        sink: &StatusSink,
     ) -> Result<(), RunError> {
+        let secrets = status_back::secrets(&config.dispatch.per_target());
         let Some(addr) = &config.telemetry.metrics_listen else {
+            if !secrets.is_empty() {
+                tracing::warn!(
+                    "a dispatch target has a webhook_secret but there is no status endpoint ([telemetry] metrics_listen) to receive its webhook"
+                );
+            }
             return Ok(());
         };
         let metrics_err = |source| RunError::Metrics {
@@ -156,7 +172,8 @@ impl Io {
             options.cameras.clone(),
             options.readiness.clone(),
         )
-        .merge(crate::dispatch::status_routes(outbox.to_path_buf()));
+        .merge(crate::dispatch::status_routes(outbox.to_path_buf()))
+        .merge(status_back::webhook_routes(sink.clone(), secrets));
         if let Some(o) = ownership {
             app = app.merge(crate::cluster::status_routes(o.clone()));
         }
@@ -168,6 +185,47 @@ impl Io {
                 .await;
         });
         Ok(())
+    }
+
+    /// One status poller per target with a feed (a target served by the embedded receiver polls
+    /// its feed unless told otherwise). A poller whose outbox fails stops the pipeline.
+    fn start_status_polls(
+        &self,
+        config: &Config,
+        sink: &StatusSink,
+        phase: watch::Receiver<Phase>,
+        stop: &StopHandle,
+    ) {
+        let embedded = self
+            .receiver_url
+            .as_deref()
+            .map(status_back::embedded_feed_url);
+        for settings in config.dispatch.per_target() {
+            let on_embedded = settings.embedded_receiver.is_some() && settings.url.is_none();
+            let feed = match (&settings.status, on_embedded) {
+                (Some(s), _) if s.feed_url.is_some() => s.feed_url.clone(),
+                (_, true) => embedded.clone(),
+                _ => None,
+            };
+            let Some(feed_url) = feed else { continue };
+            let poller = StatusPoller {
+                target: settings.primary_id().to_owned(),
+                feed_url,
+                interval: settings.status.as_ref().map_or(
+                    Duration::from_secs_f64(crate::dispatch::settings::DEFAULT_STATUS_POLL_SECONDS),
+                    |s| s.poll_interval(),
+                ),
+                bearer_token: settings.bearer_token.clone(),
+                timeout: settings.timeout(),
+            };
+            let (sink, phase, stop) = (sink.clone(), phase.clone(), stop.clone());
+            self.runtime.spawn(async move {
+                if let Err(e) = poller.run(sink, phase).await {
+                    tracing::error!(error = %e, "status poll cannot record; stopping the pipeline");
+                    stop.stop();
+                }
+            });
+        }
     }
 
     /// The review console, when `[review]` is configured.

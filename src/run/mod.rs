@@ -154,9 +154,10 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         options.readiness.set_cluster(o.clone());
     }
     let outbox = io::open_outbox(&config, &options)?;
-    let io = Io::start(&config, &options, &outbox, &ownership, &stop)?;
+    let rechecks = rechecks(&config, &outbox)?;
+    let io = Io::start(&config, &options, &outbox, &ownership, &stop, &rechecks)?;
 
-    let mut pipeline = Pipeline::new(&config, &options, &model, ownership, stop.clone());
+    let mut pipeline = Pipeline::new(&config, &options, &model, ownership, stop.clone(), rechecks);
     if let Err(e) = pipeline.start(&config, &options, model, plans, &io) {
         tracing::error!(error = %e, "the pipeline could not start; stopping what did");
         stop.stop();
@@ -186,6 +187,25 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         outbox,
         receiver_url,
     })
+}
+
+/// The camera re-checks, with the rounds a previous run left open (they survive a restart).
+fn rechecks(
+    config: &Config,
+    outbox: &std::path::Path,
+) -> Result<crate::recheck::Rechecks, RunError> {
+    let v = &config.cases.verification;
+    let rechecks = crate::recheck::Rechecks::new(crate::recheck::Policy {
+        checks: v.checks,
+        window: Duration::try_from_secs_f64(v.window_seconds).unwrap_or_default(),
+        clear_checks: v.clear_checks,
+    });
+    if v.enabled {
+        for r in Outbox::open(outbox)?.open_verifications()? {
+            rechecks.add(r);
+        }
+    }
+    Ok(rechecks)
 }
 
 /// Cluster mode: this node's view of group ownership (none on a single node).

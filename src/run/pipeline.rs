@@ -18,7 +18,6 @@ use super::{RunError, RunOptions, StopHandle};
 use crate::area::kinds::ObjectKind;
 use crate::cases::outbox::{Outbox, Purger};
 use crate::cases::routing::Routing;
-use crate::cases::tiers::{Tiers, Triage};
 use crate::cases::{self, CaseError};
 use crate::cluster::Ownership;
 use crate::config::Config;
@@ -70,6 +69,8 @@ pub(super) struct Pipeline {
     /// Each model's object kinds (to choose the models of cameras a reload changes).
     model_kinds: Vec<Vec<ObjectKind>>,
     model_cards: Vec<Arc<ModelCard>>,
+    /// Camera re-checks of handled cases (the gates, the scenario stage and status back share it).
+    rechecks: crate::recheck::Rechecks,
 }
 
 impl Pipeline {
@@ -79,6 +80,7 @@ impl Pipeline {
         model: &Model,
         ownership: Option<Ownership>,
         stop: StopHandle,
+        rechecks: crate::recheck::Rechecks,
     ) -> Self {
         let ids = config
             .area
@@ -96,6 +98,7 @@ impl Pipeline {
             mailboxes.clone(),
             model.frame_size,
             ownership.clone(),
+            rechecks.clone(),
         );
         Self {
             stop,
@@ -111,6 +114,7 @@ impl Pipeline {
             failure: None,
             model_kinds: Vec::new(),
             model_cards: Vec::new(),
+            rechecks,
         }
     }
 
@@ -142,7 +146,8 @@ impl Pipeline {
         self.start_cases(config, io, event_rx)?;
         let (reload_tx, reload_rx) = crossbeam_channel::bounded(1);
         self.reloads = Some(reload_tx);
-        let engine = ScenarioEngine::new(config.scenario_setup());
+        let mut engine = ScenarioEngine::new(config.scenario_setup());
+        engine.set_rechecks(self.rechecks.clone());
         let latest = io.console.latest.clone();
         self.scenarios = Some(spawn_stage("scenarios", move || {
             scenarios::run(engine, det_rx, event_tx, &latest, reload_rx)
@@ -170,16 +175,14 @@ impl Pipeline {
         &mut self,
         config: &Config,
         io: &Io,
-        events: crossbeam_channel::Receiver<scenarios::Event>,
+        events: crossbeam_channel::Receiver<scenarios::Output>,
     ) -> Result<(), RunError> {
         let outbox = Outbox::open(&config.resolve(&config.cases.outbox))?;
-        let triage = Triage {
-            tiers: Tiers::new(config.review.as_ref().map(|r| r.tiers())),
-            suppressions: io.console.suppressions.clone(),
-            fence: self.ownership.clone(),
-            routing: self.routing.clone(),
-            snapshot_max_width_pixels: config.cases.snapshot_max_width_pixels,
-        };
+        let triage = config.triage(
+            io.console.suppressions.clone(),
+            self.ownership.clone(),
+            self.routing.clone(),
+        );
         let (wake, hub, stop) = (io.wake.clone(), io.console.hub.clone(), self.stop.clone());
         self.cases = Some(spawn_stage("cases", move || {
             let result = cases::run_triaged(

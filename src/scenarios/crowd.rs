@@ -30,11 +30,16 @@ pub struct CrowdRule {
     phase: Phase,
     /// Stream time the current episode started, for the case's "first seen".
     episode_start: f64,
+    /// Episodes fired so far; the fired episode that ended since the last `take_ended`.
+    fired: u64,
+    just_ended: Option<u64>,
 }
 
 /// The rule fired on this frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CrowdFiring {
+    /// The episode's key (the rule's count of episodes fired).
+    pub episode: u64,
     pub episode_start_seconds: f64,
     pub count: usize,
 }
@@ -45,7 +50,19 @@ impl CrowdRule {
             settings,
             phase: Phase::Idle,
             episode_start: 0.0,
+            fired: 0,
+            just_ended: None,
         }
+    }
+
+    /// The fired episode that ended since the last call (its key).
+    pub fn take_ended(&mut self) -> Option<u64> {
+        self.just_ended.take()
+    }
+
+    /// Whether `count` persons are a crowd (what a re-check asks, whatever the duration).
+    pub fn holds(&self, count: usize) -> bool {
+        count >= self.settings.min_persons
     }
 
     /// The phase in force may change the thresholds; an episode in progress keeps its state.
@@ -101,6 +118,7 @@ impl CrowdRule {
             Phase::Fired { last_above } => {
                 if t - last_above >= s.clear_seconds {
                     self.phase = Phase::Idle;
+                    self.just_ended = Some(self.fired);
                 }
             }
         }
@@ -109,7 +127,9 @@ impl CrowdRule {
 
     fn fire(&mut self, t: f64, count: usize) -> Option<CrowdFiring> {
         self.phase = Phase::Fired { last_above: t };
+        self.fired += 1;
         Some(CrowdFiring {
+            episode: self.fired,
             episode_start_seconds: self.episode_start,
             count,
         })

@@ -25,6 +25,7 @@ use crate::infer::Detection;
 use crate::infer::kinds::ObjectKind;
 use crate::infer::pool::Detections;
 use crate::ingest::Frame;
+use crate::recheck::{self, Rechecks};
 use crate::telemetry;
 use crate::track::{Tracker, TrackerSettings};
 use catalog::{Catalog, RuleKind, RuleThresholds};
@@ -139,6 +140,8 @@ pub struct Event {
     /// The objects that make up the event (e.g. the persons in the zone).
     pub objects: Vec<Detection>,
     pub confidence: f32,
+    /// The episode's key within its rule (matches a later [`EpisodeEnd`]).
+    pub episode: u64,
     pub frame: Arc<Frame>,
     /// The key area the event was decided under: its camera and zone indices point into it,
     /// even if a reload has changed the configuration since.
@@ -177,6 +180,41 @@ pub struct ScenarioEngine {
     fire_baseline: bool,
     /// Reused for the firings of one frame.
     firings: Vec<Firing>,
+    /// Reused for the keys of episodes that ended on one frame.
+    ended: Vec<u64>,
+    /// Camera re-checks the platform asked for (视频核查); none without a dispatch loop.
+    rechecks: Option<Rechecks>,
+}
+
+/// What the scenario stage hands the case stage.
+pub enum Output {
+    /// An episode was confirmed: a case.
+    Event(Event),
+    /// A fired episode ended (the car left, the crowd dispersed): its case may have resolved
+    /// itself before anyone acted.
+    Ended(EpisodeEnd),
+    /// A camera re-check of a handled case was decided on this frame.
+    Checked(Checked),
+}
+
+/// The end of an episode that made an event (same scenario, camera, zone and `episode`).
+pub struct EpisodeEnd {
+    pub scenario: ScenarioInfo,
+    pub camera: usize,
+    pub zone: usize,
+    pub episode: u64,
+    pub frame: Arc<Frame>,
+    pub area: Arc<Area>,
+}
+
+/// A decided re-check, with the frame that decided it.
+pub struct Checked {
+    pub outcome: recheck::Outcome,
+    pub camera: usize,
+    /// The zone's index on the camera (absent if a reload removed it meanwhile).
+    pub zone: Option<usize>,
+    pub frame: Arc<Frame>,
+    pub area: Arc<Area>,
 }
 
 /// Phases change by the date; looking once a second is plenty.
@@ -331,6 +369,8 @@ impl ScenarioEngine {
             inactive,
             fire_baseline,
             firings: Vec::new(),
+            ended: Vec::new(),
+            rechecks: None,
         };
         for ci in 0..setup.area.cameras.len() {
             engine.rebuild_camera(ci);
@@ -429,17 +469,31 @@ impl ScenarioEngine {
     }
 
     /// Evaluates one frame's detections; events that fire are passed to `emit`.
-    pub fn evaluate(&mut self, d: Detections, emit: impl FnMut(Event)) {
-        self.evaluate_seen(d, |_, _| {}, emit);
+    pub fn evaluate(&mut self, d: Detections, mut emit: impl FnMut(Event)) {
+        self.evaluate_seen(
+            d,
+            |_, _| {},
+            |o| {
+                if let Output::Event(e) = o {
+                    emit(e);
+                }
+            },
+        );
+    }
+
+    /// Re-checks of handled cases are decided on this engine's frames from now on.
+    pub fn set_rechecks(&mut self, rechecks: Rechecks) {
+        self.rechecks = Some(rechecks);
     }
 
     /// [`Self::evaluate`], also showing `seen` the frame with every object the rules will see
-    /// (the model's and the fire baseline's), for the patrol wall.
+    /// (the model's and the fire baseline's), for the patrol wall, and passing episode ends
+    /// and decided re-checks to `emit` too.
     pub fn evaluate_seen(
         &mut self,
         mut d: Detections,
         seen: impl FnOnce(&Frame, &[Detection]),
-        mut emit: impl FnMut(Event),
+        mut emit: impl FnMut(Output),
     ) {
         let camera = d.frame.camera;
         if camera >= self.by_camera.len() {
@@ -483,6 +537,7 @@ impl ScenarioEngine {
                         z.camera,
                         z.zone,
                         Firing {
+                            episode: f.episode,
                             episode_start_seconds: f.episode_start_seconds,
                             objects: persons,
                             confidence,
@@ -503,18 +558,43 @@ impl ScenarioEngine {
                 fired.extend(self.firings.drain(..).map(|f| (*info, z.camera, z.zone, f)));
             }
         }
-        if fired.is_empty() {
+        let ends = self.take_ended(camera);
+        let checked = self.recheck(camera, t, &d.objects);
+        if fired.is_empty() && ends.is_empty() && checked.is_empty() {
             return;
         }
         // Zones of one camera that fire on the same frame share it.
         let frame = Arc::new(d.frame);
+        for (scenario, camera, zone, episode) in ends {
+            emit(Output::Ended(EpisodeEnd {
+                scenario,
+                camera,
+                zone,
+                episode,
+                frame: frame.clone(),
+                area: self.setup.area.clone(),
+            }));
+        }
+        for outcome in checked {
+            let zone = self.setup.area.cameras[camera]
+                .zones
+                .iter()
+                .position(|z| z.id == outcome.request.zone);
+            emit(Output::Checked(Checked {
+                outcome,
+                camera,
+                zone,
+                frame: frame.clone(),
+                area: self.setup.area.clone(),
+            }));
+        }
         for (scenario, camera, zone, f) in fired {
             telemetry::event(scenario.id);
             // Stream times come from the pipeline: a difference that is not a finite number of
             // seconds dates the episode from this frame rather than panicking.
             let back = Duration::try_from_secs_f64((t - f.episode_start_seconds).max(0.0))
                 .unwrap_or(Duration::ZERO);
-            emit(Event {
+            emit(Output::Event(Event {
                 scenario,
                 camera,
                 zone,
@@ -527,10 +607,57 @@ impl ScenarioEngine {
                 confirmed_stream_seconds: t,
                 objects: f.objects,
                 confidence: f.confidence,
+                episode: f.episode,
                 frame: frame.clone(),
                 area: self.setup.area.clone(),
-            });
+            }));
         }
+    }
+
+    /// Fired episodes of `camera` that ended on this frame: (scenario, camera, zone, key).
+    fn take_ended(&mut self, camera: usize) -> Vec<(ScenarioInfo, usize, usize, u64)> {
+        let mut out = Vec::new();
+        for z in &mut self.by_camera[camera] {
+            if let Some((info, rule)) = z.crowd.as_mut()
+                && let Some(k) = rule.take_ended()
+            {
+                out.push((*info, z.camera, z.zone, k));
+            }
+            for (info, rule) in &mut z.tracked {
+                self.ended.clear();
+                match rule {
+                    TrackRule::Dwell(r) => r.take_ended(&mut self.ended),
+                    TrackRule::Count(r) => r.take_ended(&mut self.ended),
+                }
+                out.extend(self.ended.iter().map(|k| (*info, z.camera, z.zone, *k)));
+            }
+        }
+        out
+    }
+
+    /// Re-checks of `camera` decided on this frame (at stream time `t`).
+    fn recheck(&self, camera: usize, t: f64, objects: &[Detection]) -> Vec<recheck::Outcome> {
+        let Some(rechecks) = self.rechecks.as_ref().filter(|r| !r.is_empty()) else {
+            return Vec::new();
+        };
+        let cam = &self.setup.area.cameras[camera];
+        let zones = &self.by_camera[camera];
+        let tracks = self.trackers[camera].tracks();
+        rechecks.observe(&cam.id, |zone_id, scenario| {
+            let z = zones.iter().find(|z| cam.zones[z.zone].id == zone_id)?;
+            if let Some((info, rule)) = &z.crowd
+                && info.id == scenario
+            {
+                return Some(rule.holds(rule.persons_in(&z.shape, objects).count()));
+            }
+            z.tracked
+                .iter()
+                .find(|(info, _)| info.id == scenario)
+                .map(|(_, rule)| match rule {
+                    TrackRule::Dwell(r) => r.holds(t, &z.shape, tracks),
+                    TrackRule::Count(r) => r.holds(t, &z.shape, tracks),
+                })
+        })
     }
 }
 
@@ -547,7 +674,7 @@ pub struct Reload {
 pub fn run(
     mut engine: ScenarioEngine,
     input: Receiver<Detections>,
-    output: Sender<Event>,
+    output: Sender<Output>,
     observer: &dyn FrameObserver,
     reloads: Receiver<Reload>,
 ) {
@@ -566,17 +693,19 @@ pub fn run(
             recv(input) -> d => {
                 let Ok(d) = d else { break };
                 let mut closed = false;
-                engine.evaluate_seen(d, |frame, objects| observer.seen(frame, objects), |e| {
-                    tracing::info!(
-                        scenario = e.scenario.id,
-                        camera = e.camera,
-                        zone = e.zone,
-                        objects = e.objects.len(),
-                        stream_seconds = e.confirmed_stream_seconds,
-                        "event"
-                    );
-                    // Events are rare and must not be lost: block until the case stage takes it.
-                    if output.send(e).is_err() {
+                engine.evaluate_seen(d, |frame, objects| observer.seen(frame, objects), |o| {
+                    if let Output::Event(e) = &o {
+                        tracing::info!(
+                            scenario = e.scenario.id,
+                            camera = e.camera,
+                            zone = e.zone,
+                            objects = e.objects.len(),
+                            stream_seconds = e.confirmed_stream_seconds,
+                            "event"
+                        );
+                    }
+                    // Outputs are rare and must not be lost: block until the case stage takes it.
+                    if output.send(o).is_err() {
                         closed = true;
                     }
                 });

@@ -135,6 +135,9 @@ pub struct Moment {
 /// A rule confirmed an episode on this frame: emit one event.
 #[derive(Debug, Clone)]
 pub struct Firing {
+    /// The episode's key within its rule (a track id, or the rule's episode count), which
+    /// [`TrackDwellRule::take_ended`] and friends report when it ends.
+    pub episode: u64,
     pub episode_start_seconds: f64,
     pub objects: Vec<Detection>,
     pub confidence: f32,
@@ -169,6 +172,8 @@ struct Episode {
     started: f64,
     last_ok: f64,
     confirmed: bool,
+    /// Confirmed and reported (not a repeat within the cooldown).
+    fired: bool,
     bbox: [f32; 4],
 }
 
@@ -180,6 +185,8 @@ pub struct TrackDwellRule {
     episodes: Vec<Episode>,
     /// (object box, stream time) of confirmed episodes that ended, for the cooldown.
     ended: Vec<([f32; 4], f64)>,
+    /// Keys of fired episodes that ended since the last [`Self::take_ended`].
+    just_ended: Vec<u64>,
 }
 
 impl TrackDwellRule {
@@ -188,7 +195,21 @@ impl TrackDwellRule {
             params,
             episodes: Vec::new(),
             ended: Vec::new(),
+            just_ended: Vec::new(),
         }
+    }
+
+    /// Fired episodes that ended since the last call (their keys).
+    pub fn take_ended(&mut self, out: &mut Vec<u64>) {
+        out.append(&mut self.just_ended);
+    }
+
+    /// Whether the rule's object is in the zone on the frame at `t` (seen on it), whatever
+    /// its dwell: what a re-check asks.
+    pub fn holds(&self, t: f64, zone: &ZoneShape, tracks: &[Track]) -> bool {
+        tracks
+            .iter()
+            .any(|tr| tr.seen_at(t) && self.params.filter.subject(tr, zone, t))
     }
 
     /// New thresholds (a phase began or ended); episodes in progress continue under them.
@@ -226,6 +247,7 @@ impl TrackDwellRule {
                             started: m.t,
                             last_ok: m.t,
                             confirmed: false,
+                            fired: false,
                             bbox: tr.detection.bbox,
                         });
                         self.episodes.last_mut().expect("just pushed")
@@ -241,7 +263,9 @@ impl TrackDwellRule {
                     m.t - at <= th.cooldown_seconds && iou(b, &tr.detection.bbox) >= SAME_PLACE_IOU
                 });
                 if !repeat {
+                    ep.fired = true;
                     out.push(Firing {
+                        episode: tr.id,
                         episode_start_seconds: p.dwell_start(tr, ep.started),
                         objects: vec![tr.detection.clone()],
                         confidence: tr.mean_score(),
@@ -251,11 +275,15 @@ impl TrackDwellRule {
         }
         // Episodes end when their track is gone or the condition stayed false long enough.
         let ended = &mut self.ended;
+        let just_ended = &mut self.just_ended;
         self.episodes.retain(|e| {
             let alive = tracks.iter().any(|tr| tr.id == e.track);
             let keep = alive && m.t - e.last_ok < th.clear_seconds;
             if !keep && e.confirmed {
                 ended.push((e.bbox, m.t));
+            }
+            if !keep && e.fired {
+                just_ended.push(e.track);
             }
             keep
         });
@@ -286,6 +314,10 @@ pub struct ZoneCountRule {
     /// A learned state: since when it holds, and since when it has been absent.
     state_since: Option<f64>,
     state_absent_since: Option<f64>,
+    /// Episodes fired so far (the key of the next), and the key of the one in progress.
+    fired: u64,
+    current: Option<u64>,
+    just_ended: Option<u64>,
 }
 
 impl ZoneCountRule {
@@ -296,7 +328,25 @@ impl ZoneCountRule {
             cooldown_until: f64::NEG_INFINITY,
             state_since: None,
             state_absent_since: None,
+            fired: 0,
+            current: None,
+            just_ended: None,
         }
+    }
+
+    /// The fired episode that ended since the last call (its key).
+    pub fn take_ended(&mut self, out: &mut Vec<u64>) {
+        out.extend(self.just_ended.take());
+    }
+
+    /// Whether at least `min_count` of the rule's objects are in the zone on the frame at `t`,
+    /// whatever their dwell: what a re-check asks.
+    pub fn holds(&self, t: f64, zone: &ZoneShape, tracks: &[Track]) -> bool {
+        tracks
+            .iter()
+            .filter(|tr| tr.seen_at(t) && self.params.filter.subject(tr, zone, t))
+            .count()
+            >= self.params.thresholds.min_count.max(1)
     }
 
     /// New thresholds (a phase began or ended); an episode in progress continues under them.
@@ -374,7 +424,10 @@ impl ZoneCountRule {
                     .map(|tr| tr.mean_score())
                     .sum::<f32>()
                     / objects.len().max(1) as f32;
+                self.fired += 1;
+                self.current = Some(self.fired);
                 out.push(Firing {
+                    episode: self.fired,
                     episode_start_seconds: start,
                     objects,
                     confidence,
@@ -386,6 +439,7 @@ impl ZoneCountRule {
                 if m.t - last_ok >= th.clear_seconds {
                     self.phase = ZonePhase::Idle;
                     self.cooldown_until = m.t + th.cooldown_seconds;
+                    self.just_ended = self.current.take();
                 }
             }
         }

@@ -21,6 +21,7 @@ mod learn_states;
 mod metrics;
 mod multi_model;
 mod outbox_soak;
+mod platform_loop;
 mod receiver;
 mod receiver_fuzz;
 mod reload;

@@ -250,7 +250,7 @@ fn outbox_soak() {
                 outbox.stats().unwrap();
             });
             let history = median_us(51, || {
-                assert_eq!(store.history(100).unwrap().len(), 100);
+                assert_eq!(store.history(100, None).unwrap().len(), 100);
             });
             let queue = median_us(51, || {
                 store.queue(&Default::default()).unwrap();

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use gridwatch::cases::outbox::Outbox;
-use gridwatch::cases::tiers::{Suppressions, Tiers, Triage};
+use gridwatch::cases::tiers::Suppressions;
 use gridwatch::config::Config;
 use gridwatch::infer::Detection;
 use gridwatch::infer::kinds::ObjectKind;
@@ -214,6 +214,7 @@ impl Console {
             confirmed_stream_seconds: 6.0,
             objects: persons(),
             confidence,
+            episode: 1,
             frame: Arc::new(frame),
             area: self.config.area.clone(),
         }
@@ -223,18 +224,16 @@ impl Console {
     fn run_case_stage(&self, events: Vec<Event>) -> Result<u64, gridwatch::cases::CaseError> {
         let (tx, rx) = crossbeam_channel::unbounded();
         for e in events {
-            tx.send(e).unwrap();
+            tx.send(gridwatch::scenarios::Output::Event(e)).unwrap();
         }
         drop(tx);
-        let triage = Triage {
-            tiers: Tiers::new(self.config.review.as_ref().map(|r| r.tiers())),
-            suppressions: self.state.suppressions.clone(),
-            fence: None,
-            routing: Arc::new(arc_swap::ArcSwap::from_pointee(
+        let triage = self.config.triage(
+            self.state.suppressions.clone(),
+            None,
+            Arc::new(arc_swap::ArcSwap::from_pointee(
                 self.config.dispatch.routing(),
             )),
-            snapshot_max_width_pixels: self.config.cases.snapshot_max_width_pixels,
-        };
+        );
         let hub = self.state.hub.clone();
         gridwatch::cases::run_triaged(
             Outbox::open(&self.config.resolve(&self.config.cases.outbox)).unwrap(),
@@ -1686,7 +1685,7 @@ async fn reviews_of_a_zone_states_held_cases_become_labels_of_their_frames() {
     let sure_id = c
         .state
         .store
-        .history(1)
+        .history(1, None)
         .unwrap()
         .pop()
         .map(|h| h.item.id)

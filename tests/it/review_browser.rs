@@ -156,6 +156,9 @@ outbox = "outbox.sqlite"
 url = "{dispatch}"
 bearer_token = "{TOKEN}"
 retry_initial_seconds = 0.2
+[dispatch.status]
+feed_url = "{feed}"
+poll_seconds = 0.5
 [review]
 listen = "127.0.0.1:{review_port}"
 # Every crowd case waits for a reviewer.
@@ -167,6 +170,7 @@ cards_dir = "cards"
 "#,
         clip = repo("sample-streams/vtest.mp4").display(),
         card = repo("models/nanodet-g-416-coco.toml").display(),
+        feed = dispatch.replace("/api/v1/cases", "/api/v1/status-events"),
     )
 }
 
@@ -346,6 +350,52 @@ fn a_reviewer_confirms_and_rejects_flagged_frames_in_a_real_browser() {
         })
         .await;
         assert!(row.contains("vtest"), "{row}");
+
+        // The platform moves the confirmed case to 派遣 and 处置: the history shows its status
+        // and the camera's verification (核查), and the case's platform panel its timeline.
+        wait_for("the confirmed case delivered", Duration::from_secs(30), || async {
+            (outbox_state(&outbox_path, &first).as_deref() == Some("delivered")).then_some(())
+        })
+        .await;
+        let http = reqwest::Client::new();
+        for status in ["dispatched", "handling"] {
+            let r = http
+                .post(format!("{receiver_base}/api/v1/cases/{first}/status"))
+                .bearer_auth(TOKEN)
+                .json(&serde_json::json!({ "status": status }))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{status}: {}", r.status());
+        }
+        let (status, verification) = wait_for("the platform status in the history", Duration::from_secs(20), || async {
+            client.execute("loadHistory()", vec![]).await.ok()?;
+            let row = format!("#history-body tr[data-id='{first}']");
+            let s = client.find(Locator::Css(&format!("{row} .platform-status"))).await.ok()?.text().await.ok()?;
+            let v = client.find(Locator::Css(&format!("{row} .verification"))).await.ok()?.text().await.ok()?;
+            (s.starts_with("处置") || s.starts_with("核查") || s.starts_with("派遣")).then_some((s, v))
+        })
+        .await;
+        assert!(["核查中", "核查通过", "核查不通过"].contains(&verification.as_str()), "{status} / {verification}");
+        client
+            .find(Locator::Css(&format!("#history-body tr[data-id='{first}'] td")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let rows = wait_for("the case's platform timeline", Duration::from_secs(10), || async {
+            let n = client
+                .execute("return document.querySelectorAll('#cp-statuses tr.status-row').length", vec![])
+                .await
+                .ok()?
+                .as_u64()?;
+            (n >= 3).then_some(n)
+        })
+        .await;
+        assert!(rows >= 3, "立案, 派遣, 处置");
+        let shot = client.screenshot().await.unwrap();
+        std::fs::write(artifacts().join("review-platform.png"), shot).unwrap();
         // "Clear" on the rejected case's kept frame, from the history. The table is redrawn
         // when cases change, so the button is found and clicked in one script, until it is.
         let click = format!(

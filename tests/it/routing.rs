@@ -541,14 +541,14 @@ units = ["res"]
         config
             .dispatch
             .routing()
-            .route("res", &["border".into()], "crowd_gathering"),
+            .route("res", &["border".into()], "crowd_gathering", None),
         ["town", "xujing"]
     );
     assert_eq!(
         config
             .dispatch
             .routing()
-            .route("cbd", &[], "crowd_gathering"),
+            .route("cbd", &[], "crowd_gathering", None),
         Vec::<String>::new()
     );
     // `gridwatch check` passes it and says so.

@@ -296,7 +296,7 @@ fn an_outbox_of_the_first_release_upgrades_with_its_cases() {
     drop(outbox);
     let store = ReviewStore::open(&path).unwrap();
     assert_eq!(store.snapshot(&id).unwrap().unwrap(), jpeg);
-    assert_eq!(store.history(10).unwrap().len(), 3);
+    assert_eq!(store.history(10, None).unwrap().len(), 3);
     drop(store);
     still_works(&path);
 }

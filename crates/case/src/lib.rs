@@ -192,3 +192,5 @@ impl HandlingLevel {
 pub fn deadline(confirmed_at: OffsetDateTime, level: HandlingLevel) -> OffsetDateTime {
     confirmed_at + time::Duration::minutes(i64::from(level.deadline_minutes()))
 }
+
+pub mod platform;

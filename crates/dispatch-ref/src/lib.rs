@@ -9,9 +9,18 @@
 //! 422; a key whose first request is still being processed is 409; no key is 400. Payloads are
 //! compared by the SHA-256 of their canonical JSON (sorted keys, images inline), so inline and
 //! multipart uploads of one case are the same payload. A body limit guards the intake. Each case
-//! is tracked through 立案 → 派遣 → 处置 → 结案 with the 103060 deadline of its handling level;
-//! `/api/v1/cases/overdue` lists the late ones and `/` is the board of open cases by unit and
-//! department. The OpenAPI description is served at `/api/v1/openapi.json`.
+//! is tracked through 立案 → 派遣 → 处置 → 结案 (or 退回 before handling, or 核查 → 结案 once the
+//! camera verified it) with the 103060 deadline of its handling level, the statuses of
+//! [`gridwatch_case::platform::PlatformStatus`]; `/api/v1/cases/overdue` lists the late ones and
+//! `/` is the board of open cases by unit and department. The OpenAPI description is served at
+//! `/api/v1/openapi.json`.
+//!
+//! The loop back to the pipeline: every status change is an event of the status feed (`GET
+//! /api/v1/status-events?after=<event id>`, 立案 at intake included); with a [`Webhook`], each
+//! event is also POSTed, signed, to its URL from a durable cursor. The pipeline's updates about a
+//! case (`POST /api/v1/cases/{id}/updates`, `gridwatch.case_update.v1`, idempotent like intake)
+//! are stored and, where they fit the case's status, move it: 核查通过, 核查不通过 (reopened),
+//! 自行消除, 督办, 等级调整.
 //!
 //! With a token (`--token`), every route but `/healthz` needs it, the OpenAPI document included
 //! (`gridwatch dispatch-server --openapi` prints it without a server): `Authorization: Bearer
@@ -43,10 +52,24 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::OpenApi;
 
+use gridwatch_case::platform::{
+    CaseUpdate, PlatformStatus, Station, StatusEvent, StatusFeed, UpdateKind,
+};
 use gridwatch_case::{CASE_SCHEMA, Case, CaseSnapshot, HandlingLevel, deadline};
+
+mod feed;
+#[cfg(test)]
+mod tests;
+mod updates;
+mod webhook;
+
+pub use updates::{UpdateItem, UpdateResponse};
+pub use webhook::{Webhook, WebhookTask};
 
 pub const CASES_PATH: &str = "/api/v1/cases";
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+/// The status feed: `GET ?after=<event id>&limit=<n>`.
+pub const STATUS_EVENTS_PATH: &str = "/api/v1/status-events";
 /// The one route open without the token.
 pub const HEALTH_PATH: &str = "/healthz";
 /// Where the board's sign-in form posts the token (`token`, and `next`: the page to go back to).
@@ -91,62 +114,29 @@ pub enum ReceiverError {
     },
     #[error("receiver: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("receiver: webhook {url}: {reason}")]
+    Webhook { url: String, reason: String },
 }
 
-/// Where a case is in its handling: 立案 → 派遣 → 处置 → 结案.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum CaseStatus {
-    /// 立案: received and registered.
-    Registered,
-    /// 派遣: sent to the handling department.
-    Dispatched,
-    /// 处置: being handled on site.
-    Handling,
-    /// 结案: closed.
-    Closed,
+/// The service's former name for [`PlatformStatus`], kept for existing callers.
+pub use gridwatch_case::platform::PlatformStatus as CaseStatus;
+
+/// The statuses a case may move to from `status` by `POST /api/v1/cases/{id}/status`: the chain
+/// 立案 → 派遣 → 处置 → 结案, 退回 before handling, and 结案 after the camera's 核查. 核查 itself
+/// comes only from the pipeline's updates.
+pub fn allowed_next(status: PlatformStatus) -> &'static [PlatformStatus] {
+    use PlatformStatus as S;
+    match status {
+        S::Registered => &[S::Dispatched, S::Returned],
+        S::Dispatched => &[S::Handling, S::Returned],
+        S::Handling | S::Verified => &[S::Closed],
+        S::Closed | S::Returned => &[],
+    }
 }
 
-impl CaseStatus {
-    pub const ALL: [CaseStatus; 4] = [
-        CaseStatus::Registered,
-        CaseStatus::Dispatched,
-        CaseStatus::Handling,
-        CaseStatus::Closed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CaseStatus::Registered => "registered",
-            CaseStatus::Dispatched => "dispatched",
-            CaseStatus::Handling => "handling",
-            CaseStatus::Closed => "closed",
-        }
-    }
-
-    pub fn name_zh(self) -> &'static str {
-        match self {
-            CaseStatus::Registered => "立案",
-            CaseStatus::Dispatched => "派遣",
-            CaseStatus::Handling => "处置",
-            CaseStatus::Closed => "结案",
-        }
-    }
-
-    pub fn next(self) -> Option<CaseStatus> {
-        match self {
-            CaseStatus::Registered => Some(CaseStatus::Dispatched),
-            CaseStatus::Dispatched => Some(CaseStatus::Handling),
-            CaseStatus::Handling => Some(CaseStatus::Closed),
-            CaseStatus::Closed => None,
-        }
-    }
-
-    fn parse(s: &str) -> Option<CaseStatus> {
-        Self::ALL.into_iter().find(|c| c.as_str() == s)
-    }
+/// Closed or returned: out of the platform's hands, no deadline running.
+fn terminal(status: PlatformStatus) -> bool {
+    matches!(status, PlatformStatus::Closed | PlatformStatus::Returned)
 }
 
 /// One stored case with its handling state, as the API returns it.
@@ -170,8 +160,8 @@ pub struct StoredCase {
     /// `confirmed_at` plus 10/30/60 minutes by handling level (103060).
     pub deadline_at: String,
     pub confidence: f64,
-    pub status: CaseStatus,
-    /// 立案, 派遣, 处置 or 结案.
+    pub status: PlatformStatus,
+    /// 立案, 派遣, 处置, 核查, 结案 or 退回.
     pub status_zh: String,
     pub dispatched_at: Option<String>,
     pub handling_at: Option<String>,
@@ -184,6 +174,12 @@ pub struct StoredCase {
     pub deliveries: i64,
     pub snapshot_bytes: i64,
     pub crop_bytes: i64,
+    /// Times the camera found the problem still there after handling (核查不通过).
+    pub reopened: i64,
+    /// 督办: the station the case was escalated to, if it was.
+    pub escalated_to: Option<String>,
+    /// Distinct updates the pipeline sent about the case.
+    pub updates: i64,
 }
 
 /// The answer to an intake.
@@ -200,10 +196,10 @@ pub struct Problem {
     pub error: String,
 }
 
-/// `POST /api/v1/cases/{id}/status`: move a case to its next status.
+/// `POST /api/v1/cases/{id}/status`: move a case to a status [`allowed_next`] allows.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusChange {
-    pub status: CaseStatus,
+    pub status: PlatformStatus,
     /// Free text kept in the case's history (who, what was done).
     #[serde(default)]
     pub note: Option<String>,
@@ -225,10 +221,34 @@ pub struct CaseMultipart {
 #[openapi(
     info(
         title = "gridwatch dispatch API",
-        description = "Case intake (gridwatch.case.v1) and case handling (立案 → 派遣 → 处置 → 结案, 103060 deadlines) of the reference dispatch service."
+        description = "Case intake (gridwatch.case.v1), case handling (立案 → 派遣 → 处置 → 核查 → 结案, 退回; 103060 deadlines), the status feed and the pipeline's updates (gridwatch.case_update.v1) of the reference dispatch service."
     ),
-    paths(intake, list, overdue, get_case, advance),
-    components(schemas(Case, StoredCase, IntakeResponse, Problem, StatusChange, CaseStatus, CaseMultipart)),
+    paths(
+        intake,
+        list,
+        overdue,
+        get_case,
+        advance,
+        feed::status_events,
+        updates::post_update,
+        updates::list_updates
+    ),
+    components(schemas(
+        Case,
+        StoredCase,
+        IntakeResponse,
+        Problem,
+        StatusChange,
+        PlatformStatus,
+        CaseMultipart,
+        StatusEvent,
+        StatusFeed,
+        CaseUpdate,
+        UpdateKind,
+        Station,
+        UpdateItem,
+        UpdateResponse
+    )),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -287,6 +307,44 @@ pub const MIGRATIONS: &[gridwatch_sqlite::Step] = &[
     gridwatch_sqlite::Step::hook(unversioned_to_handling),
     // 2: the board and the case lists read the newest cases first.
     gridwatch_sqlite::Step::sql("CREATE INDEX received_recent ON received(received_at, id);"),
+    // 3: the status feed numbers the history: an explicit id (a rowid alone may be renumbered
+    // by VACUUM), never reused (AUTOINCREMENT), the old rows keeping their order.
+    gridwatch_sqlite::Step::sql(
+        "ALTER TABLE case_history RENAME TO case_history_unnumbered;
+        CREATE TABLE case_history (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            case_id TEXT NOT NULL REFERENCES received(id),
+            status TEXT NOT NULL,
+            at TEXT NOT NULL,
+            note TEXT
+        );
+        INSERT INTO case_history (case_id, status, at, note)
+            SELECT case_id, status, at, note FROM case_history_unnumbered ORDER BY rowid;
+        DROP TABLE case_history_unnumbered;",
+    ),
+    // 4: the pipeline's updates, what they change on the case, and the webhook's cursor.
+    gridwatch_sqlite::Step::sql(
+        "ALTER TABLE received ADD COLUMN reopened INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE received ADD COLUMN escalated_to TEXT;
+        CREATE TABLE case_update (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            key TEXT NOT NULL UNIQUE,
+            case_id TEXT NOT NULL REFERENCES received(id),
+            body_sha256 TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            at TEXT NOT NULL,
+            note TEXT,
+            level TEXT,
+            deadline_at TEXT,
+            station TEXT,
+            snapshot BLOB,
+            applied INTEGER NOT NULL DEFAULT 0,
+            received_at TEXT NOT NULL,
+            deliveries INTEGER NOT NULL DEFAULT 1
+        );
+        CREATE INDEX case_update_case ON case_update(case_id, at, seq);
+        CREATE TABLE webhook_cursor (url TEXT PRIMARY KEY, after INTEGER NOT NULL DEFAULT 0);",
+    ),
 ];
 
 /// Step 1: what `open` did before the schema was versioned, frozen.
@@ -353,32 +411,59 @@ fn open(path: &Path) -> Result<Connection, ReceiverError> {
 
 /// The receiver's routes over the database at `db_path`.
 pub fn router(db_path: &Path, token: Option<String>) -> Result<Router, ReceiverError> {
+    router_with(db_path, token, None).map(|(router, _)| router)
+}
+
+/// The receiver's routes, and with a `webhook` the task that pushes the status feed to it (run
+/// it with [`WebhookTask::run`]; [`Receiver::serve`] does).
+pub fn router_with(
+    db_path: &Path,
+    token: Option<String>,
+    webhook: Option<Webhook>,
+) -> Result<(Router, Option<WebhookTask>), ReceiverError> {
     let state = AppState {
         db: Arc::new(Mutex::new(open(db_path)?)),
         board_cookie: token.as_deref().map(board_cookie_value).map(Arc::from),
         token: token.map(Arc::from),
         in_flight: Arc::default(),
     };
+    let task = webhook
+        .map(|w| WebhookTask::new(state.db.clone(), w))
+        .transpose()?;
+    Ok((routes(state), task))
+}
+
+fn routes(state: AppState) -> Router {
     // Every route above the layer needs the token; the sign-in form checks it itself.
-    Ok(Router::new()
+    Router::new()
         .route("/", get(board))
         .route(OPENAPI_PATH, get(|| async { axum::Json(openapi()) }))
         .route(CASES_PATH, post(intake).get(list))
         .route("/api/v1/cases/overdue", get(overdue))
         .route("/api/v1/cases/{id}", get(get_case))
         .route("/api/v1/cases/{id}/status", post(advance))
+        .route(
+            "/api/v1/cases/{id}/updates",
+            post(updates::post_update).get(updates::list_updates),
+        )
+        .route(STATUS_EVENTS_PATH, get(feed::status_events))
         .route("/cases/{id}/snapshot.jpg", get(snapshot))
         .route("/cases/{id}/crop.jpg", get(crop))
+        .route(
+            "/cases/{id}/updates/{key}/snapshot.jpg",
+            get(updates::update_snapshot),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route(LOGIN_PATH, post(login))
         .route(HEALTH_PATH, get(|| async { "ok" }))
-        .with_state(state))
+        .with_state(state)
 }
 
 /// A bound receiver, ready to serve.
 pub struct Receiver {
     listener: tokio::net::TcpListener,
     router: Router,
+    webhook: Option<WebhookTask>,
 }
 
 impl Receiver {
@@ -387,14 +472,28 @@ impl Receiver {
         db_path: &Path,
         token: Option<String>,
     ) -> Result<Self, ReceiverError> {
-        let router = router(db_path, token)?;
+        Self::bind_with(addr, db_path, token, None).await
+    }
+
+    /// [`Receiver::bind`], and with a `webhook` that [`Receiver::serve`] pushes the feed to.
+    pub async fn bind_with(
+        addr: &str,
+        db_path: &Path,
+        token: Option<String>,
+        webhook: Option<Webhook>,
+    ) -> Result<Self, ReceiverError> {
+        let (router, webhook) = router_with(db_path, token, webhook)?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| ReceiverError::Bind {
                 addr: addr.to_owned(),
                 source,
             })?;
-        Ok(Self { listener, router })
+        Ok(Self {
+            listener,
+            router,
+            webhook,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -403,15 +502,31 @@ impl Receiver {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` resolves.
+    /// Serves (and runs the webhook, if any) until `shutdown` resolves.
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ReceiverError> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
+        // The webhook stops when the shutdown comes, or when serving ends otherwise (the
+        // sender is dropped then).
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = self.webhook.map(|w| {
+            let mut stopped = stopped;
+            tokio::spawn(w.run(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }))
+        });
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop.send(true);
+            })
             .await
-            .map_err(ReceiverError::Serve)
+            .map_err(ReceiverError::Serve);
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        served
     }
 }
 
@@ -726,29 +841,12 @@ fn validate(
     security(("bearer" = []))
 )]
 async fn intake(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let Some(key) = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-    else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "Idempotency-Key header is required",
-        );
+    let key = match idempotency_key(&headers) {
+        Ok(k) => k,
+        Err(m) => return problem(StatusCode::BAD_REQUEST, m),
     };
-    if key.len() > MAX_KEY_CHARS {
-        return problem(StatusCode::BAD_REQUEST, "Idempotency-Key is too long");
-    }
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return problem(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body over {MAX_BODY_BYTES} bytes"),
-        );
+    if let Some(r) = declared_too_large(&headers) {
+        return r;
     }
     // Reserve the key before reading the body: a second request with it meanwhile is a 409.
     let _guard = {
@@ -767,23 +865,9 @@ async fn intake(State(state): State<AppState>, headers: HeaderMap, body: Body) -
             key: key.to_owned(),
         }
     };
-    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+    let bytes = match read_body(body).await {
         Ok(b) => b,
-        Err(e) => {
-            let too_large =
-                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
-                    e.source()
-                })
-                .any(|e| e.is::<http_body_util::LengthLimitError>());
-            return if too_large {
-                problem(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("body over {MAX_BODY_BYTES} bytes"),
-                )
-            } else {
-                problem(StatusCode::BAD_REQUEST, format!("reading the body: {e}"))
-            };
-        }
+        Err(r) => return r,
     };
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -840,6 +924,54 @@ async fn intake(State(state): State<AppState>, headers: HeaderMap, body: Body) -
         Ok(Err(e)) => unavailable(e),
         Err(e) => unavailable(e),
     }
+}
+
+/// The request's `Idempotency-Key`, or why it is refused (a 400).
+fn idempotency_key(headers: &HeaderMap) -> Result<&str, &'static str> {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or("Idempotency-Key header is required")?;
+    if key.len() > MAX_KEY_CHARS {
+        return Err("Idempotency-Key is too long");
+    }
+    Ok(key)
+}
+
+fn too_large() -> Response {
+    problem(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("body over {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+/// A 413 for a declared length over the limit, before anything is read.
+fn declared_too_large(headers: &HeaderMap) -> Option<Response> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|n| *n > MAX_BODY_BYTES as u64)
+        .map(|_| too_large())
+}
+
+/// The body, up to [`MAX_BODY_BYTES`] (413 beyond).
+async fn read_body(body: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            let over = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                e.source()
+            })
+            .any(|e| e.is::<http_body_util::LengthLimitError>());
+            if over {
+                too_large()
+            } else {
+                problem(StatusCode::BAD_REQUEST, format!("reading the body: {e}"))
+            }
+        })
 }
 
 enum Stored {
@@ -899,10 +1031,7 @@ fn store(db: &Mutex<Connection>, key: &str, i: Intake) -> rusqlite::Result<Store
                     i.crop,
                 ],
             )?;
-            tx.execute(
-                "INSERT INTO case_history (case_id, status, at) VALUES (?1, 'registered', ?2)",
-                params![key, now],
-            )?;
+            record_history(&tx, key, PlatformStatus::Registered, &now, None)?;
             Some(())
         }
     };
@@ -932,20 +1061,24 @@ fn parse_level(s: &str) -> HandlingLevel {
 
 const SELECT: &str = "SELECT id, received_at, scenario, scenario_name, camera, camera_name, unit, location,
     department, workstation, level, first_seen_at, confirmed_at, deadline_at, confidence, status,
-    dispatched_at, handling_at, closed_at, deliveries, COALESCE(length(snapshot), 0), COALESCE(length(crop), 0)
+    dispatched_at, handling_at, closed_at, deliveries, COALESCE(length(snapshot), 0), COALESCE(length(crop), 0),
+    reopened, escalated_to, (SELECT COUNT(*) FROM case_update u WHERE u.case_id = received.id)
     FROM received";
 
 fn row_to_case(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCase> {
-    let status = CaseStatus::parse(&r.get::<_, String>(15)?).unwrap_or(CaseStatus::Registered);
+    let status =
+        PlatformStatus::parse(&r.get::<_, String>(15)?).unwrap_or(PlatformStatus::Registered);
     let deadline_at: String = r.get(13)?;
     let closed_at: Option<String> = r.get(18)?;
     let deadline = OffsetDateTime::parse(&deadline_at, &Rfc3339).ok();
     let now = OffsetDateTime::now_utc();
-    let time_left_seconds = match (status, deadline) {
-        (CaseStatus::Closed, _) | (_, None) => None,
-        (_, Some(d)) => Some((d - now).whole_seconds()),
+    let time_left_seconds = match deadline {
+        Some(d) if !terminal(status) => Some((d - now).whole_seconds()),
+        _ => None,
     };
+    // A returned case was never the platform's to handle: it is not late.
     let overdue = match (deadline, &closed_at) {
+        _ if status == PlatformStatus::Returned => false,
         (Some(d), Some(c)) => OffsetDateTime::parse(c, &Rfc3339).is_ok_and(|c| c > d),
         (Some(d), None) => now > d,
         (None, _) => false,
@@ -976,6 +1109,9 @@ fn row_to_case(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCase> {
         deliveries: r.get(19)?,
         snapshot_bytes: r.get(20)?,
         crop_bytes: r.get(21)?,
+        reopened: r.get(22)?,
+        escalated_to: r.get(23)?,
+        updates: r.get(24)?,
     })
 }
 
@@ -986,17 +1122,17 @@ fn load_case(conn: &Connection, id: &str) -> rusqlite::Result<Option<StoredCase>
 
 fn load_cases(
     db: &Mutex<Connection>,
-    status: Option<CaseStatus>,
+    status: Option<PlatformStatus>,
     open_only: bool,
     limit: u32,
 ) -> rusqlite::Result<Vec<StoredCase>> {
     let conn = db.lock().unwrap_or_else(|p| p.into_inner());
     let mut stmt = conn.prepare(&format!(
-        "{SELECT} WHERE (?1 IS NULL OR status = ?1) AND (?2 = 0 OR status != 'closed')
+        "{SELECT} WHERE (?1 IS NULL OR status = ?1) AND (?2 = 0 OR status NOT IN ('closed', 'returned'))
          ORDER BY received_at DESC, id DESC LIMIT ?3"
     ))?;
     let rows = stmt.query_map(
-        params![status.map(CaseStatus::as_str), open_only, limit],
+        params![status.map(PlatformStatus::as_str), open_only, limit],
         row_to_case,
     )?;
     rows.collect()
@@ -1006,7 +1142,7 @@ fn load_cases(
 #[into_params(parameter_in = Query)]
 struct ListParams {
     /// Only cases in this status.
-    status: Option<CaseStatus>,
+    status: Option<PlatformStatus>,
     /// At most this many (default 200, at most 1000), newest first.
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
@@ -1106,7 +1242,7 @@ async fn get_case(State(state): State<AppState>, UrlPath(id): UrlPath<String>) -
     post,
     path = "/api/v1/cases/{id}/status",
     tag = "cases",
-    description = "Moves a case to its next status (立案 → 派遣 → 处置 → 结案); statuses are not skipped.",
+    description = "Moves a case along: 立案 → 派遣 → 处置 → 结案 (statuses are not skipped), 立案 or 派遣 → 退回, and 核查 → 结案 once the camera verified it (核查 itself comes from the pipeline's updates).",
     params(("id" = String, Path, description = "Case id")),
     request_body(content = StatusChange, content_type = "application/json"),
     responses(
@@ -1114,7 +1250,7 @@ async fn get_case(State(state): State<AppState>, UrlPath(id): UrlPath<String>) -
         (status = 400, description = "Body is not JSON", body = Problem),
         (status = 401, description = "Missing or wrong bearer token", body = Problem),
         (status = 404, description = "No such case", body = Problem),
-        (status = 409, description = "Not the next status of the case", body = Problem),
+        (status = 409, description = "Not a status the case may move to now", body = Problem),
         (status = 422, description = "Not a status change", body = Problem),
         (status = 503, description = "Storage unavailable", body = Problem),
     ),
@@ -1151,33 +1287,10 @@ async fn advance(
             let Some(case) = load_case(&tx, &id)? else {
                 return Ok(Err(problem(StatusCode::NOT_FOUND, "no such case")));
             };
-            if case.status.next() != Some(change.status) {
-                return Ok(Err(problem(
-                    StatusCode::CONFLICT,
-                    format!(
-                        "case is {} ({}); the next status is {}",
-                        case.status.as_str(),
-                        case.status.name_zh(),
-                        case.status
-                            .next()
-                            .map_or("none (closed)", CaseStatus::as_str)
-                    ),
-                )));
+            if !allowed_next(case.status).contains(&change.status) {
+                return Ok(Err(not_allowed(case.status, change.status)));
             }
-            let now = now_rfc3339();
-            let column = match change.status {
-                CaseStatus::Dispatched => "dispatched_at",
-                CaseStatus::Handling => "handling_at",
-                _ => "closed_at",
-            };
-            tx.execute(
-                &format!("UPDATE received SET status = ?2, {column} = ?3 WHERE id = ?1"),
-                params![id, change.status.as_str(), now],
-            )?;
-            tx.execute(
-                "INSERT INTO case_history (case_id, status, at, note) VALUES (?1, ?2, ?3, ?4)",
-                params![id, change.status.as_str(), now, change.note],
-            )?;
+            set_status(&tx, &id, change.status, change.note.as_deref())?;
             let updated = load_case(&tx, &id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
             tx.commit()?;
             Ok(Ok(updated))
@@ -1192,6 +1305,89 @@ async fn advance(
         Ok(Err(e)) => unavailable(e),
         Err(e) => unavailable(e),
     }
+}
+
+/// The 409 for a status change [`allowed_next`] does not allow.
+fn not_allowed(from: PlatformStatus, to: PlatformStatus) -> Response {
+    let next: Vec<&str> = allowed_next(from).iter().map(|s| s.as_str()).collect();
+    let next = if next.is_empty() {
+        "none (it is settled)".to_owned()
+    } else {
+        next.join(" or ")
+    };
+    problem(
+        StatusCode::CONFLICT,
+        format!(
+            "case is {} ({}); it cannot move to {}; the next status is {next}",
+            from.as_str(),
+            from.name_zh(),
+            to.as_str(),
+        ),
+    )
+}
+
+/// Moves a case to `status`, stamps the status's time column, and records the change in the
+/// case's history (and so in the status feed).
+fn set_status(
+    tx: &Connection,
+    id: &str,
+    status: PlatformStatus,
+    note: Option<&str>,
+) -> rusqlite::Result<()> {
+    let now = now_rfc3339();
+    let column = match status {
+        PlatformStatus::Dispatched => Some("dispatched_at"),
+        PlatformStatus::Handling => Some("handling_at"),
+        PlatformStatus::Closed => Some("closed_at"),
+        _ => None,
+    };
+    match column {
+        Some(column) => tx.execute(
+            &format!("UPDATE received SET status = ?2, {column} = ?3 WHERE id = ?1"),
+            params![id, status.as_str(), now],
+        )?,
+        None => tx.execute(
+            "UPDATE received SET status = ?2 WHERE id = ?1",
+            params![id, status.as_str()],
+        )?,
+    };
+    record_history(tx, id, status, &now, note)
+}
+
+/// One row of the case's history: an event of the status feed.
+fn record_history(
+    tx: &Connection,
+    id: &str,
+    status: PlatformStatus,
+    at: &str,
+    note: Option<&str>,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO case_history (case_id, status, at, note) VALUES (?1, ?2, ?3, ?4)",
+        params![id, status.as_str(), at, note],
+    )?;
+    Ok(())
+}
+
+/// Why a storage call off the runtime failed.
+#[derive(Debug, thiserror::Error)]
+enum StorageError {
+    #[error(transparent)]
+    Database(#[from] rusqlite::Error),
+    #[error("storage task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Runs `f` with the connection on a blocking thread: SQLite calls block (fsync, busy waits).
+async fn blocking<T: Send + 'static>(
+    db: &Arc<Mutex<Connection>>,
+    f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, StorageError> {
+    let db = db.clone();
+    let result =
+        tokio::task::spawn_blocking(move || f(&mut db.lock().unwrap_or_else(|p| p.into_inner())))
+            .await?;
+    Ok(result?)
 }
 
 async fn image(state: AppState, id: String, column: &'static str) -> Response {
@@ -1268,7 +1464,7 @@ async fn board(State(state): State<AppState>) -> Response {
     for ((unit, department), mut cases) in groups {
         cases.sort_by_key(|c| c.time_left_seconds.unwrap_or(i64::MAX));
         board.push_str(&format!(
-            "<h3>{} · {} <small>({} open)</small></h3><table><thead><tr><th>snapshot</th><th>scenario</th><th>camera</th><th>status</th><th>level</th><th>deadline</th><th>time left</th><th>id</th></tr></thead><tbody>\n",
+            "<h3>{} · {} <small>({} open)</small></h3><table><thead><tr><th>snapshot</th><th>scenario</th><th>camera</th><th>status</th><th>level</th><th>deadline</th><th>time left</th><th>核查不通过 reopened</th><th>督办 escalated to</th><th>id</th></tr></thead><tbody>\n",
             escape_html(unit),
             escape_html(department),
             cases.len()
@@ -1277,13 +1473,15 @@ async fn board(State(state): State<AppState>) -> Response {
             let id = escape_html(&c.id);
             board.push_str(&format!(
                 "<tr class=\"{cls}\"><td><a href=\"/cases/{id}/snapshot.jpg\"><img src=\"/cases/{id}/snapshot.jpg\" alt=\"snapshot\" width=\"240\"></a></td>\
-                 <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"left\">{}</td><td><code>{id}</code></td></tr>\n",
+                 <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"left\">{}</td><td class=\"reopened\">{}</td><td class=\"escalated\">{}</td><td><code>{id}</code></td></tr>\n",
                 escape_html(&c.scenario_name),
                 escape_html(&c.camera_name),
                 escape_html(&c.status_zh),
                 level_str(c.handling_level),
                 escape_html(&c.deadline_at),
                 c.time_left_seconds.map(time_left_text).unwrap_or_default(),
+                c.reopened,
+                escape_html(c.escalated_to.as_deref().unwrap_or("")),
                 cls = if c.overdue { "overdue" } else { "open" },
             ));
         }
@@ -1296,13 +1494,20 @@ async fn board(State(state): State<AppState>) -> Response {
     for c in &recent {
         let id = escape_html(&c.id);
         rows.push_str(&format!(
-            "<tr><td><a href=\"/cases/{id}/snapshot.jpg\">snapshot</a>{crop}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td><code>{id}</code></td></tr>\n",
+            "<tr><td><a href=\"/cases/{id}/snapshot.jpg\">snapshot</a>{crop}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{id}</code></td></tr>\n",
             escape_html(&c.scenario_name),
             escape_html(&c.unit),
             escape_html(&c.status_zh),
             escape_html(&c.confirmed_at),
             c.confidence,
             c.deliveries,
+            c.reopened,
+            escape_html(c.escalated_to.as_deref().unwrap_or("")),
+            if c.updates > 0 {
+                format!("<a href=\"/api/v1/cases/{id}/updates\">{}</a>", c.updates)
+            } else {
+                "0".into()
+            },
             crop = if c.crop_bytes > 0 {
                 format!(" · <a href=\"/cases/{id}/crop.jpg\">crop</a>")
             } else {
@@ -1315,9 +1520,9 @@ async fn board(State(state): State<AppState>) -> Response {
          <title>gridwatch dispatch board</title><style>body{{font-family:sans-serif;margin:1em}}td,th{{padding:4px 8px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}}\
          tr.overdue td.left{{color:#b00;font-weight:bold}}</style></head>\
          <body><h1>派单看板 · Dispatch board</h1><p id=\"summary\">{} open case(s), {} overdue (103060). API: <a href=\"{CASES_PATH}\">{CASES_PATH}</a> · \
-         <a href=\"/api/v1/cases/overdue\">overdue</a> · <a href=\"{OPENAPI_PATH}\">OpenAPI</a></p>\
+         <a href=\"/api/v1/cases/overdue\">overdue</a> · <a href=\"{STATUS_EVENTS_PATH}\">status feed</a> · <a href=\"{OPENAPI_PATH}\">OpenAPI</a></p>\
          <h2>Open cases by unit and department · 按单元和部门的待办案件</h2>{board}\
-         <h2>Received · 最近接收</h2><table><thead><tr><th>images</th><th>scenario</th><th>unit</th><th>status</th><th>confirmed</th><th>confidence</th><th>POSTs</th><th>id</th></tr></thead><tbody>\n{rows}</tbody></table></body></html>",
+         <h2>Received · 最近接收</h2><table><thead><tr><th>images</th><th>scenario</th><th>unit</th><th>status</th><th>confirmed</th><th>confidence</th><th>POSTs</th><th>reopened</th><th>督办</th><th>updates</th><th>id</th></tr></thead><tbody>\n{rows}</tbody></table></body></html>",
         open.len(),
         overdue_count,
     ))

@@ -19,6 +19,9 @@ const I18N = {
     handled_by: "已被 {by} 处理（{decision}）", live: "实时", offline: "离线", no_frame: "暂无画面",
     label_present: "有此情况", label_col: "区域状态标注", label_clear: "无", labelled_present: "已标注：有", labelled_clear: "已标注：无", label_failed: "标注失败（{status}）",
     deadline: "处置时限", every: "每 {n} 秒", overdue: "已超时",
+    platform_status: "平台状态", verification: "视频核查", platform_title: "平台处置", level: "处置等级", update: "更新",
+    v_checking: "核查中", v_passed: "核查通过", v_failed: "核查不通过", escalated: "已督办", reminded: "已提醒",
+    u_pending: "待发送", u_delivered: "已送达", u_dead: "发送失败",
     st_awaiting_review: "待审核", st_pending: "待投递", st_delivered: "已派发", st_dead: "投递失败",
     st_rejected: "已驳回", st_confirmed: "已确认",
     h_streaming: "在线", h_stalled: "卡顿", h_connecting: "连接中", h_backoff: "重连中", h_inactive: "未在时段",
@@ -39,6 +42,9 @@ const I18N = {
     handled_by: "Already handled by {by} ({decision})", live: "live", offline: "offline", no_frame: "no frame yet",
     label_present: "shows it", label_col: "Zone-state label", label_clear: "clear", labelled_present: "labelled: shows it", labelled_clear: "labelled: clear", label_failed: "label failed ({status})",
     deadline: "Deadline", every: "every {n} s", overdue: "overdue",
+    platform_status: "Platform status", verification: "Camera check", platform_title: "On the platform", level: "Handling level", update: "Update",
+    v_checking: "checking", v_passed: "verified (problem gone)", v_failed: "failed: reopened", escalated: "escalated", reminded: "reminded",
+    u_pending: "pending", u_delivered: "delivered", u_dead: "dead letter",
     st_awaiting_review: "awaiting review", st_pending: "pending delivery", st_delivered: "dispatched", st_dead: "dead letter",
     st_rejected: "rejected", st_confirmed: "confirmed",
     h_streaming: "streaming", h_stalled: "stalled", h_connecting: "connecting", h_backoff: "reconnecting", h_inactive: "inactive",
@@ -300,8 +306,49 @@ async function loadHistory() {
     const left = el("td", { class: h.time_left_seconds < 0 ? "overdue" : "" }, h.time_left_seconds < 0 ? t("overdue") + " " + fmtDur(h.time_left_seconds) : fmtDur(h.time_left_seconds));
     return el("tr", { "data-id": h.id }, el("td", {}, fmtTime(h.created_at)), el("td", {}, scenarioName(h.scenario, h.scenario_name_zh, h.scenario_name_en)),
       el("td", {}, h.camera_name), el("td", {}, h.unit_name), el("td", {}, t("st_" + h.state)), el("td", {}, h.reviewer || "—"), left, el("td", {}, String(h.attempts)),
-      el("td", {}, h.frame_kept ? caseLabeller(h) : "—"));
+      el("td", {}, h.frame_kept ? caseLabeller(h) : "—"), platformCells(h.platform || {}));
   }));
+  for (const row of $("history-body").children) row.addEventListener("click", (e) => {
+    if (e.target.tagName !== "BUTTON") loadPlatform(row.dataset.id);
+  });
+  if (S.platformCase) loadPlatform(S.platformCase);
+}
+
+// The platform's status (立案 … 结案, 退回) and the camera's verification of a case.
+function platformCells(p) {
+  const status = el("td", { class: "platform-status" }, p.status ? (lang === "zh" ? p.status_zh : p.status) : "—");
+  if (p.escalated) status.append(" · ", el("span", { class: "overdue escalated" }, t("escalated")));
+  const v = el("td", { class: "verification " + (p.verification || "") }, p.verification ? t("v_" + p.verification) : "—");
+  const frag = document.createDocumentFragment();
+  frag.append(status, v);
+  return frag;
+}
+
+// One case's life on the platform: statuses, verification rounds, its 103060 clock (the
+// level a reviewer may change) and the updates sent.
+async function loadPlatform(id) {
+  const r = await api("/api/v1/review/items/" + encodeURIComponent(id) + "/platform");
+  if (!r.ok) return;
+  S.platformCase = id;
+  const p = r.data;
+  $("case-platform").hidden = false;
+  $("cp-case").textContent = id;
+  const c = p.clock;
+  $("cp-level").value = c ? c.level : "general";
+  $("cp-level").disabled = !c;
+  $("cp-level").onchange = async () => {
+    await api("/api/v1/review/items/" + encodeURIComponent(id) + "/level", { method: "POST", body: { level: $("cp-level").value } });
+    loadPlatform(id);
+  };
+  $("cp-deadline").textContent = c && c.deadline_ms ? fmtTime(new Date(c.deadline_ms).toISOString()) : "—";
+  $("cp-clock").textContent = c ? [c.reminded_at_ms ? t("reminded") : "", c.escalated_at_ms ? t("escalated") : ""].filter(Boolean).join(" · ") : "";
+  const at = (ms) => (ms ? fmtTime(new Date(ms).toISOString()) : "—");
+  $("cp-statuses").replaceChildren(...p.statuses.map((x) => el("tr", { class: "status-row" },
+    el("td", {}, at(x.at_ms)), el("td", {}, lang === "zh" ? x.status_zh : x.status), el("td", {}, x.note || ""), el("td", {}, x.via + " · " + x.target))));
+  $("cp-verifications").replaceChildren(...p.verifications.map((v) => el("tr", { class: "verification-row " + v.state },
+    el("td", {}, "#" + v.round), el("td", {}, t("v_" + v.state)), el("td", {}, at(v.decided_at_ms || v.requested_at_ms)))));
+  $("cp-updates").replaceChildren(...p.updates.map((u) => el("tr", { class: "update-row " + u.kind },
+    el("td", {}, lang === "zh" ? u.kind_zh : u.kind), el("td", {}, t("u_" + u.state)), el("td", {}, at(u.delivered_at_ms || u.created_at_ms)), el("td", {}, String(u.attempts)))));
 }
 
 // "This zone shows X" / "clear" on the clean frame a case kept (a held case's, a learned
