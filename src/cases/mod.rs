@@ -238,11 +238,8 @@ pub fn run_triaged(
                     on_stored();
                 }
             }
-            Some(Output::Checked(c)) => {
-                if verified(&mut outbox, &c, triage)? {
-                    on_stored();
-                }
-            }
+            Some(Output::Checked(c)) if verified(&mut outbox, &c, triage)? => on_stored(),
+            Some(Output::Checked(_)) => {}
         }
     }
     Ok(stored)
@@ -423,7 +420,7 @@ fn store_event(
         Ok(r) => r,
         Err(e) => {
             // One bad frame or value must not stop discovery: keep the event and go on.
-            keep_unrendered(&outbox, &event, &e)?;
+            keep_unrendered(outbox, &event, &e)?;
             return Ok(None);
         }
     };

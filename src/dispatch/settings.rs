@@ -98,6 +98,16 @@ fn default_poll_seconds() -> f64 {
     DEFAULT_STATUS_POLL_SECONDS
 }
 
+impl Default for StatusBack {
+    fn default() -> Self {
+        Self {
+            feed_url: None,
+            poll_seconds: DEFAULT_STATUS_POLL_SECONDS,
+            webhook_secret: None,
+        }
+    }
+}
+
 impl StatusBack {
     fn validate(&self, at: &str, err: &mut impl FnMut(String, String)) {
         if let Some(url) = &self.feed_url

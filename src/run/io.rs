@@ -211,10 +211,7 @@ impl Io {
             let poller = StatusPoller {
                 target: settings.primary_id().to_owned(),
                 feed_url,
-                interval: settings.status.as_ref().map_or(
-                    Duration::from_secs_f64(crate::dispatch::settings::DEFAULT_STATUS_POLL_SECONDS),
-                    |s| s.poll_interval(),
-                ),
+                interval: settings.status.clone().unwrap_or_default().poll_interval(),
                 bearer_token: settings.bearer_token.clone(),
                 timeout: settings.timeout(),
             };
