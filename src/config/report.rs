@@ -20,6 +20,7 @@ impl Config {
         self.report_rates(&mut out);
         self.report_int8(&mut out);
         self.report_fire_baseline(&mut out);
+        self.report_platform_loop(&mut out);
         if let Some(cluster) = &self.cluster {
             out.push(format!(
                 "note: cluster mode: the {} camera groups are divided among the nodes through etcd at {} (lease {} s; a lost node's groups move after it); each node needs its own --node-id",
@@ -29,6 +30,55 @@ impl Config {
             ));
         }
         out
+    }
+
+    /// The loop back from the platform: where statuses come from, the phase in force, where
+    /// escalations go; a webhook secret without a status endpoint to receive it.
+    fn report_platform_loop(&self, out: &mut Vec<String>) {
+        for t in self.dispatch.per_target() {
+            let id = t.primary_id().to_owned();
+            let on_embedded = t.embedded_receiver.is_some() && t.url.is_none();
+            let feed = t.status.as_ref().and_then(|s| s.feed_url.clone());
+            let webhook = t
+                .status
+                .as_ref()
+                .is_some_and(|s| s.webhook_secret.is_some());
+            let how = match (feed, on_embedded, webhook) {
+                (Some(f), _, w) => format!(
+                    "polled from {f}{}",
+                    if w { " and by signed webhook" } else { "" }
+                ),
+                (None, true, w) => format!(
+                    "polled from the embedded receiver{}",
+                    if w { " and by signed webhook" } else { "" }
+                ),
+                (None, false, true) => "by signed webhook".into(),
+                (None, false, false) => {
+                    out.push(format!("note: target `{id}` reports no case status back (no [dispatch.status]): no 视频核查 and no 103060 stop for its cases"));
+                    continue;
+                }
+            };
+            out.push(format!("note: target `{id}`: case statuses {how}"));
+            if webhook && self.telemetry.metrics_listen.is_none() {
+                out.push(format!("warning: target `{id}` has a webhook_secret but [telemetry] metrics_listen is not set: nothing receives its webhook"));
+            }
+        }
+        let now = time::OffsetDateTime::now_utc();
+        if let Some(p) = self.area.plan_phase_at(now) {
+            out.push(format!(
+                "note: the plan's phase in force now: {} ({})",
+                p.name, p.id
+            ));
+        }
+        match self.area.escalation_station() {
+            Some(s) if self.cases.deadlines.escalate => {
+                out.push(format!("note: cases past their 103060 deadline are escalated (督办) to {}", s.name));
+            }
+            None if self.cases.deadlines.escalate => out.push(
+                "note: no station leads difficult problems ([[stations]] leads_difficult): escalations (督办) name none".into(),
+            ),
+            _ => {}
+        }
     }
 
     /// Scenarios no configured model (nor the fire baseline) can serve: warnings, not errors;

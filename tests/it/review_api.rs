@@ -978,6 +978,68 @@ async fn case_history_shows_delivery_state_and_time_left() {
 }
 
 #[tokio::test]
+async fn a_reviewer_changes_the_handling_level_and_the_platform_is_told() {
+    let c = Console::new();
+    let ids = c.events(&[(0, 0.95)]);
+    let id = &ids[0];
+    let s = c.login("alice").await;
+    let before = c.get(&s, &item_path(id, "platform")).await.json();
+    let level = before["clock"]["level"].as_str().unwrap().to_owned();
+    let start = before["clock"]["start_ms"]
+        .as_i64()
+        .expect("counted from detection");
+    let target = if level == "difficult" {
+        "simple"
+    } else {
+        "difficult"
+    };
+    let r = c
+        .post(&s, &item_path(id, "level"), json!({ "level": target }))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["changed"], true);
+    let after = c.get(&s, &item_path(id, "platform")).await.json();
+    assert_eq!(after["clock"]["level"], target);
+    let limit_ms = if target == "difficult" {
+        3_600_000
+    } else {
+        600_000
+    };
+    assert_eq!(
+        after["clock"]["deadline_ms"].as_i64(),
+        Some(start + limit_ms)
+    );
+    let updates = after["updates"].as_array().unwrap();
+    assert_eq!(updates.len(), 1, "{after}");
+    assert_eq!(updates[0]["kind"], "level_changed");
+    assert_eq!(
+        updates[0]["state"], "pending",
+        "it waits for its case to reach the target"
+    );
+    // The same level again changes nothing; a level that does not exist is refused.
+    let again = c
+        .post(&s, &item_path(id, "level"), json!({ "level": target }))
+        .await;
+    assert_eq!(again.json()["changed"], false);
+    let bad = c
+        .post(&s, &item_path(id, "level"), json!({ "level": "urgent" }))
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let history = c.get(&s, "/api/v1/review/cases?limit=10").await.json();
+    assert_eq!(history[0]["platform"]["level"], target);
+    let root = c.login("root").await;
+    let audit = c.get(&root, "/api/v1/review/audit?limit=10").await.json();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "level_changed" && a["case_id"] == id.as_str()),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
 async fn the_event_stream_announces_queue_changes() {
     let c = Console::new();
     let s = c.login("alice").await;
