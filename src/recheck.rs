@@ -134,6 +134,8 @@ impl Rechecks {
                 return true;
             }
             let Some(present) = holds(&p.request.zone, &p.request.scenario) else {
+                // Not analysed here any more (a reload): look again later, not on every frame.
+                p.next_due = now + spacing.max(Duration::from_secs(1));
                 return true;
             };
             if present {
@@ -202,6 +204,8 @@ mod tests {
             r.observe("cam", |_, _| None).is_empty(),
             "not analysable: waits"
         );
+        assert!(!r.due("cam"), "and does not hold the camera's gate open");
+        std::thread::sleep(Duration::from_millis(1010));
         assert!(r.observe("cam", |_, _| Some(true)).is_empty());
         std::thread::sleep(Duration::from_millis(60));
         let out = r.observe("cam", |_, _| Some(true));

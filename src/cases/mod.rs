@@ -218,6 +218,9 @@ pub fn run_triaged(
             None => {}
             Some(Output::Event(event)) => {
                 let key = episodes.key(&event.scenario, event.camera, event.zone, event.episode);
+                // A new episode under this key (rules rebuilt by a reload count afresh) is
+                // never an older case's: forget it whether or not it becomes a case.
+                episodes.open.remove(&key);
                 let Some((id, held)) = store_event(&mut outbox, event, triage)? else {
                     continue;
                 };
@@ -266,8 +269,11 @@ impl Episodes {
 
 /// Reminders and escalations due now; whether any was queued.
 fn tick_deadlines(outbox: &mut Outbox, triage: &Triage) -> Result<bool, CaseError> {
-    let (reminders, escalations) =
-        outbox.tick_deadlines(&triage.deadlines, triage.escalation_station.as_ref())?;
+    let (reminders, escalations) = outbox.tick_deadlines(
+        &triage.deadlines,
+        triage.escalation_station.as_ref(),
+        &triage.update_targets,
+    )?;
     if reminders + escalations > 0 {
         telemetry::deadline_updates("reminder", reminders);
         telemetry::deadline_updates("escalated", escalations);
@@ -319,7 +325,7 @@ fn self_resolved(
         ),
         ..platform::UpdateFacts::default()
     };
-    let queued = outbox.self_resolved(case_id, &facts)?;
+    let queued = outbox.self_resolved(case_id, &facts, &triage.update_targets)?;
     if queued {
         tracing::info!(case = %case_id, scenario = end.scenario.id, "episode ended before anyone acted: self-resolved update queued");
     }
@@ -349,7 +355,13 @@ fn verified(
         ),
         ..platform::UpdateFacts::default()
     };
-    let decided = outbox.finish_verification(&r.case_id, r.round, c.outcome.passed, &facts)?;
+    let decided = outbox.finish_verification(
+        &r.case_id,
+        r.round,
+        c.outcome.passed,
+        &facts,
+        &triage.update_targets,
+    )?;
     if decided {
         telemetry::verification(if c.outcome.passed { "passed" } else { "failed" });
         tracing::info!(case = %r.case_id, round = r.round, passed = c.outcome.passed, camera = %r.camera, zone = %r.zone, "camera re-check decided");

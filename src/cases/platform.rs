@@ -46,7 +46,9 @@ CREATE TABLE case_clocks (
     handled_at_ms INTEGER,
     self_resolved_at_ms INTEGER,
     reminded_at_ms INTEGER,
-    escalated_at_ms INTEGER
+    escalated_at_ms INTEGER,
+    -- Level changes so far: the round of the reminder and escalation under the current level.
+    generation INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX case_clocks_open ON case_clocks(escalated_at_ms, handled_at_ms);
 CREATE TABLE verifications (
@@ -228,13 +230,14 @@ pub fn clock_moment(
     Ok(())
 }
 
-/// Queues `kind` (round `round`) for every target the case goes to, once per target.
+/// Queues `kind` (round `round`) for every target the case goes to that takes updates (its
+/// platform reports status back: `accepting`), once per target.
 fn enqueue(
     tx: &Transaction<'_>,
     case_id: &str,
-    kind: UpdateKind,
-    round: i64,
+    (kind, round): (UpdateKind, i64),
     facts: &UpdateFacts,
+    accepting: &[String],
 ) -> Result<usize, OutboxError> {
     let Ok(case_uuid) = Uuid::parse_str(case_id) else {
         return Ok(0);
@@ -243,7 +246,8 @@ fn enqueue(
         let mut stmt = tx.prepare_cached(
             "SELECT target FROM deliveries WHERE case_id = ?1 AND state IN ('held', 'pending', 'delivered') ORDER BY target",
         )?;
-        stmt.query_map(params![case_id], |r| r.get(0))?
+        stmt.query_map(params![case_id], |r| r.get::<_, String>(0))?
+            .filter(|t| t.as_ref().map_or(true, |t| accepting.contains(t)))
             .collect::<Result<_, _>>()?
     };
     let now = now_ms();
@@ -279,13 +283,13 @@ fn enqueue(
 
 impl Outbox {
     /// Records status events of `target` (oldest first), each once; a `handling` event opens a
-    /// verification round when `verify`. Polled events also move the target's cursor. Returns
-    /// the re-checks to start.
+    /// verification round when `verify`. A poll also moves the target's cursor to `cursor`
+    /// (the last event id read, kept or skipped). Returns the re-checks to start.
     pub fn record_statuses(
         &mut self,
         target: &str,
         events: &[StatusEvent],
-        via: &str,
+        (via, cursor): (&str, Option<i64>),
         verify: bool,
     ) -> Result<Vec<RecheckRequest>, OutboxError> {
         let tx = self
@@ -297,9 +301,7 @@ impl Outbox {
                 rechecks.push(r);
             }
         }
-        if via == "poll"
-            && let Some(last) = events.iter().map(|e| e.event_id).max()
-        {
+        if let Some(last) = cursor {
             tx.execute(
                 "INSERT INTO platform_cursors (target, after) VALUES (?1, ?2)
                  ON CONFLICT(target) DO UPDATE SET after = MAX(after, excluded.after)",
@@ -349,6 +351,7 @@ impl Outbox {
         round: i64,
         passed: bool,
         facts: &UpdateFacts,
+        accepting: &[String],
     ) -> Result<bool, OutboxError> {
         let tx = self
             .conn
@@ -370,7 +373,7 @@ impl Outbox {
             )?;
             UpdateKind::Reopened
         };
-        enqueue(&tx, case_id, kind, round, facts)?;
+        enqueue(&tx, case_id, (kind, round), facts, accepting)?;
         tx.commit()?;
         Ok(true)
     }
@@ -381,6 +384,7 @@ impl Outbox {
         &mut self,
         case_id: &str,
         facts: &UpdateFacts,
+        accepting: &[String],
     ) -> Result<bool, OutboxError> {
         let tx = self
             .conn
@@ -401,7 +405,13 @@ impl Outbox {
             "UPDATE case_clocks SET self_resolved_at_ms = ?2 WHERE case_id = ?1",
             params![case_id, now_ms()],
         )?;
-        let queued = enqueue(&tx, case_id, UpdateKind::SelfResolved, 0, facts)?;
+        let queued = enqueue(
+            &tx,
+            case_id,
+            (UpdateKind::SelfResolved, 0),
+            facts,
+            accepting,
+        )?;
         tx.commit()?;
         Ok(queued > 0)
     }
@@ -413,8 +423,9 @@ impl Outbox {
         level: HandlingLevel,
         deadlines: &DeadlineSettings,
         note: Option<String>,
+        accepting: &[String],
     ) -> Result<bool, OutboxError> {
-        set_level(&mut self.conn, case_id, level, deadlines, note)
+        set_level(&mut self.conn, case_id, (level, deadlines), note, accepting)
     }
 }
 
@@ -423,14 +434,15 @@ impl Outbox {
 pub fn set_level(
     conn: &mut rusqlite::Connection,
     case_id: &str,
-    level: HandlingLevel,
-    deadlines: &DeadlineSettings,
+    (level, deadlines): (HandlingLevel, &DeadlineSettings),
     note: Option<String>,
+    accepting: &[String],
 ) -> Result<bool, OutboxError> {
     {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let changed = tx.execute(
-            "UPDATE case_clocks SET level = ?2, reminded_at_ms = NULL, escalated_at_ms = NULL WHERE case_id = ?1 AND level <> ?2",
+            "UPDATE case_clocks SET level = ?2, reminded_at_ms = NULL, escalated_at_ms = NULL, generation = generation + 1
+             WHERE case_id = ?1 AND level <> ?2",
             params![case_id, level_str(level)],
         )?;
         if changed == 0 {
@@ -452,7 +464,13 @@ pub fn set_level(
             deadline_ms: start.map(|s| s + deadlines.limit_ms(level)),
             ..UpdateFacts::default()
         };
-        enqueue(&tx, case_id, UpdateKind::LevelChanged, round, &facts)?;
+        enqueue(
+            &tx,
+            case_id,
+            (UpdateKind::LevelChanged, round),
+            &facts,
+            accepting,
+        )?;
         tx.commit()?;
         Ok(true)
     }
@@ -465,25 +483,28 @@ impl Outbox {
         &mut self,
         deadlines: &DeadlineSettings,
         station: Option<&Station>,
+        accepting: &[String],
     ) -> Result<(usize, usize), OutboxError> {
         let now = now_ms();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let open: Vec<(String, String, i64, Option<i64>)> = {
+        let open: Vec<(String, String, i64, Option<i64>, i64)> = {
             let mut stmt = tx.prepare_cached(
-                "SELECT k.case_id, k.level, k.start_ms, k.reminded_at_ms FROM case_clocks k
+                "SELECT k.case_id, k.level, k.start_ms, k.reminded_at_ms, k.generation FROM case_clocks k
                  JOIN outbox o ON o.case_id = k.case_id
                  WHERE k.escalated_at_ms IS NULL AND k.handled_at_ms IS NULL
                    AND k.self_resolved_at_ms IS NULL AND k.start_ms IS NOT NULL
                    AND o.state IN ('pending', 'delivered', 'awaiting_review')",
             )?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<Result<_, _>>()?
+            stmt.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<Result<_, _>>()?
         };
         let (mut reminders, mut escalations) = (0, 0);
         let remind_ms = (deadlines.remind_before_seconds * 1000.0) as i64;
-        for (case_id, level, start, reminded) in open {
+        for (case_id, level, start, reminded, generation) in open {
             let level = parse_level(&level).unwrap_or(HandlingLevel::General);
             let deadline = start + deadlines.limit_ms(level);
             let facts = UpdateFacts {
@@ -497,13 +518,25 @@ impl Outbox {
                     note: Some(format!("超过{}时限", level_zh(level))),
                     ..facts
                 };
-                escalations += enqueue(&tx, &case_id, UpdateKind::Escalated, 0, &facts)?;
+                escalations += enqueue(
+                    &tx,
+                    &case_id,
+                    (UpdateKind::Escalated, generation),
+                    &facts,
+                    accepting,
+                )?;
                 tx.execute(
                     "UPDATE case_clocks SET escalated_at_ms = ?2 WHERE case_id = ?1",
                     params![case_id, now],
                 )?;
             } else if remind_ms > 0 && reminded.is_none() && now >= deadline - remind_ms {
-                reminders += enqueue(&tx, &case_id, UpdateKind::Reminder, 0, &facts)?;
+                reminders += enqueue(
+                    &tx,
+                    &case_id,
+                    (UpdateKind::Reminder, generation),
+                    &facts,
+                    accepting,
+                )?;
                 tx.execute(
                     "UPDATE case_clocks SET reminded_at_ms = ?2 WHERE case_id = ?1",
                     params![case_id, now],
@@ -594,6 +627,15 @@ fn record_one(
     verify: bool,
 ) -> Result<Option<RecheckRequest>, OutboxError> {
     let at_ms = (ev.at.unix_timestamp_nanos() / 1_000_000) as i64;
+    // A platform's feed covers all its cases; only ours are kept (bounded with our cases).
+    let ours: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM cases WHERE id = ?1)",
+        params![ev.case_id],
+        |r| r.get(0),
+    )?;
+    if !ours {
+        return Ok(None);
+    }
     let new = tx.execute(
         "INSERT OR IGNORE INTO platform_statuses (target, event_id, case_id, status, at_ms, note, via, received_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -603,17 +645,18 @@ fn record_one(
         return Ok(None);
     }
     crate::telemetry::platform_status(target, ev.status.as_str());
-    if ev.status.handled() {
-        tx.execute(
-            "UPDATE case_clocks SET handled_at_ms = COALESCE(handled_at_ms, ?2) WHERE case_id = ?1",
-            params![ev.case_id, at_ms],
-        )?;
-    } else {
-        tx.execute(
-            "UPDATE case_clocks SET handled_at_ms = NULL WHERE case_id = ?1",
-            params![ev.case_id],
-        )?;
-    }
+    // Handled while some target's latest status (by time, then event id) is handled: a late
+    // or another target's 立案/派遣 does not restart the clock of a handled case.
+    tx.execute(
+        "UPDATE case_clocks SET handled_at_ms = (
+             SELECT MIN(p.at_ms) FROM platform_statuses p
+             WHERE p.case_id = ?1 AND p.status IN ('handling', 'verified', 'closed', 'returned')
+               AND NOT EXISTS (SELECT 1 FROM platform_statuses q
+                   WHERE q.case_id = p.case_id AND q.target = p.target
+                     AND (q.at_ms > p.at_ms OR (q.at_ms = p.at_ms AND q.event_id > p.event_id))))
+         WHERE case_id = ?1",
+        params![ev.case_id],
+    )?;
     if ev.status != PlatformStatus::Handling || !verify {
         return Ok(None);
     }

@@ -174,6 +174,8 @@ pub struct Triage {
     pub report_self_resolved: bool,
     /// Where overdue cases are escalated (督办).
     pub escalation_station: Option<super::platform::Station>,
+    /// Targets whose platform takes case updates (it reports status back); the others get none.
+    pub update_targets: Vec<String>,
 }
 
 #[cfg(test)]

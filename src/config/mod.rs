@@ -341,7 +341,20 @@ impl Config {
                     name: s.name.clone(),
                 }
             }),
+            update_targets: self.update_targets(),
         }
+    }
+
+    /// The targets whose platform takes case updates: those that report status back
+    /// (`[dispatch.status]`, or the embedded receiver); a platform that does not would only
+    /// see requests for a route it lacks.
+    pub fn update_targets(&self) -> Vec<String> {
+        self.dispatch
+            .per_target()
+            .iter()
+            .filter(|t| t.status.is_some() || (t.embedded_receiver.is_some() && t.url.is_none()))
+            .map(|t| t.primary_id().to_owned())
+            .collect()
     }
 
     /// What the review console reads (absent `[review]`: its defaults).
@@ -352,6 +365,7 @@ impl Config {
             settings: self.review.clone().unwrap_or_default(),
             routing: self.dispatch.routing(),
             deadlines: self.cases.deadlines.clone(),
+            update_targets: self.update_targets(),
         }
     }
 

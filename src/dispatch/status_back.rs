@@ -20,7 +20,7 @@ use super::{DispatchError, Phase};
 use crate::cases::outbox::{Outbox, OutboxError};
 use crate::recheck::Rechecks;
 use crate::telemetry;
-use gridwatch_case::platform::{SIGNATURE_HEADER, StatusEvent, StatusFeed, verify};
+use gridwatch_case::platform::{SIGNATURE_HEADER, StatusEvent, verify};
 
 /// Events asked for per poll; a full page is followed at once by the next.
 const FEED_PAGE: usize = 100;
@@ -52,7 +52,7 @@ impl StatusSink {
         &self,
         target: &str,
         events: Vec<StatusEvent>,
-        via: &'static str,
+        (via, cursor): (&'static str, Option<i64>),
     ) -> Result<(), OutboxError> {
         let outbox = self.outbox.clone();
         let target_owned = target.to_owned();
@@ -61,7 +61,7 @@ impl StatusSink {
             outbox
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .record_statuses(&target_owned, &events, via, verify)
+                .record_statuses(&target_owned, &events, (via, cursor), verify)
         })
         .await
         .map_err(|e| OutboxError::Invalid(format!("status task: {e}")))??;
@@ -149,18 +149,43 @@ impl StatusPoller {
         if !resp.status().is_success() {
             return Err(PollError::Feed(format!("HTTP {}", resp.status())));
         }
-        let feed: StatusFeed = resp
+        let feed: RawFeed = resp
             .json()
             .await
             .map_err(|e| PollError::Feed(format!("not a status feed: {e}")))?;
         let n = feed.events.len();
-        if n > 0 {
-            sink.record(&self.target, feed.events, "poll")
+        // An event this version cannot read (a status of the town's own, say) is skipped and
+        // counted, never allowed to hold the feed at one page.
+        let cursor = feed
+            .events
+            .iter()
+            .filter_map(|v| v.get("event_id")?.as_i64())
+            .max();
+        let events: Vec<StatusEvent> = feed
+            .events
+            .into_iter()
+            .filter_map(|v| match serde_json::from_value(v) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    telemetry::platform_status_error(&self.target, "unreadable_event");
+                    tracing::warn!(target = %self.target, error = %e, "status event skipped");
+                    None
+                }
+            })
+            .collect();
+        if cursor.is_some() {
+            sink.record(&self.target, events, ("poll", cursor))
                 .await
                 .map_err(PollError::Outbox)?;
         }
         Ok(n)
     }
+}
+
+/// The feed as read: events parsed one by one (`StatusFeed` is its strict form).
+#[derive(serde::Deserialize)]
+struct RawFeed {
+    events: Vec<serde_json::Value>,
 }
 
 enum PollError {
@@ -207,18 +232,32 @@ async fn webhook(
         tracing::warn!(target = %target, error = %e, "webhook call refused");
         return (StatusCode::UNAUTHORIZED, e.to_string()).into_response();
     }
-    let event: StatusEvent = match serde_json::from_slice(&body) {
-        Ok(e) => e,
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
         Err(e) => {
             telemetry::platform_status_error(&target, "malformed");
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("not a status event: {e}"),
-            )
-                .into_response();
+            return (StatusCode::UNPROCESSABLE_ENTITY, format!("not JSON: {e}")).into_response();
         }
     };
-    match s.sink.record(&target, vec![event], "webhook").await {
+    if !value.get("event_id").is_some_and(serde_json::Value::is_i64) {
+        telemetry::platform_status_error(&target, "malformed");
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not a status event: no event_id",
+        )
+            .into_response();
+    }
+    let event: StatusEvent = match serde_json::from_value(value) {
+        Ok(e) => e,
+        // Signed and well formed but not readable here (a status of the town's own, say):
+        // acknowledged, so that the platform's pusher does not retry it forever.
+        Err(e) => {
+            telemetry::platform_status_error(&target, "unreadable_event");
+            tracing::warn!(target = %target, error = %e, "webhook status event skipped");
+            return StatusCode::NO_CONTENT.into_response();
+        }
+    };
+    match s.sink.record(&target, vec![event], ("webhook", None)).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => {
             tracing::error!(target = %target, error = %e, "webhook status could not be stored");

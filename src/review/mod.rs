@@ -149,6 +149,8 @@ pub struct ConsoleConfig {
     pub routing: Routing,
     /// 103060 limits, for the deadlines the console shows and a reviewer's level change.
     pub deadlines: crate::cases::settings::DeadlineSettings,
+    /// Targets whose platform takes case updates.
+    pub update_targets: Vec<String>,
 }
 
 /// The console's configuration in force now; the run swaps it on reload.
@@ -1181,9 +1183,16 @@ async fn set_level(
         );
     };
     let store = s.store.clone();
-    let deadlines = s.config.load().deadlines.clone();
+    let config = s.config.load_full();
     match blocking
-        .store(move || store.set_level(&id, level, &c.user, &deadlines))
+        .store(move || {
+            store.set_level(
+                &id,
+                level,
+                &c.user,
+                (&config.deadlines, &config.update_targets),
+            )
+        })
         .await
     {
         Ok(changed) => {

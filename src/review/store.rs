@@ -643,7 +643,7 @@ impl ReviewStore {
         id: &str,
         level: crate::cases::HandlingLevel,
         user: &User,
-        deadlines: &crate::cases::settings::DeadlineSettings,
+        (deadlines, accepting): (&crate::cases::settings::DeadlineSettings, &[String]),
     ) -> Result<bool, ReviewError> {
         let mut conn = self.lock();
         let note = format!(
@@ -651,8 +651,13 @@ impl ReviewStore {
             user.name,
             crate::cases::platform::level_str(level)
         );
-        let changed =
-            crate::cases::platform::set_level(&mut conn, id, level, deadlines, Some(note.clone()))?;
+        let changed = crate::cases::platform::set_level(
+            &mut conn,
+            id,
+            (level, deadlines),
+            Some(note.clone()),
+            accepting,
+        )?;
         if changed {
             audit(&conn, &user.name, "level_changed", Some(id), Some(&note))?;
         }

@@ -207,9 +207,10 @@ impl TrackDwellRule {
     /// Whether the rule's object is in the zone on the frame at `t` (seen on it), whatever
     /// its dwell: what a re-check asks.
     pub fn holds(&self, t: f64, zone: &ZoneShape, tracks: &[Track]) -> bool {
+        let f = &self.params.filter;
         tracks
             .iter()
-            .any(|tr| tr.seen_at(t) && self.params.filter.subject(tr, zone, t))
+            .any(|tr| tr.seen_at(t) && f.subject(tr, zone, t) && f.has_companion(tr, tracks))
     }
 
     /// New thresholds (a phase began or ended); episodes in progress continue under them.
@@ -342,9 +343,10 @@ impl ZoneCountRule {
     /// Whether at least `min_count` of the rule's objects are in the zone on the frame at `t`,
     /// whatever their dwell: what a re-check asks.
     pub fn holds(&self, t: f64, zone: &ZoneShape, tracks: &[Track]) -> bool {
+        let f = &self.params.filter;
         tracks
             .iter()
-            .filter(|tr| tr.seen_at(t) && self.params.filter.subject(tr, zone, t))
+            .filter(|tr| tr.seen_at(t) && f.subject(tr, zone, t) && f.has_companion(tr, tracks))
             .count()
             >= self.params.thresholds.min_count.max(1)
     }

@@ -449,6 +449,19 @@ fn the_status_webhook_takes_signed_events_once_and_refuses_the_rest() {
         ),
         404
     );
+    // A status of the platform's own that this version cannot read: acknowledged, not stored.
+    let own = serde_json::to_vec(&serde_json::json!({
+        "event_id": 8, "case_id": id, "status": "suspended", "at": "2026-12-01T08:00:00Z"
+    }))
+    .unwrap();
+    assert_eq!(
+        call(
+            "primary",
+            own.clone(),
+            Some(sign(secret.as_bytes(), now, &own))
+        ),
+        204
+    );
     let bad = b"{not json".to_vec();
     assert_eq!(
         call(

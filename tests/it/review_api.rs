@@ -77,6 +77,9 @@ card = "{card}"
 outbox = "outbox.sqlite"
 [dispatch]
 url = "http://127.0.0.1:9/api/v1/cases"
+# The platform reports status back, so it takes case updates.
+[dispatch.status]
+feed_url = "http://127.0.0.1:9/api/v1/status-events"
 [review]
 listen = "127.0.0.1:0"
 auto_dispatch_score = 0.9
