@@ -339,6 +339,45 @@ fn the_platform_loop_verifies_reopens_reminds_and_escalates_across_an_outage_and
         )
         .unwrap();
     assert!(station.is_some_and(|s| s.contains("第一联勤联动工作站")));
+    // At the right times: the deadline is the case's confirmation + 45 s (the configured limit,
+    // computed here from what the platform received), the reminder within 25 s before it, the
+    // escalation at it (a little later: gridwatch was restarting then).
+    let rfc = |s: String| {
+        time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    let confirmed = rfc(conn
+        .query_row(
+            "SELECT confirmed_at FROM received WHERE id = ?1",
+            [&b],
+            |r| r.get(0),
+        )
+        .unwrap());
+    let update_time = |kind: &str| -> (time::OffsetDateTime, time::OffsetDateTime) {
+        let (at, deadline): (String, String) = conn
+            .query_row(
+                "SELECT at, deadline_at FROM case_update WHERE case_id = ?1 AND kind = ?2",
+                [&b, kind],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        (rfc(at), rfc(deadline))
+    };
+    let second = time::Duration::seconds(1);
+    let (reminded_at, deadline) = update_time("reminder");
+    let expected = confirmed + time::Duration::seconds(45);
+    assert!(
+        (deadline - expected).abs() <= second,
+        "deadline {deadline} vs {expected}"
+    );
+    assert!(
+        reminded_at >= deadline - time::Duration::seconds(25) - second && reminded_at < deadline,
+        "reminder at {reminded_at}, deadline {deadline}"
+    );
+    let (escalated_at, _) = update_time("escalated");
+    assert!(
+        escalated_at >= deadline && escalated_at <= deadline + time::Duration::seconds(15),
+        "escalation at {escalated_at}, deadline {deadline}"
+    );
     // Night: every case also went to the night target, once; nothing lost from the outbox.
     let night_cases = crate::dispatch_support::received(&night_db);
     for case in [&a, &b, &c] {
