@@ -217,14 +217,14 @@ pub fn run_triaged(
         match output {
             None => {}
             Some(Output::Event(event)) => {
-                let key = episodes.key(&event.scenario, event.camera, event.zone, event.episode);
+                let key = (event.scenario.id, event.camera, event.zone, event.episode);
                 // A new episode under this key (rules rebuilt by a reload count afresh) is
                 // never an older case's: forget it whether or not it becomes a case.
-                episodes.open.remove(&key);
+                episodes.remove(&key);
                 let Some((id, held)) = store_event(&mut outbox, event, triage)? else {
                     continue;
                 };
-                episodes.open.insert(key, id);
+                episodes.insert(key, id);
                 stored += 1;
                 if held {
                     on_held();
@@ -233,8 +233,8 @@ pub fn run_triaged(
                 }
             }
             Some(Output::Ended(end)) => {
-                let key = episodes.key(&end.scenario, end.camera, end.zone, end.episode);
-                if let Some(id) = episodes.open.remove(&key)
+                let key = (end.scenario.id, end.camera, end.zone, end.episode);
+                if let Some(id) = episodes.remove(&key)
                     && triage.report_self_resolved
                     && self_resolved(&mut outbox, &id, &end, triage)?
                 {
@@ -250,22 +250,7 @@ pub fn run_triaged(
 
 /// The case each episode in progress made, by (scenario, camera, zone, episode key): an
 /// episode's end finds its case. Bounded by the episodes in progress.
-#[derive(Default)]
-struct Episodes {
-    open: std::collections::HashMap<(&'static str, usize, usize, u64), String>,
-}
-
-impl Episodes {
-    fn key(
-        &self,
-        s: &crate::scenarios::ScenarioInfo,
-        camera: usize,
-        zone: usize,
-        episode: u64,
-    ) -> (&'static str, usize, usize, u64) {
-        (s.id, camera, zone, episode)
-    }
-}
+type Episodes = std::collections::HashMap<(&'static str, usize, usize, u64), String>;
 
 /// Reminders and escalations due now; whether any was queued.
 fn tick_deadlines(outbox: &mut Outbox, triage: &Triage) -> Result<bool, CaseError> {

@@ -168,23 +168,6 @@ pub struct PlatformSummary {
     pub escalated: bool,
 }
 
-pub fn level_str(l: HandlingLevel) -> &'static str {
-    match l {
-        HandlingLevel::Simple => "simple",
-        HandlingLevel::General => "general",
-        HandlingLevel::Difficult => "difficult",
-    }
-}
-
-pub fn parse_level(s: &str) -> Option<HandlingLevel> {
-    match s {
-        "simple" => Some(HandlingLevel::Simple),
-        "general" => Some(HandlingLevel::General),
-        "difficult" => Some(HandlingLevel::Difficult),
-        _ => None,
-    }
-}
-
 fn now_ms() -> i64 {
     (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
@@ -211,7 +194,7 @@ pub fn start_clock(
     };
     tx.execute(
         "INSERT OR IGNORE INTO case_clocks (case_id, level, counted_from, start_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![case_id, level_str(level), from.as_str(), start],
+        params![case_id, level.as_str(), from.as_str(), start],
     )?;
     Ok(())
 }
@@ -443,7 +426,7 @@ pub fn set_level(
         let changed = tx.execute(
             "UPDATE case_clocks SET level = ?2, reminded_at_ms = NULL, escalated_at_ms = NULL, generation = generation + 1
              WHERE case_id = ?1 AND level <> ?2",
-            params![case_id, level_str(level)],
+            params![case_id, level.as_str()],
         )?;
         if changed == 0 {
             return Ok(false);
@@ -505,7 +488,7 @@ impl Outbox {
         let (mut reminders, mut escalations) = (0, 0);
         let remind_ms = (deadlines.remind_before_seconds * 1000.0) as i64;
         for (case_id, level, start, reminded, generation) in open {
-            let level = parse_level(&level).unwrap_or(HandlingLevel::General);
+            let level = HandlingLevel::parse(&level).unwrap_or(HandlingLevel::General);
             let deadline = start + deadlines.limit_ms(level);
             let facts = UpdateFacts {
                 level: Some(level),
@@ -597,8 +580,12 @@ impl Outbox {
     }
 
     /// The case's platform life, for the console.
-    pub fn platform_view(&self, case_id: &str) -> Result<PlatformView, OutboxError> {
-        platform_view(&self.conn, case_id)
+    pub fn platform_view(
+        &self,
+        case_id: &str,
+        deadlines: &DeadlineSettings,
+    ) -> Result<PlatformView, OutboxError> {
+        platform_view(&self.conn, case_id, deadlines)
     }
 }
 
@@ -709,16 +696,34 @@ fn open_round(tx: &Transaction<'_>, case_id: &str) -> Result<Option<RecheckReque
     }))
 }
 
+/// The deadline of a clock started at `start` (Unix ms) for `level`, under `deadlines`.
+fn deadline_ms(deadlines: &DeadlineSettings, level: &str, start: Option<i64>) -> Option<i64> {
+    Some(start? + deadlines.limit_ms(HandlingLevel::parse(level)?))
+}
+
 /// The case's platform life, for the console (any connection to the outbox database).
 pub fn platform_view(
     conn: &rusqlite::Connection,
     case_id: &str,
+    deadlines: &DeadlineSettings,
 ) -> Result<PlatformView, OutboxError> {
-    let mut view = PlatformView::default();
+    let mut view = PlatformView {
+        statuses: statuses_of(conn, case_id)?,
+        verifications: verifications_of(conn, case_id)?,
+        clock: clock_of(conn, case_id)?,
+        updates: updates_of(conn, case_id)?,
+    };
+    if let Some(c) = view.clock.as_mut() {
+        c.deadline_ms = deadline_ms(deadlines, &c.level, c.start_ms);
+    }
+    Ok(view)
+}
+
+fn statuses_of(conn: &rusqlite::Connection, case_id: &str) -> Result<Vec<StatusRow>, OutboxError> {
     let mut stmt = conn.prepare_cached(
         "SELECT target, status, at_ms, note, via FROM platform_statuses WHERE case_id = ?1 ORDER BY at_ms, event_id",
     )?;
-    view.statuses = stmt
+    let rows = stmt
         .query_map(params![case_id], |r| {
             let status: String = r.get(1)?;
             Ok(StatusRow {
@@ -733,10 +738,17 @@ pub fn platform_view(
             })
         })?
         .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+fn verifications_of(
+    conn: &rusqlite::Connection,
+    case_id: &str,
+) -> Result<Vec<VerificationRow>, OutboxError> {
     let mut stmt = conn.prepare_cached(
         "SELECT round, state, requested_at_ms, decided_at_ms FROM verifications WHERE case_id = ?1 ORDER BY round",
     )?;
-    view.verifications = stmt
+    let rows = stmt
         .query_map(params![case_id], |r| {
             Ok(VerificationRow {
                 round: r.get(0)?,
@@ -746,7 +758,11 @@ pub fn platform_view(
             })
         })?
         .collect::<Result<_, _>>()?;
-    view.clock = conn
+    Ok(rows)
+}
+
+fn clock_of(conn: &rusqlite::Connection, case_id: &str) -> Result<Option<Clock>, OutboxError> {
+    Ok(conn
         .prepare_cached(
             "SELECT level, counted_from, start_ms, handled_at_ms, self_resolved_at_ms, reminded_at_ms, escalated_at_ms FROM case_clocks WHERE case_id = ?1",
         )?
@@ -762,11 +778,14 @@ pub fn platform_view(
                 escalated_at_ms: r.get(6)?,
             })
         })
-        .optional()?;
+        .optional()?)
+}
+
+fn updates_of(conn: &rusqlite::Connection, case_id: &str) -> Result<Vec<UpdateRow>, OutboxError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, target, kind, state, attempts, created_at_ms, delivered_at_ms FROM case_updates WHERE case_id = ?1 ORDER BY created_at_ms, id",
     )?;
-    view.updates = stmt
+    let rows = stmt
         .query_map(params![case_id], |r| {
             let kind: String = r.get(2)?;
             Ok(UpdateRow {
@@ -781,7 +800,7 @@ pub fn platform_view(
             })
         })?
         .collect::<Result<_, _>>()?;
-    Ok(view)
+    Ok(rows)
 }
 
 /// The latest status, verification state and clock of a case, for lists.
@@ -812,10 +831,9 @@ pub fn platform_summary(
         Some((l, s, e)) => (Some(l), s, e.is_some()),
         None => (None, None, false),
     };
-    let deadline_ms = match (deadlines, level.as_deref().and_then(parse_level), start) {
-        (Some(d), Some(l), Some(s)) => Some(s + d.limit_ms(l)),
-        _ => None,
-    };
+    let deadline_ms = deadlines
+        .zip(level.as_deref())
+        .and_then(|(d, l)| deadline_ms(d, l, start));
     Ok(PlatformSummary {
         status_zh: status
             .as_deref()

@@ -1176,7 +1176,7 @@ async fn set_level(
         Ok(v) => v,
         Err(r) => return r,
     };
-    let Some(level) = crate::cases::platform::parse_level(&req.level) else {
+    let Some(level) = crate::cases::HandlingLevel::parse(&req.level) else {
         return problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "level must be simple, general or difficult",

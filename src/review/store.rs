@@ -627,13 +627,7 @@ impl ReviewStore {
         {
             return Ok(None);
         }
-        let mut view = crate::cases::platform::platform_view(&conn, id)?;
-        if let Some(c) = view.clock.as_mut() {
-            c.deadline_ms = c
-                .start_ms
-                .zip(crate::cases::platform::parse_level(&c.level))
-                .map(|(s, l)| s + deadlines.limit_ms(l));
-        }
+        let view = crate::cases::platform::platform_view(&conn, id, deadlines)?;
         Ok(Some(view))
     }
 
@@ -646,11 +640,7 @@ impl ReviewStore {
         (deadlines, accepting): (&crate::cases::settings::DeadlineSettings, &[String]),
     ) -> Result<bool, ReviewError> {
         let mut conn = self.lock();
-        let note = format!(
-            "{} 调整处置等级为 {}",
-            user.name,
-            crate::cases::platform::level_str(level)
-        );
+        let note = format!("{} 调整处置等级为 {}", user.name, level.as_str());
         let changed = crate::cases::platform::set_level(
             &mut conn,
             id,

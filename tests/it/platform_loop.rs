@@ -510,7 +510,10 @@ fn the_status_webhook_takes_signed_events_once_and_refuses_the_rest() {
         ),
         422
     );
-    let view = Outbox::open(&db).unwrap().platform_view(&id).unwrap();
+    let view = Outbox::open(&db)
+        .unwrap()
+        .platform_view(&id, &Default::default())
+        .unwrap();
     assert_eq!(view.statuses.len(), 1, "stored once: {:?}", view.statuses);
     assert_eq!(view.statuses[0].status, "handling");
     assert_eq!(view.verifications.len(), 1, "a re-check round opened");

@@ -373,7 +373,9 @@ fn a_reviewer_confirms_and_rejects_flagged_frames_in_a_real_browser() {
             let row = format!("#history-body tr[data-id='{first}']");
             let s = client.find(Locator::Css(&format!("{row} .platform-status"))).await.ok()?.text().await.ok()?;
             let v = client.find(Locator::Css(&format!("{row} .verification"))).await.ok()?.text().await.ok()?;
-            (s.starts_with("处置") || s.starts_with("核查") || s.starts_with("派遣")).then_some((s, v))
+            // Once 处置 is heard, a verification round exists (核查中, then 核查通过 or, the crowd
+            // still there, 核查不通过 and the platform's 派遣 again).
+            (v != "—").then_some((s, v))
         })
         .await;
         assert!(["核查中", "核查通过", "核查不通过"].contains(&verification.as_str()), "{status} / {verification}");

@@ -179,6 +179,25 @@ pub enum HandlingLevel {
 }
 
 impl HandlingLevel {
+    pub const ALL: [HandlingLevel; 3] = [
+        HandlingLevel::Simple,
+        HandlingLevel::General,
+        HandlingLevel::Difficult,
+    ];
+
+    /// The wire name (`simple`, `general`, `difficult`), as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandlingLevel::Simple => "simple",
+            HandlingLevel::General => "general",
+            HandlingLevel::Difficult => "difficult",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<HandlingLevel> {
+        Self::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+
     pub fn deadline_minutes(self) -> u32 {
         match self {
             HandlingLevel::Simple => 10,

@@ -210,7 +210,7 @@ pub struct CaseUpdate {
 pub fn sign(secret: &[u8], unix_seconds: i64, body: &[u8]) -> String {
     format!(
         "t={unix_seconds},v1={}",
-        hex_lower(&mac(secret, unix_seconds, body))
+        hex::encode(mac(secret, unix_seconds, body))
     )
 }
 
@@ -264,7 +264,7 @@ pub fn verify(
     if age.abs() > SIGNATURE_TOLERANCE_SECONDS {
         return Err(SignatureError::Stale { age_seconds: age });
     }
-    let given = decode_hex(v1).ok_or(SignatureError::Malformed)?;
+    let given = hex::decode(v1).map_err(|_| SignatureError::Malformed)?;
     keyed(secret, t, body)
         .verify_slice(&given)
         .map_err(|_| SignatureError::Mismatch)
@@ -284,20 +284,6 @@ fn mac(secret: &[u8], unix_seconds: i64, body: &[u8]) -> Vec<u8> {
         .finalize()
         .into_bytes()
         .to_vec()
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.is_ascii() {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

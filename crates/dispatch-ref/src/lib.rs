@@ -1044,19 +1044,12 @@ fn store(db: &Mutex<Connection>, key: &str, i: Intake) -> rusqlite::Result<Store
 }
 
 fn level_str(l: HandlingLevel) -> &'static str {
-    match l {
-        HandlingLevel::Simple => "simple",
-        HandlingLevel::General => "general",
-        HandlingLevel::Difficult => "difficult",
-    }
+    l.as_str()
 }
 
+/// A stored level; anything else (never written by this service) reads as general.
 fn parse_level(s: &str) -> HandlingLevel {
-    match s {
-        "simple" => HandlingLevel::Simple,
-        "difficult" => HandlingLevel::Difficult,
-        _ => HandlingLevel::General,
-    }
+    HandlingLevel::parse(s).unwrap_or(HandlingLevel::General)
 }
 
 const SELECT: &str = "SELECT id, received_at, scenario, scenario_name, camera, camera_name, unit, location,
