@@ -17,6 +17,7 @@ pub mod gate;
 pub mod infer;
 pub mod ingest;
 pub mod learn;
+pub mod live;
 pub mod recheck;
 pub mod reload;
 pub mod review;

@@ -100,6 +100,20 @@ pub const CLUSTER_ETCD_ERRORS: &str = "gridwatch_cluster_etcd_errors_total";
 /// Events decided after the group left this node: not committed (its new owner analyses it).
 pub const CLUSTER_FENCED_EVENTS: &str = "gridwatch_cluster_fenced_events_total";
 
+/// Live-wall viewers dropped by the server, by camera and `reason` (reset: the stream's format
+/// changed under them).
+pub const LIVE_VIEWERS_DROPPED: &str = "gridwatch_live_viewers_dropped_total";
+/// Live-wall viewers connected now, by camera.
+pub const LIVE_VIEWERS: &str = "gridwatch_live_viewers";
+/// Live-wall messages not sent to a viewer whose queue was full, by camera and `what`.
+pub const LIVE_MESSAGES_DROPPED: &str = "gridwatch_live_messages_dropped_total";
+/// Times a slow live viewer was cut forward to the next keyframe, by camera.
+pub const LIVE_VIEWER_CUTS: &str = "gridwatch_live_viewer_cuts_total";
+/// Case evidence at full resolution, by `outcome` (decoded, failed, unavailable).
+pub const FULL_RESOLUTION_EVIDENCE: &str = "gridwatch_full_resolution_evidence_total";
+/// Cases reported by staff from the live wall, by scenario.
+pub const STAFF_REPORTS: &str = "gridwatch_staff_reports_total";
+
 /// What kind of metric a family is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -339,6 +353,31 @@ pub const FAMILIES: &[Family] = &[
     Family::counter(
         CLUSTER_FENCED_EVENTS,
         "Cluster mode: events decided after their group left this node, not committed, by scenario.",
+    ),
+    Family::counter(
+        LIVE_VIEWERS_DROPPED,
+        "Live-wall viewers dropped by the server, by camera and reason.",
+    ),
+    Family::gauge(
+        LIVE_VIEWERS,
+        None,
+        "Live-wall viewers connected now, by camera.",
+    ),
+    Family::counter(
+        LIVE_MESSAGES_DROPPED,
+        "Live-wall messages not sent to a viewer whose queue was full, by camera and what.",
+    ),
+    Family::counter(
+        LIVE_VIEWER_CUTS,
+        "Times a slow live viewer was cut forward to the next keyframe, by camera.",
+    ),
+    Family::counter(
+        FULL_RESOLUTION_EVIDENCE,
+        "Case evidence decoded at full resolution, by outcome (decoded, failed, unavailable).",
+    ),
+    Family::counter(
+        STAFF_REPORTS,
+        "Cases reported by staff from the live wall, by scenario.",
     ),
 ];
 
@@ -649,6 +688,30 @@ pub fn event_suppressed(scenario: &str) {
 
 pub fn review_below_threshold(scenario: &str) {
     counter!(REVIEW_BELOW_THRESHOLD, "scenario" => scenario.to_owned()).increment(1);
+}
+
+pub fn live_viewer_dropped(camera: &str, reason: &'static str) {
+    counter!(LIVE_VIEWERS_DROPPED, "camera" => camera.to_owned(), "reason" => reason).increment(1);
+}
+
+pub fn live_viewers(camera: &str, viewers: usize) {
+    gauge!(LIVE_VIEWERS, "camera" => camera.to_owned()).set(viewers as f64);
+}
+
+pub fn live_messages_dropped(camera: &str, what: &'static str) {
+    counter!(LIVE_MESSAGES_DROPPED, "camera" => camera.to_owned(), "what" => what).increment(1);
+}
+
+pub fn live_viewer_cut(camera: &str) {
+    counter!(LIVE_VIEWER_CUTS, "camera" => camera.to_owned()).increment(1);
+}
+
+pub fn full_resolution_evidence(outcome: &'static str) {
+    counter!(FULL_RESOLUTION_EVIDENCE, "outcome" => outcome).increment(1);
+}
+
+pub fn staff_report(scenario: &str) {
+    counter!(STAFF_REPORTS, "scenario" => scenario.to_owned()).increment(1);
 }
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

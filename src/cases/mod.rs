@@ -22,7 +22,7 @@ use crate::scenarios::{Event, Output};
 use crate::telemetry;
 pub use gridwatch_case::{
     CASE_FIELDS, CASE_SCHEMA, CASE_SOURCE, Case, CaseCamera, CaseEpisode, CaseObject, CaseScenario,
-    CaseSnapshot, CaseZone, HandlingLevel, Named, deadline,
+    CaseSnapshot, CaseZone, HandlingLevel, Named, ReportedBy, deadline,
 };
 use outbox::{Outbox, OutboxError};
 use tiers::{Tier, Triage};
@@ -122,7 +122,7 @@ pub fn build(event: &Event, snapshot_max_width_pixels: u32) -> Result<(Case, Vec
     let level = event.scenario.level;
     let case = Case {
         schema: CASE_SCHEMA.into(),
-        id: Uuid::now_v7(),
+        id: event.reported.as_ref().map_or_else(Uuid::now_v7, |r| r.id),
         source: CASE_SOURCE.into(),
         scenario: CaseScenario {
             id: event.scenario.id.into(),
@@ -179,8 +179,57 @@ pub fn build(event: &Event, snapshot_max_width_pixels: u32) -> Result<(Case, Vec
         },
         snapshot: inline(&evidence.snapshot),
         crop: evidence.crop.as_ref().map(inline),
+        reported_by: event.reported.as_ref().map(|r| ReportedBy {
+            user: r.user.clone(),
+            note: r.note.clone(),
+        }),
     };
     Ok((case, evidence.snapshot.jpeg))
+}
+
+/// Staff reports from the console into the case stage's input, beside the scenario stage's
+/// events. Closed when the pipeline shuts down, so that the stage sees its input end.
+#[derive(Clone, Default)]
+pub struct ReportInbox {
+    tx: std::sync::Arc<std::sync::Mutex<Option<crossbeam_channel::Sender<Output>>>>,
+}
+
+impl std::fmt::Debug for ReportInbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportInbox").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReportError {
+    #[error("the case stage is not running")]
+    NotRunning,
+    #[error("the case stage is busy; try again in a moment")]
+    Busy,
+}
+
+impl ReportInbox {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<crossbeam_channel::Sender<Output>>> {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn connect(&self, tx: crossbeam_channel::Sender<Output>) {
+        *self.slot() = Some(tx);
+    }
+
+    pub fn close(&self) {
+        *self.slot() = None;
+    }
+
+    /// Queues a reported event without waiting (the console runs on the async runtime).
+    pub fn send(&self, event: Event) -> Result<(), ReportError> {
+        let slot = self.slot();
+        let tx = slot.as_ref().ok_or(ReportError::NotRunning)?;
+        tx.try_send(Output::Event(event)).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => ReportError::Busy,
+            crossbeam_channel::TrySendError::Disconnected(_) => ReportError::NotRunning,
+        })
+    }
 }
 
 /// How often the case thread looks at the 103060 clocks.
@@ -218,13 +267,19 @@ pub fn run_triaged(
             None => {}
             Some(Output::Event(event)) => {
                 let key = (event.scenario.id, event.camera, event.zone, event.episode);
+                // A staff report is no rule's episode: no episode end resolves it.
+                let episode = event.reported.is_none();
                 // A new episode under this key (rules rebuilt by a reload count afresh) is
                 // never an older case's: forget it whether or not it becomes a case.
-                episodes.remove(&key);
+                if episode {
+                    episodes.remove(&key);
+                }
                 let Some((id, held)) = store_event(&mut outbox, event, triage)? else {
                     continue;
                 };
-                episodes.insert(key, id);
+                if episode {
+                    episodes.insert(key, id);
+                }
                 stored += 1;
                 if held {
                     on_held();
@@ -357,6 +412,10 @@ fn verified(
 /// The event's tier, or `None` (counted and logged) when a reviewer's suppression covers it
 /// or it is below the review score. Checked before rendering: a dropped event costs nothing.
 fn tier_of(event: &Event, triage: &Triage) -> Option<Tier> {
+    if event.reported.is_some() {
+        // A person saw it: no score to weigh, no rejection to repeat.
+        return Some(Tier::Dispatch);
+    }
     let cam = &event.area.cameras[event.camera];
     let zone = &cam.zones[event.zone];
     let boxes: Vec<[f32; 4]> = event.objects.iter().map(|o| o.bbox).collect();
@@ -398,7 +457,7 @@ pub fn route_moment(area: &crate::area::Area, at: SystemTime) -> routing::RouteM
 /// `None` when it was suppressed, counted only, kept unrendered or fenced.
 fn store_event(
     outbox: &mut Outbox,
-    event: Event,
+    mut event: Event,
     triage: &Triage,
 ) -> Result<Option<(String, bool)>, CaseError> {
     // The key area the event was decided under (a reload may have changed it since).
@@ -408,6 +467,14 @@ fn store_event(
     let Some(tier) = tier_of(&event, triage) else {
         return Ok(None);
     };
+    // The evidence at the camera's own resolution when its stream still holds the moment.
+    if let Some(full) = triage
+        .live
+        .as_ref()
+        .and_then(|l| l.full_resolution(&event.frame))
+    {
+        event.frame = std::sync::Arc::new(full);
+    }
     let Rendered {
         case,
         jpeg,
@@ -468,6 +535,10 @@ fn store_event(
         return Ok(None);
     }
     telemetry::case_stored(&case.scenario.id);
+    if let Some(r) = &case.reported_by {
+        telemetry::staff_report(&case.scenario.id);
+        tracing::info!(case = %case.id, user = %r.user, scenario = %case.scenario.id, camera = %case.camera.id, "case reported by staff");
+    }
     tracing::info!(case = %case.id, scenario = %case.scenario.id, camera = %case.camera.id, unit = %case.unit.name, zone = %case.zone.id, targets = ?targets, objects = case.objects.len(), confidence = case.confidence, held_for_review = held, "case stored in outbox");
     if targets.is_empty() {
         // Kept, never silently lost: the operator sees the gap in the metric and the log.

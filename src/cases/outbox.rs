@@ -397,6 +397,8 @@ pub const MIGRATIONS: &[Step] = &[
     ),
     // 8: the platform loop: statuses back, verification rounds, 103060 clocks, updates.
     Step::sql(super::platform::SCHEMA),
+    // 9: the live wall asks for each camera's recent open cases.
+    Step::sql("CREATE INDEX IF NOT EXISTS cases_camera ON cases(camera, created_at);"),
 ];
 
 const ZONE_LABELS: &str = "

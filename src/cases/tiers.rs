@@ -176,6 +176,9 @@ pub struct Triage {
     pub escalation_station: Option<super::platform::Station>,
     /// Targets whose platform takes case updates (it reports status back); the others get none.
     pub update_targets: Vec<String>,
+    /// The cameras' encoded streams, for evidence at full resolution (absent: the analysed
+    /// frame is the evidence).
+    pub live: Option<crate::live::LiveHubs>,
 }
 
 #[cfg(test)]

@@ -89,6 +89,8 @@ struct ConfigFile {
     #[serde(default)]
     review: Option<ReviewSettings>,
     #[serde(default)]
+    live: crate::live::settings::LiveSettings,
+    #[serde(default)]
     cluster: Option<ClusterSettings>,
 }
 
@@ -113,6 +115,8 @@ pub struct Config {
     pub telemetry: TelemetrySettings,
     /// The review console and confidence tiers; absent: every case is dispatched unattended.
     pub review: Option<ReviewSettings>,
+    /// The wall's live video and full-resolution evidence.
+    pub live: crate::live::settings::LiveSettings,
     /// Several nodes sharing this configuration, camera groups owned through etcd; absent:
     /// one node analyses every camera.
     pub cluster: Option<ClusterSettings>,
@@ -151,6 +155,7 @@ impl ConfigFile {
             dispatch: self.dispatch,
             telemetry: self.telemetry,
             review: self.review,
+            live: self.live,
             cluster: self.cluster,
             source_name: source_name.to_owned(),
             catalog: Arc::default(),
@@ -342,6 +347,7 @@ impl Config {
                 }
             }),
             update_targets: self.update_targets(),
+            live: None,
         }
     }
 
@@ -529,7 +535,7 @@ impl Config {
             );
         }
         // Each stage checks its own section; the configuration only names where.
-        let sections: [(&str, Vec<(String, String)>); 8] = [
+        let sections: [(&str, Vec<(String, String)>); 9] = [
             ("inference", self.inference.validate()),
             ("ingest", self.ingest.validate()),
             ("gate", self.gate.validate()),
@@ -537,6 +543,7 @@ impl Config {
             ("cases", self.cases.validate()),
             ("dispatch", self.dispatch.validate()),
             ("telemetry", self.telemetry.validate()),
+            ("live", self.live.validate()),
             (
                 "scenarios.crowd_gathering",
                 owned(self.scenarios.crowd_gathering.validate()),

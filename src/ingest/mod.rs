@@ -42,6 +42,9 @@ pub struct Frame {
     pub row_stride: usize,
     /// Width / height of the picture as the camera shows it (the frame itself is stretched).
     pub display_aspect: f64,
+    /// The decoded buffer's presentation time in the stream (nanoseconds): the same as its
+    /// access unit's on the live view, which aligns overlays by it.
+    pub pts: Option<u64>,
     buffer: gst::MappedBuffer<gst::buffer::Readable>,
 }
 
@@ -69,8 +72,30 @@ impl Frame {
             row_stride: vi.stride()[0] as usize,
             display_aspect: (vi.width() as f64 * par.numer() as f64)
                 / (vi.height() as f64 * par.denom().max(1) as f64),
+            pts: None,
             buffer,
         }
+    }
+
+    /// The same moment as `analysed`, decoded again at the camera's resolution (full-resolution
+    /// evidence): its camera, sequence and times, another picture.
+    pub fn decoded(
+        analysed: &Frame,
+        vi: &gst_video::VideoInfo,
+        buffer: gst::MappedBuffer<gst::buffer::Readable>,
+    ) -> Frame {
+        let mut f = Frame::from_mapped(
+            analysed.camera,
+            analysed.camera_id.clone(),
+            analysed.seq,
+            analysed.stream_seconds,
+            vi,
+            buffer,
+        );
+        f.captured_at = analysed.captured_at;
+        f.received = analysed.received;
+        f.pts = analysed.pts;
+        f
     }
 
     pub fn rgb(&self) -> &[u8] {
@@ -151,6 +176,7 @@ impl Frame {
             height,
             row_stride: width as usize * 3,
             display_aspect: f64::from(width) / f64::from(height.max(1)),
+            pts: None,
             buffer,
         })
     }
@@ -188,6 +214,13 @@ pub enum Pushed {
     /// Cluster mode: the camera's group is no longer this node's (or its lease is uncertain);
     /// the frame is dropped until the supervisor stops the camera.
     Fenced,
+}
+
+/// Who gets the camera's encoded access units, before decoding (the template's
+/// `appsink name=live` branch): the patrol wall's live view. Called on the pipeline's
+/// streaming thread; it must not block.
+pub trait EncodedSink: Send + Sync {
+    fn push(&self, caps: &gst::CapsRef, buffer: gst::Buffer);
 }
 
 type SharedSink = Arc<Mutex<Box<dyn FrameSink>>>;
@@ -271,6 +304,15 @@ impl DecoderChoice {
             DecoderChoice::Element(e) => format!("parsebin ! {e}"),
         }
     }
+
+    /// The `{decoder}` part of a template that parsed the stream already.
+    pub fn after_parser(&self) -> String {
+        match self {
+            DecoderChoice::Auto => "decodebin".into(),
+            DecoderChoice::Software => "decodebin force-sw-decoders=true".into(),
+            DecoderChoice::Element(e) => e.clone(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -307,6 +349,11 @@ pub struct CameraPlan {
     uri: String,
     location: String,
     decode: String,
+    /// The decoder after a parser (`{decoder}`: the built-in templates parse once, then split
+    /// the encoded stream between the decoder and the live view).
+    decoder: String,
+    /// Where the `live` branch's access units go; `None`: nowhere (the branch drops them).
+    live: Option<Arc<dyn EncodedSink>>,
     protocols: &'static str,
     user: String,
     password: String,
@@ -364,6 +411,8 @@ impl CameraPlan {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             decode: decoder.launch_fragment(),
+            decoder: decoder.after_parser(),
+            live: None,
             protocols: camera.rtsp_transport.protocols(),
             user: camera.username.clone().unwrap_or_default(),
             password: camera.password.clone().unwrap_or_default(),
@@ -384,6 +433,11 @@ impl CameraPlan {
         Ok(plan)
     }
 
+    /// Sends the camera's encoded stream to `sink` (the live view).
+    pub fn set_live(&mut self, sink: Arc<dyn EncodedSink>) {
+        self.live = Some(sink);
+    }
+
     /// The pipeline description at `fps`.
     pub fn describe(&self, fps: f64) -> Result<String, TemplateError> {
         self.template.render(&TemplateValues {
@@ -394,6 +448,7 @@ impl CameraPlan {
             height: self.height,
             sync: self.sync,
             decode: &self.decode,
+            decoder: &self.decoder,
             protocols: self.protocols,
             timeout_us: self.rtsp_timeout.as_micros() as u64,
             user: &self.user,
@@ -754,6 +809,12 @@ fn run_pipeline_once(
         last_frame: Mutex::new(Instant::now()),
         waiting_downstream: AtomicBool::new(false),
     });
+    if let Some(branch) = pipeline
+        .by_name("live")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+    {
+        connect_live(&branch, plan.live.clone());
+    }
     {
         let keyframes = keyframes.clone();
         let busy = frame_sink
@@ -795,7 +856,8 @@ fn run_pipeline_once(
                     }
                     let vi = &info.as_ref().ok_or(gst::FlowError::NotNegotiated)?.1;
                     let buffer = sample.buffer_owned().ok_or(gst::FlowError::Error)?;
-                    let pts = buffer.pts().map_or(0.0, |t| t.nseconds() as f64 / 1e9);
+                    let pts_ns = buffer.pts().map(|t| t.nseconds());
+                    let pts = pts_ns.map_or(0.0, |t| t as f64 / 1e9);
                     let mapped = buffer
                         .into_mapped_buffer_readable()
                         .map_err(|_| gst::FlowError::Error)?;
@@ -810,7 +872,7 @@ fn run_pipeline_once(
                         streaming = true;
                         registry.set_state(camera, CameraState::Streaming, None);
                     }
-                    let frame = Frame::from_mapped(
+                    let mut frame = Frame::from_mapped(
                         camera,
                         camera_id.clone(),
                         seq,
@@ -818,6 +880,7 @@ fn run_pipeline_once(
                         vi,
                         mapped,
                     );
+                    frame.pts = pts_ns;
                     liveness.waiting_downstream.store(true, Ordering::Relaxed);
                     let outcome = frame_sink
                         .lock()
@@ -857,6 +920,25 @@ fn run_pipeline_once(
     let _ = pipeline.set_state(gst::State::Null);
     *clock = std::mem::take(&mut *shared_clock.lock().unwrap_or_else(|p| p.into_inner()));
     end
+}
+
+/// Hands each access unit of the `live` branch to the live view (a reference, no copy).
+/// Without a live view the units are pulled and dropped: an appsink holding an unpulled
+/// sample never lets the end of a file through.
+fn connect_live(branch: &gst_app::AppSink, live: Option<Arc<dyn EncodedSink>>) {
+    branch.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if let (Some(live), Some(caps), Some(buffer)) =
+                    (&live, sample.caps(), sample.buffer_owned())
+                {
+                    live.push(caps, buffer);
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
 }
 
 /// Watches the bus (end of stream, errors), the stall watchdog, the profile (and the

@@ -10,6 +10,7 @@ pub const PLACEHOLDERS: &[&str] = &[
     "height",
     "sync",
     "decode",
+    "decoder",
     "protocols",
     "timeout_us",
     "user",
@@ -27,6 +28,8 @@ pub struct TemplateValues<'a> {
     pub sync: bool,
     /// The decoding part of the pipeline (`decodebin`, …).
     pub decode: &'a str,
+    /// The decoder after a parser (`decodebin`, or the configured element).
+    pub decoder: &'a str,
     pub protocols: &'a str,
     pub timeout_us: u64,
     pub user: &'a str,
@@ -80,6 +83,7 @@ impl PipelineTemplate {
             .replace("{width}", &v.width.to_string())
             .replace("{height}", &v.height.to_string())
             .replace("{sync}", if v.sync { "true" } else { "false" })
+            .replace("{decoder}", v.decoder)
             .replace("{decode}", v.decode)
             .replace("{protocols}", v.protocols)
             .replace("{timeout_us}", &v.timeout_us.to_string())

@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod export;
+mod live;
 pub mod settings;
 pub mod store;
 pub mod wall;
@@ -74,6 +75,7 @@ const MAX_TRAININGS: usize = 1;
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
+const LIVE_JS: &str = include_str!("assets/live.js");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
@@ -186,6 +188,10 @@ pub struct ReviewState {
     pub cluster: Option<crate::cluster::Ownership>,
     /// Trains zone states from the console (absent: the button answers 503).
     pub trainer: Option<Arc<dyn ZoneTrainer>>,
+    /// The cameras' live streams (no hub: the wall shows stills).
+    pub live: crate::live::LiveHubs,
+    /// Where the wall's staff reports go (the case stage).
+    pub reports: crate::cases::ReportInbox,
 }
 
 impl ReviewState {
@@ -352,6 +358,7 @@ pub fn router(state: ReviewState) -> Router {
         .route("/", get(index))
         .route("/assets/app.js", get(app_js))
         .route("/assets/app.css", get(app_css))
+        .route("/assets/live.js", get(live_js))
         .route("/api/v1/auth/login", post(login))
         .route("/api/v1/auth/logout", post(logout))
         .route("/api/v1/auth/me", get(me))
@@ -371,6 +378,8 @@ pub fn router(state: ReviewState) -> Router {
         .route("/api/v1/review/items/{id}/level", post(set_level))
         .route("/api/v1/review/wall", get(wall_groups))
         .route("/api/v1/review/wall/{camera}/frame.jpg", get(wall_frame))
+        .route("/api/v1/review/wall/{camera}/live", get(live::live_socket))
+        .route("/api/v1/review/wall/{camera}/reports", post(live::report))
         .route(
             "/api/v1/review/wall/{camera}/zones/{zone}/labels",
             post(label_zone),
@@ -629,7 +638,8 @@ fn static_asset(content_type: &'static str, body: &'static str) -> Response {
             (header::X_FRAME_OPTIONS, "DENY"),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'",
+                // MSE plays the live wall from a blob: URL; its socket is same-origin ('self').
+                "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; object-src 'none'; frame-ancestors 'none'",
             ),
         ],
         body,
@@ -655,6 +665,9 @@ async fn index() -> Response {
 }
 async fn app_js() -> Response {
     static_asset("text/javascript; charset=utf-8", APP_JS)
+}
+async fn live_js() -> Response {
+    static_asset("text/javascript; charset=utf-8", LIVE_JS)
 }
 async fn app_css() -> Response {
     static_asset("text/css; charset=utf-8", APP_CSS)
@@ -1261,10 +1274,14 @@ async fn wall_groups(State(s): State<ReviewState>, _caller: Caller) -> Response 
                         "last_frame_at": st.and_then(|st| st.last_frame_at).and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
                         "reconnects": st.map(|st| st.reconnects),
                         "frame_url": format!("/api/v1/review/wall/{}/frame.jpg", c.id),
+                        // Live video when the stream is H.264; otherwise stills, and why.
+                        "live": live_source(&s, &config, &c.id),
+                        "live_url": s.live.settings().enabled.then(|| format!("/api/v1/review/wall/{}/live", c.id)),
                         // For "this zone shows X / clear" (zone-state labels).
                         "zones": c.zones.iter().map(|z| json!({
                             "id": z.id,
                             "name": z.name,
+                            "polygon": z.polygon,
                             "scenarios": z.scenarios,
                         })).collect::<Vec<_>>(),
                     })
@@ -1286,6 +1303,22 @@ async fn wall_groups(State(s): State<ReviewState>, _caller: Caller) -> Response 
         "groups": groups,
     }))
     .into_response()
+}
+
+/// What a camera's tile can show live.
+fn live_source(s: &ReviewState, config: &ConsoleConfig, camera: &str) -> serde_json::Value {
+    let index = config.area.cameras.iter().position(|c| c.id == camera);
+    let source = match index
+        .and_then(|i| s.live.hub(i))
+        .filter(|h| h.camera() == camera)
+    {
+        _ if !s.live.settings().enabled => crate::live::LiveSource::Stills {
+            reason: "live video is off ([live] enabled = false)".into(),
+        },
+        Some(h) => h.source(),
+        None => crate::live::LiveSource::Waiting,
+    };
+    json!(source)
 }
 
 async fn wall_frame(

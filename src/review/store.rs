@@ -93,6 +93,20 @@ pub struct HistoryItem {
     pub platform: crate::cases::platform::PlatformSummary,
 }
 
+/// A case still open on its camera (the live wall marks its zone).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OpenCase {
+    pub id: String,
+    pub scenario: String,
+    pub name_zh: String,
+    pub zone: String,
+    pub created_at: String,
+    /// The outbox state (pending, delivered, awaiting_review, …).
+    pub state: String,
+    /// The member of staff who reported it, if a person did.
+    pub reported_by: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct AuditEntry {
     pub id: i64,
@@ -992,6 +1006,39 @@ impl ReviewStore {
                 object: r
                     .get::<_, Option<String>>(4)?
                     .map(|text| serde_json::from_str(&text).unwrap_or([0.0; 4])),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The cases of `camera` stored since `since` (RFC 3339) that are still open: not
+    /// rejected, not handled, not resolved by themselves. Newest first, at most `limit`.
+    pub fn open_cases(
+        &self,
+        camera: &str,
+        since: &str,
+        limit: u32,
+    ) -> Result<Vec<OpenCase>, ReviewError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT c.id, c.scenario, json_extract(c.body, '$.scenario.name_zh'),
+                    json_extract(c.body, '$.zone.id'), c.created_at, o.state,
+                    json_extract(c.body, '$.reported_by.user')
+             FROM cases c JOIN outbox o ON o.case_id = c.id
+             LEFT JOIN case_clocks k ON k.case_id = c.id
+             WHERE c.camera = ?1 AND c.created_at >= ?2 AND o.state != 'rejected'
+               AND k.handled_at_ms IS NULL AND k.self_resolved_at_ms IS NULL
+             ORDER BY c.created_at DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![camera, since, limit], |r| {
+            Ok(OpenCase {
+                id: r.get(0)?,
+                scenario: r.get(1)?,
+                name_zh: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                zone: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                created_at: r.get(4)?,
+                state: r.get(5)?,
+                reported_by: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

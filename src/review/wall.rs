@@ -30,6 +30,24 @@ struct Latest {
     jpeg: Option<Arc<Vec<u8>>>,
 }
 
+impl Latest {
+    /// The copied picture as a frame of camera `camera`.
+    fn frame(&self, camera: usize, camera_id: &str) -> Option<Frame> {
+        let mut frame = Frame::from_rgb(
+            camera,
+            Arc::from(camera_id),
+            self.seq,
+            self.stream_seconds,
+            self.width,
+            self.height,
+            self.rgb.clone(),
+        )?;
+        frame.display_aspect = self.display_aspect;
+        frame.captured_at = self.captured_at;
+        Some(frame)
+    }
+}
+
 /// The latest analysed frame per camera (by configuration index); cheap to clone.
 #[derive(Clone, Default)]
 pub struct LatestFrames {
@@ -123,6 +141,14 @@ impl LatestFrames {
         Ok(Some(out.into_inner()))
     }
 
+    /// The camera's latest analysed frame, unannotated (what a staff report starts from).
+    pub fn frame(&self, camera: usize, camera_id: &str) -> Option<Frame> {
+        match self.lock().get(camera) {
+            Some(Some(l)) => l.frame(camera, camera_id),
+            _ => None,
+        }
+    }
+
     /// The camera's latest frame as JPEG with `zones` and its detections drawn; encoded once
     /// per copied frame. Blocking (drawing and encoding take milliseconds of a core): the console
     /// calls it on the blocking pool.
@@ -144,18 +170,9 @@ impl LatestFrames {
                     seq: l.seq,
                 }));
             }
-            let Some(mut frame) = Frame::from_rgb(
-                camera,
-                Arc::from(camera_id),
-                l.seq,
-                l.stream_seconds,
-                l.width,
-                l.height,
-                l.rgb.clone(),
-            ) else {
+            let Some(frame) = l.frame(camera, camera_id) else {
                 return Ok(None);
             };
-            frame.display_aspect = l.display_aspect;
             (frame, l.objects.clone(), l.captured_at, l.seq)
         };
         let snap = evidence::annotate(&frame, zones, &objects, WALL_WIDTH_PIXELS)?;

@@ -29,6 +29,8 @@ pub(super) struct CameraThreads {
     retired: std::collections::HashSet<usize>,
     /// Every camera's gate lets frames through while one of its re-checks is due.
     rechecks: crate::recheck::Rechecks,
+    /// Where each camera's encoded stream goes (the live wall); `None`: live view off.
+    live: Option<crate::live::LiveHubs>,
 }
 
 impl CameraThreads {
@@ -38,6 +40,7 @@ impl CameraThreads {
         model_size: (usize, usize),
         cluster: Option<crate::cluster::Ownership>,
         rechecks: crate::recheck::Rechecks,
+        live: Option<crate::live::LiveHubs>,
     ) -> Self {
         Self {
             running: Vec::new(),
@@ -47,6 +50,7 @@ impl CameraThreads {
             cluster,
             retired: Default::default(),
             rechecks,
+            live,
         }
     }
 
@@ -55,8 +59,11 @@ impl CameraThreads {
         self.running.len()
     }
 
-    pub(super) fn start(&mut self, plan: CameraPlan, sink: crate::gate::GatedSink) {
+    pub(super) fn start(&mut self, mut plan: CameraPlan, sink: crate::gate::GatedSink) {
         let index = plan.index;
+        if let Some(live) = &self.live {
+            plan.set_live(live.sink(index, &plan.id));
+        }
         let sink = sink.with_rechecks(self.rechecks.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let thread =

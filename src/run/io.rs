@@ -39,6 +39,11 @@ pub(super) struct Console {
     pub latest: LatestFrames,
     /// Swapped by a reload.
     pub config: SharedConsoleConfig,
+    /// Each camera's encoded stream: the wall's live video and full-resolution evidence
+    /// (without hubs when `[live]` is off).
+    pub live: crate::live::LiveHubs,
+    /// Staff reports from the wall into the case stage.
+    pub reports: crate::cases::ReportInbox,
 }
 
 /// The running I/O side.
@@ -84,6 +89,8 @@ impl Io {
                     None => LatestFrames::default(),
                 },
                 config: Arc::new(arc_swap::ArcSwap::from_pointee(config.console_config())),
+                live: crate::live::LiveHubs::new(&config.live),
+                reports: crate::cases::ReportInbox::default(),
             },
             runtime,
             servers_stop,
@@ -268,6 +275,8 @@ impl Io {
             wake: Some(self.wake.clone()),
             cluster: ownership.clone(),
             trainer: options.trainer.clone(),
+            live: self.console.live.clone(),
+            reports: self.console.reports.clone(),
         };
         let server = self
             .runtime

@@ -157,7 +157,17 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
     let rechecks = rechecks(&config, &outbox)?;
     let io = Io::start(&config, &options, &outbox, &ownership, &stop, &rechecks)?;
 
-    let mut pipeline = Pipeline::new(&config, &options, &model, ownership, stop.clone(), rechecks);
+    let live = (config.live.enabled || config.live.full_resolution_evidence)
+        .then(|| io.console.live.clone());
+    let mut pipeline = Pipeline::new(
+        &config,
+        &options,
+        &model,
+        ownership,
+        stop.clone(),
+        rechecks,
+        live,
+    );
     if let Err(e) = pipeline.start(&config, &options, model, plans, &io) {
         tracing::error!(error = %e, "the pipeline could not start; stopping what did");
         stop.stop();

@@ -81,6 +81,7 @@ impl Pipeline {
         ownership: Option<Ownership>,
         stop: StopHandle,
         rechecks: crate::recheck::Rechecks,
+        live: Option<crate::live::LiveHubs>,
     ) -> Self {
         let ids = config
             .area
@@ -99,6 +100,7 @@ impl Pipeline {
             model.frame_size,
             ownership.clone(),
             rechecks.clone(),
+            live,
         );
         Self {
             stop,
@@ -143,14 +145,15 @@ impl Pipeline {
         let (det_tx, det_rx) =
             crossbeam_channel::bounded(config.inference.detections_queue_capacity);
         let (event_tx, event_rx) = crossbeam_channel::bounded(config.cases.event_queue_capacity);
+        io.console.reports.connect(event_tx.clone());
         self.start_cases(config, io, event_rx)?;
         let (reload_tx, reload_rx) = crossbeam_channel::bounded(1);
         self.reloads = Some(reload_tx);
         let mut engine = ScenarioEngine::new(config.scenario_setup());
         engine.set_rechecks(self.rechecks.clone());
-        let latest = io.console.latest.clone();
+        let observer = (io.console.latest.clone(), io.console.live.clone());
         self.scenarios = Some(spawn_stage("scenarios", move || {
-            scenarios::run(engine, det_rx, event_tx, &latest, reload_rx)
+            scenarios::run(engine, det_rx, event_tx, &observer, reload_rx)
         })?);
         let workers = model.sets.len();
         let models = model.ids.iter().map(|i| &**i).collect::<Vec<_>>().join("+");
@@ -178,11 +181,12 @@ impl Pipeline {
         events: crossbeam_channel::Receiver<scenarios::Output>,
     ) -> Result<(), RunError> {
         let outbox = Outbox::open(&config.resolve(&config.cases.outbox))?;
-        let triage = config.triage(
+        let mut triage = config.triage(
             io.console.suppressions.clone(),
             self.ownership.clone(),
             self.routing.clone(),
         );
+        triage.live = Some(io.console.live.clone());
         let (wake, hub, stop) = (io.wake.clone(), io.console.hub.clone(), self.stop.clone());
         self.cases = Some(spawn_stage("cases", move || {
             let result = cases::run_triaged(
@@ -376,6 +380,8 @@ impl Pipeline {
         if let Some(t) = self.scenarios.take() {
             note(join_stage("scenarios", t));
         }
+        // No report after the last event: the case stage's input ends here.
+        io.console.reports.close();
         let stored = match self.cases.take().map(|t| join_stage("cases", t)) {
             Some(Ok(Ok(n))) => n,
             Some(Ok(Err(e))) => {

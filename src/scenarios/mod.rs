@@ -128,6 +128,28 @@ pub trait FrameObserver {
     fn seen(&self, frame: &Frame, objects: &[Detection]);
 }
 
+/// Two observers see every frame in turn (the wall's stills and its live overlays).
+impl<A: FrameObserver, B: FrameObserver> FrameObserver for (A, B) {
+    fn ensure_cameras(&self, cameras: usize) {
+        self.0.ensure_cameras(cameras);
+        self.1.ensure_cameras(cameras);
+    }
+
+    fn seen(&self, frame: &Frame, objects: &[Detection]) {
+        self.0.seen(frame, objects);
+        self.1.seen(frame, objects);
+    }
+}
+
+/// A case a member of staff reported from the patrol wall: the event is theirs, not a rule's.
+#[derive(Debug, Clone)]
+pub struct StaffReport {
+    /// The case id, chosen when the report is accepted (the console answers with it).
+    pub id: uuid::Uuid,
+    pub user: String,
+    pub note: String,
+}
+
 /// The output of the scenario stage: one episode of a scenario in a zone, with its evidence frame.
 pub struct Event {
     pub scenario: ScenarioInfo,
@@ -146,6 +168,8 @@ pub struct Event {
     /// The key area the event was decided under: its camera and zone indices point into it,
     /// even if a reload has changed the configuration since.
     pub area: Arc<Area>,
+    /// Reported by staff (no rule fired): dispatched as reported, never held or suppressed.
+    pub reported: Option<StaffReport>,
 }
 
 enum TrackRule {
@@ -610,6 +634,7 @@ impl ScenarioEngine {
                 episode: f.episode,
                 frame: frame.clone(),
                 area: self.setup.area.clone(),
+                reported: None,
             }));
         }
     }

@@ -101,6 +101,7 @@ pub fn case(minutes_ago: i64, unit: &str) -> Case {
         },
         snapshot: image(&jpeg(64, 36), 64, 36),
         crop: Some(image(&jpeg(16, 24), 16, 24)),
+        reported_by: None,
     }
 }
 

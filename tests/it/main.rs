@@ -18,6 +18,8 @@ mod first_run;
 mod gate;
 mod ingest;
 mod learn_states;
+mod live_hub;
+mod live_wall;
 mod metrics;
 mod multi_model;
 mod outbox_soak;

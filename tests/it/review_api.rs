@@ -164,6 +164,8 @@ impl Console {
             wake: Some(wake.clone()),
             cluster: None,
             trainer: None,
+            live: gridwatch::live::LiveHubs::default(),
+            reports: gridwatch::cases::ReportInbox::default(),
         };
         Self {
             _dir: dir,
@@ -220,6 +222,7 @@ impl Console {
             episode: 1,
             frame: Arc::new(frame),
             area: self.config.area.clone(),
+            reported: None,
         }
     }
 

@@ -23,14 +23,14 @@ use gridwatch_dispatch_ref::{CASES_PATH, Receiver};
 use crate::dispatch_support::free_port;
 use crate::support::{TempDir, repo};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 const TOKEN: &str = "s3cret";
 const PASSWORD: &str = "patrol-pass-1";
 /// The first crowd episode of the clip is confirmed 9 s into it; start-up on a busy machine
 /// takes a few more.
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn find_program(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join(name))
@@ -39,7 +39,7 @@ fn find_program(name: &str) -> Option<PathBuf> {
 }
 
 /// Kills chromedriver however the test ends.
-struct Driver(Child);
+pub(crate) struct Driver(pub(crate) Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -48,13 +48,13 @@ impl Drop for Driver {
     }
 }
 
-fn artifacts() -> PathBuf {
+pub(crate) fn artifacts() -> PathBuf {
     let dir = repo("target/test-artifacts");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+pub(crate) async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,

@@ -36,6 +36,7 @@ pub const CASE_FIELDS: &[&str] = &[
     "episode",
     "snapshot",
     "crop",
+    "reported_by",
 ];
 
 /// A case (`gridwatch.case.v1`) as it is sent to the dispatch API.
@@ -78,6 +79,19 @@ pub struct Case {
     /// The objects' region, unannotated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crop: Option<CaseSnapshot>,
+    /// Present when a member of staff reported the case from the patrol wall (the box they
+    /// drew is its one object); absent for automatic discovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_by: Option<ReportedBy>,
+}
+
+/// Who reported a case by hand, and what they wrote.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct ReportedBy {
+    /// The console account that reported it.
+    pub user: String,
+    #[serde(default)]
+    pub note: String,
 }
 
 /// Where in the camera's media the episode happened (stream seconds; for replays, the offset in

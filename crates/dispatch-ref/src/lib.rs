@@ -180,6 +180,9 @@ pub struct StoredCase {
     pub escalated_to: Option<String>,
     /// Distinct updates the pipeline sent about the case.
     pub updates: i64,
+    /// The member of staff who reported the case from the patrol wall (absent: discovered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_by: Option<String>,
 }
 
 /// The answer to an intake.
@@ -1055,7 +1058,8 @@ fn parse_level(s: &str) -> HandlingLevel {
 const SELECT: &str = "SELECT id, received_at, scenario, scenario_name, camera, camera_name, unit, location,
     department, workstation, level, first_seen_at, confirmed_at, deadline_at, confidence, status,
     dispatched_at, handling_at, closed_at, deliveries, COALESCE(length(snapshot), 0), COALESCE(length(crop), 0),
-    reopened, escalated_to, (SELECT COUNT(*) FROM case_update u WHERE u.case_id = received.id)
+    reopened, escalated_to, (SELECT COUNT(*) FROM case_update u WHERE u.case_id = received.id),
+    json_extract(body, '$.reported_by.user')
     FROM received";
 
 fn row_to_case(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCase> {
@@ -1105,6 +1109,7 @@ fn row_to_case(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCase> {
         reopened: r.get(22)?,
         escalated_to: r.get(23)?,
         updates: r.get(24)?,
+        reported_by: r.get(25)?,
     })
 }
 

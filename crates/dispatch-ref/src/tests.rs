@@ -216,6 +216,7 @@ fn case() -> Case {
         },
         snapshot: CaseSnapshot::inline_jpeg(JPEG, 4, 4),
         crop: None,
+        reported_by: None,
     }
 }
 

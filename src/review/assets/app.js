@@ -26,6 +26,9 @@ const I18N = {
     st_rejected: "已驳回", st_confirmed: "已确认",
     h_streaming: "在线", h_stalled: "卡顿", h_connecting: "连接中", h_backoff: "重连中", h_inactive: "未在时段",
     h_ended: "已结束", h_failed: "故障", h_stopped: "已停止", h_standby: "其他节点分析", node: "节点", this_node: "本节点", h_unknown: "未知",
+    layout: "画面", page: "页", live_waiting: "等待视频流", live_stills: "静态画面", live_unsupported: "浏览器无法播放",
+    live_reconnecting: "重新连接中", report_draw: "上报", report_drawing: "在画面上框出问题", report_note: "说明（可选）",
+    report_send: "提交案件", reported_ok: "已上报，案件已进入派发", report_failed: "上报失败（{status}）",
   },
   en: {
     title: "Video patrol review console", tab_queue: "Review queue", tab_wall: "Patrol wall", tab_history: "Case history",
@@ -49,11 +52,14 @@ const I18N = {
     st_rejected: "rejected", st_confirmed: "confirmed",
     h_streaming: "streaming", h_stalled: "stalled", h_connecting: "connecting", h_backoff: "reconnecting", h_inactive: "inactive",
     h_ended: "ended", h_failed: "failed", h_stopped: "stopped", h_standby: "on another node", node: "node", this_node: "this node", h_unknown: "unknown",
+    layout: "Tiles", page: "page", live_waiting: "waiting for the stream", live_stills: "stills", live_unsupported: "cannot be played by this browser",
+    live_reconnecting: "reconnecting", report_draw: "Report", report_drawing: "draw a box around the problem", report_note: "note (optional)",
+    report_send: "File case", reported_ok: "reported: the case is on its way", report_failed: "report failed ({status})",
   },
 };
 
 let lang = localStorage.getItem("gw-lang") === "en" ? "en" : "zh";
-const S = { csrf: null, role: null, meta: null, items: [], sel: 0, view: "queue", wall: null, wallIdx: 0, wallTimer: null, refreshTimer: null, events: null };
+const S = { csrf: null, role: null, meta: null, items: [], sel: 0, view: "queue", wall: null, wallIdx: 0, wallPage: 0, liveTiles: [], wallTimer: null, refreshTimer: null, events: null };
 const $ = (id) => document.getElementById(id);
 
 function t(key, vars) {
@@ -233,30 +239,76 @@ async function decide(kind) {
 }
 
 // ----- wall -----
+// The shown group's cameras in a 1/4/9 grid, a page at a time; rotation (轮巡) turns the page,
+// then the group. Each tile plays the camera live (live.js) or shows its analysed stills.
 async function loadWall() {
   const r = await api("/api/v1/review/wall");
   if (!r.ok) return;
   S.wall = r.data;
-  if (S.wallIdx >= S.wall.groups.length) S.wallIdx = 0;
+  if (S.wallIdx >= S.wall.groups.length) { S.wallIdx = 0; S.wallPage = 0; }
   $("wall-seconds").textContent = "(" + t("every", { n: S.wall.rotation_seconds }) + ")";
   renderWall();
 }
 
+function wallLayout() {
+  const n = Number(localStorage.getItem("gw-wall-layout"));
+  return [1, 4, 9].includes(n) ? n : 4;
+}
+
+function wallPages(g) {
+  return Math.max(1, Math.ceil(g.cameras.length / wallLayout()));
+}
+
+function closeLiveTiles() {
+  for (const l of S.liveTiles || []) l.close();
+  S.liveTiles = [];
+}
+
 function renderWall() {
+  closeLiveTiles();
   const g = S.wall.groups[S.wallIdx];
   const grid = $("wall-grid");
   grid.replaceChildren();
   if (!g) return;
+  const n = wallLayout(), pages = wallPages(g);
+  if ((S.wallPage || 0) >= pages) S.wallPage = 0;
+  const page = S.wallPage || 0;
+  grid.dataset.layout = String(n);
+  document.querySelectorAll("#wall-layout button").forEach((b) => b.classList.toggle("active", Number(b.dataset.n) === n));
   // Cluster mode: which node analyses this group (this console shows this node's frames).
   const owner = S.wall.node ? " · " + t("node") + " " + (g.owner_node || "—") + (g.owner_node === S.wall.node ? " (" + t("this_node") + ")" : "") : "";
-  $("wall-group").textContent = g.name + " · " + g.unit_name + " (" + (S.wallIdx + 1) + "/" + S.wall.groups.length + ")" + owner;
-  for (const c of g.cameras) {
-    const img = el("img", { alt: t("no_frame"), src: c.frame_url + "?t=" + Date.now() });
-    img.dataset.camera = c.id;
-    grid.append(el("div", { class: "tile", "data-camera": c.id }, img,
-      el("div", { class: "cap" }, el("span", {}, c.name), el("span", { class: "health " + c.state }, t("h_" + c.state))),
-      ...(c.zones || []).map((z) => zoneLabeller(c, z))));
-  }
+  const paging = pages > 1 ? " · " + t("page") + " " + (page + 1) + "/" + pages : "";
+  $("wall-group").textContent = g.name + " · " + g.unit_name + " (" + (S.wallIdx + 1) + "/" + S.wall.groups.length + ")" + paging + owner;
+  for (const c of g.cameras.slice(page * n, page * n + n)) grid.append(wallTile(c));
+}
+
+function wallTile(c) {
+  const img = el("img", { alt: t("no_frame"), src: c.frame_url + "?t=" + Date.now() });
+  img.dataset.camera = c.id;
+  const video = el("video", { muted: true, autoplay: true, playsInline: true, hidden: true });
+  const canvas = el("canvas", { class: "overlay" });
+  const badge = el("span", { class: "badge" });
+  const screen = el("div", { class: "screen" }, img, video, canvas, badge);
+  const tile = el("div", { class: "tile", "data-camera": c.id }, screen,
+    el("div", { class: "cap" }, el("span", {}, c.name), el("span", { class: "health " + c.state }, t("h_" + c.state))));
+  screen.addEventListener("click", () => { if (!tile.classList.contains("drawing")) enlarge(tile); });
+  video.addEventListener("loadedmetadata", () => tile.style.setProperty("--aspect", video.videoWidth / video.videoHeight));
+  tile.append(reportForm(tile, screen, c), ...(c.zones || []).map((z) => zoneLabeller(c, z)));
+  S.liveTiles.push(new LiveTile(c, { tile, screen, video, img, canvas, badge }));
+  return tile;
+}
+
+// Click a tile: it fills the window (click again or Esc to go back).
+function enlarge(tile) {
+  const on = !tile.classList.contains("enlarged");
+  document.querySelectorAll("#wall-grid .tile.enlarged").forEach((x) => x.classList.remove("enlarged"));
+  tile.classList.toggle("enlarged", on);
+}
+
+function setWallLayout(n) {
+  localStorage.setItem("gw-wall-layout", String(n));
+  S.wallPage = 0;
+  if (S.wall) renderWall();
 }
 
 // "This zone shows X" / "clear": a zone-state label on the frame the wall shows, for
@@ -277,23 +329,24 @@ function zoneLabeller(c, z) {
 
 function wallTick() {
   if (S.view !== "wall" || !S.wall) return;
-  // Fresh frames every tick; the next group after each rotation period.
+  // Rotation never turns away from a tile someone is looking at closely or drawing on.
+  const busy = document.querySelector("#wall-grid .tile.enlarged, #wall-grid .tile.drawing");
   const now = Date.now();
-  if ($("wall-rotate").checked && now - (S.wallTurned || 0) >= S.wall.rotation_seconds * 1000 && S.wall.groups.length > 1) {
-    S.wallTurned = now;
-    S.wallIdx = (S.wallIdx + 1) % S.wall.groups.length;
-    loadWall();
-    return;
+  if ($("wall-rotate").checked && !busy && now - (S.wallTurned || 0) >= S.wall.rotation_seconds * 1000) {
+    const g = S.wall.groups[S.wallIdx];
+    if (g && (S.wallPage || 0) + 1 < wallPages(g)) { S.wallTurned = now; S.wallPage = (S.wallPage || 0) + 1; renderWall(); return; }
+    if (S.wall.groups.length > 1 || (g && wallPages(g) > 1)) { turnWall(1); return; }
   }
-  document.querySelectorAll("#wall-grid img").forEach((img) => {
-    const c = img.dataset.camera;
-    img.src = "/api/v1/review/wall/" + encodeURIComponent(c) + "/frame.jpg?t=" + now;
+  // Stills refresh on tiles that do not play video.
+  document.querySelectorAll("#wall-grid .tile:not([data-mode='video']) img").forEach((img) => {
+    img.src = "/api/v1/review/wall/" + encodeURIComponent(img.dataset.camera) + "/frame.jpg?t=" + now;
   });
 }
 
 function turnWall(d) {
   if (!S.wall || !S.wall.groups.length) return;
   S.wallTurned = Date.now();
+  S.wallPage = 0;
   S.wallIdx = (S.wallIdx + d + S.wall.groups.length) % S.wall.groups.length;
   loadWall();
 }
@@ -386,7 +439,7 @@ function show(view) {
     $(v + "-view").hidden = v !== view;
     $("tab-" + v).classList.toggle("active", v === view);
   }
-  if (view === "wall") { S.wallTurned = Date.now(); loadWall(); }
+  if (view === "wall") { S.wallTurned = Date.now(); loadWall(); } else closeLiveTiles();
   if (view === "history") { loadHistory(); loadSuppressions(); }
   if (view === "admin") { loadAudit(); loadTrainer(); }
 }
@@ -409,6 +462,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("reject").addEventListener("click", () => decide("reject"));
   $("wall-prev").addEventListener("click", () => turnWall(-1));
   $("wall-next").addEventListener("click", () => turnWall(1));
+  document.querySelectorAll("#wall-layout button").forEach((b) => b.addEventListener("click", () => setWallLayout(Number(b.dataset.n))));
   S.wallTimer = setInterval(wallTick, 2000);
   setInterval(() => { if (S.view === "queue" && S.items.length) renderQueue(); }, 5000);
 
@@ -428,6 +482,7 @@ document.addEventListener("DOMContentLoaded", async () => {
       return;
     }
     if (S.view === "wall") {
+      if (k === "Escape") document.querySelectorAll("#wall-grid .tile.enlarged").forEach((x) => x.classList.remove("enlarged"));
       if (k === "ArrowRight" || k === "j") turnWall(1);
       if (k === "ArrowLeft" || k === "k") turnWall(-1);
       return;
