@@ -95,15 +95,20 @@ async fn serve_viewer(
     let hello = json!({"type": "hello", "camera": hub.camera(), "source": joined.source});
     let mut clock = ClockPairs::default();
     let mut cases = tokio::time::interval(CASES_INTERVAL);
-    let mut ok = send(&mut socket, Message::Text(hello.to_string().into())).await;
+    let mut ok = send(
+        &mut socket,
+        hub.camera(),
+        Message::Text(hello.to_string().into()),
+    )
+    .await;
     while ok {
         ok = tokio::select! {
             m = joined.rx.recv() => match m {
-                Some(m) => forward(&mut socket, m, &mut clock).await,
+                Some(m) => forward(&mut socket, hub.camera(), m, &mut clock).await,
                 None => false,
             },
             _ = cases.tick() => match open_cases(&store, hub.camera()).await {
-                Some(text) => send(&mut socket, Message::Text(text.into())).await,
+                Some(text) => send(&mut socket, hub.camera(), Message::Text(text.into())).await,
                 None => true,
             },
             r = socket.recv() => matches!(r, Some(Ok(m)) if !matches!(m, Message::Close(_))),
@@ -113,31 +118,47 @@ async fn serve_viewer(
 }
 
 /// Sends one hub message; `false` when the viewer is gone or too slow.
-async fn forward(socket: &mut WebSocket, m: LiveMessage, clock: &mut ClockPairs) -> bool {
+async fn forward(
+    socket: &mut WebSocket,
+    camera: &str,
+    m: LiveMessage,
+    clock: &mut ClockPairs,
+) -> bool {
     match m {
         LiveMessage::Init { mime, segment } => {
             let text = json!({"type": "init", "mime": &*mime}).to_string();
-            send(socket, Message::Text(text.into())).await
-                && send(socket, Message::Binary(segment)).await
+            send(socket, camera, Message::Text(text.into())).await
+                && send(socket, camera, Message::Binary(segment)).await
         }
         LiveMessage::Fragment(f) => {
-            if let Some(text) = clock.pair(f.keyframe, f.media_seconds, f.received_unix_ms) {
-                if !send(socket, Message::Text(text.into())).await {
-                    return false;
-                }
+            if let Some(text) = clock.pair(f.keyframe, f.media_seconds, f.received_unix_ms)
+                && !send(socket, camera, Message::Text(text.into())).await
+            {
+                return false;
             }
-            send(socket, Message::Binary(f.header.clone())).await
-                && send(socket, Message::Binary(f.payload.clone())).await
+            send(socket, camera, Message::Binary(f.header.clone())).await
+                && send(socket, camera, Message::Binary(f.payload.clone())).await
         }
-        LiveMessage::Text(t) => send(socket, Message::Text((*t).into())).await,
+        LiveMessage::Text(t) => send(socket, camera, Message::Text((*t).into())).await,
     }
 }
 
-async fn send(socket: &mut WebSocket, m: Message) -> bool {
-    matches!(
-        tokio::time::timeout(SEND_TIMEOUT, socket.send(m)).await,
-        Ok(Ok(()))
-    )
+/// `false` when the viewer is gone, or did not take the message within [`SEND_TIMEOUT`]
+/// (counted: its browser reconnects and starts again from the last keyframe).
+async fn send(socket: &mut WebSocket, camera: &str, m: Message) -> bool {
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(m)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            crate::telemetry::live_viewer_dropped(camera, "send_timeout");
+            tracing::info!(
+                camera,
+                timeout_seconds = SEND_TIMEOUT.as_secs(),
+                "live viewer too slow to take a message: disconnected"
+            );
+            false
+        }
+    }
 }
 
 /// When media times reached gridwatch: at every keyframe and every few units.

@@ -5,6 +5,7 @@ pub mod accuracy;
 pub mod baseline;
 pub mod decode;
 pub mod html;
+pub mod live;
 pub mod model;
 pub mod replay;
 pub mod report;

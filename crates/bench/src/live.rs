@@ -26,6 +26,10 @@ pub struct LiveOptions {
     pub cameras: usize,
     pub viewers: usize,
     pub seconds: f64,
+    /// How long one viewer stays stalled (long enough for the kernel's socket buffers to fill).
+    pub stalled_seconds: f64,
+    /// The clips served as cameras (camera i plays clip i modulo their number).
+    pub streams: Vec<PathBuf>,
     /// The `gridwatch` binary (the node).
     pub gridwatch: PathBuf,
     pub card: PathBuf,
@@ -61,6 +65,75 @@ pub struct LiveReport {
     /// Frame rate of the other viewers while one stalled, relative to before.
     pub others_rate_while_stalled: f64,
     pub viewer_cuts: f64,
+    /// Viewers the node disconnected (a socket that took no message for 10 s).
+    pub viewers_dropped_slow: f64,
+    /// What one case's full-resolution evidence costs, per served clip.
+    pub evidence: Vec<EvidenceCost>,
+}
+
+/// Decoding a cached group of pictures for a case picture, worst case (its last frame).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct EvidenceCost {
+    pub clip: String,
+    pub width: u32,
+    pub height: u32,
+    pub units_decoded: usize,
+    pub decode_ms_median: f64,
+    pub decode_ms_max: f64,
+}
+
+/// Times the evidence decode on the clip's second group of pictures, in this process.
+pub fn evidence_cost(clip: &Path, repeats: usize) -> anyhow::Result<EvidenceCost> {
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    gst::init()?;
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location=\"{}\" ! parsebin ! appsink name=out sync=false caps=\"video/x-h264,stream-format=avc,alignment=au\"",
+        clip.display()
+    ))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+    let sink = pipeline
+        .by_name("out")
+        .context("appsink")?
+        .downcast::<gstreamer_app::AppSink>()
+        .map_err(|_| anyhow::anyhow!("not an appsink"))?;
+    pipeline.set_state(gst::State::Playing)?;
+    let hub =
+        gridwatch::live::Hub::new(Arc::from("bench"), gridwatch::live::LiveSettings::default());
+    let mut keyframes = 0;
+    while let Ok(sample) = sink.pull_sample() {
+        let (Some(caps), Some(buffer)) = (sample.caps(), sample.buffer_owned()) else {
+            continue;
+        };
+        if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+            keyframes += 1;
+            // The second group is complete once the third starts.
+            if keyframes == 3 {
+                break;
+            }
+        }
+        hub.push(caps, buffer);
+    }
+    pipeline.set_state(gst::State::Null)?;
+    let (caps, units, target) = hub.group_of_pictures(None).context("nothing cached")?;
+    let mut times = Vec::new();
+    let mut size = (0, 0);
+    for _ in 0..repeats {
+        let t = Instant::now();
+        let d = gridwatch::live::snapshot::decode(&caps, &units, target)?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        size = (d.info.width(), d.info.height());
+    }
+    let max = times.iter().copied().fold(0.0, f64::max);
+    Ok(EvidenceCost {
+        clip: clip.display().to_string(),
+        width: size.0,
+        height: size.1,
+        units_decoded: units.len(),
+        decode_ms_median: crate::median(&mut times),
+        decode_ms_max: max,
+    })
 }
 
 struct Kill(Child);
@@ -81,11 +154,9 @@ impl Drop for Kill {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// CPU seconds (user + system) of process `pid`.
@@ -129,13 +200,20 @@ fn config(o: &LiveOptions, rtsp: u16, console: u16, receiver: u16, metrics: u16)
         card = o.card.display()
     );
     for i in 0..o.cameras {
-        let clip = if i % 2 == 0 { "vtest" } else { "bikes" };
+        let clip = mount(&o.streams[i % o.streams.len()]);
         text += &format!(
-            "[[cameras]]\nid = \"cam{i}\"\nunit = \"u\"\ngroup = \"g\"\nuri = \"rtsp://127.0.0.1:{rtsp}/{clip}\"\n\
+            "[[cameras]]\nid = \"cam{i}\"\nname = \"cam{i}\"\nunit = \"u\"\ngroup = \"g\"\nuri = \"rtsp://127.0.0.1:{rtsp}/{clip}\"\n\
              [[cameras.zones]]\nid = \"all\"\npolygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]\nscenarios = [\"crowd_gathering\"]\n"
         );
     }
     text
+}
+
+/// The mount `serve-rtsp` gives a file: its stem.
+fn mount(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// One viewer's counters.
@@ -152,12 +230,20 @@ struct Viewers {
 
 impl Viewers {
     fn fragments(&self) -> u64 {
-        self.counters.iter().map(|c| c.fragments.load(Ordering::Relaxed)).sum()
+        self.counters
+            .iter()
+            .map(|c| c.fragments.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
 /// Opens `per_camera` reading viewers on each camera.
-async fn open_viewers(base: &str, token: &str, cameras: usize, per_camera: usize) -> anyhow::Result<Viewers> {
+async fn open_viewers(
+    base: &str,
+    token: &str,
+    cameras: usize,
+    per_camera: usize,
+) -> anyhow::Result<Viewers> {
     let v = Viewers {
         counters: Vec::new(),
         latencies: Arc::default(),
@@ -195,7 +281,9 @@ async fn open_viewers(base: &str, token: &str, cameras: usize, per_camera: usize
                             match j["type"].as_str() {
                                 Some("clock") => {
                                     if let Some(r) = j["received_unix_ms"].as_f64() {
-                                        lat.lock().unwrap_or_else(|p| p.into_inner()).push(now_ms() - r);
+                                        lat.lock()
+                                            .unwrap_or_else(|p| p.into_inner())
+                                            .push(now_ms() - r);
                                     }
                                 }
                                 Some("init") => next = Binary::Init,
@@ -218,15 +306,37 @@ enum Binary {
     Payload,
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(base: &str, token: &str, cam: usize) -> anyhow::Result<Socket> {
+    let (ws, _) = tokio_tungstenite::connect_async(request(base, token, cam)?).await?;
+    Ok(ws)
+}
+
+fn request(
+    base: &str,
+    token: &str,
+    cam: usize,
+) -> anyhow::Result<tokio_tungstenite::tungstenite::handshake::client::Request> {
     let mut req = format!("ws://{base}/api/v1/review/wall/cam{cam}/live").into_client_request()?;
     req.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
-    let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+    Ok(req)
+}
+
+/// A viewer that connects and then never reads: a small receive buffer, so that the node
+/// meets a full socket within seconds, as with a browser tab that froze.
+async fn connect_stalled(base: &str, token: &str, cam: usize) -> anyhow::Result<impl Sized> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(STALLED_RECV_BUFFER_BYTES)?;
+    let stream = socket.connect(base.parse()?).await?;
+    let (ws, _) = tokio_tungstenite::client_async(request(base, token, cam)?, stream).await?;
     Ok(ws)
 }
+
+const STALLED_RECV_BUFFER_BYTES: u32 = 4096;
+const EVIDENCE_REPEATS: usize = 5;
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
@@ -237,8 +347,17 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 }
 
 /// The node's CPU and peak RSS over `seconds`, and the viewers' fragments meanwhile.
-async fn measure(pid: u32, name: &str, seconds: f64, viewers: Option<&Viewers>) -> anyhow::Result<Phase> {
-    let (c0, f0, t0) = (cpu_seconds(pid)?, viewers.map_or(0, Viewers::fragments), Instant::now());
+async fn measure(
+    pid: u32,
+    name: &str,
+    seconds: f64,
+    viewers: Option<&Viewers>,
+) -> anyhow::Result<Phase> {
+    let (c0, f0, t0) = (
+        cpu_seconds(pid)?,
+        viewers.map_or(0, Viewers::fragments),
+        Instant::now(),
+    );
     let mut rss: f64 = rss_mib(pid);
     while t0.elapsed().as_secs_f64() < seconds {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -252,15 +371,34 @@ async fn measure(pid: u32, name: &str, seconds: f64, viewers: Option<&Viewers>) 
         seconds: dt,
         node_cpu_percent: (cpu_seconds(pid)? - c0) / dt * 100.0,
         node_rss_mib_max: rss,
-        fragments_per_second_per_viewer: if n == 0 { 0.0 } else { frags as f64 / dt / n as f64 },
+        fragments_per_second_per_viewer: if n == 0 {
+            0.0
+        } else {
+            frags as f64 / dt / n as f64
+        },
         viewers: n,
     })
 }
 
-async fn wait_all_live(base: &str, token: &str, cameras: usize) -> anyhow::Result<()> {
+/// Whether process `pid` still runs (not exited, not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+async fn wait_all_live(base: &str, token: &str, cameras: usize, pid: u32) -> anyhow::Result<()> {
     let http = reqwest_lite(base, token);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
+        anyhow::ensure!(
+            alive(pid),
+            "the node exited: see node.log in the output folder"
+        );
         if let Ok(wall) = http().await {
             let live = wall["groups"]
                 .as_array()
@@ -273,7 +411,10 @@ async fn wait_all_live(base: &str, token: &str, cameras: usize) -> anyhow::Resul
                 return Ok(());
             }
         }
-        anyhow::ensure!(Instant::now() < deadline, "the cameras did not all go live within 120 s");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the cameras did not all go live within 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -282,7 +423,8 @@ async fn wait_all_live(base: &str, token: &str, cameras: usize) -> anyhow::Resul
 fn reqwest_lite(
     base: &str,
     token: &str,
-) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<serde_json::Value>>>> {
+) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<serde_json::Value>>>>
+{
     let (base, token) = (base.to_owned(), token.to_owned());
     move || {
         let (base, token) = (base.clone(), token.clone());
@@ -316,11 +458,12 @@ fn metric_sum(metrics: u16, name: &str) -> f64 {
 /// Runs the whole measurement.
 pub fn run(o: &LiveOptions) -> anyhow::Result<LiveReport> {
     std::fs::create_dir_all(&o.out)?;
-    let (rtsp, console, receiver, metrics) = (free_port()?, free_port()?, free_port()?, free_port()?);
+    anyhow::ensure!(!o.streams.is_empty(), "no stream to serve");
+    let (rtsp, console, receiver, metrics) =
+        (free_port()?, free_port()?, free_port()?, free_port()?);
     let mut server = Command::new(&o.gridwatch)
         .args(["serve-rtsp", "--port", &rtsp.to_string()])
-        .arg(repo().join("sample-streams/vtest.mp4"))
-        .arg(repo().join("sample-streams/bikes.mp4"))
+        .args(&o.streams)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -333,7 +476,11 @@ pub fn run(o: &LiveOptions) -> anyhow::Result<LiveReport> {
     let cfg = o.out.join("live-bench.toml");
     std::fs::write(&cfg, config(o, rtsp, console, receiver, metrics))?;
     let store = gridwatch::review::store::ReviewStore::open(&o.out.join("outbox.sqlite"))?;
-    let user = store.set_user("bench", gridwatch::review::auth::Role::Admin, "bench-password-1")?;
+    let user = store.set_user(
+        "bench",
+        gridwatch::review::auth::Role::Admin,
+        "bench-password-1",
+    )?;
     let token = store.new_api_token(&user)?;
     drop(store);
     let log = std::fs::File::create(o.out.join("node.log"))?;
@@ -353,7 +500,7 @@ pub fn run(o: &LiveOptions) -> anyhow::Result<LiveReport> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        wait_all_live(&base, &token, o.cameras).await?;
+        wait_all_live(&base, &token, o.cameras, pid).await?;
         // Warm-up: the model's first runs and the cameras' first seconds.
         tokio::time::sleep(Duration::from_secs(10)).await;
         let mut report = LiveReport {
@@ -361,7 +508,9 @@ pub fn run(o: &LiveOptions) -> anyhow::Result<LiveReport> {
             viewers_per_camera: o.viewers,
             ..LiveReport::default()
         };
-        report.phases.push(measure(pid, "no viewer", o.seconds, None).await?);
+        report
+            .phases
+            .push(measure(pid, "no viewer", o.seconds, None).await?);
         let viewers = open_viewers(&base, &token, o.cameras, o.viewers).await?;
         tokio::time::sleep(Duration::from_secs(3)).await;
         viewers.latencies.lock().unwrap().clear();
@@ -371,16 +520,24 @@ pub fn run(o: &LiveOptions) -> anyhow::Result<LiveReport> {
         report.delivery_latency_ms_p95 = percentile(&mut lat, 0.95);
         report.delivery_latency_ms_max = lat.iter().copied().fold(0.0, f64::max);
         // One more viewer on camera 0 that never reads.
-        let stalled = connect(&base, &token, 0).await?;
+        let stalled = connect_stalled(&base, &token, 0).await?;
         let before_rss = rss_mib(pid);
-        let during = measure(pid, "viewers + 1 stalled", o.seconds, Some(&viewers)).await?;
+        let during = measure(
+            pid,
+            "viewers + 1 stalled",
+            o.stalled_seconds,
+            Some(&viewers),
+        )
+        .await?;
         report.stalled_rss_growth_mib = during.node_rss_mib_max - before_rss;
         report.others_rate_while_stalled =
             during.fragments_per_second_per_viewer / watched.fragments_per_second_per_viewer;
         drop(stalled);
         viewers.stop.store(true, Ordering::Relaxed);
         drop(viewers);
-        report.viewer_cuts = metric_sum(metrics, "gridwatch_live_viewer_cuts_total");
+        report.viewer_cuts = metric_sum(metrics, "gridwatch_live_viewer_cuts_total") + 0.0;
+        report.viewers_dropped_slow =
+            metric_sum(metrics, "gridwatch_live_viewers_dropped_total") + 0.0;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let idle2 = measure(pid, "no viewer again", o.seconds, None).await?;
         let idle = (report.phases[0].node_cpu_percent + idle2.node_cpu_percent) / 2.0;
@@ -389,6 +546,13 @@ pub fn run(o: &LiveOptions) -> anyhow::Result<LiveReport> {
         report.noise_percent_per_camera_per_viewer =
             (report.phases[0].node_cpu_percent - idle2.node_cpu_percent).abs() / 2.0 / streams;
         report.phases.extend([watched, during, idle2]);
+        Ok::<_, anyhow::Error>(report)
+    })
+    .and_then(|mut report| {
+        // After the node is measured: this decode runs in the bench's own process.
+        for clip in &o.streams {
+            report.evidence.push(evidence_cost(clip, EVIDENCE_REPEATS)?);
+        }
         Ok(report)
     })
 }
@@ -406,7 +570,7 @@ pub fn markdown(r: &LiveReport) -> String {
         );
     }
     s += &format!(
-        "\nCPU per camera per viewer: {:.2} % of a core (idle-phase noise ±{:.2}); delivery latency (node → viewer) p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms; one stalled viewer: RSS +{:.1} MiB, the others at {:.2}× their rate; viewer cuts: {}\n",
+        "\nCPU per camera per viewer: {:.2} % of a core (idle-phase noise ±{:.2}); delivery latency (node → viewer) p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms; one stalled viewer: RSS +{:.1} MiB, the others at {:.2}× their rate; viewer cuts: {}, viewers disconnected as too slow: {}\n",
         r.cpu_percent_per_camera_per_viewer,
         r.noise_percent_per_camera_per_viewer,
         r.delivery_latency_ms_p50,
@@ -414,7 +578,14 @@ pub fn markdown(r: &LiveReport) -> String {
         r.delivery_latency_ms_max,
         r.stalled_rss_growth_mib,
         r.others_rate_while_stalled,
-        r.viewer_cuts
+        r.viewer_cuts,
+        r.viewers_dropped_slow
     );
+    for e in &r.evidence {
+        s += &format!(
+            "\nFull-resolution evidence, {}: {}×{}, {} units decoded for the last frame of a group: median {:.0} ms, max {:.0} ms\n",
+            e.clip, e.width, e.height, e.units_decoded, e.decode_ms_median, e.decode_ms_max
+        );
+    }
     s
 }

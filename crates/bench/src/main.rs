@@ -53,6 +53,31 @@ enum BenchCommand {
         #[arg(long, default_value_t = 8)]
         cameras: usize,
     },
+    /// What the patrol wall's live video costs a node: its CPU with no viewer, with V viewers
+    /// per camera and with none again; one stalled viewer's cost; delivery latency.
+    Live {
+        #[arg(long, default_value_t = 9)]
+        cameras: usize,
+        #[arg(long, default_value_t = 8)]
+        viewers: usize,
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 30.0, value_parser = gridwatch::config::seconds_in(MAX_BENCH_SECONDS))]
+        seconds: f64,
+        /// Seconds one viewer stays stalled (the kernel's socket buffers fill first).
+        #[arg(long, default_value_t = 120.0, value_parser = gridwatch::config::seconds_in(MAX_BENCH_SECONDS))]
+        stalled_seconds: f64,
+        /// H.264 files served as the cameras (default: the sample clips vtest and bikes).
+        #[arg(long, num_args = 1..)]
+        streams: Vec<PathBuf>,
+        /// The node's binary (default: `gridwatch` beside this one).
+        #[arg(long)]
+        gridwatch: Option<PathBuf>,
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/nanodet-g-416-coco.toml"))]
+        card: PathBuf,
+        /// Output folder (the node's configuration, outbox and log; report.json).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// CPU per camera of the ingest pipeline, full vs keyframes-only decoding.
     Decode {
         /// An H.264/H.265 file (scripts/make-bench-clips makes a 1080p one).
@@ -341,6 +366,45 @@ fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Run(args) => bench_run(args),
+        BenchCommand::Live {
+            cameras,
+            viewers,
+            seconds,
+            stalled_seconds,
+            streams,
+            gridwatch,
+            card,
+            out,
+        } => {
+            let streams = if streams.is_empty() {
+                vec![
+                    repo().join("sample-streams/vtest.mp4"),
+                    repo().join("sample-streams/bikes.mp4"),
+                ]
+            } else {
+                streams
+            };
+            let gridwatch = match gridwatch {
+                Some(g) => g,
+                None => std::env::current_exe()?.with_file_name("gridwatch"),
+            };
+            let options = gridwatch_bench::live::LiveOptions {
+                cameras,
+                viewers,
+                seconds,
+                stalled_seconds,
+                streams,
+                gridwatch,
+                card,
+                out: out.clone(),
+            };
+            let report = gridwatch_bench::live::run(&options)?;
+            eprintln!("{}", gridwatch_bench::live::markdown(&report));
+            let json = serde_json::to_string_pretty(&report)?;
+            std::fs::write(out.join("report.json"), &json)?;
+            println!("{json}");
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Decode {
             clip,
             analysis_fps,

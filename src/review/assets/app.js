@@ -337,10 +337,21 @@ function wallTick() {
     if (g && (S.wallPage || 0) + 1 < wallPages(g)) { S.wallTurned = now; S.wallPage = (S.wallPage || 0) + 1; renderWall(); return; }
     if (S.wall.groups.length > 1 || (g && wallPages(g) > 1)) { turnWall(1); return; }
   }
+  refreshHealth();
   // Stills refresh on tiles that do not play video.
   document.querySelectorAll("#wall-grid .tile:not([data-mode='video']) img").forEach((img) => {
     img.src = "/api/v1/review/wall/" + encodeURIComponent(img.dataset.camera) + "/frame.jpg?t=" + now;
   });
+}
+
+// Each shown camera's health (streaming, stalled, reconnecting …), without redrawing the tiles.
+async function refreshHealth() {
+  const r = await api("/api/v1/review/wall");
+  if (!r.ok) return;
+  for (const c of r.data.groups.flatMap((g) => g.cameras)) {
+    const h = document.querySelector("#wall-grid .tile[data-camera='" + CSS.escape(c.id) + "'] .health");
+    if (h) { h.className = "health " + c.state; h.textContent = t("h_" + c.state); }
+  }
 }
 
 function turnWall(d) {
