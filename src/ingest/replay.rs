@@ -46,6 +46,7 @@ impl FileFrames {
                 height,
                 sync: false,
                 decode: &DecoderChoice::Software.launch_fragment(),
+                decoder: &DecoderChoice::Software.after_parser(),
                 ..Default::default()
             })
             .map_err(|source| IngestError::Template {

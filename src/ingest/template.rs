@@ -75,6 +75,13 @@ impl PipelineTemplate {
     pub fn render(&self, v: &TemplateValues<'_>) -> Result<String, TemplateError> {
         let (num, den) = fraction(v.fps)
             .ok_or_else(|| TemplateError::Render(format!("invalid analysis rate {}", v.fps)))?;
+        // An empty decoder would leave `! !` in the description: say which value is missing
+        // rather than let GStreamer report a syntax error.
+        for (name, value) in [("decode", v.decode), ("decoder", v.decoder)] {
+            if value.is_empty() && self.body.contains(&format!("{{{name}}}")) {
+                return Err(TemplateError::Render(format!("no value for {{{name}}}")));
+            }
+        }
         Ok(self
             .body
             .replace("{uri}", &escape(v.uri))

@@ -60,6 +60,7 @@ pub(crate) fn run_once(
             height: 416,
             sync: false,
             decode: &DecoderChoice::Software.launch_fragment(),
+            decoder: &DecoderChoice::Software.after_parser(),
             ..Default::default()
         })
         .map_err(|e| DecodeBenchError::Gst(e.to_string()))?;
