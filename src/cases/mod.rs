@@ -467,11 +467,13 @@ fn store_event(
     let Some(tier) = tier_of(&event, triage) else {
         return Ok(None);
     };
-    // The evidence at the camera's own resolution when its stream still holds the moment.
-    if let Some(full) = triage
-        .live
-        .as_ref()
-        .and_then(|l| l.full_resolution(&event.frame))
+    // The evidence at the camera's own resolution when its stream still holds the moment (a
+    // staff report brings its full-resolution picture already: the one the box was drawn on).
+    if event.reported.is_none()
+        && let Some(full) = triage
+            .live
+            .as_ref()
+            .and_then(|l| l.full_resolution(&event.frame))
     {
         event.frame = std::sync::Arc::new(full);
     }

@@ -349,6 +349,7 @@ impl Hub {
     /// group of pictures, so the picture appears at once.
     pub fn join(&self) -> Result<Joined, JoinError> {
         let mut s = self.lock();
+        self.forget_closed(&mut s);
         if s.viewers.len() >= self.settings.max_viewers_per_camera {
             return Err(JoinError::TooMany {
                 camera: self.camera.to_string(),
@@ -391,6 +392,24 @@ impl Hub {
         })
     }
 
+    /// Forgets viewers gone without a word (a WebSocket upgrade that never finished, a closed
+    /// socket on a camera that sends no video, so `send_all` never notices).
+    fn forget_closed(&self, s: &mut State) {
+        let before = s.viewers.len();
+        s.viewers.retain(|v| !v.tx.is_closed());
+        if s.viewers.len() != before {
+            telemetry::live_viewers(&self.camera, s.viewers.len());
+        }
+    }
+
+    /// Ends every viewer's stream (their sockets close; the tiles reconnect): the camera at
+    /// this place was replaced by a reload and this hub gets nothing any more.
+    pub fn disconnect_all(&self) {
+        let mut s = self.lock();
+        s.viewers.clear();
+        telemetry::live_viewers(&self.camera, 0);
+    }
+
     pub fn leave(&self, id: u64) {
         let mut s = self.lock();
         s.viewers.retain(|v| v.id != id);
@@ -401,14 +420,20 @@ impl Hub {
     /// `make` gets the frame's media time and writes the JSON. Nothing is built without
     /// viewers, or for a frame no longer known.
     pub fn annotate(&self, pts_ns: u64, make: impl FnOnce(f64) -> String) {
-        let mut s = self.lock();
-        if s.viewers.is_empty() {
-            return;
-        }
-        let Some(&(_, seconds)) = nearest(s.times.iter().rev(), pts_ns, |(p, _)| *p) else {
-            return;
+        let seconds = {
+            let s = self.lock();
+            if s.viewers.is_empty() {
+                return;
+            }
+            match nearest(s.times.iter().rev(), pts_ns, |(p, _)| *p) {
+                Some(&(_, seconds)) => seconds,
+                None => return,
+            }
         };
+        // The JSON is built without the lock: the camera's streaming thread takes it per unit.
         let text: Arc<str> = Arc::from(make(seconds).as_str());
+        let mut s = self.lock();
+        self.forget_closed(&mut s);
         for v in &mut s.viewers {
             if v.tx.try_send(LiveMessage::Text(text.clone())).is_err() {
                 telemetry::live_messages_dropped(&self.camera, "metadata");

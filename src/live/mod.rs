@@ -59,7 +59,10 @@ impl LiveHubs {
         }
         match &v[index] {
             Some(h) if h.camera() == camera => h.clone(),
-            _ => {
+            old => {
+                if let Some(old) = old {
+                    old.disconnect_all();
+                }
                 let hub = Arc::new(Hub::new(Arc::from(camera), self.settings.clone()));
                 v[index] = Some(hub.clone());
                 hub

@@ -75,10 +75,21 @@ fn run(
     }
     let _ = src.end_of_stream();
     let mut best: Option<gst::Sample> = None;
+    // One deadline for the whole decode (it runs on the case thread), and no frame decoded
+    // past the target: the decoder gives frames in presentation order, so none after it fits.
+    let deadline = std::time::Instant::now() + DECODE_TIMEOUT;
     while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_nseconds(
-        DECODE_TIMEOUT.as_nanos() as u64,
+        deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .as_nanos() as u64,
     )) {
         let pts = sample.buffer().and_then(|b| b.pts());
+        if let (Some(t), Some(p)) = (target, pts)
+            && p > t
+            && best.is_some()
+        {
+            break;
+        }
         let fits = match (target, pts) {
             (Some(t), Some(p)) => p <= t,
             _ => true,

@@ -14,6 +14,8 @@ const LIVE_CATCH_UP_S = 0.2;
 const LIVE_CATCH_UP_RATE = 1.1;
 // Media kept behind the playhead (older is removed from the source buffer).
 const LIVE_KEEP_S = 6;
+// Fragments waiting for the source buffer (about 20 s of video) before the tile starts again.
+const LIVE_QUEUE_MAX = 500;
 // Detections older than this (media seconds) are not drawn.
 const OBJECTS_MAX_AGE_S = 1.0;
 // A dropped socket is reopened after this long.
@@ -134,6 +136,13 @@ class LiveTile {
 
   binary(data) {
     if (!this.ms) return;
+    // A media element that gave up (a decode error closes its MediaSource) or a queue that is
+    // not drained: start again from the next keyframe rather than hold fragments for ever.
+    if ((this.sb && this.ms.readyState !== "open") || this.queue.length >= LIVE_QUEUE_MAX) {
+      this.setBadge("error", (this.video.error && this.video.error.message) || "media closed");
+      this.ws.close();
+      return;
+    }
     this.queue.push(new Uint8Array(data));
     this.pump();
   }
