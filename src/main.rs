@@ -450,6 +450,7 @@ fn default_sample_streams() -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn main() -> ExitCode {
+    bound_the_heap();
     let cli = Cli::parse();
     gridwatch::telemetry::init_logging(matches!(cli.log_format, LogFormat::Json));
     match dispatch(cli.command) {
@@ -460,6 +461,25 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Pictures at a camera's own resolution (case evidence, staff reports) are megabytes each and
+/// are allocated on GStreamer's short-lived threads; with glibc's defaults each thread's arena
+/// kept what they freed, and a node's memory grew by about 2 MiB per case without end
+/// (BENCHMARKS.md, "The live wall"). Allocations from 256 KiB up are mapped and given back when
+/// freed, and the arenas are few.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn bound_the_heap() {
+    const MMAP_THRESHOLD_BYTES: libc::c_int = 256 * 1024;
+    const ARENAS_MAX: libc::c_int = 4;
+    // SAFETY: mallopt only changes allocator parameters; called first, before other threads.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+        libc::mallopt(libc::M_ARENA_MAX, ARENAS_MAX);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn bound_the_heap() {}
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
