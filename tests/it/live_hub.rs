@@ -130,6 +130,23 @@ fn a_viewer_receives_the_clip_as_fragmented_mp4_that_decodes_frame_for_frame() {
     );
 }
 
+/// Viewers whose end went away without leaving (a socket upgrade that never finished) do not
+/// keep their places on a camera that sends no video, where no fragment would notice them.
+#[test]
+fn viewers_gone_without_leaving_free_their_places_on_a_camera_without_video() {
+    let settings = LiveSettings {
+        max_viewers_per_camera: 2,
+        ..LiveSettings::default()
+    };
+    let hub = Hub::new(Arc::from("no-video"), settings);
+    let kept = hub.join().unwrap();
+    drop(hub.join().unwrap());
+    assert!(hub.join().is_ok(), "the dropped viewer's place is free");
+    let _third = hub.join();
+    assert!(hub.join().is_err(), "two live viewers are the most");
+    drop(kept);
+}
+
 #[test]
 fn a_stalled_viewer_holds_only_its_queue_and_resumes_at_a_keyframe() {
     let samples = access_units("sample-streams/vtest.mp4", 400);
