@@ -465,8 +465,8 @@ fn main() -> ExitCode {
 /// Pictures at a camera's own resolution (case evidence, staff reports) are megabytes each and
 /// are allocated on GStreamer's short-lived threads; with glibc's defaults each thread's arena
 /// kept what they freed, and a node's memory grew by about 2 MiB per case without end
-/// (BENCHMARKS.md, "The live wall"). Allocations from 256 KiB up are mapped and given back when
-/// freed, and the arenas are few.
+/// (BENCHMARKS.md, "Node memory over time"). Allocations from 256 KiB up are mapped and given
+/// back when freed, and the arenas are few.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn bound_the_heap() {
     const MMAP_THRESHOLD_BYTES: libc::c_int = 256 * 1024;
