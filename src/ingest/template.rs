@@ -124,6 +124,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_decoder_placeholder_without_a_value_is_refused_by_name() {
+        let t = PipelineTemplate::parse("filesrc ! parsebin ! {decoder} ! fakesink").unwrap();
+        let v = TemplateValues {
+            fps: 1.0,
+            ..Default::default()
+        };
+        assert!(matches!(t.render(&v), Err(TemplateError::Render(m)) if m.contains("{decoder}")));
+        let v = TemplateValues {
+            decoder: "decodebin",
+            ..v
+        };
+        assert!(
+            t.render(&v)
+                .unwrap()
+                .contains("parsebin ! decodebin ! fakesink")
+        );
+    }
+
+    #[test]
     fn renders_known_placeholders_and_refuses_unknown_ones() {
         let t = PipelineTemplate::parse("# c\nfilesrc location=\"{location}\" ! x framerate={fps} w={width} h={height} sync={sync}").unwrap();
         let v = TemplateValues {
