@@ -25,6 +25,7 @@ pub mod run;
 pub mod scenarios;
 pub use gridwatch_sqlite as sqlite;
 pub mod states;
+pub mod stats;
 pub mod status;
 pub mod telemetry;
 pub mod track;

@@ -126,6 +126,40 @@ enum Command {
         #[command(subcommand)]
         action: ReviewAction,
     },
+    /// Statistics of the stored cases over a period (通报): discovered, reviewed, rejected,
+    /// dispatched, handled within 103060, by unit, department, scenario, shift, … as XLSX,
+    /// printable HTML, CSV (the figures; the case list beside it) or JSON.
+    Report {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Read this outbox database instead of the configuration's `[cases] outbox`.
+        #[arg(long)]
+        outbox: Option<PathBuf>,
+        /// The local day, week (Monday to Sunday) or month holding --date.
+        #[arg(long, value_enum, conflicts_with_all = ["from", "to"])]
+        period: Option<PeriodArg>,
+        /// The date of --period (default: today in the key area).
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        date: Option<String>,
+        /// Start of a custom period: a local date or date and time (2026-11-01T08:00).
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        /// End of a custom period: a date counts through that day; a date and time is exclusive.
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+        /// Breakdowns: unit, department, scenario, group, camera, shift, phase, level, day.
+        #[arg(long, default_value = gridwatch::stats::DEFAULT_GROUP_BY)]
+        group_by: String,
+        #[arg(long, value_enum, default_value_t = FormatArg::Xlsx)]
+        format: FormatArg,
+        /// The file to write (CSV: the case list goes beside it, `<name>-cases.csv`); default:
+        /// stdout, except for XLSX, which needs a file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// zh (default) or en.
+        #[arg(long, default_value = "zh")]
+        lang: String,
+    },
     /// Run the reference dispatch receiver.
     DispatchServer {
         #[arg(long, default_value = "127.0.0.1:8765")]
@@ -146,6 +180,21 @@ enum Command {
         #[arg(long, env = "GRIDWATCH_WEBHOOK_SECRET", requires = "webhook_url")]
         webhook_secret: Option<String>,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PeriodArg {
+    Day,
+    Week,
+    Month,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Xlsx,
+    Html,
+    Csv,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -430,6 +479,57 @@ fn parse_pooling(s: &str) -> Result<gridwatch::states::Pooling, String> {
         })
 }
 
+/// `gridwatch report`: the figures of the stored cases, written where asked.
+fn report_command(
+    config: Option<&PathBuf>,
+    outbox: Option<PathBuf>,
+    params: &gridwatch::stats::ReportParams,
+    format: gridwatch::stats::render::ReportFormat,
+    out: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    use gridwatch::stats::{self, Context as StatsContext, render};
+    use std::io::Write;
+    let config = load(config)?;
+    let path = outbox.unwrap_or_else(|| config.resolve(&config.cases.outbox));
+    let ctx = StatsContext::new(
+        &config.area,
+        &config.cases.deadlines,
+        time::OffsetDateTime::now_utc(),
+    );
+    let query = params.query(&ctx)?;
+    if format == render::ReportFormat::Xlsx && out.is_none() {
+        anyhow::bail!("an XLSX report needs --out FILE");
+    }
+    let started = std::time::Instant::now();
+    let conn = stats::open(&path)?;
+    let (report, cases) = stats::report_with_cases(&conn, &query, &ctx)?;
+    let bytes = render::to_bytes(format, &report, &cases, query.lang)?;
+    match &out {
+        Some(file) => {
+            std::fs::write(file, &bytes).with_context(|| format!("writing {}", file.display()))?;
+            if format == render::ReportFormat::Csv {
+                let list = file.with_file_name(format!(
+                    "{}-cases.csv",
+                    file.file_stem().unwrap_or_default().to_string_lossy()
+                ));
+                let f = std::fs::File::create(&list)
+                    .with_context(|| format!("writing {}", list.display()))?;
+                render::csv_cases(&cases, query.lang, std::io::BufWriter::new(f))?;
+            }
+            eprintln!(
+                "{}: {} cases from {} to {} in {:.2} s",
+                file.display(),
+                report.total.discovered,
+                report.from,
+                report.to,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        None => std::io::stdout().write_all(&bytes)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn load(config: Option<&PathBuf>) -> Result<Config, ConfigError> {
     match config {
         Some(path) => Config::load(path),
@@ -483,6 +583,39 @@ fn bound_the_heap() {}
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Report {
+            config,
+            outbox,
+            period,
+            date,
+            from,
+            to,
+            group_by,
+            format,
+            out,
+            lang,
+        } => {
+            use gridwatch::stats::{PeriodKind, ReportParams, render::ReportFormat};
+            let params = ReportParams {
+                period: period.map(|p| match p {
+                    PeriodArg::Day => PeriodKind::Day,
+                    PeriodArg::Week => PeriodKind::Week,
+                    PeriodArg::Month => PeriodKind::Month,
+                }),
+                date,
+                from,
+                to,
+                group_by: Some(group_by),
+                lang: Some(lang),
+            };
+            let format = match format {
+                FormatArg::Xlsx => ReportFormat::Xlsx,
+                FormatArg::Html => ReportFormat::Html,
+                FormatArg::Csv => ReportFormat::Csv,
+                FormatArg::Json => ReportFormat::Json,
+            };
+            report_command(config.as_ref(), outbox, &params, format, out)
+        }
         Command::Check { config } => match load(config.as_ref()) {
             Ok(c) => {
                 gridwatch::run::check_runtime(&c).context("model check")?;

@@ -5,6 +5,7 @@
 //! (crates/case), shared with the reference dispatch service.
 
 pub mod evidence;
+pub mod facts;
 pub mod outbox;
 pub mod platform;
 pub mod routing;

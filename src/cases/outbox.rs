@@ -399,6 +399,8 @@ pub const MIGRATIONS: &[Step] = &[
     Step::sql(super::platform::SCHEMA),
     // 9: the live wall asks for each camera's recent open cases.
     Step::sql("CREATE INDEX IF NOT EXISTS cases_camera ON cases(camera, created_at);"),
+    // 10: one row of facts per case for statistics, kept past the retention purge.
+    Step::sql(super::facts::SCHEMA),
 ];
 
 const ZONE_LABELS: &str = "
@@ -547,10 +549,12 @@ pub fn set_case_body(
         return Ok(0);
     };
     let (stored, at) = split_snapshot(body, &jpeg);
-    conn.execute(
+    let changed = conn.execute(
         "UPDATE cases SET body = ?2, snapshot_at = ?3, scenario = ?4 WHERE id = ?1",
         params![id, stored, at, scenario],
-    )
+    )?;
+    super::facts::record(conn, id)?;
+    Ok(changed)
 }
 
 impl Outbox {
@@ -782,6 +786,7 @@ impl Outbox {
             "INSERT INTO cases (id, created_at, scenario, camera, body, snapshot, snapshot_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![case.id, now_rfc3339(), case.scenario, case.camera, body, case.snapshot, snapshot_at],
         )?;
+        super::facts::record(&tx, case.id)?;
         tx.execute(
             "INSERT INTO outbox (case_id, state, next_attempt_ms) VALUES (?1, ?2, ?3)",
             params![case.id, case_state, now],
@@ -1324,6 +1329,7 @@ impl Outbox {
 /// Deletes a case and everything stored with it (not its audit entries). The outbox row goes
 /// first, so the roll-up triggers of the deliveries' deletion find nothing to update.
 fn delete_case(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<()> {
+    super::facts::freeze(tx, id, now_ms())?;
     for sql in [
         "DELETE FROM outbox WHERE case_id = ?1",
         "DELETE FROM deliveries WHERE case_id = ?1",

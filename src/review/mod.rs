@@ -16,6 +16,7 @@ pub mod auth;
 pub mod export;
 mod live;
 pub mod settings;
+mod stats;
 pub mod store;
 pub mod wall;
 
@@ -71,6 +72,8 @@ const MAX_EXPORTS: usize = 1;
 /// Trainings at once: each runs the detector over every label of a zone (seconds to minutes of
 /// CPU beside the pipeline).
 const MAX_TRAININGS: usize = 1;
+/// Statistics queries and reports at once: each scans the period's cases on a core.
+const MAX_REPORTS: usize = 1;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -95,6 +98,10 @@ pub enum ReviewError {
     Invalid(String),
     #[error("no such case")]
     NotFound,
+    #[error(transparent)]
+    Stats(#[from] crate::stats::StatsError),
+    #[error(transparent)]
+    Render(#[from] crate::stats::render::RenderError),
     #[error("already {decision} by {by}")]
     AlreadyHandled {
         decision: String,
@@ -255,6 +262,7 @@ struct Blocking {
     encoding: Arc<Semaphore>,
     exports: Arc<Semaphore>,
     training: Arc<Semaphore>,
+    reports: Arc<Semaphore>,
 }
 
 impl Blocking {
@@ -265,6 +273,7 @@ impl Blocking {
             encoding: Arc::new(Semaphore::new(MAX_WALL_ENCODERS)),
             exports: Arc::new(Semaphore::new(MAX_EXPORTS)),
             training: Arc::new(Semaphore::new(MAX_TRAININGS)),
+            reports: Arc::new(Semaphore::new(MAX_REPORTS)),
         }
     }
 
@@ -282,6 +291,15 @@ impl Blocking {
         f: impl FnOnce() -> Result<T, ReviewError> + Send + 'static,
     ) -> Result<T, Response> {
         off_runtime(acquire(&self.hashing).await?, f).await
+    }
+
+    /// Runs a statistics query or report (each over its own read-only connection), at most
+    /// [`MAX_REPORTS`] at a time; the rest wait.
+    async fn report<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, ReviewError> + Send + 'static,
+    ) -> Result<T, Response> {
+        off_runtime(acquire(&self.reports).await?, f).await
     }
 
     /// Runs the drawing and encoding of a wall picture.
@@ -388,6 +406,11 @@ pub fn router(state: ReviewState) -> Router {
         .route("/api/v1/review/suppressions", get(suppressions))
         .route("/api/v1/review/audit", get(audit_log))
         .route("/api/v1/review/export", get(export_dataset))
+        .route("/api/v1/review/stats", get(stats::figures))
+        .route("/api/v1/review/stats/cases", get(stats::cases))
+        .route("/api/v1/review/stats/report", get(stats::report))
+        .route("/assets/stats.js", get(stats::stats_js))
+        .route("/assets/vendor/echarts.min.js", get(stats::echarts_js))
         .route("/api/v1/review/admin/train", post(train_zone_state))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(Console {
@@ -490,6 +513,9 @@ fn error_response(e: ReviewError) -> Response {
         )
             .into_response(),
         ReviewError::Invalid(m) => problem(StatusCode::BAD_REQUEST, format!("expected {m}")),
+        ReviewError::Stats(crate::stats::StatsError::Invalid(m)) => {
+            problem(StatusCode::BAD_REQUEST, m)
+        }
         other => {
             tracing::error!(error = %other, "review console failed");
             problem(

@@ -137,6 +137,8 @@ pub struct Reviewed {
 
 pub struct ReviewStore {
     conn: Mutex<Connection>,
+    /// The outbox database's file (statistics open their own read-only connection).
+    path: std::path::PathBuf,
     /// Failed logins per account name in the current window (name → count, window start).
     failures: Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>,
 }
@@ -347,8 +349,14 @@ impl ReviewStore {
         )?;
         Ok(Self {
             conn: Mutex::new(conn),
+            path: path.to_path_buf(),
             failures: Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    /// The outbox database's file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
