@@ -65,6 +65,7 @@ pub const OUTBOX_OLDEST_PENDING_AGE_SECONDS: &str = "gridwatch_outbox_oldest_pen
 pub const OUTBOX_DEAD_LETTERS: &str = "gridwatch_outbox_dead_letters";
 /// Delivered and rejected cases deleted after `[cases] retention_days`.
 pub const OUTBOX_PURGED: &str = "gridwatch_outbox_purged_cases_total";
+pub const CAMERA_SAMPLES_FAILED: &str = "gridwatch_camera_samples_failed_total";
 /// 0 closed, 1 open, 2 half-open.
 pub const DISPATCH_BREAKER_STATE: &str = "gridwatch_dispatch_breaker_state";
 pub const DISPATCH_BREAKER_OPENS: &str = "gridwatch_dispatch_breaker_opens_total";
@@ -165,6 +166,10 @@ impl Family {
 
 /// Every family above, described to the recorder once when it is installed ([`prometheus`]).
 pub const FAMILIES: &[Family] = &[
+    Family::counter(
+        CAMERA_SAMPLES_FAILED,
+        "Times the supervisor could not store the cameras' health samples (reports' uptime, stalls, reconnects).",
+    ),
     Family::counter(
         OUTBOX_PURGED,
         "Finished cases (delivered to every target, or rejected) deleted from the outbox after [cases] retention_days.",
@@ -645,6 +650,10 @@ pub fn outbox_state(
     metrics::gauge!(OUTBOX_DEAD_LETTERS, "target" => target.to_owned()).set(dead_letters as f64);
     metrics::gauge!(OUTBOX_OLDEST_PENDING_AGE_SECONDS, "target" => target.to_owned())
         .set(oldest_pending_age_seconds);
+}
+
+pub fn camera_samples_failed() {
+    counter!(CAMERA_SAMPLES_FAILED).increment(1);
 }
 
 pub fn outbox_purged(cases: u64) {

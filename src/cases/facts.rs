@@ -104,3 +104,65 @@ pub(super) fn freeze(tx: &Connection, id: &str, now_ms: i64) -> rusqlite::Result
     .execute(params![id, now_ms])?;
     Ok(())
 }
+
+/// Migration step 11: the cameras' health sampled by the supervisor, for uptime, stalls and
+/// reconnects over a report's period. `reconnects` and `stalls` are the camera's counters since
+/// the process started (a restart starts them again).
+pub const CAMERA_SAMPLES: &str = "
+CREATE TABLE camera_samples (
+    at_ms INTEGER NOT NULL,
+    camera TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reconnects INTEGER NOT NULL,
+    stalls INTEGER NOT NULL,
+    PRIMARY KEY (at_ms, camera)
+);
+";
+
+/// One camera's health at a moment.
+#[derive(Debug, Clone)]
+pub struct CameraSample<'a> {
+    pub camera: &'a str,
+    /// The ingest state machine's state (`streaming`, `stalled`, `inactive`, …).
+    pub state: &'a str,
+    pub reconnects: u64,
+    pub stalls: u64,
+}
+
+impl super::outbox::Outbox {
+    /// Stores the cameras' health at `at_ms`, in one transaction.
+    pub fn record_camera_samples(
+        &mut self,
+        at_ms: i64,
+        samples: &[CameraSample<'_>],
+    ) -> Result<(), super::outbox::OutboxError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO camera_samples (at_ms, camera, state, reconnects, stalls)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for s in samples {
+                insert.execute(params![
+                    at_ms,
+                    s.camera,
+                    s.state,
+                    s.reconnects as i64,
+                    s.stalls as i64
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes camera samples taken before `before_ms` (the retention); returns how many.
+    pub fn purge_camera_samples(&mut self, before_ms: i64) -> Result<usize, super::outbox::OutboxError> {
+        Ok(self.conn.execute(
+            "DELETE FROM camera_samples WHERE at_ms < ?1",
+            params![before_ms],
+        )?)
+    }
+}

@@ -401,6 +401,8 @@ pub const MIGRATIONS: &[Step] = &[
     Step::sql("CREATE INDEX IF NOT EXISTS cases_camera ON cases(camera, created_at);"),
     // 10: one row of facts per case for statistics, kept past the retention purge.
     Step::sql(super::facts::SCHEMA),
+    // 11: the cameras' health over time (uptime, stalls, reconnects in reports).
+    Step::sql(super::facts::CAMERA_SAMPLES),
 ];
 
 const ZONE_LABELS: &str = "

@@ -250,8 +250,13 @@ impl Pipeline {
         };
         // Finished cases past the retention are deleted, a batch per tick at most.
         let mut purger = Purger::new(config.cases.retention_days);
+        let mut sampled: Option<Instant> = None;
         loop {
             purger.tick(&mut outbox);
+            if sampled.is_none_or(|t| t.elapsed() >= CAMERA_SAMPLE_INTERVAL) {
+                sampled = Some(Instant::now());
+                sample_cameras(&mut outbox, &options.cameras, current.cases.retention_days);
+            }
             if held_checked.elapsed() >= HELD_CHECK_INTERVAL {
                 held_checked = Instant::now();
                 release_unreviewed(&mut outbox, &current, io);
@@ -435,4 +440,36 @@ fn spawn_stage<T: Send + 'static>(
 
 fn join_stage<T>(name: &'static str, t: JoinHandle<T>) -> Result<T, RunError> {
     t.join().map_err(|_| RunError::Panic(name))
+}
+
+/// How often the supervisor stores each camera's health (reports' uptime, stalls, reconnects).
+pub const CAMERA_SAMPLE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Stores every camera's state and counters now; samples past the retention go. A failure is
+/// logged and counted, never fatal: health history is for reports, cases come first.
+fn sample_cameras(
+    outbox: &mut Outbox,
+    cameras: &crate::ingest::status::CameraRegistry,
+    retention_days: u32,
+) {
+    let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let statuses = cameras.snapshot();
+    let samples: Vec<_> = statuses
+        .iter()
+        .map(|c| crate::cases::facts::CameraSample {
+            camera: &c.id,
+            state: c.state.as_str(),
+            reconnects: c.reconnects,
+            stalls: c.stalls,
+        })
+        .collect();
+    let mut result = outbox.record_camera_samples(now_ms, &samples);
+    if result.is_ok() && retention_days > 0 {
+        let before_ms = now_ms - i64::from(retention_days) * 86_400_000;
+        result = outbox.purge_camera_samples(before_ms).map(|_| ());
+    }
+    if let Err(e) = result {
+        crate::telemetry::camera_samples_failed();
+        tracing::warn!(error = %e, "supervisor: cannot store the cameras' health samples");
+    }
 }

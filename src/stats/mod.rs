@@ -130,6 +130,8 @@ pub struct Context {
     pub limits_ms: [i64; 3],
     /// Open cases past their deadline at this moment count as overdue.
     pub now_ms: i64,
+    /// Camera id → name, for the health table.
+    pub camera_names: Vec<(String, String)>,
 }
 
 impl Context {
@@ -148,6 +150,7 @@ impl Context {
             phases,
             limits_ms: HandlingLevel::ALL.map(|l| deadlines.limit_ms(l)),
             now_ms: unix_ms(now),
+            camera_names: area.cameras.iter().map(|c| (c.id.clone(), c.name.clone())).collect(),
         }
     }
 
@@ -252,6 +255,23 @@ pub struct Report {
     /// By local day, in order.
     pub trend: Vec<Row>,
     pub heat: Heat,
+    /// Each camera's health over the period, from the supervisor's samples.
+    pub cameras: Vec<CameraHealth>,
+}
+
+/// A camera's health over a period, from samples taken each minute while a node ran it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CameraHealth {
+    pub camera: String,
+    pub name: String,
+    /// Samples taken while the camera was meant to stream (not outside its hours, not ended,
+    /// not another node's).
+    pub samples: u64,
+    pub streaming: u64,
+    /// `streaming / samples`.
+    pub uptime: Option<f64>,
+    pub stalls: u64,
+    pub reconnects: u64,
 }
 
 /// One case as the case list shows it: every figure of a report counts some of these.
@@ -345,7 +365,44 @@ pub fn compute(conn: &Connection, query: &Query, ctx: &Context) -> Result<Report
         breakdowns,
         trend,
         heat: heat(conn)?,
+        cameras: camera_health(conn, query, ctx)?,
     })
+}
+
+/// Uptime, stalls and reconnects per camera in the period. The counters run from the node's
+/// start: a rise between samples is counted, a drop (a restart) counts the new value.
+fn camera_health(conn: &Connection, query: &Query, ctx: &Context) -> Result<Vec<CameraHealth>, StatsError> {
+    let mut stmt = conn.prepare(
+        "SELECT camera,
+            SUM(state NOT IN ('inactive', 'ended', 'stopped', 'standby')),
+            SUM(state = 'streaming'),
+            SUM(CASE WHEN ds IS NULL THEN 0 WHEN ds >= 0 THEN ds ELSE stalls END),
+            SUM(CASE WHEN dr IS NULL THEN 0 WHEN dr >= 0 THEN dr ELSE reconnects END)
+         FROM (SELECT camera, state, stalls, reconnects,
+                      stalls - LAG(stalls) OVER w AS ds, reconnects - LAG(reconnects) OVER w AS dr
+               FROM camera_samples WHERE at_ms >= ?1 AND at_ms < ?2
+               WINDOW w AS (PARTITION BY camera ORDER BY at_ms))
+         GROUP BY camera ORDER BY camera",
+    )?;
+    let rows = stmt.query_map(params![query.from_ms, query.to_ms], |r| {
+        let camera: String = r.get(0)?;
+        let samples = r.get::<_, i64>(1)? as u64;
+        let streaming = r.get::<_, i64>(2)? as u64;
+        Ok(CameraHealth {
+            name: ctx
+                .camera_names
+                .iter()
+                .find(|(id, _)| *id == camera)
+                .map_or_else(|| camera.clone(), |(_, n)| n.clone()),
+            camera,
+            samples,
+            streaming,
+            uptime: ratio(streaming, samples),
+            stalls: r.get::<_, i64>(3)? as u64,
+            reconnects: r.get::<_, i64>(4)? as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The period's cases in detection order (after [`compute`], on the same connection), at most
@@ -361,7 +418,9 @@ pub fn case_lines(
     };
     let sql = format!(
         "SELECT case_id, detected_local, unit_name, grp_name, camera_name, scenario_name,
-                department, level, shift, phase, review, manual, dispatch_s, handle_s,
+                department, level, shift,
+                COALESCE((SELECT p.name FROM temp.stats_phases p WHERE p.id = phase), phase),
+                review, manual, dispatch_s, handle_s,
                 on_time, overdue, self_resolved IS NOT NULL, reopened
          FROM temp.stats_base WHERE {column} = ?1 ORDER BY detected_ms, case_id LIMIT ?2"
     );
@@ -396,12 +455,12 @@ pub fn case_lines(
 fn load_period(conn: &Connection, query: &Query, ctx: &Context) -> Result<(), StatsError> {
     conn.execute_batch(
         "DROP TABLE IF EXISTS temp.stats_base; DROP TABLE IF EXISTS temp.stats_phases;
-         CREATE TEMP TABLE stats_phases (id TEXT NOT NULL, from_ms INTEGER NOT NULL);",
+         CREATE TEMP TABLE stats_phases (id TEXT NOT NULL, name TEXT NOT NULL, from_ms INTEGER NOT NULL);",
     )?;
     {
-        let mut insert = conn.prepare("INSERT INTO temp.stats_phases VALUES (?1, ?2)")?;
-        for (id, _, from_ms) in &ctx.phases {
-            insert.execute(params![id, from_ms])?;
+        let mut insert = conn.prepare("INSERT INTO temp.stats_phases VALUES (?1, ?2, ?3)")?;
+        for (id, name, from_ms) in &ctx.phases {
+            insert.execute(params![id, name, from_ms])?;
         }
     }
     conn.execute(

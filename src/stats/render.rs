@@ -150,7 +150,24 @@ enum Cell<'a> {
     Flag(bool),
 }
 
-fn case_cells(c: &CaseLine) -> [Cell<'_>; 18] {
+/// The report's word for an id the case list holds (levels, shifts, review outcomes).
+fn word(lang: Lang, id: &str) -> &str {
+    let zh = match id {
+        "simple" => "简单",
+        "general" => "一般",
+        "difficult" => "疑难",
+        "day" => "白班",
+        "night" => "夜班",
+        "confirmed" => "已确认",
+        "rejected" => "驳回",
+        "awaiting_review" => "待审核",
+        "unattended" => "未经审核",
+        _ => return id,
+    };
+    if lang == Lang::Zh { zh } else { id }
+}
+
+fn case_cells(c: &CaseLine, lang: Lang) -> [Cell<'_>; 18] {
     [
         Cell::Text(&c.id),
         Cell::Text(&c.detected_at),
@@ -159,10 +176,10 @@ fn case_cells(c: &CaseLine) -> [Cell<'_>; 18] {
         Cell::Text(&c.camera),
         Cell::Text(&c.scenario),
         Cell::Text(&c.department),
-        Cell::Text(&c.level),
-        Cell::Text(&c.shift),
+        Cell::Text(word(lang, &c.level)),
+        Cell::Text(word(lang, &c.shift)),
         Cell::Text(&c.phase),
-        Cell::Text(&c.review),
+        Cell::Text(word(lang, &c.review)),
         Cell::Flag(c.reported_by_staff),
         Cell::Number(c.dispatch_s),
         Cell::Number(c.handle_s),
@@ -204,6 +221,7 @@ pub fn xlsx(report: &Report, cases: &[CaseLine], lang: Lang) -> Result<Vec<u8>, 
     trend.set_name(text(lang, "每日趋势", "daily trend"))?;
     rows_sheet(trend, &report.trend, None, lang, &bold, &percent)?;
     heat_sheet(book.add_worksheet(), report, lang, &bold)?;
+    camera_sheet(book.add_worksheet(), report, lang, &bold, &percent)?;
     let list = book.add_worksheet_with_constant_memory()?;
     list.set_name(text(lang, "案件清单", "cases"))?;
     case_sheet(list, cases, lang, &bold)?;
@@ -311,6 +329,42 @@ fn heat_sheet(
     Ok(())
 }
 
+/// The camera health table's headings.
+const CAMERA_COLUMNS: &[(&str, &str)] = &[
+    ("摄像头", "camera"),
+    ("编号", "id"),
+    ("在线率", "uptime"),
+    ("应在线采样（分钟）", "samples while due (min)"),
+    ("在线采样", "streaming samples"),
+    ("卡顿次数", "stalls"),
+    ("重连次数", "reconnects"),
+];
+
+fn camera_sheet(
+    sheet: &mut Worksheet,
+    report: &Report,
+    lang: Lang,
+    bold: &Format,
+    pct: &Format,
+) -> Result<(), RenderError> {
+    sheet.set_name(text(lang, "摄像头在线", "camera health"))?;
+    for (i, (zh, en)) in CAMERA_COLUMNS.iter().enumerate() {
+        sheet.write_string_with_format(0, i as u16, text(lang, zh, en), bold)?;
+    }
+    for (r, c) in report.cameras.iter().enumerate() {
+        let r = 1 + r as u32;
+        sheet.write_string(r, 0, &c.name)?;
+        sheet.write_string(r, 1, &c.camera)?;
+        write_value(sheet, r, 2, Value::Rate(c.uptime), pct)?;
+        sheet.write_number(r, 3, c.samples as f64)?;
+        sheet.write_number(r, 4, c.streaming as f64)?;
+        sheet.write_number(r, 5, c.stalls as f64)?;
+        sheet.write_number(r, 6, c.reconnects as f64)?;
+    }
+    sheet.set_column_width(0, 24)?;
+    Ok(())
+}
+
 fn case_sheet(
     sheet: &mut Worksheet,
     cases: &[CaseLine],
@@ -322,7 +376,7 @@ fn case_sheet(
     }
     for (r, case) in cases.iter().enumerate() {
         let r = 1 + r as u32;
-        for (c, cell) in case_cells(case).into_iter().enumerate() {
+        for (c, cell) in case_cells(case, lang).into_iter().enumerate() {
             let c = c as u16;
             match cell {
                 Cell::Text(s) => sheet.write_string(r, c, s).map(|_| ())?,
@@ -370,7 +424,7 @@ pub fn csv_cases(cases: &[CaseLine], lang: Lang, out: impl Write) -> Result<(), 
     let mut w = csv::Writer::from_writer(out);
     w.write_record(CASE_COLUMNS.iter().map(|(zh, en)| text(lang, zh, en)))?;
     for case in cases {
-        w.write_record(case_cells(case).iter().map(cell_text))?;
+        w.write_record(case_cells(case, lang).iter().map(cell_text))?;
     }
     w.flush()?;
     Ok(())
@@ -449,6 +503,7 @@ pub fn html(report: &Report, cases: &[CaseLine], lang: Lang) -> String {
         text(lang, "每日趋势", "daily trend")
     ));
     rows_table(&mut h, &report.trend, lang);
+    camera_table(&mut h, report, lang);
     cases_table(&mut h, cases, lang);
     h.push_str("</body></html>");
     h
@@ -485,6 +540,27 @@ fn rows_table(h: &mut String, rows: &[Row], lang: Lang) {
     h.push_str("</table>");
 }
 
+fn camera_table(h: &mut String, report: &Report, lang: Lang) {
+    h.push_str(&format!("<h2>{}</h2><table><tr>", text(lang, "摄像头在线", "camera health")));
+    for (zh, en) in CAMERA_COLUMNS {
+        h.push_str(&format!("<th>{}</th>", text(lang, zh, en)));
+    }
+    h.push_str("</tr>");
+    for c in &report.cameras {
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            esc(&c.name),
+            esc(&c.camera),
+            shown(Value::Rate(c.uptime)),
+            c.samples,
+            c.streaming,
+            c.stalls,
+            c.reconnects
+        ));
+    }
+    h.push_str("</table>");
+}
+
 fn cases_table(h: &mut String, cases: &[CaseLine], lang: Lang) {
     h.push_str(&format!("<h2>{}</h2>", text(lang, "案件清单", "cases")));
     if cases.len() > HTML_CASE_LINES {
@@ -501,7 +577,7 @@ fn cases_table(h: &mut String, cases: &[CaseLine], lang: Lang) {
     h.push_str("</tr>");
     for case in cases.iter().take(HTML_CASE_LINES) {
         h.push_str("<tr>");
-        for cell in case_cells(case) {
+        for cell in case_cells(case, lang) {
             h.push_str(&format!("<td>{}</td>", esc(&cell_text(&cell))));
         }
         h.push_str("</tr>");

@@ -487,7 +487,7 @@ fn a_reviewer_confirms_and_rejects_flagged_frames_in_a_real_browser() {
             tab.is_displayed().await.ok()?.then_some(())
         })
         .await;
-        press(&client, '4').await;
+        press(&client, '5').await;
         wait_for("the trainer's zones", Duration::from_secs(10), || async {
             let v = client
                 .execute("return document.querySelectorAll('#train-zone option').length", vec![])

@@ -1,15 +1,15 @@
 // gridwatch review console: plain JavaScript, no build step, no CDN. Simplified Chinese by
 // default, English on request (kept in localStorage). Keyboard first: J/K or arrows move,
-// C/Enter confirms, X/R rejects, S scenario, M remark, / filters, 1-4 switch views.
+// C/Enter confirms, X/R rejects, S scenario, M remark, / filters, 1-5 switch views.
 "use strict";
 
 const I18N = {
   zh: {
     title: "视频巡查审核台", tab_queue: "审核队列", tab_wall: "视频巡查墙", tab_history: "案件记录",
-    tab_admin: "管理", logout: "退出", login_title: "登录", name: "账号", password: "密码", login: "登录",
+    tab_admin: "管理", tab_stats: "统计通报", logout: "退出", login_title: "登录", name: "账号", password: "密码", login: "登录",
     login_failed: "账号或密码错误", unit: "管理单元", group: "巡查编组", scenario: "场景", all: "全部",
     queue_empty: "暂无待审核画面", remark: "备注", suppress: "屏蔽（分钟）", confirm: "确认派发 (C)",
-    reject: "误报驳回 (X)", keys: "J/K 或 ←/→ 上一条/下一条 · C 或 Enter 确认 · X 或 R 驳回 · S 场景 · M 备注 · / 筛选 · 1-4 切换页面",
+    reject: "误报驳回 (X)", keys: "J/K 或 ←/→ 上一条/下一条 · C 或 Enter 确认 · X 或 R 驳回 · S 场景 · M 备注 · / 筛选 · 1-5 切换页面",
     rotate: "轮巡", time: "时间", camera: "摄像头", state: "状态", reviewer: "审核人", time_left: "103060 剩余",
     attempts: "投递次数", export: "导出训练数据 (YOLO)", train_title: "区域状态训练", train: "训练", training: "训练中…", trained: "已训练并加载", train_refused: "未训练", audit: "审计日志", user: "用户", action: "操作",
     suppressions: "屏蔽中", suppressed_what: "屏蔽对象", until: "截止", whole_zone: "整个区域（审核人设置）",
@@ -32,10 +32,10 @@ const I18N = {
   },
   en: {
     title: "Video patrol review console", tab_queue: "Review queue", tab_wall: "Patrol wall", tab_history: "Case history",
-    tab_admin: "Admin", logout: "Sign out", login_title: "Sign in", name: "Account", password: "Password", login: "Sign in",
+    tab_admin: "Admin", tab_stats: "Statistics", logout: "Sign out", login_title: "Sign in", name: "Account", password: "Password", login: "Sign in",
     login_failed: "Wrong account or password", unit: "Unit", group: "Group", scenario: "Scenario", all: "All",
     queue_empty: "Nothing waiting for review", remark: "Remark", suppress: "Suppress (minutes)", confirm: "Confirm (C)",
-    reject: "Reject (X)", keys: "J/K or ←/→ previous/next · C or Enter confirm · X or R reject · S scenario · M remark · / filter · 1-4 views",
+    reject: "Reject (X)", keys: "J/K or ←/→ previous/next · C or Enter confirm · X or R reject · S scenario · M remark · / filter · 1-5 views",
     rotate: "Rotate", time: "Time", camera: "Camera", state: "State", reviewer: "Reviewer", time_left: "103060 left",
     attempts: "Attempts", export: "Export training data (YOLO)", train_title: "Train a zone state", train: "Train", training: "training…", trained: "trained and loaded", train_refused: "not trained", audit: "Audit log", user: "User", action: "Action",
     suppressions: "Active suppressions", suppressed_what: "Suppressed", until: "Until", whole_zone: "Whole zone (set by a reviewer)",
@@ -76,6 +76,7 @@ function applyLang() {
   if (S.meta) { fillFilters(); renderQueue(); }
   if (S.view === "wall" && S.wall) renderWall();
   if (S.view === "history") loadHistory();
+  if (S.view === "stats") loadStats();
 }
 
 async function api(path, opts = {}) {
@@ -446,12 +447,13 @@ async function loadAudit() {
 
 function show(view) {
   S.view = view;
-  for (const v of ["queue", "wall", "history", "admin"]) {
+  for (const v of ["queue", "wall", "history", "stats", "admin"]) {
     $(v + "-view").hidden = v !== view;
     $("tab-" + v).classList.toggle("active", v === view);
   }
   if (view === "wall") { S.wallTurned = Date.now(); loadWall(); } else closeLiveTiles();
   if (view === "history") { loadHistory(); loadSuppressions(); }
+  if (view === "stats") loadStats();
   if (view === "admin") { loadAudit(); loadTrainer(); }
 }
 
@@ -487,8 +489,8 @@ document.addEventListener("DOMContentLoaded", async () => {
     const k = e.key;
     // Enter on a focused button is that button's click: do not also confirm.
     if (tag === "BUTTON" && (k === "Enter" || k === " ")) return;
-    if (/^[1-4]$/.test(k)) {
-      const view = ["queue", "wall", "history", "admin"][+k - 1];
+    if (/^[1-5]$/.test(k)) {
+      const view = ["queue", "wall", "history", "stats", "admin"][+k - 1];
       if (view !== "admin" || S.role === "admin") show(view);
       return;
     }
