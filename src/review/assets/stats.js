@@ -117,18 +117,20 @@ function chart(id) {
   return ST.charts[id];
 }
 
+// No animation: a command-centre screen redraws every refresh, and a still chart is what a
+// screenshot or a printout should show.
 function renderCharts(rep) {
   if (typeof echarts === "undefined") return;
   const series = ["discovered", "rejected", "dispatched", "overdue"];
   chart("s-chart-trend").setOption({
-    backgroundColor: "transparent", tooltip: { trigger: "axis" }, legend: { top: 0 },
+    backgroundColor: "transparent", animation: false, tooltip: { trigger: "axis" }, legend: { top: 0 },
     grid: { left: 40, right: 16, top: 32, bottom: 28 },
     xAxis: { type: "category", data: rep.trend.map((r) => r.key) }, yAxis: { type: "value", minInterval: 1 },
     series: series.map((k) => ({ name: t(k), type: "line", smooth: true, data: rep.trend.map((r) => r.figures[k]) })),
   }, true);
   const units = (rep.breakdowns.find((x) => x.dimension === "unit") || { rows: [] }).rows;
   chart("s-chart-units").setOption({
-    backgroundColor: "transparent", tooltip: { trigger: "axis" }, legend: { top: 0 },
+    backgroundColor: "transparent", animation: false, tooltip: { trigger: "axis" }, legend: { top: 0 },
     grid: { left: 40, right: 16, top: 32, bottom: 48 },
     xAxis: { type: "category", data: units.map((r) => r.name), axisLabel: { interval: 0, rotate: units.length > 6 ? 30 : 0 } },
     yAxis: { type: "value", minInterval: 1 },
@@ -137,12 +139,12 @@ function renderCharts(rep) {
   const h = rep.heat;
   const max = h.cells.reduce((m, c) => Math.max(m, c[2]), 1);
   chart("s-chart-heat").setOption({
-    backgroundColor: "transparent", tooltip: { position: "top" },
+    backgroundColor: "transparent", animation: false, tooltip: { position: "top" },
     grid: { left: 120, right: 24, top: 8, bottom: 90 },
     xAxis: { type: "category", data: h.scenarios.map((s) => s[1]), axisLabel: { interval: 0, rotate: 30 }, splitArea: { show: true } },
     yAxis: { type: "category", data: h.units.map((u) => u[1]), splitArea: { show: true } },
     visualMap: { min: 0, max, calculable: true, orient: "horizontal", left: "center", bottom: 0 },
-    series: [{ name: t("discovered"), type: "heatmap", data: h.cells.map((c) => [c[1], c[0], c[2]]), label: { show: true } }],
+    series: [{ name: t("discovered"), type: "heatmap", data: h.cells.map((c) => [c[1], c[0], c[2]]), label: { show: true, color: "#fff", textBorderColor: "#000", textBorderWidth: 2 } }],
   }, true);
   ST.lang = lang;
 }
