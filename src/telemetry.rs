@@ -66,6 +66,8 @@ pub const OUTBOX_DEAD_LETTERS: &str = "gridwatch_outbox_dead_letters";
 /// Delivered and rejected cases deleted after `[cases] retention_days`.
 pub const OUTBOX_PURGED: &str = "gridwatch_outbox_purged_cases_total";
 pub const CAMERA_SAMPLES_FAILED: &str = "gridwatch_camera_samples_failed_total";
+pub const REPORTS_WRITTEN: &str = "gridwatch_reports_written_total";
+pub const REPORTS_FAILED: &str = "gridwatch_reports_failed_total";
 /// 0 closed, 1 open, 2 half-open.
 pub const DISPATCH_BREAKER_STATE: &str = "gridwatch_dispatch_breaker_state";
 pub const DISPATCH_BREAKER_OPENS: &str = "gridwatch_dispatch_breaker_opens_total";
@@ -166,6 +168,14 @@ impl Family {
 
 /// Every family above, described to the recorder once when it is installed ([`prometheus`]).
 pub const FAMILIES: &[Family] = &[
+    Family::counter(
+        REPORTS_WRITTEN,
+        "Scheduled report files written ([reports] dir).",
+    ),
+    Family::counter(
+        REPORTS_FAILED,
+        "Scheduled report runs that failed (retried a minute later).",
+    ),
     Family::counter(
         CAMERA_SAMPLES_FAILED,
         "Times the supervisor could not store the cameras' health samples (reports' uptime, stalls, reconnects).",
@@ -650,6 +660,14 @@ pub fn outbox_state(
     metrics::gauge!(OUTBOX_DEAD_LETTERS, "target" => target.to_owned()).set(dead_letters as f64);
     metrics::gauge!(OUTBOX_OLDEST_PENDING_AGE_SECONDS, "target" => target.to_owned())
         .set(oldest_pending_age_seconds);
+}
+
+pub fn report_written() {
+    counter!(REPORTS_WRITTEN).increment(1);
+}
+
+pub fn report_failed() {
+    counter!(REPORTS_FAILED).increment(1);
 }
 
 pub fn camera_samples_failed() {

@@ -159,7 +159,10 @@ impl super::outbox::Outbox {
     }
 
     /// Deletes camera samples taken before `before_ms` (the retention); returns how many.
-    pub fn purge_camera_samples(&mut self, before_ms: i64) -> Result<usize, super::outbox::OutboxError> {
+    pub fn purge_camera_samples(
+        &mut self,
+        before_ms: i64,
+    ) -> Result<usize, super::outbox::OutboxError> {
         Ok(self.conn.execute(
             "DELETE FROM camera_samples WHERE at_ms < ?1",
             params![before_ms],

@@ -91,6 +91,8 @@ struct ConfigFile {
     #[serde(default)]
     live: crate::live::settings::LiveSettings,
     #[serde(default)]
+    reports: crate::stats::settings::ReportSettings,
+    #[serde(default)]
     cluster: Option<ClusterSettings>,
 }
 
@@ -117,6 +119,8 @@ pub struct Config {
     pub review: Option<ReviewSettings>,
     /// The wall's live video and full-resolution evidence.
     pub live: crate::live::settings::LiveSettings,
+    /// Reports `run` writes on a schedule (`[reports] dir`; absent: none).
+    pub reports: crate::stats::settings::ReportSettings,
     /// Several nodes sharing this configuration, camera groups owned through etcd; absent:
     /// one node analyses every camera.
     pub cluster: Option<ClusterSettings>,
@@ -156,6 +160,7 @@ impl ConfigFile {
             telemetry: self.telemetry,
             review: self.review,
             live: self.live,
+            reports: self.reports,
             cluster: self.cluster,
             source_name: source_name.to_owned(),
             catalog: Arc::default(),
@@ -535,7 +540,7 @@ impl Config {
             );
         }
         // Each stage checks its own section; the configuration only names where.
-        let sections: [(&str, Vec<(String, String)>); 9] = [
+        let sections: [(&str, Vec<(String, String)>); 10] = [
             ("inference", self.inference.validate()),
             ("ingest", self.ingest.validate()),
             ("gate", self.gate.validate()),
@@ -544,6 +549,7 @@ impl Config {
             ("dispatch", self.dispatch.validate()),
             ("telemetry", self.telemetry.validate()),
             ("live", self.live.validate()),
+            ("reports", self.reports.validate()),
             (
                 "scenarios.crowd_gathering",
                 owned(self.scenarios.crowd_gathering.validate()),

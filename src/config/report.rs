@@ -21,6 +21,19 @@ impl Config {
         self.report_int8(&mut out);
         self.report_fire_baseline(&mut out);
         self.report_platform_loop(&mut out);
+        if let Some(dir) = &self.reports.dir {
+            out.push(format!(
+                "note: reports ({}) of the previous day{} are written to {} after {} local time",
+                self.reports.formats.join(", "),
+                if self.reports.weekly {
+                    " and, on Mondays, of the previous week"
+                } else {
+                    ""
+                },
+                self.resolve(dir).display(),
+                self.reports.daily_at
+            ));
+        }
         if let Some(cluster) = &self.cluster {
             out.push(format!(
                 "note: cluster mode: the {} camera groups are divided among the nodes through etcd at {} (lease {} s; a lost node's groups move after it); each node needs its own --node-id",

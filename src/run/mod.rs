@@ -176,7 +176,9 @@ pub fn run(config: Config, options: RunOptions, stop: StopHandle) -> Result<RunS
         return Err(e);
     }
     io.print_welcome(&config);
+    let reporter = Reporter::start(&config, &outbox);
     pipeline.supervise(&config, &options, &io);
+    drop(reporter);
     // Whatever ended the run, every stage ends in order and the outbox drains.
     let stages = pipeline.shutdown(&io);
     let receiver_url = io.receiver_url.clone();
@@ -339,4 +341,74 @@ pub fn detectors(
         .into_iter()
         .map(|(card, t)| Ok(infer::Detector::new(env, card, intra_op_threads, t)?))
         .collect()
+}
+
+/// The `[reports]` writer: a thread that looks every [`REPORT_CHECK_INTERVAL`] for a report due
+/// and not yet in the folder (`stats::schedule`). Ends, and is joined, when dropped. Reports
+/// follow the configuration the run started with.
+struct Reporter {
+    done: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often the reporter looks for a due report.
+pub const REPORT_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Reporter {
+    fn start(config: &Arc<Config>, outbox: &std::path::Path) -> Option<Reporter> {
+        let dir = config.resolve(config.reports.dir.as_ref()?);
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (config, outbox, flag) = (config.clone(), outbox.to_path_buf(), done.clone());
+        let thread = std::thread::Builder::new()
+            .name("reports".into())
+            .spawn(move || report_loop(&config, &dir, &outbox, &flag))
+            .map_err(|e| tracing::error!(error = %e, "reports: cannot start the writer; no scheduled reports"))
+            .ok()?;
+        Some(Reporter {
+            done,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn report_loop(
+    config: &Config,
+    dir: &std::path::Path,
+    outbox: &std::path::Path,
+    done: &std::sync::atomic::AtomicBool,
+) {
+    let mut next = std::time::Instant::now();
+    // The first look happens even when the run ends at once: due reports are written at start.
+    loop {
+        if std::time::Instant::now() >= next {
+            next += REPORT_CHECK_INTERVAL;
+            let now = time::OffsetDateTime::now_utc();
+            let ctx = crate::stats::Context::new(&config.area, &config.cases.deadlines, now);
+            match crate::stats::schedule::write_due(&config.reports, dir, outbox, &ctx, now) {
+                Ok(written) => {
+                    for path in written {
+                        crate::telemetry::report_written();
+                        tracing::info!(path = %path.display(), "reports: written");
+                    }
+                }
+                Err(e) => {
+                    crate::telemetry::report_failed();
+                    tracing::warn!(error = %e, "reports: a scheduled report could not be written; retried in a minute");
+                }
+            }
+        }
+        if done.load(Ordering::SeqCst) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }

@@ -8,6 +8,8 @@
 //! report as XLSX, printable HTML, CSV or JSON; the console and `gridwatch report` share it.
 
 pub mod render;
+pub mod schedule;
+pub mod settings;
 
 use std::path::Path;
 
@@ -150,7 +152,11 @@ impl Context {
             phases,
             limits_ms: HandlingLevel::ALL.map(|l| deadlines.limit_ms(l)),
             now_ms: unix_ms(now),
-            camera_names: area.cameras.iter().map(|c| (c.id.clone(), c.name.clone())).collect(),
+            camera_names: area
+                .cameras
+                .iter()
+                .map(|c| (c.id.clone(), c.name.clone()))
+                .collect(),
         }
     }
 
@@ -371,7 +377,11 @@ pub fn compute(conn: &Connection, query: &Query, ctx: &Context) -> Result<Report
 
 /// Uptime, stalls and reconnects per camera in the period. The counters run from the node's
 /// start: a rise between samples is counted, a drop (a restart) counts the new value.
-fn camera_health(conn: &Connection, query: &Query, ctx: &Context) -> Result<Vec<CameraHealth>, StatsError> {
+fn camera_health(
+    conn: &Connection,
+    query: &Query,
+    ctx: &Context,
+) -> Result<Vec<CameraHealth>, StatsError> {
     let mut stmt = conn.prepare(
         "SELECT camera,
             SUM(state NOT IN ('inactive', 'ended', 'stopped', 'standby')),

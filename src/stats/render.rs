@@ -541,7 +541,10 @@ fn rows_table(h: &mut String, rows: &[Row], lang: Lang) {
 }
 
 fn camera_table(h: &mut String, report: &Report, lang: Lang) {
-    h.push_str(&format!("<h2>{}</h2><table><tr>", text(lang, "摄像头在线", "camera health")));
+    h.push_str(&format!(
+        "<h2>{}</h2><table><tr>",
+        text(lang, "摄像头在线", "camera health")
+    ));
     for (zh, en) in CAMERA_COLUMNS {
         h.push_str(&format!("<th>{}</th>", text(lang, zh, en)));
     }

@@ -93,6 +93,9 @@ outbox = "outbox.sqlite"
 [dispatch]
 url = "{base}{CASES_PATH}"
 bearer_token = "s3cret"
+[reports]
+dir = "reports"
+formats = ["json"]
 "#,
         clip = repo("sample-streams/vtest.mp4").display(),
         card = repo("models/nanodet-g-416-coco.toml").display(),
@@ -102,8 +105,10 @@ bearer_token = "s3cret"
         score = gt.score_threshold,
     );
     let config = Config::from_text(&text, "e2e.toml", &dir.0).unwrap_or_else(|e| panic!("{e}"));
+    let started = time::OffsetDateTime::now_utc();
     let summary =
-        gridwatch::run::run(config, RunOptions::default(), StopHandle::default()).unwrap();
+        gridwatch::run::run(config.clone(), RunOptions::default(), StopHandle::default()).unwrap();
+    run_left_statistics(&config, started, summary.cases_stored);
 
     // What the receiver stored, over HTTP.
     let client = reqwest::Client::new();
@@ -193,4 +198,60 @@ bearer_token = "s3cret"
 
     let _ = stop_tx.send(());
     runtime.block_on(server).unwrap().unwrap();
+}
+
+/// What the run left for statistics: every case's facts read from its real JSON (unit,
+/// scenario, camera), the camera's health sampled, and the due reports written at start.
+fn run_left_statistics(config: &Config, started: time::OffsetDateTime, stored: u64) {
+    use gridwatch::stats::{self, Context, Dimension, Lang, Query};
+    let outbox = config.resolve(&config.cases.outbox);
+    let now = time::OffsetDateTime::now_utc();
+    let ctx = Context::new(&config.area, &config.cases.deadlines, now);
+    let query = Query {
+        from_ms: stats::unix_ms(started) - 1_000,
+        to_ms: stats::unix_ms(now) + 1_000,
+        group_by: vec![Dimension::Unit, Dimension::Scenario, Dimension::Camera],
+        lang: Lang::Zh,
+    };
+    let conn = stats::open(&outbox).unwrap();
+    let report = stats::compute(&conn, &query, &ctx).unwrap();
+    assert_eq!(report.total.discovered, stored);
+    assert_eq!(report.total.dispatched, stored, "every case was delivered");
+    let rows = |d: usize| -> Vec<(String, String, u64)> {
+        report.breakdowns[d]
+            .rows
+            .iter()
+            .map(|r| (r.key.clone(), r.name.clone(), r.figures.discovered))
+            .collect()
+    };
+    assert_eq!(
+        rows(0),
+        vec![("cbd".to_owned(), "商业商务区".to_owned(), stored)]
+    );
+    assert_eq!(
+        rows(1)
+            .iter()
+            .map(|r| (r.0.as_str(), r.2))
+            .collect::<Vec<_>>(),
+        vec![("crowd_gathering", stored)]
+    );
+    assert_eq!(
+        rows(2)
+            .iter()
+            .map(|r| (r.0.as_str(), r.2))
+            .collect::<Vec<_>>(),
+        vec![("vtest", stored)]
+    );
+    assert_eq!(report.cameras.len(), 1, "the camera's health was sampled");
+    let reports: Vec<String> =
+        std::fs::read_dir(config.resolve(config.reports.dir.as_ref().unwrap()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+    assert!(
+        reports
+            .iter()
+            .any(|f| f.starts_with("gridwatch-daily-") && f.ends_with(".json")),
+        "{reports:?}"
+    );
 }

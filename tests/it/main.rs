@@ -34,6 +34,7 @@ mod scenarios_accuracy;
 mod scenarios_catalog;
 mod scenarios_custom;
 mod stats_browser;
+mod stats_schedule;
 mod storage;
 mod supervisor;
 mod support;

@@ -30,7 +30,7 @@ const PASSWORD: &str = "stats-pass-1";
 const CASES: usize = 160;
 const DAYS: u32 = 6;
 
-fn config_text(port: u16) -> String {
+pub(crate) fn config_text(port: u16) -> String {
     let mut text = String::from("[centre]\nname = \"统计测试中心\"\nutc_offset = \"+08:00\"\n");
     for (unit, name) in [("cbd", "商业商务区"), ("hemu", "和睦"), ("beisong", "北崧")] {
         text += &format!(
@@ -62,7 +62,8 @@ async fn text_of(client: &Client, css: &str) -> String {
 
 /// Coloured (non-transparent) pixels of the chart's canvas: drawn, not an empty box.
 async fn drawn_pixels(client: &Client, chart: &str) -> u64 {
-    let script = "const c = document.querySelector(arguments[0] + ' canvas'); if (!c || !c.width) return 0;
+    let script =
+        "const c = document.querySelector(arguments[0] + ' canvas'); if (!c || !c.width) return 0;
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
         for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;";
     client
@@ -77,13 +78,16 @@ async fn drawn_pixels(client: &Client, chart: &str) -> u64 {
 fn the_statistics_page_shows_the_generated_history_with_its_charts() {
     let (Some(chromedriver), true) = (find_program("chromedriver"), Path::new(CHROMIUM).is_file())
     else {
-        panic!("the browser test needs Debian's chromium ({CHROMIUM}) and chromedriver: run ./scripts/setup");
+        panic!(
+            "the browser test needs Debian's chromium ({CHROMIUM}) and chromedriver: run ./scripts/setup"
+        );
     };
     let _exclusive = crate::support::exclusive();
     let dir = TempDir::new("stats-browser");
     let port = free_port();
     let config = Arc::new(
-        Config::from_text(&config_text(port), "stats.toml", &dir.0).unwrap_or_else(|e| panic!("{e}")),
+        Config::from_text(&config_text(port), "stats.toml", &dir.0)
+            .unwrap_or_else(|e| panic!("{e}")),
     );
     let outbox_path = config.resolve(&config.cases.outbox);
 
@@ -92,18 +96,42 @@ fn the_statistics_page_shows_the_generated_history_with_its_charts() {
     let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
     let spec = HistorySpec::from_config(&config, CASES, DAYS, 7, now_ms);
     let cases = history::generate(&outbox_path, &spec).unwrap();
-    let rejected = cases.iter().filter(|c| c.review == Review::Rejected).count();
+    let rejected = cases
+        .iter()
+        .filter(|c| c.review == Review::Rejected)
+        .count();
     let dispatched = cases.iter().filter(|c| c.delivered_ms.is_some()).count();
     let per_unit = |unit: &str| cases.iter().filter(|c| c.unit == unit).count();
     assert!(per_unit("cbd") > 0 && per_unit("hemu") > 0 && per_unit("beisong") > 0);
 
     // One camera's health: 10 samples a minute apart, 7 streaming, 2 stalls, a restart.
     let mut outbox = Outbox::open(&outbox_path).unwrap();
-    let states = ["streaming", "streaming", "stalled", "streaming", "backoff", "streaming", "streaming", "connecting", "streaming", "streaming"];
-    let (stalls, reconnects) = ([0, 0, 1, 1, 1, 2, 2, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1, 0, 1, 1]);
+    let states = [
+        "streaming",
+        "streaming",
+        "stalled",
+        "streaming",
+        "backoff",
+        "streaming",
+        "streaming",
+        "connecting",
+        "streaming",
+        "streaming",
+    ];
+    let (stalls, reconnects) = (
+        [0, 0, 1, 1, 1, 2, 2, 0, 0, 0],
+        [0, 0, 0, 0, 1, 1, 1, 0, 1, 1],
+    );
     for i in 0..10 {
-        let sample = CameraSample { camera: "hemu-cam", state: states[i], reconnects: reconnects[i], stalls: stalls[i] };
-        outbox.record_camera_samples(now_ms - 3_600_000 + i as i64 * 60_000, &[sample]).unwrap();
+        let sample = CameraSample {
+            camera: "hemu-cam",
+            state: states[i],
+            reconnects: reconnects[i],
+            stalls: stalls[i],
+        };
+        outbox
+            .record_camera_samples(now_ms - 3_600_000 + i as i64 * 60_000, &[sample])
+            .unwrap();
     }
     drop(outbox);
 
@@ -131,9 +159,8 @@ fn the_statistics_page_shows_the_generated_history_with_its_charts() {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
         .unwrap();
-    let server = runtime.spawn(async move {
-        axum::serve(listener, gridwatch::review::router(state)).await
-    });
+    let server =
+        runtime.spawn(async move { axum::serve(listener, gridwatch::review::router(state)).await });
 
     let driver_port = free_port();
     let _driver = Driver(
@@ -144,8 +171,12 @@ fn the_statistics_page_shows_the_generated_history_with_its_charts() {
             .spawn()
             .expect("chromedriver starts"),
     );
-    let from = (now.to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap()) - time::Duration::days(i64::from(DAYS) + 1)).date();
-    let to = now.to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap()).date();
+    let from = (now.to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap())
+        - time::Duration::days(i64::from(DAYS) + 1))
+    .date();
+    let to = now
+        .to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap())
+        .date();
     runtime.block_on(async {
         wait_for("chromedriver to listen", Duration::from_secs(30), || async {
             TcpStream::connect(("127.0.0.1", driver_port)).is_ok().then_some(())
