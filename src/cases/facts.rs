@@ -86,19 +86,20 @@ pub(super) fn record(tx: &Connection, id: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Before the purge deletes case `id`: what happened to it, into its facts row.
+/// Before the purge deletes case `id`: what happened to it, into its facts row. (`+state`:
+/// by the case's own rows, not a scan of the state index.)
 pub(super) fn freeze(tx: &Connection, id: &str, now_ms: i64) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "UPDATE case_facts SET
             purged_at_ms = ?2,
             review = (SELECT decision FROM review_decisions WHERE case_id = ?1),
             dispatched_ms = (SELECT MIN(delivered_at_ms) FROM deliveries
-                             WHERE case_id = ?1 AND state = 'delivered'),
+                             WHERE case_id = ?1 AND +state = 'delivered'),
             clock_level = (SELECT level FROM case_clocks WHERE case_id = ?1),
             clock_start_ms = (SELECT start_ms FROM case_clocks WHERE case_id = ?1),
             handled_ms = (SELECT handled_at_ms FROM case_clocks WHERE case_id = ?1),
             self_resolved_ms = (SELECT self_resolved_at_ms FROM case_clocks WHERE case_id = ?1),
-            reopened = EXISTS (SELECT 1 FROM verifications WHERE case_id = ?1 AND state = 'failed')
+            reopened = EXISTS (SELECT 1 FROM verifications WHERE case_id = ?1 AND +state = 'failed')
          WHERE case_id = ?1",
     )?
     .execute(params![id, now_ms])?;

@@ -105,20 +105,22 @@ impl Dimension {
 }
 
 /// Parses `unit,department` into dimensions, naming the one it does not know.
+/// A dimension named twice counts once.
 pub fn parse_dimensions(list: &str) -> Result<Vec<Dimension>, StatsError> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            Dimension::parse(s).ok_or_else(|| {
-                let known: Vec<_> = Dimension::ALL.iter().map(|d| d.as_str()).collect();
-                StatsError::Invalid(format!(
-                    "unknown group-by `{s}`; expected one of {}",
-                    known.join(", ")
-                ))
-            })
-        })
-        .collect()
+    let mut out: Vec<Dimension> = Vec::new();
+    for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let d = Dimension::parse(s).ok_or_else(|| {
+            let known: Vec<_> = Dimension::ALL.iter().map(|d| d.as_str()).collect();
+            StatsError::Invalid(format!(
+                "unknown group-by `{s}`; expected one of {}",
+                known.join(", ")
+            ))
+        })?;
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    Ok(out)
 }
 
 /// What the figures need to know of the area and the rules.
@@ -432,7 +434,7 @@ pub fn case_lines(
                 COALESCE((SELECT p.name FROM temp.stats_phases p WHERE p.id = phase), phase),
                 review, manual, dispatch_s, handle_s,
                 on_time, overdue, self_resolved IS NOT NULL, reopened
-         FROM temp.stats_base WHERE {column} = ?1 ORDER BY detected_ms, case_id LIMIT ?2"
+         FROM temp.stats_base WHERE {column} = ?1 ORDER BY rowid LIMIT ?2"
     );
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(params![key, limit.min(MAX_CASE_LINES) as i64], |r| {
@@ -461,7 +463,9 @@ pub fn case_lines(
 }
 
 /// `temp.stats_base`: one row per case detected in the period, with what became of it. A purged
-/// case's outcome comes from its frozen facts, a stored one's from its own rows.
+/// case's outcome comes from its frozen facts, a stored one's from its own rows. The unary `+`
+/// on the state columns keeps SQLite on the case's own rows (primary key) rather than the
+/// state indexes, which would scan every delivered case for each case.
 fn load_period(conn: &Connection, query: &Query, ctx: &Context) -> Result<(), StatsError> {
     conn.execute_batch(
         "DROP TABLE IF EXISTS temp.stats_base; DROP TABLE IF EXISTS temp.stats_phases;
@@ -473,38 +477,52 @@ fn load_period(conn: &Connection, query: &Query, ctx: &Context) -> Result<(), St
             insert.execute(params![id, name, from_ms])?;
         }
     }
+    let mut values: Vec<rusqlite::types::Value> = vec![
+        query.from_ms.into(),
+        query.to_ms.into(),
+        ctx.offset_s().into(),
+        ctx.limits_ms[0].into(),
+        ctx.limits_ms[1].into(),
+        ctx.limits_ms[2].into(),
+        ctx.now_ms.into(),
+        DAY_SHIFT_START_S.into(),
+        NIGHT_SHIFT_START_S.into(),
+    ];
+    // The phase in force (the latest started) as a CASE over bound values: a lookup per case
+    // would cost a sort per case.
+    let mut phase = String::from("CASE");
+    for (id, _, from_ms) in ctx.phases.iter().rev() {
+        values.push((*from_ms).into());
+        values.push(id.clone().into());
+        phase += &format!(
+            " WHEN detected_ms >= ?{} THEN ?{}",
+            values.len() - 1,
+            values.len()
+        );
+    }
+    phase += " ELSE '' END";
     conn.execute(
-        BASE_SQL,
-        params![
-            query.from_ms,
-            query.to_ms,
-            ctx.offset_s(),
-            ctx.limits_ms[0],
-            ctx.limits_ms[1],
-            ctx.limits_ms[2],
-            ctx.now_ms,
-            DAY_SHIFT_START_S,
-            NIGHT_SHIFT_START_S,
-        ],
+        &BASE_SQL.replace("{phase}", &phase),
+        rusqlite::params_from_iter(values),
     )?;
     Ok(())
 }
 
 const BASE_SQL: &str = "
 CREATE TEMP TABLE stats_base AS
-WITH live AS (
+WITH live AS MATERIALIZED (
     SELECT f.*,
         COALESCE(f.review, d.decision,
                  CASE WHEN o.state = 'awaiting_review' THEN 'awaiting_review' END,
                  'unattended') AS review_state,
         COALESCE(f.dispatched_ms, (SELECT MIN(x.delivered_at_ms) FROM deliveries x
-                                   WHERE x.case_id = f.case_id AND x.state = 'delivered')) AS sent_ms,
+                                   WHERE x.case_id = f.case_id AND +x.state = 'delivered')) AS sent_ms,
         COALESCE(f.clock_level, c.level, f.level) AS lvl,
         COALESCE(f.clock_start_ms, c.start_ms) AS start_ms,
         COALESCE(f.handled_ms, c.handled_at_ms) AS done_ms,
         COALESCE(f.self_resolved_ms, c.self_resolved_at_ms) AS self_resolved,
         COALESCE(f.reopened, EXISTS (SELECT 1 FROM verifications v
-                                     WHERE v.case_id = f.case_id AND v.state = 'failed')) AS reopened_now,
+                                     WHERE v.case_id = f.case_id AND +v.state = 'failed')) AS reopened_now,
         (f.detected_ms / 1000 + ?3) AS local_s
     FROM case_facts f
     LEFT JOIN outbox o ON o.case_id = f.case_id
@@ -523,8 +541,7 @@ SELECT case_id, detected_ms, unit, unit_name, grp, grp_name, department, scenari
     strftime('%Y-%m-%d', local_s, 'unixepoch') AS day,
     CASE WHEN (local_s % 86400 + 86400) % 86400 >= ?8 AND (local_s % 86400 + 86400) % 86400 < ?9
          THEN 'day' ELSE 'night' END AS shift,
-    COALESCE((SELECT p.id FROM temp.stats_phases p WHERE p.from_ms <= detected_ms
-              ORDER BY p.from_ms DESC LIMIT 1), '') AS phase,
+    {phase} AS phase,
     (sent_ms - detected_ms) / 1000.0 AS dispatch_s,
     CASE WHEN done_ms IS NOT NULL AND start_ms IS NOT NULL THEN (done_ms - start_ms) / 1000.0 END AS handle_s,
     done_ms IS NOT NULL AS handled,
@@ -536,6 +553,7 @@ SELECT case_id, detected_ms, unit, unit_name, grp, grp_name, department, scenari
     self_resolved,
     reopened_now AS reopened
 FROM timed
+ORDER BY detected_ms
 ";
 
 /// Figures per value of `dimension` (one row for the whole period with `None`), ordered by
@@ -548,21 +566,14 @@ fn figures_by(conn: &Connection, dimension: Option<Dimension>) -> Result<Vec<Row
         "discovered DESC, k"
     };
     let sql = format!(
-        "WITH counts AS (
-            SELECT {key} AS k, MIN({name}) AS n, COUNT(*) AS discovered, SUM(manual),
-                SUM(review = 'unattended'), SUM(review IN ('confirmed', 'rejected')),
-                SUM(review = 'awaiting_review'), SUM(review = 'rejected'), SUM(dispatched),
-                SUM(handled), SUM(on_time), SUM(overdue), SUM(self_resolved IS NOT NULL),
-                SUM(reopened)
-            FROM temp.stats_base GROUP BY k),
-         dispatch AS ({dispatch}),
-         handle AS ({handle})
-         SELECT counts.*, dispatch.p50, dispatch.p90, handle.p50, handle.p90 FROM counts
-         LEFT JOIN dispatch ON dispatch.k = counts.k LEFT JOIN handle ON handle.k = counts.k
-         ORDER BY {order}",
-        dispatch = percentiles(key, "dispatch_s"),
-        handle = percentiles(key, "handle_s"),
+        "SELECT {key} AS k, MIN({name}) AS n, COUNT(*) AS discovered, SUM(manual),
+            SUM(review = 'unattended'), SUM(review IN ('confirmed', 'rejected')),
+            SUM(review = 'awaiting_review'), SUM(review = 'rejected'), SUM(dispatched),
+            SUM(handled), SUM(on_time), SUM(overdue), SUM(self_resolved IS NOT NULL),
+            SUM(reopened)
+         FROM temp.stats_base GROUP BY k ORDER BY {order}"
     );
+    let mut durations = durations_by(conn, key)?;
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map([], |r| {
         let n = |i: usize| -> rusqlite::Result<u64> {
@@ -581,10 +592,6 @@ fn figures_by(conn: &Connection, dimension: Option<Dimension>) -> Result<Vec<Row
             overdue: n(11)?,
             self_resolved: n(12)?,
             reopened: n(13)?,
-            dispatch_median_s: r.get(14)?,
-            dispatch_p90_s: r.get(15)?,
-            handle_median_s: r.get(16)?,
-            handle_p90_s: r.get(17)?,
             ..Figures::default()
         };
         f.false_case_rate = ratio(f.rejected, f.reviewed);
@@ -595,21 +602,56 @@ fn figures_by(conn: &Connection, dimension: Option<Dimension>) -> Result<Vec<Row
             figures: f,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut rows: Vec<Row> = rows.collect::<Result<_, _>>()?;
+    for row in &mut rows {
+        if let Some((dispatch, handle)) = durations.get_mut(&row.key) {
+            let f = &mut row.figures;
+            (f.dispatch_median_s, f.dispatch_p90_s) =
+                (nearest_rank(dispatch, 50), nearest_rank(dispatch, 90));
+            (f.handle_median_s, f.handle_p90_s) =
+                (nearest_rank(handle, 50), nearest_rank(handle, 90));
+        }
+    }
+    Ok(rows)
 }
 
-/// Nearest-rank median and 90th percentile of `value` per `key`: the smallest value whose
-/// rank reaches p % of the group's count.
-fn percentiles(key: &str, value: &str) -> String {
-    format!(
-        "SELECT k, MIN(CASE WHEN rn * 100 >= 50 * n THEN v END) AS p50,
-                MIN(CASE WHEN rn * 100 >= 90 * n THEN v END) AS p90
-         FROM (SELECT {key} AS k, {value} AS v,
-                      ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {value}) AS rn,
-                      COUNT(*) OVER (PARTITION BY {key}) AS n
-               FROM temp.stats_base WHERE {value} IS NOT NULL)
-         GROUP BY k"
-    )
+/// Times to dispatch and to handle per value of `key`, as SQL selects them. Their percentiles
+/// are taken here: SQLite's window functions sorted the period twice per grouping (about 8 s
+/// per grouping over a million cases, against well under one here; BENCHMARKS.md).
+fn durations_by(
+    conn: &Connection,
+    key: &str,
+) -> Result<std::collections::HashMap<String, (Vec<f64>, Vec<f64>)>, StatsError> {
+    let mut out: std::collections::HashMap<String, (Vec<f64>, Vec<f64>)> = Default::default();
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {key}, dispatch_s, handle_s FROM temp.stats_base
+         WHERE dispatch_s IS NOT NULL OR handle_s IS NOT NULL"
+    ))?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let k = r.get::<_, Option<String>>(0)?.unwrap_or_default();
+        let entry = match out.get_mut(&k) {
+            Some(e) => e,
+            None => out.entry(k).or_default(),
+        };
+        if let Some(v) = r.get::<_, Option<f64>>(1)? {
+            entry.0.push(v);
+        }
+        if let Some(v) = r.get::<_, Option<f64>>(2)? {
+            entry.1.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// The nearest-rank percentile: the smallest value whose rank reaches `p` % of the count.
+pub fn nearest_rank(values: &mut [f64], p: usize) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let rank = (p * values.len()).div_ceil(100).max(1);
+    let (_, v, _) = values.select_nth_unstable_by(rank - 1, f64::total_cmp);
+    Some(*v)
 }
 
 fn ratio(part: u64, whole: u64) -> Option<f64> {

@@ -211,7 +211,14 @@ pub fn xlsx(report: &Report, cases: &[CaseLine], lang: Lang) -> Result<Vec<u8>, 
     let mut book = Workbook::new();
     let bold = Format::new().set_bold();
     let percent = Format::new().set_num_format("0.0%");
-    summary_sheet(book.add_worksheet(), report, lang, &bold, &percent)?;
+    summary_sheet(
+        book.add_worksheet(),
+        report,
+        cases.len(),
+        lang,
+        &bold,
+        &percent,
+    )?;
     for b in &report.breakdowns {
         let sheet = book.add_worksheet();
         sheet.set_name(dimension_label(b.dimension, lang))?;
@@ -246,6 +253,7 @@ fn write_value(
 fn summary_sheet(
     sheet: &mut Worksheet,
     report: &Report,
+    listed: usize,
     lang: Lang,
     bold: &Format,
     pct: &Format,
@@ -261,6 +269,10 @@ fn summary_sheet(
         sheet.write_string(r, 0, col.label(lang))?;
         write_value(sheet, r, 1, (col.value)(&report.total), pct)?;
     }
+    // The case list holds every case unless there are more than a sheet can take.
+    let r = 5 + COLUMNS.len() as u32;
+    sheet.write_string(r, 0, text(lang, "案件清单条数", "cases listed"))?;
+    sheet.write_number(r, 1, listed as f64)?;
     sheet.set_column_width(0, 28)?;
     sheet.set_column_width(1, 34)?;
     Ok(())
