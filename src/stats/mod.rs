@@ -615,14 +615,17 @@ fn figures_by(conn: &Connection, dimension: Option<Dimension>) -> Result<Vec<Row
     Ok(rows)
 }
 
+/// A group's times to dispatch and to handle, in seconds.
+type Durations = (Vec<f64>, Vec<f64>);
+
 /// Times to dispatch and to handle per value of `key`, as SQL selects them. Their percentiles
 /// are taken here: SQLite's window functions sorted the period twice per grouping (about 8 s
 /// per grouping over a million cases, against well under one here; BENCHMARKS.md).
 fn durations_by(
     conn: &Connection,
     key: &str,
-) -> Result<std::collections::HashMap<String, (Vec<f64>, Vec<f64>)>, StatsError> {
-    let mut out: std::collections::HashMap<String, (Vec<f64>, Vec<f64>)> = Default::default();
+) -> Result<std::collections::HashMap<String, Durations>, StatsError> {
+    let mut out: std::collections::HashMap<String, Durations> = Default::default();
     let mut stmt = conn.prepare(&format!(
         "SELECT {key}, dispatch_s, handle_s FROM temp.stats_base
          WHERE dispatch_s IS NOT NULL OR handle_s IS NOT NULL"

@@ -15,14 +15,21 @@ pub const HTML_CASE_LINES: usize = 2000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
+    /// Boxed: `XlsxError` is large, and every error that carries this one would grow with it.
     #[error("report: XLSX: {0}")]
-    Xlsx(#[from] XlsxError),
+    Xlsx(Box<XlsxError>),
     #[error("report: CSV: {0}")]
     Csv(#[from] csv::Error),
     #[error("report: {0}")]
     Io(#[from] std::io::Error),
     #[error("report: JSON: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+impl From<XlsxError> for RenderError {
+    fn from(e: XlsxError) -> Self {
+        RenderError::Xlsx(Box::new(e))
+    }
 }
 
 /// A figure's value as a report writes it.
