@@ -490,6 +490,7 @@ fn load_period(conn: &Connection, query: &Query, ctx: &Context) -> Result<(), St
     ];
     // The phase in force (the latest started) as a CASE over bound values: a lookup per case
     // would cost a sort per case.
+    // (No phases configured: no CASE, which needs a WHEN.)
     let mut phase = String::from("CASE");
     for (id, _, from_ms) in ctx.phases.iter().rev() {
         values.push((*from_ms).into());
@@ -500,7 +501,11 @@ fn load_period(conn: &Connection, query: &Query, ctx: &Context) -> Result<(), St
             values.len()
         );
     }
-    phase += " ELSE '' END";
+    phase = if ctx.phases.is_empty() {
+        "''".to_owned()
+    } else {
+        phase + " ELSE '' END"
+    };
     conn.execute(
         &BASE_SQL.replace("{phase}", &phase),
         rusqlite::params_from_iter(values),
