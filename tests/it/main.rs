@@ -33,6 +33,7 @@ mod routing;
 mod scenarios_accuracy;
 mod scenarios_catalog;
 mod scenarios_custom;
+mod stats;
 mod stats_browser;
 mod stats_schedule;
 mod storage;

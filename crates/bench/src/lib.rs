@@ -4,6 +4,7 @@
 pub mod accuracy;
 pub mod baseline;
 pub mod decode;
+pub mod history;
 pub mod html;
 pub mod live;
 pub mod model;

@@ -88,6 +88,25 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         repeats: usize,
     },
+    /// A stored case history with known outcomes, to time the statistics on: N cases over the
+    /// last D days in the key area of the embedded configuration (its units, camera groups,
+    /// cameras and catalog), both shifts, every fate (reviewed or not, rejected, dispatched,
+    /// handled on time or late, self-resolved, reopened); then one report over all of it.
+    History {
+        #[arg(long, default_value_t = 10_000)]
+        cases: usize,
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// The outbox file to make (it must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Cases written through the outbox's functions, each a synced transaction (a few ms);
+        /// the rest are copies of them made in SQL, times shifted back by whole days.
+        #[arg(long, default_value_t = gridwatch_bench::history::DEFAULT_BASE_CASES)]
+        base_cases: usize,
+    },
 }
 
 /// A benchmark's durations: at most a day.
@@ -405,6 +424,13 @@ fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             println!("{json}");
             Ok(ExitCode::SUCCESS)
         }
+        BenchCommand::History {
+            cases,
+            days,
+            out,
+            seed,
+            base_cases,
+        } => history(cases, days, &out, seed, base_cases),
         BenchCommand::Decode {
             clip,
             analysis_fps,
@@ -426,4 +452,89 @@ fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `gridwatch-bench history`: the file, what it holds, and a report over all of it, timed.
+fn history(
+    cases: usize,
+    days: u32,
+    out: &std::path::Path,
+    seed: u64,
+    base_cases: usize,
+) -> anyhow::Result<ExitCode> {
+    use gridwatch::stats::{self, Context as StatsContext, Dimension, Lang, Query};
+    use gridwatch_bench::history::{self as h, Review};
+    anyhow::ensure!(
+        cases > 0 && days > 0,
+        "--cases and --days must be at least 1"
+    );
+    anyhow::ensure!(
+        !out.exists(),
+        "{} exists: a history is written into a new file",
+        out.display()
+    );
+    let config = gridwatch::config::Config::embedded_default()?;
+    let now = time::OffsetDateTime::now_utc();
+    let now_ms = stats::unix_ms(now) / 1000 * 1000;
+    let spec = h::HistorySpec::from_config(&config, cases, days, seed, now_ms);
+    let bulk = h::generate_bulk(out, &spec, base_cases)?;
+    let base = &bulk.base;
+    let count = |f: &dyn Fn(&h::GeneratedCase) -> bool| base.iter().filter(|c| f(c)).count();
+    eprintln!(
+        "{}: {} cases over {} days: {} through the outbox in {:.1} s ({} days), {} copies in SQL in {:.1} s",
+        out.display(),
+        base.len() + bulk.copied,
+        days,
+        base.len(),
+        bulk.base_seconds,
+        bulk.plan.base_days,
+        bulk.copied,
+        bulk.copy_seconds
+    );
+    eprintln!(
+        "base: {} held, {} confirmed, {} rejected, {} awaiting, {} unattended, {} dispatched, {} dead letters, {} handled, {} self-resolved, {} reopened, {} by staff",
+        count(&|c| c.held),
+        count(&|c| c.review == Review::Confirmed),
+        count(&|c| c.review == Review::Rejected),
+        count(&|c| c.review == Review::Awaiting),
+        count(&|c| c.review == Review::Unattended),
+        count(&|c| c.delivered_ms.is_some()),
+        count(&|c| c.dead_lettered),
+        count(&|c| c.handled_ms.is_some()),
+        count(&|c| c.self_resolved_ms.is_some()),
+        count(&|c| c.reopened),
+        count(&|c| c.reported_by_staff),
+    );
+    // One report over everything, as `gridwatch report` makes it.
+    let ctx = StatsContext::new(&config.area, &config.cases.deadlines, now);
+    let query = Query {
+        from_ms: 0,
+        to_ms: now_ms + 1,
+        group_by: Dimension::ALL.to_vec(),
+        lang: Lang::Zh,
+    };
+    let started = std::time::Instant::now();
+    let conn = stats::open(out)?;
+    let (report, lines) = stats::report_with_cases(&conn, &query, &ctx)?;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "report over all of it (every breakdown and {} case lines) in {seconds:.2} s",
+        lines.len()
+    );
+    let summary = serde_json::json!({
+        "file": out.display().to_string(),
+        "bytes": std::fs::metadata(out)?.len(),
+        "cases": base.len() + bulk.copied,
+        "days": days,
+        "seed": seed,
+        "base_cases": base.len(),
+        "base_days": bulk.plan.base_days,
+        "copied": bulk.copied,
+        "base_seconds": bulk.base_seconds,
+        "copy_seconds": bulk.copy_seconds,
+        "report_seconds": seconds,
+        "figures": report.total,
+    });
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(ExitCode::SUCCESS)
 }
