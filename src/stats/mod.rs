@@ -743,18 +743,22 @@ pub enum PeriodKind {
     Month,
 }
 
-/// `[from, to)` in Unix ms of the `kind` holding local `date`.
+/// `[from, to)` in Unix ms of the `kind` holding local `date`. At the ends of the calendar
+/// (a date from outside, say 9999-12-31) the period is empty rather than a panic: `compute`
+/// then refuses it.
 pub fn period_ms(kind: PeriodKind, date: time::Date, offset: UtcOffset) -> (i64, i64) {
     let start = match kind {
         PeriodKind::Day => date,
-        PeriodKind::Week => {
-            date - time::Duration::days(i64::from(date.weekday().number_days_from_monday()))
-        }
+        PeriodKind::Week => date
+            .checked_sub(time::Duration::days(i64::from(
+                date.weekday().number_days_from_monday(),
+            )))
+            .unwrap_or(date),
         PeriodKind::Month => date.replace_day(1).unwrap_or(date),
     };
     let end = match kind {
         PeriodKind::Day => start.next_day(),
-        PeriodKind::Week => Some(start + time::Duration::days(7)),
+        PeriodKind::Week => start.checked_add(time::Duration::days(7)),
         PeriodKind::Month => {
             let (y, m) = (start.year(), start.month());
             let (y, m) = if m == time::Month::December {
@@ -869,5 +873,52 @@ impl ReportParams {
             group_by: parse_dimensions(self.group_by.as_deref().unwrap_or(DEFAULT_GROUP_BY))?,
             lang,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Context {
+        Context {
+            utc_offset: UtcOffset::from_hms(8, 0, 0).unwrap(),
+            phases: Vec::new(),
+            limits_ms: [600_000, 1_800_000, 3_600_000],
+            now_ms: 0,
+            camera_names: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn periods_at_the_ends_of_the_calendar_are_refused_not_a_panic() {
+        for period in [PeriodKind::Day, PeriodKind::Week, PeriodKind::Month] {
+            let params = ReportParams {
+                period: Some(period),
+                date: Some("9999-12-31".into()),
+                ..ReportParams::default()
+            };
+            let q = params.query(&ctx()).unwrap();
+            assert!(q.to_ms <= q.from_ms, "{period:?}: an empty period");
+        }
+        let custom = ReportParams {
+            from: Some("9999-12-31".into()),
+            to: Some("9999-12-31".into()),
+            ..ReportParams::default()
+        };
+        let q = custom.query(&ctx()).unwrap();
+        assert!(q.to_ms <= q.from_ms);
+    }
+
+    #[test]
+    fn a_week_runs_monday_to_monday_local_time() {
+        let (from, to) = period_ms(
+            PeriodKind::Week,
+            time::macros::date!(2026 - 12 - 02),
+            UtcOffset::from_hms(8, 0, 0).unwrap(),
+        );
+        // Monday 2026-11-30 00:00 +08:00 is 2026-11-29 16:00 UTC.
+        assert_eq!(from, unix_ms(time::macros::datetime!(2026-11-29 16:00 UTC)));
+        assert_eq!(to - from, 7 * 86_400_000);
     }
 }
