@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::actions::{InputSource, MouseActions, PointerAction};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use gridwatch::config::Config;
 use gridwatch::review::auth::Role;
 use gridwatch::review::store::ReviewStore;
@@ -19,7 +19,9 @@ use gridwatch::run::{RunOptions, StopHandle};
 use gridwatch_dispatch_ref::{CASES_PATH, Receiver};
 
 use crate::dispatch_support::free_port;
-use crate::review_browser::{CHROMIUM, Driver, artifacts, find_program, wait_for};
+use crate::review_browser::{
+    CHROMIUM, Driver, artifacts, chromium_session, find_program, wait_for,
+};
 use crate::support::{TempDir, repo};
 
 const TOKEN: &str = "s3cret";
@@ -203,25 +205,13 @@ fn the_wall_plays_rtsp_cameras_live_and_staff_report_what_they_see() {
             .then_some(())
         })
         .await;
-        let profile = dir.path("chromium-profile");
-        let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", "--window-size=1400,1000",
-                    "--autoplay-policy=no-user-gesture-required",
-                    format!("--user-data-dir={}", profile.display()),
-                ]
-            }
-        }))
-        .unwrap();
-        let client = ClientBuilder::native()
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{driver_port}"))
-            .await
-            .expect("a chromium session");
+        let client = chromium_session(
+            driver_port,
+            &dir.path("chromium-profile"),
+            "1400,1000",
+            &["--autoplay-policy=no-user-gesture-required"],
+        )
+        .await;
 
         client.goto(&console).await.unwrap();
         client.find(Locator::Css("#login-name")).await.unwrap().send_keys("patrol").await.unwrap();

@@ -48,6 +48,41 @@ impl Drop for Driver {
     }
 }
 
+/// A headless chromium session through the chromedriver listening on `driver_port`, with its
+/// own profile folder, at `window` ("1400,1000"), with any `extra` switches.
+pub(crate) async fn chromium_session(
+    driver_port: u16,
+    profile: &Path,
+    window: &str,
+    extra: &[&str],
+) -> Client {
+    let mut args: Vec<String> = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.push(format!("--window-size={window}"));
+    args.push(format!("--user-data-dir={}", profile.display()));
+    let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(
+        serde_json::json!({ "goog:chromeOptions": { "binary": CHROMIUM, "args": args } }),
+    )
+    .unwrap();
+    ClientBuilder::native()
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{driver_port}"))
+        .await
+        .expect("a chromium session")
+}
+
 pub(crate) fn artifacts() -> PathBuf {
     let dir = repo("target/test-artifacts");
     std::fs::create_dir_all(&dir).unwrap();
@@ -254,24 +289,8 @@ fn a_reviewer_confirms_and_rejects_flagged_frames_in_a_real_browser() {
             .then_some(())
         })
         .await;
-        let profile = dir.path("chromium-profile");
-        let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", "--window-size=1400,1000",
-                    format!("--user-data-dir={}", profile.display()),
-                ]
-            }
-        }))
-        .unwrap();
-        let client = ClientBuilder::native()
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{driver_port}"))
-            .await
-            .expect("a chromium session");
+        let client =
+            chromium_session(driver_port, &dir.path("chromium-profile"), "1400,1000", &[]).await;
 
         // Sign in.
         client.goto(&console).await.unwrap();

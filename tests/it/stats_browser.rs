@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use gridwatch::cases::facts::CameraSample;
 use gridwatch::cases::outbox::Outbox;
 use gridwatch::config::Config;
@@ -23,7 +23,9 @@ use gridwatch::review::{LatestFrames, ReviewHub, ReviewState};
 use gridwatch_bench::history::{self, HistorySpec, Review};
 
 use crate::dispatch_support::free_port;
-use crate::review_browser::{CHROMIUM, Driver, artifacts, find_program, wait_for};
+use crate::review_browser::{
+    CHROMIUM, Driver, artifacts, chromium_session, find_program, wait_for,
+};
 use crate::support::{TempDir, repo};
 
 const PASSWORD: &str = "stats-pass-1";
@@ -182,22 +184,8 @@ fn the_statistics_page_shows_the_generated_history_with_its_charts() {
             TcpStream::connect(("127.0.0.1", driver_port)).is_ok().then_some(())
         })
         .await;
-        let profile = dir.path("chromium-profile");
-        let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", "--window-size=1400,1600",
-                    format!("--user-data-dir={}", profile.display())]
-            }
-        }))
-        .unwrap();
-        let client = ClientBuilder::native()
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{driver_port}"))
-            .await
-            .expect("a chromium session");
+        let client =
+            chromium_session(driver_port, &dir.path("chromium-profile"), "1400,1600", &[]).await;
         client.goto(&format!("http://127.0.0.1:{port}/")).await.unwrap();
         client.find(Locator::Css("#login-name")).await.unwrap().send_keys("chief").await.unwrap();
         client.find(Locator::Css("#login-password")).await.unwrap().send_keys(PASSWORD).await.unwrap();
