@@ -38,6 +38,7 @@ pub const CAMERA_STATE: &str = "gridwatch_camera_state";
 pub const CAMERA_STATE_CHANGES: &str = "gridwatch_camera_state_changes_total";
 pub const CAMERA_FRAME_AGE_SECONDS: &str = "gridwatch_camera_last_frame_age_seconds";
 pub const FRAMES_GATED: &str = "gridwatch_frames_gated_total";
+pub const UNITS_NOT_DECODED: &str = "gridwatch_encoded_units_not_decoded_total";
 pub const STAGE_SECONDS: &str = "gridwatch_stage_seconds";
 pub const EVENTS: &str = "gridwatch_events_total";
 pub const FIRE_BASELINE_ERRORS: &str = "gridwatch_fire_baseline_errors_total";
@@ -221,6 +222,10 @@ pub const FAMILIES: &[Family] = &[
         CAMERA_FRAME_AGE_SECONDS,
         Some(Unit::Seconds),
         "Time since the camera's last decoded frame, by camera (refreshed when /metrics is scraped).",
+    ),
+    Family::counter(
+        UNITS_NOT_DECODED,
+        "Encoded units dropped before the decoder because no analysed frame needs them, by camera and reason (keyframes_only, gop_tail).",
     ),
     Family::counter(
         FRAMES_GATED,
@@ -511,6 +516,23 @@ impl GateMetrics {
 
     pub fn not_due(&self) {
         self.not_due.increment(1);
+    }
+}
+
+/// A camera's encoded units kept from its decoder, registered once (the probe runs per unit).
+#[derive(Clone)]
+pub struct DecodeSkipMetrics {
+    pub keyframes_only: metrics::Counter,
+    pub gop_tail: metrics::Counter,
+}
+
+impl DecodeSkipMetrics {
+    pub fn new(camera: &str) -> Self {
+        let reason = |r: &'static str| counter!(UNITS_NOT_DECODED, "camera" => camera.to_owned(), "reason" => r);
+        Self {
+            keyframes_only: reason("keyframes_only"),
+            gop_tail: reason("gop_tail"),
+        }
     }
 }
 

@@ -233,6 +233,10 @@ impl Config {
             let keyframes = match profile.keyframes_only {
                 Some(true) => "keyframes only".to_owned(),
                 Some(false) => "every frame decoded".to_owned(),
+                None if self.ingest.skip_gop_tails => format!(
+                    "keyframes only if its stream has a keyframe at least every {:.1} s, else each group of pictures only up to its last analysis slot (both measured while it runs)",
+                    1.0 / profile.analysis_fps.max(crate::area::MIN_ANALYSIS_FPS)
+                ),
                 None => format!(
                     "keyframes only if its stream has a keyframe at least every {:.1} s (measured while it runs)",
                     1.0 / profile.analysis_fps.max(crate::area::MIN_ANALYSIS_FPS)

@@ -1,9 +1,20 @@
-//! Keyframes-only decoding, on request or chosen by itself: a probe in front of each video
-//! decoder measures the stream's keyframe interval and, while the mode is on, drops every delta
-//! unit and every keyframe the analysis rate does not need, so only the keyframes that will be
-//! analysed are decoded. A camera whose analysis rate is at or below its stream's keyframe rate
-//! switches to it without a rebuild (the decoder simply stops receiving deltas); switching back
-//! waits for the next keyframe, so the decoder never gets a delta whose reference it did not see.
+//! Decoding only what the analysis needs: a probe in front of each video decoder measures the
+//! stream's keyframe interval and drops encoded units no analysed frame depends on, before they
+//! cost a decode.
+//! - **Keyframes only**: while the mode is on, every delta unit and every keyframe the analysis
+//!   rate does not need is dropped, so only the keyframes that will be analysed are decoded. A
+//!   camera whose analysis rate is at or below its stream's keyframe rate switches to it without
+//!   a rebuild (the decoder simply stops receiving deltas); switching back waits for the next
+//!   keyframe, so the decoder never gets a delta whose reference it did not see.
+//! - **GOP tails**: a faster camera needs the frames of a group of pictures only up to its last
+//!   analysis slot before the next keyframe (1 frame/s on a 2 s GOP: frames 0 to 1.0 s of each
+//!   2 s), so the deltas after that slot are dropped until the next keyframe. Only for streams
+//!   whose units arrive in presentation order (no B-frames: a dropped unit could be a reference
+//!   of an earlier picture otherwise); a stream seen reordering is never trimmed again. Only a
+//!   fixed GOP (the recent keyframe gaps agree) is trimmed, since the next keyframe must be
+//!   foreseen: keyframes at scene cuts or a "smart" codec's varying GOP are decoded whole. A
+//!   camera that lengthens its GOP costs the slots of one GOP; its gaps then disagree until the
+//!   window holds only the new interval.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -13,6 +24,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use crate::area::profile::Profile;
+use crate::telemetry::DecodeSkipMetrics;
 
 /// The keyframe gaps kept: the largest of the recent ones decides (a stream whose GOP varies,
 /// e.g. with scene cuts, must have a keyframe in *every* analysis interval).
@@ -21,6 +33,11 @@ const GAPS_KEPT: usize = 8;
 const MIN_GAPS: usize = 2;
 /// A gap longer than this is a pause of the source (a reconnect), not the stream's GOP.
 const MAX_GAP_SECONDS: f64 = 60.0;
+/// Gaps measured before GOP tails are trimmed: they must agree (a fixed GOP).
+const MIN_REGULAR_GAPS: usize = 3;
+/// Recent gaps that differ by more than this are an irregular GOP (keyframes at scene cuts, a
+/// "smart" codec): its next keyframe cannot be foreseen, so no tail is trimmed.
+const REGULAR_GAP_TOLERANCE_SECONDS: f64 = 0.06;
 
 #[derive(Default)]
 struct Gaps {
@@ -35,11 +52,52 @@ struct Gaps {
 pub struct KeyframeClock {
     gaps: Arc<Mutex<Gaps>>,
     only: Arc<AtomicBool>,
+    /// Dropping the deltas after a GOP's last analysis slot (see the module doc).
+    tails: Arc<AtomicBool>,
+    /// Units were seen out of presentation order (B-frames): tails are never trimmed.
+    reordered: Arc<AtomicBool>,
     /// The analysis rate (f64 bits; 0: every keyframe), for keyframes-only decoding.
     fps_bits: Arc<AtomicU64>,
+    /// Counters of the dropped units, when the clock belongs to a named camera.
+    skipped: Option<DecodeSkipMetrics>,
 }
 
+/// A GOP's state in one decoder probe.
+#[derive(Default)]
+struct ProbeState {
+    /// Dropping until the next keyframe, and why: a delta is dropped when its keyframe was
+    /// (keyframes only), or once the GOP's last needed unit has passed (its tail).
+    dropping: Option<Skip>,
+    /// The next analysis slot, keyframes only.
+    next_due: Option<f64>,
+    /// The last keyframe's presentation time.
+    keyframe_pts: Option<f64>,
+    /// Where the analysis slots start: the first keyframe, again after a jump back (a loop or
+    /// a seek). `videorate` (skip-to-first) lays its grid from the first frame it gets, which is
+    /// this keyframe's picture.
+    anchor: Option<f64>,
+    /// The last unit's presentation time (reordering shows as a step back).
+    last_pts: Option<f64>,
+}
+
+#[derive(Clone, Copy)]
+enum Skip {
+    KeyframesOnly,
+    GopTail,
+}
+
+/// Half a frame of a stream whose units carry no duration (25 frames/s).
+const DEFAULT_HALF_FRAME_SECONDS: f64 = 0.02;
+
 impl KeyframeClock {
+    /// One camera's clock; its dropped units are counted under its id.
+    pub fn for_camera(camera: &str) -> Self {
+        Self {
+            skipped: Some(DecodeSkipMetrics::new(camera)),
+            ..Self::default()
+        }
+    }
+
     /// A clock whose mode is on from the start (`keyframes_only` asked for).
     pub fn only() -> Self {
         let clock = Self::default();
@@ -54,6 +112,17 @@ impl KeyframeClock {
         (n >= MIN_GAPS).then(|| g.recent[..n].iter().copied().fold(0.0, f64::max))
     }
 
+    /// The keyframe interval of a fixed GOP: the recent gaps, enough of them, all within
+    /// [`REGULAR_GAP_TOLERANCE_SECONDS`] of one another.
+    fn regular_interval_seconds(&self) -> Option<f64> {
+        let g = self.gaps.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = &g.recent[..g.count.min(GAPS_KEPT)];
+        let max = recent.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let min = recent.iter().copied().fold(f64::INFINITY, f64::min);
+        (recent.len() >= MIN_REGULAR_GAPS && max - min <= REGULAR_GAP_TOLERANCE_SECONDS)
+            .then_some(max)
+    }
+
     /// Keyframes-only under `profile`: as configured, else on when every analysis interval
     /// holds a keyframe (the rate is at or below the stream's keyframe rate).
     pub fn choose(&self, profile: &Profile) -> bool {
@@ -61,6 +130,28 @@ impl KeyframeClock {
             self.interval_seconds()
                 .is_some_and(|gap| profile.analysis_fps * gap <= 1.0 + 1e-9)
         })
+    }
+
+    /// Whether GOP tails may be trimmed under `profile`, when `allowed` (`[ingest]
+    /// skip_gop_tails`): not when keyframes-only is configured either way (`keyframes_only =
+    /// false` asks for every frame). It takes effect once the interval is measured, while
+    /// keyframes-only is off, for a stream that never reordered ([`Self::skips_tails`]).
+    pub fn tails_allowed(profile: &Profile, allowed: bool) -> bool {
+        allowed && profile.keyframes_only.is_none() && profile.analysis_fps > 0.0
+    }
+
+    /// Trimming GOP tails now.
+    pub fn skips_tails(&self) -> bool {
+        self.tails.load(Ordering::Relaxed)
+            && !self.is_only()
+            && !self.reordered.load(Ordering::Relaxed)
+            && self.regular_interval_seconds().is_some()
+    }
+
+    /// Allows tail trimming (see [`Self::tails_allowed`]); on at once (only deltas are
+    /// dropped), off at the next keyframe.
+    pub fn set_tails(&self, allowed: bool) {
+        self.tails.store(allowed, Ordering::Relaxed);
     }
 
     /// The rate keyframes are decoded at in keyframes-only mode.
@@ -83,14 +174,13 @@ impl KeyframeClock {
 
     /// Keyframes-only: whether the keyframe at `pts` serves the next analysis slot (within half
     /// a keyframe interval of it); advances the slot when it does.
-    fn due(&self, pts: Option<f64>, next_due: &Mutex<Option<f64>>) -> bool {
+    fn due(&self, pts: Option<f64>, next: &mut Option<f64>) -> bool {
         let fps = self.fps();
         let (Some(t), true) = (pts, fps > 0.0) else {
             return true;
         };
         let step = 1.0 / fps;
         let half_gap = self.interval_seconds().unwrap_or(0.0) * 0.5;
-        let mut next = next_due.lock().unwrap_or_else(|p| p.into_inner());
         if next.is_some_and(|n| t < n - half_gap) {
             return false;
         }
@@ -100,6 +190,25 @@ impl KeyframeClock {
             _ => t + step,
         });
         true
+    }
+
+    /// The last presentation time an analysis needs of the GOP that starts at `keyframe`: the
+    /// last slot of the grid from `anchor` before the next keyframe is due, plus half a frame
+    /// (the slot's frame is the one nearest to it). `None` when nothing may be trimmed.
+    fn tail_from(&self, keyframe: f64, anchor: f64, half_frame: f64) -> Option<f64> {
+        let on = self.tails.load(Ordering::Relaxed)
+            && !self.is_only()
+            && !self.reordered.load(Ordering::Relaxed);
+        let fps = self.fps();
+        if !(on && fps > 0.0 && fps.is_finite()) {
+            return None;
+        }
+        let gap = self.regular_interval_seconds()?;
+        let step = 1.0 / fps;
+        let slots = ((keyframe + gap - half_frame - anchor) / step)
+            .floor()
+            .max(0.0);
+        Some((anchor + slots * step).max(keyframe) + half_frame)
     }
 
     fn keyframe(&self, pts_seconds: Option<f64>) {
@@ -129,28 +238,16 @@ impl KeyframeClock {
             return;
         };
         let clock = self.clone();
-        // Dropping since the last keyframe: a delta is dropped when its keyframe was.
-        let dropping = AtomicBool::new(false);
-        let next_due = Mutex::new(None::<f64>);
+        let state = Mutex::new(ProbeState::default());
         pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
             let Some(buffer) = info.buffer() else {
                 return gst::PadProbeReturn::Ok;
             };
-            if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
-                let pts = buffer.pts().map(|t| t.nseconds() as f64 / 1e9);
-                clock.keyframe(pts);
-                let wanted = !clock.is_only() || clock.due(pts, &next_due);
-                dropping.store(!wanted, Ordering::Relaxed);
-                if wanted {
-                    return gst::PadProbeReturn::Ok;
-                }
-                drop(info.data.take());
-                return gst::PadProbeReturn::Handled;
-            }
-            if clock.is_only() {
-                dropping.store(true, Ordering::Relaxed);
-            }
-            if !dropping.load(Ordering::Relaxed) {
+            let keep = {
+                let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                clock.keep(&mut st, buffer)
+            };
+            if keep {
                 return gst::PadProbeReturn::Ok;
             }
             // Take the buffer and report it handled: `Drop` here makes GStreamer unref it twice.
@@ -158,9 +255,201 @@ impl KeyframeClock {
             gst::PadProbeReturn::Handled
         });
     }
+
+    /// Whether the decoder gets `buffer`; counts what it does not get.
+    fn keep(&self, st: &mut ProbeState, buffer: &gst::BufferRef) -> bool {
+        let pts = buffer.pts().map(|t| t.nseconds() as f64 / 1e9);
+        if let (Some(t), Some(last)) = (pts, st.last_pts)
+            && t < last
+            && buffer.flags().contains(gst::BufferFlags::DELTA_UNIT)
+        {
+            self.reordered.store(true, Ordering::Relaxed);
+        }
+        st.last_pts = pts.or(st.last_pts);
+        if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+            self.keyframe(pts);
+            if st.anchor.is_none() || pts < st.keyframe_pts {
+                st.anchor = pts;
+            }
+            st.keyframe_pts = pts;
+            let wanted = !self.is_only() || self.due(pts, &mut st.next_due);
+            st.dropping = (!wanted).then_some(Skip::KeyframesOnly);
+            if !wanted {
+                self.count(Skip::KeyframesOnly);
+            }
+            return wanted;
+        }
+        if self.is_only() {
+            st.dropping = Some(Skip::KeyframesOnly);
+        }
+        if let Some(why) = st.dropping {
+            self.count(why);
+            return false;
+        }
+        let half_frame = buffer
+            .duration()
+            .map_or(DEFAULT_HALF_FRAME_SECONDS, |d| d.nseconds() as f64 / 2e9);
+        let past_tail = match (pts, st.keyframe_pts, st.anchor) {
+            (Some(t), Some(k), Some(a)) => {
+                self.tail_from(k, a, half_frame).is_some_and(|end| t > end)
+            }
+            _ => false,
+        };
+        if past_tail {
+            st.dropping = Some(Skip::GopTail);
+            self.count(Skip::GopTail);
+            return false;
+        }
+        true
+    }
+
+    fn count(&self, why: Skip) {
+        match (&self.skipped, why) {
+            (Some(m), Skip::KeyframesOnly) => m.keyframes_only.increment(1),
+            (Some(m), Skip::GopTail) => m.gop_tail.increment(1),
+            (None, _) => {}
+        }
+    }
 }
 
-/// Drops every non-keyframe before a video decoder, so only keyframes are decoded.
-pub fn keyframes_only_probe(element: &gst::Element) {
-    KeyframeClock::only().watch(element);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An encoded unit at `pts` seconds, 0.1 s long.
+    fn unit(pts: f64, key: bool) -> gst::Buffer {
+        let mut b = gst::Buffer::new();
+        {
+            let b = b.get_mut().expect("a new buffer is writable");
+            b.set_pts(gst::ClockTime::from_nseconds((pts * 1e9).round() as u64));
+            b.set_duration(gst::ClockTime::from_mseconds(100));
+            if !key {
+                b.set_flags(gst::BufferFlags::DELTA_UNIT);
+            }
+        }
+        b
+    }
+
+    /// Feeds units (pts, keyframe) in decode order; the presentation times the decoder gets.
+    fn feed(clock: &KeyframeClock, units: &[(f64, bool)]) -> Vec<f64> {
+        gst::init().expect("GStreamer initialises");
+        let mut st = ProbeState::default();
+        units
+            .iter()
+            .filter(|&&(t, key)| clock.keep(&mut st, &unit(t, key)))
+            .map(|&(t, _)| t)
+            .collect()
+    }
+
+    /// `seconds` of a 10 frames/s stream without B-frames, a keyframe every `gop` frames.
+    fn stream(seconds: usize, gop: usize) -> Vec<(f64, bool)> {
+        (0..seconds * 10)
+            .map(|i| (i as f64 / 10.0, i % gop == 0))
+            .collect()
+    }
+
+    fn clock(fps: f64) -> KeyframeClock {
+        let c = KeyframeClock::default();
+        c.set_fps(fps);
+        c.set_tails(true);
+        c
+    }
+
+    fn near(kept: &[f64], t: f64) -> bool {
+        kept.iter().any(|k| (k - t).abs() < 1e-6)
+    }
+
+    #[test]
+    fn a_gop_is_decoded_up_to_its_last_analysis_slot_once_the_interval_is_measured() {
+        let c = clock(1.0);
+        let kept = feed(&c, &stream(10, 20));
+        // Keyframes at 0, 2, 4 and 6 s measure the interval; the GOPs before are decoded whole.
+        for t in [0.5, 1.5, 1.9, 2.5, 3.9, 5.9] {
+            assert!(near(&kept, t), "{t} kept before the interval is known");
+        }
+        // From then on each GOP up to its slot one second after the keyframe.
+        for k in [6.0, 8.0] {
+            for i in 0..=10 {
+                assert!(near(&kept, k + i as f64 / 10.0), "{k}+{i}/10 kept");
+            }
+            for i in 11..20 {
+                assert!(!near(&kept, k + i as f64 / 10.0), "{k}+{i}/10 dropped");
+            }
+        }
+        // Every analysis slot still has its frame.
+        for slot in 0..10 {
+            assert!(near(&kept, slot as f64), "slot {slot}");
+        }
+        assert!(c.skips_tails());
+    }
+
+    #[test]
+    fn two_frames_a_second_keep_three_quarters_of_a_two_second_gop() {
+        let kept = feed(&clock(2.0), &stream(10, 20));
+        let gop: Vec<f64> = kept
+            .iter()
+            .copied()
+            .filter(|t| (6.0..8.0).contains(t))
+            .collect();
+        assert_eq!(gop.len(), 16, "6.0 to 7.5: {gop:?}");
+        for slot in [6.0, 6.5, 7.0, 7.5] {
+            assert!(near(&gop, slot));
+        }
+    }
+
+    /// A montage's GOPs (bikes.mp4: keyframes at its shot cuts) are not foreseeable: decoded whole.
+    #[test]
+    fn irregular_gops_are_decoded_whole() {
+        let keys = [0, 30, 76, 126, 137, 187, 242];
+        let units: Vec<(f64, bool)> = (0..250)
+            .map(|i| (i as f64 * 0.04, keys.contains(&i)))
+            .collect();
+        let c = clock(4.0);
+        assert_eq!(feed(&c, &units).len(), units.len());
+        assert!(!c.skips_tails());
+    }
+
+    /// A GOP that is no multiple of the interval (2.5 s at 1 frame/s): the slots run on from the
+    /// first keyframe (as videorate's do), not from each GOP's, and each keeps its frame.
+    #[test]
+    fn slots_run_from_the_first_keyframe_across_gops() {
+        let c = clock(1.0);
+        let kept = feed(&c, &stream(20, 25));
+        assert!(kept.len() < 200, "{}", kept.len());
+        for slot in 0..20 {
+            assert!(near(&kept, slot as f64), "slot {slot}");
+        }
+        // The GOP from 12.5 s: its slots 13 and 14, nothing after 14.0 until 15.0.
+        assert!(near(&kept, 14.0) && !near(&kept, 14.1) && !near(&kept, 14.9));
+    }
+
+    #[test]
+    fn a_stream_with_b_frames_is_never_trimmed() {
+        // Decode order I0 P3 B1 B2 P6 B4 B5 …: a P unit is a reference of the B units before it.
+        let mut units = Vec::new();
+        for gop in 0..5 {
+            let k = gop * 20;
+            units.push((k as f64 / 10.0, true));
+            for i in (3..20).step_by(3) {
+                units.push(((k + i) as f64 / 10.0, false));
+                units.push(((k + i - 2) as f64 / 10.0, false));
+                units.push(((k + i - 1) as f64 / 10.0, false));
+            }
+        }
+        let c = clock(1.0);
+        let kept = feed(&c, &units);
+        assert_eq!(kept.len(), units.len());
+        assert!(!c.skips_tails());
+    }
+
+    #[test]
+    fn not_allowed_or_keyframes_only_decides_instead() {
+        let off = KeyframeClock::default();
+        off.set_fps(1.0);
+        assert_eq!(feed(&off, &stream(10, 20)).len(), 100);
+        let only = KeyframeClock::only();
+        only.set_fps(1.0);
+        only.set_tails(true);
+        assert_eq!(feed(&only, &stream(10, 20)), vec![0.0, 2.0, 4.0, 6.0, 8.0]);
+    }
 }

@@ -22,7 +22,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
 use crate::area::{Area, Camera};
-pub use keyframes::{KeyframeClock, keyframes_only_probe};
+pub use keyframes::KeyframeClock;
 use settings::{IngestSettings, Pace};
 use status::{CameraRegistry, CameraState, CameraStatus};
 pub use template::{PipelineTemplate, TemplateError, TemplateValues};
@@ -364,6 +364,10 @@ pub struct CameraPlan {
     pub finite: bool,
     pub looped: bool,
     stall_timeout: Duration,
+    /// `[ingest] decoder_threads` (0: the decoder's choice).
+    decoder_threads: u32,
+    /// `[ingest] skip_gop_tails`.
+    skip_gop_tails: bool,
     reconnect_initial: Duration,
     reconnect_max: Duration,
     rtsp_timeout: Duration,
@@ -423,6 +427,8 @@ impl CameraPlan {
             looped: kind == SourceKind::File && camera.r#loop,
             // Bounded conversions: no panic even for settings that were never validated.
             stall_timeout: ingest.stall_timeout(),
+            decoder_threads: ingest.decoder_threads.min(settings::MAX_DECODER_THREADS),
+            skip_gop_tails: ingest.skip_gop_tails,
             reconnect_initial: ingest.reconnect_initial(),
             reconnect_max: ingest.reconnect_max(),
             rtsp_timeout: ingest.rtsp_timeout(),
@@ -513,6 +519,7 @@ pub fn initial_status(area: &Area, index: usize) -> CameraStatus {
         analysis_rate_from: "override",
         keyframes_only: false,
         keyframe_interval_seconds: None,
+        skips_gop_tails: false,
         phase: None,
     }
 }
@@ -557,7 +564,7 @@ pub fn spawn_camera(
 fn camera_loop(plan: &CameraPlan, sink: &SharedSink, registry: &CameraRegistry, stop: &AtomicBool) {
     let cam = plan.index;
     let mut clock = StreamClock::default();
-    let keyframes = KeyframeClock::default();
+    let keyframes = KeyframeClock::for_camera(&plan.id);
     let mut failures: u32 = 0;
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -566,6 +573,7 @@ fn camera_loop(plan: &CameraPlan, sink: &SharedSink, registry: &CameraRegistry, 
         }
         let profile = plan.area.profile_at(cam, time::OffsetDateTime::now_utc());
         keyframes.set_only(keyframes.choose(&profile));
+        keyframes.set_tails(KeyframeClock::tails_allowed(&profile, plan.skip_gop_tails));
         keyframes.set_fps(profile.analysis_fps);
         registry.set_profile(cam, &profile, &keyframes);
         if !profile.active {
@@ -828,10 +836,15 @@ fn run_pipeline_once(
             drop_when_busy(&converter, busy, alive, plan.sync);
         }
         // Decoders written in the template exist already; decodebin adds its own later.
+        let threads = plan.decoder_threads;
         for element in pipeline.iterate_recurse().into_iter().flatten() {
+            set_decoder_threads(&element, threads);
             keyframes.watch(&element);
         }
-        pipeline.connect_deep_element_added(move |_, _, element| keyframes.watch(element));
+        pipeline.connect_deep_element_added(move |_, _, element| {
+            set_decoder_threads(element, threads);
+            keyframes.watch(element);
+        });
     }
     let shared_clock = Arc::new(Mutex::new(std::mem::take(clock)));
     {
@@ -922,6 +935,20 @@ fn run_pipeline_once(
     end
 }
 
+/// Sets the threads of a software video decoder (one with libav's `max-threads`); hardware
+/// decoders and other elements are left as they are.
+pub fn set_decoder_threads(element: &gst::Element, threads: u32) {
+    let is_video_decoder = element
+        .factory()
+        .is_some_and(|f| f.klass().contains("Decoder") && f.klass().contains("Video"));
+    let Some(spec) = element.find_property("max-threads") else {
+        return;
+    };
+    if is_video_decoder && spec.value_type() == i32::static_type() {
+        element.set_property("max-threads", i32::try_from(threads).unwrap_or(0));
+    }
+}
+
 /// Hands each access unit of the `live` branch to the live view (a reference, no copy).
 /// Without a live view the units are pulled and dropped: an appsink holding an unpulled
 /// sample never lets the end of a file through.
@@ -969,6 +996,7 @@ fn drive(
         return RunEnd::Failed("pipeline has no bus".into());
     };
     let mut stall_timeout = plan.stall_timeout_at(profile.analysis_fps, keyframes);
+    let mut tails = keyframes.skips_tails();
     let mut next_profile_check = Instant::now() + Duration::from_secs(1);
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -988,6 +1016,10 @@ fn drive(
                 return RunEnd::Reconfigure;
             }
             let only = keyframes.choose(&now);
+            if keyframes.skips_tails() != tails {
+                tails = keyframes.skips_tails();
+                tracing::info!(camera = %plan.id, skip_gop_tails = tails, keyframe_interval_seconds = keyframes.interval_seconds(), analysis_fps = now.analysis_fps, "decoding each GOP up to its last analysis slot switched");
+            }
             if only != keyframes.is_only() {
                 // No rebuild: the decoder probe drops (or again passes) the delta units.
                 tracing::info!(camera = %plan.id, keyframes_only = only, keyframe_interval_seconds = keyframes.interval_seconds(), analysis_fps = now.analysis_fps, "keyframes-only decoding switched");

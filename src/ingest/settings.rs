@@ -1,4 +1,5 @@
-//! The `[ingest]` section: pacing of sources, the stall watchdog and reconnect timing.
+//! The `[ingest]` section: pacing of sources, the stall watchdog, reconnect timing and how
+//! software decoders are run.
 
 use std::time::Duration;
 
@@ -14,6 +15,12 @@ pub const MAX_INGEST_SECONDS: f64 = 86_400.0;
 pub const MIN_TIMEOUT_SECONDS: f64 = 0.1;
 /// The shortest reconnect delay.
 pub const MIN_RECONNECT_SECONDS: f64 = 0.01;
+/// Threads per software decoder. One: a node decodes one stream per camera and has more cameras
+/// than cores, so a decoder's own frame threads only add CPU (about 5 % more per 1080p H.264
+/// frame, measured in BENCHMARKS.md) and hold a frame each until the next unit arrives.
+pub const DEFAULT_DECODER_THREADS: u32 = 1;
+/// More threads per decoder than any machine gridwatch runs on has cores is a typo.
+pub const MAX_DECODER_THREADS: u32 = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -37,6 +44,12 @@ pub struct IngestSettings {
     pub reconnect_max_seconds: f64,
     /// RTSP connection and receive timeout.
     pub rtsp_timeout_seconds: f64,
+    /// Threads of each software decoder (`max-threads` of avdec_*); 0: the decoder's choice
+    /// (frame threads, one per core), for a node with few high-resolution streams.
+    pub decoder_threads: u32,
+    /// Leave undecoded the delta units after a GOP's last analysis slot (streams without
+    /// B-frames; see `ingest::keyframes`). `false` decodes every frame of the GOP.
+    pub skip_gop_tails: bool,
 }
 
 impl Default for IngestSettings {
@@ -47,6 +60,8 @@ impl Default for IngestSettings {
             reconnect_initial_seconds: DEFAULT_RECONNECT_INITIAL_SECONDS,
             reconnect_max_seconds: DEFAULT_RECONNECT_MAX_SECONDS,
             rtsp_timeout_seconds: DEFAULT_RTSP_TIMEOUT_SECONDS,
+            decoder_threads: DEFAULT_DECODER_THREADS,
+            skip_gop_tails: true,
         }
     }
 }
@@ -130,6 +145,15 @@ impl IngestSettings {
                 ));
             }
         }
+        if self.decoder_threads > MAX_DECODER_THREADS {
+            out.push((
+                "decoder_threads".into(),
+                format!(
+                    "must be 0 (the decoder's choice) to {MAX_DECODER_THREADS}, got {}",
+                    self.decoder_threads
+                ),
+            ));
+        }
         if self.reconnect_max_seconds < self.reconnect_initial_seconds {
             out.push((
                 "reconnect_max_seconds".into(),
@@ -181,6 +205,11 @@ mod tests {
         }
         let ok = IngestSettings::default();
         assert!(ok.validate().is_empty());
+        let threads = IngestSettings {
+            decoder_threads: MAX_DECODER_THREADS + 1,
+            ..IngestSettings::default()
+        };
+        assert_eq!(threads.validate()[0].0, "decoder_threads");
         assert_eq!(ok.rtsp_timeout(), Duration::from_secs(5));
     }
 }

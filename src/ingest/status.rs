@@ -88,6 +88,8 @@ pub struct CameraStatus {
     pub keyframes_only: bool,
     /// The largest recent gap between the stream's keyframes, once measured.
     pub keyframe_interval_seconds: Option<f64>,
+    /// Decoding each GOP only up to its last analysis slot now (`[ingest] skip_gop_tails`).
+    pub skips_gop_tails: bool,
     pub phase: Option<String>,
 }
 
@@ -193,6 +195,7 @@ impl CameraRegistry {
             };
             e.status.keyframes_only = keyframes.is_only();
             e.status.keyframe_interval_seconds = keyframes.interval_seconds();
+            e.status.skips_gop_tails = keyframes.skips_tails();
             e.status.phase = profile.phase.clone();
         }
     }

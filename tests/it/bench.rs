@@ -48,6 +48,7 @@ fn bench_run_reports_what_the_pipeline_did_side_by_side_with_the_python_peer() {
             schedule: replay::Schedule::Fixed,
             key_area: false,
             warmup_seconds: 0.0,
+            decode: replay::DecodeOptions::default(),
         },
         limits: false,
         baseline: true,
@@ -323,6 +324,7 @@ fn bench_trains_a_zone_state_from_its_labels_and_scores_it_on_the_held_out_time(
         schedule: replay::Schedule::Fixed,
         key_area: false,
         warmup_seconds: 0.0,
+        decode: replay::DecodeOptions::default(),
     })
     .unwrap_or_else(|e| panic!("{e}"));
 
@@ -430,6 +432,7 @@ fn bench_key_area_runs_each_camera_at_its_zones_need_beside_the_naive_loop() {
             schedule: replay::Schedule::Zones,
             key_area: true,
             warmup_seconds: 0.0,
+            decode: replay::DecodeOptions::default(),
         },
         limits: false,
         baseline: false,

@@ -510,6 +510,65 @@ fn a_slow_zone_decodes_keyframes_only_by_itself_and_a_fast_one_does_not() {
     run.finish();
 }
 
+/// The counter of encoded units a camera kept from its decoder, for `reason`, from the process's
+/// Prometheus recorder (what `/metrics` serves while the run lasts).
+fn units_not_decoded(camera: &str, reason: &str) -> u64 {
+    let text = gridwatch::telemetry::prometheus()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("gridwatch_encoded_units_not_decoded_total"))
+        .filter(|l| l.contains(&format!("camera=\"{camera}\"")))
+        .filter(|l| l.contains(&format!("reason=\"{reason}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// A camera at 1 frame/s on vtest (a keyframe every 2 s, no B-frames) decodes each GOP only up to
+/// its slot one second after the keyframe, yet is analysed at every slot: as many frames as a
+/// camera that decodes everything (`keyframes_only = false`), with the GOP tails counted.
+#[test]
+fn a_gop_is_decoded_only_up_to_its_last_analysis_slot() {
+    let _exclusive = crate::support::exclusive();
+    let dir = TempDir::new("gop-tails");
+    let clip = repo("sample-streams/vtest.mp4");
+    let keyframes = count_keyframes(&clip);
+    let uri = clip.display().to_string();
+    let cams = camera("tails", &uri, "") + &camera("whole", &uri, "keyframes_only = false");
+    let run = Running::start(config(&dir, 1.0, &cams, "fast"));
+    for id in ["tails", "whole"] {
+        run.wait_for(id, Duration::from_secs(120), "ended", |c| {
+            c.state == CameraState::Ended
+        });
+    }
+    let (tails, whole) = (run.cam("tails"), run.cam("whole"));
+    let skipped = units_not_decoded("tails", "gop_tail");
+    let skipped_whole = units_not_decoded("whole", "gop_tail");
+    eprintln!(
+        "vtest: {keyframes} keyframes; analysed {} (trimmed) vs {} (whole); {skipped} tail units not decoded",
+        tails.frames, whole.frames
+    );
+    assert!(
+        tails.frames.abs_diff(whole.frames) <= 1 && whole.frames >= 75,
+        "every slot of 79.5 s at 1 frame/s analysed: {} vs {}",
+        tails.frames,
+        whole.frames
+    );
+    // 9 of each GOP's 19 deltas, once the first keyframe gaps are measured.
+    let gops = keyframes as u64;
+    assert!(
+        skipped >= 9 * (gops - 4) && skipped <= 9 * gops,
+        "{skipped} tail units of {gops} GOPs"
+    );
+    assert_eq!(
+        skipped_whole, 0,
+        "keyframes_only = false decodes every unit"
+    );
+    assert!(tails.keyframe_interval_seconds.is_some());
+    run.finish();
+}
+
 #[test]
 fn a_resolution_change_mid_stream_keeps_frames_flowing() {
     let _exclusive = crate::support::exclusive();

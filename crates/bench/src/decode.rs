@@ -1,7 +1,11 @@
 //! Decode cost per camera: the ingest pipeline exactly as a camera runs it (decode, rate
 //! reduction, scale to the model's input, RGB into an appsink that is drained), on a file read as
-//! fast as possible, with full decoding and with keyframes-only decoding. Reports CPU seconds per
-//! second of video, i.e. the share of one core a live camera would take.
+//! fast as possible, in each decoding mode ([`DecodeMode`]): every frame with the decoder's own
+//! frame threads, every frame on one thread, each GOP up to its last analysis slot, keyframes
+//! only. Reports CPU seconds per second of video, i.e. the share of one core a live camera would
+//! take.
+
+use std::collections::BTreeMap;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -11,7 +15,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use serde::Serialize;
 
-use gridwatch::ingest::{DecoderChoice, PipelineTemplate, TemplateValues};
+use gridwatch::ingest::{DecoderChoice, KeyframeClock, PipelineTemplate, TemplateValues};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeBenchError {
@@ -19,6 +23,59 @@ pub enum DecodeBenchError {
     Gst(String),
     #[error("decode bench: {path}: {message}")]
     Clip { path: PathBuf, message: String },
+}
+
+/// How a camera's stream is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeMode {
+    /// Every frame, the decoder's own frame threads (`[ingest] decoder_threads = 0`, and
+    /// gridwatch before it set one thread).
+    FrameThreads,
+    /// Every frame on one thread (`decoder_threads = 1`, `skip_gop_tails = false`).
+    Full,
+    /// Each GOP up to its last analysis slot, one thread: gridwatch's default for a camera
+    /// faster than its stream's keyframes.
+    GopTails,
+    /// Only the keyframes the rate needs, one thread.
+    KeyframesOnly,
+}
+
+impl DecodeMode {
+    pub const ALL: [DecodeMode; 4] = [
+        DecodeMode::FrameThreads,
+        DecodeMode::Full,
+        DecodeMode::GopTails,
+        DecodeMode::KeyframesOnly,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DecodeMode::FrameThreads => "frame_threads",
+            DecodeMode::Full => "full",
+            DecodeMode::GopTails => "gop_tails",
+            DecodeMode::KeyframesOnly => "keyframes_only",
+        }
+    }
+
+    /// Sets up `element` (each one the pipeline adds) as a camera in this mode would.
+    fn watch(self, clock: &KeyframeClock, element: &gst::Element) {
+        let threads = match self {
+            DecodeMode::FrameThreads => 0,
+            _ => 1,
+        };
+        gridwatch::ingest::set_decoder_threads(element, threads);
+        clock.watch(element);
+    }
+
+    fn clock(self, analysis_fps: f64) -> KeyframeClock {
+        let clock = match self {
+            DecodeMode::KeyframesOnly => KeyframeClock::only(),
+            _ => KeyframeClock::default(),
+        };
+        clock.set_fps(analysis_fps);
+        clock.set_tails(self == DecodeMode::GopTails);
+        clock
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +95,9 @@ pub struct DecodeReport {
     pub analysis_fps: f64,
     pub repeats: usize,
     pub runs: Vec<DecodeRun>,
+    /// Median CPU per video second, by mode.
+    pub medians: BTreeMap<&'static str, f64>,
+    /// Every frame on one thread.
     pub median_full: f64,
     pub median_keyframes: f64,
     /// Full / keyframes-only CPU per video second.
@@ -48,7 +108,7 @@ pub struct DecodeReport {
 pub(crate) fn run_once(
     clip: &Path,
     analysis_fps: f64,
-    keyframes_only: bool,
+    mode: DecodeMode,
 ) -> Result<DecodeRun, DecodeBenchError> {
     let template = PipelineTemplate::parse(include_str!("../../../pipelines/file.pipeline"))
         .map_err(|e| DecodeBenchError::Gst(e.to_string()))?;
@@ -68,9 +128,8 @@ pub(crate) fn run_once(
         .map_err(|e| DecodeBenchError::Gst(e.to_string()))?
         .downcast::<gst::Pipeline>()
         .map_err(|_| DecodeBenchError::Gst("not a pipeline".into()))?;
-    if keyframes_only {
-        pipeline.connect_deep_element_added(|_, _, e| gridwatch::ingest::keyframes_only_probe(e));
-    }
+    let clock = mode.clock(analysis_fps);
+    pipeline.connect_deep_element_added(move |_, _, e| mode.watch(&clock, e));
     let sink = pipeline
         .by_name("frames")
         .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
@@ -105,11 +164,7 @@ pub(crate) fn run_once(
         });
     }
     Ok(DecodeRun {
-        mode: if keyframes_only {
-            "keyframes_only"
-        } else {
-            "full"
-        },
+        mode: mode.name(),
         frames_out: frames,
         video_seconds,
         cpu_seconds,
@@ -131,28 +186,34 @@ pub fn run(
             message: "not found".into(),
         });
     }
-    run_once(clip, analysis_fps, false)?;
+    run_once(clip, analysis_fps, DecodeMode::Full)?;
     let mut runs = Vec::new();
     for _ in 0..repeats.max(1) {
-        runs.push(run_once(clip, analysis_fps, false)?);
-        runs.push(run_once(clip, analysis_fps, true)?);
+        for mode in DecodeMode::ALL {
+            runs.push(run_once(clip, analysis_fps, mode)?);
+        }
     }
-    let mut full: Vec<f64> = runs
+    let medians: BTreeMap<&'static str, f64> = DecodeMode::ALL
         .iter()
-        .filter(|r| r.mode == "full")
-        .map(|r| r.cpu_per_video_second)
+        .map(|m| {
+            let mut v: Vec<f64> = runs
+                .iter()
+                .filter(|r| r.mode == m.name())
+                .map(|r| r.cpu_per_video_second)
+                .collect();
+            (m.name(), super::median(&mut v))
+        })
         .collect();
-    let mut kf: Vec<f64> = runs
-        .iter()
-        .filter(|r| r.mode == "keyframes_only")
-        .map(|r| r.cpu_per_video_second)
-        .collect();
-    let (median_full, median_keyframes) = (super::median(&mut full), super::median(&mut kf));
+    let (median_full, median_keyframes) = (
+        medians[DecodeMode::Full.name()],
+        medians[DecodeMode::KeyframesOnly.name()],
+    );
     Ok(DecodeReport {
         clip: clip.display().to_string(),
         analysis_fps,
         repeats: repeats.max(1),
         runs,
+        medians,
         median_full,
         median_keyframes,
         ratio: median_full / median_keyframes,

@@ -78,7 +78,8 @@ enum BenchCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// CPU per camera of the ingest pipeline, full vs keyframes-only decoding.
+    /// CPU per camera of the ingest pipeline in each decoding mode (every frame with frame
+    /// threads, every frame on one thread, GOPs up to their last analysis slot, keyframes only).
     Decode {
         /// An H.264/H.265 file (scripts/make-bench-clips makes a 1080p one).
         #[arg(long)]
@@ -147,6 +148,13 @@ struct BenchRunArgs {
     /// scenario rate, every frame decoded, 1 onnxruntime thread) and what its frames find.
     #[arg(long)]
     key_area: bool,
+    /// Threads per software decoder (`[ingest] decoder_threads`; 0: the decoder's own frame
+    /// threads).
+    #[arg(long, default_value_t = gridwatch::ingest::settings::DEFAULT_DECODER_THREADS)]
+    decoder_threads: u32,
+    /// Decode every frame of each GOP (`[ingest] skip_gop_tails = false`), to compare.
+    #[arg(long)]
+    decode_gop_tails: bool,
     /// Skip the decode-only and bare-model limits.
     #[arg(long)]
     no_limits: bool,
@@ -217,6 +225,12 @@ fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
                 gridwatch_bench::replay::Schedule::Fixed
             },
             key_area: a.key_area,
+            decode: replay::DecodeOptions {
+                decoder_threads: a
+                    .decoder_threads
+                    .min(gridwatch::ingest::settings::MAX_DECODER_THREADS),
+                skip_gop_tails: !a.decode_gop_tails,
+            },
             // The key area is judged in its steady state (see BENCHMARKS.md).
             warmup_seconds: if a.key_area {
                 gridwatch_bench::suite::WARMUP_SECONDS

@@ -99,9 +99,31 @@ pub struct ReplayOptions {
     /// Seconds at the start left out of the steady-state latency and drop counts
     /// (`PipelineResult::steady`): every camera's first frame arrives at once; 0: none.
     pub warmup_seconds: f64,
+    /// How the cameras' streams are decoded (`[ingest]`).
+    pub decode: DecodeOptions,
     /// Lay the cameras out as the key-area workload ([`KEY_AREA_UNITS`] units; plaza and street
     /// cameras; no learned zone states).
     pub key_area: bool,
+}
+
+/// The `[ingest]` decoding settings of a replay, so that one run can compare them side by side.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeOptions {
+    /// `[ingest] decoder_threads` (0: the decoder's own frame threads).
+    pub decoder_threads: u32,
+    /// `[ingest] skip_gop_tails`.
+    pub skip_gop_tails: bool,
+}
+
+impl Default for DecodeOptions {
+    /// gridwatch's defaults.
+    fn default() -> Self {
+        let d = gridwatch::ingest::settings::IngestSettings::default();
+        Self {
+            decoder_threads: d.decoder_threads,
+            skip_gop_tails: d.skip_gop_tails,
+        }
+    }
 }
 
 /// A replay's result and the raw per-frame observations (for the detection comparison).
@@ -387,13 +409,16 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
     }
     let _ = write!(
         text,
-        "[inference]\nworkers = {}\nintra_op_threads = {}\n[ingest]\npace = \"{}\"\n",
+        "[inference]\nworkers = {}\nintra_op_threads = {}\n[ingest]\npace = \"{}\"\ndecoder_threads = {}\nskip_gop_tails = {}\n",
         o.workers,
         o.intra_op_threads,
         match o.pace {
             Pace::Fast => "fast",
             Pace::Realtime => "realtime",
-        }
+        },
+        o.decode.decoder_threads,
+        // The naive schedule decodes every frame, as the loop a user writes does.
+        o.decode.skip_gop_tails && o.schedule != Schedule::Naive,
     );
     if let Some(g) = &gt {
         let catalog = bench_catalog(&gt_dir.join(&g.catalog), crowd.is_some())?;
@@ -559,6 +584,12 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
         "reason",
         &ids,
     );
+    let units_not_decoded = counter_by(
+        &metrics,
+        gridwatch::telemetry::UNITS_NOT_DECODED,
+        "reason",
+        &ids,
+    );
     let frames_analysed_metric =
         counter_by(&metrics, gridwatch::telemetry::FRAMES_ANALYSED, "", &ids)
             .values()
@@ -672,6 +703,8 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
         },
         workers: o.workers,
         intra_op_threads: o.intra_op_threads,
+        decoder_threads: o.decode.decoder_threads,
+        skip_gop_tails: o.decode.skip_gop_tails && o.schedule != Schedule::Naive,
         streams: specs
             .iter()
             .map(|s| CameraStream {
@@ -685,6 +718,7 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
         frames_decoded,
         frames_analysed,
         frames_analysed_metric,
+        units_not_decoded,
         frames_skipped_no_motion,
         frames_dropped,
         analysed_fps: per_second(frames_analysed),

@@ -86,6 +86,12 @@ pub struct PipelineResult {
     pub pace: String,
     pub workers: usize,
     pub intra_op_threads: usize,
+    /// `[ingest] decoder_threads` of the run (0: the decoder's own frame threads).
+    #[serde(default)]
+    pub decoder_threads: u32,
+    /// `[ingest] skip_gop_tails` of the run.
+    #[serde(default)]
+    pub skip_gop_tails: bool,
     pub streams: Vec<CameraStream>,
     /// The whole `run` call: model loading, pipelines, frames, delivery drain.
     pub wall_seconds: f64,
@@ -97,6 +103,9 @@ pub struct PipelineResult {
     pub frames_analysed: u64,
     /// `gridwatch_frames_analysed_total` over this run's cameras (must equal `frames_analysed`).
     pub frames_analysed_metric: u64,
+    /// Encoded units kept from the decoders, by reason (`keyframes_only`, `gop_tail`).
+    #[serde(default)]
+    pub units_not_decoded: BTreeMap<String, u64>,
     /// Kept from inference by the motion gate (nothing moved).
     pub frames_skipped_no_motion: u64,
     /// Dropped by reason (`superseded`, `stale`, `inference_error`), from the metrics.

@@ -77,7 +77,9 @@ fn decode_limit(streams: &[(PathBuf, f64)]) -> Result<(f64, f64, u64), decode::D
     let threads: Vec<_> = streams
         .iter()
         .cloned()
-        .map(|(clip, fps)| std::thread::spawn(move || decode::run_once(&clip, fps, false)))
+        .map(|(clip, fps)| {
+            std::thread::spawn(move || decode::run_once(&clip, fps, decode::DecodeMode::GopTails))
+        })
         .collect();
     let mut frames = 0;
     for t in threads {
