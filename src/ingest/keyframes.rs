@@ -72,12 +72,22 @@ struct ProbeState {
     next_due: Option<f64>,
     /// The last keyframe's presentation time.
     keyframe_pts: Option<f64>,
-    /// Where the analysis slots start: the first keyframe, again after a jump back (a loop or
-    /// a seek). `videorate` (skip-to-first) lays its grid from the first frame it gets, which is
-    /// this keyframe's picture.
+    /// The last unit the decoder got in this GOP.
+    last_kept_pts: Option<f64>,
+    /// Where the analysis slots start: the decoder's first picture, again after a flush (a loop
+    /// or a seek). `videorate` (skip-to-first) lays its grid from the first frame it gets.
     anchor: Option<f64>,
     /// The last unit's presentation time (reordering shows as a step back).
     last_pts: Option<f64>,
+}
+
+impl ProbeState {
+    /// The decoder put out a picture: the first one after a start or a flush anchors the slots.
+    fn picture_out(&mut self, pts: Option<f64>) {
+        if self.anchor.is_none() {
+            self.anchor = pts;
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -86,8 +96,8 @@ enum Skip {
     GopTail,
 }
 
-/// Half a frame of a stream whose units carry no duration (25 frames/s).
-const DEFAULT_HALF_FRAME_SECONDS: f64 = 0.02;
+/// A slot this close to the next keyframe is served by that keyframe.
+const SLOT_EPSILON_SECONDS: f64 = 0.001;
 
 impl KeyframeClock {
     /// One camera's clock; its dropped units are counted under its id.
@@ -156,6 +166,8 @@ impl KeyframeClock {
 
     /// The rate keyframes are decoded at in keyframes-only mode.
     pub fn set_fps(&self, fps: f64) {
+        // The rate `videorate` gets: the pipeline template renders it in thousandths.
+        let fps = (fps * 1000.0).round() / 1000.0;
         self.fps_bits.store(fps.to_bits(), Ordering::Relaxed);
     }
 
@@ -192,10 +204,10 @@ impl KeyframeClock {
         true
     }
 
-    /// The last presentation time an analysis needs of the GOP that starts at `keyframe`: the
-    /// last slot of the grid from `anchor` before the next keyframe is due, plus half a frame
-    /// (the slot's frame is the one nearest to it). `None` when nothing may be trimmed.
-    fn tail_from(&self, keyframe: f64, anchor: f64, half_frame: f64) -> Option<f64> {
+    /// The last analysis slot of the GOP that starts at `keyframe`: the last time of the grid
+    /// from `anchor` before the next keyframe is due (the keyframe itself when none is). `None`
+    /// when nothing may be trimmed.
+    fn last_slot(&self, keyframe: f64, anchor: f64) -> Option<f64> {
         let on = self.tails.load(Ordering::Relaxed)
             && !self.is_only()
             && !self.reordered.load(Ordering::Relaxed);
@@ -205,10 +217,8 @@ impl KeyframeClock {
         }
         let gap = self.regular_interval_seconds()?;
         let step = 1.0 / fps;
-        let slots = ((keyframe + gap - half_frame - anchor) / step)
-            .floor()
-            .max(0.0);
-        Some((anchor + slots * step).max(keyframe) + half_frame)
+        let slots = ((keyframe + gap - SLOT_EPSILON_SECONDS - anchor) / step).floor();
+        Some((anchor + slots * step).max(keyframe))
     }
 
     fn keyframe(&self, pts_seconds: Option<f64>) {
@@ -238,7 +248,24 @@ impl KeyframeClock {
             return;
         };
         let clock = self.clone();
-        let state = Mutex::new(ProbeState::default());
+        let state = Arc::new(Mutex::new(ProbeState::default()));
+        if let Some(src) = element.static_pad("src") {
+            let state = state.clone();
+            let kinds = gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_FLUSH;
+            src.add_probe(kinds, move |_, info| {
+                let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                match &info.data {
+                    Some(gst::PadProbeData::Buffer(b)) => {
+                        st.picture_out(b.pts().map(|t| t.nseconds() as f64 / 1e9));
+                    }
+                    Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::FlushStop => {
+                        st.anchor = None;
+                    }
+                    _ => {}
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
         pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
             let Some(buffer) = info.buffer() else {
                 return gst::PadProbeReturn::Ok;
@@ -268,10 +295,10 @@ impl KeyframeClock {
         st.last_pts = pts.or(st.last_pts);
         if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
             self.keyframe(pts);
-            if st.anchor.is_none() || pts < st.keyframe_pts {
-                st.anchor = pts;
+            if pts.is_some() {
+                st.keyframe_pts = pts;
+                st.last_kept_pts = pts;
             }
-            st.keyframe_pts = pts;
             let wanted = !self.is_only() || self.due(pts, &mut st.next_due);
             st.dropping = (!wanted).then_some(Skip::KeyframesOnly);
             if !wanted {
@@ -286,13 +313,10 @@ impl KeyframeClock {
             self.count(why);
             return false;
         }
-        let half_frame = buffer
-            .duration()
-            .map_or(DEFAULT_HALF_FRAME_SECONDS, |d| d.nseconds() as f64 / 2e9);
-        let past_tail = match (pts, st.keyframe_pts, st.anchor) {
-            (Some(t), Some(k), Some(a)) => {
-                self.tail_from(k, a, half_frame).is_some_and(|end| t > end)
-            }
+        // Past the tail once a unit at or after the last slot was kept (videorate takes the
+        // frame nearest to the slot: the one before it or this one).
+        let past_tail = match (st.last_kept_pts, st.keyframe_pts, st.anchor) {
+            (Some(kept), Some(k), Some(a)) => self.last_slot(k, a).is_some_and(|s| kept >= s),
             _ => false,
         };
         if past_tail {
@@ -300,6 +324,7 @@ impl KeyframeClock {
             self.count(Skip::GopTail);
             return false;
         }
+        st.last_kept_pts = pts.or(st.last_kept_pts);
         true
     }
 
@@ -334,11 +359,15 @@ mod tests {
     fn feed(clock: &KeyframeClock, units: &[(f64, bool)]) -> Vec<f64> {
         gst::init().expect("GStreamer initialises");
         let mut st = ProbeState::default();
-        units
-            .iter()
-            .filter(|&&(t, key)| clock.keep(&mut st, &unit(t, key)))
-            .map(|&(t, _)| t)
-            .collect()
+        let mut kept = Vec::new();
+        for &(t, key) in units {
+            if clock.keep(&mut st, &unit(t, key)) {
+                // A stream without reordering: each unit the decoder gets comes out as a picture.
+                st.picture_out(Some(t));
+                kept.push(t);
+            }
+        }
+        kept
     }
 
     /// `seconds` of a 10 frames/s stream without B-frames, a keyframe every `gop` frames.

@@ -1016,6 +1016,8 @@ fn drive(
                 return RunEnd::Reconfigure;
             }
             let only = keyframes.choose(&now);
+            // A phase or shift may allow or forbid trimming at the same rate (no rebuild).
+            keyframes.set_tails(KeyframeClock::tails_allowed(&now, plan.skip_gop_tails));
             if keyframes.skips_tails() != tails {
                 tails = keyframes.skips_tails();
                 tracing::info!(camera = %plan.id, skip_gop_tails = tails, keyframe_interval_seconds = keyframes.interval_seconds(), analysis_fps = now.analysis_fps, "decoding each GOP up to its last analysis slot switched");

@@ -150,7 +150,8 @@ struct BenchRunArgs {
     key_area: bool,
     /// Threads per software decoder (`[ingest] decoder_threads`; 0: the decoder's own frame
     /// threads).
-    #[arg(long, default_value_t = gridwatch::ingest::settings::DEFAULT_DECODER_THREADS)]
+    #[arg(long, default_value_t = gridwatch::ingest::settings::DEFAULT_DECODER_THREADS,
+          value_parser = clap::value_parser!(u32).range(0..=gridwatch::ingest::settings::MAX_DECODER_THREADS as i64))]
     decoder_threads: u32,
     /// Decode every frame of each GOP (`[ingest] skip_gop_tails = false`), to compare.
     #[arg(long)]
@@ -226,9 +227,7 @@ fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
             },
             key_area: a.key_area,
             decode: replay::DecodeOptions {
-                decoder_threads: a
-                    .decoder_threads
-                    .min(gridwatch::ingest::settings::MAX_DECODER_THREADS),
+                decoder_threads: a.decoder_threads,
                 skip_gop_tails: !a.decode_gop_tails,
             },
             // The key area is judged in its steady state (see BENCHMARKS.md).

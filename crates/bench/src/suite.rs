@@ -71,15 +71,22 @@ fn io(what: &std::path::Path) -> impl FnOnce(std::io::Error) -> SuiteError + '_ 
 }
 
 /// Decode-only: every camera's own pipeline with nothing after its appsink, all at once.
-fn decode_limit(streams: &[(PathBuf, f64)]) -> Result<(f64, f64, u64), decode::DecodeBenchError> {
+fn decode_limit(
+    streams: &[(PathBuf, f64)],
+    options: replay::DecodeOptions,
+) -> Result<(f64, f64, u64), decode::DecodeBenchError> {
+    // The run's own decoding (`--decoder-threads`, `--decode-gop-tails`).
+    let mode = match (options.skip_gop_tails, options.decoder_threads) {
+        (true, _) => decode::DecodeMode::GopTails,
+        (false, 0) => decode::DecodeMode::FrameThreads,
+        (false, _) => decode::DecodeMode::Full,
+    };
     let cpu0 = super::process_cpu_seconds();
     let wall0 = Instant::now();
     let threads: Vec<_> = streams
         .iter()
         .cloned()
-        .map(|(clip, fps)| {
-            std::thread::spawn(move || decode::run_once(&clip, fps, decode::DecodeMode::GopTails))
-        })
+        .map(|(clip, fps)| std::thread::spawn(move || decode::run_once(&clip, fps, mode)))
         .collect();
     let mut frames = 0;
     for t in threads {
@@ -151,7 +158,8 @@ fn run_in(
             .iter()
             .map(|s| (PathBuf::from(&s.clip), s.analysis_fps))
             .collect();
-        let (decode_fps, decode_cpu_seconds, decode_frames) = decode_limit(&streams)?;
+        let (decode_fps, decode_cpu_seconds, decode_frames) =
+            decode_limit(&streams, o.replay.decode)?;
         let env = gridwatch::infer::environment(&gridwatch::infer::runtime_library(None))?;
         let card = std::sync::Arc::new(card.clone());
         let (w, h) = card.input_size();
