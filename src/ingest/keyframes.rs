@@ -81,6 +81,11 @@ struct ProbeState {
     last_pts: Option<f64>,
 }
 
+/// A stream time in seconds.
+fn seconds(t: gst::ClockTime) -> f64 {
+    t.nseconds() as f64 / 1e9
+}
+
 impl ProbeState {
     /// The decoder put out a picture: the first one after a start or a flush anchors the slots.
     fn picture_out(&mut self, pts: Option<f64>) {
@@ -152,10 +157,14 @@ impl KeyframeClock {
 
     /// Trimming GOP tails now.
     pub fn skips_tails(&self) -> bool {
+        self.tails_on() && self.regular_interval_seconds().is_some()
+    }
+
+    /// Allowed, not in keyframes-only mode, and no reordering seen (the interval aside).
+    fn tails_on(&self) -> bool {
         self.tails.load(Ordering::Relaxed)
             && !self.is_only()
             && !self.reordered.load(Ordering::Relaxed)
-            && self.regular_interval_seconds().is_some()
     }
 
     /// Allows tail trimming (see [`Self::tails_allowed`]); on at once (only deltas are
@@ -208,11 +217,8 @@ impl KeyframeClock {
     /// from `anchor` before the next keyframe is due (the keyframe itself when none is). `None`
     /// when nothing may be trimmed.
     fn last_slot(&self, keyframe: f64, anchor: f64) -> Option<f64> {
-        let on = self.tails.load(Ordering::Relaxed)
-            && !self.is_only()
-            && !self.reordered.load(Ordering::Relaxed);
         let fps = self.fps();
-        if !(on && fps > 0.0 && fps.is_finite()) {
+        if !(self.tails_on() && fps > 0.0 && fps.is_finite()) {
             return None;
         }
         let gap = self.regular_interval_seconds()?;
@@ -256,7 +262,7 @@ impl KeyframeClock {
                 let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
                 match &info.data {
                     Some(gst::PadProbeData::Buffer(b)) => {
-                        st.picture_out(b.pts().map(|t| t.nseconds() as f64 / 1e9));
+                        st.picture_out(b.pts().map(seconds));
                     }
                     Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::FlushStop => {
                         st.anchor = None;
@@ -285,15 +291,15 @@ impl KeyframeClock {
 
     /// Whether the decoder gets `buffer`; counts what it does not get.
     fn keep(&self, st: &mut ProbeState, buffer: &gst::BufferRef) -> bool {
-        let pts = buffer.pts().map(|t| t.nseconds() as f64 / 1e9);
-        if let (Some(t), Some(last)) = (pts, st.last_pts)
+        let pts = buffer.pts().map(seconds);
+        let delta = buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        if let (true, Some(t), Some(last)) = (delta, pts, st.last_pts)
             && t < last
-            && buffer.flags().contains(gst::BufferFlags::DELTA_UNIT)
         {
             self.reordered.store(true, Ordering::Relaxed);
         }
         st.last_pts = pts.or(st.last_pts);
-        if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+        if !delta {
             self.keyframe(pts);
             if pts.is_some() {
                 st.keyframe_pts = pts;

@@ -511,18 +511,20 @@ fn a_slow_zone_decodes_keyframes_only_by_itself_and_a_fast_one_does_not() {
 }
 
 /// The counter of encoded units a camera kept from its decoder, for `reason`, from the process's
-/// Prometheus recorder (what `/metrics` serves while the run lasts).
+/// Prometheus recorder (what `/metrics` serves while the run lasts), read as the bench reads it.
 fn units_not_decoded(camera: &str, reason: &str) -> u64 {
     let text = gridwatch::telemetry::prometheus()
         .map(|h| h.render())
         .unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("gridwatch_encoded_units_not_decoded_total"))
-        .filter(|l| l.contains(&format!("camera=\"{camera}\"")))
-        .filter(|l| l.contains(&format!("reason=\"{reason}\"")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
+    gridwatch_bench::replay::counter_by(
+        &text,
+        gridwatch::telemetry::UNITS_NOT_DECODED,
+        "reason",
+        &[camera.to_owned()],
+    )
+    .get(reason)
+    .copied()
+    .unwrap_or(0)
 }
 
 /// A camera at 1 frame/s on vtest (a keyframe every 2 s, no B-frames) decodes each GOP only up to
