@@ -371,6 +371,8 @@ pub struct CameraPlan {
     reconnect_initial: Duration,
     reconnect_max: Duration,
     rtsp_timeout: Duration,
+    /// How long the camera waits before its first start (`[ingest] start_spread_seconds`).
+    start_delay: Duration,
 }
 
 impl CameraPlan {
@@ -432,11 +434,17 @@ impl CameraPlan {
             reconnect_initial: ingest.reconnect_initial(),
             reconnect_max: ingest.reconnect_max(),
             rtsp_timeout: ingest.rtsp_timeout(),
+            start_delay: Duration::ZERO,
         };
         // Render once now so that a template that cannot render fails before any camera starts.
         plan.describe(crate::area::DEFAULT_ANALYSIS_FPS)
             .map_err(template_err)?;
         Ok(plan)
+    }
+
+    /// Waits `delay` before the camera's first start (a node's start spread over its cameras).
+    pub fn delay_start(&mut self, delay: Duration) {
+        self.start_delay = delay;
     }
 
     /// Sends the camera's encoded stream to `sink` (the live view).
@@ -566,6 +574,14 @@ fn camera_loop(plan: &CameraPlan, sink: &SharedSink, registry: &CameraRegistry, 
     let mut clock = StreamClock::default();
     let keyframes = KeyframeClock::for_camera(&plan.id);
     let mut failures: u32 = 0;
+    if !plan.start_delay.is_zero() {
+        let why = format!(
+            "starting in {:.2} s (start spread)",
+            plan.start_delay.as_secs_f64()
+        );
+        registry.set_state(cam, CameraState::Connecting, Some(&why));
+        sleep_unless_stopped(plan.start_delay, stop);
+    }
     loop {
         if stop.load(Ordering::Relaxed) {
             registry.set_state(cam, CameraState::Stopped, None);

@@ -21,6 +21,11 @@ pub const MIN_RECONNECT_SECONDS: f64 = 0.01;
 pub const DEFAULT_DECODER_THREADS: u32 = 1;
 /// More threads per decoder than any machine gridwatch runs on has cores is a typo.
 pub const MAX_DECODER_THREADS: u32 = 64;
+/// Every camera starts at once unless told otherwise: real cameras' keyframes and analysis
+/// slots fall where their own clocks put them, so only replays start in phase.
+pub const DEFAULT_START_SPREAD_SECONDS: f64 = 0.0;
+/// Spreading the start over more than an hour is a typo.
+pub const MAX_START_SPREAD_SECONDS: f64 = 3_600.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -50,6 +55,9 @@ pub struct IngestSettings {
     /// Leave undecoded the delta units after a GOP's last analysis slot (streams without
     /// B-frames; see `ingest::keyframes`). `false` decodes every frame of the GOP.
     pub skip_gop_tails: bool,
+    /// Camera i of n starts i/n of this after the run: a node's cameras do not all connect,
+    /// and replayed files do not all decode their keyframes and analysis slots, at one instant.
+    pub start_spread_seconds: f64,
 }
 
 impl Default for IngestSettings {
@@ -62,6 +70,7 @@ impl Default for IngestSettings {
             rtsp_timeout_seconds: DEFAULT_RTSP_TIMEOUT_SECONDS,
             decoder_threads: DEFAULT_DECODER_THREADS,
             skip_gop_tails: true,
+            start_spread_seconds: DEFAULT_START_SPREAD_SECONDS,
         }
     }
 }
@@ -110,6 +119,18 @@ impl IngestSettings {
         )
     }
 
+    /// How long camera `index` of `count` waits before its first start: an even share of
+    /// `start_spread_seconds` (0 for the first camera). Never panics.
+    pub fn start_delay(&self, index: usize, count: usize) -> Duration {
+        let spread = if (0.0..=MAX_START_SPREAD_SECONDS).contains(&self.start_spread_seconds) {
+            self.start_spread_seconds
+        } else {
+            0.0
+        };
+        let share = index.min(count) as f64 / count.max(1) as f64;
+        Duration::try_from_secs_f64(spread * share).unwrap_or_default()
+    }
+
     /// Range checks: (field below `ingest`, message) pairs.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -151,6 +172,15 @@ impl IngestSettings {
                 format!(
                     "must be 0 (the decoder's choice) to {MAX_DECODER_THREADS}, got {}",
                     self.decoder_threads
+                ),
+            ));
+        }
+        if !(0.0..=MAX_START_SPREAD_SECONDS).contains(&self.start_spread_seconds) {
+            out.push((
+                "start_spread_seconds".into(),
+                format!(
+                    "must be a number of seconds in [0, {MAX_START_SPREAD_SECONDS}], got {}",
+                    self.start_spread_seconds
                 ),
             ));
         }
@@ -211,5 +241,27 @@ mod tests {
         };
         assert_eq!(threads.validate()[0].0, "decoder_threads");
         assert_eq!(ok.rtsp_timeout(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn cameras_start_spread_evenly_and_odd_spreads_are_refused() {
+        let s = IngestSettings {
+            start_spread_seconds: 4.0,
+            ..IngestSettings::default()
+        };
+        let delays: Vec<Duration> = (0..4).map(|i| s.start_delay(i, 4)).collect();
+        assert_eq!(
+            delays,
+            [0, 1000, 2000, 3000].map(Duration::from_millis).to_vec()
+        );
+        assert_eq!(IngestSettings::default().start_delay(3, 4), Duration::ZERO);
+        for v in [f64::NAN, f64::INFINITY, -1.0, MAX_START_SPREAD_SECONDS + 1.0] {
+            let odd = IngestSettings {
+                start_spread_seconds: v,
+                ..IngestSettings::default()
+            };
+            assert_eq!(odd.validate()[0].0, "start_spread_seconds", "{v}");
+            assert_eq!(odd.start_delay(1, 2), Duration::ZERO, "{v}");
+        }
     }
 }

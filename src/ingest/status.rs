@@ -126,11 +126,15 @@ impl CameraRegistry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Moves a camera to `state`, logging the change (not repeats) with its reason.
+    /// Moves a camera to `state`, logging the change (not repeats) with its reason; a repeat
+    /// only updates the reason.
     pub fn set_state(&self, camera: usize, state: CameraState, reason: Option<&str>) {
         let mut v = self.lock();
         let Some(e) = v.get_mut(camera) else { return };
         if e.status.state == state {
+            if let Some(r) = reason {
+                e.status.last_error = Some(r.to_owned());
+            }
             return;
         }
         let from = e.status.state;

@@ -216,7 +216,9 @@ impl Pipeline {
         io: &Io,
     ) {
         let (Some(o), Some(settings)) = (&self.ownership, &config.cluster) else {
-            for (plan, sink) in plans.into_iter().zip(sinks) {
+            let count = plans.len();
+            for (i, (mut plan, sink)) in plans.into_iter().zip(sinks).enumerate() {
+                plan.delay_start(config.ingest.start_delay(i, count));
                 self.cameras.start(plan, sink);
             }
             return;

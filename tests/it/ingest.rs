@@ -692,3 +692,35 @@ fn a_frame_that_would_supersede_a_waiting_one_is_dropped_before_conversion_at_th
         "about 40 frames at 4/s, all dropped: {status:?}"
     );
 }
+
+#[test]
+fn cameras_start_spread_over_the_configured_time() {
+    let _exclusive = crate::support::exclusive();
+    let dir = TempDir::new("start-spread");
+    let uri = repo("sample-streams/vtest.mp4").display().to_string();
+    let cams: String = (0..3).map(|i| camera(&format!("s{i}"), &uri, "")).collect();
+    let mut config = config(&dir, 1.0, &cams, "realtime");
+    // 3 cameras over 12 s: the second starts 4 s late, the third 8 s.
+    config.ingest.start_spread_seconds = 12.0;
+    let start = Instant::now();
+    let run = Running::start(config);
+    run.wait_for("s0", Duration::from_secs(60), "streaming", |c| c.frames > 0);
+    let waiting = run.cam("s2");
+    assert_eq!(waiting.frames, 0, "the third camera has not started yet");
+    assert!(
+        waiting
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("start spread")),
+        "the status says why it waits: {waiting:?}"
+    );
+    let mut first_frame = Vec::new();
+    for id in ["s0", "s1", "s2"] {
+        run.wait_for(id, Duration::from_secs(60), "streaming", |c| c.frames > 0);
+        first_frame.push(start.elapsed());
+    }
+    eprintln!("first frames after {first_frame:?}");
+    assert!(first_frame[1] >= Duration::from_secs(4), "{first_frame:?}");
+    assert!(first_frame[2] >= Duration::from_secs(8), "{first_frame:?}");
+    run.finish();
+}

@@ -156,6 +156,11 @@ struct BenchRunArgs {
     /// Decode every frame of each GOP (`[ingest] skip_gop_tails = false`), to compare.
     #[arg(long)]
     decode_gop_tails: bool,
+    /// Start camera i of n i/n of this many seconds late (`[ingest] start_spread_seconds`), so
+    /// that the replays run out of phase as real cameras do; 0: all at once.
+    #[arg(long, default_value_t = gridwatch::ingest::settings::DEFAULT_START_SPREAD_SECONDS,
+          value_parser = gridwatch::config::seconds_in(gridwatch::ingest::settings::MAX_START_SPREAD_SECONDS))]
+    start_spread_seconds: f64,
     /// Skip the decode-only and bare-model limits.
     #[arg(long)]
     no_limits: bool,
@@ -229,6 +234,7 @@ fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
             decode: replay::DecodeOptions {
                 decoder_threads: a.decoder_threads,
                 skip_gop_tails: !a.decode_gop_tails,
+                start_spread_seconds: a.start_spread_seconds,
             },
             // The key area is judged in its steady state (see BENCHMARKS.md).
             warmup_seconds: if a.key_area {

@@ -113,6 +113,9 @@ pub struct DecodeOptions {
     pub decoder_threads: u32,
     /// `[ingest] skip_gop_tails`.
     pub skip_gop_tails: bool,
+    /// `[ingest] start_spread_seconds`: 0 starts every replayed camera at once, so that their
+    /// keyframes and analysis slots fall together; real cameras are out of phase.
+    pub start_spread_seconds: f64,
 }
 
 impl Default for DecodeOptions {
@@ -122,6 +125,7 @@ impl Default for DecodeOptions {
         Self {
             decoder_threads: d.decoder_threads,
             skip_gop_tails: d.skip_gop_tails,
+            start_spread_seconds: d.start_spread_seconds,
         }
     }
 }
@@ -409,7 +413,7 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
     }
     let _ = write!(
         text,
-        "[inference]\nworkers = {}\nintra_op_threads = {}\n[ingest]\npace = \"{}\"\ndecoder_threads = {}\nskip_gop_tails = {}\n",
+        "[inference]\nworkers = {}\nintra_op_threads = {}\n[ingest]\npace = \"{}\"\ndecoder_threads = {}\nskip_gop_tails = {}\nstart_spread_seconds = {:?}\n",
         o.workers,
         o.intra_op_threads,
         match o.pace {
@@ -419,6 +423,7 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
         o.decode.decoder_threads,
         // The naive schedule decodes every frame, as the loop a user writes does.
         o.decode.skip_gop_tails && o.schedule != Schedule::Naive,
+        o.decode.start_spread_seconds,
     );
     if let Some(g) = &gt {
         let catalog = bench_catalog(&gt_dir.join(&g.catalog), crowd.is_some())?;
@@ -705,6 +710,7 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
         intra_op_threads: o.intra_op_threads,
         decoder_threads: o.decode.decoder_threads,
         skip_gop_tails: o.decode.skip_gop_tails && o.schedule != Schedule::Naive,
+        start_spread_seconds: o.decode.start_spread_seconds,
         streams: specs
             .iter()
             .map(|s| CameraStream {

@@ -92,6 +92,9 @@ pub struct PipelineResult {
     /// `[ingest] skip_gop_tails` of the run.
     #[serde(default)]
     pub skip_gop_tails: bool,
+    /// `[ingest] start_spread_seconds` of the run (0: every camera started at once).
+    #[serde(default)]
+    pub start_spread_seconds: f64,
     pub streams: Vec<CameraStream>,
     /// The whole `run` call: model loading, pipelines, frames, delivery drain.
     pub wall_seconds: f64,
