@@ -443,4 +443,9 @@ impl FrameSink for GatedSink {
         let (mailboxes, camera) = (self.mailboxes.clone(), self.camera);
         Some(Arc::new(move || mailboxes.drop_if_waiting(camera)))
     }
+
+    fn behind_check(&self) -> Option<crate::ingest::BusyCheck> {
+        let mailboxes = self.mailboxes.clone();
+        Some(Arc::new(move || mailboxes.behind()))
+    }
 }

@@ -225,7 +225,7 @@ pub const FAMILIES: &[Family] = &[
     ),
     Family::counter(
         UNITS_NOT_DECODED,
-        "Encoded units dropped before the decoder because no analysed frame needs them, by camera and reason (keyframes_only, gop_tail).",
+        "Encoded units dropped before the decoder, by camera and reason (keyframes_only, gop_tail: no analysed frame needs them; overload: a group of pictures shed while the analysis is behind).",
     ),
     Family::counter(
         FRAMES_GATED,
@@ -524,6 +524,7 @@ impl GateMetrics {
 pub struct DecodeSkipMetrics {
     pub keyframes_only: metrics::Counter,
     pub gop_tail: metrics::Counter,
+    pub overload: metrics::Counter,
 }
 
 impl DecodeSkipMetrics {
@@ -532,6 +533,7 @@ impl DecodeSkipMetrics {
         Self {
             keyframes_only: reason("keyframes_only"),
             gop_tail: reason("gop_tail"),
+            overload: reason("overload"),
         }
     }
 }

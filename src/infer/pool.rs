@@ -113,7 +113,16 @@ struct Slots {
     /// While a reload restarts cameras, every slot may be closed for a moment: the workers must
     /// not take that for the end of the run.
     held: usize,
+    /// How long recent frames waited for a worker (seconds, moving average over takes, stale
+    /// frames included): the pool's backlog as ingest sees it (see [`Mailboxes::behind`]).
+    recent_wait_seconds: f64,
 }
+
+/// Weight of the newest take in [`Slots::recent_wait_seconds`]: about the last five frames.
+const RECENT_WAIT_WEIGHT: f64 = 0.2;
+/// The pool is behind when recent frames waited this share of `max_frame_age` or longer: a
+/// frame decoded now would likely wait past the bound, or replace one that did.
+const BEHIND_SHARE_OF_MAX_AGE: f64 = 0.5;
 
 /// Per-camera mailboxes between the ingest threads and the workers.
 ///
@@ -168,6 +177,7 @@ impl Mailboxes {
                 camera_ids,
                 stopping: false,
                 held: 0,
+                recent_wait_seconds: 0.0,
             }),
             work: Condvar::new(),
             space: Condvar::new(),
@@ -277,6 +287,16 @@ impl Mailboxes {
         true
     }
 
+    /// Realtime pace: whether recent frames waited for a worker for half of `max_frame_age` or
+    /// longer. Ingest then leaves whole groups of pictures undecoded (see
+    /// `ingest::keyframes`): under overload a frame decoded now would only go stale or be
+    /// superseded, and its decoding takes CPU from the model. Replays never shed.
+    pub fn behind(&self) -> bool {
+        self.pace == Pace::Realtime
+            && self.lock().recent_wait_seconds
+                >= self.max_frame_age.as_secs_f64() * BEHIND_SHARE_OF_MAX_AGE
+    }
+
     /// The camera will send no more frames (its source ended).
     pub fn close(&self, camera: usize) {
         if let Some(s) = self.lock().slots.get_mut(camera) {
@@ -322,7 +342,10 @@ impl Mailboxes {
                 .map(|(i, _)| i);
             if let Some((frame, _since)) = pick.and_then(|i| st.slots[i].waiting.take()) {
                 let cam = frame.camera;
-                if self.pace == Pace::Realtime && frame.received.elapsed() > self.max_frame_age {
+                let waited = frame.received.elapsed();
+                st.recent_wait_seconds +=
+                    RECENT_WAIT_WEIGHT * (waited.as_secs_f64() - st.recent_wait_seconds);
+                if self.pace == Pace::Realtime && waited > self.max_frame_age {
                     // Older than the latency bound: analysing it would only delay the next one.
                     let id = st.camera_ids[cam].clone();
                     st.slots[cam].count_drop(&id, telemetry::DropReason::Stale);
@@ -968,6 +991,31 @@ mod tests {
         assert_eq!(drops.of("cam-0", "stale"), 1);
         assert_eq!(drops.of("cam-1", "stale"), 0);
         assert_eq!(drops.of("cam-0", "superseded"), 0);
+    }
+
+    #[test]
+    fn the_pool_is_behind_once_recent_frames_waited_half_the_bound_and_replays_never_are() {
+        let mb = Mailboxes::new(ids(1), Pace::Realtime, secs(20));
+        let take_one = |received| {
+            mb.put(frame(0, 0, received));
+            drop(mb.take());
+        };
+        take_one(Instant::now());
+        assert!(!mb.behind(), "a frame taken at once");
+        for _ in 0..10 {
+            take_one(ago(15));
+        }
+        assert!(mb.behind(), "frames that waited 15 s of a 20 s bound");
+        for _ in 0..20 {
+            take_one(Instant::now());
+        }
+        assert!(!mb.behind(), "caught up again");
+        let replay = Mailboxes::new(ids(1), Pace::Fast, secs(20));
+        for _ in 0..10 {
+            replay.put(frame(0, 0, ago(15)));
+            drop(replay.take());
+        }
+        assert!(!replay.behind());
     }
 
     #[test]

@@ -15,6 +15,10 @@
 //!   foreseen: keyframes at scene cuts or a "smart" codec's varying GOP are decoded whole. A
 //!   camera that lengthens its GOP costs the slots of one GOP; its gaps then disagree until the
 //!   window holds only the new interval.
+//! - **Shedding under overload**: at realtime pace, when frames have lately waited for the model
+//!   half their age bound or longer, a keyframe the analysis needs is dropped with its whole
+//!   group of pictures: a frame decoded now would only go stale, and decoding it takes CPU from
+//!   the model. Never two groups of a camera in a row, so every camera keeps being analysed.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -60,6 +64,8 @@ pub struct KeyframeClock {
     fps_bits: Arc<AtomicU64>,
     /// Counters of the dropped units, when the clock belongs to a named camera.
     skipped: Option<DecodeSkipMetrics>,
+    /// Whether the analysis downstream is behind (see the module doc); `None`: never shed.
+    behind: Arc<Mutex<Option<super::BusyCheck>>>,
 }
 
 /// A GOP's state in one decoder probe.
@@ -79,6 +85,8 @@ struct ProbeState {
     anchor: Option<f64>,
     /// The last unit's presentation time (reordering shows as a step back).
     last_pts: Option<f64>,
+    /// The last keyframe the analysis needed was shed: the next one is decoded.
+    shed_last: bool,
 }
 
 /// A stream time in seconds.
@@ -99,6 +107,7 @@ impl ProbeState {
 enum Skip {
     KeyframesOnly,
     GopTail,
+    Overload,
 }
 
 /// A slot this close to the next keyframe is served by that keyframe.
@@ -118,6 +127,17 @@ impl KeyframeClock {
         let clock = Self::default();
         clock.only.store(true, Ordering::Relaxed);
         clock
+    }
+
+    /// Asks `check` at each keyframe the analysis needs whether to shed its group of pictures
+    /// (`None`: never).
+    pub fn set_behind_check(&self, check: Option<super::BusyCheck>) {
+        *self.behind.lock().unwrap_or_else(|p| p.into_inner()) = check;
+    }
+
+    fn behind(&self) -> bool {
+        let check = self.behind.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        check.is_some_and(|behind| behind())
     }
 
     /// The largest recent keyframe interval, in stream seconds, once enough are measured.
@@ -306,11 +326,19 @@ impl KeyframeClock {
                 st.last_kept_pts = pts;
             }
             let wanted = !self.is_only() || self.due(pts, &mut st.next_due);
-            st.dropping = (!wanted).then_some(Skip::KeyframesOnly);
-            if !wanted {
-                self.count(Skip::KeyframesOnly);
+            let shed = wanted && !st.shed_last && self.behind();
+            if wanted {
+                st.shed_last = shed;
             }
-            return wanted;
+            st.dropping = match (wanted, shed) {
+                (false, _) => Some(Skip::KeyframesOnly),
+                (true, true) => Some(Skip::Overload),
+                (true, false) => None,
+            };
+            if let Some(why) = st.dropping {
+                self.count(why);
+            }
+            return st.dropping.is_none();
         }
         if self.is_only() {
             st.dropping = Some(Skip::KeyframesOnly);
@@ -338,6 +366,7 @@ impl KeyframeClock {
         match (&self.skipped, why) {
             (Some(m), Skip::KeyframesOnly) => m.keyframes_only.increment(1),
             (Some(m), Skip::GopTail) => m.gop_tail.increment(1),
+            (Some(m), Skip::Overload) => m.overload.increment(1),
             (None, _) => {}
         }
     }
@@ -392,6 +421,35 @@ mod tests {
 
     fn near(kept: &[f64], t: f64) -> bool {
         kept.iter().any(|k| (k - t).abs() < 1e-6)
+    }
+
+    #[test]
+    fn behind_every_other_needed_gop_is_shed_whole_and_never_two_in_a_row() {
+        let c = clock(1.0);
+        let behind = Arc::new(AtomicBool::new(true));
+        let flag = behind.clone();
+        c.set_behind_check(Some(Arc::new(move || flag.load(Ordering::Relaxed))));
+        let kept = feed(&c, &stream(10, 20));
+        // GOPs at 0, 2, 4, 6, 8 s: the first is shed, then every other one.
+        for (gop, decoded) in [(0.0, false), (2.0, true), (4.0, false), (6.0, true), (8.0, false)] {
+            let units = kept.iter().filter(|&&t| t >= gop && t < gop + 2.0).count();
+            assert_eq!(units > 0, decoded, "GOP at {gop} s: {kept:?}");
+            if decoded {
+                assert!(near(&kept, gop), "a decoded GOP starts at its keyframe");
+            }
+        }
+        // Caught up: nothing is shed.
+        behind.store(false, Ordering::Relaxed);
+        let kept = feed(&c, &stream(10, 20));
+        for gop in [0.0, 2.0, 4.0, 6.0, 8.0] {
+            assert!(near(&kept, gop), "GOP at {gop} s decoded: {kept:?}");
+        }
+        // Keyframes only (0.25 frame/s, a slot every 4 s): of the keyframes the slots need
+        // (0, 4, 8 s), every other one is shed; the others stay undecoded as before.
+        let k = KeyframeClock::only();
+        k.set_fps(0.25);
+        k.set_behind_check(Some(Arc::new(|| true)));
+        assert_eq!(feed(&k, &stream(12, 20)), vec![4.0]);
     }
 
     #[test]

@@ -197,6 +197,12 @@ pub trait FrameSink: Send + 'static {
     fn busy_check(&self) -> Option<BusyCheck> {
         None
     }
+    /// Asked at each keyframe the analysis needs: `true` while the analysis downstream is so far
+    /// behind that a frame decoded now would only go stale, so the keyframe's whole group of
+    /// pictures is left undecoded (never two in a row; see `keyframes`). `None`: never.
+    fn behind_check(&self) -> Option<BusyCheck> {
+        None
+    }
 }
 
 /// What happened to a pushed frame.
@@ -368,6 +374,8 @@ pub struct CameraPlan {
     decoder_threads: u32,
     /// `[ingest] skip_gop_tails`.
     skip_gop_tails: bool,
+    /// `[ingest] shed_when_behind`.
+    shed_when_behind: bool,
     reconnect_initial: Duration,
     reconnect_max: Duration,
     rtsp_timeout: Duration,
@@ -431,6 +439,7 @@ impl CameraPlan {
             stall_timeout: ingest.stall_timeout(),
             decoder_threads: ingest.decoder_threads.min(settings::MAX_DECODER_THREADS),
             skip_gop_tails: ingest.skip_gop_tails,
+            shed_when_behind: ingest.shed_when_behind,
             reconnect_initial: ingest.reconnect_initial(),
             reconnect_max: ingest.reconnect_max(),
             rtsp_timeout: ingest.rtsp_timeout(),
@@ -841,10 +850,11 @@ fn run_pipeline_once(
     }
     {
         let keyframes = keyframes.clone();
-        let busy = frame_sink
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .busy_check();
+        let (busy, behind) = {
+            let sink = frame_sink.lock().unwrap_or_else(|p| p.into_inner());
+            (sink.busy_check(), sink.behind_check())
+        };
+        keyframes.set_behind_check(behind.filter(|_| plan.shed_when_behind));
         if let Some(busy) = busy
             && let Some(converter) = first_converter(sink.upcast_ref())
         {

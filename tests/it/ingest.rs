@@ -1,6 +1,7 @@
 //! Ingest against real sources: a real RTSP server (gst-rtsp-server, in-process or as a separate
 //! `gridwatch serve-rtsp` process that is killed and restarted), broken sources, keyframe-only
-//! decoding and a resolution change mid-stream.
+//! decoding, a resolution change mid-stream, cameras started spread out, and GOPs shed under
+//! overload.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -723,4 +724,37 @@ fn cameras_start_spread_over_the_configured_time() {
     assert!(first_frame[1] >= Duration::from_secs(4), "{first_frame:?}");
     assert!(first_frame[2] >= Duration::from_secs(8), "{first_frame:?}");
     run.finish();
+}
+
+/// Four cameras at 2 frames/s in phase on two workers, with a 20 ms bound on a frame's age: the
+/// pool is behind, so ingest sheds whole GOPs before decoding (counted), never so many that a
+/// camera stops being analysed; with `shed_when_behind = false` nothing is shed.
+#[test]
+fn an_overloaded_pool_sheds_whole_gops_before_decoding_and_every_camera_stays_analysed() {
+    let _exclusive = crate::support::exclusive();
+    let uri = repo("sample-streams/vtest.mp4").display().to_string();
+    for shed in [true, false] {
+        let dir = TempDir::new("shed");
+        let ids: Vec<String> = (0..4).map(|i| format!("shed-{shed}-{i}")).collect();
+        let cams: String = ids.iter().map(|id| camera(id, &uri, "")).collect();
+        let mut config = config(&dir, 2.0, &cams, "realtime");
+        config.inference.max_frame_age_ms = 20;
+        config.ingest.shed_when_behind = shed;
+        let run = Running::start(config);
+        std::thread::sleep(Duration::from_secs(16));
+        let shed_units: u64 = ids.iter().map(|id| units_not_decoded(id, "overload")).sum();
+        let analysed: Vec<u64> = ids.iter().map(|id| run.cam(id).frames).collect();
+        eprintln!("shed_when_behind = {shed}: {shed_units} units shed; frames {analysed:?}");
+        if shed {
+            // A GOP is 20 units (2 s at 10 frames/s).
+            assert!(shed_units >= 20, "{shed_units} units shed");
+            assert!(
+                analysed.iter().all(|&f| f >= 6),
+                "every camera keeps being analysed: {analysed:?}"
+            );
+        } else {
+            assert_eq!(shed_units, 0);
+        }
+        run.finish();
+    }
 }

@@ -161,6 +161,9 @@ struct BenchRunArgs {
     #[arg(long, default_value_t = gridwatch::ingest::settings::DEFAULT_START_SPREAD_SECONDS,
           value_parser = gridwatch::config::seconds_in(gridwatch::ingest::settings::MAX_START_SPREAD_SECONDS))]
     start_spread_seconds: f64,
+    /// Never shed a GOP under overload (`[ingest] shed_when_behind = false`), to compare.
+    #[arg(long)]
+    no_shed: bool,
     /// Skip the decode-only and bare-model limits.
     #[arg(long)]
     no_limits: bool,
@@ -235,6 +238,7 @@ fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
                 decoder_threads: a.decoder_threads,
                 skip_gop_tails: !a.decode_gop_tails,
                 start_spread_seconds: a.start_spread_seconds,
+                shed_when_behind: !a.no_shed,
             },
             // The key area is judged in its steady state (see BENCHMARKS.md).
             warmup_seconds: if a.key_area {
@@ -284,11 +288,16 @@ fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
     );
     if let Some(l) = &r.limits {
         eprintln!(
-            "limits: decode only {:.1} fps (gridwatch {:.0} %), bare model {:.2} fps (gridwatch {:.0} %)",
+            "limits: decode only {:.1} fps (gridwatch {:.0} %), bare model {:.2} fps (gridwatch {:.0} %), \
+             decoding + bare model {:.2} fps ({:.1} + {:.1} ms CPU per frame; gridwatch {:.0} %)",
             l.decode_fps,
             l.decode_efficiency * 100.0,
             l.model_fps,
-            l.model_efficiency * 100.0
+            l.model_efficiency * 100.0,
+            l.decode_and_model_fps,
+            l.decode_cpu_ms_per_frame,
+            l.model_cpu_ms_per_frame,
+            l.decode_and_model_efficiency * 100.0,
         );
     }
     if let Some(b) = &r.baseline {

@@ -126,8 +126,16 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 const ROUNDS: usize = 3;
 
+/// The bare model's rate and what one pass costs in CPU.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BareModel {
+    pub fps: f64,
+    /// Process CPU while the sessions ran, per pass.
+    pub cpu_seconds_per_frame: f64,
+}
+
 /// `workers` threads, each running its own session on a prepared input and nothing else.
-pub(crate) fn bare_model_fps(
+pub(crate) fn bare_model(
     env: &'static ort::environment::Environment,
     card: &Arc<ModelCard>,
     workers: usize,
@@ -135,7 +143,7 @@ pub(crate) fn bare_model_fps(
     thresholds: Thresholds,
     frame: &[u8],
     duration: Duration,
-) -> Result<f64, ModelBenchError> {
+) -> Result<BareModel, ModelBenchError> {
     let (w, h) = card.input_size();
     let runs = Arc::new(AtomicU64::new(0));
     let mut detectors =
@@ -144,6 +152,7 @@ pub(crate) fn bare_model_fps(
     for d in &mut detectors {
         d.detect(frame, w as u32, h as u32, w * 3, &mut scratch)?;
     }
+    let cpu0 = super::process_cpu_seconds();
     let start = Instant::now();
     let threads: Vec<_> = detectors
         .into_iter()
@@ -161,7 +170,11 @@ pub(crate) fn bare_model_fps(
     for t in threads {
         let _ = t.join();
     }
-    Ok(runs.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+    let (wall, runs) = (start.elapsed().as_secs_f64(), runs.load(Ordering::Relaxed));
+    Ok(BareModel {
+        fps: runs as f64 / wall,
+        cpu_seconds_per_frame: (super::process_cpu_seconds() - cpu0) / runs.max(1) as f64,
+    })
 }
 
 pub fn run(o: &ModelBenchOptions) -> Result<ModelBenchReport, ModelBenchError> {
@@ -182,15 +195,18 @@ pub fn run(o: &ModelBenchOptions) -> Result<ModelBenchReport, ModelBenchError> {
     let mut bare = Vec::new();
     let mut full = Vec::new();
     for _ in 0..ROUNDS {
-        bare.push(bare_model_fps(
-            env,
-            &card,
-            workers,
-            o.intra_op_threads,
-            thresholds,
-            &frames[0],
-            duration,
-        )?);
+        bare.push(
+            bare_model(
+                env,
+                &card,
+                workers,
+                o.intra_op_threads,
+                thresholds,
+                &frames[0],
+                duration,
+            )?
+            .fps,
+        );
         full.push(
             drive_pool(
                 env,

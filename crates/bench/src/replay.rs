@@ -116,6 +116,8 @@ pub struct DecodeOptions {
     /// `[ingest] start_spread_seconds`: 0 starts every replayed camera at once, so that their
     /// keyframes and analysis slots fall together; real cameras are out of phase.
     pub start_spread_seconds: f64,
+    /// `[ingest] shed_when_behind`.
+    pub shed_when_behind: bool,
 }
 
 impl Default for DecodeOptions {
@@ -126,6 +128,7 @@ impl Default for DecodeOptions {
             decoder_threads: d.decoder_threads,
             skip_gop_tails: d.skip_gop_tails,
             start_spread_seconds: d.start_spread_seconds,
+            shed_when_behind: d.shed_when_behind,
         }
     }
 }
@@ -413,7 +416,7 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
     }
     let _ = write!(
         text,
-        "[inference]\nworkers = {}\nintra_op_threads = {}\n[ingest]\npace = \"{}\"\ndecoder_threads = {}\nskip_gop_tails = {}\nstart_spread_seconds = {:?}\n",
+        "[inference]\nworkers = {}\nintra_op_threads = {}\n[ingest]\npace = \"{}\"\ndecoder_threads = {}\nskip_gop_tails = {}\nstart_spread_seconds = {:?}\nshed_when_behind = {}\n",
         o.workers,
         o.intra_op_threads,
         match o.pace {
@@ -424,6 +427,7 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
         // The naive schedule decodes every frame, as the loop a user writes does.
         o.decode.skip_gop_tails && o.schedule != Schedule::Naive,
         o.decode.start_spread_seconds,
+        o.decode.shed_when_behind,
     );
     if let Some(g) = &gt {
         let catalog = bench_catalog(&gt_dir.join(&g.catalog), crowd.is_some())?;
@@ -615,25 +619,29 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
             .filter(|r| r.received >= warmed)
             .map(|r| r.done_at.duration_since(r.received).as_secs_f64())
             .collect();
+        let before_text = before;
         let before = counter_by(
-            &before,
+            &before_text,
             gridwatch::telemetry::FRAMES_DROPPED,
             "reason",
             &ids,
         );
-        let since = |reason: &str| {
-            frames_dropped.get(reason).copied().unwrap_or(0)
-                - before
-                    .get(reason)
-                    .copied()
-                    .unwrap_or(0)
-                    .min(frames_dropped.get(reason).copied().unwrap_or(0))
+        let shed_before = counter_by(
+            &before_text,
+            gridwatch::telemetry::UNITS_NOT_DECODED,
+            "reason",
+            &ids,
+        );
+        let since = |now: &BTreeMap<String, u64>, then: &BTreeMap<String, u64>, reason: &str| {
+            let now = now.get(reason).copied().unwrap_or(0);
+            now - then.get(reason).copied().unwrap_or(0).min(now)
         };
         report::Steady {
             warmup_seconds: o.warmup_seconds,
             latency: Percentiles::of_seconds(&after),
-            stale_drops: since("stale"),
-            superseded_drops: since("superseded"),
+            stale_drops: since(&frames_dropped, &before, "stale"),
+            superseded_drops: since(&frames_dropped, &before, "superseded"),
+            shed_units: since(&units_not_decoded, &shed_before, "overload"),
         }
     });
     let mut stages = BTreeMap::new();
@@ -711,6 +719,7 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
         decoder_threads: o.decode.decoder_threads,
         skip_gop_tails: o.decode.skip_gop_tails && o.schedule != Schedule::Naive,
         start_spread_seconds: o.decode.start_spread_seconds,
+        shed_when_behind: o.decode.shed_when_behind,
         streams: specs
             .iter()
             .map(|s| CameraStream {

@@ -95,6 +95,9 @@ pub struct PipelineResult {
     /// `[ingest] start_spread_seconds` of the run (0: every camera started at once).
     #[serde(default)]
     pub start_spread_seconds: f64,
+    /// `[ingest] shed_when_behind` of the run.
+    #[serde(default)]
+    pub shed_when_behind: bool,
     pub streams: Vec<CameraStream>,
     /// The whole `run` call: model loading, pipelines, frames, delivery drain.
     pub wall_seconds: f64,
@@ -145,6 +148,9 @@ pub struct Steady {
     pub latency: Percentiles,
     pub stale_drops: u64,
     pub superseded_drops: u64,
+    /// Encoded units shed under overload (`reason="overload"`): a sustained load sheds none.
+    #[serde(default)]
+    pub shed_units: u64,
 }
 
 /// Decode-only and bare-model throughput of the same streams on the same threads.
@@ -161,6 +167,46 @@ pub struct Limits {
     pub decode_efficiency: f64,
     /// gridwatch analysed fps / model limit.
     pub model_efficiency: f64,
+    /// CPU per analysis-rate frame of the decode-only pipelines (decoding the units the
+    /// analysis needs, scaling, conversion).
+    #[serde(default)]
+    pub decode_cpu_ms_per_frame: f64,
+    /// CPU per pass of the bare model.
+    #[serde(default)]
+    pub model_cpu_ms_per_frame: f64,
+    /// The analysed rate the machine's cores would reach doing nothing but the decoding the
+    /// analysis needs and the bare model's passes: cores / (decode + model CPU per frame).
+    #[serde(default)]
+    pub decode_and_model_fps: f64,
+    /// gridwatch analysed fps / `decode_and_model_fps`: what the rest of the pipeline costs.
+    #[serde(default)]
+    pub decode_and_model_efficiency: f64,
+}
+
+impl Limits {
+    /// From the decode-only run (analysis-rate fps, CPU seconds, frames), the bare model, and
+    /// the pipeline's own run.
+    pub(crate) fn new(
+        (decode_fps, decode_cpu_seconds, decode_frames): (f64, f64, u64),
+        bare: crate::model::BareModel,
+        gridwatch: &PipelineResult,
+    ) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let decode_cpu = decode_cpu_seconds / decode_frames.max(1) as f64;
+        let decode_and_model_fps = cores / (decode_cpu + bare.cpu_seconds_per_frame);
+        Self {
+            decode_fps,
+            decode_cpu_seconds,
+            decode_frames,
+            model_fps: bare.fps,
+            decode_efficiency: gridwatch.decoded_fps / decode_fps,
+            model_efficiency: gridwatch.analysed_fps / bare.fps,
+            decode_cpu_ms_per_frame: decode_cpu * 1000.0,
+            model_cpu_ms_per_frame: bare.cpu_seconds_per_frame * 1000.0,
+            decode_and_model_fps,
+            decode_and_model_efficiency: gridwatch.analysed_fps / decode_and_model_fps,
+        }
+    }
 }
 
 /// Detections of gridwatch and the Python peer compared on the frames both analysed.

@@ -166,7 +166,7 @@ fn run_in(
         let frame = super::model::load_frames(&streams[0].0, w, h, 1)?;
         #[allow(clippy::disallowed_methods)] // a constant, in range
         let model_limit = std::time::Duration::from_secs_f64(MODEL_LIMIT_SECONDS);
-        let model_fps = super::model::bare_model_fps(
+        let bare = super::model::bare_model(
             env,
             &card,
             gridwatch.workers.max(1),
@@ -178,14 +178,11 @@ fn run_in(
             &frame[0],
             model_limit,
         )?;
-        Some(Limits {
-            decode_fps,
-            decode_cpu_seconds,
-            decode_frames,
-            model_fps,
-            decode_efficiency: gridwatch.decoded_fps / decode_fps,
-            model_efficiency: gridwatch.analysed_fps / model_fps,
-        })
+        Some(Limits::new(
+            (decode_fps, decode_cpu_seconds, decode_frames),
+            bare,
+            &gridwatch,
+        ))
     } else {
         None
     };
@@ -237,9 +234,12 @@ fn run_in(
             let r = replay::run(&step)?.result;
             let stale = r.frames_dropped.get("stale").copied().unwrap_or(0);
             let superseded = r.frames_dropped.get("superseded").copied().unwrap_or(0);
-            let (steady_stale, steady_p99) =
-                r.steady.as_ref().map_or((stale, r.latency.p99_ms), |s| {
-                    (s.stale_drops, s.latency.p99_ms)
+            let shed = r.units_not_decoded.get("overload").copied().unwrap_or(0);
+            let (steady_stale, steady_shed, steady_p99) = r
+                .steady
+                .as_ref()
+                .map_or((stale, shed, r.latency.p99_ms), |s| {
+                    (s.stale_drops, s.shed_units, s.latency.p99_ms)
                 });
             steps.push(ScalingStep {
                 cameras: n,
@@ -248,7 +248,10 @@ fn run_in(
                 analysed_fps: r.analysed_fps,
                 stale_drops: stale,
                 superseded_drops: superseded,
-                sustained: steady_stale == 0 && steady_p99 < SCALING_P99_BOUND_MS,
+                // Shedding GOPs is how an overload shows once it no longer shows as stale frames.
+                sustained: steady_stale == 0
+                    && steady_shed == 0
+                    && steady_p99 < SCALING_P99_BOUND_MS,
                 steady: r.steady.clone(),
                 latency: r.latency,
                 cpu_seconds: r.cpu_seconds,
