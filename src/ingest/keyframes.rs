@@ -136,7 +136,11 @@ impl KeyframeClock {
     }
 
     fn behind(&self) -> bool {
-        let check = self.behind.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let check = self
+            .behind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         check.is_some_and(|behind| behind())
     }
 
@@ -431,7 +435,13 @@ mod tests {
         c.set_behind_check(Some(Arc::new(move || flag.load(Ordering::Relaxed))));
         let kept = feed(&c, &stream(10, 20));
         // GOPs at 0, 2, 4, 6, 8 s: the first is shed, then every other one.
-        for (gop, decoded) in [(0.0, false), (2.0, true), (4.0, false), (6.0, true), (8.0, false)] {
+        for (gop, decoded) in [
+            (0.0, false),
+            (2.0, true),
+            (4.0, false),
+            (6.0, true),
+            (8.0, false),
+        ] {
             let units = kept.iter().filter(|&&t| t >= gop && t < gop + 2.0).count();
             assert_eq!(units > 0, decoded, "GOP at {gop} s: {kept:?}");
             if decoded {

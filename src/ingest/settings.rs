@@ -260,7 +260,12 @@ mod tests {
             [0, 1000, 2000, 3000].map(Duration::from_millis).to_vec()
         );
         assert_eq!(IngestSettings::default().start_delay(3, 4), Duration::ZERO);
-        for v in [f64::NAN, f64::INFINITY, -1.0, MAX_START_SPREAD_SECONDS + 1.0] {
+        for v in [
+            f64::NAN,
+            f64::INFINITY,
+            -1.0,
+            MAX_START_SPREAD_SECONDS + 1.0,
+        ] {
             let odd = IngestSettings {
                 start_spread_seconds: v,
                 ..IngestSettings::default()
