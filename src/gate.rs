@@ -445,7 +445,7 @@ impl FrameSink for GatedSink {
     }
 
     fn behind_check(&self) -> Option<crate::ingest::BusyCheck> {
-        let mailboxes = self.mailboxes.clone();
-        Some(Arc::new(move || mailboxes.behind()))
+        let (mailboxes, camera) = (self.mailboxes.clone(), self.camera);
+        Some(Arc::new(move || mailboxes.behind(camera)))
     }
 }

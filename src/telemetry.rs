@@ -225,7 +225,7 @@ pub const FAMILIES: &[Family] = &[
     ),
     Family::counter(
         UNITS_NOT_DECODED,
-        "Encoded units dropped before the decoder, by camera and reason (keyframes_only, gop_tail: no analysed frame needs them; overload: a group of pictures shed while the analysis is behind).",
+        "Encoded units dropped before the decoder, by camera and reason (keyframes_only, gop_tail: no analysed frame needs them; overload: a needed keyframe not decoded while the camera's frame still waits for the model).",
     ),
     Family::counter(
         FRAMES_GATED,

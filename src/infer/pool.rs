@@ -113,16 +113,7 @@ struct Slots {
     /// While a reload restarts cameras, every slot may be closed for a moment: the workers must
     /// not take that for the end of the run.
     held: usize,
-    /// How long recent frames waited for a worker (seconds, moving average over takes, stale
-    /// frames included): the pool's backlog as ingest sees it (see [`Mailboxes::behind`]).
-    recent_wait_seconds: f64,
 }
-
-/// Weight of the newest take in [`Slots::recent_wait_seconds`]: about the last five frames.
-const RECENT_WAIT_WEIGHT: f64 = 0.2;
-/// The pool is behind when recent frames waited this share of `max_frame_age` or longer: a
-/// frame decoded now would likely wait past the bound, or replace one that did.
-const BEHIND_SHARE_OF_MAX_AGE: f64 = 0.5;
 
 /// Per-camera mailboxes between the ingest threads and the workers.
 ///
@@ -177,7 +168,6 @@ impl Mailboxes {
                 camera_ids,
                 stopping: false,
                 held: 0,
-                recent_wait_seconds: 0.0,
             }),
             work: Condvar::new(),
             space: Condvar::new(),
@@ -269,16 +259,8 @@ impl Mailboxes {
     /// one is better replaced, so latency stays bounded). Counted as a `superseded` drop for
     /// each model of the plan, so ingest may drop the frame before scaling and converting it.
     pub fn drop_if_waiting(&self, camera: usize) -> bool {
-        if self.pace == Pace::Fast {
-            return false;
-        }
         let st = self.lock();
-        let young = st
-            .slots
-            .get(camera)
-            .and_then(|s| s.waiting.as_ref())
-            .is_some_and(|(waiting, _)| waiting.received.elapsed() < self.max_frame_age / 2);
-        if !young {
+        if !self.young_frame_waits(&st, camera) {
             return false;
         }
         let (plan, id) = (st.slots[camera].plan.clone(), st.camera_ids[camera].clone());
@@ -287,14 +269,23 @@ impl Mailboxes {
         true
     }
 
-    /// Realtime pace: whether recent frames waited for a worker for half of `max_frame_age` or
-    /// longer. Ingest then leaves whole groups of pictures undecoded (see
-    /// `ingest::keyframes`): under overload a frame decoded now would only go stale or be
-    /// superseded, and its decoding takes CPU from the model. Replays never shed.
-    pub fn behind(&self) -> bool {
+    /// Realtime pace: whether camera `camera` is behind, its frame still waiting for a worker
+    /// while younger than half of `max_frame_age`, as [`Mailboxes::drop_if_waiting`] asks but
+    /// counting nothing. Ingest then leaves the camera's next group of pictures undecoded (see
+    /// `ingest::keyframes`): its first frame would only be dropped as superseded, and decoding
+    /// it takes CPU from the model. Per camera, so only cameras whose frames wait shed, never
+    /// all at once. Replays never shed.
+    pub fn behind(&self, camera: usize) -> bool {
+        self.young_frame_waits(&self.lock(), camera)
+    }
+
+    fn young_frame_waits(&self, st: &Slots, camera: usize) -> bool {
         self.pace == Pace::Realtime
-            && self.lock().recent_wait_seconds
-                >= self.max_frame_age.as_secs_f64() * BEHIND_SHARE_OF_MAX_AGE
+            && st
+                .slots
+                .get(camera)
+                .and_then(|s| s.waiting.as_ref())
+                .is_some_and(|(waiting, _)| waiting.received.elapsed() < self.max_frame_age / 2)
     }
 
     /// The camera will send no more frames (its source ended).
@@ -342,10 +333,7 @@ impl Mailboxes {
                 .map(|(i, _)| i);
             if let Some((frame, _since)) = pick.and_then(|i| st.slots[i].waiting.take()) {
                 let cam = frame.camera;
-                let waited = frame.received.elapsed();
-                st.recent_wait_seconds +=
-                    RECENT_WAIT_WEIGHT * (waited.as_secs_f64() - st.recent_wait_seconds);
-                if self.pace == Pace::Realtime && waited > self.max_frame_age {
+                if self.pace == Pace::Realtime && frame.received.elapsed() > self.max_frame_age {
                     // Older than the latency bound: analysing it would only delay the next one.
                     let id = st.camera_ids[cam].clone();
                     st.slots[cam].count_drop(&id, telemetry::DropReason::Stale);
@@ -994,28 +982,24 @@ mod tests {
     }
 
     #[test]
-    fn the_pool_is_behind_once_recent_frames_waited_half_the_bound_and_replays_never_are() {
-        let mb = Mailboxes::new(ids(1), Pace::Realtime, secs(20));
-        let take_one = |received| {
-            mb.put(frame(0, 0, received));
-            drop(mb.take());
-        };
-        take_one(Instant::now());
-        assert!(!mb.behind(), "a frame taken at once");
-        for _ in 0..10 {
-            take_one(ago(15));
-        }
-        assert!(mb.behind(), "frames that waited 15 s of a 20 s bound");
-        for _ in 0..20 {
-            take_one(Instant::now());
-        }
-        assert!(!mb.behind(), "caught up again");
+    fn a_camera_is_behind_while_its_young_frame_waits_and_replays_never_are() {
+        let mb = Mailboxes::new(ids(2), Pace::Realtime, secs(20));
+        assert!(!mb.behind(0), "nothing waits");
+        mb.put(frame(0, 0, ago(5)));
+        assert!(mb.behind(0), "a frame of 5 s waits (bound 20 s)");
+        assert!(!mb.behind(1), "only the camera whose frame waits");
+        mb.put(frame(0, 1, ago(15)));
+        assert!(
+            !mb.behind(0),
+            "the waiting frame is past half the bound: better replaced"
+        );
+        mb.put(frame(0, 2, Instant::now()));
+        drop(mb.take());
+        assert!(!mb.behind(0), "taken");
+        assert!(!mb.behind(7), "no such camera");
         let replay = Mailboxes::new(ids(1), Pace::Fast, secs(20));
-        for _ in 0..10 {
-            replay.put(frame(0, 0, ago(15)));
-            drop(replay.take());
-        }
-        assert!(!replay.behind());
+        replay.put(frame(0, 0, Instant::now()));
+        assert!(!replay.behind(0));
     }
 
     #[test]

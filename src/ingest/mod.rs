@@ -197,9 +197,9 @@ pub trait FrameSink: Send + 'static {
     fn busy_check(&self) -> Option<BusyCheck> {
         None
     }
-    /// Asked at each keyframe the analysis needs: `true` while the analysis downstream is so far
-    /// behind that a frame decoded now would only go stale, so the keyframe's whole group of
-    /// pictures is left undecoded (never two in a row; see `keyframes`). `None`: never.
+    /// Asked at each keyframe a camera decoding keyframes only needs: `true` while the camera's
+    /// previous frame still waits for the model, so the keyframe's frame would only be dropped
+    /// as superseded; it is then left undecoded (see `keyframes`). `None`: never.
     fn behind_check(&self) -> Option<BusyCheck> {
         None
     }
@@ -590,6 +590,7 @@ fn camera_loop(plan: &CameraPlan, sink: &SharedSink, registry: &CameraRegistry, 
         );
         registry.set_state(cam, CameraState::Connecting, Some(&why));
         sleep_unless_stopped(plan.start_delay, stop);
+        registry.clear_reason(cam);
     }
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -793,7 +794,7 @@ fn drop_when_busy(
 /// paced by its sink (`sync=true`) must pace the frames dropped before the sink too: without
 /// it the file races ahead while its frames are dropped, and the next ones find the camera
 /// busy again.
-fn wait_for_running_time(pad: &gst::Pad, buffer: &gst::BufferRef) {
+pub(super) fn wait_for_running_time(pad: &gst::Pad, buffer: &gst::BufferRef) {
     let Some(pts) = buffer.pts() else { return };
     let Some(element) = pad.parent_element() else {
         return;
@@ -854,7 +855,18 @@ fn run_pipeline_once(
             let sink = frame_sink.lock().unwrap_or_else(|p| p.into_inner());
             (sink.busy_check(), sink.behind_check())
         };
-        keyframes.set_behind_check(behind.filter(|_| plan.shed_when_behind));
+        let behind = behind.filter(|_| plan.shed_when_behind).map(|behind| {
+            let liveness = liveness.clone();
+            // `true` sheds a keyframe: the camera is alive, its frames merely wait.
+            Arc::new(move || {
+                let shed = behind();
+                if shed {
+                    liveness.touch();
+                }
+                shed
+            }) as BusyCheck
+        });
+        keyframes.set_behind_check(behind, plan.sync);
         if let Some(busy) = busy
             && let Some(converter) = first_converter(sink.upcast_ref())
         {

@@ -55,9 +55,10 @@ pub struct IngestSettings {
     /// Leave undecoded the delta units after a GOP's last analysis slot (streams without
     /// B-frames; see `ingest::keyframes`). `false` decodes every frame of the GOP.
     pub skip_gop_tails: bool,
-    /// Under overload (frames wait for the model half of `[inference] max_frame_age_ms` or
-    /// longer), leave a camera's next group of pictures undecoded, never two in a row: its
-    /// frames would only go stale, and decoding them takes CPU from the model. Realtime only.
+    /// Under overload (a keyframe the analysis needs arrives while the camera's previous frame
+    /// still waits for the model), a camera decoding keyframes only leaves that keyframe
+    /// undecoded: its frame would only be dropped as superseded, and decoding takes CPU from the
+    /// model. Realtime only.
     pub shed_when_behind: bool,
     /// Camera i of n starts i/n of this after the run: a node's cameras do not all connect,
     /// and replayed files do not all decode their keyframes and analysis slots, at one instant.

@@ -721,37 +721,82 @@ fn cameras_start_spread_over_the_configured_time() {
         first_frame.push(start.elapsed());
     }
     eprintln!("first frames after {first_frame:?}");
-    assert!(first_frame[1] >= Duration::from_secs(4), "{first_frame:?}");
-    assert!(first_frame[2] >= Duration::from_secs(8), "{first_frame:?}");
+    // 4 s apart (connecting and the first decoded frame add some noise, alike for each).
+    for pair in first_frame.windows(2) {
+        let gap = pair[1].saturating_sub(pair[0]);
+        assert!(
+            (Duration::from_secs(3)..Duration::from_secs(7)).contains(&gap),
+            "starts 4 s apart: {first_frame:?}"
+        );
+    }
+    let started = run.cam("s2");
+    assert_eq!(started.last_error, None, "the wait is over: {started:?}");
     run.finish();
 }
 
-/// Four cameras at 2 frames/s in phase on two workers, with a 20 ms bound on a frame's age: the
-/// pool is behind, so ingest sheds whole GOPs before decoding (counted), never so many that a
-/// camera stops being analysed; with `shed_when_behind = false` nothing is shed.
+/// Eight cameras at 5 frames/s on one worker (about twice what it analyses), decoding keyframes
+/// only (an all-intra clip: every frame a keyframe): a needed keyframe that arrives while the
+/// camera's previous frame still waits for the model is not decoded (counted), never so many
+/// that a camera stops being analysed or is taken for stalled; with `shed_when_behind = false`
+/// nothing is shed.
 #[test]
-fn an_overloaded_pool_sheds_whole_gops_before_decoding_and_every_camera_stays_analysed() {
+fn an_overloaded_pool_sheds_keyframes_before_decoding_and_every_camera_stays_analysed() {
     let _exclusive = crate::support::exclusive();
-    let uri = repo("sample-streams/vtest.mp4").display().to_string();
-    for shed in [true, false] {
+    let clip_dir = TempDir::new("shed-clip");
+    let clip = clip_dir.path("intra.mp4");
+    let status = Command::new("gst-launch-1.0")
+        .args(["-q", "videotestsrc", "num-buffers=200", "pattern=ball", "!"])
+        .arg("video/x-raw,width=640,height=360,framerate=10/1")
+        .args([
+            "!",
+            "x264enc",
+            "key-int-max=1",
+            "speed-preset=veryfast",
+            "!",
+        ])
+        .args(["h264parse", "!", "mp4mux", "!", "filesink"])
+        .arg(format!("location={}", clip.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let uri = clip.display().to_string();
+    for shed in [false, true] {
         let dir = TempDir::new("shed");
-        let ids: Vec<String> = (0..4).map(|i| format!("shed-{shed}-{i}")).collect();
-        let cams: String = ids.iter().map(|id| camera(id, &uri, "")).collect();
-        let mut config = config(&dir, 2.0, &cams, "realtime");
-        config.inference.max_frame_age_ms = 20;
+        let ids: Vec<String> = (0..8).map(|i| format!("shed-{shed}-{i}")).collect();
+        let cams: String = ids
+            .iter()
+            .map(|id| camera(id, &uri, "keyframes_only = true"))
+            .collect();
+        let mut config = config(&dir, 5.0, &cams, "realtime");
+        config.inference.workers = 1;
         config.ingest.shed_when_behind = shed;
         let run = Running::start(config);
         std::thread::sleep(Duration::from_secs(16));
         let shed_units: u64 = ids.iter().map(|id| units_not_decoded(id, "overload")).sum();
-        let analysed: Vec<u64> = ids.iter().map(|id| run.cam(id).frames).collect();
-        eprintln!("shed_when_behind = {shed}: {shed_units} units shed; frames {analysed:?}");
+        let text = gridwatch::telemetry::prometheus()
+            .map(|h| h.render())
+            .unwrap_or_default();
+        let analysed = gridwatch_bench::replay::counter_by(
+            &text,
+            gridwatch::telemetry::FRAMES_ANALYSED,
+            "camera",
+            &ids,
+        );
+        let stalls: Vec<u64> = ids.iter().map(|id| run.cam(id).stalls).collect();
+        eprintln!(
+            "shed_when_behind = {shed}: {shed_units} units shed; analysed {analysed:?}; stalls {stalls:?}"
+        );
+        assert!(
+            stalls.iter().all(|&s| s == 0),
+            "no camera stalled: {stalls:?}"
+        );
+        assert!(
+            ids.iter()
+                .all(|id| analysed.get(id).is_some_and(|&n| n >= 5)),
+            "every camera keeps being analysed: {analysed:?}"
+        );
         if shed {
-            // A GOP is 20 units (2 s at 10 frames/s).
-            assert!(shed_units >= 20, "{shed_units} units shed");
-            assert!(
-                analysed.iter().all(|&f| f >= 6),
-                "every camera keeps being analysed: {analysed:?}"
-            );
+            assert!(shed_units >= 20, "{shed_units} keyframes shed");
         } else {
             assert_eq!(shed_units, 0);
         }

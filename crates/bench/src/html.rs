@@ -312,7 +312,7 @@ pub fn render(r: &BenchReport) -> String {
         ];
         let _ = write!(
             h,
-            "<h2>Scaling</h2><p>{} analysed frame/s per camera, real-time pace; sustained = after the warm-up no stale drop, no GOP shed and p99 &lt; {} ms. Largest sustained: <b>{}</b> cameras.</p>",
+            "<h2>Scaling</h2><p>{} analysed frame/s per camera, real-time pace; sustained = after the warm-up no stale drop, no keyframe shed and p99 &lt; {} ms. Largest sustained: <b>{}</b> cameras.</p>",
             s.analysis_fps, s.p99_bound_ms, s.largest_sustained
         );
         h.push_str(&bars(

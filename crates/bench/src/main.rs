@@ -161,7 +161,7 @@ struct BenchRunArgs {
     #[arg(long, default_value_t = gridwatch::ingest::settings::DEFAULT_START_SPREAD_SECONDS,
           value_parser = gridwatch::config::seconds_in(gridwatch::ingest::settings::MAX_START_SPREAD_SECONDS))]
     start_spread_seconds: f64,
-    /// Never shed a GOP under overload (`[ingest] shed_when_behind = false`), to compare.
+    /// Never shed a needed keyframe under overload (`[ingest] shed_when_behind = false`), to compare.
     #[arg(long)]
     no_shed: bool,
     /// Skip the decode-only and bare-model limits.

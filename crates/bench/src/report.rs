@@ -193,20 +193,26 @@ impl Limits {
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         let decode_cpu = decode_cpu_seconds / decode_frames.max(1) as f64;
-        let decode_and_model_fps = cores / (decode_cpu + bare.cpu_seconds_per_frame);
+        let decode_and_model_fps = ratio(cores, decode_cpu + bare.cpu_seconds_per_frame);
         Self {
             decode_fps,
             decode_cpu_seconds,
             decode_frames,
             model_fps: bare.fps,
-            decode_efficiency: gridwatch.decoded_fps / decode_fps,
-            model_efficiency: gridwatch.analysed_fps / bare.fps,
+            decode_efficiency: ratio(gridwatch.decoded_fps, decode_fps),
+            model_efficiency: ratio(gridwatch.analysed_fps, bare.fps),
             decode_cpu_ms_per_frame: decode_cpu * 1000.0,
             model_cpu_ms_per_frame: bare.cpu_seconds_per_frame * 1000.0,
             decode_and_model_fps,
-            decode_and_model_efficiency: gridwatch.analysed_fps / decode_and_model_fps,
+            decode_and_model_efficiency: ratio(gridwatch.analysed_fps, decode_and_model_fps),
         }
     }
+}
+
+/// `a / b`, or 0 (unmeasured) when `b` is not a positive rate: a limit run that measured
+/// nothing must not put an infinity (null in JSON) into the report.
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 && b.is_finite() { a / b } else { 0.0 }
 }
 
 /// Detections of gridwatch and the Python peer compared on the frames both analysed.
