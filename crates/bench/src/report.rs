@@ -148,7 +148,7 @@ pub struct Steady {
     pub latency: Percentiles,
     pub stale_drops: u64,
     pub superseded_drops: u64,
-    /// Encoded units shed under overload (`reason="overload"`): a sustained load sheds none.
+    /// Needed keyframes shed while the camera's frame still waited (`reason="overload"`).
     #[serde(default)]
     pub shed_units: u64,
 }
@@ -266,6 +266,9 @@ pub struct ScalingStep {
     pub analysed_fps: f64,
     pub stale_drops: u64,
     pub superseded_drops: u64,
+    /// Needed keyframes shed while the camera's frame still waited (`reason="overload"`).
+    #[serde(default)]
+    pub shed_keyframes: u64,
     pub latency: Percentiles,
     pub cpu_seconds: f64,
     pub cpu_share_of_machine: f64,

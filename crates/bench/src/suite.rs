@@ -234,12 +234,9 @@ fn run_in(
             let r = replay::run(&step)?.result;
             let stale = r.frames_dropped.get("stale").copied().unwrap_or(0);
             let superseded = r.frames_dropped.get("superseded").copied().unwrap_or(0);
-            let shed = r.units_not_decoded.get("overload").copied().unwrap_or(0);
-            let (steady_stale, steady_shed, steady_p99) = r
-                .steady
-                .as_ref()
-                .map_or((stale, shed, r.latency.p99_ms), |s| {
-                    (s.stale_drops, s.shed_units, s.latency.p99_ms)
+            let (steady_stale, steady_p99) =
+                r.steady.as_ref().map_or((stale, r.latency.p99_ms), |s| {
+                    (s.stale_drops, s.latency.p99_ms)
                 });
             steps.push(ScalingStep {
                 cameras: n,
@@ -248,10 +245,10 @@ fn run_in(
                 analysed_fps: r.analysed_fps,
                 stale_drops: stale,
                 superseded_drops: superseded,
-                // Shedding GOPs is how an overload shows once it no longer shows as stale frames.
-                sustained: steady_stale == 0
-                    && steady_shed == 0
-                    && steady_p99 < SCALING_P99_BOUND_MS,
+                shed_keyframes: r.units_not_decoded.get("overload").copied().unwrap_or(0),
+                // A shed keyframe, like a superseded frame, is one the camera's waiting frame
+                // stood for; both are reported, neither breaks a sustained load.
+                sustained: steady_stale == 0 && steady_p99 < SCALING_P99_BOUND_MS,
                 steady: r.steady.clone(),
                 latency: r.latency,
                 cpu_seconds: r.cpu_seconds,
