@@ -22,7 +22,9 @@
 //!   Per camera, so only the cameras whose frames wait shed. Not while decoding whole GOPs: one
 //!   shed keyframe would cost every analysis slot of its group of pictures (measured: an
 //!   overloaded worker then analysed 18 % fewer frames), while only the first would have been
-//!   superseded.
+//!   superseded. Off by default (`[ingest] shed_when_behind`): `videorate` downstream holds
+//!   each frame until the next arrives, so the frame found waiting is rarely the one this
+//!   keyframe would replace.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -236,7 +238,10 @@ impl KeyframeClock {
         };
         let step = 1.0 / fps;
         let half_gap = self.interval_seconds().unwrap_or(0.0) * 0.5;
-        if next.is_some_and(|n| t < n - half_gap) {
+        // Between two slots: the last due keyframe was at or after `n - step`. Further back is
+        // a jump back (a file's loop, a camera's clock reset): the grid starts over below.
+        if next.is_some_and(|n| t < n - half_gap && t >= n - step - half_gap - SLOT_EPSILON_SECONDS)
+        {
             return false;
         }
         // The next slot follows this one; after a jump (loop, reconnect) it starts over here.
@@ -299,7 +304,9 @@ impl KeyframeClock {
                         st.picture_out(b.pts().map(seconds));
                     }
                     Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::FlushStop => {
+                        // A seek (a looped file starting over): slots and grid start again.
                         st.anchor = None;
+                        st.next_due = None;
                     }
                     _ => {}
                 }
@@ -456,6 +463,16 @@ mod tests {
         for gop in [0.0, 2.0, 4.0, 6.0, 8.0] {
             assert!(near(&kept, gop), "GOP at {gop} s decoded: {kept:?}");
         }
+    }
+
+    #[test]
+    fn keyframes_only_starts_its_slots_over_when_the_stream_jumps_back() {
+        // A looped 12 s file without a flush in between (a camera's clock reset looks alike).
+        let k = KeyframeClock::only();
+        k.set_fps(0.25);
+        let mut twice = stream(12, 20);
+        twice.extend(stream(12, 20));
+        assert_eq!(feed(&k, &twice), vec![0.0, 4.0, 8.0, 0.0, 4.0, 8.0]);
     }
 
     #[test]

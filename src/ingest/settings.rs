@@ -58,7 +58,9 @@ pub struct IngestSettings {
     /// Under overload (a keyframe the analysis needs arrives while the camera's previous frame
     /// still waits for the model), a camera decoding keyframes only leaves that keyframe
     /// undecoded: its frame would only be dropped as superseded, and decoding takes CPU from the
-    /// model. Realtime only.
+    /// model. Realtime only. Off by default: `videorate` holds each frame until the next one
+    /// arrives, so the frame found waiting is rarely the one the keyframe would replace (live:
+    /// it almost never fires; replays: it sheds frames that would have been analysed).
     pub shed_when_behind: bool,
     /// Camera i of n starts i/n of this after the run: a node's cameras do not all connect,
     /// and replayed files do not all decode their keyframes and analysis slots, at one instant.
@@ -76,7 +78,7 @@ impl Default for IngestSettings {
             decoder_threads: DEFAULT_DECODER_THREADS,
             skip_gop_tails: true,
             start_spread_seconds: DEFAULT_START_SPREAD_SECONDS,
-            shed_when_behind: true,
+            shed_when_behind: false,
         }
     }
 }

@@ -694,6 +694,44 @@ fn a_frame_that_would_supersede_a_waiting_one_is_dropped_before_conversion_at_th
     );
 }
 
+/// A looped 6 s file decoded keyframes only (a keyframe a second, analysed every 2 s) keeps
+/// its analysis slots across each loop: the probe's slot grid starts over when the file does,
+/// instead of waiting for the stream time it had reached (no frame, then a stall).
+#[test]
+fn a_looped_file_decoded_keyframes_only_keeps_its_slots_across_loops() {
+    let _exclusive = crate::support::exclusive();
+    let dir = TempDir::new("loop-keyframes");
+    let status = Command::new("gst-launch-1.0")
+        .args(["-q", "videotestsrc", "num-buffers=60", "pattern=ball", "!"])
+        .arg("video/x-raw,width=320,height=240,framerate=10/1")
+        .args([
+            "!",
+            "x264enc",
+            "key-int-max=10",
+            "bframes=0",
+            "!",
+            "h264parse",
+            "!",
+        ])
+        .args(["mp4mux", "!", "filesink"])
+        .arg(format!("location={}", dir.path("six.mp4").display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let cams = camera("looped", "six.mp4", "loop = true\nkeyframes_only = true");
+    let run = Running::start(config(&dir, 0.5, &cams, "realtime"));
+    // Three loops: 3 slots each.
+    std::thread::sleep(Duration::from_secs(18));
+    let c = run.cam("looped");
+    eprintln!(
+        "looped file, keyframes only: {} frames, {} stalls",
+        c.frames, c.stalls
+    );
+    assert_eq!(c.stalls, 0, "{c:?}");
+    assert!(c.frames >= 7, "slots in every loop: {c:?}");
+    run.finish();
+}
+
 #[test]
 fn cameras_start_spread_over_the_configured_time() {
     let _exclusive = crate::support::exclusive();

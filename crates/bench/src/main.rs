@@ -161,9 +161,10 @@ struct BenchRunArgs {
     #[arg(long, default_value_t = gridwatch::ingest::settings::DEFAULT_START_SPREAD_SECONDS,
           value_parser = gridwatch::config::seconds_in(gridwatch::ingest::settings::MAX_START_SPREAD_SECONDS))]
     start_spread_seconds: f64,
-    /// Never shed a needed keyframe under overload (`[ingest] shed_when_behind = false`), to compare.
+    /// Shed needed keyframes while a camera's frame still waits (`[ingest] shed_when_behind =
+    /// true`, off by default: see README), to compare.
     #[arg(long)]
-    no_shed: bool,
+    shed: bool,
     /// Skip the decode-only and bare-model limits.
     #[arg(long)]
     no_limits: bool,
@@ -238,7 +239,7 @@ fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
                 decoder_threads: a.decoder_threads,
                 skip_gop_tails: !a.decode_gop_tails,
                 start_spread_seconds: a.start_spread_seconds,
-                shed_when_behind: !a.no_shed,
+                shed_when_behind: a.shed,
             },
             // The key area is judged in its steady state (see BENCHMARKS.md).
             warmup_seconds: if a.key_area {
