@@ -694,6 +694,34 @@ fn a_frame_that_would_supersede_a_waiting_one_is_dropped_before_conversion_at_th
     );
 }
 
+/// Writes an H.264 MP4 of `frames` frames of GStreamer's moving ball at 10 frames/s, with
+/// `x264` settings such as the keyframe interval.
+fn encode_ball_clip(
+    path: &std::path::Path,
+    frames: u32,
+    (width, height): (u32, u32),
+    x264: &[&str],
+) {
+    let status = Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "videotestsrc",
+            &format!("num-buffers={frames}"),
+            "pattern=ball",
+            "!",
+        ])
+        .arg(format!(
+            "video/x-raw,width={width},height={height},framerate=10/1"
+        ))
+        .args(["!", "x264enc"])
+        .args(x264)
+        .args(["!", "h264parse", "!", "mp4mux", "!", "filesink"])
+        .arg(format!("location={}", path.display()))
+        .status()
+        .expect("gst-launch-1.0 runs");
+    assert!(status.success(), "encoding {}", path.display());
+}
+
 /// A looped 6 s file decoded keyframes only (a keyframe a second, analysed every 2 s) keeps
 /// its analysis slots across each loop: the probe's slot grid starts over when the file does,
 /// instead of waiting for the stream time it had reached (no frame, then a stall).
@@ -701,23 +729,13 @@ fn a_frame_that_would_supersede_a_waiting_one_is_dropped_before_conversion_at_th
 fn a_looped_file_decoded_keyframes_only_keeps_its_slots_across_loops() {
     let _exclusive = crate::support::exclusive();
     let dir = TempDir::new("loop-keyframes");
-    let status = Command::new("gst-launch-1.0")
-        .args(["-q", "videotestsrc", "num-buffers=60", "pattern=ball", "!"])
-        .arg("video/x-raw,width=320,height=240,framerate=10/1")
-        .args([
-            "!",
-            "x264enc",
-            "key-int-max=10",
-            "bframes=0",
-            "!",
-            "h264parse",
-            "!",
-        ])
-        .args(["mp4mux", "!", "filesink"])
-        .arg(format!("location={}", dir.path("six.mp4").display()))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    // 6 s at 10 frames/s, a keyframe a second.
+    encode_ball_clip(
+        &dir.path("six.mp4"),
+        60,
+        (320, 240),
+        &["key-int-max=10", "bframes=0"],
+    );
     let cams = camera("looped", "six.mp4", "loop = true\nkeyframes_only = true");
     let run = Running::start(config(&dir, 0.5, &cams, "realtime"));
     // Three loops: 3 slots each.
@@ -782,21 +800,13 @@ fn an_overloaded_pool_sheds_keyframes_before_decoding_and_every_camera_stays_ana
     let _exclusive = crate::support::exclusive();
     let clip_dir = TempDir::new("shed-clip");
     let clip = clip_dir.path("intra.mp4");
-    let status = Command::new("gst-launch-1.0")
-        .args(["-q", "videotestsrc", "num-buffers=200", "pattern=ball", "!"])
-        .arg("video/x-raw,width=640,height=360,framerate=10/1")
-        .args([
-            "!",
-            "x264enc",
-            "key-int-max=1",
-            "speed-preset=veryfast",
-            "!",
-        ])
-        .args(["h264parse", "!", "mp4mux", "!", "filesink"])
-        .arg(format!("location={}", clip.display()))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    // 20 s at 10 frames/s, every frame a keyframe.
+    encode_ball_clip(
+        &clip,
+        200,
+        (640, 360),
+        &["key-int-max=1", "speed-preset=veryfast"],
+    );
     let uri = clip.display().to_string();
     for shed in [false, true] {
         let dir = TempDir::new("shed");
