@@ -271,10 +271,9 @@ impl Mailboxes {
 
     /// Realtime pace: whether camera `camera` is behind, its frame still waiting for a worker
     /// while younger than half of `max_frame_age`, as [`Mailboxes::drop_if_waiting`] asks but
-    /// counting nothing. Ingest then leaves the camera's next group of pictures undecoded (see
-    /// `ingest::keyframes`): its first frame would only be dropped as superseded, and decoding
-    /// it takes CPU from the model. Per camera, so only cameras whose frames wait shed, never
-    /// all at once. Replays never shed.
+    /// counting nothing. With `[ingest] shed_when_behind`, a camera decoding keyframes only then
+    /// leaves its next needed keyframe undecoded (see `ingest::keyframes`). Fast pace (replays
+    /// paced by the camera's mailbox): never.
     pub fn behind(&self, camera: usize) -> bool {
         self.young_frame_waits(&self.lock(), camera)
     }

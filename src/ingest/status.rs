@@ -126,8 +126,6 @@ impl CameraRegistry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Moves a camera to `state`, logging the change (not repeats) with its reason; a repeat
-    /// only updates the reason.
     /// Forgets the reason shown with the state (a wait that is over, not an error).
     pub fn clear_reason(&self, camera: usize) {
         if let Some(e) = self.lock().get_mut(camera) {
@@ -135,6 +133,8 @@ impl CameraRegistry {
         }
     }
 
+    /// Moves a camera to `state`, logging the change (not repeats) with its reason; a repeat
+    /// only updates the reason.
     pub fn set_state(&self, camera: usize, state: CameraState, reason: Option<&str>) {
         let mut v = self.lock();
         let Some(e) = v.get_mut(camera) else { return };
