@@ -74,6 +74,8 @@ pub const DISPATCH_BREAKER_STATE: &str = "gridwatch_dispatch_breaker_state";
 pub const DISPATCH_BREAKER_OPENS: &str = "gridwatch_dispatch_breaker_opens_total";
 /// Appsink hand-over → the scenario stage done with the frame.
 pub const FRAME_LATENCY_SECONDS: &str = "gridwatch_frame_latency_seconds";
+/// How late frames reach the appsink behind their time on the pipeline clock.
+pub const INGEST_LAG_SECONDS: &str = "gridwatch_ingest_lag_seconds";
 /// Cases in the outbox by scenario and delivery state (`pending`, `delivered`, `dead`), read from
 /// the outbox when `/metrics` is scraped.
 pub const OUTBOX_CASES: &str = "gridwatch_outbox_cases";
@@ -225,7 +227,7 @@ pub const FAMILIES: &[Family] = &[
     ),
     Family::counter(
         UNITS_NOT_DECODED,
-        "Encoded units dropped before the decoder, by camera and reason (keyframes_only, gop_tail: no analysed frame needs them; overload: a needed keyframe not decoded while the camera's frame still waits for the model).",
+        "Encoded units dropped before the decoder, by camera and reason (keyframes_only, gop_tail: no analysed frame needs them; overload: a needed keyframe not decoded while the camera's frame still waits for the model; late: a needed keyframe, and its group of pictures, that reached the decoder later than `[ingest] max_decode_lag_ms`).",
     ),
     Family::counter(
         FRAMES_GATED,
@@ -312,6 +314,10 @@ pub const FAMILIES: &[Family] = &[
     Family::histogram(
         FRAME_LATENCY_SECONDS,
         "Appsink hand-over to rules evaluated, per analysed frame.",
+    ),
+    Family::histogram(
+        INGEST_LAG_SECONDS,
+        "How late each frame reached the appsink behind its time on the pipeline clock: decoding behind real time, and a live source's own latency (an RTSP jitter buffer); 0 for a replay's frame on time.",
     ),
     Family::gauge(
         OUTBOX_CASES,
@@ -525,6 +531,7 @@ pub struct DecodeSkipMetrics {
     pub keyframes_only: metrics::Counter,
     pub gop_tail: metrics::Counter,
     pub overload: metrics::Counter,
+    pub late: metrics::Counter,
 }
 
 impl DecodeSkipMetrics {
@@ -534,6 +541,7 @@ impl DecodeSkipMetrics {
             keyframes_only: reason("keyframes_only"),
             gop_tail: reason("gop_tail"),
             overload: reason("overload"),
+            late: reason("late"),
         }
     }
 }
@@ -561,6 +569,11 @@ pub fn frame_dropped(camera: &str, reason: DropReason) {
 /// Capture (appsink hand-over) to decision (rules evaluated) of one analysed frame.
 pub fn frame_decided(seconds: f64) {
     histogram!(FRAME_LATENCY_SECONDS).record(seconds);
+}
+
+/// How late a frame reached the appsink (see [`INGEST_LAG_SECONDS`]).
+pub fn frame_lag(seconds: f64) {
+    histogram!(INGEST_LAG_SECONDS).record(seconds);
 }
 
 /// One gauge per (scenario, delivery state).

@@ -34,8 +34,11 @@ pub struct FrameRecord {
     pub camera: usize,
     pub seq: u64,
     pub stream_seconds: f64,
-    /// When the appsink handed the frame over (the bench's "capture" for replayed files).
+    /// When the appsink handed the frame over.
     pub received: std::time::Instant,
+    /// How late the hand-over was behind the frame's time on the pipeline clock
+    /// (`Frame::lag_seconds`): capture → decision is this plus `received` → `done_at`.
+    pub ingest_lag_seconds: f64,
     pub queue_seconds: f64,
     pub times: StageTimes,
     /// When the worker handed the detections to the scenario channel.
@@ -498,6 +501,7 @@ fn work<A: Analyse>(
                         seq: frame.seq,
                         stream_seconds: frame.stream_seconds,
                         received: frame.received,
+                        ingest_lag_seconds: frame.lag_seconds,
                         queue_seconds,
                         times,
                         handed_at: now,

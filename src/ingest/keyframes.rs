@@ -15,6 +15,15 @@
 //!   foreseen: keyframes at scene cuts or a "smart" codec's varying GOP are decoded whole. A
 //!   camera that lengthens its GOP costs the slots of one GOP; its gaps then disagree until the
 //!   window holds only the new interval.
+//! - **Shedding late units**: at realtime pace, a decoder that falls behind real time (the CPU
+//!   is overloaded) would spend it on frames that are late already, and fall further behind. So
+//!   a keyframe that reaches the decoder more than `[ingest] max_decode_lag_ms` late, beyond
+//!   the stream's usual lateness (the least of the recent units', at least 0: an RTSP
+//!   jitter buffer delays every unit alike, a replay's units come early), is not decoded, nor is
+//!   the rest of its GOP; nor is the rest of a GOP once one of its deltas arrives that late (one
+//!   GOP can take longer to decode than the lag allowed). Dropping costs nothing, so the decoder
+//!   is back on time at the next keyframe, which is judged afresh. Per camera: only the cameras
+//!   whose decoders fall behind shed, as much as they fall behind.
 //! - **Shedding under overload**: at realtime pace, when a keyframe the analysis needs arrives
 //!   in keyframes-only mode while the camera's previous frame still waits for the model
 //!   (younger than half its age bound, see `Mailboxes::behind`), the keyframe is not decoded:
@@ -22,9 +31,13 @@
 //!   Per camera, so only the cameras whose frames wait shed. Not while decoding whole GOPs: one
 //!   shed keyframe would cost every analysis slot of its group of pictures (measured: an
 //!   overloaded worker then analysed 18 % fewer frames), while only the first would have been
-//!   superseded. Off by default (`[ingest] shed_when_behind`): `videorate` downstream holds
-//!   each frame until the next arrives, so the frame found waiting is rarely the one this
-//!   keyframe would replace.
+//!   superseded. Off by default (`[ingest] shed_when_behind`): measured while the templates
+//!   still chose the frames with `videorate`, which held each frame until the next arrived,
+//!   so the frame found waiting was rarely the one this keyframe would replace.
+//! - **The analysis rate**: of the pictures the decoder puts out, only the first from half a
+//!   frame before each analysis slot on goes further (to scaling and conversion); at once, where
+//!   `videorate` held each frame until the next one arrived (a whole analysis interval when only
+//!   the needed keyframes are decoded: 5 s on a street camera).
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -43,6 +56,10 @@ const GAPS_KEPT: usize = 8;
 const MIN_GAPS: usize = 2;
 /// A gap longer than this is a pause of the source (a reconnect), not the stream's GOP.
 const MAX_GAP_SECONDS: f64 = 60.0;
+/// Units whose lateness at the decoder is kept: the least is the stream's usual lateness. 256
+/// spans 10 s at 25 frames/s (a minute keyframes only), long enough for a decoder behind real
+/// time to have caught up once (a shed GOP costs nothing to skip).
+const LATENESS_KEPT: usize = 256;
 /// Gaps measured before GOP tails are trimmed: they must agree (a fixed GOP).
 const MIN_REGULAR_GAPS: usize = 3;
 /// Recent gaps that differ by more than this are an irregular GOP (keyframes at scene cuts, a
@@ -70,11 +87,23 @@ pub struct KeyframeClock {
     fps_bits: Arc<AtomicU64>,
     /// Counters of the dropped units, when the clock belongs to a named camera.
     skipped: Option<DecodeSkipMetrics>,
-    /// Whether the analysis downstream is behind (see the module doc); `None`: never shed.
-    behind: Arc<Mutex<Option<super::BusyCheck>>>,
+    /// When a needed keyframe is left undecoded under overload (see the module doc).
+    shedding: Arc<Mutex<Shedding>>,
+}
+
+/// When a camera leaves the keyframes it needs undecoded under overload (see the module doc).
+#[derive(Clone, Default)]
+pub struct Shedding {
+    /// Whether the analysis downstream is behind (keyframes only); `None`: never asked.
+    pub behind: Option<super::BusyCheck>,
+    /// The most a needed keyframe may reach the decoder late, beyond the stream's usual
+    /// lateness, in seconds; later, its group of pictures is shed. `None`: never.
+    pub max_lag_seconds: Option<f64>,
     /// A shed keyframe waits for its time on the pipeline clock, as the synchronising sink
     /// would have: a replayed file must not race ahead while its keyframes are shed.
-    paced: Arc<AtomicBool>,
+    pub paced: bool,
+    /// Told at each shed keyframe: the camera is alive, it only sheds (the stall watchdog).
+    pub alive: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// A GOP's state in one decoder probe.
@@ -90,10 +119,16 @@ struct ProbeState {
     /// The last unit the decoder got in this GOP.
     last_kept_pts: Option<f64>,
     /// Where the analysis slots start: the decoder's first picture, again after a flush (a loop
-    /// or a seek). `videorate` (skip-to-first) lays its grid from the first frame it gets.
+    /// or a seek) or a jump back.
     anchor: Option<f64>,
+    /// The next analysis slot a decoded picture may serve (see [`KeyframeClock::serves_slot`]).
+    next_slot: Option<f64>,
     /// The last unit's presentation time (reordering shows as a step back).
     last_pts: Option<f64>,
+    /// How late the recent units reached the decoder (seconds; a ring of [`LATENESS_KEPT`]);
+    /// per pipeline, since a rebuilt pipeline has another clock base.
+    lateness: Vec<f64>,
+    lateness_count: usize,
 }
 
 /// A stream time in seconds.
@@ -102,19 +137,65 @@ fn seconds(t: gst::ClockTime) -> f64 {
 }
 
 impl ProbeState {
+    /// Records how late a unit reached the decoder.
+    fn record_lateness(&mut self, lateness: Option<f64>) {
+        if let Some(l) = lateness.filter(|l| l.is_finite()) {
+            if self.lateness.len() < LATENESS_KEPT {
+                self.lateness.push(l);
+            } else {
+                self.lateness[self.lateness_count % LATENESS_KEPT] = l;
+            }
+            self.lateness_count += 1;
+        }
+    }
+
+    /// Whether a unit that reached the decoder `lateness` seconds past its time is late by
+    /// more than `max` beyond the stream's usual lateness: the least of the recent units',
+    /// at least 0 (a live source's jitter buffer delays every unit alike; a replay's units
+    /// come early while its decoder keeps up).
+    fn late(&self, lateness: Option<f64>, max: Option<f64>) -> bool {
+        let (Some(l), Some(max)) = (lateness.filter(|l| l.is_finite()), max) else {
+            return false;
+        };
+        let usual = self
+            .lateness
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min)
+            .max(0.0);
+        l - usual > max
+    }
+
     /// The decoder put out a picture: the first one after a start or a flush anchors the slots.
     fn picture_out(&mut self, pts: Option<f64>) {
         if self.anchor.is_none() {
             self.anchor = pts;
         }
     }
+
+    /// A flush (a looped file starting over, a seek): slots and grids start again.
+    fn flushed(&mut self) {
+        self.anchor = None;
+        self.next_due = None;
+        self.next_slot = None;
+    }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Skip {
     KeyframesOnly,
     GopTail,
+    /// The camera's previous frame still waits for the model.
     Overload,
+    /// The keyframe reached the decoder too late: the decoder is behind real time.
+    Late,
+}
+
+impl Skip {
+    /// Shed under overload (rather than not needed).
+    fn shed(self) -> bool {
+        matches!(self, Skip::Overload | Skip::Late)
+    }
 }
 
 /// A slot this close to the next keyframe is served by that keyframe.
@@ -136,24 +217,31 @@ impl KeyframeClock {
         clock
     }
 
-    /// Asks `check` at each keyframe the analysis needs, decoding keyframes only, whether to
-    /// shed it (`None`: never); `paced`: the pipeline's sink synchronises to the clock.
-    pub fn set_behind_check(&self, check: Option<super::BusyCheck>, paced: bool) {
-        *self.behind.lock().unwrap_or_else(|p| p.into_inner()) = check;
-        self.paced.store(paced, Ordering::Relaxed);
+    /// When to shed the keyframes the analysis needs (see the module doc).
+    pub fn set_shedding(&self, shedding: Shedding) {
+        *self.shedding.lock().unwrap_or_else(|p| p.into_inner()) = shedding;
     }
 
-    /// Whether to shed a keyframe the analysis needs (see the module doc).
-    fn shed(&self) -> bool {
-        if !self.is_only() {
-            return false;
-        }
-        let check = self
-            .behind
+    fn shedding(&self) -> Shedding {
+        self.shedding
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        check.is_some_and(|behind| behind())
+            .clone()
+    }
+
+    /// Whether to shed a keyframe that reached the decoder `lateness` seconds late, if the
+    /// analysis needs it (`wanted`; see the module doc).
+    fn shed(&self, st: &mut ProbeState, lateness: Option<f64>, wanted: bool) -> Option<Skip> {
+        let shedding = self.shedding();
+        let late = st.late(lateness, shedding.max_lag_seconds);
+        if !wanted {
+            return None;
+        }
+        if late {
+            return Some(Skip::Late);
+        }
+        let behind = self.is_only() && shedding.behind.is_some_and(|behind| behind());
+        behind.then_some(Skip::Overload)
     }
 
     /// The largest recent keyframe interval, in stream seconds, once enough are measured.
@@ -211,7 +299,7 @@ impl KeyframeClock {
 
     /// The rate keyframes are decoded at in keyframes-only mode.
     pub fn set_fps(&self, fps: f64) {
-        // The rate `videorate` gets: the pipeline template renders it in thousandths.
+        // As the pipeline template renders it (`{fps}`, in thousandths).
         let fps = (fps * 1000.0).round() / 1000.0;
         self.fps_bits.store(fps.to_bits(), Ordering::Relaxed);
     }
@@ -249,6 +337,35 @@ impl KeyframeClock {
             Some(n) if (t - n).abs() < step => n + step,
             _ => t + step,
         });
+        true
+    }
+
+    /// Whether the decoded picture at `pts`, `frame` seconds long, serves the next analysis
+    /// slot: the first picture from half a frame before the slot on (on a regular stream, the
+    /// one nearest to it); advances the slot. Every picture does in keyframes-only mode (the
+    /// probe before the decoder chose them) and at rate 0. The grid runs from the anchor, the
+    /// decoder's first picture, as [`Self::last_slot`]'s does; a jump back starts it over.
+    /// Chosen here, at the decoder, rather than by `videorate`, which holds each frame until the
+    /// next one arrives: a whole analysis interval when only the needed keyframes are decoded.
+    fn serves_slot(&self, st: &mut ProbeState, pts: Option<f64>, frame: f64) -> bool {
+        let fps = self.fps();
+        let (Some(t), true, false) = (pts, fps > 0.0 && fps.is_finite(), self.is_only()) else {
+            st.next_slot = None;
+            return true;
+        };
+        let step = 1.0 / fps;
+        let early = frame.clamp(0.0, step) / 2.0 + SLOT_EPSILON_SECONDS;
+        if let Some(next) = st.next_slot {
+            if t < next - step - early {
+                // Back before the slot last served: a clock reset; the grid starts here.
+                st.anchor = Some(t);
+            } else if t < next - early {
+                return false;
+            }
+        }
+        let anchor = *st.anchor.get_or_insert(t);
+        let served = ((t + early - anchor) / step).floor().max(0.0);
+        st.next_slot = Some(anchor + (served + 1.0) * step);
         true
     }
 
@@ -296,17 +413,23 @@ impl KeyframeClock {
         let state = Arc::new(Mutex::new(ProbeState::default()));
         if let Some(src) = element.static_pad("src") {
             let state = state.clone();
+            let clock = clock.clone();
             let kinds = gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_FLUSH;
             src.add_probe(kinds, move |_, info| {
                 let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
                 match &info.data {
                     Some(gst::PadProbeData::Buffer(b)) => {
-                        st.picture_out(b.pts().map(seconds));
+                        let pts = b.pts().map(seconds);
+                        st.picture_out(pts);
+                        let frame = b.duration().map_or(0.0, seconds);
+                        if !clock.serves_slot(&mut st, pts, frame) {
+                            // Taken and reported handled: `Drop` would unref it twice.
+                            drop(info.data.take());
+                            return gst::PadProbeReturn::Handled;
+                        }
                     }
                     Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::FlushStop => {
-                        // A seek (a looped file starting over): slots and grid start again.
-                        st.anchor = None;
-                        st.next_due = None;
+                        st.flushed();
                     }
                     _ => {}
                 }
@@ -317,16 +440,27 @@ impl KeyframeClock {
             let Some(buffer) = info.buffer() else {
                 return gst::PadProbeReturn::Ok;
             };
+            let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+            let lateness = clock
+                .shedding()
+                .max_lag_seconds
+                .and_then(|_| super::lateness_seconds(pad, buffer));
             let (keep, shed) = {
                 let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-                let keep = clock.keep(&mut st, buffer);
-                (keep, matches!(st.dropping, Some(Skip::Overload)))
+                let keep = clock.keep(&mut st, buffer, lateness);
+                (keep, st.dropping.is_some_and(Skip::shed))
             };
             if keep {
                 return gst::PadProbeReturn::Ok;
             }
-            if shed && clock.paced.load(Ordering::Relaxed) {
-                super::wait_for_running_time(pad, buffer);
+            if shed {
+                let shedding = clock.shedding();
+                if let (true, Some(alive)) = (keyframe, &shedding.alive) {
+                    alive();
+                }
+                if shedding.paced {
+                    super::wait_for_running_time(pad, buffer);
+                }
             }
             // Take the buffer and report it handled: `Drop` here makes GStreamer unref it twice.
             drop(info.data.take());
@@ -334,8 +468,9 @@ impl KeyframeClock {
         });
     }
 
-    /// Whether the decoder gets `buffer`; counts what it does not get.
-    fn keep(&self, st: &mut ProbeState, buffer: &gst::BufferRef) -> bool {
+    /// Whether the decoder gets `buffer`, reaching it `lateness` seconds late; counts what it
+    /// does not get.
+    fn keep(&self, st: &mut ProbeState, buffer: &gst::BufferRef, lateness: Option<f64>) -> bool {
         let pts = buffer.pts().map(seconds);
         let delta = buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
         if let (true, Some(t), Some(last)) = (delta, pts, st.last_pts)
@@ -344,6 +479,7 @@ impl KeyframeClock {
             self.reordered.store(true, Ordering::Relaxed);
         }
         st.last_pts = pts.or(st.last_pts);
+        st.record_lateness(lateness);
         if !delta {
             self.keyframe(pts);
             if pts.is_some() {
@@ -351,11 +487,10 @@ impl KeyframeClock {
                 st.last_kept_pts = pts;
             }
             let wanted = !self.is_only() || self.due(pts, &mut st.next_due);
-            let shed = wanted && self.shed();
+            let shed = self.shed(st, lateness, wanted);
             st.dropping = match (wanted, shed) {
                 (false, _) => Some(Skip::KeyframesOnly),
-                (true, true) => Some(Skip::Overload),
-                (true, false) => None,
+                (true, shed) => shed,
             };
             if let Some(why) = st.dropping {
                 self.count(why);
@@ -369,8 +504,15 @@ impl KeyframeClock {
             self.count(why);
             return false;
         }
-        // Past the tail once a unit at or after the last slot was kept (videorate takes the
-        // frame nearest to the slot: the one before it or this one).
+        // A decoder that fell behind within the GOP (one GOP can take longer to decode than the
+        // lag allowed): the rest of the GOP goes; the next keyframe is judged afresh.
+        if st.late(lateness, self.shedding().max_lag_seconds) {
+            st.dropping = Some(Skip::Late);
+            self.count(Skip::Late);
+            return false;
+        }
+        // Past the tail once a unit at or after the last slot was kept (the slot's picture is
+        // the first from half a frame before it on: the one before it or this one).
         let past_tail = match (st.last_kept_pts, st.keyframe_pts, st.anchor) {
             (Some(kept), Some(k), Some(a)) => self.last_slot(k, a).is_some_and(|s| kept >= s),
             _ => false,
@@ -389,6 +531,7 @@ impl KeyframeClock {
             (Some(m), Skip::KeyframesOnly) => m.keyframes_only.increment(1),
             (Some(m), Skip::GopTail) => m.gop_tail.increment(1),
             (Some(m), Skip::Overload) => m.overload.increment(1),
+            (Some(m), Skip::Late) => m.late.increment(1),
             (None, _) => {}
         }
     }
@@ -414,17 +557,43 @@ mod tests {
 
     /// Feeds units (pts, keyframe) in decode order; the presentation times the decoder gets.
     fn feed(clock: &KeyframeClock, units: &[(f64, bool)]) -> Vec<f64> {
+        feed_late(clock, units, |_| None)
+    }
+
+    /// As [`feed`], each unit at `pts` reaching the decoder `lateness(pts)` seconds late.
+    fn feed_late(
+        clock: &KeyframeClock,
+        units: &[(f64, bool)],
+        lateness: impl Fn(f64) -> Option<f64>,
+    ) -> Vec<f64> {
         gst::init().expect("GStreamer initialises");
         let mut st = ProbeState::default();
         let mut kept = Vec::new();
         for &(t, key) in units {
-            if clock.keep(&mut st, &unit(t, key)) {
+            if clock.keep(&mut st, &unit(t, key), lateness(t)) {
                 // A stream without reordering: each unit the decoder gets comes out as a picture.
                 st.picture_out(Some(t));
                 kept.push(t);
             }
         }
         kept
+    }
+
+    /// The pictures that go on to the analysis, of those the decoder gets from `units` (each
+    /// `frame` seconds long).
+    fn analysed(clock: &KeyframeClock, units: &[(f64, bool)], frame: f64) -> Vec<f64> {
+        gst::init().expect("GStreamer initialises");
+        let mut st = ProbeState::default();
+        let mut out = Vec::new();
+        for &(t, key) in units {
+            if clock.keep(&mut st, &unit(t, key), None) {
+                st.picture_out(Some(t));
+                if clock.serves_slot(&mut st, Some(t), frame) {
+                    out.push(t);
+                }
+            }
+        }
+        out
     }
 
     /// `seconds` of a 10 frames/s stream without B-frames, a keyframe every `gop` frames.
@@ -452,17 +621,140 @@ mod tests {
         k.set_fps(0.25);
         let behind = Arc::new(AtomicBool::new(true));
         let flag = behind.clone();
-        k.set_behind_check(Some(Arc::new(move || flag.load(Ordering::Relaxed))), false);
+        k.set_shedding(Shedding {
+            behind: Some(Arc::new(move || flag.load(Ordering::Relaxed))),
+            ..Shedding::default()
+        });
         assert_eq!(feed(&k, &stream(12, 20)), Vec::<f64>::new(), "all shed");
         behind.store(false, Ordering::Relaxed);
         assert_eq!(feed(&k, &stream(12, 20)), vec![0.0, 4.0, 8.0], "caught up");
         // Decoding GOPs (1 frame/s on a 2 s GOP, two slots each): behind or not, nothing is shed.
         let c = clock(1.0);
-        c.set_behind_check(Some(Arc::new(|| true)), false);
+        c.set_shedding(Shedding {
+            behind: Some(Arc::new(|| true)),
+            ..Shedding::default()
+        });
         let kept = feed(&c, &stream(10, 20));
         for gop in [0.0, 2.0, 4.0, 6.0, 8.0] {
             assert!(near(&kept, gop), "GOP at {gop} s decoded: {kept:?}");
         }
+    }
+
+    /// A clock decoding every frame at 1 frame/s that sheds units more than 1 s late.
+    fn shedding_late() -> KeyframeClock {
+        let c = KeyframeClock::default();
+        c.set_fps(1.0);
+        c.set_shedding(Shedding {
+            max_lag_seconds: Some(1.0),
+            ..Shedding::default()
+        });
+        c
+    }
+
+    #[test]
+    fn a_gop_whose_keyframe_reaches_the_decoder_late_is_shed_whole() {
+        // An RTSP camera: every unit 0.2 s late (its jitter buffer), the GOP at 6 s 1.5 s late.
+        let kept = feed_late(&shedding_late(), &stream(10, 20), |t| {
+            Some(if (6.0..8.0).contains(&t) { 1.5 } else { 0.2 })
+        });
+        assert_eq!(kept.len(), 80, "{kept:?}");
+        assert!(!kept.iter().any(|t| (6.0..8.0).contains(t)), "{kept:?}");
+        assert!(near(&kept, 5.9) && near(&kept, 8.0), "{kept:?}");
+    }
+
+    #[test]
+    fn a_decoder_falling_behind_within_a_gop_drops_the_rest_of_it() {
+        // Each unit of the GOP at 4 s comes 0.3 s later than the one before (a starved decoder).
+        let kept = feed_late(&shedding_late(), &stream(10, 20), |t| {
+            Some(if (4.0..6.0).contains(&t) {
+                (t - 4.0) * 3.0
+            } else {
+                0.0
+            })
+        });
+        // Up to 4.3 s (0.9 s late) decoded; from 4.4 s (1.2 s late) to the next keyframe not.
+        assert!(
+            near(&kept, 4.3) && !near(&kept, 4.4) && !near(&kept, 5.9),
+            "{kept:?}"
+        );
+        assert!(near(&kept, 6.0) && near(&kept, 9.9), "{kept:?}");
+    }
+
+    #[test]
+    fn a_stream_always_late_by_the_same_is_not_shed_and_a_replay_is_judged_from_on_time() {
+        // A long jitter buffer (3 s on every unit) is the stream's usual lateness.
+        let always = feed_late(&shedding_late(), &stream(10, 20), |_| Some(3.0));
+        assert_eq!(always.len(), 100);
+        // A replay reads ahead (units 0.8 s early): late counts from on time, not from early.
+        let replay = feed_late(&shedding_late(), &stream(10, 20), |t| {
+            Some(match t {
+                t if (4.0..6.0).contains(&t) => 0.9,
+                t if (6.0..8.0).contains(&t) => 1.2,
+                _ => -0.8,
+            })
+        });
+        assert!(near(&replay, 5.9) && !near(&replay, 6.0), "{replay:?}");
+        assert!(near(&replay, 8.0), "{replay:?}");
+        // Not realtime (no bound): nothing is shed however late.
+        let off = KeyframeClock::default();
+        assert_eq!(feed_late(&off, &stream(10, 20), |_| Some(30.0)).len(), 100);
+    }
+
+    #[test]
+    fn keyframes_only_sheds_a_late_keyframe_it_needs_and_decodes_the_next() {
+        let k = KeyframeClock::only();
+        k.set_fps(0.25);
+        k.set_shedding(Shedding {
+            max_lag_seconds: Some(1.0),
+            ..Shedding::default()
+        });
+        let kept = feed_late(&k, &stream(12, 20), |t| {
+            Some(if t == 4.0 { 2.0 } else { 0.0 })
+        });
+        assert_eq!(kept, vec![0.0, 8.0]);
+    }
+
+    #[test]
+    fn the_picture_nearest_each_slot_goes_on_at_once() {
+        // 4 frames/s analysed at 3/s: slots 0, 1/3, 2/3, 1, …; the nearest pictures 0, 0.25,
+        // 0.75, 1.0, 1.25, 1.75, …
+        let units: Vec<(f64, bool)> = (0..12).map(|i| (i as f64 * 0.25, i % 4 == 0)).collect();
+        let c = KeyframeClock::default();
+        c.set_fps(3.0);
+        assert_eq!(
+            analysed(&c, &units, 0.25),
+            vec![0.0, 0.25, 0.75, 1.0, 1.25, 1.75, 2.0, 2.25, 2.75]
+        );
+        // 10 frames/s at 2/s: every fifth picture; slower than the rate: every picture.
+        let c = KeyframeClock::default();
+        c.set_fps(2.0);
+        let two = analysed(&c, &stream(3, 20), 0.1);
+        assert_eq!(two.len(), 6, "{two:?}");
+        assert!(
+            [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+                .iter()
+                .all(|&t| near(&two, t))
+        );
+        let c = KeyframeClock::default();
+        c.set_fps(20.0);
+        assert_eq!(analysed(&c, &stream(3, 20), 0.1).len(), 30);
+    }
+
+    #[test]
+    fn keyframes_only_passes_every_keyframe_it_decoded_and_a_jump_back_restarts_the_slots() {
+        let k = KeyframeClock::only();
+        k.set_fps(0.25);
+        // The due keyframes 0, 4 and 8 s all go on, though 4 s is a second before its slot.
+        assert_eq!(analysed(&k, &stream(12, 20), 0.1), vec![0.0, 4.0, 8.0]);
+        // A clock reset without a flush: the grid starts over at the jump.
+        let c = KeyframeClock::default();
+        c.set_fps(1.0);
+        let mut twice = stream(3, 20);
+        twice.extend(stream(3, 20));
+        assert_eq!(
+            analysed(&c, &twice, 0.1),
+            vec![0.0, 1.0, 2.0, 0.0, 1.0, 2.0]
+        );
     }
 
     #[test]
@@ -526,7 +818,7 @@ mod tests {
     }
 
     /// A GOP that is no multiple of the interval (2.5 s at 1 frame/s): the slots run on from the
-    /// first keyframe (as videorate's do), not from each GOP's, and each keeps its frame.
+    /// first picture, not from each GOP's, and each keeps its frame.
     #[test]
     fn slots_run_from_the_first_keyframe_across_gops() {
         let c = clock(1.0);

@@ -45,6 +45,10 @@ pub struct Frame {
     /// The decoded buffer's presentation time in the stream (nanoseconds): the same as its
     /// access unit's on the live view, which aligns overlays by it.
     pub pts: Option<u64>,
+    /// How late the appsink handed the frame over, in seconds past its time on the pipeline
+    /// clock (decoding behind real time; a live source's own latency); 0 when on time or not
+    /// known. `received` is the hand-over: add this for the time since capture.
+    pub lag_seconds: f64,
     buffer: gst::MappedBuffer<gst::buffer::Readable>,
 }
 
@@ -73,6 +77,7 @@ impl Frame {
             display_aspect: (vi.width() as f64 * par.numer() as f64)
                 / (vi.height() as f64 * par.denom().max(1) as f64),
             pts: None,
+            lag_seconds: 0.0,
             buffer,
         }
     }
@@ -95,6 +100,7 @@ impl Frame {
         f.captured_at = analysed.captured_at;
         f.received = analysed.received;
         f.pts = analysed.pts;
+        f.lag_seconds = analysed.lag_seconds;
         f
     }
 
@@ -177,6 +183,7 @@ impl Frame {
             row_stride: width as usize * 3,
             display_aspect: f64::from(width) / f64::from(height.max(1)),
             pts: None,
+            lag_seconds: 0.0,
             buffer,
         })
     }
@@ -376,6 +383,10 @@ pub struct CameraPlan {
     skip_gop_tails: bool,
     /// `[ingest] shed_when_behind`.
     shed_when_behind: bool,
+    /// `[ingest] max_decode_lag_ms` in seconds, realtime only; `None`: never shed late.
+    max_decode_lag_seconds: Option<f64>,
+    /// `[ingest] pipeline_nice`.
+    pipeline_nice: i32,
     reconnect_initial: Duration,
     reconnect_max: Duration,
     rtsp_timeout: Duration,
@@ -440,6 +451,9 @@ impl CameraPlan {
             decoder_threads: ingest.decoder_threads.min(settings::MAX_DECODER_THREADS),
             skip_gop_tails: ingest.skip_gop_tails,
             shed_when_behind: ingest.shed_when_behind,
+            max_decode_lag_seconds: (ingest.pace == Pace::Realtime && ingest.max_decode_lag_ms > 0)
+                .then(|| ingest.max_decode_lag_ms.min(settings::MAX_DECODE_LAG_MS) as f64 / 1e3),
+            pipeline_nice: ingest.pipeline_nice.clamp(0, settings::MAX_PIPELINE_NICE),
             reconnect_initial: ingest.reconnect_initial(),
             reconnect_max: ingest.reconnect_max(),
             rtsp_timeout: ingest.rtsp_timeout(),
@@ -498,8 +512,9 @@ impl CameraPlan {
 
     /// The watchdog never fires faster than three analysis intervals. Keyframes only: five
     /// intervals of the slower of the analysis rate and the keyframes (10 s until measured),
-    /// because the decoder's frame threads and `videorate` each hold one frame until the next
-    /// one arrives, so a frame leaves the pipeline up to two intervals after it entered.
+    /// because a decoder's frame threads (`decoder_threads` 0) and a custom template's
+    /// `videorate` each hold one frame until the next one arrives, so a frame may leave the
+    /// pipeline two intervals after it entered.
     fn stall_timeout_at(&self, fps: f64, keyframes: &KeyframeClock) -> Duration {
         let analysis = 1.0 / fps.max(0.01);
         let intervals = if keyframes.is_only() {
@@ -532,6 +547,7 @@ pub fn initial_status(area: &Area, index: usize) -> CameraStatus {
         stalls: 0,
         last_error: None,
         frame_size: None,
+        lag_seconds: 0.0,
         analysis_fps: 0.0,
         analysis_rate_from: "override",
         keyframes_only: false,
@@ -790,31 +806,49 @@ fn drop_when_busy(
     });
 }
 
+/// `buffer`'s time on the pipeline clock (when a synchronising sink would show it), and that
+/// clock; `None` before the pipeline has a clock or for a buffer without a time.
+fn clock_time_of(pad: &gst::Pad, buffer: &gst::BufferRef) -> Option<(gst::Clock, gst::ClockTime)> {
+    let pts = buffer.pts()?;
+    let element = pad.parent_element()?;
+    let (clock, base) = (element.clock()?, element.base_time()?);
+    let segment = pad.sticky_event::<gst::event::Segment>(0)?;
+    let segment = segment.segment().downcast_ref::<gst::ClockTime>()?;
+    // A timestamp from the stream near the end of the clock's range must not overflow.
+    let at = segment
+        .to_running_time(pts)
+        .and_then(|running| base.checked_add(running))?;
+    Some((clock, at))
+}
+
 /// Waits until `buffer`'s time on the pipeline clock, as a synchronising sink would. A replay
 /// paced by its sink (`sync=true`) must pace the frames dropped before the sink too: without
 /// it the file races ahead while its frames are dropped, and the next ones find the camera
 /// busy again.
 pub(super) fn wait_for_running_time(pad: &gst::Pad, buffer: &gst::BufferRef) {
-    let Some(pts) = buffer.pts() else { return };
-    let Some(element) = pad.parent_element() else {
-        return;
-    };
-    let (Some(clock), Some(base)) = (element.clock(), element.base_time()) else {
-        return;
-    };
-    let Some(segment) = pad.sticky_event::<gst::event::Segment>(0) else {
-        return;
-    };
-    let Some(segment) = segment.segment().downcast_ref::<gst::ClockTime>() else {
-        return;
-    };
-    // A timestamp from the stream near the end of the clock's range must not overflow.
-    if let Some(at) = segment
-        .to_running_time(pts)
-        .and_then(|running| base.checked_add(running))
-    {
+    if let Some((clock, at)) = clock_time_of(pad, buffer) {
         let _ = clock.new_single_shot_id(at).wait();
     }
+}
+
+/// How late `buffer` reaches `pad`, in seconds past its time on the pipeline clock (negative:
+/// early, as a replay's units are while its decoder keeps up). On a live source it includes
+/// the source's own latency (an RTSP jitter buffer's 200 ms). `None` unless the pipeline is
+/// playing: after a flushing seek (a looped file starting over) the pipeline prerolls again
+/// and only then takes a new base time, so until then every unit would look late by the time
+/// played before the seek.
+pub(super) fn lateness_seconds(pad: &gst::Pad, buffer: &gst::BufferRef) -> Option<f64> {
+    let mut top: gst::Element = pad.parent_element()?;
+    while let Some(parent) = top.parent().and_then(|p| p.downcast::<gst::Element>().ok()) {
+        top = parent;
+    }
+    if top.current_state() != gst::State::Playing || top.pending_state() != gst::State::VoidPending
+    {
+        return None;
+    }
+    let (clock, at) = clock_time_of(pad, buffer)?;
+    let now = clock.time();
+    Some((now.nseconds() as f64 - at.nseconds() as f64) / 1e9)
 }
 
 fn run_pipeline_once(
@@ -855,18 +889,15 @@ fn run_pipeline_once(
             let sink = frame_sink.lock().unwrap_or_else(|p| p.into_inner());
             (sink.busy_check(), sink.behind_check())
         };
-        let behind = behind.filter(|_| plan.shed_when_behind).map(|behind| {
-            let liveness = liveness.clone();
-            // `true` sheds a keyframe: the camera is alive, its frames merely wait.
-            Arc::new(move || {
-                let shed = behind();
-                if shed {
-                    liveness.touch();
-                }
-                shed
-            }) as BusyCheck
+        let alive = liveness.clone();
+        keyframes.set_shedding(keyframes::Shedding {
+            behind: behind.filter(|_| plan.shed_when_behind),
+            max_lag_seconds: plan.max_decode_lag_seconds,
+            paced: plan.sync,
+            // A shed keyframe: the camera is alive, it only sheds.
+            alive: Some(Arc::new(move || alive.touch())),
         });
-        keyframes.set_behind_check(behind, plan.sync);
+        nice_streaming_threads(&pipeline, plan.pipeline_nice);
         if let Some(busy) = busy
             && let Some(converter) = first_converter(sink.upcast_ref())
         {
@@ -907,6 +938,11 @@ fn run_pipeline_once(
                     }
                     let vi = &info.as_ref().ok_or(gst::FlowError::NotNegotiated)?.1;
                     let buffer = sample.buffer_owned().ok_or(gst::FlowError::Error)?;
+                    let lag = sink
+                        .static_pad("sink")
+                        .and_then(|pad| lateness_seconds(&pad, &buffer))
+                        .map_or(0.0, |l| l.max(0.0));
+                    crate::telemetry::frame_lag(lag);
                     let pts_ns = buffer.pts().map(|t| t.nseconds());
                     let pts = pts_ns.map_or(0.0, |t| t as f64 / 1e9);
                     let mapped = buffer
@@ -918,7 +954,7 @@ fn run_pipeline_once(
                         (c.stamp(pts), c.seq)
                     };
                     liveness.touch();
-                    registry.frame(camera, vi.width(), vi.height());
+                    registry.frame(camera, (vi.width(), vi.height()), lag);
                     if !streaming {
                         streaming = true;
                         registry.set_state(camera, CameraState::Streaming, None);
@@ -932,6 +968,7 @@ fn run_pipeline_once(
                         mapped,
                     );
                     frame.pts = pts_ns;
+                    frame.lag_seconds = lag;
                     liveness.waiting_downstream.store(true, Ordering::Relaxed);
                     let outcome = frame_sink
                         .lock()
@@ -971,6 +1008,42 @@ fn run_pipeline_once(
     let _ = pipeline.set_state(gst::State::Null);
     *clock = std::mem::take(&mut *shared_clock.lock().unwrap_or_else(|p| p.into_inner()));
     end
+}
+
+/// Runs the pipeline's streaming threads (decoding, scaling, conversion) at niceness `nice`
+/// (`[ingest] pipeline_nice`; 0: as the process). Each streaming thread posts its "enter"
+/// status from itself, where a bus sync handler runs. GStreamer reuses its threads, and an
+/// unprivileged thread cannot lower its niceness again: a reused thread stays at `nice`, which
+/// only ever serves these pipelines.
+fn nice_streaming_threads(pipeline: &gst::Pipeline, nice: i32) {
+    let Some(bus) = pipeline.bus().filter(|_| nice > 0) else {
+        return;
+    };
+    bus.set_sync_handler(move |_, message| {
+        if let gst::MessageView::StreamStatus(status) = message.view()
+            && status.get().0 == gst::StreamStatusType::Enter
+        {
+            set_thread_nice(nice);
+        }
+        gst::BusSyncReply::Pass
+    });
+}
+
+/// Sets the calling thread's niceness (Linux: per thread); a refusal is logged once per thread
+/// and otherwise harmless.
+fn set_thread_nice(nice: i32) {
+    // SAFETY: two plain system calls about the calling thread; no memory is shared.
+    let failed = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) != 0
+    };
+    if failed {
+        tracing::debug!(
+            nice,
+            error = %std::io::Error::last_os_error(),
+            "streaming thread keeps its priority"
+        );
+    }
 }
 
 /// Sets the threads of a software video decoder (one with libav's `max-threads`); hardware

@@ -26,6 +26,20 @@ pub const MAX_DECODER_THREADS: u32 = 64;
 pub const DEFAULT_START_SPREAD_SECONDS: f64 = 0.0;
 /// Spreading the start over more than an hour is a typo.
 pub const MAX_START_SPREAD_SECONDS: f64 = 3_600.0;
+/// A needed keyframe that reaches its decoder later than this (beyond the stream's usual
+/// lateness) is left undecoded with its group of pictures. One second: the decision latency
+/// the town's command centre works to is a second, so a frame that late is no longer worth
+/// the CPU it takes from frames that are still on time.
+pub const DEFAULT_MAX_DECODE_LAG_MS: u64 = 1_000;
+/// A minute behind real time is a typo (0 turns shedding off).
+pub const MAX_DECODE_LAG_MS: u64 = 60_000;
+/// Niceness of the camera pipelines' streaming threads (decoding, scaling, conversion): under
+/// overload the model drains the frames already decoded before more are decoded. 10: a node
+/// runs one decoding thread per camera against one inference thread per worker, so a smaller
+/// step is outweighed by the count (CFS weights 110 against 1024 per thread).
+pub const DEFAULT_PIPELINE_NICE: i32 = 10;
+/// The niceness range of Linux (an unprivileged process can only raise it).
+pub const MAX_PIPELINE_NICE: i32 = 19;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -58,10 +72,19 @@ pub struct IngestSettings {
     /// Under overload (a keyframe the analysis needs arrives while the camera's previous frame
     /// still waits for the model), a camera decoding keyframes only leaves that keyframe
     /// undecoded: its frame would only be dropped as superseded, and decoding takes CPU from the
-    /// model. Realtime only. Off by default: `videorate` holds each frame until the next one
-    /// arrives, so the frame found waiting is rarely the one the keyframe would replace (live:
-    /// it almost never fires; replays: it sheds frames that would have been analysed).
+    /// model. Realtime only. Off by default: measured while the templates chose frames with
+    /// `videorate`, which held each frame until the next one arrived, the frame found waiting
+    /// was rarely the one the keyframe would replace (live: it almost never fired; replays: it
+    /// shed frames that would have been analysed). Not measured again since.
     pub shed_when_behind: bool,
+    /// Realtime: a keyframe the analysis needs that reaches its decoder more than this late
+    /// (beyond the stream's usual lateness, e.g. an RTSP jitter buffer) is left undecoded with
+    /// its group of pictures, so a decoder behind real time catches up instead of spending the
+    /// CPU on frames that are already late. 0: never.
+    pub max_decode_lag_ms: u64,
+    /// Niceness (0 to 19) of the camera pipelines' streaming threads: under overload the
+    /// model drains the frames already decoded before more are decoded. 0: as the process.
+    pub pipeline_nice: i32,
     /// Camera i of n starts i/n of this after the run: a node's cameras do not all connect,
     /// and replayed files do not all decode their keyframes and analysis slots, at one instant.
     pub start_spread_seconds: f64,
@@ -79,6 +102,8 @@ impl Default for IngestSettings {
             skip_gop_tails: true,
             start_spread_seconds: DEFAULT_START_SPREAD_SECONDS,
             shed_when_behind: false,
+            max_decode_lag_ms: DEFAULT_MAX_DECODE_LAG_MS,
+            pipeline_nice: DEFAULT_PIPELINE_NICE,
         }
     }
 }
@@ -192,6 +217,24 @@ impl IngestSettings {
                 ),
             ));
         }
+        if self.max_decode_lag_ms > MAX_DECODE_LAG_MS {
+            out.push((
+                "max_decode_lag_ms".into(),
+                format!(
+                    "must be 0 (never shed) to {MAX_DECODE_LAG_MS} ms, got {}",
+                    self.max_decode_lag_ms
+                ),
+            ));
+        }
+        if !(0..=MAX_PIPELINE_NICE).contains(&self.pipeline_nice) {
+            out.push((
+                "pipeline_nice".into(),
+                format!(
+                    "must be a niceness from 0 (as the process) to {MAX_PIPELINE_NICE}, got {}",
+                    self.pipeline_nice
+                ),
+            ));
+        }
         if self.reconnect_max_seconds < self.reconnect_initial_seconds {
             out.push((
                 "reconnect_max_seconds".into(),
@@ -248,6 +291,31 @@ mod tests {
             ..IngestSettings::default()
         };
         assert_eq!(threads.validate()[0].0, "decoder_threads");
+        for (odd, field) in [
+            (
+                IngestSettings {
+                    max_decode_lag_ms: MAX_DECODE_LAG_MS + 1,
+                    ..IngestSettings::default()
+                },
+                "max_decode_lag_ms",
+            ),
+            (
+                IngestSettings {
+                    pipeline_nice: -1,
+                    ..IngestSettings::default()
+                },
+                "pipeline_nice",
+            ),
+            (
+                IngestSettings {
+                    pipeline_nice: MAX_PIPELINE_NICE + 1,
+                    ..IngestSettings::default()
+                },
+                "pipeline_nice",
+            ),
+        ] {
+            assert_eq!(odd.validate()[0].0, field);
+        }
         assert_eq!(ok.rtsp_timeout(), Duration::from_secs(5));
     }
 

@@ -81,6 +81,9 @@ pub struct CameraStatus {
     pub last_error: Option<String>,
     /// Width × height of the analysed frames.
     pub frame_size: Option<(u32, u32)>,
+    /// How late the last frame reached the analysis behind its time on the pipeline clock, in
+    /// seconds: decoding behind real time, and a live source's own latency (its jitter buffer).
+    pub lag_seconds: f64,
     pub analysis_fps: f64,
     /// `zones` (the highest need of the camera's zones) or `override` (a group's or phase's rate).
     pub analysis_rate_from: &'static str,
@@ -169,13 +172,15 @@ impl CameraRegistry {
         }
     }
 
-    pub fn frame(&self, camera: usize, width: u32, height: u32) {
+    /// A frame of `width` × `height` reached the analysis `lag_seconds` late.
+    pub fn frame(&self, camera: usize, (width, height): (u32, u32), lag_seconds: f64) {
         let mut v = self.lock();
         if let Some(e) = v.get_mut(camera) {
             e.last_frame = Some(Instant::now());
             e.status.last_frame_at = Some(time::OffsetDateTime::from(SystemTime::now()));
             e.status.frames += 1;
             e.status.frame_size = Some((width, height));
+            e.status.lag_seconds = lag_seconds;
         }
     }
 

@@ -1,7 +1,7 @@
 //! Ingest against real sources: a real RTSP server (gst-rtsp-server, in-process or as a separate
 //! `gridwatch serve-rtsp` process that is killed and restarted), broken sources, keyframe-only
-//! decoding, a resolution change mid-stream, cameras started spread out, and GOPs shed under
-//! overload.
+//! decoding, a resolution change mid-stream, cameras started spread out, keyframes shed under
+//! overload, late units shed by a decoder behind real time (and none by cameras on time).
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -850,4 +850,123 @@ fn an_overloaded_pool_sheds_keyframes_before_decoding_and_every_camera_stays_ana
         }
         run.finish();
     }
+}
+
+/// The replay template with a decoder that takes 300 ms per picture it passes on (an
+/// `identity` that sleeps after it): slower than 5 frames/s whatever the machine, so the camera
+/// falls behind real time. Dropped units cost nothing, as they do with a real decoder.
+const SLOW_DECODER_TEMPLATE: &str = "filesrc location=\"{location}\" ! parsebin ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=1000000000 ! {decoder} ! identity sleep-time=300000 ! videoscale ! video/x-raw,width={width},height={height} ! videoconvert ! video/x-raw,format=RGB ! appsink name=frames max-buffers=1 drop=false sync={sync} emit-signals=false";
+
+/// The largest `lag_seconds` camera `id` shows while polled for `d`, and its frames then.
+fn watch_lag(run: &Running, id: &str, d: Duration) -> (f64, u64) {
+    let start = Instant::now();
+    let mut max = 0.0f64;
+    while start.elapsed() < d {
+        max = max.max(run.cam(id).lag_seconds);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (max, run.cam(id).frames)
+}
+
+/// A decoder slower than real time falls further and further behind with `max_decode_lag_ms =
+/// 0`. With 1000 ms it leaves the rest of a GOP undecoded once a unit reaches it more than a
+/// second late, so its frames stay within about that of real time, it keeps being analysed,
+/// and it is never taken for stalled.
+#[test]
+fn a_decoder_behind_real_time_sheds_late_units_and_stays_near_real_time() {
+    let _exclusive = crate::support::exclusive();
+    let uri = repo("sample-streams/vtest.mp4").display().to_string();
+    for max_lag_ms in [0, 1000] {
+        let dir = TempDir::new("late");
+        let template = dir.path("slow.pipeline");
+        std::fs::write(&template, SLOW_DECODER_TEMPLATE).unwrap();
+        let id = format!("late-{max_lag_ms}");
+        let extra = format!("pipeline = \"{}\"", template.display());
+        let mut config = config(&dir, 5.0, &camera(&id, &uri, &extra), "realtime");
+        config.ingest.max_decode_lag_ms = max_lag_ms;
+        let run = Running::start(config);
+        run.wait_for(&id, Duration::from_secs(20), "streaming", |c| c.frames >= 1);
+        let before = run.cam(&id).frames;
+        let (max_lag, frames) = watch_lag(&run, &id, Duration::from_secs(12));
+        let late = units_not_decoded(&id, "late");
+        let cam = run.cam(&id);
+        eprintln!(
+            "max_decode_lag_ms = {max_lag_ms}: lag up to {max_lag:.2} s, {} frames in 12 s, {late} units shed late, {} stalls",
+            frames - before,
+            cam.stalls
+        );
+        if max_lag_ms == 0 {
+            assert!(max_lag > 3.0, "unbounded, it falls behind: {max_lag:.2} s");
+            assert_eq!(late, 0);
+        } else {
+            // The lag allowed, and the 300 ms a picture takes after the decoder's check.
+            assert!(max_lag < 2.0, "within about a second: {max_lag:.2} s");
+            assert!(late >= 20, "{late} units shed late");
+            assert!(frames >= before + 4, "still analysed: {before} -> {frames}");
+            assert_eq!(cam.stalls, 0, "{cam:?}");
+        }
+        run.finish();
+    }
+}
+
+/// Niceness of this process's threads, from /proc (field 19 of each thread's stat).
+fn thread_nices() -> Vec<i64> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // After the command name in parentheses: state is field 3, nice field 19.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            rest.split(' ').nth(16)?.parse().ok()
+        })
+        .collect()
+}
+
+/// Live RTSP cameras on time shed nothing late: their usual lateness (the jitter buffer's
+/// 200 ms) is not counted against them, and their status shows it as lag; a replayed file
+/// shows none. The pipelines' streaming threads run at `[ingest] pipeline_nice`.
+#[test]
+fn live_cameras_on_time_shed_nothing_late_and_streaming_threads_run_at_the_set_niceness() {
+    let _exclusive = crate::support::exclusive();
+    let dir = TempDir::new("on-time");
+    let port = free_port();
+    let clip = repo("sample-streams/vtest.mp4");
+    let mut server = serve_rtsp_process(port, &[&clip]);
+    let rtsp = format!("rtsp://127.0.0.1:{port}/vtest");
+    let cams = camera("ontime-rtsp-1", &rtsp, "")
+        + &camera("ontime-rtsp-2", &rtsp, "")
+        + &camera("ontime-file", &clip.display().to_string(), "");
+    let ids = ["ontime-rtsp-1", "ontime-rtsp-2", "ontime-file"];
+    let mut config = config(&dir, 2.0, &cams, "realtime");
+    config.ingest.pipeline_nice = 19;
+    let run = Running::start(config);
+    for id in ids {
+        run.wait_for(id, Duration::from_secs(20), "streaming", |c| c.frames >= 2);
+    }
+    let nices = thread_nices();
+    std::thread::sleep(Duration::from_secs(10));
+    let lag: Vec<f64> = ids.iter().map(|id| run.cam(id).lag_seconds).collect();
+    let frames: Vec<u64> = ids.iter().map(|id| run.cam(id).frames).collect();
+    let late: Vec<u64> = ids.iter().map(|id| units_not_decoded(id, "late")).collect();
+    eprintln!("on time: lag {lag:?} s, frames {frames:?}, units shed late {late:?}");
+    assert_eq!(late, [0, 0, 0], "nothing shed late");
+    assert!(
+        frames.iter().all(|&f| f >= 15),
+        "2 frames/s for 10 s: {frames:?}"
+    );
+    assert!(
+        lag[..2].iter().all(|&l| (0.02..1.0).contains(&l)),
+        "RTSP: the jitter buffer's latency: {lag:?}"
+    );
+    assert!(lag[2] < 0.1, "a replay on time: {lag:?}");
+    assert!(
+        nices.contains(&19),
+        "some streaming thread at nice 19: {nices:?}"
+    );
+    run.finish();
+    server.kill().unwrap();
+    let _ = server.wait();
 }

@@ -312,7 +312,7 @@ pub fn render(r: &BenchReport) -> String {
         ];
         let _ = write!(
             h,
-            "<h2>Scaling</h2><p>{} analysed frame/s per camera, real-time pace; sustained = after the warm-up no stale drop and p99 &lt; {} ms (superseded frames and shed keyframes, which a waiting frame stands for, are counted, not disqualifying). Largest sustained: <b>{}</b> cameras.</p>",
+            "<h2>Scaling</h2><p>{} analysed frame/s per camera, real-time pace; sustained = after the warm-up no stale drop and p99 capture → decision &lt; {} ms (superseded frames and shed keyframes, which a waiting frame stands for, and units shed because they reached the decoder late, are counted, not disqualifying). Largest sustained: <b>{}</b> cameras.</p>",
             s.analysis_fps, s.p99_bound_ms, s.largest_sustained
         );
         h.push_str(&bars(
@@ -321,18 +321,20 @@ pub fn render(r: &BenchReport) -> String {
             &labels,
             &series,
         ));
-        h.push_str("<table><tr><th>cameras</th><th>analysed/s</th><th>stale</th><th>superseded</th><th>shed keyframes</th><th>p50 ms</th><th>p99 ms</th><th>CPU share</th><th>sustained</th></tr>");
+        h.push_str("<table><tr><th>cameras</th><th>analysed/s</th><th>stale</th><th>superseded</th><th>shed keyframes</th><th>units shed late</th><th>p50 ms</th><th>p99 ms</th><th>capture p99 ms</th><th>CPU share</th><th>sustained</th></tr>");
         for x in &s.steps {
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0} %</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0} %</td><td>{}</td></tr>",
                 x.cameras,
                 x.analysed_fps,
                 x.stale_drops,
                 x.superseded_drops,
                 x.shed_keyframes,
+                x.late_units,
                 x.latency.p50_ms,
                 x.latency.p99_ms,
+                x.steady.as_ref().map_or(0.0, |s| s.capture_latency.p99_ms),
                 x.cpu_share_of_machine * 100.0,
                 if x.sustained { "yes" } else { "no" }
             );

@@ -165,6 +165,16 @@ struct BenchRunArgs {
     /// true`, off by default: see README), to compare.
     #[arg(long)]
     shed: bool,
+    /// Shed a needed keyframe's GOP when it reaches the decoder more than this many ms late
+    /// (`[ingest] max_decode_lag_ms`; 0: never), to compare.
+    #[arg(long, default_value_t = gridwatch::ingest::settings::DEFAULT_MAX_DECODE_LAG_MS,
+          value_parser = clap::value_parser!(u64).range(0..=gridwatch::ingest::settings::MAX_DECODE_LAG_MS))]
+    max_decode_lag_ms: u64,
+    /// Niceness of the camera pipelines' streaming threads (`[ingest] pipeline_nice`; 0: as
+    /// the process), to compare.
+    #[arg(long, default_value_t = gridwatch::ingest::settings::DEFAULT_PIPELINE_NICE,
+          value_parser = clap::value_parser!(i32).range(0..=gridwatch::ingest::settings::MAX_PIPELINE_NICE as i64))]
+    pipeline_nice: i32,
     /// Skip the decode-only and bare-model limits.
     #[arg(long)]
     no_limits: bool,
@@ -240,6 +250,8 @@ fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
                 skip_gop_tails: !a.decode_gop_tails,
                 start_spread_seconds: a.start_spread_seconds,
                 shed_when_behind: a.shed,
+                max_decode_lag_ms: a.max_decode_lag_ms,
+                pipeline_nice: a.pipeline_nice,
             },
             // The key area is judged in its steady state (see BENCHMARKS.md).
             warmup_seconds: if a.key_area {

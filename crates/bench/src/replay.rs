@@ -118,6 +118,10 @@ pub struct DecodeOptions {
     pub start_spread_seconds: f64,
     /// `[ingest] shed_when_behind`.
     pub shed_when_behind: bool,
+    /// `[ingest] max_decode_lag_ms` (0: never shed a late GOP).
+    pub max_decode_lag_ms: u64,
+    /// `[ingest] pipeline_nice` (0: streaming threads as the process).
+    pub pipeline_nice: i32,
 }
 
 impl Default for DecodeOptions {
@@ -129,6 +133,8 @@ impl Default for DecodeOptions {
             skip_gop_tails: d.skip_gop_tails,
             start_spread_seconds: d.start_spread_seconds,
             shed_when_behind: d.shed_when_behind,
+            max_decode_lag_ms: d.max_decode_lag_ms,
+            pipeline_nice: d.pipeline_nice,
         }
     }
 }
@@ -416,7 +422,7 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
     }
     let _ = write!(
         text,
-        "[inference]\nworkers = {}\nintra_op_threads = {}\n[ingest]\npace = \"{}\"\ndecoder_threads = {}\nskip_gop_tails = {}\nstart_spread_seconds = {:?}\nshed_when_behind = {}\n",
+        "[inference]\nworkers = {}\nintra_op_threads = {}\n[ingest]\npace = \"{}\"\ndecoder_threads = {}\nskip_gop_tails = {}\nstart_spread_seconds = {:?}\nshed_when_behind = {}\nmax_decode_lag_ms = {}\npipeline_nice = {}\n",
         o.workers,
         o.intra_op_threads,
         match o.pace {
@@ -428,6 +434,8 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
         o.decode.skip_gop_tails && o.schedule != Schedule::Naive,
         o.decode.start_spread_seconds,
         o.decode.shed_when_behind,
+        o.decode.max_decode_lag_ms,
+        o.decode.pipeline_nice,
     );
     if let Some(g) = &gt {
         let catalog = bench_catalog(&gt_dir.join(&g.catalog), crowd.is_some())?;
@@ -619,6 +627,11 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
             .filter(|r| r.received >= warmed)
             .map(|r| r.done_at.duration_since(r.received).as_secs_f64())
             .collect();
+        let from_capture: Vec<f64> = records
+            .iter()
+            .filter(|r| r.received >= warmed)
+            .map(|r| r.ingest_lag_seconds + r.done_at.duration_since(r.received).as_secs_f64())
+            .collect();
         let before_text = before;
         let before = counter_by(
             &before_text,
@@ -642,6 +655,8 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
             stale_drops: since(&frames_dropped, &before, "stale"),
             superseded_drops: since(&frames_dropped, &before, "superseded"),
             shed_units: since(&units_not_decoded, &shed_before, "overload"),
+            late_units: since(&units_not_decoded, &shed_before, "late"),
+            capture_latency: Percentiles::of_seconds(&from_capture),
         }
     });
     let mut stages = BTreeMap::new();
@@ -720,6 +735,8 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
         skip_gop_tails: o.decode.skip_gop_tails && o.schedule != Schedule::Naive,
         start_spread_seconds: o.decode.start_spread_seconds,
         shed_when_behind: o.decode.shed_when_behind,
+        max_decode_lag_ms: o.decode.max_decode_lag_ms,
+        pipeline_nice: o.decode.pipeline_nice,
         streams: specs
             .iter()
             .map(|s| CameraStream {

@@ -98,6 +98,12 @@ pub struct PipelineResult {
     /// `[ingest] shed_when_behind` of the run.
     #[serde(default)]
     pub shed_when_behind: bool,
+    /// `[ingest] max_decode_lag_ms` of the run (0: never shed late).
+    #[serde(default)]
+    pub max_decode_lag_ms: u64,
+    /// `[ingest] pipeline_nice` of the run.
+    #[serde(default)]
+    pub pipeline_nice: i32,
     pub streams: Vec<CameraStream>,
     /// The whole `run` call: model loading, pipelines, frames, delivery drain.
     pub wall_seconds: f64,
@@ -151,6 +157,13 @@ pub struct Steady {
     /// Needed keyframes shed while the camera's frame still waited (`reason="overload"`).
     #[serde(default)]
     pub shed_units: u64,
+    /// Encoded units shed because their keyframe reached the decoder late (`reason="late"`).
+    #[serde(default)]
+    pub late_units: u64,
+    /// Capture → decision: how late the appsink handed each frame over behind its time on the
+    /// pipeline clock, plus `latency` (hand-over → decision).
+    #[serde(default)]
+    pub capture_latency: Percentiles,
 }
 
 /// Decode-only and bare-model throughput of the same streams on the same threads.
@@ -269,11 +282,15 @@ pub struct ScalingStep {
     /// Needed keyframes shed while the camera's frame still waited (`reason="overload"`).
     #[serde(default)]
     pub shed_keyframes: u64,
+    /// Encoded units shed because their keyframe reached the decoder late (`reason="late"`).
+    #[serde(default)]
+    pub late_units: u64,
     pub latency: Percentiles,
     pub cpu_seconds: f64,
     pub cpu_share_of_machine: f64,
     pub peak_rss_mib: f64,
-    /// No stale drops and p99 latency under the bound (after the warm-up, when one was set).
+    /// No stale drops and p99 capture → decision under the bound (after the warm-up, when one
+    /// was set).
     pub sustained: bool,
     #[serde(default)]
     pub steady: Option<Steady>,

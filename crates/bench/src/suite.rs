@@ -234,9 +234,10 @@ fn run_in(
             let r = replay::run(&step)?.result;
             let stale = r.frames_dropped.get("stale").copied().unwrap_or(0);
             let superseded = r.frames_dropped.get("superseded").copied().unwrap_or(0);
+            // From capture: a decoder behind real time delays a frame before its hand-over.
             let (steady_stale, steady_p99) =
                 r.steady.as_ref().map_or((stale, r.latency.p99_ms), |s| {
-                    (s.stale_drops, s.latency.p99_ms)
+                    (s.stale_drops, s.capture_latency.p99_ms)
                 });
             steps.push(ScalingStep {
                 cameras: n,
@@ -246,6 +247,7 @@ fn run_in(
                 stale_drops: stale,
                 superseded_drops: superseded,
                 shed_keyframes: r.units_not_decoded.get("overload").copied().unwrap_or(0),
+                late_units: r.units_not_decoded.get("late").copied().unwrap_or(0),
                 // A shed keyframe, like a superseded frame, is one the camera's waiting frame
                 // stood for; both are reported, neither breaks a sustained load.
                 sustained: steady_stale == 0 && steady_p99 < SCALING_P99_BOUND_MS,
