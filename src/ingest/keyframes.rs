@@ -56,10 +56,17 @@ const GAPS_KEPT: usize = 8;
 const MIN_GAPS: usize = 2;
 /// A gap longer than this is a pause of the source (a reconnect), not the stream's GOP.
 const MAX_GAP_SECONDS: f64 = 60.0;
-/// Units whose lateness at the decoder is kept: the least is the stream's usual lateness. 256
-/// spans 10 s at 25 frames/s (a minute keyframes only), long enough for a decoder behind real
-/// time to have caught up once (a shed GOP costs nothing to skip).
-const LATENESS_KEPT: usize = 256;
+/// Delta units whose lateness at the decoder is kept: the least is the deltas' usual lateness.
+/// 256 spans 10 s at 25 frames/s, long enough for a decoder behind real time to have caught up
+/// once (a shed GOP costs nothing to skip).
+const DELTA_LATENESS_KEPT: usize = 256;
+/// Keyframes whose lateness is kept, apart from the deltas': on a slow or paced link a large
+/// keyframe reaches the decoder later than the deltas, every time. 16 spans 32 s at a
+/// keyframe every 2 s.
+const KEYFRAME_LATENESS_KEPT: usize = 16;
+/// A camera that has passed on no picture for this many analysis intervals decodes what comes,
+/// late or not: shedding must never silence a camera.
+const MAX_INTERVALS_WITHOUT_PICTURE: f64 = 3.0;
 /// Gaps measured before GOP tails are trimmed: they must agree (a fixed GOP).
 const MIN_REGULAR_GAPS: usize = 3;
 /// Recent gaps that differ by more than this are an irregular GOP (keyframes at scene cuts, a
@@ -125,10 +132,43 @@ struct ProbeState {
     next_slot: Option<f64>,
     /// The last unit's presentation time (reordering shows as a step back).
     last_pts: Option<f64>,
-    /// How late the recent units reached the decoder (seconds; a ring of [`LATENESS_KEPT`]);
-    /// per pipeline, since a rebuilt pipeline has another clock base.
-    lateness: Vec<f64>,
-    lateness_count: usize,
+    /// How late the recent keyframes and deltas reached the decoder; per pipeline, since a
+    /// rebuilt pipeline has another clock base.
+    keyframe_lateness: Lateness,
+    delta_lateness: Lateness,
+    /// When the last picture went on to the analysis.
+    last_picture: Option<std::time::Instant>,
+    /// The GOP before this one was shed late: on a stream with B-frames, the deltas that
+    /// precede this keyframe in presentation may refer to its pictures.
+    after_late_gop: bool,
+}
+
+/// The recent lateness of one kind of unit at the decoder, in seconds (a ring).
+#[derive(Default)]
+struct Lateness {
+    recent: Vec<f64>,
+    count: usize,
+}
+
+impl Lateness {
+    fn record(&mut self, l: f64, kept: usize) {
+        if self.recent.len() < kept {
+            self.recent.push(l);
+        } else {
+            self.recent[self.count % kept] = l;
+        }
+        self.count += 1;
+    }
+
+    /// The least recent lateness, at least 0 (a replay's units come early while its decoder
+    /// keeps up; late counts from on time).
+    fn usual(&self) -> f64 {
+        self.recent
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min)
+            .max(0.0)
+    }
 }
 
 /// A stream time in seconds.
@@ -137,33 +177,30 @@ fn seconds(t: gst::ClockTime) -> f64 {
 }
 
 impl ProbeState {
-    /// Records how late a unit reached the decoder.
-    fn record_lateness(&mut self, lateness: Option<f64>) {
-        if let Some(l) = lateness.filter(|l| l.is_finite()) {
-            if self.lateness.len() < LATENESS_KEPT {
-                self.lateness.push(l);
-            } else {
-                self.lateness[self.lateness_count % LATENESS_KEPT] = l;
-            }
-            self.lateness_count += 1;
-        }
-    }
-
-    /// Whether a unit that reached the decoder `lateness` seconds past its time is late by
-    /// more than `max` beyond the stream's usual lateness: the least of the recent units',
-    /// at least 0 (a live source's jitter buffer delays every unit alike; a replay's units
-    /// come early while its decoder keeps up).
-    fn late(&self, lateness: Option<f64>, max: Option<f64>) -> bool {
-        let (Some(l), Some(max)) = (lateness.filter(|l| l.is_finite()), max) else {
+    /// Records how late a unit (a keyframe or not) reached the decoder, and says whether it is
+    /// late by more than `max` beyond the usual lateness of its kind (a live source delays
+    /// every unit alike: its network, its depayloader; a large keyframe more than the deltas).
+    /// Never while no picture has gone on for [`MAX_INTERVALS_WITHOUT_PICTURE`] intervals of
+    /// `interval` seconds: the camera decodes what comes until one does.
+    fn late(
+        &mut self,
+        (lateness, keyframe): (Option<f64>, bool),
+        max: Option<f64>,
+        interval: f64,
+    ) -> bool {
+        let Some(l) = lateness.filter(|l| l.is_finite()) else {
             return false;
         };
-        let usual = self
-            .lateness
-            .iter()
-            .copied()
-            .fold(f64::INFINITY, f64::min)
-            .max(0.0);
-        l - usual > max
+        let (kind, kept) = if keyframe {
+            (&mut self.keyframe_lateness, KEYFRAME_LATENESS_KEPT)
+        } else {
+            (&mut self.delta_lateness, DELTA_LATENESS_KEPT)
+        };
+        kind.record(l, kept);
+        let silent = self.last_picture.is_some_and(|at| {
+            at.elapsed().as_secs_f64() > MAX_INTERVALS_WITHOUT_PICTURE * interval
+        });
+        max.is_some_and(|max| !silent && l - kind.usual() > max)
     }
 
     /// The decoder put out a picture: the first one after a start or a flush anchors the slots.
@@ -187,7 +224,8 @@ enum Skip {
     GopTail,
     /// The camera's previous frame still waits for the model.
     Overload,
-    /// The keyframe reached the decoder too late: the decoder is behind real time.
+    /// The unit, or its GOP's keyframe or an earlier delta of its GOP, reached the decoder too
+    /// late: the decoder is behind real time.
     Late,
 }
 
@@ -233,7 +271,7 @@ impl KeyframeClock {
     /// analysis needs it (`wanted`; see the module doc).
     fn shed(&self, st: &mut ProbeState, lateness: Option<f64>, wanted: bool) -> Option<Skip> {
         let shedding = self.shedding();
-        let late = st.late(lateness, shedding.max_lag_seconds);
+        let late = st.late((lateness, true), shedding.max_lag_seconds, self.interval());
         if !wanted {
             return None;
         }
@@ -308,6 +346,16 @@ impl KeyframeClock {
         f64::from_bits(self.fps_bits.load(Ordering::Relaxed))
     }
 
+    /// The analysis interval in seconds (at rate 0, every keyframe: the keyframe interval).
+    fn interval(&self) -> f64 {
+        let fps = self.fps();
+        if fps > 0.0 && fps.is_finite() {
+            1.0 / fps
+        } else {
+            self.interval_seconds().unwrap_or(1.0)
+        }
+    }
+
     pub fn is_only(&self) -> bool {
         self.only.load(Ordering::Relaxed)
     }
@@ -351,6 +399,7 @@ impl KeyframeClock {
         let fps = self.fps();
         let (Some(t), true, false) = (pts, fps > 0.0 && fps.is_finite(), self.is_only()) else {
             st.next_slot = None;
+            st.last_picture = Some(std::time::Instant::now());
             return true;
         };
         let step = 1.0 / fps;
@@ -366,6 +415,7 @@ impl KeyframeClock {
         let anchor = *st.anchor.get_or_insert(t);
         let served = ((t + early - anchor) / step).floor().max(0.0);
         st.next_slot = Some(anchor + (served + 1.0) * step);
+        st.last_picture = Some(std::time::Instant::now());
         true
     }
 
@@ -400,9 +450,11 @@ impl KeyframeClock {
 
     /// Installs the probe on `element` if it is a video decoder.
     pub fn watch(&self, element: &gst::Element) {
-        let is_video_decoder = element
-            .factory()
-            .is_some_and(|f| f.klass().contains("Decoder") && f.klass().contains("Video"));
+        // Image decoders too: an MJPEG camera's frames (jpegdec is "Codec/Decoder/Image").
+        let is_video_decoder = element.factory().is_some_and(|f| {
+            let klass = f.klass();
+            klass.contains("Decoder") && (klass.contains("Video") || klass.contains("Image"))
+        });
         if !is_video_decoder {
             return;
         }
@@ -479,15 +531,20 @@ impl KeyframeClock {
             self.reordered.store(true, Ordering::Relaxed);
         }
         st.last_pts = pts.or(st.last_pts);
-        st.record_lateness(lateness);
         if !delta {
             self.keyframe(pts);
             if pts.is_some() {
                 st.keyframe_pts = pts;
                 st.last_kept_pts = pts;
             }
+            st.after_late_gop = st.dropping == Some(Skip::Late);
+            let slot_before = st.next_due;
             let wanted = !self.is_only() || self.due(pts, &mut st.next_due);
             let shed = self.shed(st, lateness, wanted);
+            if shed == Some(Skip::Late) {
+                // Nothing stands in for a late keyframe: the next one takes its slot.
+                st.next_due = slot_before;
+            }
             st.dropping = match (wanted, shed) {
                 (false, _) => Some(Skip::KeyframesOnly),
                 (true, shed) => shed,
@@ -506,8 +563,15 @@ impl KeyframeClock {
         }
         // A decoder that fell behind within the GOP (one GOP can take longer to decode than the
         // lag allowed): the rest of the GOP goes; the next keyframe is judged afresh.
-        if st.late(lateness, self.shedding().max_lag_seconds) {
+        let max = self.shedding().max_lag_seconds;
+        if st.late((lateness, false), max, self.interval()) {
             st.dropping = Some(Skip::Late);
+            self.count(Skip::Late);
+            return false;
+        }
+        // B-frames shown before this GOP's keyframe may refer to the shed GOP's pictures.
+        let leading = matches!((pts, st.keyframe_pts), (Some(t), Some(k)) if t < k);
+        if st.after_late_gop && leading && self.reordered.load(Ordering::Relaxed) {
             self.count(Skip::Late);
             return false;
         }
@@ -708,10 +772,52 @@ mod tests {
             max_lag_seconds: Some(1.0),
             ..Shedding::default()
         });
+        // The slot at 4 s is served late by the next keyframe, 6 s; then 8 s serves its own.
         let kept = feed_late(&k, &stream(12, 20), |t| {
             Some(if t == 4.0 { 2.0 } else { 0.0 })
         });
-        assert_eq!(kept, vec![0.0, 8.0]);
+        assert_eq!(kept, vec![0.0, 6.0, 8.0]);
+    }
+
+    #[test]
+    fn a_camera_that_passed_on_no_picture_for_three_intervals_decodes_late_units_anyway() {
+        gst::init().expect("GStreamer initialises");
+        let c = shedding_late();
+        let mut st = ProbeState::default();
+        let late = |t: f64| if t < 2.0 { 0.0 } else { 5.0 };
+        let mut kept = 0;
+        for (t, key) in stream(4, 20) {
+            if t == 2.0 {
+                // Silent for longer than 3 intervals of 1 s.
+                st.last_picture =
+                    std::time::Instant::now().checked_sub(std::time::Duration::from_secs(10));
+            }
+            if c.keep(&mut st, &unit(t, key), Some(late(t))) && t >= 2.0 {
+                kept += 1;
+            }
+        }
+        assert_eq!(kept, 20, "the GOP at 2 s decoded though 5 s late");
+    }
+
+    #[test]
+    fn after_a_late_gop_the_b_frames_shown_before_the_next_keyframe_are_not_decoded() {
+        // An open GOP in decode order: I2.0 B1.8 B1.9 P2.3 B2.1 B2.2: B1.8 and B1.9 refer to the
+        // GOP before, which is shed late from its third unit on (a reordering seen before it).
+        let mut units = vec![(0.0, true), (0.2, false), (0.1, false)];
+        units.extend((3..18).map(|i| (i as f64 / 10.0, false)));
+        units.push((2.0, true));
+        units.extend([
+            (1.8, false),
+            (1.9, false),
+            (2.3, false),
+            (2.1, false),
+            (2.2, false),
+        ]);
+        let kept = feed_late(&shedding_late(), &units, |t| {
+            Some(if (0.25..1.75).contains(&t) { 3.0 } else { 0.0 })
+        });
+        assert!(near(&kept, 2.0) && near(&kept, 2.3), "{kept:?}");
+        assert!(!near(&kept, 1.8) && !near(&kept, 1.9), "{kept:?}");
     }
 
     #[test]

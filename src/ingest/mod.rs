@@ -3,6 +3,7 @@
 //! inside GStreamer; each frame goes to the camera's mailbox of the inference pool.
 
 pub mod keyframes;
+mod priority;
 pub mod replay;
 pub mod rtsp_server;
 pub mod settings;
@@ -833,7 +834,7 @@ pub(super) fn wait_for_running_time(pad: &gst::Pad, buffer: &gst::BufferRef) {
 
 /// How late `buffer` reaches `pad`, in seconds past its time on the pipeline clock (negative:
 /// early, as a replay's units are while its decoder keeps up). On a live source it includes
-/// the source's own latency (an RTSP jitter buffer's 200 ms). `None` unless the pipeline is
+/// the source's own delays (the network, depayloading: about 0.1 s over RTSP on loopback). `None` unless the pipeline is
 /// playing: after a flushing seek (a looped file starting over) the pipeline prerolls again
 /// and only then takes a new base time, so until then every unit would look late by the time
 /// played before the seek.
@@ -897,7 +898,7 @@ fn run_pipeline_once(
             // A shed keyframe: the camera is alive, it only sheds.
             alive: Some(Arc::new(move || alive.touch())),
         });
-        nice_streaming_threads(&pipeline, plan.pipeline_nice);
+        priority::yield_decoding(&pipeline, plan.pipeline_nice);
         if let Some(busy) = busy
             && let Some(converter) = first_converter(sink.upcast_ref())
         {
@@ -1008,42 +1009,6 @@ fn run_pipeline_once(
     let _ = pipeline.set_state(gst::State::Null);
     *clock = std::mem::take(&mut *shared_clock.lock().unwrap_or_else(|p| p.into_inner()));
     end
-}
-
-/// Runs the pipeline's streaming threads (decoding, scaling, conversion) at niceness `nice`
-/// (`[ingest] pipeline_nice`; 0: as the process). Each streaming thread posts its "enter"
-/// status from itself, where a bus sync handler runs. GStreamer reuses its threads, and an
-/// unprivileged thread cannot lower its niceness again: a reused thread stays at `nice`, which
-/// only ever serves these pipelines.
-fn nice_streaming_threads(pipeline: &gst::Pipeline, nice: i32) {
-    let Some(bus) = pipeline.bus().filter(|_| nice > 0) else {
-        return;
-    };
-    bus.set_sync_handler(move |_, message| {
-        if let gst::MessageView::StreamStatus(status) = message.view()
-            && status.get().0 == gst::StreamStatusType::Enter
-        {
-            set_thread_nice(nice);
-        }
-        gst::BusSyncReply::Pass
-    });
-}
-
-/// Sets the calling thread's niceness (Linux: per thread); a refusal is logged once per thread
-/// and otherwise harmless.
-fn set_thread_nice(nice: i32) {
-    // SAFETY: two plain system calls about the calling thread; no memory is shared.
-    let failed = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) != 0
-    };
-    if failed {
-        tracing::debug!(
-            nice,
-            error = %std::io::Error::last_os_error(),
-            "streaming thread keeps its priority"
-        );
-    }
 }
 
 /// Sets the threads of a software video decoder (one with libav's `max-threads`); hardware

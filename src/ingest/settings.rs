@@ -33,7 +33,9 @@ pub const MAX_START_SPREAD_SECONDS: f64 = 3_600.0;
 pub const DEFAULT_MAX_DECODE_LAG_MS: u64 = 1_000;
 /// A minute behind real time is a typo (0 turns shedding off).
 pub const MAX_DECODE_LAG_MS: u64 = 60_000;
-/// Niceness of the camera pipelines' streaming threads (decoding, scaling, conversion): under
+/// Less than this is within a live source's ordinary jitter (a large keyframe's transfer).
+pub const MIN_DECODE_LAG_MS: u64 = 250;
+/// Niceness of each camera's decoding thread (decoding, scaling, conversion): under
 /// overload the model drains the frames already decoded before more are decoded. 10: a node
 /// runs one decoding thread per camera against one inference thread per worker, so a smaller
 /// step is outweighed by the count (CFS weights 110 against 1024 per thread).
@@ -82,8 +84,9 @@ pub struct IngestSettings {
     /// its group of pictures, so a decoder behind real time catches up instead of spending the
     /// CPU on frames that are already late. 0: never.
     pub max_decode_lag_ms: u64,
-    /// Niceness (0 to 19) of the camera pipelines' streaming threads: under overload the
-    /// model drains the frames already decoded before more are decoded. 0: as the process.
+    /// Niceness (0 to 19) of the thread that decodes, scales and converts each camera's frames
+    /// (not its network threads): under overload the model drains the frames already decoded
+    /// before more are decoded. 0: as the process.
     pub pipeline_nice: i32,
     /// Camera i of n starts i/n of this after the run: a node's cameras do not all connect,
     /// and replayed files do not all decode their keyframes and analysis slots, at one instant.
@@ -217,12 +220,12 @@ impl IngestSettings {
                 ),
             ));
         }
-        if self.max_decode_lag_ms > MAX_DECODE_LAG_MS {
+        let lag = self.max_decode_lag_ms;
+        if lag != 0 && !(MIN_DECODE_LAG_MS..=MAX_DECODE_LAG_MS).contains(&lag) {
             out.push((
                 "max_decode_lag_ms".into(),
                 format!(
-                    "must be 0 (never shed) to {MAX_DECODE_LAG_MS} ms, got {}",
-                    self.max_decode_lag_ms
+                    "must be 0 (never shed) or {MIN_DECODE_LAG_MS} to {MAX_DECODE_LAG_MS} ms, got {lag}"
                 ),
             ));
         }
@@ -295,6 +298,13 @@ mod tests {
             (
                 IngestSettings {
                     max_decode_lag_ms: MAX_DECODE_LAG_MS + 1,
+                    ..IngestSettings::default()
+                },
+                "max_decode_lag_ms",
+            ),
+            (
+                IngestSettings {
+                    max_decode_lag_ms: MIN_DECODE_LAG_MS - 1,
                     ..IngestSettings::default()
                 },
                 "max_decode_lag_ms",

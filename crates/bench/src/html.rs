@@ -312,7 +312,7 @@ pub fn render(r: &BenchReport) -> String {
         ];
         let _ = write!(
             h,
-            "<h2>Scaling</h2><p>{} analysed frame/s per camera, real-time pace; sustained = after the warm-up no stale drop and p99 capture → decision &lt; {} ms (superseded frames and shed keyframes, which a waiting frame stands for, and units shed because they reached the decoder late, are counted, not disqualifying). Largest sustained: <b>{}</b> cameras.</p>",
+            "<h2>Scaling</h2><p>{} analysed frame/s per camera, real-time pace; sustained = after the warm-up no stale drop, no unit shed late (behind real time) and p99 capture → decision &lt; {} ms (superseded frames and shed keyframes, which a waiting frame stands for, are counted, not disqualifying). Largest sustained: <b>{}</b> cameras.</p>",
             s.analysis_fps, s.p99_bound_ms, s.largest_sustained
         );
         h.push_str(&bars(

@@ -289,8 +289,8 @@ pub struct ScalingStep {
     pub cpu_seconds: f64,
     pub cpu_share_of_machine: f64,
     pub peak_rss_mib: f64,
-    /// No stale drops and p99 capture → decision under the bound (after the warm-up, when one
-    /// was set).
+    /// No stale drops, no unit shed late, and p99 capture → decision under the bound (after the
+    /// warm-up, when one was set).
     pub sustained: bool,
     #[serde(default)]
     pub steady: Option<Steady>,

@@ -235,9 +235,12 @@ fn run_in(
             let stale = r.frames_dropped.get("stale").copied().unwrap_or(0);
             let superseded = r.frames_dropped.get("superseded").copied().unwrap_or(0);
             // From capture: a decoder behind real time delays a frame before its hand-over.
-            let (steady_stale, steady_p99) =
-                r.steady.as_ref().map_or((stale, r.latency.p99_ms), |s| {
-                    (s.stale_drops, s.capture_latency.p99_ms)
+            let late = r.units_not_decoded.get("late").copied().unwrap_or(0);
+            let (steady_stale, steady_p99, steady_late) = r
+                .steady
+                .as_ref()
+                .map_or((stale, r.latency.p99_ms, late), |s| {
+                    (s.stale_drops, s.capture_latency.p99_ms, s.late_units)
                 });
             steps.push(ScalingStep {
                 cameras: n,
@@ -247,10 +250,13 @@ fn run_in(
                 stale_drops: stale,
                 superseded_drops: superseded,
                 shed_keyframes: r.units_not_decoded.get("overload").copied().unwrap_or(0),
-                late_units: r.units_not_decoded.get("late").copied().unwrap_or(0),
+                late_units: late,
                 // A shed keyframe, like a superseded frame, is one the camera's waiting frame
                 // stood for; both are reported, neither breaks a sustained load.
-                sustained: steady_stale == 0 && steady_p99 < SCALING_P99_BOUND_MS,
+                // A unit shed late is a frame the load kept from the analysis.
+                sustained: steady_stale == 0
+                    && steady_late == 0
+                    && steady_p99 < SCALING_P99_BOUND_MS,
                 steady: r.steady.clone(),
                 latency: r.latency,
                 cpu_seconds: r.cpu_seconds,
