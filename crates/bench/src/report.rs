@@ -343,7 +343,9 @@ pub struct KeyArea {
     pub peer_cpu_seconds_per_camera_hour: f64,
     /// gridwatch / peer CPU-seconds per camera-hour.
     pub cpu_ratio: f64,
-    /// Frame hand-over → decision, over the frames of the cameras with each scenario.
+    /// Capture → decision (the frame's ingest lag + hand-over → decision; hand-over → decision
+    /// in reports before 2026-12-03's f84d4c1), over the frames of the cameras with each
+    /// scenario.
     pub decision_latency_by_scenario: BTreeMap<String, Percentiles>,
     /// What the naive loop's frames find: the same rules on every camera at the naive rate,
     /// every frame decoded, no motion gate (gridwatch run with that schedule on the first unit).

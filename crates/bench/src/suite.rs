@@ -383,7 +383,7 @@ fn key_area(
             by_scenario
                 .entry(s.clone())
                 .or_default()
-                .push(r.done_at.duration_since(r.received).as_secs_f64());
+                .push(r.ingest_lag_seconds + r.done_at.duration_since(r.received).as_secs_f64());
         }
     }
     let plaza = main
