@@ -34,8 +34,8 @@
 //!   superseded. Off by default (`[ingest] shed_when_behind`): measured while the templates
 //!   still chose the frames with `videorate`, which held each frame until the next arrived,
 //!   so the frame found waiting was rarely the one this keyframe would replace.
-//! - **The analysis rate**: of the pictures the decoder puts out, only the first from half a
-//!   frame before each analysis slot on goes further (to scaling and conversion); at once, where
+//! - **The analysis rate**: of the pictures the decoder puts out, only the first at or after
+//!   each analysis slot goes further (to scaling and conversion); at once, where
 //!   `videorate` held each frame until the next one arrived (a whole analysis interval when only
 //!   the needed keyframes are decoded: 5 s on a street camera).
 
@@ -388,14 +388,14 @@ impl KeyframeClock {
         true
     }
 
-    /// Whether the decoded picture at `pts`, `frame` seconds long, serves the next analysis
-    /// slot: the first picture from half a frame before the slot on (on a regular stream, the
-    /// one nearest to it); advances the slot. Every picture does in keyframes-only mode (the
-    /// probe before the decoder chose them) and at rate 0. The grid runs from the anchor, the
-    /// decoder's first picture, as [`Self::last_slot`]'s does; a jump back starts it over.
-    /// Chosen here, at the decoder, rather than by `videorate`, which holds each frame until the
-    /// next one arrives: a whole analysis interval when only the needed keyframes are decoded.
-    fn serves_slot(&self, st: &mut ProbeState, pts: Option<f64>, frame: f64) -> bool {
+    /// Whether the decoded picture at `pts` serves the next analysis slot: the first picture at
+    /// or after the slot (as `videorate drop-only` chose, and the loop a user writes); advances
+    /// the slot. Every picture does in keyframes-only mode (the probe before the decoder chose
+    /// them) and at rate 0. The grid runs from the anchor, the decoder's first picture, as
+    /// [`Self::last_slot`]'s does; a jump back starts it over. Chosen here, at the decoder,
+    /// rather than by `videorate`, which holds each frame until the next one arrives: a whole
+    /// analysis interval when only the needed keyframes are decoded.
+    fn serves_slot(&self, st: &mut ProbeState, pts: Option<f64>) -> bool {
         let fps = self.fps();
         let (Some(t), true, false) = (pts, fps > 0.0 && fps.is_finite(), self.is_only()) else {
             st.next_slot = None;
@@ -403,17 +403,18 @@ impl KeyframeClock {
             return true;
         };
         let step = 1.0 / fps;
-        let early = frame.clamp(0.0, step) / 2.0 + SLOT_EPSILON_SECONDS;
         if let Some(next) = st.next_slot {
-            if t < next - step - early {
+            if t < next - step - SLOT_EPSILON_SECONDS {
                 // Back before the slot last served: a clock reset; the grid starts here.
                 st.anchor = Some(t);
-            } else if t < next - early {
+            } else if t < next - SLOT_EPSILON_SECONDS {
                 return false;
             }
         }
         let anchor = *st.anchor.get_or_insert(t);
-        let served = ((t + early - anchor) / step).floor().max(0.0);
+        let served = ((t + SLOT_EPSILON_SECONDS - anchor) / step)
+            .floor()
+            .max(0.0);
         st.next_slot = Some(anchor + (served + 1.0) * step);
         st.last_picture = Some(std::time::Instant::now());
         true
@@ -473,8 +474,7 @@ impl KeyframeClock {
                     Some(gst::PadProbeData::Buffer(b)) => {
                         let pts = b.pts().map(seconds);
                         st.picture_out(pts);
-                        let frame = b.duration().map_or(0.0, seconds);
-                        if !clock.serves_slot(&mut st, pts, frame) {
+                        if !clock.serves_slot(&mut st, pts) {
                             // Taken and reported handled: `Drop` would unref it twice.
                             drop(info.data.take());
                             return gst::PadProbeReturn::Handled;
@@ -575,8 +575,7 @@ impl KeyframeClock {
             self.count(Skip::Late);
             return false;
         }
-        // Past the tail once a unit at or after the last slot was kept (the slot's picture is
-        // the first from half a frame before it on: the one before it or this one).
+        // Past the tail once a unit at or after the last slot was kept (the slot's picture).
         let past_tail = match (st.last_kept_pts, st.keyframe_pts, st.anchor) {
             (Some(kept), Some(k), Some(a)) => self.last_slot(k, a).is_some_and(|s| kept >= s),
             _ => false,
@@ -643,16 +642,15 @@ mod tests {
         kept
     }
 
-    /// The pictures that go on to the analysis, of those the decoder gets from `units` (each
-    /// `frame` seconds long).
-    fn analysed(clock: &KeyframeClock, units: &[(f64, bool)], frame: f64) -> Vec<f64> {
+    /// The pictures that go on to the analysis, of those the decoder gets from `units`.
+    fn analysed(clock: &KeyframeClock, units: &[(f64, bool)]) -> Vec<f64> {
         gst::init().expect("GStreamer initialises");
         let mut st = ProbeState::default();
         let mut out = Vec::new();
         for &(t, key) in units {
             if clock.keep(&mut st, &unit(t, key), None) {
                 st.picture_out(Some(t));
-                if clock.serves_slot(&mut st, Some(t), frame) {
+                if clock.serves_slot(&mut st, Some(t)) {
                     out.push(t);
                 }
             }
@@ -821,20 +819,20 @@ mod tests {
     }
 
     #[test]
-    fn the_picture_nearest_each_slot_goes_on_at_once() {
-        // 4 frames/s analysed at 3/s: slots 0, 1/3, 2/3, 1, …; the nearest pictures 0, 0.25,
-        // 0.75, 1.0, 1.25, 1.75, …
+    fn the_first_picture_at_or_after_each_slot_goes_on_at_once() {
+        // 4 frames/s analysed at 3/s: slots 0, 1/3, 2/3, 1, …; the pictures 0, 0.5, 0.75, 1.0,
+        // 1.5, 1.75, …
         let units: Vec<(f64, bool)> = (0..12).map(|i| (i as f64 * 0.25, i % 4 == 0)).collect();
         let c = KeyframeClock::default();
         c.set_fps(3.0);
         assert_eq!(
-            analysed(&c, &units, 0.25),
-            vec![0.0, 0.25, 0.75, 1.0, 1.25, 1.75, 2.0, 2.25, 2.75]
+            analysed(&c, &units),
+            vec![0.0, 0.5, 0.75, 1.0, 1.5, 1.75, 2.0, 2.5, 2.75]
         );
         // 10 frames/s at 2/s: every fifth picture; slower than the rate: every picture.
         let c = KeyframeClock::default();
         c.set_fps(2.0);
-        let two = analysed(&c, &stream(3, 20), 0.1);
+        let two = analysed(&c, &stream(3, 20));
         assert_eq!(two.len(), 6, "{two:?}");
         assert!(
             [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
@@ -843,7 +841,7 @@ mod tests {
         );
         let c = KeyframeClock::default();
         c.set_fps(20.0);
-        assert_eq!(analysed(&c, &stream(3, 20), 0.1).len(), 30);
+        assert_eq!(analysed(&c, &stream(3, 20)).len(), 30);
     }
 
     #[test]
@@ -851,16 +849,13 @@ mod tests {
         let k = KeyframeClock::only();
         k.set_fps(0.25);
         // The due keyframes 0, 4 and 8 s all go on, though 4 s is a second before its slot.
-        assert_eq!(analysed(&k, &stream(12, 20), 0.1), vec![0.0, 4.0, 8.0]);
+        assert_eq!(analysed(&k, &stream(12, 20)), vec![0.0, 4.0, 8.0]);
         // A clock reset without a flush: the grid starts over at the jump.
         let c = KeyframeClock::default();
         c.set_fps(1.0);
         let mut twice = stream(3, 20);
         twice.extend(stream(3, 20));
-        assert_eq!(
-            analysed(&c, &twice, 0.1),
-            vec![0.0, 1.0, 2.0, 0.0, 1.0, 2.0]
-        );
+        assert_eq!(analysed(&c, &twice), vec![0.0, 1.0, 2.0, 0.0, 1.0, 2.0]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A recorded file's frames, pulled one at a time on the caller's thread, through the same
-//! pipeline template a file camera uses (rate reduced, then scaled to the model's size in
-//! GStreamer): for tools that look at a clip frame by frame (`gridwatch detect`), not for the
+//! pipeline template a file camera uses (rate reduced at the decoder, then scaled to the
+//! model's size in GStreamer): for tools that look at a clip frame by frame (`gridwatch detect`), not for the
 //! pipeline, whose cameras push frames from their own threads.
 
 use std::path::Path;
@@ -61,6 +61,10 @@ impl FileFrames {
             .by_name("frames")
             .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
             .ok_or_else(|| failed("the template has no appsink named `frames`".into()))?;
+        // The rate is chosen at the decoder, as a camera's is (the template has no videorate).
+        let clock = super::KeyframeClock::default();
+        clock.set_fps(fps);
+        pipeline.connect_deep_element_added(move |_, _, element| clock.watch(element));
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| failed(format!("cannot play: {e}")))?;
