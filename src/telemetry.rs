@@ -227,7 +227,7 @@ pub const FAMILIES: &[Family] = &[
     ),
     Family::counter(
         UNITS_NOT_DECODED,
-        "Encoded units dropped before the decoder, by camera and reason (keyframes_only, gop_tail: no analysed frame needs them; overload: a needed keyframe not decoded while the camera's frame still waits for the model; late: a needed keyframe, and its group of pictures, that reached the decoder later than `[ingest] max_decode_lag_ms`).",
+        "Encoded units dropped before the decoder, by camera and reason (keyframes_only, gop_tail: no analysed frame needs them; overload: a needed keyframe not decoded while the camera's frame still waits for the model; late: a needed keyframe and its group of pictures, or the rest of a group once a delta, reached the decoder later than `[ingest] max_decode_lag_ms` beyond the usual).",
     ),
     Family::counter(
         FRAMES_GATED,

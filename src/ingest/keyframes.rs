@@ -269,8 +269,12 @@ impl KeyframeClock {
 
     /// Whether to shed a keyframe that reached the decoder `lateness` seconds late, if the
     /// analysis needs it (`wanted`; see the module doc).
-    fn shed(&self, st: &mut ProbeState, lateness: Option<f64>, wanted: bool) -> Option<Skip> {
-        let shedding = self.shedding();
+    fn shed(
+        &self,
+        st: &mut ProbeState,
+        (lateness, shedding): (Option<f64>, &Shedding),
+        wanted: bool,
+    ) -> Option<Skip> {
         let late = st.late((lateness, true), shedding.max_lag_seconds, self.interval());
         if !wanted {
             return None;
@@ -278,7 +282,7 @@ impl KeyframeClock {
         if late {
             return Some(Skip::Late);
         }
-        let behind = self.is_only() && shedding.behind.is_some_and(|behind| behind());
+        let behind = self.is_only() && shedding.behind.as_ref().is_some_and(|behind| behind());
         behind.then_some(Skip::Overload)
     }
 
@@ -463,6 +467,8 @@ impl KeyframeClock {
             return;
         };
         let clock = self.clone();
+        // The pipeline the decoder plays in, found once (weak: the probe lives in it).
+        let top = super::top_level(element).downgrade();
         let state = Arc::new(Mutex::new(ProbeState::default()));
         if let Some(src) = element.static_pad("src") {
             let state = state.clone();
@@ -493,20 +499,20 @@ impl KeyframeClock {
                 return gst::PadProbeReturn::Ok;
             };
             let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
-            let lateness = clock
-                .shedding()
+            let shedding = clock.shedding();
+            let lateness = shedding
                 .max_lag_seconds
-                .and_then(|_| super::lateness_seconds(pad, buffer));
+                .and(top.upgrade())
+                .and_then(|top| super::lateness_seconds(&top, pad, buffer));
             let (keep, shed) = {
                 let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-                let keep = clock.keep(&mut st, buffer, lateness);
+                let keep = clock.keep(&mut st, buffer, (lateness, &shedding));
                 (keep, st.dropping.is_some_and(Skip::shed))
             };
             if keep {
                 return gst::PadProbeReturn::Ok;
             }
             if shed {
-                let shedding = clock.shedding();
                 if let (true, Some(alive)) = (keyframe, &shedding.alive) {
                     alive();
                 }
@@ -520,9 +526,14 @@ impl KeyframeClock {
         });
     }
 
-    /// Whether the decoder gets `buffer`, reaching it `lateness` seconds late; counts what it
-    /// does not get.
-    fn keep(&self, st: &mut ProbeState, buffer: &gst::BufferRef, lateness: Option<f64>) -> bool {
+    /// Whether the decoder gets `buffer`, reaching it `lateness` seconds late, under
+    /// `shedding`; counts what it does not get.
+    fn keep(
+        &self,
+        st: &mut ProbeState,
+        buffer: &gst::BufferRef,
+        (lateness, shedding): (Option<f64>, &Shedding),
+    ) -> bool {
         let pts = buffer.pts().map(seconds);
         let delta = buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
         if let (true, Some(t), Some(last)) = (delta, pts, st.last_pts)
@@ -540,7 +551,7 @@ impl KeyframeClock {
             st.after_late_gop = st.dropping == Some(Skip::Late);
             let slot_before = st.next_due;
             let wanted = !self.is_only() || self.due(pts, &mut st.next_due);
-            let shed = self.shed(st, lateness, wanted);
+            let shed = self.shed(st, (lateness, shedding), wanted);
             if shed == Some(Skip::Late) {
                 // Nothing stands in for a late keyframe: the next one takes its slot.
                 st.next_due = slot_before;
@@ -563,8 +574,7 @@ impl KeyframeClock {
         }
         // A decoder that fell behind within the GOP (one GOP can take longer to decode than the
         // lag allowed): the rest of the GOP goes; the next keyframe is judged afresh.
-        let max = self.shedding().max_lag_seconds;
-        if st.late((lateness, false), max, self.interval()) {
+        if st.late((lateness, false), shedding.max_lag_seconds, self.interval()) {
             st.dropping = Some(Skip::Late);
             self.count(Skip::Late);
             return false;
@@ -633,7 +643,7 @@ mod tests {
         let mut st = ProbeState::default();
         let mut kept = Vec::new();
         for &(t, key) in units {
-            if clock.keep(&mut st, &unit(t, key), lateness(t)) {
+            if clock.keep(&mut st, &unit(t, key), (lateness(t), &clock.shedding())) {
                 // A stream without reordering: each unit the decoder gets comes out as a picture.
                 st.picture_out(Some(t));
                 kept.push(t);
@@ -648,7 +658,7 @@ mod tests {
         let mut st = ProbeState::default();
         let mut out = Vec::new();
         for &(t, key) in units {
-            if clock.keep(&mut st, &unit(t, key), None) {
+            if clock.keep(&mut st, &unit(t, key), (None, &clock.shedding())) {
                 st.picture_out(Some(t));
                 if clock.serves_slot(&mut st, Some(t)) {
                     out.push(t);
@@ -790,7 +800,7 @@ mod tests {
                 st.last_picture =
                     std::time::Instant::now().checked_sub(std::time::Duration::from_secs(10));
             }
-            if c.keep(&mut st, &unit(t, key), Some(late(t))) && t >= 2.0 {
+            if c.keep(&mut st, &unit(t, key), (Some(late(t)), &c.shedding())) && t >= 2.0 {
                 kept += 1;
             }
         }

@@ -832,17 +832,26 @@ pub(super) fn wait_for_running_time(pad: &gst::Pad, buffer: &gst::BufferRef) {
     }
 }
 
-/// How late `buffer` reaches `pad`, in seconds past its time on the pipeline clock (negative:
-/// early, as a replay's units are while its decoder keeps up). On a live source it includes
-/// the source's own delays (the network, depayloading: about 0.1 s over RTSP on loopback). `None` unless the pipeline is
-/// playing: after a flushing seek (a looped file starting over) the pipeline prerolls again
-/// and only then takes a new base time, so until then every unit would look late by the time
-/// played before the seek.
-pub(super) fn lateness_seconds(pad: &gst::Pad, buffer: &gst::BufferRef) -> Option<f64> {
-    let mut top: gst::Element = pad.parent_element()?;
+/// The outermost bin `element` is in (the pipeline), or `element` itself.
+pub(super) fn top_level(element: &gst::Element) -> gst::Element {
+    let mut top = element.clone();
     while let Some(parent) = top.parent().and_then(|p| p.downcast::<gst::Element>().ok()) {
         top = parent;
     }
+    top
+}
+
+/// How late `buffer` reaches `pad`, in seconds past its time on the pipeline clock (negative:
+/// early, as a replay's units are while its decoder keeps up). On a live source it includes
+/// the source's own delays (the network, depayloading: about 0.1 s over RTSP on loopback).
+/// `None` unless `top`, the pipeline, is playing: after a flushing seek (a looped file starting
+/// over) the pipeline prerolls again and only then takes a new base time, so until then every
+/// unit would look late by the time played before the seek.
+pub(super) fn lateness_seconds(
+    top: &gst::Element,
+    pad: &gst::Pad,
+    buffer: &gst::BufferRef,
+) -> Option<f64> {
     if top.current_state() != gst::State::Playing || top.pending_state() != gst::State::VoidPending
     {
         return None;
@@ -926,6 +935,8 @@ fn run_pipeline_once(
         let camera_id = plan.id.clone();
         let mut info: Option<(gst::Caps, gst_video::VideoInfo)> = None;
         let mut streaming = false;
+        // Weak: the callback lives in the pipeline.
+        let top = pipeline.upcast_ref::<gst::Element>().downgrade();
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
@@ -939,9 +950,8 @@ fn run_pipeline_once(
                     }
                     let vi = &info.as_ref().ok_or(gst::FlowError::NotNegotiated)?.1;
                     let buffer = sample.buffer_owned().ok_or(gst::FlowError::Error)?;
-                    let lag = sink
-                        .static_pad("sink")
-                        .and_then(|pad| lateness_seconds(&pad, &buffer))
+                    let lag = (top.upgrade().zip(sink.static_pad("sink")))
+                        .and_then(|(top, pad)| lateness_seconds(&top, &pad, &buffer))
                         .map_or(0.0, |l| l.max(0.0));
                     crate::telemetry::frame_lag(lag);
                     let pts_ns = buffer.pts().map(|t| t.nseconds());

@@ -1,7 +1,7 @@
 //! A recorded file's frames, pulled one at a time on the caller's thread, through the same
 //! pipeline template a file camera uses (rate reduced at the decoder, then scaled to the
-//! model's size in GStreamer): for tools that look at a clip frame by frame (`gridwatch detect`), not for the
-//! pipeline, whose cameras push frames from their own threads.
+//! model's size in GStreamer): for tools that look at a clip frame by frame (`gridwatch
+//! detect`), not for the pipeline, whose cameras push frames from their own threads.
 
 use std::path::Path;
 

@@ -82,7 +82,7 @@ pub struct CameraStatus {
     /// Width × height of the analysed frames.
     pub frame_size: Option<(u32, u32)>,
     /// How late the last frame reached the analysis behind its time on the pipeline clock, in
-    /// seconds: decoding behind real time, and a live source's own latency (its jitter buffer).
+    /// seconds: decoding behind real time, and a live source's own delays (network, depayloading).
     pub lag_seconds: f64,
     pub analysis_fps: f64,
     /// `zones` (the highest need of the camera's zones) or `override` (a group's or phase's rate).

@@ -942,7 +942,9 @@ fn live_cameras_on_time_shed_nothing_late_and_streaming_threads_run_at_the_set_n
         + &camera("ontime-file", &clip.display().to_string(), "");
     let ids = ["ontime-rtsp-1", "ontime-rtsp-2", "ontime-file"];
     let mut config = config(&dir, 2.0, &cams, "realtime");
-    config.ingest.pipeline_nice = 19;
+    // A niceness no other test uses, and barely below the process's: tests that run beside this
+    // one (not all take the exclusive lock) must not starve its decoders into real lateness.
+    config.ingest.pipeline_nice = 1;
     let run = Running::start(config);
     for id in ids {
         run.wait_for(id, Duration::from_secs(20), "streaming", |c| c.frames >= 2);
@@ -966,13 +968,13 @@ fn live_cameras_on_time_shed_nothing_late_and_streaming_threads_run_at_the_set_n
     // GStreamer names a task's thread after its pad: the queue in front of each decoder.
     let niced: Vec<&str> = nices
         .iter()
-        .filter(|(_, n)| *n == 19)
+        .filter(|(_, n)| *n == 1)
         .map(|(name, _)| name.as_str())
         .collect();
     assert_eq!(
         niced.len(),
         3,
-        "one decoding thread per camera at nice 19, no other: {nices:?}"
+        "one decoding thread per camera at nice 1, no other: {nices:?}"
     );
     assert!(niced.iter().all(|n| n.starts_with("queue")), "{nices:?}");
     run.finish();
