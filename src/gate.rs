@@ -448,4 +448,9 @@ impl FrameSink for GatedSink {
         let (mailboxes, camera) = (self.mailboxes.clone(), self.camera);
         Some(Arc::new(move || mailboxes.behind(camera)))
     }
+
+    fn overload_interval(&self) -> Option<crate::ingest::OverloadInterval> {
+        let mailboxes = self.mailboxes.clone();
+        Some(Arc::new(move || mailboxes.overload_interval_seconds()))
+    }
 }

@@ -81,6 +81,8 @@ pub const INGEST_LAG_SECONDS: &str = "gridwatch_ingest_lag_seconds";
 pub const OUTBOX_CASES: &str = "gridwatch_outbox_cases";
 /// Cases waiting for a reviewer.
 pub const REVIEW_QUEUE_DEPTH: &str = "gridwatch_review_queue_depth";
+/// Under overload, the analysis interval every camera is held to (0: none).
+pub const OVERLOAD_INTERVAL_SECONDS: &str = "gridwatch_overload_analysis_interval_seconds";
 /// Reviewers' decisions, by `decision` (confirmed, rejected).
 pub const REVIEW_DECISIONS: &str = "gridwatch_review_decisions_total";
 /// Events dropped because a reviewer suppressed their camera + zone + scenario.
@@ -323,6 +325,11 @@ pub const FAMILIES: &[Family] = &[
         OUTBOX_CASES,
         Some(Unit::Count),
         "Cases in the outbox, by scenario and delivery state (pending, delivered, dead); read when /metrics is scraped.",
+    ),
+    Family::gauge(
+        OVERLOAD_INTERVAL_SECONDS,
+        Some(Unit::Seconds),
+        "Under overload, the longest analysis interval of every camera: a camera analysing more often decodes and offers frames only at this interval, so the frames the model cannot take are not decoded (0: no overload).",
     ),
     Family::gauge(
         REVIEW_QUEUE_DEPTH,
@@ -736,6 +743,10 @@ pub fn object_suppression_learned(scenario: &str) {
 /// An event kept without its case because rendering it failed.
 pub fn case_unrendered(scenario: &str) {
     counter!(CASES_UNRENDERED, "scenario" => scenario.to_owned()).increment(1);
+}
+
+pub fn overload_interval(seconds: f64) {
+    metrics::gauge!(OVERLOAD_INTERVAL_SECONDS).set(seconds);
 }
 
 pub fn review_queue_depth(depth: u64) {

@@ -83,6 +83,8 @@ struct Slot {
     open: bool,
     /// The models the camera's frames go through.
     plan: Arc<CameraModels>,
+    /// Frames offered in the current thinning window (see [`Thinning`]).
+    offered: u32,
 }
 
 impl Slot {
@@ -92,6 +94,7 @@ impl Slot {
             busy: false,
             open: true,
             plan: Arc::default(),
+            offered: 0,
         }
     }
 
@@ -110,12 +113,187 @@ impl Slot {
 
 struct Slots {
     slots: Vec<Slot>,
+    /// The rate every camera is held to under overload (see [`Thinning`]).
+    thinning: Thinning,
     /// Camera ids by slot, for metric labels (grows when a reload adds cameras).
     camera_ids: Vec<Arc<str>>,
     stopping: bool,
     /// While a reload restarts cameras, every slot may be closed for a moment: the workers must
     /// not take that for the end of the run.
     held: usize,
+}
+
+/// Seconds over which the frames offered and taken are compared (see [`Thinning`]).
+const THINNING_WINDOW_SECONDS: f64 = 3.0;
+/// Frames offered per frame taken that thinning aims at: a few more than the workers take, so
+/// they never wait for a frame while cameras are held back.
+const THINNING_TARGET_RATIO: f64 = 1.2;
+/// Windows in a row overloaded before cameras are first held: the start of a run (every camera
+/// decoding its first frames at once) is a burst, not an overload.
+const THINNING_ONSET_WINDOWS: u32 = 2;
+/// Offered per taken above this: overloaded, the interval grows.
+const THINNING_HIGH_RATIO: f64 = 1.4;
+/// The workers waited for frames more than this share of the window: thinned more than
+/// needed, the interval shrinks.
+const THINNING_MAX_IDLE_SHARE: f64 = 0.05;
+/// How much it shrinks then (some frames were still dropped: the offers came in bursts).
+const THINNING_IDLE_STEP: f64 = 0.8;
+/// The most the interval grows in one window.
+const THINNING_MAX_STEP: f64 = 1.5;
+/// The workers waited and every frame offered was taken: the interval shrinks this much.
+const THINNING_SPARE_STEP: f64 = 0.6;
+/// Intervals below this are no thinning.
+const MIN_THINNING_INTERVAL_SECONDS: f64 = 0.05;
+/// The longest interval cameras are held to: a slow model still sees each camera this often.
+pub const MAX_THINNING_INTERVAL_SECONDS: f64 = 60.0;
+
+/// Holding every camera to one analysed frame per interval while the workers cannot take all
+/// the frames offered (realtime pace): a frame they would not take is then never decoded,
+/// scaled or converted, so the CPU it would have cost goes to the model, and throughput at 2x
+/// load stays at capacity. Each camera analyses at its own rate or at this interval, whichever
+/// is slower: the cameras above the fair share are held back, as the longest-waiting-first
+/// order serves them anyway. Adjusted every [`THINNING_WINDOW_SECONDS`]: shrunk when the
+/// workers waited for frames (more than [`THINNING_MAX_IDLE_SHARE`] of their time), else grown
+/// while more than [`THINNING_HIGH_RATIO`] frames are offered (put, or dropped as superseded
+/// before conversion) per frame taken, towards [`THINNING_TARGET_RATIO`]; first set after
+/// [`THINNING_ONSET_WINDOWS`] such windows in a row.
+struct Thinning {
+    since: Instant,
+    offered: u64,
+    taken: u64,
+    /// Seconds the workers waited for a frame, all together.
+    idle_seconds: f64,
+    /// Workers running (their idle time is shared among them).
+    workers: usize,
+    /// Windows in a row that were overloaded (see [`THINNING_ONSET_WINDOWS`]).
+    overloaded_windows: u32,
+    interval_seconds: f64,
+}
+
+impl Thinning {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            offered: 0,
+            taken: 0,
+            idle_seconds: 0.0,
+            workers: 0,
+            overloaded_windows: 0,
+            interval_seconds: 0.0,
+        }
+    }
+
+    /// At the end of a window, the next interval from what was offered and taken, with the
+    /// cameras that offered any frame (for a first interval): (before, after) when it changed.
+    fn tick(&mut self, slots: &mut [Slot]) -> Option<(f64, f64)> {
+        let window = self.since.elapsed().as_secs_f64();
+        if window < THINNING_WINDOW_SECONDS {
+            return None;
+        }
+        let offering = slots
+            .iter_mut()
+            .map(|s| std::mem::take(&mut s.offered))
+            .filter(|&n| n > 0)
+            .count();
+        let w = Window {
+            seconds: window,
+            offered: self.offered,
+            taken: self.taken,
+            offering,
+            idle_share: self.idle_seconds / (window * self.workers.max(1) as f64),
+        };
+        *self = Self {
+            interval_seconds: self.interval_seconds,
+            workers: self.workers,
+            overloaded_windows: self.overloaded_windows,
+            ..Self::new()
+        };
+        if w.taken == 0 {
+            // Nothing analysed (workers starting, or no frames): nothing to compare.
+            return None;
+        }
+        let now = self.interval_seconds;
+        tracing::debug!(window = ?w, interval_seconds = now, "thinning window");
+        let next = self.next_interval(&w);
+        let next = if next < MIN_THINNING_INTERVAL_SECONDS {
+            0.0
+        } else {
+            next.min(MAX_THINNING_INTERVAL_SECONDS)
+        };
+        self.interval_seconds = next;
+        (next != now).then_some((now, next))
+    }
+
+    /// The interval after window `w` (unclamped).
+    fn next_interval(&mut self, w: &Window) -> f64 {
+        let (now, ratio) = (self.interval_seconds, w.offered as f64 / w.taken as f64);
+        let overloaded = w.idle_share <= THINNING_MAX_IDLE_SHARE && ratio > THINNING_HIGH_RATIO;
+        self.overloaded_windows = if overloaded {
+            self.overloaded_windows + 1
+        } else {
+            0
+        };
+        if w.idle_share > THINNING_MAX_IDLE_SHARE {
+            // The workers waited for frames: cameras are held back more than needed.
+            let step = if w.offered <= w.taken {
+                THINNING_SPARE_STEP
+            } else {
+                THINNING_IDLE_STEP
+            };
+            return now * step;
+        }
+        if !overloaded || (now == 0.0 && self.overloaded_windows < THINNING_ONSET_WINDOWS) {
+            // Not overloaded, or not yet for long enough: a burst (cameras starting) passes.
+            return now;
+        }
+        // A first interval from the cameras' mean interval between offers. Damped: cameras
+        // follow within a second, those already slower do not change, and the workers take more
+        // once fewer frames are decoded.
+        let from = now.max(w.seconds * w.offering as f64 / w.offered as f64);
+        from * (ratio / THINNING_TARGET_RATIO)
+            .sqrt()
+            .min(THINNING_MAX_STEP)
+    }
+}
+
+/// What one thinning window saw.
+#[derive(Debug)]
+struct Window {
+    seconds: f64,
+    offered: u64,
+    taken: u64,
+    /// Cameras that offered a frame.
+    offering: usize,
+    /// The share of the workers' time spent waiting for a frame.
+    idle_share: f64,
+}
+
+impl Slots {
+    /// Camera `camera` offered a frame (put, or dropped before conversion as superseded).
+    fn offered(&mut self, camera: usize) {
+        self.thinning.offered += 1;
+        if let Some(s) = self.slots.get_mut(camera) {
+            s.offered += 1;
+        }
+    }
+}
+
+/// Logs and exports a new thinning interval (outside the mailboxes' lock).
+fn thinning_changed((before, after): (f64, f64)) {
+    telemetry::overload_interval(after);
+    if after == 0.0 {
+        tracing::info!("overload over: every camera analyses at its own rate again");
+    } else if before == 0.0 {
+        tracing::info!(
+            interval_seconds = after,
+            "overload: the model cannot take every frame offered; cameras held to at most one analysed frame per interval, the rest not decoded"
+        );
+    } else {
+        tracing::debug!(
+            interval_seconds = after,
+            "overload: thinning interval changed"
+        );
+    }
 }
 
 /// Per-camera mailboxes between the ingest threads and the workers.
@@ -131,6 +309,8 @@ pub struct Mailboxes {
     space: Condvar,
     pace: Pace,
     max_frame_age: std::time::Duration,
+    /// Cameras are told [`Mailboxes::overload_interval_seconds`] (see [`Thinning`]).
+    thin: std::sync::atomic::AtomicBool,
 }
 
 /// What happened to a frame handed to `Mailboxes::put`.
@@ -168,6 +348,7 @@ impl Mailboxes {
         Arc::new(Self {
             state: Mutex::new(Slots {
                 slots,
+                thinning: Thinning::new(),
                 camera_ids,
                 stopping: false,
                 held: 0,
@@ -176,6 +357,7 @@ impl Mailboxes {
             space: Condvar::new(),
             pace,
             max_frame_age,
+            thin: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -236,6 +418,9 @@ impl Mailboxes {
         if st.stopping {
             return PutOutcome::Stopped;
         }
+        if self.pace == Pace::Realtime {
+            st.offered(cam);
+        }
         let slot = &mut st.slots[cam];
         let replaced = match &mut slot.waiting {
             Some((waiting, _since)) => Some(std::mem::replace(waiting, frame)),
@@ -262,10 +447,11 @@ impl Mailboxes {
     /// one is better replaced, so latency stays bounded). Counted as a `superseded` drop for
     /// each model of the plan, so ingest may drop the frame before scaling and converting it.
     pub fn drop_if_waiting(&self, camera: usize) -> bool {
-        let st = self.lock();
+        let mut st = self.lock();
         if !self.young_frame_waits(&st, camera) {
             return false;
         }
+        st.offered(camera);
         let (plan, id) = (st.slots[camera].plan.clone(), st.camera_ids[camera].clone());
         drop(st);
         Slot::count_drop_of(&plan, &id, telemetry::DropReason::Superseded);
@@ -288,6 +474,35 @@ impl Mailboxes {
                 .get(camera)
                 .and_then(|s| s.waiting.as_ref())
                 .is_some_and(|(waiting, _)| waiting.received.elapsed() < self.max_frame_age / 2)
+    }
+
+    /// Under overload, the longest analysis interval, in seconds, of every camera (see
+    /// [`Thinning`]); 0: no overload, or thinning is off (`[inference] thin_under_overload`),
+    /// or fast pace.
+    pub fn overload_interval_seconds(&self) -> f64 {
+        if !self.thin.load(std::sync::atomic::Ordering::Relaxed) {
+            return 0.0;
+        }
+        self.lock().thinning.interval_seconds
+    }
+
+    /// Whether the cameras are held to [`Mailboxes::overload_interval_seconds`] (on unless
+    /// `[inference] thin_under_overload = false`).
+    pub fn set_thinning(&self, on: bool) {
+        self.thin.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A frame was given to a worker: counted for thinning (realtime pace); the interval
+    /// before and after when it changed.
+    fn taken(&self, st: &mut Slots) -> Option<(f64, f64)> {
+        if self.pace != Pace::Realtime {
+            return None;
+        }
+        st.thinning.taken += 1;
+        let Slots {
+            thinning, slots, ..
+        } = st;
+        thinning.tick(slots)
     }
 
     /// The camera will send no more frames (its source ended).
@@ -344,8 +559,12 @@ impl Mailboxes {
                 }
                 st.slots[cam].busy = true;
                 let plan = st.slots[cam].plan.clone();
+                let thinned = self.taken(&mut st);
                 drop(st);
                 self.space.notify_all();
+                if let Some(change) = thinned {
+                    thinning_changed(change);
+                }
                 return Some((
                     frame,
                     plan,
@@ -363,7 +582,9 @@ impl Mailboxes {
             {
                 return None;
             }
+            let idle = Instant::now();
             st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.thinning.idle_seconds += idle.elapsed().as_secs_f64();
         }
     }
 
@@ -414,6 +635,16 @@ impl Analyse for Detector {
             frame.row_stride,
             objects,
         )
+    }
+}
+
+/// Counts a worker out of the pool's thinning when it ends.
+struct Leaving<'a>(&'a Mailboxes);
+
+impl Drop for Leaving<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.thinning.workers = st.thinning.workers.saturating_sub(1);
     }
 }
 
@@ -469,6 +700,9 @@ fn work<A: Analyse>(
     let mut counters: std::collections::HashMap<Arc<str>, telemetry::CameraFrameMetrics> =
         std::collections::HashMap::new();
     let stages = telemetry::WorkerStageMetrics::default();
+    mailboxes.lock().thinning.workers += 1;
+    // However the loop ends (also by a panic in the model): the idle time is shared by the rest.
+    let _leaving = Leaving(mailboxes);
     while let Some((frame, plan, turn)) = mailboxes.take() {
         let queue_seconds = frame.received.elapsed().as_secs_f64();
         let times = match detector.analyse(&frame, &plan, &mut objects) {
@@ -1072,5 +1306,65 @@ mod tests {
         let (next, _, _turn) = mb.take().unwrap();
         assert_eq!((next.camera, next.seq), (0, 1));
         drop(other_turn);
+    }
+
+    /// One thinning window of four cameras: camera c offers `offers[c]` frames, then a worker
+    /// takes one frame of each, the window (4 s) ending before the last take, the workers
+    /// having waited for frames `idle` of it; the interval after it.
+    fn thinning_window(mb: &Mailboxes, offers: [u64; 4], idle: f64) -> f64 {
+        for (cam, &n) in offers.iter().enumerate() {
+            for seq in 0..n {
+                mb.put(frame(cam, seq, Instant::now()));
+            }
+        }
+        for last in [false, false, false, true] {
+            if last {
+                let mut st = mb.lock();
+                st.thinning.since = ago(4);
+                st.thinning.idle_seconds = idle * 4.0;
+            }
+            let (_frame, _plan, _turn) = mb.take().unwrap();
+        }
+        mb.overload_interval_seconds()
+    }
+
+    #[test]
+    fn cameras_are_held_to_an_interval_while_more_is_offered_than_taken_and_let_go_after() {
+        let mb = Mailboxes::new(ids(4), Pace::Realtime, secs(3600));
+        assert_eq!(mb.overload_interval_seconds(), 0.0);
+        // Three frames offered per frame taken, the workers never waiting: one window is a burst
+        // (cameras starting); from the second, held, longer each window while it lasts.
+        assert_eq!(thinning_window(&mb, [3; 4], 0.0), 0.0);
+        let first = thinning_window(&mb, [3; 4], 0.0);
+        let second = thinning_window(&mb, [3; 4], 0.0);
+        assert!(first > 0.0 && second > first, "{first} then {second}");
+        // About the aimed-at surplus (5 offered per 4 taken), or every frame taken while the
+        // workers never wait: the interval stays.
+        assert_eq!(thinning_window(&mb, [2, 1, 1, 1], 0.0), second);
+        assert_eq!(thinning_window(&mb, [1; 4], 0.0), second);
+        // Frames dropped, yet the workers waited a fifth of the time (offers in bursts): held
+        // back too much.
+        let bursty = thinning_window(&mb, [3; 4], 0.2);
+        assert!(bursty < second, "{bursty} after {second}");
+        // The workers wait and every frame offered is taken: let go within windows.
+        let mut intervals = vec![bursty];
+        while *intervals.last().unwrap() > 0.0 && intervals.len() < 20 {
+            intervals.push(thinning_window(&mb, [1; 4], 0.5));
+        }
+        assert!(
+            intervals.windows(2).all(|w| w[1] < w[0]) && *intervals.last().unwrap() == 0.0,
+            "{intervals:?}"
+        );
+    }
+
+    #[test]
+    fn replays_and_a_pool_told_not_to_thin_hold_no_camera() {
+        let off = Mailboxes::new(ids(4), Pace::Realtime, secs(3600));
+        off.set_thinning(false);
+        assert_eq!(thinning_window(&off, [3; 4], 0.0), 0.0);
+        // Replays: a camera waits for its mailbox to empty, so offer one frame each.
+        let replay = Mailboxes::new(ids(4), Pace::Fast, secs(3600));
+        assert_eq!(thinning_window(&replay, [1; 4], 0.0), 0.0);
+        assert_eq!(replay.lock().thinning.offered, 0);
     }
 }

@@ -155,6 +155,9 @@ pub struct InferenceSettings {
     /// A camera running several models: boxes of one kind from different models overlapping
     /// at least this much (IoU) are merged into the one with the higher score.
     pub cross_model_iou: f32,
+    /// Under overload (realtime pace), hold every camera to the analysis interval the workers
+    /// can serve, so the frames they could not take are never decoded (see `pool::Thinning`).
+    pub thin_under_overload: bool,
 }
 
 impl Default for InferenceSettings {
@@ -167,6 +170,7 @@ impl Default for InferenceSettings {
             max_frame_age_ms: DEFAULT_MAX_FRAME_AGE_MS,
             execution_provider: ExecutionProvider::Cpu,
             cross_model_iou: DEFAULT_CROSS_MODEL_IOU,
+            thin_under_overload: true,
         }
     }
 }

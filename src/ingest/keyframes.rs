@@ -141,6 +141,8 @@ struct ProbeState {
     /// The GOP before this one was shed late: on a stream with B-frames, the deltas that
     /// precede this keyframe in presentation may refer to its pictures.
     after_late_gop: bool,
+    /// The analysis interval the next slots were laid at (see [`ProbeState::restep`]).
+    step: Option<f64>,
 }
 
 /// The recent lateness of one kind of unit at the decoder, in seconds (a ring).
@@ -207,6 +209,22 @@ impl ProbeState {
     fn picture_out(&mut self, pts: Option<f64>) {
         if self.anchor.is_none() {
             self.anchor = pts;
+        }
+    }
+
+    /// The rate changed without a rebuild (a camera held to a slower one under overload, or let
+    /// go): the next slots move to the new interval `step` from the last slot served, so that a
+    /// camera let go does not wait out a long held interval, nor does a held one offer at once.
+    fn restep(&mut self, step: f64) {
+        if let Some(old) = self.step.replace(step)
+            && old != step
+        {
+            for next in [&mut self.next_due, &mut self.next_slot]
+                .into_iter()
+                .flatten()
+            {
+                *next += step - old;
+            }
         }
     }
 
@@ -304,12 +322,13 @@ impl KeyframeClock {
             .then_some(max)
     }
 
-    /// Keyframes-only under `profile`: as configured, else on when every analysis interval
-    /// holds a keyframe (the rate is at or below the stream's keyframe rate).
-    pub fn choose(&self, profile: &Profile) -> bool {
-        profile.keyframes_only.unwrap_or_else(|| {
+    /// Keyframes-only at `fps` (a profile's rate, or slower under overload): as `configured`
+    /// (a profile's `keyframes_only`), else on when every analysis interval holds a keyframe
+    /// (the rate is at or below the stream's keyframe rate).
+    pub fn choose(&self, configured: Option<bool>, fps: f64) -> bool {
+        configured.unwrap_or_else(|| {
             self.interval_seconds()
-                .is_some_and(|gap| profile.analysis_fps * gap <= 1.0 + 1e-9)
+                .is_some_and(|gap| fps * gap <= 1.0 + 1e-9)
         })
     }
 
@@ -371,12 +390,14 @@ impl KeyframeClock {
 
     /// Keyframes-only: whether the keyframe at `pts` serves the next analysis slot (within half
     /// a keyframe interval of it); advances the slot when it does.
-    fn due(&self, pts: Option<f64>, next: &mut Option<f64>) -> bool {
+    fn due(&self, pts: Option<f64>, st: &mut ProbeState) -> bool {
         let fps = self.fps();
         let (Some(t), true) = (pts, fps > 0.0) else {
             return true;
         };
         let step = 1.0 / fps;
+        st.restep(step);
+        let next = &mut st.next_due;
         let half_gap = self.interval_seconds().unwrap_or(0.0) * 0.5;
         // Between two slots: the last due keyframe was at or after `n - step`. Further back is
         // a jump back (a file's loop, a camera's clock reset): the grid starts over below.
@@ -407,6 +428,7 @@ impl KeyframeClock {
             return true;
         };
         let step = 1.0 / fps;
+        st.restep(step);
         if let Some(next) = st.next_slot {
             if t < next - step - SLOT_EPSILON_SECONDS {
                 // Back before the slot last served: a clock reset; the grid starts here.
@@ -550,7 +572,7 @@ impl KeyframeClock {
             }
             st.after_late_gop = st.dropping == Some(Skip::Late);
             let slot_before = st.next_due;
-            let wanted = !self.is_only() || self.due(pts, &mut st.next_due);
+            let wanted = !self.is_only() || self.due(pts, st);
             let shed = self.shed(st, (lateness, shedding), wanted);
             if shed == Some(Skip::Late) {
                 // Nothing stands in for a late keyframe: the next one takes its slot.
@@ -866,6 +888,30 @@ mod tests {
         let mut twice = stream(3, 20);
         twice.extend(stream(3, 20));
         assert_eq!(analysed(&c, &twice), vec![0.0, 1.0, 2.0, 0.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn a_rate_changed_without_a_rebuild_moves_the_next_slot_from_the_last_one_served() {
+        gst::init().expect("GStreamer initialises");
+        // Keyframes only, a keyframe every second: a slot every 4 s; let go to one a second at
+        // 8.5 s (the next slot is 9 s, not 12 s); held again at 14.5 s (the next is 18 s).
+        let k = KeyframeClock::only();
+        k.set_fps(0.25);
+        let mut st = ProbeState::default();
+        let mut kept = Vec::new();
+        for &(t, key) in &stream(24, 10) {
+            if t == 8.5 {
+                k.set_fps(1.0);
+            }
+            if t == 14.5 {
+                k.set_fps(0.25);
+            }
+            if k.keep(&mut st, &unit(t, key), (None, &k.shedding())) {
+                kept.push(t);
+            }
+        }
+        let slots = [0.0, 4.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 18.0, 22.0];
+        assert_eq!(kept, slots);
     }
 
     #[test]

@@ -211,6 +211,46 @@ pub trait FrameSink: Send + 'static {
     fn behind_check(&self) -> Option<BusyCheck> {
         None
     }
+    /// Under overload, the longest analysis interval in seconds the next stage can serve each
+    /// camera (0: none); a faster camera is held to it and decodes no frame it would not take
+    /// (see [`thinned_fps`]). `None`: never held.
+    fn overload_interval(&self) -> Option<OverloadInterval> {
+        None
+    }
+}
+
+/// Asked once a second by each camera: see [`FrameSink::overload_interval`].
+pub type OverloadInterval = Arc<dyn Fn() -> f64 + Send + Sync>;
+
+/// A camera held under overload whose keyframes come at most this many held intervals apart
+/// is held to its keyframe interval instead, and decodes keyframes only.
+const HELD_KEYFRAME_INTERVALS: f64 = 2.0;
+
+/// The rate a camera decodes and offers frames at: its profile's, held to one frame per
+/// `overload_interval_seconds` under overload (0: not held). A held camera whose stream's
+/// `keyframe_interval_seconds` is at most [`HELD_KEYFRAME_INTERVALS`] of that is held to the
+/// keyframe interval, so it decodes keyframes only: a frame in the middle of a group of
+/// pictures costs the decoding of every frame before it (up to 25 for one frame a second on a
+/// 25 frames/s camera with a keyframe every 2 s), so under overload fewer frames of a camera,
+/// each one decoded alone, leave the model more frames of all. A rate of 0 (every keyframe) is
+/// held too.
+pub fn thinned_fps(
+    profile_fps: f64,
+    overload_interval_seconds: f64,
+    keyframe_interval_seconds: Option<f64>,
+) -> f64 {
+    let t = overload_interval_seconds;
+    if !(t > 0.0 && t.is_finite()) {
+        return profile_fps;
+    }
+    let keyframes = keyframe_interval_seconds
+        .filter(|&g| g.is_finite() && g > 0.0 && g <= HELD_KEYFRAME_INTERVALS * t);
+    let held = 1.0 / keyframes.map_or(t, |g| g.max(t));
+    if profile_fps > 0.0 {
+        profile_fps.min(held)
+    } else {
+        held
+    }
 }
 
 /// What happened to a pushed frame.
@@ -554,6 +594,7 @@ pub fn initial_status(area: &Area, index: usize) -> CameraStatus {
         keyframes_only: false,
         keyframe_interval_seconds: None,
         skips_gop_tails: false,
+        held_to_fps: None,
         phase: None,
     }
 }
@@ -599,6 +640,10 @@ fn camera_loop(plan: &CameraPlan, sink: &SharedSink, registry: &CameraRegistry, 
     let cam = plan.index;
     let mut clock = StreamClock::default();
     let keyframes = KeyframeClock::for_camera(&plan.id);
+    let overload = sink
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .overload_interval();
     let mut failures: u32 = 0;
     if !plan.start_delay.is_zero() {
         let why = format!(
@@ -615,10 +660,12 @@ fn camera_loop(plan: &CameraPlan, sink: &SharedSink, registry: &CameraRegistry, 
             return;
         }
         let profile = plan.area.profile_at(cam, time::OffsetDateTime::now_utc());
-        keyframes.set_only(keyframes.choose(&profile));
+        let held = overload.as_ref().map_or(0.0, |f| f());
+        let fps = thinned_fps(profile.analysis_fps, held, keyframes.interval_seconds());
+        keyframes.set_only(keyframes.choose(profile.keyframes_only, fps));
         keyframes.set_tails(KeyframeClock::tails_allowed(&profile, plan.skip_gop_tails));
-        keyframes.set_fps(profile.analysis_fps);
-        registry.set_profile(cam, &profile, &keyframes);
+        keyframes.set_fps(fps);
+        registry.set_profile(cam, (&profile, fps), &keyframes);
         if !profile.active {
             // Outside active hours: no pipeline, no decoding; look again in a second (the loop
             // head handles a stop).
@@ -638,7 +685,7 @@ fn camera_loop(plan: &CameraPlan, sink: &SharedSink, registry: &CameraRegistry, 
         let end = run_pipeline_once(
             plan,
             &description,
-            (&profile, &keyframes),
+            (&profile, &keyframes, overload.as_ref()),
             sink,
             registry,
             stop,
@@ -864,7 +911,7 @@ pub(super) fn lateness_seconds(
 fn run_pipeline_once(
     plan: &CameraPlan,
     description: &str,
-    (profile, keyframes): (&crate::area::profile::Profile, &KeyframeClock),
+    rate: CameraRate,
     frame_sink: &SharedSink,
     registry: &CameraRegistry,
     stop: &AtomicBool,
@@ -894,7 +941,7 @@ fn run_pipeline_once(
         connect_live(&branch, plan.live.clone());
     }
     {
-        let keyframes = keyframes.clone();
+        let keyframes = rate.1.clone();
         let (busy, behind) = {
             let sink = frame_sink.lock().unwrap_or_else(|p| p.into_inner());
             (sink.busy_check(), sink.behind_check())
@@ -1009,13 +1056,7 @@ fn run_pipeline_once(
         );
     }
 
-    let end = drive(
-        plan,
-        &pipeline,
-        (profile, keyframes),
-        (registry, stop),
-        &liveness,
-    );
+    let end = drive(plan, &pipeline, rate, (registry, stop), &liveness);
     let _ = pipeline.set_state(gst::State::Null);
     *clock = std::mem::take(&mut *shared_clock.lock().unwrap_or_else(|p| p.into_inner()));
     end
@@ -1054,12 +1095,66 @@ fn connect_live(branch: &gst_app::AppSink, live: Option<Arc<dyn EncodedSink>>) {
     );
 }
 
-/// Watches the bus (end of stream, errors), the stall watchdog, the profile (and the
-/// keyframes-only mode it chooses) and the stop flag.
+/// The rate a running pipeline follows, changed without a rebuild.
+struct Followed {
+    fps: f64,
+    tails: bool,
+    stall_timeout: Duration,
+}
+
+impl Followed {
+    /// Follows the profile `now` held to the overload interval `held` (seconds, 0: none): the
+    /// keyframes-only mode, GOP trimming, the rate the decoder's slots run at and the stall
+    /// timeout, `since` the last frame.
+    fn follow(
+        &mut self,
+        plan: &CameraPlan,
+        (now, held): (&crate::area::profile::Profile, f64),
+        keyframes: &KeyframeClock,
+        since: Duration,
+    ) {
+        let fps = thinned_fps(now.analysis_fps, held, keyframes.interval_seconds());
+        let only = keyframes.choose(now.keyframes_only, fps);
+        // A phase or shift may allow or forbid trimming at the same rate (no rebuild).
+        keyframes.set_tails(KeyframeClock::tails_allowed(now, plan.skip_gop_tails));
+        if keyframes.skips_tails() != self.tails {
+            self.tails = keyframes.skips_tails();
+            tracing::info!(camera = %plan.id, skip_gop_tails = self.tails, keyframe_interval_seconds = keyframes.interval_seconds(), analysis_fps = now.analysis_fps, "decoding each GOP up to its last analysis slot switched");
+        }
+        if only == keyframes.is_only() && fps == self.fps {
+            return;
+        }
+        if fps != self.fps {
+            // Held under overload (or let go): thousands of cameras may switch, so not at info.
+            tracing::debug!(camera = %plan.id, analysis_fps = now.analysis_fps, held_to_fps = fps, "overload: camera held to a slower rate");
+        } else {
+            tracing::info!(camera = %plan.id, keyframes_only = only, keyframe_interval_seconds = keyframes.interval_seconds(), analysis_fps = now.analysis_fps, "keyframes-only decoding switched");
+        }
+        // No rebuild: the decoder probe drops (or again passes) the delta units, and chooses
+        // the pictures at the new rate.
+        keyframes.set_only(only);
+        keyframes.set_fps(fps);
+        self.fps = fps;
+        // A full timeout from now: a camera let go of a long hold had no frame for a while.
+        let timeout = plan.stall_timeout_at(fps, keyframes);
+        self.stall_timeout = timeout.max(since + timeout);
+    }
+}
+
+/// What sets a camera's rate: its profile (as the pipeline was built for), its keyframe clock,
+/// and the overload interval it is held to.
+type CameraRate<'a> = (
+    &'a crate::area::profile::Profile,
+    &'a KeyframeClock,
+    Option<&'a OverloadInterval>,
+);
+
+/// Watches the bus (end of stream, errors), the stall watchdog, the profile and the overload
+/// interval (and the keyframes-only mode they choose) and the stop flag.
 fn drive(
     plan: &CameraPlan,
     pipeline: &gst::Pipeline,
-    (profile, keyframes): (&crate::area::profile::Profile, &KeyframeClock),
+    (profile, keyframes, overload): CameraRate,
     (registry, stop): (&CameraRegistry, &AtomicBool),
     liveness: &Liveness,
 ) -> RunEnd {
@@ -1081,15 +1176,19 @@ fn drive(
     let Some(bus) = pipeline.bus() else {
         return RunEnd::Failed("pipeline has no bus".into());
     };
-    let mut stall_timeout = plan.stall_timeout_at(profile.analysis_fps, keyframes);
-    let mut tails = keyframes.skips_tails();
-    let mut next_profile_check = Instant::now() + Duration::from_secs(1);
+    let mut rate = Followed {
+        fps: profile.analysis_fps,
+        tails: keyframes.skips_tails(),
+        stall_timeout: plan.stall_timeout_at(profile.analysis_fps, keyframes),
+    };
+    // The overload interval at once: a camera (re)starting under overload is held from the start.
+    let mut next_profile_check = Instant::now();
     loop {
         if stop.load(Ordering::Relaxed) {
             return RunEnd::Stopped;
         }
         let since = liveness.since();
-        if since > stall_timeout && !liveness.waiting_downstream.load(Ordering::Relaxed) {
+        if since > rate.stall_timeout && !liveness.waiting_downstream.load(Ordering::Relaxed) {
             return RunEnd::Stalled(since);
         }
         if Instant::now() >= next_profile_check {
@@ -1101,20 +1200,9 @@ fn drive(
                 tracing::info!(camera = %plan.id, phase = ?now.phase, analysis_fps = now.analysis_fps, active = now.active, "camera profile changed; rebuilding its pipeline");
                 return RunEnd::Reconfigure;
             }
-            let only = keyframes.choose(&now);
-            // A phase or shift may allow or forbid trimming at the same rate (no rebuild).
-            keyframes.set_tails(KeyframeClock::tails_allowed(&now, plan.skip_gop_tails));
-            if keyframes.skips_tails() != tails {
-                tails = keyframes.skips_tails();
-                tracing::info!(camera = %plan.id, skip_gop_tails = tails, keyframe_interval_seconds = keyframes.interval_seconds(), analysis_fps = now.analysis_fps, "decoding each GOP up to its last analysis slot switched");
-            }
-            if only != keyframes.is_only() {
-                // No rebuild: the decoder probe drops (or again passes) the delta units.
-                tracing::info!(camera = %plan.id, keyframes_only = only, keyframe_interval_seconds = keyframes.interval_seconds(), analysis_fps = now.analysis_fps, "keyframes-only decoding switched");
-                keyframes.set_only(only);
-                stall_timeout = plan.stall_timeout_at(now.analysis_fps, keyframes);
-            }
-            registry.set_profile(plan.index, &now, keyframes);
+            let held = overload.map_or(0.0, |f| f());
+            rate.follow(plan, (&now, held), keyframes, since);
+            registry.set_profile(plan.index, (&now, rate.fps), keyframes);
         }
         let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
             continue;
@@ -1141,5 +1229,32 @@ fn drive(
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thinned_fps;
+
+    #[test]
+    fn a_camera_is_held_only_when_the_overload_interval_is_slower_than_its_rate_and_then_to_its_keyframes()
+     {
+        // No overload (or a broken interval): its own rate.
+        assert_eq!(thinned_fps(1.0, 0.0, Some(2.0)), 1.0);
+        assert_eq!(thinned_fps(1.0, f64::NAN, None), 1.0);
+        assert_eq!(thinned_fps(1.0, f64::INFINITY, None), 1.0);
+        // Faster than one frame per 4 s: held to it; slower: its own.
+        assert_eq!(thinned_fps(1.0, 4.0, None), 0.25);
+        assert_eq!(thinned_fps(0.1, 4.0, None), 0.1);
+        // Every keyframe (rate 0): held too.
+        assert_eq!(thinned_fps(0.0, 4.0, None), 0.25);
+        // Keyframes every 2 s, held to one frame per 1.25 s: every keyframe, no frame between.
+        assert_eq!(thinned_fps(1.0, 1.25, Some(2.0)), 0.5);
+        // Keyframes further apart than two held intervals: held to the interval itself.
+        assert_eq!(thinned_fps(1.0, 1.25, Some(3.0)), 0.8);
+        // Held longer than the keyframe interval: the held interval.
+        assert_eq!(thinned_fps(1.0, 4.0, Some(2.0)), 0.25);
+        // Not held (its own rate is slower): its own, whatever the keyframes.
+        assert_eq!(thinned_fps(0.2, 1.25, Some(2.0)), 0.2);
     }
 }

@@ -93,6 +93,9 @@ pub struct CameraStatus {
     pub keyframe_interval_seconds: Option<f64>,
     /// Decoding each GOP only up to its last analysis slot now (`[ingest] skip_gop_tails`).
     pub skips_gop_tails: bool,
+    /// Under overload, the slower rate the camera is held to (`[inference]
+    /// thin_under_overload`); `None`: it analyses at `analysis_fps`.
+    pub held_to_fps: Option<f64>,
     pub phase: Option<String>,
 }
 
@@ -196,15 +199,17 @@ impl CameraRegistry {
         }
     }
 
+    /// The camera's profile, and the rate it is held to (`fps`, when slower under overload).
     pub fn set_profile(
         &self,
         camera: usize,
-        profile: &crate::area::profile::Profile,
+        (profile, fps): (&crate::area::profile::Profile, f64),
         keyframes: &super::KeyframeClock,
     ) {
         let mut v = self.lock();
         if let Some(e) = v.get_mut(camera) {
             e.status.analysis_fps = profile.analysis_fps;
+            e.status.held_to_fps = (fps != profile.analysis_fps).then_some(fps);
             e.status.analysis_rate_from = match profile.rate {
                 crate::area::profile::RateSource::Zones => "zones",
                 crate::area::profile::RateSource::Override => "override",

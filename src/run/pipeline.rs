@@ -94,6 +94,7 @@ impl Pipeline {
             config.ingest.pace,
             Duration::from_millis(config.inference.max_frame_age_ms),
         );
+        mailboxes.set_thinning(config.inference.thin_under_overload);
         let cameras = CameraThreads::new(
             options.cameras.clone(),
             mailboxes.clone(),

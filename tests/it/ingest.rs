@@ -1,7 +1,8 @@
 //! Ingest against real sources: a real RTSP server (gst-rtsp-server, in-process or as a separate
 //! `gridwatch serve-rtsp` process that is killed and restarted), broken sources, keyframe-only
 //! decoding, a resolution change mid-stream, cameras started spread out, keyframes shed under
-//! overload, late units shed by a decoder behind real time (and none by cameras on time).
+//! overload, cameras held to a slower rate under overload, late units shed by a decoder behind
+//! real time (and none by cameras on time).
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -850,6 +851,112 @@ fn an_overloaded_pool_sheds_keyframes_before_decoding_and_every_camera_stays_ana
         }
         run.finish();
     }
+}
+
+/// Twelve cameras at 5 frames/s on one worker (about three times what it analyses), on a clip
+/// with a keyframe every 0.5 s: with `thin_under_overload` the pool holds them to the interval
+/// it can serve, so they decode keyframes only (slower than the keyframe rate) and fewer of
+/// their decoded frames are dropped unanalysed; every camera stays analysed and none stalls.
+/// Without it, none is held and none decodes keyframes only (5 frames/s needs the deltas).
+#[test]
+fn an_overloaded_pool_holds_cameras_to_what_it_can_take_so_they_decode_keyframes_only() {
+    let _exclusive = crate::support::exclusive();
+    let clip_dir = TempDir::new("thin-clip");
+    let clip = clip_dir.path("gop5.mp4");
+    // 30 s at 10 frames/s, a keyframe every 5 frames.
+    encode_ball_clip(
+        &clip,
+        300,
+        (640, 360),
+        &["key-int-max=5", "speed-preset=veryfast", "bframes=0"],
+    );
+    let uri = clip.display().to_string();
+    let mut dropped_per_analysed = Vec::new();
+    for thin in [false, true] {
+        let dir = TempDir::new("thin");
+        let ids: Vec<String> = (0..12).map(|i| format!("thin-{thin}-{i}")).collect();
+        let cams: String = ids.iter().map(|id| camera(id, &uri, "")).collect();
+        let mut config = config(&dir, 5.0, &cams, "realtime");
+        config.inference.workers = 1;
+        config.inference.thin_under_overload = thin;
+        let run = Running::start(config);
+        let (mut held, mut only) = (None::<f64>, false);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(18) {
+            for c in run
+                .registry
+                .snapshot()
+                .iter()
+                .filter(|c| ids.contains(&c.id))
+            {
+                if let Some(f) = c.held_to_fps {
+                    held = Some(held.map_or(f, |h| h.min(f)));
+                }
+                only |= c.keyframes_only;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let text = gridwatch::telemetry::prometheus()
+            .map(|h| h.render())
+            .unwrap_or_default();
+        let analysed = gridwatch_bench::replay::counter_by(
+            &text,
+            gridwatch::telemetry::FRAMES_ANALYSED,
+            "camera",
+            &ids,
+        );
+        let dropped: u64 = ids
+            .iter()
+            .flat_map(|id| {
+                gridwatch_bench::replay::counter_by(
+                    &text,
+                    gridwatch::telemetry::FRAMES_DROPPED,
+                    "reason",
+                    std::slice::from_ref(id),
+                )
+                .into_values()
+            })
+            .sum();
+        let not_decoded: u64 = ids
+            .iter()
+            .map(|id| units_not_decoded(id, "keyframes_only"))
+            .sum();
+        let stalls: Vec<u64> = ids.iter().map(|id| run.cam(id).stalls).collect();
+        let total: u64 = analysed.values().sum();
+        eprintln!(
+            "thin_under_overload = {thin}: held to {held:?} frames/s at the slowest, keyframes only {only}; \
+             analysed {total} {analysed:?}; dropped {dropped}; {not_decoded} units not decoded \
+             (keyframes only); stalls {stalls:?}"
+        );
+        assert!(
+            stalls.iter().all(|&s| s == 0),
+            "no camera stalled: {stalls:?}"
+        );
+        assert!(
+            ids.iter()
+                .all(|id| analysed.get(id).is_some_and(|&n| n >= 5)),
+            "every camera keeps being analysed: {analysed:?}"
+        );
+        if thin {
+            assert!(
+                held.is_some_and(|f| f < 5.0) && only,
+                "held to {held:?}, keyframes only {only}"
+            );
+            assert!(not_decoded > 0, "deltas not decoded while held");
+        } else {
+            assert!(
+                held.is_none() && !only,
+                "held {held:?}, keyframes only {only}"
+            );
+            assert_eq!(not_decoded, 0);
+        }
+        dropped_per_analysed.push(dropped as f64 / total.max(1) as f64);
+        run.finish();
+    }
+    assert!(
+        dropped_per_analysed[1] < dropped_per_analysed[0],
+        "frames dropped per analysed frame, without and with thinning: {dropped_per_analysed:?}"
+    );
 }
 
 /// The replay template with a decoder that takes 300 ms per picture it passes on (an

@@ -175,6 +175,10 @@ struct BenchRunArgs {
     #[arg(long, default_value_t = gridwatch::ingest::settings::DEFAULT_PIPELINE_NICE,
           value_parser = clap::value_parser!(i32).range(0..=gridwatch::ingest::settings::MAX_PIPELINE_NICE as i64))]
     pipeline_nice: i32,
+    /// Never hold cameras to a slower rate under overload (`[inference] thin_under_overload =
+    /// false`), to compare.
+    #[arg(long)]
+    no_thinning: bool,
     /// Skip the decode-only and bare-model limits.
     #[arg(long)]
     no_limits: bool,
@@ -252,6 +256,7 @@ fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
                 shed_when_behind: a.shed,
                 max_decode_lag_ms: a.max_decode_lag_ms,
                 pipeline_nice: a.pipeline_nice,
+                thin_under_overload: !a.no_thinning,
             },
             // The key area is judged in its steady state (see BENCHMARKS.md).
             warmup_seconds: if a.key_area {

@@ -122,6 +122,8 @@ pub struct DecodeOptions {
     pub max_decode_lag_ms: u64,
     /// `[ingest] pipeline_nice` (0: streaming threads as the process).
     pub pipeline_nice: i32,
+    /// `[inference] thin_under_overload`.
+    pub thin_under_overload: bool,
 }
 
 impl Default for DecodeOptions {
@@ -135,6 +137,8 @@ impl Default for DecodeOptions {
             shed_when_behind: d.shed_when_behind,
             max_decode_lag_ms: d.max_decode_lag_ms,
             pipeline_nice: d.pipeline_nice,
+            thin_under_overload: gridwatch::infer::settings::InferenceSettings::default()
+                .thin_under_overload,
         }
     }
 }
@@ -189,6 +193,34 @@ pub fn clip_seconds(path: &Path) -> Option<f64> {
 }
 
 /// Peak RSS so far (VmHWM), MiB.
+/// After `warmup_seconds`, samples every 250 ms until `stop` which share of the cameras the
+/// pool holds to a slower rate under overload (`held_to_fps`); the mean share.
+fn held_sampler(
+    registry: &gridwatch::ingest::status::CameraRegistry,
+    stop: &gridwatch::run::StopHandle,
+    warmup_seconds: f64,
+) -> std::thread::JoinHandle<f64> {
+    let (registry, stop) = (registry.clone(), stop.clone());
+    let start = Instant::now() + Duration::try_from_secs_f64(warmup_seconds).unwrap_or_default();
+    std::thread::spawn(move || {
+        let (mut held, mut seen) = (0usize, 0usize);
+        while !stop.is_stopped() {
+            std::thread::sleep(Duration::from_millis(250));
+            if Instant::now() < start {
+                continue;
+            }
+            let cameras = registry.snapshot();
+            held += cameras.iter().filter(|c| c.held_to_fps.is_some()).count();
+            seen += cameras.len();
+        }
+        if seen == 0 {
+            0.0
+        } else {
+            held as f64 / seen as f64
+        }
+    })
+}
+
 pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
@@ -422,9 +454,10 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
     }
     let _ = write!(
         text,
-        "[inference]\nworkers = {}\nintra_op_threads = {}\n[ingest]\npace = \"{}\"\ndecoder_threads = {}\nskip_gop_tails = {}\nstart_spread_seconds = {:?}\nshed_when_behind = {}\nmax_decode_lag_ms = {}\npipeline_nice = {}\n",
+        "[inference]\nworkers = {}\nintra_op_threads = {}\nthin_under_overload = {}\n[ingest]\npace = \"{}\"\ndecoder_threads = {}\nskip_gop_tails = {}\nstart_spread_seconds = {:?}\nshed_when_behind = {}\nmax_decode_lag_ms = {}\npipeline_nice = {}\n",
         o.workers,
         o.intra_op_threads,
+        o.decode.thin_under_overload,
         match o.pace {
             Pace::Fast => "fast",
             Pace::Realtime => "realtime",
@@ -581,6 +614,7 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
             handle.map(|h| h.render()).unwrap_or_default()
         })
     });
+    let held = (o.warmup_seconds > 0.0).then(|| held_sampler(&registry, &stop, o.warmup_seconds));
     let run_result = gridwatch::run::run(config, options, stop.clone());
     let wall_seconds = wall0.elapsed().as_secs_f64();
     let cpu_seconds = super::process_cpu_seconds() - cpu0;
@@ -591,6 +625,7 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
     }
     let records = collector.join().unwrap_or_default();
     let at_warmup = at_warmup.and_then(|t| t.join().ok());
+    let held_share = held.and_then(|t| t.join().ok()).unwrap_or(0.0);
     bar.finish_and_clear();
     run_result?;
 
@@ -649,8 +684,16 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
             let now = now.get(reason).copied().unwrap_or(0);
             now - then.get(reason).copied().unwrap_or(0).min(now)
         };
+        let last_done = records.iter().map(|r| r.done_at).max();
+        let span = last_done.map_or(0.0, |l| l.saturating_duration_since(warmed).as_secs_f64());
         report::Steady {
             warmup_seconds: o.warmup_seconds,
+            held_share,
+            analysed_fps: if span > 0.0 {
+                after.len() as f64 / span
+            } else {
+                0.0
+            },
             latency: Percentiles::of_seconds(&after),
             stale_drops: since(&frames_dropped, &before, "stale"),
             superseded_drops: since(&frames_dropped, &before, "superseded"),
@@ -737,6 +780,7 @@ pub fn run(o: &ReplayOptions) -> Result<Replay, ReplayError> {
         shed_when_behind: o.decode.shed_when_behind,
         max_decode_lag_ms: o.decode.max_decode_lag_ms,
         pipeline_nice: o.decode.pipeline_nice,
+        thin_under_overload: o.decode.thin_under_overload,
         streams: specs
             .iter()
             .map(|s| CameraStream {

@@ -104,6 +104,9 @@ pub struct PipelineResult {
     /// `[ingest] pipeline_nice` of the run.
     #[serde(default)]
     pub pipeline_nice: i32,
+    /// `[inference] thin_under_overload` of the run (reports from before it: false, as they ran).
+    #[serde(default)]
+    pub thin_under_overload: bool,
     pub streams: Vec<CameraStream>,
     /// The whole `run` call: model loading, pipelines, frames, delivery drain.
     pub wall_seconds: f64,
@@ -164,6 +167,15 @@ pub struct Steady {
     /// pipeline clock, plus `latency` (hand-over → decision).
     #[serde(default)]
     pub capture_latency: Percentiles,
+    /// Frames analysed per second after the warm-up (handed over after it, until the last
+    /// decision): the throughput once every camera runs.
+    #[serde(default)]
+    pub analysed_fps: f64,
+    /// The mean share of the cameras held to a slower rate than their own under overload
+    /// (`[inference] thin_under_overload`), sampled every 250 ms after the warm-up: a load with
+    /// any camera held is not sustained.
+    #[serde(default)]
+    pub held_share: f64,
 }
 
 /// Decode-only and bare-model throughput of the same streams on the same threads.

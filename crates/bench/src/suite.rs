@@ -236,12 +236,17 @@ fn run_in(
             let superseded = r.frames_dropped.get("superseded").copied().unwrap_or(0);
             // From capture: a decoder behind real time delays a frame before its hand-over.
             let late = r.units_not_decoded.get("late").copied().unwrap_or(0);
-            let (steady_stale, steady_p99, steady_late) = r
-                .steady
-                .as_ref()
-                .map_or((stale, r.latency.p99_ms, late), |s| {
-                    (s.stale_drops, s.capture_latency.p99_ms, s.late_units)
-                });
+            let (steady_stale, steady_p99, steady_late, held) =
+                r.steady
+                    .as_ref()
+                    .map_or((stale, r.latency.p99_ms, late, 0.0), |s| {
+                        (
+                            s.stale_drops,
+                            s.capture_latency.p99_ms,
+                            s.late_units,
+                            s.held_share,
+                        )
+                    });
             steps.push(ScalingStep {
                 cameras: n,
                 duration_seconds: r.wall_seconds,
@@ -253,9 +258,11 @@ fn run_in(
                 late_units: late,
                 // A shed keyframe, like a superseded frame, is one the camera's waiting frame
                 // stood for; both are reported, neither breaks a sustained load.
-                // A unit shed late is a frame the load kept from the analysis.
+                // A unit shed late is a frame the load kept from the analysis; a camera held
+                // to a slower rate, frames of its own rate.
                 sustained: steady_stale == 0
                     && steady_late == 0
+                    && held == 0.0
                     && steady_p99 < SCALING_P99_BOUND_MS,
                 steady: r.steady.clone(),
                 latency: r.latency,
