@@ -142,6 +142,8 @@ const THINNING_IDLE_STEP: f64 = 0.8;
 const THINNING_MAX_STEP: f64 = 1.5;
 /// The workers waited and every frame offered was taken: the interval shrinks this much.
 const THINNING_SPARE_STEP: f64 = 0.6;
+/// How often a worker waiting for a frame looks at the thinning window.
+const IDLE_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 /// Intervals below this are no thinning.
 const MIN_THINNING_INTERVAL_SECONDS: f64 = 0.05;
 /// The longest interval cameras are held to: a slow model still sees each camera this often.
@@ -208,8 +210,8 @@ impl Thinning {
             overloaded_windows: self.overloaded_windows,
             ..Self::new()
         };
-        if w.taken == 0 {
-            // Nothing analysed (workers starting, or no frames): nothing to compare.
+        if w.taken == 0 && w.idle_share <= THINNING_MAX_IDLE_SHARE {
+            // Nothing analysed, yet no worker waited (a model pass longer than the window).
             return None;
         }
         let now = self.interval_seconds;
@@ -226,7 +228,10 @@ impl Thinning {
 
     /// The interval after window `w` (unclamped).
     fn next_interval(&mut self, w: &Window) -> f64 {
-        let (now, ratio) = (self.interval_seconds, w.offered as f64 / w.taken as f64);
+        let (now, ratio) = (
+            self.interval_seconds,
+            w.offered as f64 / w.taken.max(1) as f64,
+        );
         let overloaded = w.idle_share <= THINNING_MAX_IDLE_SHARE && ratio > THINNING_HIGH_RATIO;
         self.overloaded_windows = if overloaded {
             self.overloaded_windows + 1
@@ -418,7 +423,7 @@ impl Mailboxes {
         if st.stopping {
             return PutOutcome::Stopped;
         }
-        if self.pace == Pace::Realtime {
+        if self.thins() {
             st.offered(cam);
         }
         let slot = &mut st.slots[cam];
@@ -451,7 +456,9 @@ impl Mailboxes {
         if !self.young_frame_waits(&st, camera) {
             return false;
         }
-        st.offered(camera);
+        if self.thins() {
+            st.offered(camera);
+        }
         let (plan, id) = (st.slots[camera].plan.clone(), st.camera_ids[camera].clone());
         drop(st);
         Slot::count_drop_of(&plan, &id, telemetry::DropReason::Superseded);
@@ -480,25 +487,42 @@ impl Mailboxes {
     /// [`Thinning`]); 0: no overload, or thinning is off (`[inference] thin_under_overload`),
     /// or fast pace.
     pub fn overload_interval_seconds(&self) -> f64 {
-        if !self.thin.load(std::sync::atomic::Ordering::Relaxed) {
+        if !self.thins() {
             return 0.0;
         }
         self.lock().thinning.interval_seconds
+    }
+
+    /// Realtime pace, thinning on.
+    fn thins(&self) -> bool {
+        self.pace == Pace::Realtime && self.thin.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the cameras are held to [`Mailboxes::overload_interval_seconds`] (on unless
     /// `[inference] thin_under_overload = false`).
     pub fn set_thinning(&self, on: bool) {
         self.thin.store(on, std::sync::atomic::Ordering::Relaxed);
+        telemetry::overload_interval(0.0);
     }
 
     /// A frame was given to a worker: counted for thinning (realtime pace); the interval
     /// before and after when it changed.
     fn taken(&self, st: &mut Slots) -> Option<(f64, f64)> {
-        if self.pace != Pace::Realtime {
+        if !self.thins() {
             return None;
         }
         st.thinning.taken += 1;
+        let Slots {
+            thinning, slots, ..
+        } = st;
+        thinning.tick(slots)
+    }
+
+    /// A worker found no frame: the thinning window may end all the same.
+    fn idle_tick(&self, st: &mut Slots) -> Option<(f64, f64)> {
+        if !self.thins() {
+            return None;
+        }
         let Slots {
             thinning, slots, ..
         } = st;
@@ -583,8 +607,17 @@ impl Mailboxes {
                 return None;
             }
             let idle = Instant::now();
-            st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
+            // Timed: with no frame at all the interval must still be let go.
+            st = self
+                .work
+                .wait_timeout(st, IDLE_TICK)
+                .map_or_else(|p| p.into_inner().0, |(st, _)| st);
             st.thinning.idle_seconds += idle.elapsed().as_secs_f64();
+            if let Some(change) = self.idle_tick(&mut st) {
+                drop(st);
+                thinning_changed(change);
+                st = self.lock();
+            }
         }
     }
 
@@ -1361,10 +1394,37 @@ mod tests {
     fn replays_and_a_pool_told_not_to_thin_hold_no_camera() {
         let off = Mailboxes::new(ids(4), Pace::Realtime, secs(3600));
         off.set_thinning(false);
-        assert_eq!(thinning_window(&off, [3; 4], 0.0), 0.0);
+        for _ in 0..3 {
+            assert_eq!(thinning_window(&off, [3; 4], 0.0), 0.0);
+        }
+        // Not even computed (nor logged, nor exported).
+        assert_eq!(off.lock().thinning.interval_seconds, 0.0);
         // Replays: a camera waits for its mailbox to empty, so offer one frame each.
         let replay = Mailboxes::new(ids(4), Pace::Fast, secs(3600));
         assert_eq!(thinning_window(&replay, [1; 4], 0.0), 0.0);
         assert_eq!(replay.lock().thinning.offered, 0);
+    }
+
+    #[test]
+    fn a_held_pool_that_gets_no_frame_at_all_lets_its_cameras_go() {
+        let mb = Mailboxes::new(ids(2), Pace::Realtime, secs(3600));
+        {
+            let mut st = mb.lock();
+            st.thinning.interval_seconds = 10.0;
+            st.thinning.since = ago(4);
+        }
+        // A worker waits for a frame that never comes: its timed wait ends the window, idle.
+        let waiting = {
+            let mb = mb.clone();
+            std::thread::spawn(move || mb.take().map(|(frame, _, _turn)| frame.seq))
+        };
+        let start = Instant::now();
+        while mb.overload_interval_seconds() == 10.0 && start.elapsed() < secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let after = mb.overload_interval_seconds();
+        mb.stop();
+        assert_eq!(waiting.join().unwrap(), None);
+        assert!(after < 10.0, "still held to {after} s with no frame");
     }
 }

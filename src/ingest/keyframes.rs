@@ -109,7 +109,8 @@ pub struct Shedding {
     /// A shed keyframe waits for its time on the pipeline clock, as the synchronising sink
     /// would have: a replayed file must not race ahead while its keyframes are shed.
     pub paced: bool,
-    /// Told at each shed keyframe: the camera is alive, it only sheds (the stall watchdog).
+    /// Told at each keyframe left undecoded (shed, or not needed at the rate): the camera is
+    /// alive, it only sheds or skips (the stall watchdog).
     pub alive: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
@@ -388,6 +389,14 @@ impl KeyframeClock {
         self.only.store(on, Ordering::Relaxed);
     }
 
+    /// Moves `st`'s next slots to the rate now in force (see [`ProbeState::restep`]).
+    fn restep(&self, st: &mut ProbeState) {
+        let fps = self.fps();
+        if fps > 0.0 && fps.is_finite() {
+            st.restep(1.0 / fps);
+        }
+    }
+
     /// Keyframes-only: whether the keyframe at `pts` serves the next analysis slot (within half
     /// a keyframe interval of it); advances the slot when it does.
     fn due(&self, pts: Option<f64>, st: &mut ProbeState) -> bool {
@@ -396,7 +405,7 @@ impl KeyframeClock {
             return true;
         };
         let step = 1.0 / fps;
-        st.restep(step);
+        self.restep(st);
         let next = &mut st.next_due;
         let half_gap = self.interval_seconds().unwrap_or(0.0) * 0.5;
         // Between two slots: the last due keyframe was at or after `n - step`. Further back is
@@ -428,7 +437,7 @@ impl KeyframeClock {
             return true;
         };
         let step = 1.0 / fps;
-        st.restep(step);
+        self.restep(st);
         if let Some(next) = st.next_slot {
             if t < next - step - SLOT_EPSILON_SECONDS {
                 // Back before the slot last served: a clock reset; the grid starts here.
@@ -534,13 +543,13 @@ impl KeyframeClock {
             if keep {
                 return gst::PadProbeReturn::Ok;
             }
-            if shed {
-                if let (true, Some(alive)) = (keyframe, &shedding.alive) {
-                    alive();
-                }
-                if shedding.paced {
-                    super::wait_for_running_time(pad, buffer);
-                }
+            // A keyframe left undecoded (shed, or not needed at the rate, which may be held
+            // for up to a minute under overload): the source is alive.
+            if let (true, Some(alive)) = (keyframe, &shedding.alive) {
+                alive();
+            }
+            if shed && shedding.paced {
+                super::wait_for_running_time(pad, buffer);
             }
             // Take the buffer and report it handled: `Drop` here makes GStreamer unref it twice.
             drop(info.data.take());
@@ -571,6 +580,8 @@ impl KeyframeClock {
                 st.last_kept_pts = pts;
             }
             st.after_late_gop = st.dropping == Some(Skip::Late);
+            // Before the slot is kept aside: a late keyframe gives it back at the new rate.
+            self.restep(st);
             let slot_before = st.next_due;
             let wanted = !self.is_only() || self.due(pts, st);
             let shed = self.shed(st, (lateness, shedding), wanted);

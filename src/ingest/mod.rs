@@ -233,7 +233,7 @@ const HELD_KEYFRAME_INTERVALS: f64 = 2.0;
 /// pictures costs the decoding of every frame before it (up to 25 for one frame a second on a
 /// 25 frames/s camera with a keyframe every 2 s), so under overload fewer frames of a camera,
 /// each one decoded alone, leave the model more frames of all. A rate of 0 (every keyframe) is
-/// held too.
+/// held only to an interval longer than its keyframes'.
 pub fn thinned_fps(
     profile_fps: f64,
     overload_interval_seconds: f64,
@@ -243,14 +243,17 @@ pub fn thinned_fps(
     if !(t > 0.0 && t.is_finite()) {
         return profile_fps;
     }
-    let keyframes = keyframe_interval_seconds
-        .filter(|&g| g.is_finite() && g > 0.0 && g <= HELD_KEYFRAME_INTERVALS * t);
-    let held = 1.0 / keyframes.map_or(t, |g| g.max(t));
-    if profile_fps > 0.0 {
-        profile_fps.min(held)
-    } else {
-        held
+    let gap = keyframe_interval_seconds.filter(|&g| g.is_finite() && g > 0.0);
+    if profile_fps <= 0.0 {
+        // Every keyframe: held only once the interval is longer than the keyframes' (an
+        // unknown keyframe interval could be the longer one).
+        return match gap {
+            Some(g) if t > g => 1.0 / t,
+            _ => profile_fps,
+        };
     }
+    let snapped = gap.filter(|&g| g <= HELD_KEYFRAME_INTERVALS * t);
+    profile_fps.min(1.0 / snapped.map_or(t, |g| g.max(t)))
 }
 
 /// What happened to a pushed frame.
@@ -660,7 +663,11 @@ fn camera_loop(plan: &CameraPlan, sink: &SharedSink, registry: &CameraRegistry, 
             return;
         }
         let profile = plan.area.profile_at(cam, time::OffsetDateTime::now_utc());
-        let held = overload.as_ref().map_or(0.0, |f| f());
+        // An inactive camera offers nothing: not held.
+        let held = overload
+            .as_ref()
+            .filter(|_| profile.active)
+            .map_or(0.0, |f| f());
         let fps = thinned_fps(profile.analysis_fps, held, keyframes.interval_seconds());
         keyframes.set_only(keyframes.choose(profile.keyframes_only, fps));
         keyframes.set_tails(KeyframeClock::tails_allowed(&profile, plan.skip_gop_tails));
@@ -1135,9 +1142,15 @@ impl Followed {
         keyframes.set_only(only);
         keyframes.set_fps(fps);
         self.fps = fps;
-        // A full timeout from now: a camera let go of a long hold had no frame for a while.
+        // Held longer: the longer timeout at once. Let go: a full timeout from now at most (it had
+        // no frame for a while), never later than the timeout it had, so that changes of rate
+        // cannot put a dead camera's stall off for ever.
         let timeout = plan.stall_timeout_at(fps, keyframes);
-        self.stall_timeout = timeout.max(since + timeout);
+        self.stall_timeout = if timeout >= self.stall_timeout {
+            timeout
+        } else {
+            timeout.max((since + timeout).min(self.stall_timeout))
+        };
     }
 }
 
@@ -1246,8 +1259,11 @@ mod tests {
         // Faster than one frame per 4 s: held to it; slower: its own.
         assert_eq!(thinned_fps(1.0, 4.0, None), 0.25);
         assert_eq!(thinned_fps(0.1, 4.0, None), 0.1);
-        // Every keyframe (rate 0): held too.
-        assert_eq!(thinned_fps(0.0, 4.0, None), 0.25);
+        // Every keyframe (rate 0): held only to an interval longer than the keyframes'.
+        assert_eq!(thinned_fps(0.0, 4.0, Some(2.0)), 0.25);
+        assert_eq!(thinned_fps(0.0, 1.5, Some(2.0)), 0.0);
+        assert_eq!(thinned_fps(0.0, 0.5, Some(2.0)), 0.0);
+        assert_eq!(thinned_fps(0.0, 4.0, None), 0.0);
         // Keyframes every 2 s, held to one frame per 1.25 s: every keyframe, no frame between.
         assert_eq!(thinned_fps(1.0, 1.25, Some(2.0)), 0.5);
         // Keyframes further apart than two held intervals: held to the interval itself.

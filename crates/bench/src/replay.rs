@@ -192,7 +192,6 @@ pub fn clip_seconds(path: &Path) -> Option<f64> {
     d.map(|d| d.nseconds() as f64 / 1e9)
 }
 
-/// Peak RSS so far (VmHWM), MiB.
 /// After `warmup_seconds`, samples every 250 ms until `stop` which share of the cameras the
 /// pool holds to a slower rate under overload (`held_to_fps`); the mean share.
 fn held_sampler(
@@ -221,6 +220,7 @@ fn held_sampler(
     })
 }
 
+/// Peak RSS so far (VmHWM), MiB.
 pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
