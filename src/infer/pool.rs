@@ -2,6 +2,9 @@
 //! a `Detector`, serving the camera that has waited longest. Memory stays bounded: at most one
 //! waiting and one in-flight frame per camera; a camera's frame stays in flight until its
 //! detections are in the downstream channel, so each camera's detections arrive in frame order.
+//! Under overload (realtime pace) the pool also says how slowly every camera must go so that the
+//! workers take about what is offered ([`Thinning`]): ingest then never decodes the frames the
+//! workers could not take.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;

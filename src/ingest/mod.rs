@@ -1,6 +1,8 @@
 //! Ingest stage: one GStreamer pipeline per camera, rendered from an editable gst-launch template
 //! in `pipelines/`, decoding at the camera's analysis rate and scaling to the model's input size
-//! inside GStreamer; each frame goes to the camera's mailbox of the inference pool.
+//! inside GStreamer; each frame goes to the camera's mailbox of the inference pool. Under
+//! overload a camera is held to the slower rate the next stage can serve
+//! ([`FrameSink::overload_interval`], [`thinned_fps`]), on the running pipeline.
 
 pub mod keyframes;
 mod priority;
