@@ -150,7 +150,7 @@ const IDLE_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 /// Intervals below this are no thinning.
 const MIN_THINNING_INTERVAL_SECONDS: f64 = 0.05;
 /// The longest interval cameras are held to: a slow model still sees each camera this often.
-pub const MAX_THINNING_INTERVAL_SECONDS: f64 = 60.0;
+const MAX_THINNING_INTERVAL_SECONDS: f64 = 60.0;
 
 /// Holding every camera to one analysed frame per interval while the workers cannot take all
 /// the frames offered (realtime pace): a frame they would not take is then never decoded,
@@ -508,24 +508,13 @@ impl Mailboxes {
         telemetry::overload_interval(0.0);
     }
 
-    /// A frame was given to a worker: counted for thinning (realtime pace); the interval
-    /// before and after when it changed.
-    fn taken(&self, st: &mut Slots) -> Option<(f64, f64)> {
+    /// A frame was given to a worker (`taken`), or a worker found none: counted for thinning
+    /// and, at the end of a window, the interval before and after when it changed.
+    fn tick(&self, st: &mut Slots, taken: bool) -> Option<(f64, f64)> {
         if !self.thins() {
             return None;
         }
-        st.thinning.taken += 1;
-        let Slots {
-            thinning, slots, ..
-        } = st;
-        thinning.tick(slots)
-    }
-
-    /// A worker found no frame: the thinning window may end all the same.
-    fn idle_tick(&self, st: &mut Slots) -> Option<(f64, f64)> {
-        if !self.thins() {
-            return None;
-        }
+        st.thinning.taken += u64::from(taken);
         let Slots {
             thinning, slots, ..
         } = st;
@@ -586,7 +575,7 @@ impl Mailboxes {
                 }
                 st.slots[cam].busy = true;
                 let plan = st.slots[cam].plan.clone();
-                let thinned = self.taken(&mut st);
+                let thinned = self.tick(&mut st, true);
                 drop(st);
                 self.space.notify_all();
                 if let Some(change) = thinned {
@@ -616,7 +605,7 @@ impl Mailboxes {
                 .wait_timeout(st, IDLE_TICK)
                 .map_or_else(|p| p.into_inner().0, |(st, _)| st);
             st.thinning.idle_seconds += idle.elapsed().as_secs_f64();
-            if let Some(change) = self.idle_tick(&mut st) {
+            if let Some(change) = self.tick(&mut st, false) {
                 drop(st);
                 thinning_changed(change);
                 st = self.lock();
