@@ -42,6 +42,15 @@ impl CameraState {
         CameraState::Standby,
     ];
 
+    /// Whether a pipeline runs (or is being built) in this state: the only states in which a
+    /// camera decodes, and so can be held under overload.
+    pub fn runs_a_pipeline(self) -> bool {
+        matches!(
+            self,
+            CameraState::Connecting | CameraState::Streaming | CameraState::Stalled
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CameraState::Connecting => "connecting",
@@ -153,6 +162,10 @@ impl CameraRegistry {
         let from = e.status.state;
         e.status.state = state;
         e.status.state_since = time::OffsetDateTime::now_utc();
+        if !state.runs_a_pipeline() {
+            // Nothing decodes, so nothing is held; the next start sets it again.
+            e.status.held_to_fps = None;
+        }
         match state {
             CameraState::Connecting if from == CameraState::Backoff => e.status.reconnects += 1,
             CameraState::Stalled => e.status.stalls += 1,
@@ -260,6 +273,56 @@ pub fn redact(uri: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn held(id: &str) -> CameraStatus {
+        CameraStatus {
+            id: id.into(),
+            name: id.into(),
+            unit: "u".into(),
+            group: "g".into(),
+            source: "a.mp4".into(),
+            state: CameraState::Streaming,
+            state_since: time::OffsetDateTime::now_utc(),
+            last_frame_at: None,
+            frames: 0,
+            dropped: 0,
+            skipped_no_motion: 0,
+            reconnects: 0,
+            stalls: 0,
+            last_error: None,
+            frame_size: None,
+            lag_seconds: 0.0,
+            analysis_fps: 1.0,
+            analysis_rate_from: "zones",
+            keyframes_only: false,
+            keyframe_interval_seconds: None,
+            skips_gop_tails: false,
+            held_to_fps: Some(0.25),
+            phase: None,
+        }
+    }
+
+    #[test]
+    fn a_camera_whose_pipeline_stops_is_no_longer_shown_held() {
+        let registry = CameraRegistry::default();
+        for (state, still_held) in [
+            (CameraState::Stalled, true),
+            (CameraState::Connecting, true),
+            (CameraState::Ended, false),
+            (CameraState::Backoff, false),
+            (CameraState::Inactive, false),
+            (CameraState::Standby, false),
+            (CameraState::Stopped, false),
+            (CameraState::Failed, false),
+        ] {
+            let camera = registry.add(held(state.as_str()));
+            registry.set_state(camera, state, None);
+            let status = &registry.snapshot()[camera];
+            assert_eq!(status.held_to_fps.is_some(), still_held, "{state:?}");
+        }
+    }
+
     #[test]
     fn passwords_never_reach_logs() {
         assert_eq!(
