@@ -306,16 +306,19 @@ fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
     );
     if let Some(l) = &r.limits {
         eprintln!(
-            "limits: decode only {:.1} fps (gridwatch {:.0} %), bare model {:.2} fps (gridwatch {:.0} %), \
-             decoding + bare model {:.2} fps ({:.1} + {:.1} ms CPU per frame; gridwatch {:.0} %)",
+            "limits: decode only {:.1} fps (gridwatch {:.0} %), bare model {:.2} fps (faster of {:.2?}; gridwatch {:.0} %), \
+             decoding + bare model {:.2} fps ({:.1} + {:.1} ms CPU per frame; gridwatch {:.0} %); \
+             with this decoding on the same cores at most {:.0} % of the bare model",
             l.decode_fps,
             l.decode_efficiency * 100.0,
             l.model_fps,
+            l.model_fps_runs,
             l.model_efficiency * 100.0,
             l.decode_and_model_fps,
             l.decode_cpu_ms_per_frame,
             l.model_cpu_ms_per_frame,
             l.decode_and_model_efficiency * 100.0,
+            l.decoding_ceiling * 100.0,
         );
     }
     if let Some(b) = &r.baseline {

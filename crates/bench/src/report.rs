@@ -206,6 +206,14 @@ pub struct Limits {
     /// gridwatch analysed fps / `decode_and_model_fps`: what the rest of the pipeline costs.
     #[serde(default)]
     pub decode_and_model_efficiency: f64,
+    /// The most a pipeline that must decode these streams on the same cores can reach of the
+    /// bare model: model CPU / (decode + model CPU) per frame, with nothing else costing.
+    #[serde(default)]
+    pub decoding_ceiling: f64,
+    /// The bare model measured before and after the decode-only run (frames/s); `model_fps`
+    /// is the faster.
+    #[serde(default)]
+    pub model_fps_runs: Vec<f64>,
 }
 
 impl Limits {
@@ -214,6 +222,7 @@ impl Limits {
     pub(crate) fn new(
         (decode_fps, decode_cpu_seconds, decode_frames): (f64, f64, u64),
         bare: crate::model::BareModel,
+        (bare_before, bare_after): (f64, f64),
         gridwatch: &PipelineResult,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -230,6 +239,11 @@ impl Limits {
             model_cpu_ms_per_frame: bare.cpu_seconds_per_frame * 1000.0,
             decode_and_model_fps,
             decode_and_model_efficiency: ratio(gridwatch.analysed_fps, decode_and_model_fps),
+            decoding_ceiling: ratio(
+                bare.cpu_seconds_per_frame,
+                decode_cpu + bare.cpu_seconds_per_frame,
+            ),
+            model_fps_runs: vec![bare_before, bare_after],
         }
     }
 }
