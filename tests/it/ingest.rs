@@ -791,6 +791,51 @@ fn cameras_start_spread_over_the_configured_time() {
     run.finish();
 }
 
+/// `ids` cameras on `uri` (with `extra` camera lines) at `fps`, all on one worker (more than it
+/// analyses), with the config `tune`d.
+fn on_one_worker(
+    dir: &TempDir,
+    ids: &[String],
+    (uri, extra): (&str, &str),
+    fps: f64,
+    tune: impl FnOnce(&mut Config),
+) -> Running {
+    let cams: String = ids.iter().map(|id| camera(id, uri, extra)).collect();
+    let mut config = config(dir, fps, &cams, "realtime");
+    config.inference.workers = 1;
+    tune(&mut config);
+    Running::start(config)
+}
+
+/// The metrics text and each camera's analysed frames, once checked that no camera stalled and
+/// every one kept being analysed (at least 5 frames).
+fn every_camera_analysed(
+    run: &Running,
+    ids: &[String],
+) -> (String, std::collections::BTreeMap<String, u64>) {
+    let text = gridwatch::telemetry::prometheus()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    let analysed = gridwatch_bench::replay::counter_by(
+        &text,
+        gridwatch::telemetry::FRAMES_ANALYSED,
+        "camera",
+        ids,
+    );
+    let stalls: Vec<u64> = ids.iter().map(|id| run.cam(id).stalls).collect();
+    eprintln!("analysed {analysed:?}; stalls {stalls:?}");
+    assert!(
+        stalls.iter().all(|&s| s == 0),
+        "no camera stalled: {stalls:?}"
+    );
+    assert!(
+        ids.iter()
+            .all(|id| analysed.get(id).is_some_and(|&n| n >= 5)),
+        "every camera keeps being analysed: {analysed:?}"
+    );
+    (text, analysed)
+}
+
 /// Eight cameras at 5 frames/s on one worker (about twice what it analyses), decoding keyframes
 /// only (an all-intra clip: every frame a keyframe): a needed keyframe that arrives while the
 /// camera's previous frame still waits for the model is not decoded (counted), never so many
@@ -812,38 +857,13 @@ fn an_overloaded_pool_sheds_keyframes_before_decoding_and_every_camera_stays_ana
     for shed in [false, true] {
         let dir = TempDir::new("shed");
         let ids: Vec<String> = (0..8).map(|i| format!("shed-{shed}-{i}")).collect();
-        let cams: String = ids
-            .iter()
-            .map(|id| camera(id, &uri, "keyframes_only = true"))
-            .collect();
-        let mut config = config(&dir, 5.0, &cams, "realtime");
-        config.inference.workers = 1;
-        config.ingest.shed_when_behind = shed;
-        let run = Running::start(config);
+        let run = on_one_worker(&dir, &ids, (&uri, "keyframes_only = true"), 5.0, |c| {
+            c.ingest.shed_when_behind = shed
+        });
         std::thread::sleep(Duration::from_secs(16));
         let shed_units: u64 = ids.iter().map(|id| units_not_decoded(id, "overload")).sum();
-        let text = gridwatch::telemetry::prometheus()
-            .map(|h| h.render())
-            .unwrap_or_default();
-        let analysed = gridwatch_bench::replay::counter_by(
-            &text,
-            gridwatch::telemetry::FRAMES_ANALYSED,
-            "camera",
-            &ids,
-        );
-        let stalls: Vec<u64> = ids.iter().map(|id| run.cam(id).stalls).collect();
-        eprintln!(
-            "shed_when_behind = {shed}: {shed_units} units shed; analysed {analysed:?}; stalls {stalls:?}"
-        );
-        assert!(
-            stalls.iter().all(|&s| s == 0),
-            "no camera stalled: {stalls:?}"
-        );
-        assert!(
-            ids.iter()
-                .all(|id| analysed.get(id).is_some_and(|&n| n >= 5)),
-            "every camera keeps being analysed: {analysed:?}"
-        );
+        eprintln!("shed_when_behind = {shed}: {shed_units} units shed");
+        every_camera_analysed(&run, &ids);
         if shed {
             assert!(shed_units >= 20, "{shed_units} keyframes shed");
         } else {
@@ -875,11 +895,9 @@ fn an_overloaded_pool_holds_cameras_to_what_it_can_take_so_they_decode_keyframes
     for thin in [false, true] {
         let dir = TempDir::new("thin");
         let ids: Vec<String> = (0..12).map(|i| format!("thin-{thin}-{i}")).collect();
-        let cams: String = ids.iter().map(|id| camera(id, &uri, "")).collect();
-        let mut config = config(&dir, 5.0, &cams, "realtime");
-        config.inference.workers = 1;
-        config.inference.thin_under_overload = thin;
-        let run = Running::start(config);
+        let run = on_one_worker(&dir, &ids, (&uri, ""), 5.0, |c| {
+            c.inference.thin_under_overload = thin
+        });
         let (mut held, mut only) = (None::<f64>, false);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(18) {
@@ -896,15 +914,7 @@ fn an_overloaded_pool_holds_cameras_to_what_it_can_take_so_they_decode_keyframes
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let text = gridwatch::telemetry::prometheus()
-            .map(|h| h.render())
-            .unwrap_or_default();
-        let analysed = gridwatch_bench::replay::counter_by(
-            &text,
-            gridwatch::telemetry::FRAMES_ANALYSED,
-            "camera",
-            &ids,
-        );
+        let (text, analysed) = every_camera_analysed(&run, &ids);
         let dropped: u64 = ids
             .iter()
             .flat_map(|id| {
@@ -921,21 +931,10 @@ fn an_overloaded_pool_holds_cameras_to_what_it_can_take_so_they_decode_keyframes
             .iter()
             .map(|id| units_not_decoded(id, "keyframes_only"))
             .sum();
-        let stalls: Vec<u64> = ids.iter().map(|id| run.cam(id).stalls).collect();
         let total: u64 = analysed.values().sum();
         eprintln!(
             "thin_under_overload = {thin}: held to {held:?} frames/s at the slowest, keyframes only {only}; \
-             analysed {total} {analysed:?}; dropped {dropped}; {not_decoded} units not decoded \
-             (keyframes only); stalls {stalls:?}"
-        );
-        assert!(
-            stalls.iter().all(|&s| s == 0),
-            "no camera stalled: {stalls:?}"
-        );
-        assert!(
-            ids.iter()
-                .all(|id| analysed.get(id).is_some_and(|&n| n >= 5)),
-            "every camera keeps being analysed: {analysed:?}"
+             analysed {total}; dropped {dropped}; {not_decoded} units not decoded (keyframes only)"
         );
         if thin {
             assert!(
