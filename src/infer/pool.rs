@@ -88,6 +88,9 @@ struct Slot {
     plan: Arc<CameraModels>,
     /// Frames offered in the current thinning window (see [`Thinning`]).
     offered: u32,
+    /// Encoded units the camera left undecoded in the window because they reached its decoder
+    /// late (its decoding behind real time).
+    late: u32,
 }
 
 impl Slot {
@@ -98,6 +101,7 @@ impl Slot {
             open: true,
             plan: Arc::default(),
             offered: 0,
+            late: 0,
         }
     }
 
@@ -141,8 +145,17 @@ const THINNING_HIGH_RATIO: f64 = 1.4;
 const THINNING_MAX_IDLE_SHARE: f64 = 0.05;
 /// How much it shrinks then (some frames were still dropped: the offers came in bursts).
 const THINNING_IDLE_STEP: f64 = 0.8;
-/// The most the interval grows in one window.
+/// The most the interval grows in one window; also its step while decoding is behind.
 const THINNING_MAX_STEP: f64 = 1.5;
+/// Cameras shedding late units in a window, at least, for decoding to count as behind real
+/// time on the node (one slow decoder alone is that camera's problem, not an overload)...
+const THINNING_MIN_LATE_CAMERAS: usize = 2;
+/// ... and at least this share of the cameras offering frames.
+const THINNING_MIN_LATE_SHARE: f64 = 0.05;
+/// Windows after the last one with decoding behind during which the interval shrinks only by
+/// [`THINNING_CAUTIOUS_STEP`]: letting cameras go brings the late decoding straight back.
+const THINNING_CAUTIOUS_WINDOWS: u32 = 5;
+const THINNING_CAUTIOUS_STEP: f64 = 0.9;
 /// The workers waited and every frame offered was taken: the interval shrinks this much.
 const THINNING_SPARE_STEP: f64 = 0.6;
 /// How often a worker waiting for a frame looks at the thinning window.
@@ -172,6 +185,8 @@ struct Thinning {
     workers: usize,
     /// Windows in a row that were overloaded (see [`THINNING_ONSET_WINDOWS`]).
     overloaded_windows: u32,
+    /// Windows since decoding was last behind on the node (see [`THINNING_CAUTIOUS_WINDOWS`]).
+    since_decode_behind: u32,
     interval_seconds: f64,
 }
 
@@ -184,6 +199,7 @@ impl Thinning {
             idle_seconds: 0.0,
             workers: 0,
             overloaded_windows: 0,
+            since_decode_behind: u32::MAX,
             interval_seconds: 0.0,
         }
     }
@@ -195,25 +211,27 @@ impl Thinning {
         if window < THINNING_WINDOW_SECONDS {
             return None;
         }
-        let offering = slots
-            .iter_mut()
-            .map(|s| std::mem::take(&mut s.offered))
-            .filter(|&n| n > 0)
-            .count();
+        let (mut offering, mut late) = (0, 0);
+        for s in slots.iter_mut() {
+            offering += usize::from(std::mem::take(&mut s.offered) > 0);
+            late += usize::from(std::mem::take(&mut s.late) > 0);
+        }
         let w = Window {
             seconds: window,
             offered: self.offered,
             taken: self.taken,
             offering,
+            late_cameras: late,
             idle_share: self.idle_seconds / (window * self.workers.max(1) as f64),
         };
         *self = Self {
             interval_seconds: self.interval_seconds,
             workers: self.workers,
             overloaded_windows: self.overloaded_windows,
+            since_decode_behind: self.since_decode_behind,
             ..Self::new()
         };
-        if w.taken == 0 && w.idle_share <= THINNING_MAX_IDLE_SHARE {
+        if w.taken == 0 && w.idle_share <= THINNING_MAX_IDLE_SHARE && !w.decode_behind() {
             // Nothing analysed, yet no worker waited (a model pass longer than the window).
             return None;
         }
@@ -235,15 +253,27 @@ impl Thinning {
             self.interval_seconds,
             w.offered as f64 / w.taken.max(1) as f64,
         );
-        let overloaded = w.idle_share <= THINNING_MAX_IDLE_SHARE && ratio > THINNING_HIGH_RATIO;
+        // Decoders behind real time overload the node as surely as a model that cannot keep
+        // up, though the workers then wait: holding cameras (to keyframes only, mostly) is
+        // what gives the decoders their time back.
+        let behind = w.decode_behind();
+        self.since_decode_behind = if behind {
+            0
+        } else {
+            self.since_decode_behind.saturating_add(1)
+        };
+        let overloaded =
+            behind || (w.idle_share <= THINNING_MAX_IDLE_SHARE && ratio > THINNING_HIGH_RATIO);
         self.overloaded_windows = if overloaded {
             self.overloaded_windows + 1
         } else {
             0
         };
-        if w.idle_share > THINNING_MAX_IDLE_SHARE {
+        if w.idle_share > THINNING_MAX_IDLE_SHARE && !behind {
             // The workers waited for frames: cameras are held back more than needed.
-            let step = if w.offered <= w.taken {
+            let step = if self.since_decode_behind < THINNING_CAUTIOUS_WINDOWS {
+                THINNING_CAUTIOUS_STEP
+            } else if w.offered <= w.taken {
                 THINNING_SPARE_STEP
             } else {
                 THINNING_IDLE_STEP
@@ -254,13 +284,20 @@ impl Thinning {
             // Not overloaded, or not yet for long enough: a burst (cameras starting) passes.
             return now;
         }
-        // A first interval from the cameras' mean interval between offers. Damped: cameras
-        // follow within a second, those already slower do not change, and the workers take more
-        // once fewer frames are decoded.
-        let from = now.max(w.seconds * w.offering as f64 / w.offered as f64);
-        from * (ratio / THINNING_TARGET_RATIO)
-            .sqrt()
-            .min(THINNING_MAX_STEP)
+        // A first interval from the cameras' mean interval between offers (a frame per window
+        // when none was offered). Damped: cameras follow within a second, those already slower
+        // do not change, and the workers take more once fewer frames are decoded.
+        let from = if w.offered > 0 {
+            now.max(w.seconds * w.offering as f64 / w.offered as f64)
+        } else {
+            now.max(w.seconds)
+        };
+        let step = if behind {
+            THINNING_MAX_STEP
+        } else {
+            (ratio / THINNING_TARGET_RATIO).sqrt()
+        };
+        from * step.min(THINNING_MAX_STEP)
     }
 }
 
@@ -272,8 +309,18 @@ struct Window {
     taken: u64,
     /// Cameras that offered a frame.
     offering: usize,
+    /// Cameras that left units undecoded because they reached the decoder late.
+    late_cameras: usize,
     /// The share of the workers' time spent waiting for a frame.
     idle_share: f64,
+}
+
+impl Window {
+    /// Decoding behind real time on the node: enough cameras shed late units.
+    fn decode_behind(&self) -> bool {
+        self.late_cameras >= THINNING_MIN_LATE_CAMERAS
+            && self.late_cameras as f64 >= THINNING_MIN_LATE_SHARE * self.offering as f64
+    }
 }
 
 impl Slots {
@@ -494,6 +541,17 @@ impl Mailboxes {
             return 0.0;
         }
         self.lock().thinning.interval_seconds
+    }
+
+    /// Camera `camera` left an encoded unit undecoded because it reached its decoder late (see
+    /// [`Thinning`]).
+    pub fn decoded_late(&self, camera: usize) {
+        if !self.thins() {
+            return;
+        }
+        if let Some(s) = self.lock().slots.get_mut(camera) {
+            s.late = s.late.saturating_add(1);
+        }
     }
 
     /// Realtime pace, thinning on.
@@ -1380,6 +1438,47 @@ mod tests {
             intervals.windows(2).all(|w| w[1] < w[0]) && *intervals.last().unwrap() == 0.0,
             "{intervals:?}"
         );
+    }
+
+    #[test]
+    fn cameras_are_held_while_their_decoders_fall_behind_though_the_workers_wait() {
+        let mb = Mailboxes::new(ids(4), Pace::Realtime, secs(3600));
+        let behind = |cameras: &[usize]| {
+            for &c in cameras {
+                mb.decoded_late(c);
+                mb.decoded_late(c);
+            }
+            // Every frame offered is taken and the workers wait half the time.
+            thinning_window(&mb, [1; 4], 0.5)
+        };
+        // One camera's slow decoder is its own problem, not the node's.
+        for _ in 0..3 {
+            assert_eq!(behind(&[2]), 0.0);
+        }
+        // Two of four: after the onset windows, held, longer each window while it lasts.
+        assert_eq!(behind(&[0, 3]), 0.0);
+        let first = behind(&[0, 3]);
+        let second = behind(&[1, 3]);
+        assert!(first > 0.0 && second > first, "{first} then {second}");
+        // Caught up: let go, cautiously at first (letting go brings the late decoding back),
+        // then as any idle pool.
+        let mut intervals = vec![second];
+        while *intervals.last().unwrap() > 0.0 && intervals.len() < 40 {
+            intervals.push(behind(&[]));
+        }
+        let steps: Vec<f64> = intervals.windows(2).map(|w| w[1] / w[0]).collect();
+        assert!(
+            (steps[0] - THINNING_CAUTIOUS_STEP).abs() < 1e-9
+                && *intervals.last().unwrap() == 0.0
+                && steps[..steps.len() - 1]
+                    .iter()
+                    .any(|&s| (s - THINNING_SPARE_STEP).abs() < 1e-9),
+            "{intervals:?}"
+        );
+        // Thinning off: late units are not even counted.
+        mb.set_thinning(false);
+        mb.decoded_late(0);
+        assert_eq!(mb.lock().slots[0].late, 0);
     }
 
     #[test]
