@@ -2,7 +2,9 @@
 //! in `pipelines/`, decoding at the camera's analysis rate and scaling to the model's input size
 //! inside GStreamer; each frame goes to the camera's mailbox of the inference pool. Under
 //! overload a camera is held to the slower rate the next stage can serve
-//! ([`FrameSink::overload_interval`], [`thinned_fps`]), on the running pipeline.
+//! ([`FrameSink::overload_interval`], [`thinned_fps`]), on the running pipeline; the units it
+//! leaves undecoded because its decoder fell behind real time are reported there too
+//! ([`FrameSink::late_report`]).
 
 pub mod keyframes;
 mod priority;
