@@ -453,9 +453,4 @@ impl FrameSink for GatedSink {
         let mailboxes = self.mailboxes.clone();
         Some(Arc::new(move || mailboxes.overload_interval_seconds()))
     }
-
-    fn late_report(&self) -> Option<crate::ingest::LateReport> {
-        let (mailboxes, camera) = (self.mailboxes.clone(), self.camera);
-        Some(Arc::new(move || mailboxes.decoded_late(camera)))
-    }
 }

@@ -3,8 +3,8 @@
 //! waiting and one in-flight frame per camera; a camera's frame stays in flight until its
 //! detections are in the downstream channel, so each camera's detections arrive in frame order.
 //! Under overload (realtime pace) the pool also says how slowly every camera must go so that the
-//! workers take about what is offered, or so that the cameras' decoders keep up with real time
-//! ([`Thinning`]): ingest then never decodes the frames the workers could not take.
+//! workers take about what is offered ([`Thinning`]): ingest then never decodes the frames the
+//! workers could not take.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -88,9 +88,6 @@ struct Slot {
     plan: Arc<CameraModels>,
     /// Frames offered in the current thinning window (see [`Thinning`]).
     offered: u32,
-    /// Encoded units the camera left undecoded in the window because they reached its decoder
-    /// late (its decoding behind real time).
-    late: u32,
 }
 
 impl Slot {
@@ -101,7 +98,6 @@ impl Slot {
             open: true,
             plan: Arc::default(),
             offered: 0,
-            late: 0,
         }
     }
 
@@ -147,19 +143,6 @@ const THINNING_MAX_IDLE_SHARE: f64 = 0.05;
 const THINNING_IDLE_STEP: f64 = 0.8;
 /// The most the interval grows in one window.
 const THINNING_MAX_STEP: f64 = 1.5;
-/// Its step while decoding is behind, every other window at most: the late units already
-/// queued keep coming for a window after cameras are held, and a larger step overshot (held
-/// 48 cameras to a third of the CPU, measured).
-const THINNING_BEHIND_STEP: f64 = 1.2;
-/// Cameras shedding late units in a window, at least, for decoding to count as behind real
-/// time on the node (one slow decoder alone is that camera's problem, not an overload)...
-const THINNING_MIN_LATE_CAMERAS: usize = 2;
-/// ... and at least this share of the cameras offering frames.
-const THINNING_MIN_LATE_SHARE: f64 = 0.05;
-/// Windows after the last one with decoding behind during which the interval shrinks only by
-/// [`THINNING_CAUTIOUS_STEP`]: letting cameras go brings the late decoding straight back.
-const THINNING_CAUTIOUS_WINDOWS: u32 = 5;
-const THINNING_CAUTIOUS_STEP: f64 = 0.9;
 /// The workers waited and every frame offered was taken: the interval shrinks this much.
 const THINNING_SPARE_STEP: f64 = 0.6;
 /// How often a worker waiting for a frame looks at the thinning window.
@@ -178,9 +161,7 @@ const MAX_THINNING_INTERVAL_SECONDS: f64 = 60.0;
 /// workers waited for frames (more than [`THINNING_MAX_IDLE_SHARE`] of their time), else grown
 /// while more than [`THINNING_HIGH_RATIO`] frames are offered (put, or dropped as superseded
 /// before conversion) per frame taken, towards [`THINNING_TARGET_RATIO`]; first set after
-/// [`THINNING_ONSET_WINDOWS`] such windows in a row. Decoders behind real time (cameras
-/// shedding late units, [`Window::decode_behind`]) count as overloaded whatever the workers
-/// do, and grow it by [`THINNING_BEHIND_STEP`]: with the CPU spent decoding, the workers wait.
+/// [`THINNING_ONSET_WINDOWS`] such windows in a row.
 struct Thinning {
     since: Instant,
     offered: u64,
@@ -191,10 +172,6 @@ struct Thinning {
     workers: usize,
     /// Windows in a row that were overloaded (see [`THINNING_ONSET_WINDOWS`]).
     overloaded_windows: u32,
-    /// Windows since decoding was last behind on the node (see [`THINNING_CAUTIOUS_WINDOWS`]).
-    since_decode_behind: u32,
-    /// Windows since the interval last changed.
-    since_change: u32,
     interval_seconds: f64,
 }
 
@@ -207,8 +184,6 @@ impl Thinning {
             idle_seconds: 0.0,
             workers: 0,
             overloaded_windows: 0,
-            since_decode_behind: u32::MAX,
-            since_change: u32::MAX,
             interval_seconds: 0.0,
         }
     }
@@ -220,28 +195,25 @@ impl Thinning {
         if window < THINNING_WINDOW_SECONDS {
             return None;
         }
-        let (mut offering, mut late) = (0, 0);
-        for s in slots.iter_mut() {
-            offering += usize::from(std::mem::take(&mut s.offered) > 0);
-            late += usize::from(std::mem::take(&mut s.late) > 0);
-        }
+        let offering = slots
+            .iter_mut()
+            .map(|s| std::mem::take(&mut s.offered))
+            .filter(|&n| n > 0)
+            .count();
         let w = Window {
             seconds: window,
             offered: self.offered,
             taken: self.taken,
             offering,
-            late_cameras: late,
             idle_share: self.idle_seconds / (window * self.workers.max(1) as f64),
         };
         *self = Self {
             interval_seconds: self.interval_seconds,
             workers: self.workers,
             overloaded_windows: self.overloaded_windows,
-            since_decode_behind: self.since_decode_behind,
-            since_change: self.since_change,
             ..Self::new()
         };
-        if w.taken == 0 && w.idle_share <= THINNING_MAX_IDLE_SHARE && !w.decode_behind() {
+        if w.taken == 0 && w.idle_share <= THINNING_MAX_IDLE_SHARE {
             // Nothing analysed, yet no worker waited (a model pass longer than the window).
             return None;
         }
@@ -254,11 +226,6 @@ impl Thinning {
             next.min(MAX_THINNING_INTERVAL_SECONDS)
         };
         self.interval_seconds = next;
-        self.since_change = if next != now {
-            0
-        } else {
-            self.since_change.saturating_add(1)
-        };
         (next != now).then_some((now, next))
     }
 
@@ -268,27 +235,15 @@ impl Thinning {
             self.interval_seconds,
             w.offered as f64 / w.taken.max(1) as f64,
         );
-        // Decoders behind real time overload the node as surely as a model that cannot keep
-        // up, though the workers then wait: holding cameras (to keyframes only, mostly) is
-        // what gives the decoders their time back.
-        let behind = w.decode_behind();
-        self.since_decode_behind = if behind {
-            0
-        } else {
-            self.since_decode_behind.saturating_add(1)
-        };
-        let overloaded =
-            behind || (w.idle_share <= THINNING_MAX_IDLE_SHARE && ratio > THINNING_HIGH_RATIO);
+        let overloaded = w.idle_share <= THINNING_MAX_IDLE_SHARE && ratio > THINNING_HIGH_RATIO;
         self.overloaded_windows = if overloaded {
             self.overloaded_windows + 1
         } else {
             0
         };
-        if w.idle_share > THINNING_MAX_IDLE_SHARE && !behind {
+        if w.idle_share > THINNING_MAX_IDLE_SHARE {
             // The workers waited for frames: cameras are held back more than needed.
-            let step = if self.since_decode_behind < THINNING_CAUTIOUS_WINDOWS {
-                THINNING_CAUTIOUS_STEP
-            } else if w.offered <= w.taken {
+            let step = if w.offered <= w.taken {
                 THINNING_SPARE_STEP
             } else {
                 THINNING_IDLE_STEP
@@ -299,24 +254,13 @@ impl Thinning {
             // Not overloaded, or not yet for long enough: a burst (cameras starting) passes.
             return now;
         }
-        if behind && now > 0.0 && self.since_change == 0 {
-            // Held in the last window: the units it sheds late were mostly queued before.
-            return now;
-        }
-        // A first interval from the cameras' mean interval between offers (a frame per window
-        // when none was offered). Damped: cameras follow within a second, those already slower
-        // do not change, and the workers take more once fewer frames are decoded.
-        let from = if w.offered > 0 {
-            now.max(w.seconds * w.offering as f64 / w.offered as f64)
-        } else {
-            now.max(w.seconds)
-        };
-        let step = if behind {
-            THINNING_BEHIND_STEP
-        } else {
-            (ratio / THINNING_TARGET_RATIO).sqrt()
-        };
-        from * step.min(THINNING_MAX_STEP)
+        // A first interval from the cameras' mean interval between offers. Damped: cameras
+        // follow within a second, those already slower do not change, and the workers take more
+        // once fewer frames are decoded.
+        let from = now.max(w.seconds * w.offering as f64 / w.offered as f64);
+        from * (ratio / THINNING_TARGET_RATIO)
+            .sqrt()
+            .min(THINNING_MAX_STEP)
     }
 }
 
@@ -328,18 +272,8 @@ struct Window {
     taken: u64,
     /// Cameras that offered a frame.
     offering: usize,
-    /// Cameras that left units undecoded because they reached the decoder late.
-    late_cameras: usize,
     /// The share of the workers' time spent waiting for a frame.
     idle_share: f64,
-}
-
-impl Window {
-    /// Decoding behind real time on the node: enough cameras shed late units.
-    fn decode_behind(&self) -> bool {
-        self.late_cameras >= THINNING_MIN_LATE_CAMERAS
-            && self.late_cameras as f64 >= THINNING_MIN_LATE_SHARE * self.offering as f64
-    }
 }
 
 impl Slots {
@@ -560,17 +494,6 @@ impl Mailboxes {
             return 0.0;
         }
         self.lock().thinning.interval_seconds
-    }
-
-    /// Camera `camera` left an encoded unit undecoded because it reached its decoder late (see
-    /// [`Thinning`]).
-    pub fn decoded_late(&self, camera: usize) {
-        if !self.thins() {
-            return;
-        }
-        if let Some(s) = self.lock().slots.get_mut(camera) {
-            s.late = s.late.saturating_add(1);
-        }
     }
 
     /// Realtime pace, thinning on.
@@ -1457,54 +1380,6 @@ mod tests {
             intervals.windows(2).all(|w| w[1] < w[0]) && *intervals.last().unwrap() == 0.0,
             "{intervals:?}"
         );
-    }
-
-    #[test]
-    fn cameras_are_held_while_their_decoders_fall_behind_though_the_workers_wait() {
-        let mb = Mailboxes::new(ids(4), Pace::Realtime, secs(3600));
-        let behind = |cameras: &[usize]| {
-            for &c in cameras {
-                mb.decoded_late(c);
-                mb.decoded_late(c);
-            }
-            // Every frame offered is taken and the workers wait half the time.
-            thinning_window(&mb, [1; 4], 0.5)
-        };
-        // One camera's slow decoder is its own problem, not the node's.
-        for _ in 0..3 {
-            assert_eq!(behind(&[2]), 0.0);
-        }
-        // Two of four: after the onset windows, held; the window after a change is left to
-        // the units queued before it; then longer, every other window while it lasts.
-        assert_eq!(behind(&[0, 3]), 0.0);
-        let first = behind(&[0, 3]);
-        assert!(first > 0.0, "{first}");
-        assert_eq!(behind(&[1, 3]), first);
-        let second = behind(&[1, 2]);
-        assert!(
-            (second / first - THINNING_BEHIND_STEP).abs() < 1e-9,
-            "{first} then {second}"
-        );
-        assert_eq!(behind(&[1, 2]), second);
-        // Caught up: let go, cautiously at first (letting go brings the late decoding back),
-        // then as any idle pool.
-        let mut intervals = vec![second];
-        while *intervals.last().unwrap() > 0.0 && intervals.len() < 40 {
-            intervals.push(behind(&[]));
-        }
-        let steps: Vec<f64> = intervals.windows(2).map(|w| w[1] / w[0]).collect();
-        assert!(
-            (steps[0] - THINNING_CAUTIOUS_STEP).abs() < 1e-9
-                && *intervals.last().unwrap() == 0.0
-                && steps[..steps.len() - 1]
-                    .iter()
-                    .any(|&s| (s - THINNING_SPARE_STEP).abs() < 1e-9),
-            "{intervals:?}"
-        );
-        // Thinning off: late units are not even counted.
-        mb.set_thinning(false);
-        mb.decoded_late(0);
-        assert_eq!(mb.lock().slots[0].late, 0);
     }
 
     #[test]

@@ -112,8 +112,6 @@ pub struct Shedding {
     /// Told at each keyframe left undecoded (shed, or not needed at the rate): the camera is
     /// alive, it only sheds or skips (the stall watchdog).
     pub alive: Option<Arc<dyn Fn() + Send + Sync>>,
-    /// Told at each unit left undecoded because it reached the decoder late.
-    pub late: Option<super::LateReport>,
 }
 
 /// A GOP's state in one decoder probe.
@@ -537,18 +535,14 @@ impl KeyframeClock {
                 .max_lag_seconds
                 .and(top.upgrade())
                 .and_then(|top| super::lateness_seconds(&top, pad, buffer));
-            let (keep, dropping) = {
+            let (keep, shed) = {
                 let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
                 let keep = clock.keep(&mut st, buffer, (lateness, &shedding));
-                (keep, st.dropping)
+                (keep, st.dropping.is_some_and(Skip::shed))
             };
             if keep {
                 return gst::PadProbeReturn::Ok;
             }
-            if let (Some(Skip::Late), Some(late)) = (dropping, &shedding.late) {
-                late();
-            }
-            let shed = dropping.is_some_and(Skip::shed);
             // A keyframe left undecoded (shed, or not needed at the rate, which may be held
             // for up to a minute under overload): the source is alive.
             if let (true, Some(alive)) = (keyframe, &shedding.alive) {

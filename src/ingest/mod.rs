@@ -2,9 +2,7 @@
 //! in `pipelines/`, decoding at the camera's analysis rate and scaling to the model's input size
 //! inside GStreamer; each frame goes to the camera's mailbox of the inference pool. Under
 //! overload a camera is held to the slower rate the next stage can serve
-//! ([`FrameSink::overload_interval`], [`thinned_fps`]), on the running pipeline; the units it
-//! leaves undecoded because its decoder fell behind real time are reported there too
-//! ([`FrameSink::late_report`]).
+//! ([`FrameSink::overload_interval`], [`thinned_fps`]), on the running pipeline.
 
 pub mod keyframes;
 mod priority;
@@ -221,16 +219,7 @@ pub trait FrameSink: Send + 'static {
     fn overload_interval(&self) -> Option<OverloadInterval> {
         None
     }
-    /// Told at each encoded unit the camera leaves undecoded because it reached the decoder
-    /// late (`[ingest] max_decode_lag_ms`): decoding behind real time is an overload too, which
-    /// [`FrameSink::overload_interval`] then answers. `None`: never told.
-    fn late_report(&self) -> Option<LateReport> {
-        None
-    }
 }
-
-/// See [`FrameSink::late_report`].
-pub type LateReport = Arc<dyn Fn() + Send + Sync>;
 
 /// Asked once a second by each camera: see [`FrameSink::overload_interval`].
 pub type OverloadInterval = Arc<dyn Fn() -> f64 + Send + Sync>;
@@ -962,9 +951,9 @@ fn run_pipeline_once(
     }
     {
         let keyframes = rate.1.clone();
-        let (busy, behind, late) = {
+        let (busy, behind) = {
             let sink = frame_sink.lock().unwrap_or_else(|p| p.into_inner());
-            (sink.busy_check(), sink.behind_check(), sink.late_report())
+            (sink.busy_check(), sink.behind_check())
         };
         let alive = liveness.clone();
         keyframes.set_shedding(keyframes::Shedding {
@@ -973,7 +962,6 @@ fn run_pipeline_once(
             paced: plan.sync,
             // A shed keyframe: the camera is alive, it only sheds.
             alive: Some(Arc::new(move || alive.touch())),
-            late,
         });
         priority::yield_decoding(&pipeline, plan.pipeline_nice);
         if let Some(busy) = busy

@@ -1015,61 +1015,6 @@ fn a_decoder_behind_real_time_sheds_late_units_and_stays_near_real_time() {
     }
 }
 
-/// Three cameras whose decoders cannot keep up with real time (300 ms per picture, 10 frames/s
-/// streams at 2 frames/s with a keyframe every 2 s) while the workers have time to spare: with
-/// `thin_under_overload` the pool, told of the units they shed late, holds them, so they
-/// decode keyframes only and shed fewer units late per analysed frame; without it none is held.
-#[test]
-fn cameras_whose_decoders_fall_behind_are_held_though_the_workers_wait() {
-    let _exclusive = crate::support::exclusive();
-    let uri = repo("sample-streams/vtest.mp4").display().to_string();
-    let mut late_per_analysed = Vec::new();
-    for thin in [false, true] {
-        let dir = TempDir::new("behind");
-        let template = dir.path("slow.pipeline");
-        std::fs::write(&template, SLOW_DECODER_TEMPLATE).unwrap();
-        let extra = format!("pipeline = \"{}\"", template.display());
-        let ids: Vec<String> = (0..3).map(|i| format!("behind-{thin}-{i}")).collect();
-        let cams: String = ids.iter().map(|id| camera(id, &uri, &extra)).collect();
-        let mut config = config(&dir, 2.0, &cams, "realtime");
-        config.inference.thin_under_overload = thin;
-        let run = Running::start(config);
-        let (mut held, mut only) = (None::<f64>, false);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            for c in run.registry.snapshot().iter().filter(|c| ids.contains(&c.id)) {
-                if let Some(f) = c.held_to_fps {
-                    held = Some(held.map_or(f, |h| h.min(f)));
-                }
-                only |= c.keyframes_only;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let late: u64 = ids.iter().map(|id| units_not_decoded(id, "late")).sum();
-        let (_, analysed) = every_camera_analysed(&run, &ids);
-        let total: u64 = analysed.values().sum();
-        eprintln!(
-            "thin_under_overload = {thin}: held to {held:?} frames/s at the slowest, keyframes only {only}; \
-             analysed {total}; {late} units shed late"
-        );
-        if thin {
-            assert!(
-                held.is_some_and(|f| f < 2.0) && only,
-                "held to {held:?}, keyframes only {only}"
-            );
-        } else {
-            assert!(held.is_none() && !only, "held {held:?}, keyframes only {only}");
-            assert!(late >= 20, "the decoders fall behind: {late} units shed late");
-        }
-        late_per_analysed.push(late as f64 / total.max(1) as f64);
-        run.finish();
-    }
-    assert!(
-        late_per_analysed[1] < late_per_analysed[0],
-        "units shed late per analysed frame, without and with thinning: {late_per_analysed:?}"
-    );
-}
-
 /// Name and niceness of this process's threads, from /proc (field 19 of each thread's stat).
 fn thread_nices() -> Vec<(String, i64)> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
