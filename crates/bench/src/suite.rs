@@ -140,8 +140,17 @@ fn limits(
     let before = bare()?;
     let decoded = decode_limit(&streams, decode)?;
     let after = bare()?;
-    let faster = if after.fps > before.fps { after } else { before };
-    Ok(Limits::new(decoded, faster, (before.fps, after.fps), gridwatch))
+    let faster = if after.fps > before.fps {
+        after
+    } else {
+        before
+    };
+    Ok(Limits::new(
+        decoded,
+        faster,
+        (before.fps, after.fps),
+        gridwatch,
+    ))
 }
 
 pub fn run(o: &SuiteOptions) -> Result<BenchReport, SuiteError> {
