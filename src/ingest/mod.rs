@@ -577,31 +577,11 @@ impl CameraPlan {
 /// The status entry a camera starts with.
 pub fn initial_status(area: &Area, index: usize) -> CameraStatus {
     let c = &area.cameras[index];
-    CameraStatus {
-        id: c.id.clone(),
-        name: c.name.clone(),
-        unit: c.unit.clone(),
-        group: c.group.clone(),
-        source: status::redact(&c.uri),
-        state: CameraState::Connecting,
-        state_since: time::OffsetDateTime::now_utc(),
-        last_frame_at: None,
-        frames: 0,
-        dropped: 0,
-        skipped_no_motion: 0,
-        reconnects: 0,
-        stalls: 0,
-        last_error: None,
-        frame_size: None,
-        lag_seconds: 0.0,
-        analysis_fps: 0.0,
-        analysis_rate_from: "override",
-        keyframes_only: false,
-        keyframe_interval_seconds: None,
-        skips_gop_tails: false,
-        held_to_fps: None,
-        phase: None,
-    }
+    CameraStatus::connecting(
+        (&c.id, &c.name),
+        (&c.unit, &c.group),
+        &status::redact(&c.uri),
+    )
 }
 
 /// How one pipeline run ended.

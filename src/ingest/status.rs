@@ -108,6 +108,37 @@ pub struct CameraStatus {
     pub phase: Option<String>,
 }
 
+impl CameraStatus {
+    /// A camera about to connect: nothing seen yet. `source` with any password removed.
+    pub fn connecting((id, name): (&str, &str), (unit, group): (&str, &str), source: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            unit: unit.to_owned(),
+            group: group.to_owned(),
+            source: source.to_owned(),
+            state: CameraState::Connecting,
+            state_since: time::OffsetDateTime::now_utc(),
+            last_frame_at: None,
+            frames: 0,
+            dropped: 0,
+            skipped_no_motion: 0,
+            reconnects: 0,
+            stalls: 0,
+            last_error: None,
+            frame_size: None,
+            lag_seconds: 0.0,
+            analysis_fps: 0.0,
+            analysis_rate_from: "override",
+            keyframes_only: false,
+            keyframe_interval_seconds: None,
+            skips_gop_tails: false,
+            held_to_fps: None,
+            phase: None,
+        }
+    }
+}
+
 struct Entry {
     status: CameraStatus,
     last_frame: Option<Instant>,
@@ -277,29 +308,10 @@ mod tests {
 
     fn held(id: &str) -> CameraStatus {
         CameraStatus {
-            id: id.into(),
-            name: id.into(),
-            unit: "u".into(),
-            group: "g".into(),
-            source: "a.mp4".into(),
             state: CameraState::Streaming,
-            state_since: time::OffsetDateTime::now_utc(),
-            last_frame_at: None,
-            frames: 0,
-            dropped: 0,
-            skipped_no_motion: 0,
-            reconnects: 0,
-            stalls: 0,
-            last_error: None,
-            frame_size: None,
-            lag_seconds: 0.0,
             analysis_fps: 1.0,
-            analysis_rate_from: "zones",
-            keyframes_only: false,
-            keyframe_interval_seconds: None,
-            skips_gop_tails: false,
             held_to_fps: Some(0.25),
-            phase: None,
+            ..CameraStatus::connecting((id, id), ("u", "g"), "a.mp4")
         }
     }
 
